@@ -1,0 +1,35 @@
+# Two commands set everything up on a fresh machine: `make run` and `make test`.
+# torch is installed first from TORCH_SPEC: the CPU build by default; on a GPU machine use e.g.
+#   make run TORCH_SPEC='torch==2.13.0' PIP_INDEX='--index-url https://download.pytorch.org/whl/cu128'
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PIP_INDEX ?=
+EXTRAS ?= dev
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(EXTRAS)
+
+.PHONY: install run test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q $(PIP_INDEX) "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e '.[$(EXTRAS)]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start the service on http://127.0.0.1:$(PORT) (tiny profile on CPU); Ctrl-C stops it.
+run: install
+	$(BIN)/python -m serving
+
+## Run the whole test suite.
+test: install
+	$(BIN)/python -m pytest
+
+## Print benchmark figures and write benchmarks/results/latest.json.
+bench: install
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""Authentication: argon2id passwords, JWT tokens, users and the /auth routes."""

@@ -1,0 +1,72 @@
+"""FastAPI dependencies: the database session, the current user and the admin user."""
+
+from __future__ import annotations
+
+from typing import Annotated, Iterator, Optional
+
+from fastapi import Depends, HTTPException, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlmodel import Session
+
+from auth.service import AuthError, AuthService
+from storage.tables import User
+
+INVALID_CREDENTIALS = "无效的认证凭据"
+ADMIN_REQUIRED = "需要管理员权限"
+
+_bearer = HTTPBearer(auto_error=False, description="JWT from POST /auth/login")
+
+
+_service: Optional[AuthService] = None
+
+
+def configure(service: AuthService) -> None:
+    """Install the process's AuthService (the ingress does this once at start-up)."""
+    global _service
+    _service = service
+
+
+def get_auth() -> AuthService:
+    if _service is None:
+        raise RuntimeError("auth.deps.configure() has not been called")
+    return _service
+
+
+AuthDep = Annotated[AuthService, Depends(get_auth)]
+
+
+def get_session(auth: AuthDep) -> Iterator[Session]:
+    with Session(auth.engine, expire_on_commit=False) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def unauthorized() -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, INVALID_CREDENTIALS,
+                         headers={"WWW-Authenticate": "Bearer"})
+
+
+def current_user(auth: AuthDep, session: SessionDep,
+                 credentials: Annotated[Optional[HTTPAuthorizationCredentials], Depends(_bearer)]) -> User:
+    try:
+        if not auth.config.enabled:
+            return auth.default_admin(session)
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise unauthorized()
+        return auth.user_for_token(session, credentials.credentials)
+    except AuthError:
+        raise unauthorized() from None
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def admin_user(user: CurrentUser) -> User:
+    if not user.is_admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, ADMIN_REQUIRED)
+    return user
+
+
+AdminUser = Annotated[User, Depends(admin_user)]

@@ -1,0 +1,61 @@
+"""Request and response schemas for /auth. Clients can never set ids, admin flags or owners."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+
+
+class UserCreate(BaseModel):
+    username: str = Field(min_length=3, max_length=50, pattern=r"^[^\s/\\]+$")
+    password: str = Field(min_length=6, max_length=128)
+    email: Optional[str] = Field(default=None, max_length=255, pattern=EMAIL_PATTERN)
+
+
+class UserUpdate(BaseModel):
+    """``PUT /auth/me``: unknown fields such as ``is_admin`` are ignored."""
+
+    email: Optional[str] = Field(default=None, max_length=255, pattern=EMAIL_PATTERN)
+    password: Optional[str] = Field(default=None, min_length=6, max_length=128)
+
+
+class LoginRequest(BaseModel):
+    username: str = Field(min_length=1, max_length=50)
+    password: str = Field(min_length=1, max_length=128)
+
+
+class ChangePasswordRequest(BaseModel):
+    old_password: str = Field(min_length=1, max_length=128)
+    new_password: str = Field(min_length=6, max_length=128)
+
+
+class Token(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int
+
+
+class UserPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    username: str
+    email: Optional[str]
+    is_active: bool
+    is_admin: bool
+    created_at: datetime
+
+
+class Message(BaseModel):
+    message: str
+
+
+class QuotaLimits(BaseModel):
+    """Admin override of a user's limits; ``null`` restores the service default."""
+
+    daily_limit: Optional[int] = Field(default=None, ge=0, le=1_000_000)
+    monthly_limit: Optional[int] = Field(default=None, ge=0, le=10_000_000)

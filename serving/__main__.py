@@ -1,0 +1,59 @@
+"""``python -m serving``: start Ray and the application in the foreground (what ``make run`` does).
+
+Listens on HOST:PORT (127.0.0.1:8000 by default), keeps data under DATA_DIR (./data), runs the
+tiny profile on CPU unless MODEL_PROFILE says otherwise. Ctrl-C (or SIGTERM) shuts Serve and Ray
+down cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+
+APP_NAME = "qwen-image"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument("--num-gpus", type=float, default=float(os.environ.get("NUM_GPUS", "0")),
+                        help="GPUs Ray may use (0: the tiny profile on CPU)")
+    options = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    os.environ.setdefault("MODEL_PROFILE", "tiny")
+    os.environ["DATA_DIR"] = os.path.abspath(os.environ.get("DATA_DIR", "data"))
+    os.makedirs(os.environ["DATA_DIR"], exist_ok=True)
+
+    import ray
+    from ray import serve
+
+    from serving.app import build_app
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    ray.init(include_dashboard=False, num_gpus=options.num_gpus, logging_level=logging.WARNING)
+    try:
+        serve.start(http_options={"host": options.host, "port": options.port, "request_timeout_s": 900})
+        gpu_args = {} if options.num_gpus else {"model_num_gpus": 0}
+        serve.run(build_app(gpu_args), name=APP_NAME, route_prefix="/", blocking=False)
+        print(f"\nQwen Image Service is up on http://{options.host}:{options.port} "
+              f"(profile {os.environ['MODEL_PROFILE']}, data in {os.environ['DATA_DIR']}). Ctrl-C stops it.\n",
+              flush=True)
+        stop.wait()
+    finally:
+        print("shutting down…", flush=True)
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()

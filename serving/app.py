@@ -1,0 +1,70 @@
+"""The application builder: the single ``import_path`` for ``serve run`` and ``serve_config.yaml``.
+
+    serve run serving.app:build_app model_profile=tiny          # CPU, tiny pipelines
+    serve run serve_config.yaml                                  # production: Qwen-Image on GPUs
+
+Builder arguments are the settings of :mod:`serving.settings` (lower case) plus the deployment
+options below. Secrets (JWT_SECRET, ADMIN_PASSWORD, DATABASE_URL) are never builder arguments:
+every process reads them from its own environment.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pydantic import BaseModel, Field
+from ray.serve import Application
+
+from serving.deployments import DEPLOYMENTS
+from serving.ingress import Ingress
+from serving.settings import SECRET_FIELDS, load_settings
+
+
+class DeploymentArgs(BaseModel):
+    """How the deployments are placed; defaults follow the model profile."""
+
+    model_num_gpus: Optional[float] = Field(default=None, ge=0, description="per model replica; qwen: 1, else 0")
+    model_num_cpus: Optional[float] = Field(default=None, ge=0, description="per model replica; qwen: 4, else 0.25")
+    ingress_num_cpus: float = Field(default=0.25, ge=0)
+    model_replicas: Optional[int] = Field(default=None, ge=1, description="fixed replica count (no autoscaling)")
+    model_min_replicas: int = Field(default=1, ge=0)
+    model_max_replicas: int = Field(default=8, ge=1, description="autoscaling cap: at most one replica per GPU")
+    target_ongoing_requests: float = Field(default=1.0, gt=0)
+    upscale_delay_s: float = Field(default=10.0, ge=0)
+    downscale_delay_s: float = Field(default=600.0, ge=0)
+    ingress_replicas: int = Field(default=1, ge=1)
+
+
+def build_app(args: Optional[dict[str, Any]] = None) -> Application:
+    """Build the bind graph: Ingress → (TextToImage, ImageEdit), per the enabled models."""
+    args = dict(args or {})
+    leaked = SECRET_FIELDS & set(args)
+    if leaked:
+        raise ValueError(f"{sorted(leaked)} must come from the environment, not from builder args")
+    deployment_args = DeploymentArgs(**{k: args.pop(k) for k in list(args) if k in DeploymentArgs.model_fields})
+    settings = load_settings(args)
+    public = settings.public_dict()
+    production = settings.model_profile == "qwen"
+    gpus = deployment_args.model_num_gpus if deployment_args.model_num_gpus is not None else (1 if production else 0)
+    cpus = deployment_args.model_num_cpus if deployment_args.model_num_cpus is not None else (4 if production else 0.25)
+
+    def model_options() -> dict[str, Any]:
+        options: dict[str, Any] = {"ray_actor_options": {"num_gpus": gpus, "num_cpus": cpus}}
+        if deployment_args.model_replicas is not None:
+            options["num_replicas"] = deployment_args.model_replicas
+        else:
+            options["autoscaling_config"] = {
+                "min_replicas": deployment_args.model_min_replicas,
+                "initial_replicas": max(deployment_args.model_min_replicas, 1),
+                "max_replicas": deployment_args.model_max_replicas,
+                "target_ongoing_requests": deployment_args.target_ongoing_requests,
+                "upscale_delay_s": deployment_args.upscale_delay_s,
+                "downscale_delay_s": deployment_args.downscale_delay_s,
+            }
+        return options
+
+    bound = {kind: DEPLOYMENTS[kind].options(**model_options()).bind(public) for kind in settings.enabled_models}
+    return Ingress.options(
+        num_replicas=deployment_args.ingress_replicas,
+        ray_actor_options={"num_cpus": deployment_args.ingress_num_cpus},
+    ).bind(public, **bound)

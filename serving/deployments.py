@@ -1,0 +1,175 @@
+"""The model deployments: each replica holds one loaded pipeline and runs one generation at a time.
+
+A request carries one prompt of one task. The replica tells the registry it started (or learns the
+task was cancelled and skips it), runs the pipeline with per-step progress reports whose answers
+double as the cancel flag, writes the PNGs to the result store and returns their keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import io
+import logging
+import os
+import time
+from typing import Any, Optional
+
+import ray
+from ray import serve
+
+from serving import messages
+from serving.registry import lookup_registry
+from serving.settings import load_settings
+from storage import open_result_store
+from storage.results import ResultStoreError
+
+log = logging.getLogger("qwen_image.model")
+
+# Prompts that make a failure happen, honoured only with ENABLE_FAULT_INJECTION=true (test suites).
+FAULT_CRASH = "__fault_crash_at_step_"  # followed by a step number: the replica process exits
+FAULT_RAISE = "__fault_raise__"
+FAULT_OOM = "__fault_oom__"
+FAULT_DISK_FULL = "__fault_disk_full__"
+
+
+class ModelWorker:
+    """Shared body of the TextToImage and ImageEdit deployments."""
+
+    kind: str = ""
+
+    def __init__(self, settings_dict: dict):
+        import models
+
+        self.settings = load_settings(settings_dict)
+        profile = models.get_profile(
+            self.settings.model_profile,
+            cache_dir=str(self.settings.model_cache_dir or self.settings.data_dir / "model_cache"),
+            text_to_image_path=self.settings.text_to_image_model_path,
+            image_edit_path=self.settings.image_edit_model_path,
+            cpu_offload=self.settings.cpu_offload,
+            sleep_seconds_per_step=self.settings.sleep_seconds_per_step,
+        )
+        started = time.perf_counter()
+        self.model = models.load(profile, self.kind)
+        log.info("%s: loaded %s on %s in %.1f s", self.kind, self.model.info.name, self.model.device,
+                 time.perf_counter() - started)
+        self.store = open_result_store(self.settings.result_store_url, self.settings.data_dir)
+        self._registry = None
+
+    def info(self) -> dict:
+        return {"kind": self.kind, "name": self.model.info.name, "device": str(self.model.device)}
+
+    def _registry_for(self, app_name: str):
+        if self._registry is None:
+            self._registry = lookup_registry(app_name)
+        return self._registry
+
+    async def run(self, payload: dict) -> dict:
+        registry = self._registry_for(payload["app_name"])
+        stamp = (payload["task_id"], payload["epoch"], payload["attempt"])
+        if not await registry.mark_running.remote(*stamp):
+            return {"status": "skipped", "index": payload["index"]}
+        return await asyncio.to_thread(self._generate, payload, registry)
+
+    # ------------------------------------------------------------------ the blocking part
+
+    def _request(self, payload: dict):
+        from PIL import Image
+
+        import models
+
+        p = payload["parameters"]
+        images = [Image.open(io.BytesIO(self.store.get(key))).convert("RGB") for key in payload["input_keys"]]
+        return models.GenerationRequest(
+            prompt=payload["prompt"], negative_prompt=p.get("negative_prompt", ""),
+            width=p.get("width", 1024), height=p.get("height", 1024),
+            num_inference_steps=p["num_inference_steps"], true_cfg_scale=p["true_cfg_scale"],
+            guidance_scale=p.get("guidance_scale", 1.0), seed=p["seed"], num_images=p.get("num_images", 1),
+            images=images,
+        )
+
+    def _generate(self, payload: dict, registry) -> dict:
+        import models
+
+        index = payload["index"]
+        stamp = (payload["task_id"], payload["epoch"], payload["attempt"])
+        reports: list[ray.ObjectRef] = []
+        stop = False
+        crash_at = self._fault_crash_step(payload["prompt"])
+
+        def on_step(step: int, total: int) -> None:
+            if crash_at is not None and step >= crash_at:
+                os._exit(1)  # injected fault: the replica process dies mid-task
+            reports.append(registry.report_progress.remote(*stamp, index, step))
+
+        def should_stop() -> bool:
+            # Answers to earlier progress reports carry the cancel flag; never block on them.
+            nonlocal stop, reports
+            if reports and not stop:
+                ready, reports = ray.wait(reports, num_returns=len(reports), timeout=0)
+                stop = any(ray.get(ready))
+            return stop
+
+        try:
+            self._fault_raise(payload["prompt"])
+            request = self._request(payload)
+            result = models.generate(self.model, request, on_step=on_step, should_stop=should_stop)
+            if result.interrupted:
+                return {"status": "cancelled", "index": index}
+            keys = self._store_images(payload, request, result)
+        except ResultStoreError as exc:
+            log.error("task %s: result write failed: %s", payload["task_id"], exc)
+            return {"status": "error", "index": index, "error": f"{messages.RESULT_WRITE_FAILED}: {exc.strerror or exc}"}
+        except Exception as exc:  # the task fails; the replica keeps serving
+            log.exception("task %s: generation failed", payload["task_id"])
+            return {"status": "error", "index": index, "error": describe_failure(exc)}
+        return {"status": "ok", "index": index, "keys": keys, "seed": result.seed, "seconds": result.seconds}
+
+    def _store_images(self, payload: dict, request, result) -> list[str]:
+        import models
+
+        metadata = models.png_metadata(request, result, self.model)
+        keys = []
+        for n, image in enumerate(result.images):
+            key = payload["output_key"] or f"results/{payload['task_id']}/image_{payload['index']}_{n}.png"
+            data = models.encode_png(image, metadata)
+            if self.settings.enable_fault_injection and payload["prompt"].startswith(FAULT_DISK_FULL):
+                raise ResultStoreError(errno.ENOSPC, "No space left on device (injected)")
+            self.store.put(key, data)
+            keys.append(key)
+        return keys
+
+    def _fault_crash_step(self, prompt: str) -> Optional[int]:
+        if self.settings.enable_fault_injection and prompt.startswith(FAULT_CRASH):
+            return int(prompt[len(FAULT_CRASH):].split("_")[0])
+        return None
+
+    def _fault_raise(self, prompt: str) -> None:
+        if not self.settings.enable_fault_injection:
+            return
+        if prompt.startswith(FAULT_RAISE):
+            raise RuntimeError("injected pipeline failure")
+        if prompt.startswith(FAULT_OOM):
+            raise MemoryError("CUDA out of memory (injected)")
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A message a user can act on, without a stack trace."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+        return f"显存或内存不足，请减少图片数量或稍后重试 ({text[:200]})"
+    return f"生成失败 ({text[:300]})"
+
+
+@serve.deployment(name="TextToImage", max_ongoing_requests=1, graceful_shutdown_timeout_s=60)
+class TextToImage(ModelWorker):
+    kind = "text_to_image"
+
+
+@serve.deployment(name="ImageEdit", max_ongoing_requests=1, graceful_shutdown_timeout_s=60)
+class ImageEdit(ModelWorker):
+    kind = "image_edit"
+
+
+DEPLOYMENTS: dict[str, Any] = {"text_to_image": TextToImage, "image_edit": ImageEdit}

@@ -1,0 +1,520 @@
+"""The task registry: a named async Ray actor, one per application.
+
+It owns live task state (queue order, progress, cancel flags, completion events), dispatches work
+to the model deployments through their DeploymentHandles, and is the only writer of task records.
+Every status transition is written to the database before it is acknowledged, so a restarted
+registry rebuilds itself from the database: pending tasks are dispatched again, tasks that were
+running are re-run while retries remain, or failed with a clear reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Optional
+
+import ray
+
+from serving import messages
+from serving.settings import load_settings
+from storage import TaskRecord, TaskStatus, init_db, make_engine, open_result_store, session_scope, utcnow
+from storage.tasks import QuotaExceeded, create_task_within_quota, get_task_record, old_finished_tasks, unfinished_tasks
+
+log = logging.getLogger("qwen_image.registry")
+
+NAMESPACE = "qwen_image"
+DEPLOYMENT_FOR_KIND = {"text_to_image": "TextToImage", "image_edit": "ImageEdit"}
+FINISHED = {TaskStatus.completed.value, TaskStatus.failed.value, TaskStatus.cancelled.value}
+
+
+def registry_name(app_name: str) -> str:
+    return f"task-registry:{app_name}"
+
+
+def code_version() -> str:
+    """A digest of the code the registry runs, so a redeploy replaces an old detached actor."""
+    digest = hashlib.sha256()
+    for package in ("serving", "storage"):
+        root = Path(__file__).resolve().parent.parent / package
+        for path in sorted(root.glob("*.py")):
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def result_filename(task_id: str, count: int) -> str:
+    return f"generated_{task_id}.{'png' if count == 1 else 'zip'}"
+
+
+def result_key(task_id: str, count: int) -> str:
+    return f"results/{task_id}/{result_filename(task_id, count)}"
+
+
+def build_payloads(app_name: str, task_id: str, kind: str, prompts: list[str], params: dict,
+                   input_keys: list[str], image_count: int) -> list[dict]:
+    """The model requests of a task: one per prompt (a batch edit has several)."""
+    return [
+        {"task_id": task_id, "kind": kind, "index": i, "prompt": prompt, "parameters": params,
+         "input_keys": input_keys, "output_key": result_key(task_id, 1) if image_count == 1 else None,
+         "app_name": app_name}
+        for i, prompt in enumerate(prompts)
+    ]
+
+
+@dataclass
+class LiveTask:
+    """What the registry keeps in memory about one task."""
+
+    task_id: str
+    user_id: Optional[int]
+    task_type: str
+    kind: str  # which model deployment runs it
+    status: str
+    created_at: datetime
+    payloads: list[dict]  # one per model request (a batch has one per prompt)
+    image_count: int
+    seed: Optional[int]
+    steps_per_request: int
+    started_at: Optional[datetime] = None
+    completed_at: Optional[datetime] = None
+    error: Optional[str] = None
+    execution_time: Optional[float] = None
+    attempt: int = 0  # dispatch generation; reports from older generations are ignored
+    attempts_started: int = 0
+    cancel_requested: bool = False
+    progress: dict[int, int] = field(default_factory=dict)  # request index → steps done
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    runner: Optional[asyncio.Task] = None
+    seq: int = 0
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_request * len(self.payloads)
+
+    def public(self, position: int) -> dict[str, Any]:
+        """The fields of ``GET /tasks/{id}``."""
+        now = utcnow()
+        started = self.started_at
+        wait = ((started or (self.completed_at if self.status in FINISHED else None) or now) - self.created_at).total_seconds()
+        execution = self.execution_time
+        if execution is None and started is not None and self.status == TaskStatus.running.value:
+            execution = (now - started).total_seconds()
+        done = sum(self.progress.values())
+        if self.status == TaskStatus.completed.value:
+            done = self.total_steps
+        total = self.total_steps
+        return {
+            "task_id": self.task_id,
+            "user_id": self.user_id,
+            "task_type": self.task_type,
+            "status": self.status,
+            "error": self.error,
+            "created_at": self.created_at,
+            "started_at": started,
+            "completed_at": self.completed_at,
+            "position_in_queue": position,
+            "wait_time_seconds": round(max(wait, 0.0), 3),
+            "execution_time_seconds": round(execution, 3) if execution is not None else None,
+            "progress": {
+                "current_step": done,
+                "total_steps": total,
+                "percent": round(100.0 * done / total, 1) if total else 0.0,
+            },
+            "seed": self.seed,
+        }
+
+
+class RegistryCore:
+    """The registry's logic, independent of Ray so it can be read (and tested) as plain code."""
+
+    def __init__(self, app_name: str, settings_dict: dict, version: str):
+        self.app_name = app_name
+        self.version = version
+        self.settings = load_settings(settings_dict)
+        self.engine = make_engine(self.settings.resolved_database_url)
+        init_db(self.engine)
+        self.store = open_result_store(self.settings.result_store_url, self.settings.data_dir)
+        # A fresh id per incarnation: replicas still running work for a dead registry are told to stop.
+        self.epoch = secrets.token_hex(4)
+        self.tasks: dict[str, LiveTask] = {}
+        self._seq = 0
+        self._handles: dict[str, Any] = {}
+        self._cleanup_loop: Optional[asyncio.Task] = None
+
+    # ------------------------------------------------------------------ helpers
+
+    def _handle(self, kind: str):
+        if kind not in self._handles:
+            from ray import serve
+
+            self._handles[kind] = serve.get_deployment_handle(DEPLOYMENT_FOR_KIND[kind], app_name=self.app_name)
+        return self._handles[kind]
+
+    def _persist(self, task: LiveTask, **extra: Any) -> None:
+        """Write the task's current state to its record (status, times, error, result)."""
+        with session_scope(self.engine) as session:
+            record = get_task_record(session, task.task_id)
+            if record is None:
+                return
+            record.status = task.status
+            record.started_at = task.started_at
+            record.completed_at = task.completed_at
+            record.error_message = task.error
+            record.execution_time = task.execution_time
+            record.attempts = task.attempts_started
+            for key, value in extra.items():
+                setattr(record, key, value)
+            session.add(record)
+
+    def _position(self, task: LiveTask) -> int:
+        if task.status != TaskStatus.pending.value:
+            return 0
+        return 1 + sum(
+            1 for other in self.tasks.values()
+            if other.status == TaskStatus.pending.value and other.kind == task.kind and other.seq < task.seq
+        )
+
+    def _counts(self) -> dict[str, int]:
+        counts = {s.value: 0 for s in TaskStatus}
+        for task in self.tasks.values():
+            counts[task.status] += 1
+        counts["total"] = len(self.tasks)
+        return counts
+
+    def _finish(self, task: LiveTask, status: str, error: Optional[str] = None, **extra: Any) -> None:
+        task.status = status
+        task.error = error
+        task.completed_at = utcnow()
+        if task.started_at is not None:
+            task.execution_time = round((task.completed_at - task.started_at).total_seconds(), 3)
+        self._persist(task, **extra)
+        task.done.set()
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def start(self) -> None:
+        """Reload unfinished tasks from the database and dispatch them again."""
+        with session_scope(self.engine) as session:
+            records = list(unfinished_tasks(session))
+        for record in records:
+            task = self._live_from_record(record)
+            self.tasks[task.task_id] = task
+            if record.status == TaskStatus.running.value:
+                if record.attempts > self.settings.task_retries:
+                    self._finish(task, TaskStatus.failed.value, messages.INTERRUPTED_BY_RESTART)
+                    continue
+                task.status = TaskStatus.pending.value
+                task.started_at = None
+                self._persist(task)
+            self._dispatch(task)
+        if records:
+            log.info("registry %s: recovered %d unfinished task(s)", self.epoch, len(records))
+        if self.settings.cleanup_interval_seconds > 0:
+            self._cleanup_loop = asyncio.create_task(self._periodic_cleanup())
+
+    def _live_from_record(self, record: TaskRecord) -> LiveTask:
+        self._seq += 1
+        params = record.parameters
+        kind = "text_to_image" if record.task_type == "text_to_image" else "image_edit"
+        payloads = build_payloads(self.app_name, record.task_id, kind, params.get("prompts") or [record.prompt],
+                                  params, list(record.input_keys), record.image_count)
+        return LiveTask(
+            task_id=record.task_id, user_id=record.user_id, task_type=record.task_type, kind=kind,
+            status=record.status, created_at=record.created_at, payloads=payloads,
+            image_count=record.image_count, seed=record.seed,
+            steps_per_request=int(params.get("num_inference_steps", 0)),
+            started_at=record.started_at, attempts_started=record.attempts, seq=self._seq,
+        )
+
+    async def _periodic_cleanup(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.cleanup_interval_seconds)
+            try:
+                await self.cleanup(self.settings.cleanup_max_age_hours, self.settings.cleanup_max_age_days)
+            except Exception:  # keep the loop alive; the next run tries again
+                log.exception("periodic clean-up failed")
+
+    # ------------------------------------------------------------------ creation and dispatch
+
+    async def create(self, spec: dict) -> dict:
+        """Create a task (idempotent by ``task_id``) and dispatch it. Returns the accepted body or an error."""
+        task_id = spec["task_id"]
+        if task_id in self.tasks:
+            return self._accepted(self.tasks[task_id])
+        pending = sum(1 for t in self.tasks.values() if t.status == TaskStatus.pending.value)
+        if pending >= self.settings.max_queue_size:
+            return {"error": "queue_full", "retry_after": 10}
+        params = dict(spec["parameters"])
+        seed = params.get("seed", -1)
+        if seed is None or seed < 0:
+            seed = random.randrange(2**31)
+        params["seed"] = seed
+        input_keys = list(spec.get("input_keys", []))
+        payloads = build_payloads(self.app_name, task_id, spec["kind"], spec["prompts"], params,
+                                  input_keys, spec["image_count"])
+        now = utcnow()
+        record = TaskRecord(
+            task_id=task_id, user_id=spec["user_id"], task_type=spec["task_type"], prompt=spec["prompt"],
+            negative_prompt=params.get("negative_prompt") or None,
+            parameters=params, image_count=spec["image_count"], seed=seed,
+            input_keys=input_keys, created_at=now,
+        )
+        try:
+            with session_scope(self.engine) as session:
+                create_task_within_quota(
+                    session, record, default_daily=self.settings.default_daily_limit,
+                    default_monthly=self.settings.default_monthly_limit, now=now,
+                    tz_name=self.settings.quota_timezone,
+                )
+        except QuotaExceeded as exc:
+            return {"error": "quota", "period": exc.period, "limit": exc.limit, "used": exc.used,
+                    "resets_at": exc.resets_at.isoformat()}
+        self._seq += 1
+        task = LiveTask(
+            task_id=task_id, user_id=spec["user_id"], task_type=spec["task_type"], kind=spec["kind"],
+            status=TaskStatus.pending.value, created_at=now, payloads=payloads,
+            image_count=spec["image_count"], seed=seed,
+            steps_per_request=int(params.get("num_inference_steps", 0)), seq=self._seq,
+        )
+        self.tasks[task_id] = task
+        self._dispatch(task)
+        return self._accepted(task)
+
+    def _accepted(self, task: LiveTask) -> dict:
+        counts = self._counts()
+        return {"task_id": task.task_id, "status": task.status,
+                "queue_info": {"pending_tasks": counts["pending"], "running_tasks": counts["running"]}}
+
+    def _dispatch(self, task: LiveTask) -> None:
+        task.attempt += 1
+        task.progress.clear()
+        task.runner = asyncio.create_task(self._run(task, task.attempt))
+
+    async def _run(self, task: LiveTask, attempt: int) -> None:
+        """Send the task's requests to its model deployment and record how they end."""
+        handle = self._handle(task.kind)
+        stamp = {"epoch": self.epoch, "attempt": attempt}
+        responses = [handle.run.remote({**payload, **stamp}) for payload in task.payloads]
+        outcomes = await asyncio.gather(*responses, return_exceptions=True)
+        if task.status in FINISHED or attempt != task.attempt:
+            return  # cancelled while pending, or superseded
+        crashed = [o for o in outcomes if isinstance(o, BaseException)]
+        if crashed:
+            log.warning("task %s attempt %d: model request failed: %r", task.task_id, attempt, crashed[0])
+            if task.cancel_requested:
+                self._finish(task, TaskStatus.cancelled.value)
+            elif (task.attempts_started <= self.settings.task_retries
+                  and task.attempt <= self.settings.task_retries + 2):
+                task.status = TaskStatus.pending.value
+                task.started_at = None
+                self._persist(task)
+                self._dispatch(task)
+            else:
+                self._finish(task, TaskStatus.failed.value, messages.REPLICA_CRASHED)
+            return
+        if task.cancel_requested or any(o.get("status") in ("cancelled", "skipped") for o in outcomes):
+            self._finish(task, TaskStatus.cancelled.value)
+            return
+        errors = [o["error"] for o in outcomes if o.get("status") == "error"]
+        if errors:
+            self._finish(task, TaskStatus.failed.value, errors[0])
+            return
+        keys = [key for o in sorted(outcomes, key=lambda o: o["index"]) for key in o["keys"]]
+        try:
+            key = keys[0] if len(keys) == 1 else await asyncio.to_thread(self._zip_results, task, keys)
+        except OSError as exc:
+            self._finish(task, TaskStatus.failed.value, f"{messages.RESULT_WRITE_FAILED}: {exc}")
+            return
+        self._finish(task, TaskStatus.completed.value, result_path=key,
+                     result_filename=key.rsplit("/", 1)[-1])
+
+    def _zip_results(self, task: LiveTask, keys: list[str]) -> str:
+        import io
+        import zipfile
+
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+            for key in keys:
+                archive.writestr(key.rsplit("/", 1)[-1], self.store.get(key))
+        key = result_key(task.task_id, len(keys))
+        self.store.put(key, buffer.getvalue())
+        return key
+
+    # ------------------------------------------------------------------ reports from model replicas
+
+    def _current(self, task_id: str, epoch: str, attempt: int) -> Optional[LiveTask]:
+        task = self.tasks.get(task_id)
+        if task is None or epoch != self.epoch or attempt != task.attempt:
+            return None
+        return task
+
+    async def mark_running(self, task_id: str, epoch: str, attempt: int) -> bool:
+        """A replica is about to start; False tells it to skip (cancelled or stale)."""
+        task = self._current(task_id, epoch, attempt)
+        if task is None or task.cancel_requested or task.status in FINISHED:
+            return False
+        if task.status == TaskStatus.pending.value:
+            task.status = TaskStatus.running.value
+            task.started_at = utcnow()
+            task.attempts_started += 1
+            self._persist(task)
+        return True
+
+    async def report_progress(self, task_id: str, epoch: str, attempt: int, index: int, step: int) -> bool:
+        """Records progress; returns True when the replica should stop."""
+        task = self._current(task_id, epoch, attempt)
+        if task is None:
+            return True
+        task.progress[index] = step
+        return task.cancel_requested
+
+    # ------------------------------------------------------------------ queries
+
+    async def status(self, task_id: str) -> Optional[dict]:
+        task = self.tasks.get(task_id)
+        return task.public(self._position(task)) if task else None
+
+    async def wait(self, task_id: str, timeout: float) -> Optional[dict]:
+        """Waits until the task ends or ``timeout`` passes; returns its status either way."""
+        task = self.tasks.get(task_id)
+        if task is None:
+            return None
+        try:
+            await asyncio.wait_for(task.done.wait(), timeout=max(timeout, 0.0))
+        except asyncio.TimeoutError:
+            pass
+        return task.public(self._position(task))
+
+    async def queue(self) -> dict:
+        counts = self._counts()
+        return {"tasks": counts, "queue_size": counts["pending"]}
+
+    async def ping(self) -> dict:
+        return {"version": self.version, "epoch": self.epoch}
+
+    # ------------------------------------------------------------------ cancel and clean-up
+
+    async def cancel(self, task_id: str, grace_seconds: float = 10.0) -> Optional[dict]:
+        """Pending: cancelled at once and never started. Running: stopped at the next step."""
+        task = self.tasks.get(task_id)
+        if task is None:
+            return None
+        if task.status in FINISHED:
+            return {"error": "finished", **task.public(0)}
+        task.cancel_requested = True
+        if task.status == TaskStatus.pending.value:
+            self._finish(task, TaskStatus.cancelled.value)
+        else:
+            try:
+                await asyncio.wait_for(task.done.wait(), timeout=grace_seconds)
+            except asyncio.TimeoutError:
+                pass
+        return task.public(self._position(task))
+
+    async def cleanup(self, max_age_hours: float, max_age_days: float) -> dict:
+        """Finished tasks older than ``max_age_hours`` leave memory; records older than
+        ``max_age_days`` are deleted with their result and input files."""
+        now = utcnow()
+        memory_cutoff = now - timedelta(hours=max_age_hours)
+        forget = [t.task_id for t in self.tasks.values()
+                  if t.status in FINISHED and (t.completed_at or t.created_at) < memory_cutoff]
+        for task_id in forget:
+            del self.tasks[task_id]
+        db_cleaned = await asyncio.to_thread(self._delete_old_records, now - timedelta(days=max_age_days))
+        return {"memory_cleaned_count": len(forget), "db_cleaned_count": db_cleaned}
+
+    def _delete_old_records(self, before: datetime) -> int:
+        deleted = 0
+        while True:
+            with session_scope(self.engine) as session:
+                batch = list(old_finished_tasks(session, before))
+                for record in batch:
+                    self.store.delete_prefix(f"results/{record.task_id}")
+                    self.store.delete_prefix(f"inputs/{record.task_id}")
+                    session.delete(record)
+                    self.tasks.pop(record.task_id, None)
+            deleted += len(batch)
+            if not batch:
+                return deleted
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=10_000)
+class TaskRegistry:
+    """The Ray actor around :class:`RegistryCore` (methods are async: one event loop)."""
+
+    def __init__(self, app_name: str, settings_dict: dict, version: str):
+        logging.basicConfig(level=logging.INFO)
+        self.core = RegistryCore(app_name, settings_dict, version)
+        self._started: Optional[asyncio.Task] = None
+
+    async def _ready(self) -> RegistryCore:
+        if self._started is None:
+            self._started = asyncio.create_task(self.core.start())
+        await self._started
+        return self.core
+
+    async def ping(self) -> dict:
+        return await (await self._ready()).ping()
+
+    async def create(self, spec: dict) -> dict:
+        return await (await self._ready()).create(spec)
+
+    async def mark_running(self, task_id: str, epoch: str, attempt: int) -> bool:
+        return await (await self._ready()).mark_running(task_id, epoch, attempt)
+
+    async def report_progress(self, task_id: str, epoch: str, attempt: int, index: int, step: int) -> bool:
+        return await (await self._ready()).report_progress(task_id, epoch, attempt, index, step)
+
+    async def status(self, task_id: str) -> Optional[dict]:
+        return await (await self._ready()).status(task_id)
+
+    async def wait(self, task_id: str, timeout: float) -> Optional[dict]:
+        return await (await self._ready()).wait(task_id, timeout)
+
+    async def queue(self) -> dict:
+        return await (await self._ready()).queue()
+
+    async def cancel(self, task_id: str) -> Optional[dict]:
+        return await (await self._ready()).cancel(task_id)
+
+    async def cleanup(self, max_age_hours: float, max_age_days: float) -> dict:
+        return await (await self._ready()).cleanup(max_age_hours, max_age_days)
+
+
+async def get_or_create_registry_async(app_name: str, settings_dict: dict):
+    """The application's registry actor, replacing one that runs other code or settings."""
+    version = code_version() + hashlib.sha256(repr(sorted(settings_dict.items())).encode()).hexdigest()[:8]
+    name = registry_name(app_name)
+    for _ in range(5):
+        actor = TaskRegistry.options(
+            name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+        ).remote(app_name, settings_dict, version)
+        try:
+            running = (await actor.ping.remote())["version"]
+        except ray.exceptions.RayActorError:
+            await asyncio.sleep(0.5)
+            continue
+        if running == version:
+            return actor
+        log.info("replacing task registry %s (version %s -> %s)", name, running, version)
+        ray.kill(actor, no_restart=True)
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"could not start the task registry {name}")
+
+
+def lookup_registry(app_name: str):
+    return ray.get_actor(registry_name(app_name), namespace=NAMESPACE)
+
+
+def new_task_id() -> str:
+    return str(uuid.uuid4())
+
+
+__all__ = ["TaskRegistry", "RegistryCore", "get_or_create_registry_async", "lookup_registry", "new_task_id",
+           "registry_name", "NAMESPACE"]

@@ -1,0 +1,119 @@
+"""Pieces the task routes share: submission, ownership checks and result responses."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Optional
+
+from fastapi import HTTPException, status
+from fastapi.responses import JSONResponse, Response
+from PIL import Image
+from sqlmodel import Session
+
+from serving import messages
+from serving.registry import DEPLOYMENT_FOR_KIND, new_task_id
+from serving.state import ServiceState, model_available
+from serving.uploads import encode_input
+from storage import TaskRecord, TaskStatus
+from storage.tables import User
+from storage.tasks import get_task_record
+
+MEDIA_TYPES = {"png": "image/png", "zip": "application/zip"}
+
+
+def not_found() -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, messages.TASK_NOT_FOUND)
+
+
+async def require_model(state: ServiceState, kind: str) -> None:
+    """503 with the contract's message when the model deployment has no running replica."""
+    if kind not in state.settings.enabled_models:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, messages.MODEL_NOT_LOADED[kind])
+    snapshot = await state.deployment_status()
+    if not model_available(snapshot, DEPLOYMENT_FOR_KIND[kind]):
+        snapshot = await state.deployment_status(max_age=0)
+        if not model_available(snapshot, DEPLOYMENT_FOR_KIND[kind]):
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, messages.MODEL_NOT_LOADED[kind],
+                                headers={"Retry-After": "30"})
+
+
+async def submit(
+    state: ServiceState, user: User, *, task_type: str, kind: str, prompt: str, prompts: list[str],
+    parameters: dict[str, Any], image_count: int, inputs: list[Image.Image], async_mode: bool,
+) -> Response:
+    """Store the inputs, have the registry create and dispatch the task, answer 202 or the result."""
+    await require_model(state, kind)
+    task_id = new_task_id()
+    input_keys = [f"inputs/{task_id}/{i}.png" for i in range(len(inputs))]
+    if inputs:
+        await asyncio.to_thread(_store_inputs, state, input_keys, inputs)
+    spec = {"task_id": task_id, "user_id": user.id, "task_type": task_type, "kind": kind, "prompt": prompt,
+            "prompts": prompts, "parameters": parameters, "image_count": image_count, "input_keys": input_keys}
+    try:
+        accepted = await state.call_registry("create", spec)
+    except BaseException:
+        await asyncio.to_thread(state.store.delete_prefix, f"inputs/{task_id}")
+        raise
+    if "error" in accepted:
+        await asyncio.to_thread(state.store.delete_prefix, f"inputs/{task_id}")
+        raise refusal(accepted)
+    if async_mode:
+        return JSONResponse(
+            status_code=status.HTTP_202_ACCEPTED,
+            content={"message": messages.TASK_ACCEPTED, "task_id": task_id, "status_url": f"/tasks/{task_id}",
+                     "result_url": f"/tasks/{task_id}/result", "queue_info": accepted["queue_info"]},
+        )
+    final = await state.call_registry("wait", task_id, state.settings.sync_timeout_seconds)
+    return await result_response(state, task_id, final["status"], final.get("error"))
+
+
+def refusal(answer: dict) -> HTTPException:
+    if answer["error"] == "quota":
+        template = messages.QUOTA_DAILY if answer["period"] == "daily" else messages.QUOTA_MONTHLY
+        return HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
+                             template.format(limit=answer["limit"], resets_at=answer["resets_at"]))
+    return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, messages.QUEUE_FULL,
+                         headers={"Retry-After": str(answer.get("retry_after", 10))})
+
+
+def _store_inputs(state: ServiceState, keys: list[str], images: list[Image.Image]) -> None:
+    for key, image in zip(keys, images):
+        state.store.put(key, encode_input(image))
+
+
+def owns(user: User, owner_id: Optional[int]) -> bool:
+    return user.is_admin or owner_id == user.id
+
+
+def owned_record(session: Session, user: User, task_id: str) -> TaskRecord:
+    record = get_task_record(session, task_id, None if user.is_admin else user.id)
+    if record is None:
+        raise not_found()
+    return record
+
+
+async def result_response(state: ServiceState, task_id: str, task_status: str, error: Optional[str]) -> Response:
+    """The PNG or ZIP of a completed task; a clear error for failed or cancelled ones."""
+    if task_status == TaskStatus.failed.value:
+        raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, f"{messages.TASK_FAILED}: {error or ''}".rstrip(": "))
+    if task_status == TaskStatus.cancelled.value:
+        raise HTTPException(status.HTTP_409_CONFLICT, messages.TASK_CANCELLED)
+    if task_status != TaskStatus.completed.value:
+        raise HTTPException(status.HTTP_408_REQUEST_TIMEOUT, messages.WAIT_TIMEOUT)
+    record = await asyncio.to_thread(_load_record, state, task_id)
+    if record is None or not record.result_path:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, messages.RESULT_MISSING)
+    try:
+        data = await asyncio.to_thread(state.store.get, record.result_path)
+    except FileNotFoundError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, messages.RESULT_MISSING) from None
+    filename = record.result_filename or record.result_path.rsplit("/", 1)[-1]
+    media_type = MEDIA_TYPES.get(filename.rsplit(".", 1)[-1], "application/octet-stream")
+    return Response(data, media_type=media_type, headers={
+        "Content-Disposition": f'attachment; filename="{filename}"', "X-Task-Id": task_id,
+        "X-Seed": str(record.seed if record.seed is not None else "")})
+
+
+def _load_record(state: ServiceState, task_id: str) -> Optional[TaskRecord]:
+    with Session(state.engine) as session:
+        return get_task_record(session, task_id)

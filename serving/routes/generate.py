@@ -1,0 +1,133 @@
+"""POST /text-to-image, /image-edit and /image-edit/batch (contract § 2–4)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, HTTPException, UploadFile, status
+from fastapi.responses import Response
+
+from auth.deps import CurrentUser
+from models.aspect import ASPECT_RATIOS
+from serving.routes.common import submit
+from serving.state import StateDep
+from serving.uploads import decode_image, read_limited
+
+router = APIRouter(tags=["generation"])
+
+MAX_PROMPT = 2000
+MAX_BATCH_PROMPTS = 10
+MAX_EDIT_IMAGES = 2
+
+Prompt = Annotated[str, Form(min_length=1, max_length=MAX_PROMPT, description="what to draw or change")]
+NegativePrompt = Annotated[str, Form(max_length=MAX_PROMPT)]
+TrueCfg = Annotated[float, Form(ge=1.0, le=10.0)]
+Seed = Annotated[int, Form(ge=-1, le=2**32 - 1, description="-1 = random; the seed used is reported")]
+NumImages = Annotated[int, Form(ge=1, le=4)]
+AsyncMode = Annotated[bool, Form(description="false waits and answers with the image(s)")]
+Steps = Annotated[int, Form(ge=20, le=100)]
+
+RESULT_RESPONSES = {
+    200: {"description": "PNG (one image) or ZIP (several)",
+          "content": {"image/png": {}, "application/zip": {}}},
+    202: {"description": "task accepted"},
+}
+
+
+def _clean_prompt(prompt: str, field: str = "prompt") -> str:
+    prompt = prompt.strip()
+    if not prompt:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"参数 {field} 不能为空")
+    return prompt
+
+
+async def _read_images(state, uploads: list[UploadFile], max_count: int) -> list:
+    if not uploads:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "至少需要上传 1 张图片")
+    if len(uploads) > max_count:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"最多上传 {max_count} 张图片")
+    images = []
+    for n, upload in enumerate(uploads, start=1):
+        data = await read_limited(upload, state.settings.max_upload_bytes)
+        name = upload.filename or f"#{n}"
+        images.append(await asyncio.to_thread(decode_image, data, name, state.settings.max_image_pixels))
+    return images
+
+
+@router.post("/text-to-image", status_code=status.HTTP_202_ACCEPTED, responses=RESULT_RESPONSES)
+async def text_to_image(
+    user: CurrentUser, state: StateDep, prompt: Prompt,
+    negative_prompt: NegativePrompt = "",
+    aspect_ratio: Annotated[str, Form(description="one of GET /text-to-image/aspect-ratios")] = "1:1",
+    num_inference_steps: Steps = 50,
+    true_cfg_scale: TrueCfg = 4.0,
+    seed: Seed = -1,
+    num_images: NumImages = 1,
+    async_mode: AsyncMode = True,
+) -> Response:
+    """Generate 1–4 images from a prompt with Qwen-Image-2512."""
+    prompt = _clean_prompt(prompt)
+    if aspect_ratio not in ASPECT_RATIOS:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST,
+                            f"不支持的宽高比 {aspect_ratio}，可选：{', '.join(ASPECT_RATIOS)}")
+    width, height = ASPECT_RATIOS[aspect_ratio]
+    parameters = {"negative_prompt": negative_prompt, "aspect_ratio": aspect_ratio, "width": width, "height": height,
+                  "num_inference_steps": num_inference_steps, "true_cfg_scale": true_cfg_scale, "seed": seed,
+                  "num_images": num_images}
+    return await submit(state, user, task_type="text_to_image", kind="text_to_image", prompt=prompt,
+                        prompts=[prompt], parameters=parameters, image_count=num_images, inputs=[],
+                        async_mode=async_mode)
+
+
+@router.post("/image-edit", status_code=status.HTTP_202_ACCEPTED, responses=RESULT_RESPONSES)
+async def image_edit(
+    user: CurrentUser, state: StateDep,
+    images: Annotated[list[UploadFile], File(description="1–2 images (JPEG, PNG, WebP; ≤ 20 MB each)")],
+    prompt: Prompt,
+    negative_prompt: NegativePrompt = "",
+    num_inference_steps: Steps = 40,
+    true_cfg_scale: TrueCfg = 4.0,
+    guidance_scale: Annotated[float, Form(ge=1.0, le=10.0)] = 1.0,
+    seed: Seed = -1,
+    num_images: NumImages = 1,
+    async_mode: AsyncMode = True,
+) -> Response:
+    """Edit one image, or compose two, with Qwen-Image-Edit-2511."""
+    prompt = _clean_prompt(prompt)
+    inputs = await _read_images(state, images, MAX_EDIT_IMAGES)
+    parameters = {"negative_prompt": negative_prompt, "num_inference_steps": num_inference_steps,
+                  "true_cfg_scale": true_cfg_scale, "guidance_scale": guidance_scale, "seed": seed,
+                  "num_images": num_images, "input_count": len(inputs),
+                  "input_sizes": [list(image.size) for image in inputs]}
+    return await submit(state, user, task_type="image_edit", kind="image_edit", prompt=prompt, prompts=[prompt],
+                        parameters=parameters, image_count=num_images, inputs=inputs, async_mode=async_mode)
+
+
+@router.post("/image-edit/batch", status_code=status.HTTP_202_ACCEPTED, responses=RESULT_RESPONSES)
+async def image_edit_batch(
+    user: CurrentUser, state: StateDep,
+    image: Annotated[UploadFile, File(description="one image (JPEG, PNG, WebP; ≤ 20 MB)")],
+    prompts: Annotated[str, Form(min_length=1, max_length=MAX_PROMPT * MAX_BATCH_PROMPTS,
+                                 description="edit prompts separated by |, at most 10")],
+    negative_prompt: NegativePrompt = "",
+    num_inference_steps: Steps = 40,
+    true_cfg_scale: TrueCfg = 4.0,
+    seed: Seed = -1,
+    async_mode: AsyncMode = True,
+) -> Response:
+    """Apply several edit prompts to one image: one task, one result image per prompt."""
+    prompt_list = [p.strip() for p in prompts.split("|") if p.strip()]
+    if not prompt_list:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "参数 prompts 不能为空")
+    if len(prompt_list) > MAX_BATCH_PROMPTS:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"参数 prompts 最多 {MAX_BATCH_PROMPTS} 条，收到 {len(prompt_list)} 条")
+    if any(len(p) > MAX_PROMPT for p in prompt_list):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"参数 prompts 每条最多 {MAX_PROMPT} 个字符")
+    inputs = await _read_images(state, [image], 1)
+    parameters = {"negative_prompt": negative_prompt, "num_inference_steps": num_inference_steps,
+                  "true_cfg_scale": true_cfg_scale, "guidance_scale": 1.0, "seed": seed, "num_images": 1,
+                  "prompts": prompt_list, "input_count": 1, "input_sizes": [list(inputs[0].size)]}
+    return await submit(state, user, task_type="batch_edit", kind="image_edit", prompt=" | ".join(prompt_list),
+                        prompts=prompt_list, parameters=parameters, image_count=len(prompt_list), inputs=inputs,
+                        async_mode=async_mode)

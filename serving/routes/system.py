@@ -1,0 +1,71 @@
+"""GET /health, /models and /text-to-image/aspect-ratios: no authentication."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from models.aspect import ASPECT_RATIOS
+from models.profiles import get_profile
+from serving.registry import DEPLOYMENT_FOR_KIND
+from serving.state import StateDep
+
+router = APIRouter(tags=["service"])
+
+
+def _model_state(state, snapshot: dict, kind: str) -> str:
+    """``loaded``, ``loading`` (deployment starting), ``not_loaded`` (failed or absent) or ``disabled``."""
+    if kind not in state.settings.enabled_models:
+        return "disabled"
+    dep = snapshot["deployments"].get(DEPLOYMENT_FOR_KIND[kind])
+    if dep is None:
+        return "not_loaded"
+    if dep["running_replicas"] > 0:
+        return "loaded"
+    return "loading" if dep["status"] in ("UPDATING", "UPSCALING", "DEPLOYING") else "not_loaded"
+
+
+@router.get("/health")
+async def health(state: StateDep) -> dict:
+    """Service state: ``healthy`` when every enabled model has a running replica and the registry answers."""
+    snapshot = await state.deployment_status()
+    models = {kind: _model_state(state, snapshot, kind) for kind in DEPLOYMENT_FOR_KIND}
+    try:
+        await state.call_registry("ping")
+        registry = "up"
+    except Exception:
+        registry = "restarting"
+    enabled = [models[k] for k in state.settings.enabled_models]
+    if registry == "up" and all(m == "loaded" for m in enabled):
+        overall = "healthy"
+    elif any(m == "loading" for m in enabled):
+        overall = "starting"
+    else:
+        overall = "degraded"
+    return {
+        "status": overall,
+        "text_to_image_model_loaded": models["text_to_image"] == "loaded",
+        "image_edit_model_loaded": models["image_edit"] == "loaded",
+        "gpu_available": snapshot["gpu_count"] > 0,
+        "gpu_count": snapshot["gpu_count"],
+        "model_profile": state.settings.model_profile,
+        "models": models,
+        "replicas": {name: d["running_replicas"] for name, d in snapshot["deployments"].items()},
+        "task_registry": registry,
+    }
+
+
+@router.get("/models")
+async def list_models(state: StateDep) -> dict:
+    """What each model is and whether it is loaded (the tiny profile says it is a stand-in)."""
+    profile = get_profile(state.settings.model_profile)
+    snapshot = await state.deployment_status()
+    out = {}
+    for kind, info in (("text_to_image", profile.text_to_image), ("image_edit", profile.image_edit)):
+        out[kind] = {"name": info.name, "description": info.description, "capabilities": list(info.capabilities),
+                     "status": _model_state(state, snapshot, kind), "profile": profile.name}
+    return out
+
+
+@router.get("/text-to-image/aspect-ratios")
+def aspect_ratios() -> dict[str, list[int]]:
+    return {ratio: [w, h] for ratio, (w, h) in ASPECT_RATIOS.items()}

@@ -1,0 +1,103 @@
+"""Every setting of the service in one place, read from the environment (and app-builder args)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger("qwen_image")
+
+# Fields that must never travel through Serve's deployment config (which is stored and shown).
+SECRET_FIELDS = {"jwt_secret", "admin_password", "database_url"}
+
+
+class Settings(BaseSettings):
+    """Read from environment variables of the same name in upper case (e.g. ``DATA_DIR``)."""
+
+    model_config = SettingsConfigDict(extra="ignore", validate_default=True)
+
+    # --- storage
+    data_dir: Path = Path("data")
+    database_url: Optional[SecretStr] = None  # default: SQLite file under data_dir
+    result_store_url: Optional[str] = None  # default: <data_dir>/store
+
+    # --- auth
+    auth_enabled: bool = True
+    allow_registration: bool = True
+    jwt_secret: Optional[SecretStr] = None  # default: generated once into <data_dir>/jwt_secret
+    token_ttl_seconds: int = Field(default=86400, ge=60)
+    admin_username: str = "admin"
+    admin_password: Optional[SecretStr] = None  # default: admin123, with a warning in the log
+    password_hash_profile: Literal["rfc_9106_low_memory", "cheapest"] = "rfc_9106_low_memory"
+    login_max_failures: int = Field(default=10, ge=0)
+    login_window_seconds: float = Field(default=300.0, gt=0)
+
+    # --- models
+    model_profile: str = "tiny"  # "qwen" in production, "tiny" embedded, "sleep" for benchmarks
+    enabled_models: list[str] = ["text_to_image", "image_edit"]
+    text_to_image_model_path: Optional[str] = None
+    image_edit_model_path: Optional[str] = None
+    model_cache_dir: Optional[Path] = None
+    cpu_offload: bool = False
+    sleep_seconds_per_step: float = 0.01
+
+    # --- tasks
+    max_queue_size: int = Field(default=1000, ge=1)
+    task_retries: int = Field(default=1, ge=0)
+    max_upload_mb: int = Field(default=20, ge=1)
+    max_image_pixels: int = Field(default=40_000_000, ge=1)
+    sync_timeout_seconds: float = Field(default=600.0, gt=0)
+    # Test suites only: prompts starting with __fault_…__ make a model replica fail on purpose.
+    enable_fault_injection: bool = False
+
+    # --- quotas
+    default_daily_limit: int = Field(default=100, ge=0)
+    default_monthly_limit: int = Field(default=3000, ge=0)
+    quota_timezone: str = "UTC"
+
+    # --- clean-up
+    cleanup_interval_seconds: float = Field(default=3600.0, ge=0)  # 0 turns the periodic run off
+    cleanup_max_age_hours: float = Field(default=24.0, ge=0)
+    cleanup_max_age_days: float = Field(default=30.0, ge=0)
+
+    @field_validator("enabled_models", mode="before")
+    @classmethod
+    def _split_models(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("enabled_models")
+    @classmethod
+    def _known_models(cls, value: list[str]) -> list[str]:
+        unknown = set(value) - {"text_to_image", "image_edit"}
+        if unknown:
+            raise ValueError(f"unknown models {sorted(unknown)}; use text_to_image and/or image_edit")
+        return value
+
+    def public_dict(self) -> dict[str, Any]:
+        """Everything but secrets, for passing through Serve; each process re-reads secrets from env."""
+        return self.model_dump(mode="json", exclude=SECRET_FIELDS)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        from storage.db import sqlite_url
+
+        return sqlite_url(self.data_dir)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+
+def load_settings(overrides: Optional[dict[str, Any]] = None) -> Settings:
+    """Environment first, then explicit overrides (app-builder args) on top."""
+    settings = Settings(**(overrides or {}))
+    settings.data_dir = settings.data_dir.resolve()
+    return settings

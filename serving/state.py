@@ -1,0 +1,99 @@
+"""What the ingress routes share, reached through small accessors rather than globals."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Optional
+
+import ray
+from fastapi import Depends, HTTPException, status
+from sqlalchemy.engine import Engine
+
+from auth.service import AuthService
+from serving import messages
+from serving.registry import lookup_registry
+from serving.settings import Settings
+from storage.results import ResultStore
+
+_RAY_UNAVAILABLE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ValueError)
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    engine: Engine
+    auth: AuthService
+    store: ResultStore
+    registry: Any
+    app_name: str
+    _status_cache: tuple[float, dict] = field(default=(0.0, {}))
+
+    async def call_registry(self, method: str, *args: Any) -> Any:
+        """Calls the registry; while it restarts the client gets a retryable 503, never a 500."""
+        for attempt in range(2):
+            try:
+                return await getattr(self.registry, method).remote(*args)
+            except _RAY_UNAVAILABLE:
+                if attempt == 0:
+                    # A replaced (not restarted) registry has a new handle under the same name.
+                    try:
+                        self.registry = await asyncio.to_thread(lookup_registry, self.app_name)
+                        continue
+                    except ValueError:
+                        pass
+                raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, messages.REGISTRY_UNAVAILABLE,
+                                    headers={"Retry-After": "2"}) from None
+
+    async def deployment_status(self, max_age: float = 2.0) -> dict:
+        """Replica counts of this application's model deployments, cached for ``max_age`` seconds."""
+        stamp, cached = self._status_cache
+        if time.monotonic() - stamp < max_age:
+            return cached
+        fresh = await asyncio.to_thread(_read_deployment_status, self.app_name)
+        self._status_cache = (time.monotonic(), fresh)
+        return fresh
+
+
+def _read_deployment_status(app_name: str) -> dict:
+    from ray import serve
+
+    result: dict[str, Any] = {"gpu_count": int(ray.cluster_resources().get("GPU", 0)), "deployments": {}}
+    try:
+        app = serve.status().applications.get(app_name)
+    except Exception:  # the controller is briefly unreachable: report nothing as loaded
+        app = None
+    if app is not None:
+        for name, dep in app.deployments.items():
+            states = {str(getattr(k, "value", k)): v for k, v in (dep.replica_states or {}).items()}
+            result["deployments"][name] = {"status": str(getattr(dep.status, "value", dep.status)),
+                                           "running_replicas": states.get("RUNNING", 0)}
+    return result
+
+
+_state: Optional[ServiceState] = None
+
+
+def configure(state: ServiceState) -> None:
+    """Install the process's ServiceState (the ingress does this once at start-up)."""
+    global _state
+    _state = state
+
+
+def current_state() -> Optional[ServiceState]:
+    return _state
+
+
+def get_state() -> ServiceState:
+    if _state is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "服务正在启动", headers={"Retry-After": "2"})
+    return _state
+
+
+StateDep = Annotated[ServiceState, Depends(get_state)]
+
+
+def model_available(status_snapshot: dict, deployment: str) -> Optional[bool]:
+    dep = status_snapshot["deployments"].get(deployment)
+    return bool(dep and dep["running_replicas"] > 0)

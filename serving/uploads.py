@@ -1,0 +1,67 @@
+"""Upload checks: size while reading, real image type by decoding, decompression bombs, EXIF."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+from fastapi import HTTPException, UploadFile, status
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ALLOWED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+MIN_SIDE = 16
+CHUNK = 1024 * 1024
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit_bytes: int):
+        super().__init__(status.HTTP_413_CONTENT_TOO_LARGE,
+                         f"上传内容过大：每个文件最大 {limit_bytes // (1024 * 1024)} MB")
+
+
+def bad_upload(name: str, reason: str) -> HTTPException:
+    return HTTPException(status.HTTP_400_BAD_REQUEST, f"图片 {name} 无效：{reason}")
+
+
+async def read_limited(upload: UploadFile, limit_bytes: int) -> bytes:
+    """Reads an upload in chunks, refusing it as soon as it passes ``limit_bytes``."""
+    chunks, size = [], 0
+    while chunk := await upload.read(CHUNK):
+        size += len(chunk)
+        if size > limit_bytes:
+            raise BodyTooLarge(limit_bytes)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
+    """Decodes JPEG/PNG/WebP bytes (whatever Content-Type claimed), applies EXIF orientation, returns RGB."""
+    if not data:
+        raise bad_upload(name, "文件为空")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            if image.format not in ALLOWED_FORMATS:
+                raise bad_upload(name, f"不支持的格式 {image.format}，仅支持 JPEG、PNG、WebP")
+            width, height = image.size
+            if width * height > max_pixels:
+                raise bad_upload(name, f"尺寸 {width}×{height} 超过上限 {max_pixels} 像素")
+            if min(width, height) < MIN_SIDE:
+                raise bad_upload(name, f"尺寸 {width}×{height} 过小（每边至少 {MIN_SIDE} 像素）")
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return image.convert("RGB")
+    except HTTPException:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise bad_upload(name, "疑似解压炸弹（像素数过大）") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise bad_upload(name, f"无法解析为图片（{type(exc).__name__}）") from None
+
+
+def encode_input(image: Image.Image) -> bytes:
+    """Inputs are stored re-encoded as PNG: clean bytes, orientation already applied."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()

@@ -1,0 +1,107 @@
+"""Database tables. Timestamps are stored as UTC and come back timezone-aware."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column, DateTime, ForeignKey, Index, Integer, TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Stores naive UTC (portable across SQLite and PostgreSQL), returns aware UTC."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: Optional[datetime], dialect) -> Optional[datetime]:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are ambiguous; pass an aware datetime")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: Optional[datetime], dialect) -> Optional[datetime]:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc)
+
+
+class TaskStatus(str, enum.Enum):
+    pending = "pending"
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (TaskStatus.completed, TaskStatus.failed, TaskStatus.cancelled)
+
+
+UNFINISHED = (TaskStatus.pending.value, TaskStatus.running.value)
+
+
+class TaskType(str, enum.Enum):
+    text_to_image = "text_to_image"
+    image_edit = "image_edit"
+    batch_edit = "batch_edit"
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    username: str = Field(max_length=50, unique=True, index=True)
+    email: Optional[str] = Field(default=None, max_length=255)
+    hashed_password: str
+    is_active: bool = True
+    is_admin: bool = False
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # Bumped on password change or disable; tokens carry it and older ones stop working.
+    token_version: int = 0
+    # Per-user quota overrides; NULL means the service default.
+    daily_limit: Optional[int] = None
+    monthly_limit: Optional[int] = None
+
+
+class TaskRecord(SQLModel, table=True):
+    __tablename__ = "task_records"
+    __table_args__ = (
+        Index("ix_task_records_user_created", "user_id", "created_at"),
+        Index("ix_task_records_status_created", "status", "created_at"),
+        Index("ix_task_records_type_created", "task_type", "created_at"),
+    )
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    task_id: str = Field(max_length=36, unique=True, index=True)
+    user_id: Optional[int] = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    )
+    task_type: str = Field(max_length=20)
+    prompt: str
+    negative_prompt: Optional[str] = None
+    parameters: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default=TaskStatus.pending.value, max_length=10)
+    result_path: Optional[str] = None
+    result_filename: Optional[str] = None
+    error_message: Optional[str] = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    started_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    completed_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    execution_time: Optional[float] = None
+    # Images this task asks for: what quotas count.
+    image_count: int = 1
+    seed: Optional[int] = None
+    # How many times a replica has started this task (a crash may cost one retry).
+    attempts: int = 0
+    # Store keys of the uploaded inputs, so the task can be re-run after a restart.
+    input_keys: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))

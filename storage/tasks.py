@@ -1,0 +1,248 @@
+"""Task-record queries: creation under quota, history pages, statistics, clean-up."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Optional, Sequence
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, case, not_
+from sqlmodel import Session, col, func, select
+
+from storage.tables import UNFINISHED, TaskRecord, TaskStatus, TaskType, User
+
+
+# ---------------------------------------------------------------- quota periods and usage
+
+
+@dataclass(frozen=True)
+class Periods:
+    """Start of today and of this month (and when they end), in UTC, for one time zone."""
+
+    day_start: datetime
+    day_end: datetime
+    month_start: datetime
+    month_end: datetime
+
+
+def quota_periods(now: datetime, tz_name: str = "UTC") -> Periods:
+    tz = ZoneInfo(tz_name)
+    local = now.astimezone(tz)
+    day = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    next_day = (day + timedelta(days=1)).replace(hour=0)
+    month = day.replace(day=1)
+    next_month = (month + timedelta(days=32)).replace(day=1)
+    to_utc = lambda d: d.replace(tzinfo=tz).astimezone(timezone.utc)  # noqa: E731
+    return Periods(to_utc(day.replace(tzinfo=None)), to_utc(next_day.replace(tzinfo=None)),
+                   to_utc(month.replace(tzinfo=None)), to_utc(next_month.replace(tzinfo=None)))
+
+
+def _counts_toward_quota():
+    """Failed tasks and cancelled tasks that never started give their quota back."""
+    return and_(
+        TaskRecord.status != TaskStatus.failed.value,
+        not_(and_(TaskRecord.status == TaskStatus.cancelled.value, col(TaskRecord.started_at).is_(None))),
+    )
+
+
+@dataclass(frozen=True)
+class Usage:
+    used_today: int
+    used_this_month: int
+    total_used: int
+
+
+def quota_usage(session: Session, user_id: int, periods: Periods) -> Usage:
+    counted = func.coalesce(func.sum(TaskRecord.image_count), 0)
+    base = and_(TaskRecord.user_id == user_id, _counts_toward_quota())
+    today, month, total = session.exec(
+        select(
+            func.coalesce(func.sum(case((TaskRecord.created_at >= periods.day_start, TaskRecord.image_count), else_=0)), 0),
+            func.coalesce(func.sum(case((TaskRecord.created_at >= periods.month_start, TaskRecord.image_count), else_=0)), 0),
+            counted,
+        ).where(base)
+    ).one()
+    return Usage(int(today), int(month), int(total))
+
+
+class QuotaExceeded(Exception):
+    """A submission would go over a limit. ``period`` is "daily" or "monthly"."""
+
+    def __init__(self, period: str, limit: int, used: int, resets_at: datetime):
+        self.period, self.limit, self.used, self.resets_at = period, limit, used, resets_at
+        super().__init__(f"{period} quota of {limit} reached ({used} used), resets at {resets_at.isoformat()}")
+
+
+def effective_limits(user: User, default_daily: int, default_monthly: int) -> tuple[int, int]:
+    daily = user.daily_limit if user.daily_limit is not None else default_daily
+    monthly = user.monthly_limit if user.monthly_limit is not None else default_monthly
+    return daily, monthly
+
+
+def create_task_within_quota(
+    session: Session,
+    record: TaskRecord,
+    *,
+    default_daily: int,
+    default_monthly: int,
+    now: datetime,
+    tz_name: str = "UTC",
+) -> TaskRecord:
+    """Insert ``record`` unless its images would exceed the user's daily or monthly limit.
+
+    The user's row is locked (``SELECT … FOR UPDATE`` on PostgreSQL; SQLite serialises writers)
+    so two concurrent submissions cannot both take the last unit.
+    """
+    if record.user_id is not None:
+        user = session.exec(select(User).where(User.id == record.user_id).with_for_update()).one()
+        daily, monthly = effective_limits(user, default_daily, default_monthly)
+        periods = quota_periods(now, tz_name)
+        usage = quota_usage(session, user.id, periods)
+        if usage.used_today + record.image_count > daily:
+            raise QuotaExceeded("daily", daily, usage.used_today, periods.day_end)
+        if usage.used_this_month + record.image_count > monthly:
+            raise QuotaExceeded("monthly", monthly, usage.used_this_month, periods.month_end)
+    session.add(record)
+    session.flush()
+    return record
+
+
+# ---------------------------------------------------------------- history
+
+
+@dataclass(frozen=True)
+class HistoryFilter:
+    user_id: Optional[int] = None
+    status: Optional[str] = None
+    task_type: Optional[str] = None
+    start_date: Optional[datetime] = None
+    end_date: Optional[datetime] = None
+
+
+def _where(f: HistoryFilter) -> list[Any]:
+    clauses: list[Any] = []
+    if f.user_id is not None:
+        clauses.append(TaskRecord.user_id == f.user_id)
+    if f.status:
+        clauses.append(TaskRecord.status == f.status)
+    if f.task_type:
+        clauses.append(TaskRecord.task_type == f.task_type)
+    if f.start_date:
+        clauses.append(TaskRecord.created_at >= f.start_date)
+    if f.end_date:
+        clauses.append(TaskRecord.created_at <= f.end_date)
+    return clauses
+
+
+@dataclass(frozen=True)
+class Page:
+    items: Sequence[TaskRecord]
+    total: int
+    page: int
+    page_size: int
+
+    @property
+    def total_pages(self) -> int:
+        return math.ceil(self.total / self.page_size) if self.total else 0
+
+
+def history_page(session: Session, f: HistoryFilter, page: int = 1, page_size: int = 20) -> Page:
+    """One page of task records, newest first, counted and sliced in SQL."""
+    clauses = _where(f)
+    total = session.exec(select(func.count()).select_from(TaskRecord).where(*clauses)).one()
+    items = session.exec(
+        select(TaskRecord)
+        .where(*clauses)
+        .order_by(col(TaskRecord.created_at).desc(), col(TaskRecord.id).desc())
+        .offset((page - 1) * page_size)
+        .limit(page_size)
+    ).all()
+    return Page(items, int(total), page, page_size)
+
+
+def get_task_record(session: Session, task_id: str, user_id: Optional[int] = None) -> Optional[TaskRecord]:
+    """A record by task id; with ``user_id``, only if that user owns it."""
+    query = select(TaskRecord).where(TaskRecord.task_id == task_id)
+    if user_id is not None:
+        query = query.where(TaskRecord.user_id == user_id)
+    return session.exec(query).first()
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def statistics(session: Session, user_id: Optional[int] = None, *, today_start: Optional[datetime] = None) -> dict:
+    """Counts per status and type, and execution-time sums over completed tasks, in one query."""
+    completed = TaskRecord.status == TaskStatus.completed.value
+
+    def count_if(cond):
+        return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
+
+    columns = [
+        func.count(TaskRecord.id),
+        count_if(completed),
+        count_if(TaskRecord.status == TaskStatus.failed.value),
+        count_if(TaskRecord.status == TaskStatus.pending.value),
+        count_if(TaskRecord.status == TaskStatus.running.value),
+        count_if(TaskRecord.status == TaskStatus.cancelled.value),
+        count_if(TaskRecord.task_type == TaskType.text_to_image.value),
+        count_if(TaskRecord.task_type == TaskType.image_edit.value),
+        count_if(TaskRecord.task_type == TaskType.batch_edit.value),
+        func.avg(case((and_(completed, col(TaskRecord.execution_time).is_not(None)), TaskRecord.execution_time))),
+        func.coalesce(func.sum(case((completed, TaskRecord.execution_time), else_=0.0)), 0.0),
+    ]
+    if today_start is not None:
+        columns.append(count_if(TaskRecord.created_at >= today_start))
+        columns.append(func.count(func.distinct(TaskRecord.user_id)))
+    query = select(*columns)
+    if user_id is not None:
+        query = query.where(TaskRecord.user_id == user_id)
+    row = session.exec(query).one()
+    stats = {
+        "total_tasks": int(row[0]),
+        "completed_tasks": int(row[1]),
+        "failed_tasks": int(row[2]),
+        "pending_tasks": int(row[3]),
+        "running_tasks": int(row[4]),
+        "cancelled_tasks": int(row[5]),
+        "text_to_image_count": int(row[6]),
+        "image_edit_count": int(row[7]),
+        "batch_edit_count": int(row[8]),
+        "avg_execution_time": round(float(row[9]), 3) if row[9] is not None else 0.0,
+        "total_execution_time": round(float(row[10] or 0.0), 3),
+    }
+    if today_start is not None:
+        stats["today_tasks"] = int(row[11])
+        stats["active_users"] = int(row[12])
+    return stats
+
+
+# ---------------------------------------------------------------- registry support
+
+
+def unfinished_tasks(session: Session) -> Sequence[TaskRecord]:
+    """Tasks a restarted registry must pick up again, oldest first."""
+    return session.exec(
+        select(TaskRecord).where(col(TaskRecord.status).in_(UNFINISHED)).order_by(TaskRecord.created_at, TaskRecord.id)
+    ).all()
+
+
+def old_finished_tasks(session: Session, before: datetime, limit: int = 1000) -> Sequence[TaskRecord]:
+    """Finished records created before ``before`` (never pending or running ones)."""
+    return session.exec(
+        select(TaskRecord)
+        .where(TaskRecord.created_at < before, not_(col(TaskRecord.status).in_(UNFINISHED)))
+        .order_by(TaskRecord.id)
+        .limit(limit)
+    ).all()
+
+
+
+
+__all__ = [
+    "Periods", "quota_periods", "Usage", "quota_usage", "QuotaExceeded", "effective_limits",
+    "create_task_within_quota", "HistoryFilter", "Page", "history_page", "get_task_record",
+    "statistics", "unfinished_tasks", "old_finished_tasks",
+]
