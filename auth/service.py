@@ -39,6 +39,7 @@ class AuthConfig:
     token_ttl_seconds: int = 86400
     hash_profile: str = "rfc_9106_low_memory"
     login_max_failures: int = 10
+    login_max_failures_per_address: int = 100
     login_window_seconds: float = 300.0
 
 
@@ -48,7 +49,9 @@ class AuthService:
         self.config = config
         self.passwords = Passwords(config.hash_profile)
         self.tokens = Tokens(secret, config.token_ttl_seconds)
-        self.throttle = LoginThrottle(config.login_max_failures, config.login_window_seconds)
+        # Per username (guessing one account) and per client address (spraying many accounts).
+        self.user_throttle = LoginThrottle(config.login_max_failures, config.login_window_seconds)
+        self.address_throttle = LoginThrottle(config.login_max_failures_per_address, config.login_window_seconds)
 
     # ------------------------------------------------------------ start-up
 
@@ -74,14 +77,15 @@ class AuthService:
     # ------------------------------------------------------------ log-in and tokens
 
     def login(self, session: Session, username: str, password: str, client: str) -> str:
-        keys = (f"user:{username.lower()}", f"addr:{client}")
-        wait = self.throttle.retry_after(*keys)
+        user_key = username.lower()
+        wait = self.user_throttle.retry_after(user_key) or self.address_throttle.retry_after(client)
         if wait is not None:
             raise AuthError("throttled", retry_after=wait)
         user = get_user_by_username(session, username)
         ok, new_hash = self.passwords.verify(user.hashed_password if user else None, password)
         if not ok:
-            self.throttle.record_failure(*keys)
+            self.user_throttle.record_failure(user_key)
+            self.address_throttle.record_failure(client)
             raise AuthError("bad_credentials")
         if not user.is_active:
             raise AuthError("disabled")
@@ -89,7 +93,7 @@ class AuthService:
             user.hashed_password = new_hash
             session.add(user)
             session.commit()
-        self.throttle.reset(keys[0])
+        self.user_throttle.reset(user_key)
         return self.tokens.issue(user.id, user.token_version)
 
     def user_for_token(self, session: Session, token: str) -> User:

@@ -27,24 +27,20 @@ class LoginThrottle:
             self._failures.pop(key, None)
         return q
 
-    def retry_after(self, *keys: str) -> Optional[int]:
-        """Seconds until a blocked key may try again, or None if none is blocked."""
+    def retry_after(self, key: str) -> Optional[int]:
+        """Seconds until a blocked key may try again, or None if it is not blocked."""
         if self.max_failures <= 0:
             return None
         now = self._clock()
         with self._lock:
-            waits = []
-            for key in keys:
-                q = self._prune(key, now)
-                if len(q) >= self.max_failures:
-                    waits.append(q[0] + self.window - now)
-        return max(1, int(max(waits)) + 1) if waits else None
+            q = self._prune(key, now)
+            if len(q) < self.max_failures:
+                return None
+            return max(1, int(q[0] + self.window - now) + 1)
 
-    def record_failure(self, *keys: str) -> None:
-        now = self._clock()
+    def record_failure(self, key: str) -> None:
         with self._lock:
-            for key in keys:
-                self._failures[key].append(now)
+            self._failures[key].append(self._clock())
 
     def reset(self, key: str) -> None:
         with self._lock:

@@ -71,7 +71,9 @@ class Ingress:
             admin_username=settings.admin_username,
             admin_password=settings.admin_password.get_secret_value() if settings.admin_password else None,
             token_ttl_seconds=settings.token_ttl_seconds, hash_profile=settings.password_hash_profile,
-            login_max_failures=settings.login_max_failures, login_window_seconds=settings.login_window_seconds,
+            login_max_failures=settings.login_max_failures,
+            login_max_failures_per_address=settings.login_max_failures_per_address,
+            login_window_seconds=settings.login_window_seconds,
         ))
         auth.ensure_default_admin()
         if not settings.auth_enabled:

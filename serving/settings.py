@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     admin_username: str = "admin"
     admin_password: Optional[SecretStr] = None  # default: admin123, with a warning in the log
     password_hash_profile: Literal["rfc_9106_low_memory", "cheapest"] = "rfc_9106_low_memory"
-    login_max_failures: int = Field(default=10, ge=0)
+    login_max_failures: int = Field(default=10, ge=0)  # per username; 0 turns throttling off
+    login_max_failures_per_address: int = Field(default=100, ge=0)
     login_window_seconds: float = Field(default=300.0, gt=0)
 
     # --- models

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, HTTPException, UploadFile, status
+from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile, status
 from fastapi.responses import Response
 
 from auth.deps import CurrentUser
@@ -106,7 +106,7 @@ async def image_edit(
 
 @router.post("/image-edit/batch", status_code=status.HTTP_202_ACCEPTED, responses=RESULT_RESPONSES)
 async def image_edit_batch(
-    user: CurrentUser, state: StateDep,
+    request: Request, user: CurrentUser, state: StateDep,
     image: Annotated[UploadFile, File(description="one image (JPEG, PNG, WebP; ≤ 20 MB)")],
     prompts: Annotated[str, Form(min_length=1, max_length=MAX_PROMPT * MAX_BATCH_PROMPTS,
                                  description="edit prompts separated by |, at most 10")],
@@ -124,7 +124,8 @@ async def image_edit_batch(
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"参数 prompts 最多 {MAX_BATCH_PROMPTS} 条，收到 {len(prompt_list)} 条")
     if any(len(p) > MAX_PROMPT for p in prompt_list):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"参数 prompts 每条最多 {MAX_PROMPT} 个字符")
-    inputs = await _read_images(state, [image], 1)
+    # FastAPI binds one of several same-named parts; the contract allows exactly one image.
+    inputs = await _read_images(state, (await request.form()).getlist("image"), 1)
     parameters = {"negative_prompt": negative_prompt, "num_inference_steps": num_inference_steps,
                   "true_cfg_scale": true_cfg_scale, "guidance_scale": 1.0, "seed": seed, "num_images": 1,
                   "prompts": prompt_list, "input_count": 1, "input_sizes": [list(inputs[0].size)]}

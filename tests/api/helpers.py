@@ -1,0 +1,46 @@
+"""Helpers for API tests: images to upload, waiting for tasks, reading results."""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+
+import httpx
+from PIL import Image
+
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+def image_bytes(size=(64, 48), color=(200, 30, 30), fmt="PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def wait_status(client: httpx.Client, headers, task_id: str, statuses=TERMINAL, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        body = client.get(f"/tasks/{task_id}", headers=headers).json()
+        if body.get("status") in statuses:
+            return body
+        assert time.monotonic() < deadline, f"task {task_id} still {body.get('status')}"
+        time.sleep(0.1)
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.format == "PNG"
+        return image.size
+
+
+def zip_pngs(data: bytes) -> list[bytes]:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return [archive.read(name) for name in sorted(archive.namelist())]
+
+
+def submit_t2i(client, headers, **fields) -> str:
+    data = {"prompt": "一只可爱的猫", "num_inference_steps": 20, **fields}
+    response = client.post("/text-to-image", headers=headers, data={k: str(v) for k, v in data.items()})
+    assert response.status_code == 202, response.text
+    return response.json()["task_id"]

@@ -1,0 +1,156 @@
+"""Shared fixtures: one real Ray Serve instance per test session, reached over real HTTP.
+
+Two applications run side by side on one proxy:
+  * ``/``      the service on the tiny profile: real diffusers pipelines on the CPU, model
+               deployments asking ``num_gpus: 1`` of the logical GPUs Ray is given here, two
+               replicas each; fault injection on (prompts starting ``__fault_…__``).
+  * ``/open``  authentication off, registration off, the ``sleep`` benchmark profile with slow
+               steps and a queue limit of 3, for switches and back-pressure.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+import httpx
+import pytest
+
+os.environ.setdefault("TORCH_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+LOGICAL_GPUS = 4
+OPEN_QUEUE_LIMIT = 3
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 60.0, interval: float = 0.1, what: str = "condition"):
+    """Poll until ``condition()`` is truthy; returns its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("service")
+
+
+def main_app_args(data_root: Path) -> dict:
+    return {
+        "model_profile": "tiny", "model_num_gpus": 1, "model_replicas": 2, "model_num_cpus": 0.25,
+        "data_dir": str(data_root / "main"), "model_cache_dir": str(data_root / "model_cache"),
+        "password_hash_profile": "cheapest", "enable_fault_injection": True, "cleanup_interval_seconds": 0,
+        "login_max_failures": 5, "login_window_seconds": 60,
+    }
+
+
+def open_app_args(data_root: Path) -> dict:
+    return {
+        "model_profile": "sleep", "sleep_seconds_per_step": 0.05, "model_num_gpus": 0, "model_replicas": 1,
+        "model_num_cpus": 0.1, "data_dir": str(data_root / "open"), "password_hash_profile": "cheapest",
+        "auth_enabled": False, "allow_registration": False, "max_queue_size": OPEN_QUEUE_LIMIT,
+        "cleanup_interval_seconds": 0,
+    }
+
+
+@pytest.fixture(scope="session")
+def serve_instance(data_root) -> Iterator[str]:
+    """Ray (with logical GPUs) and Serve, started once; yields the base URL."""
+    import ray
+    from ray import serve
+
+    from serving.app import build_app
+
+    port = free_port()
+    ray.init(num_cpus=8, num_gpus=LOGICAL_GPUS, include_dashboard=False, namespace="tests",
+             logging_level="WARNING", log_to_driver=bool(os.environ.get("TEST_RAY_LOGS")))
+    serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 300})
+    serve.run(build_app(main_app_args(data_root)), name="main", route_prefix="/", blocking=False)
+    serve.run(build_app(open_app_args(data_root)), name="open", route_prefix="/open", blocking=False)
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _healthy(base) and _healthy(base + "/open"), timeout=180, interval=0.5, what="healthy apps")
+    yield base
+    serve.shutdown()
+    ray.shutdown()
+
+
+def _healthy(base: str) -> bool:
+    try:
+        return httpx.get(base + "/health", timeout=5).json().get("status") == "healthy"
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+@pytest.fixture(scope="session")
+def base_url(serve_instance) -> str:
+    return serve_instance
+
+
+@pytest.fixture(scope="session")
+def client(base_url) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=base_url, timeout=120) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def open_client(base_url) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=base_url + "/open", timeout=120) as c:
+        yield c
+
+
+_names = itertools.count()
+
+
+def unique_name(prefix: str = "user") -> str:
+    return f"{prefix}{next(_names)}_{uuid.uuid4().hex[:6]}"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def login(client: httpx.Client, username: str, password: str) -> str:
+    response = client.post("/auth/login", json={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    return response.json()["access_token"]
+
+
+@pytest.fixture(scope="session")
+def admin_headers(client) -> dict[str, str]:
+    return bearer(login(client, "admin", "admin123"))
+
+
+class TestUser:
+    def __init__(self, client: httpx.Client, prefix: str = "user"):
+        self.username = unique_name(prefix)
+        self.password = "secret-" + uuid.uuid4().hex[:8]
+        response = client.post("/auth/register", json={"username": self.username, "password": self.password})
+        assert response.status_code == 201, response.text
+        self.id = response.json()["id"]
+        self.headers = bearer(login(client, self.username, self.password))
+
+
+@pytest.fixture
+def make_user(client) -> Callable[..., TestUser]:
+    return lambda prefix="user": TestUser(client, prefix)
+
+
+@pytest.fixture
+def user(make_user) -> TestUser:
+    return make_user()
