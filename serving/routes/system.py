@@ -66,6 +66,12 @@ async def list_models(state: StateDep) -> dict:
     return out
 
 
+@router.get("/ping", include_in_schema=False)
+def ping() -> dict:
+    """A no-op: the floor of a request through the proxy and the ingress (benchmarks use it)."""
+    return {"ok": True}
+
+
 @router.get("/text-to-image/aspect-ratios")
 def aspect_ratios() -> dict[str, list[int]]:
     return {ratio: [w, h] for ratio, (w, h) in ASPECT_RATIOS.items()}
