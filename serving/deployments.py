@@ -28,6 +28,7 @@ log = logging.getLogger("qwen_image.model")
 
 # Prompts that make a failure happen, honoured only with ENABLE_FAULT_INJECTION=true (test suites).
 FAULT_CRASH = "__fault_crash_at_step_"  # followed by a step number: the replica process exits
+FAULT_CRASH_ONCE = "__fault_crash_once_at_step_"  # the same, on the first attempt only
 FAULT_RAISE = "__fault_raise__"
 FAULT_OOM = "__fault_oom__"
 FAULT_DISK_FULL = "__fault_disk_full__"
@@ -96,7 +97,7 @@ class ModelWorker:
         stamp = (payload["task_id"], payload["epoch"], payload["attempt"])
         reports: list[ray.ObjectRef] = []
         stop = False
-        crash_at = self._fault_crash_step(payload["prompt"])
+        crash_at = self._fault_crash_step(payload["prompt"], payload["attempt"])
 
         def on_step(step: int, total: int) -> None:
             if crash_at is not None and step >= crash_at:
@@ -140,9 +141,12 @@ class ModelWorker:
             keys.append(key)
         return keys
 
-    def _fault_crash_step(self, prompt: str) -> Optional[int]:
-        if self.settings.enable_fault_injection and prompt.startswith(FAULT_CRASH):
-            return int(prompt[len(FAULT_CRASH):].split("_")[0])
+    def _fault_crash_step(self, prompt: str, attempt: int) -> Optional[int]:
+        if not self.settings.enable_fault_injection:
+            return None
+        for marker in (FAULT_CRASH, FAULT_CRASH_ONCE):
+            if prompt.startswith(marker) and (marker == FAULT_CRASH or attempt == 1):
+                return int(prompt[len(marker):].split("_")[0])
         return None
 
     def _fault_raise(self, prompt: str) -> None:

@@ -40,6 +40,7 @@ class TaskRecordPublic(BaseModel):
     execution_time: Optional[float]
     seed: Optional[int] = None
     image_count: int = 1
+    attempts: int = 0
 
 
 class HistoryPage(BaseModel):
