@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from sqlalchemy.exc import IntegrityError
 
 from auth.deps import AdminUser, AuthDep, CurrentUser, SessionDep
@@ -14,6 +14,9 @@ from storage.tables import User
 from storage.users import get_user, get_user_by_username, list_users
 
 router = APIRouter(prefix="/auth", tags=["auth"])
+
+MAX_DB_INT = 2**31 - 1  # ids and offsets fit every database's integer column
+UserId = Annotated[int, Path(ge=1, le=MAX_DB_INT)]
 
 USERNAME_TAKEN = "用户名已存在"
 REGISTRATION_CLOSED = "当前不允许用户注册"
@@ -85,7 +88,7 @@ def change_password(body: ChangePasswordRequest, user: CurrentUser, auth: AuthDe
 
 @router.get("/users", response_model=list[UserPublic])
 def read_users(_: AdminUser, session: SessionDep,
-               skip: Annotated[int, Query(ge=0)] = 0,
+               skip: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[User]:
     return list(list_users(session, skip, limit))
 
@@ -100,7 +103,7 @@ def _other_user(session, admin: User, user_id: int) -> User:
 
 
 @router.put("/users/{user_id}/toggle-active")
-def toggle_active(user_id: int, admin: AdminUser, session: SessionDep) -> dict:
+def toggle_active(user_id: UserId, admin: AdminUser, session: SessionDep) -> dict:
     user = _other_user(session, admin, user_id)
     user.is_active = not user.is_active
     if not user.is_active:
@@ -111,7 +114,7 @@ def toggle_active(user_id: int, admin: AdminUser, session: SessionDep) -> dict:
 
 
 @router.put("/users/{user_id}/toggle-admin")
-def toggle_admin(user_id: int, admin: AdminUser, session: SessionDep) -> dict:
+def toggle_admin(user_id: UserId, admin: AdminUser, session: SessionDep) -> dict:
     user = _other_user(session, admin, user_id)
     user.is_admin = not user.is_admin
     session.add(user)
@@ -121,7 +124,7 @@ def toggle_admin(user_id: int, admin: AdminUser, session: SessionDep) -> dict:
 
 
 @router.delete("/users/{user_id}", response_model=Message)
-def delete_user(user_id: int, admin: AdminUser, session: SessionDep) -> Message:
+def delete_user(user_id: UserId, admin: AdminUser, session: SessionDep) -> Message:
     user = _other_user(session, admin, user_id)
     username = user.username
     session.delete(user)

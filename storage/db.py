@@ -7,14 +7,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlmodel import Session, SQLModel, create_engine
 
 from storage import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# PostgreSQL advisory-lock key under which schema creation runs (any constant unique to this app).
+SCHEMA_LOCK_KEY = 0x5157454E  # "QWEN"
 
 
 def sqlite_url(data_dir: Path | str) -> str:
@@ -43,13 +45,24 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
 
 
 def init_db(engine: Engine, attempts: int = 5) -> None:
-    """Create missing tables and indexes. Idempotent; tolerates another process doing the same."""
+    """Create missing tables and indexes. Idempotent; tolerates other processes doing the same.
+
+    On PostgreSQL the creation runs in one transaction under an advisory lock, so concurrent
+    starters (ingress replicas, the registry) wait for each other instead of colliding.
+    """
     for attempt in range(attempts):
         try:
-            SQLModel.metadata.create_all(engine)
+            if engine.dialect.name == "postgresql":
+                with engine.begin() as conn:
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+                    SQLModel.metadata.create_all(conn)
+            else:
+                SQLModel.metadata.create_all(engine)
             return
-        except OperationalError:
-            # Two processes creating the schema at once: the loser sees "already exists".
+        except (OperationalError, ProgrammingError, IntegrityError):
+            # Another process created the same table between our check and our CREATE: the
+            # loser sees "already exists" (SQLite: OperationalError; PostgreSQL: DuplicateTable
+            # or a unique violation in its catalog). The next attempt finds the tables there.
             if attempt == attempts - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))

@@ -2,6 +2,11 @@
 
 Keys look like ``results/<task_id>/generated_<task_id>.png``; the database stores keys, never
 server paths, so a shared volume or an object store can back the same keys on a cluster.
+
+Backends, chosen by ``RESULT_STORE_URL`` (see :func:`open_result_store`): files under a directory
+(:class:`LocalResultStore`, the default), an object store through fsspec
+(:class:`FsspecResultStore`: ``s3://``, ``gs://``, ``az://`` …) and an in-process dict
+(:class:`MemoryResultStore`, ``memory://``).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import re
 import tempfile
 import threading
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 _KEY = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 
@@ -120,8 +125,62 @@ class MemoryResultStore:
         return len(doomed)
 
 
+class FsspecResultStore:
+    """Objects under ``root`` on an fsspec filesystem: S3, GCS, Azure Blob, or any other fsspec knows.
+
+    Object stores have no rename, so there is no write-then-rename: each object is written with a
+    single put, which object stores make visible whole or not at all.
+    """
+
+    def __init__(self, fs: Any, root: str):
+        self.fs = fs
+        self.root = root.rstrip("/")
+
+    @classmethod
+    def from_url(cls, url: str, **storage_options: Any) -> "FsspecResultStore":
+        """``s3://bucket/prefix`` and the like; credentials come from the backend's usual
+        environment variables or config files (e.g. ``AWS_ACCESS_KEY_ID``), never from the URL."""
+        import fsspec
+
+        scheme = url.split("://", 1)[0]
+        try:
+            fs, root = fsspec.core.url_to_fs(url, **storage_options)
+        except ImportError as exc:
+            raise ImportError(f"RESULT_STORE_URL {scheme}://… needs its fsspec backend package: {exc}") from exc
+        except ValueError as exc:
+            raise ValueError(f"unsupported RESULT_STORE_URL scheme: {scheme} ({exc})") from exc
+        return cls(fs, root)
+
+    def _path(self, key: str) -> str:
+        return f"{self.root}/{check_key(key)}"
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        try:
+            self.fs.pipe_file(path, bytes(data))
+        except OSError as exc:
+            raise ResultStoreError(f"could not write {key}: {exc.strerror or exc}") from exc
+
+    def get(self, key: str) -> bytes:
+        return self.fs.cat_file(self._path(key))
+
+    def exists(self, key: str) -> bool:
+        return self.fs.isfile(self._path(key))
+
+    def delete_prefix(self, prefix: str) -> int:
+        paths = self.fs.find(self._path(prefix))
+        if paths:
+            self.fs.rm(paths)
+        return len(paths)
+
+
 def open_result_store(url: str | None, data_dir: Path | str) -> ResultStore:
-    """``None`` → ``<data_dir>/store``; ``file:///path`` or a plain path; ``memory://``."""
+    """Pick the backend for ``RESULT_STORE_URL``.
+
+    ``None`` → ``<data_dir>/store``; ``file:///path`` or a plain path → files there;
+    ``memory://`` → this process's memory; any other ``scheme://`` fsspec knows (``s3://bucket/prefix``,
+    ``gs://…``, ``az://…``; its backend package installed) → :class:`FsspecResultStore`.
+    """
     if not url:
         return LocalResultStore(Path(data_dir) / "store")
     if url.startswith("memory://"):
@@ -129,5 +188,5 @@ def open_result_store(url: str | None, data_dir: Path | str) -> ResultStore:
     if url.startswith("file://"):
         return LocalResultStore(url[len("file://"):])
     if "://" in url:
-        raise ValueError(f"unsupported RESULT_STORE_URL scheme: {url.split('://')[0]}")
+        return FsspecResultStore.from_url(url)
     return LocalResultStore(url)

@@ -6,7 +6,7 @@ import enum
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Column, DateTime, ForeignKey, Index, Integer, TypeDecorator
+from sqlalchemy import JSON, BigInteger, Column, DateTime, ForeignKey, Index, Integer, TypeDecorator
 from sqlmodel import Field, SQLModel
 
 
@@ -100,7 +100,7 @@ class TaskRecord(SQLModel, table=True):
     execution_time: Optional[float] = None
     # Images this task asks for: what quotas count.
     image_count: int = 1
-    seed: Optional[int] = None
+    seed: Optional[int] = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     # How many times a replica has started this task (a crash may cost one retry).
     attempts: int = 0
     # Store keys of the uploaded inputs, so the task can be re-run after a restart.

@@ -90,6 +90,29 @@ def serve_instance(data_root) -> Iterator[str]:
     ray.shutdown()
 
 
+def sleep_app_args(data_root: Path, name: str, **extra) -> dict:
+    """A light application on the ``sleep`` benchmark profile (no torch work), with auth on."""
+    return {"model_profile": "sleep", "sleep_seconds_per_step": 0.002, "model_num_gpus": 0, "model_replicas": 2,
+            "model_num_cpus": 0.1, "data_dir": str(data_root / name), "password_hash_profile": "cheapest",
+            "cleanup_interval_seconds": 0, **extra}
+
+
+@pytest.fixture(scope="session")
+def deploy_app(serve_instance) -> Callable[[str, dict], str]:
+    """Deploys one more application under ``/<name>`` on the session's Serve; returns its base URL."""
+    from ray import serve
+
+    from serving.app import build_app
+
+    def deploy(name: str, args: dict) -> str:
+        serve.run(build_app(args), name=name, route_prefix=f"/{name}", blocking=False)
+        url = f"{serve_instance}/{name}"
+        wait_for(lambda: _healthy(url), timeout=120, interval=0.5, what=f"app {name}")
+        return url
+
+    return deploy
+
+
 def _healthy(base: str) -> bool:
     try:
         return httpx.get(base + "/health", timeout=5).json().get("status") == "healthy"

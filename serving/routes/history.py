@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict
 
 from auth.deps import AdminUser, CurrentUser, SessionDep
+from auth.routes import MAX_DB_INT, UserId
 from auth.schemas import QuotaLimits
 from serving.routes.common import owned_record
 from serving.state import StateDep
@@ -85,7 +86,7 @@ def my_history(user: CurrentUser, session: SessionDep, page: Page = 1, page_size
 def all_history(_: AdminUser, session: SessionDep, page: Page = 1, page_size: PageSize = 20,
                 status_: StatusFilter = None, task_type: TypeFilter = None,
                 start_date: DateFilter = None, end_date: DateFilter = None,
-                user_id: Annotated[Optional[int], Query(ge=1)] = None) -> HistoryPage:
+                user_id: Annotated[Optional[int], Query(ge=1, le=MAX_DB_INT)] = None) -> HistoryPage:
     """Every user's tasks (admin), optionally one user's."""
     f = HistoryFilter(user_id, status_ and status_.value, task_type and task_type.value,
                       _aware(start_date), _aware(end_date))
@@ -137,13 +138,13 @@ def _user_or_404(session, user_id: int) -> User:
 
 
 @router.get("/auth/users/{user_id}/quota", tags=["auth"])
-def read_user_quota(user_id: int, _: AdminUser, session: SessionDep, state: StateDep) -> dict:
+def read_user_quota(user_id: UserId, _: AdminUser, session: SessionDep, state: StateDep) -> dict:
     """A user's limits and usage (admin)."""
     return quota_body(session, _user_or_404(session, user_id), state)
 
 
 @router.put("/auth/users/{user_id}/quota", tags=["auth"])
-def set_user_quota(user_id: int, body: QuotaLimits, _: AdminUser, session: SessionDep, state: StateDep) -> dict:
+def set_user_quota(user_id: UserId, body: QuotaLimits, _: AdminUser, session: SessionDep, state: StateDep) -> dict:
     """Set a user's limits (admin); ``null`` restores the service default."""
     user = _user_or_404(session, user_id)
     if "daily_limit" in body.model_fields_set:
