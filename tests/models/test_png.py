@@ -1,0 +1,60 @@
+"""PNG encoding: the image survives and the generation parameters travel in text chunks."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from models import GenerationRequest, GenerationResult, encode_png, get_profile, load, png_metadata
+
+
+def _sleep_model(kind="text_to_image"):
+    return load(get_profile("sleep", sleep_seconds_per_step=0), kind)
+
+
+def test_png_round_trips_pixels_and_every_metadata_item():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8))
+    metadata = {"prompt": "一只可爱的猫", "seed": "42", "parameters": "a cat\nSteps: 20"}
+    data = encode_png(image, metadata)
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    decoded = Image.open(io.BytesIO(data))
+    assert decoded.text == metadata
+    assert np.array_equal(np.asarray(decoded.convert("RGB")), np.asarray(image))
+
+
+def test_chinese_prompt_goes_into_an_itxt_chunk():
+    data = encode_png(Image.new("RGB", (8, 8)), {"prompt": "一只可爱的猫", "seed": "1"})
+    assert b"iTXtprompt" in data
+    assert b"tEXtseed" in data
+
+
+def test_metadata_carries_the_request_in_named_keys_and_an_a1111_parameters_line():
+    request = GenerationRequest(
+        prompt="a cat", negative_prompt="blurry", width=1664, height=928, num_inference_steps=30, true_cfg_scale=4.0
+    )
+    result = GenerationResult(
+        images=[Image.new("RGB", (1664, 928))], seed=1234, interrupted=False, steps_completed=30, seconds=1.0
+    )
+    metadata = png_metadata(request, result, _sleep_model())
+    assert metadata["prompt"] == "a cat"
+    assert metadata["negative_prompt"] == "blurry"
+    assert (metadata["seed"], metadata["steps"], metadata["true_cfg_scale"]) == ("1234", "30", "4")
+    assert (metadata["size"], metadata["model"]) == ("1664x928", "sleep/Qwen-Image-2512")
+    assert metadata["parameters"] == (
+        "a cat\nNegative prompt: blurry\n"
+        "Steps: 30, Sampler: FlowMatchEuler, CFG scale: 4, Seed: 1234, Size: 1664x928, Model: sleep/Qwen-Image-2512"
+    )
+
+
+def test_edit_metadata_includes_guidance_scale_and_the_output_size():
+    request = GenerationRequest(prompt="make it red", guidance_scale=2.5, images=[Image.new("RGB", (1024, 768))])
+    result = GenerationResult(
+        images=[Image.new("RGB", (1184, 896))], seed=5, interrupted=False, steps_completed=50, seconds=1.0
+    )
+    metadata = png_metadata(request, result, _sleep_model("image_edit"))
+    assert metadata["guidance_scale"] == "2.5"
+    assert metadata["size"] == "1184x896"
+    assert "Guidance scale: 2.5" in metadata["parameters"]
+    assert "Negative prompt" not in metadata["parameters"]
