@@ -124,6 +124,7 @@ class ModelWorker:
             return {"status": "error", "index": index, "error": f"{messages.RESULT_WRITE_FAILED}: {exc.strerror or exc}"}
         except Exception as exc:  # the task fails; the replica keeps serving
             log.exception("task %s: generation failed", payload["task_id"])
+            release_accelerator_memory()
             return {"status": "error", "index": index, "error": describe_failure(exc)}
         return {"status": "ok", "index": index, "keys": keys, "seed": result.seed, "seconds": result.seconds}
 
@@ -156,6 +157,14 @@ class ModelWorker:
             raise RuntimeError("injected pipeline failure")
         if prompt.startswith(FAULT_OOM):
             raise MemoryError("CUDA out of memory (injected)")
+
+
+def release_accelerator_memory() -> None:
+    """After an out-of-memory error, hand cached blocks back so the next task can fit."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def describe_failure(exc: BaseException) -> str:

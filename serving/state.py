@@ -94,6 +94,6 @@ def get_state() -> ServiceState:
 StateDep = Annotated[ServiceState, Depends(get_state)]
 
 
-def model_available(status_snapshot: dict, deployment: str) -> Optional[bool]:
+def model_available(status_snapshot: dict, deployment: str) -> bool:
     dep = status_snapshot["deployments"].get(deployment)
     return bool(dep and dep["running_replicas"] > 0)
