@@ -15,6 +15,7 @@ import logging
 import random
 import secrets
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -143,6 +144,9 @@ class RegistryCore:
         # A fresh id per incarnation: replicas still running work for a dead registry are told to stop.
         self.epoch = secrets.token_hex(4)
         self.tasks: dict[str, LiveTask] = {}
+        # Kept in step with every status change so queries never scan all tasks.
+        self._status_counts: Counter[str] = Counter()
+        self._pending: dict[str, dict[str, None]] = {kind: {} for kind in DEPLOYMENT_FOR_KIND}
         self._seq = 0
         self._handles: dict[str, Any] = {}
         self._cleanup_loop: Optional[asyncio.Task] = None
@@ -172,23 +176,39 @@ class RegistryCore:
                 setattr(record, key, value)
             session.add(record)
 
+    def _track(self, task: LiveTask) -> None:
+        self.tasks[task.task_id] = task
+        self._status_counts[task.status] += 1
+        if task.status == TaskStatus.pending.value:
+            self._pending[task.kind][task.task_id] = None
+
+    def _forget(self, task_id: str) -> None:
+        task = self.tasks.pop(task_id, None)
+        if task is not None:
+            self._status_counts[task.status] -= 1
+            self._pending[task.kind].pop(task_id, None)
+
+    def _set_status(self, task: LiveTask, status: str) -> None:
+        self._status_counts[task.status] -= 1
+        self._status_counts[status] += 1
+        self._pending[task.kind].pop(task.task_id, None)
+        if status == TaskStatus.pending.value:
+            self._pending[task.kind][task.task_id] = None
+        task.status = status
+
     def _position(self, task: LiveTask) -> int:
+        """1-based place among pending tasks of the same model; 0 once running or finished."""
         if task.status != TaskStatus.pending.value:
             return 0
-        return 1 + sum(
-            1 for other in self.tasks.values()
-            if other.status == TaskStatus.pending.value and other.kind == task.kind and other.seq < task.seq
-        )
+        return 1 + list(self._pending[task.kind]).index(task.task_id)
 
     def _counts(self) -> dict[str, int]:
-        counts = {s.value: 0 for s in TaskStatus}
-        for task in self.tasks.values():
-            counts[task.status] += 1
+        counts = {s.value: self._status_counts[s.value] for s in TaskStatus}
         counts["total"] = len(self.tasks)
         return counts
 
     def _finish(self, task: LiveTask, status: str, error: Optional[str] = None, **extra: Any) -> None:
-        task.status = status
+        self._set_status(task, status)
         task.error = error
         task.completed_at = utcnow()
         if task.started_at is not None:
@@ -204,12 +224,12 @@ class RegistryCore:
             records = list(unfinished_tasks(session))
         for record in records:
             task = self._live_from_record(record)
-            self.tasks[task.task_id] = task
+            self._track(task)
             if record.status == TaskStatus.running.value:
                 if record.attempts > self.settings.task_retries:
                     self._finish(task, TaskStatus.failed.value, messages.INTERRUPTED_BY_RESTART)
                     continue
-                task.status = TaskStatus.pending.value
+                self._set_status(task, TaskStatus.pending.value)
                 task.started_at = None
                 self._persist(task)
             self._dispatch(task)
@@ -247,8 +267,7 @@ class RegistryCore:
         task_id = spec["task_id"]
         if task_id in self.tasks:
             return self._accepted(self.tasks[task_id])
-        pending = sum(1 for t in self.tasks.values() if t.status == TaskStatus.pending.value)
-        if pending >= self.settings.max_queue_size:
+        if self._status_counts[TaskStatus.pending.value] >= self.settings.max_queue_size:
             return {"error": "queue_full", "retry_after": 10}
         params = dict(spec["parameters"])
         seed = params.get("seed", -1)
@@ -282,7 +301,7 @@ class RegistryCore:
             image_count=spec["image_count"], seed=seed,
             steps_per_request=int(params.get("num_inference_steps", 0)), seq=self._seq,
         )
-        self.tasks[task_id] = task
+        self._track(task)
         self._dispatch(task)
         return self._accepted(task)
 
@@ -311,7 +330,7 @@ class RegistryCore:
                 self._finish(task, TaskStatus.cancelled.value)
             elif (task.attempts_started <= self.settings.task_retries
                   and task.attempt <= self.settings.task_retries + 2):
-                task.status = TaskStatus.pending.value
+                self._set_status(task, TaskStatus.pending.value)
                 task.started_at = None
                 self._persist(task)
                 self._dispatch(task)
@@ -360,7 +379,7 @@ class RegistryCore:
         if task is None or task.cancel_requested or task.status in FINISHED:
             return False
         if task.status == TaskStatus.pending.value:
-            task.status = TaskStatus.running.value
+            self._set_status(task, TaskStatus.running.value)
             task.started_at = utcnow()
             task.attempts_started += 1
             self._persist(task)
@@ -425,7 +444,7 @@ class RegistryCore:
         forget = [t.task_id for t in self.tasks.values()
                   if t.status in FINISHED and (t.completed_at or t.created_at) < memory_cutoff]
         for task_id in forget:
-            del self.tasks[task_id]
+            self._forget(task_id)
         db_cleaned = await asyncio.to_thread(self._delete_old_records, now - timedelta(days=max_age_days))
         return {"memory_cleaned_count": len(forget), "db_cleaned_count": db_cleaned}
 
@@ -438,7 +457,7 @@ class RegistryCore:
                     self.store.delete_prefix(f"results/{record.task_id}")
                     self.store.delete_prefix(f"inputs/{record.task_id}")
                     session.delete(record)
-                    self.tasks.pop(record.task_id, None)
+                    self._forget(record.task_id)
             deleted += len(batch)
             if not batch:
                 return deleted

@@ -2,10 +2,10 @@
 
 from storage.db import make_engine, init_db, session_scope
 from storage.tables import User, TaskRecord, TaskStatus, TaskType, utcnow
-from storage.results import ResultStore, LocalResultStore, MemoryResultStore, open_result_store
+from storage.results import FsspecResultStore, LocalResultStore, MemoryResultStore, ResultStore, open_result_store
 
 __all__ = [
     "make_engine", "init_db", "session_scope",
     "User", "TaskRecord", "TaskStatus", "TaskType", "utcnow",
-    "ResultStore", "LocalResultStore", "MemoryResultStore", "open_result_store",
+    "ResultStore", "LocalResultStore", "MemoryResultStore", "FsspecResultStore", "open_result_store",
 ]

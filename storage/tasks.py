@@ -92,10 +92,12 @@ def create_task_within_quota(
 ) -> TaskRecord:
     """Insert ``record`` unless its images would exceed the user's daily or monthly limit.
 
-    The user's row is locked (``SELECT … FOR UPDATE`` on PostgreSQL; SQLite serialises writers)
-    so two concurrent submissions cannot both take the last unit.
+    The user's row is locked (``SELECT … FOR UPDATE`` on PostgreSQL; on SQLite the transaction
+    starts with ``BEGIN IMMEDIATE``, taking the write lock before the usage is read) so two
+    concurrent submissions cannot both take the last unit.
     """
     if record.user_id is not None:
+        _begin_immediate_on_sqlite(session)
         user = session.exec(select(User).where(User.id == record.user_id).with_for_update()).one()
         daily, monthly = effective_limits(user, default_daily, default_monthly)
         periods = quota_periods(now, tz_name)
@@ -107,6 +109,15 @@ def create_task_within_quota(
     session.add(record)
     session.flush()
     return record
+
+
+def _begin_immediate_on_sqlite(session: Session) -> None:
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        return
+    if connection.connection.dbapi_connection.in_transaction:
+        raise RuntimeError("create_task_within_quota must start its own transaction on SQLite")
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 # ---------------------------------------------------------------- history

@@ -54,7 +54,7 @@ def _free_port() -> int:
 class PostgresServer:
     """One running server; :meth:`create_schema` hands out empty schemas, one per test."""
 
-    def __init__(self, bindir: Path):
+    def __init__(self, bindir: Path, run_as: Optional[pwd.struct_passwd] = None):
         self.bindir = bindir
         self.port = _free_port()
         # Not under pytest's tmp dirs: those are private to root, and the server user must enter.
@@ -63,14 +63,10 @@ class PostgresServer:
         self.sockdir = self.root / "sock"
         self.sockdir.mkdir()
         self._run_as: list[str] = []
-        if os.geteuid() == 0:
-            try:
-                account = pwd.getpwnam(SUPERUSER)
-            except KeyError:
-                raise RuntimeError(f"running as root needs the {SUPERUSER!r} system user to run PostgreSQL")
+        if run_as is not None:
             for path in (self.root, self.sockdir):
-                os.chown(path, account.pw_uid, account.pw_gid)
-            self._run_as = ["runuser", "-u", SUPERUSER, "--"]
+                os.chown(path, run_as.pw_uid, run_as.pw_gid)
+            self._run_as = ["runuser", "-u", run_as.pw_name, "--"]
 
     def _run(self, *args: str) -> None:
         result = subprocess.run([*self._run_as, *args], capture_output=True, text=True, timeout=120)
@@ -128,7 +124,13 @@ def start_server() -> PostgresServer:
         import psycopg  # noqa: F401
     except ImportError:
         unavailable("the psycopg driver is not installed (pip install 'psycopg[binary]')")
-    server = PostgresServer(bindir)
+    run_as = None
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        try:
+            run_as = pwd.getpwnam(SUPERUSER)
+        except KeyError:
+            unavailable(f"running as root needs the {SUPERUSER!r} system user to run the server as")
+    server = PostgresServer(bindir, run_as)
     try:
         return server.start()
     except BaseException:

@@ -57,7 +57,7 @@ def test_queue_full_refuses_before_writing_anything(tmp_path):
     core = _core(tmp_path, max_queue_size=1)
     with session_scope(core.engine) as session:
         session.add(_record("waiting", "pending"))
-    core.tasks["waiting"] = core._live_from_record(_record("waiting", "pending"))
+    core._track(core._live_from_record(_record("waiting", "pending")))
     answer = asyncio.run(core.create({"task_id": "new", "parameters": {}, "kind": "text_to_image", "prompts": ["p"],
                                       "image_count": 1, "user_id": None, "task_type": "text_to_image",
                                       "prompt": "p"}))

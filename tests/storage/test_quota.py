@@ -11,7 +11,7 @@ from sqlmodel import Session, func, select
 
 from storage import TaskRecord, session_scope
 from storage.tasks import QuotaExceeded, create_task_within_quota, quota_periods, quota_usage
-from tests.storage.seed import T0, add_tasks, add_user, task
+from tests.storage.seed import add_tasks, add_user, task
 
 UTC = timezone.utc
 
@@ -262,21 +262,21 @@ def race(engine, user_id: int, submitters: int, daily: int, one_at_a_time: bool 
 
 
 @pytest.mark.parametrize("remaining", [1, 3])
-def test_concurrent_submissions_never_exceed_the_quota_on_postgresql(pg_engine, remaining):
-    """The ``SELECT … FOR UPDATE`` on the user's row makes the check-then-insert atomic."""
-    me = add_user(pg_engine).id
+def test_concurrent_submissions_never_exceed_the_quota(engine, remaining):
+    """``SELECT … FOR UPDATE`` on the user's row (PostgreSQL) or ``BEGIN IMMEDIATE`` (SQLite)
+    makes the check-then-insert atomic."""
+    me = add_user(engine).id
     daily = 5
-    add_tasks(pg_engine, *[task(me, NOW - timedelta(hours=1)) for _ in range(daily - remaining)])
-    accepted, refused, errors = race(pg_engine, me, submitters=12, daily=daily)
+    add_tasks(engine, *[task(me, NOW - timedelta(hours=1)) for _ in range(daily - remaining)])
+    accepted, refused, errors = race(engine, me, submitters=12, daily=daily)
     assert errors == []
     assert (accepted, refused) == (remaining, 12 - remaining)
-    assert count_tasks(pg_engine, me) == daily
+    assert count_tasks(engine, me) == daily
 
 
 @pytest.mark.parametrize("remaining", [1, 3])
 def test_submissions_from_separate_sessions_one_at_a_time_stop_at_the_quota(engine, remaining):
-    """Every backend, submissions serialised as the registry serialises them. (SQLite ignores
-    ``FOR UPDATE`` and its reads take no lock: truly concurrent transactions can over-admit there.)"""
+    """Every backend, submissions serialised as the registry serialises them."""
     me = add_user(engine).id
     daily = 5
     add_tasks(engine, *[task(me, NOW - timedelta(hours=1)) for _ in range(daily - remaining)])
