@@ -1,0 +1,48 @@
+"""Everything about diffusion: profiles, loading, generation with progress, PNG encoding.
+
+The API is four steps::
+
+    profile = get_profile("tiny")                     # or "qwen", "sleep"
+    model = load(profile, TEXT_TO_IMAGE)              # once per process; slow for real weights
+    request = GenerationRequest(prompt="a cat", num_inference_steps=20)
+    result = generate(model, request, on_step=report, should_stop=cancelled)
+    png = encode_png(result.images[0], png_metadata(request, result, model))
+
+Importing this package does not import torch or diffusers; ``load`` and ``generate`` do.
+"""
+
+from .aspect import ASPECT_RATIOS, DEFAULT_ASPECT_RATIO, edit_output_size, size_for_aspect_ratio
+from .png import encode_png, png_metadata
+from .profiles import (
+    IMAGE_EDIT,
+    KINDS,
+    PROFILE_NAMES,
+    TEXT_TO_IMAGE,
+    ModelInfo,
+    ModelLoadError,
+    Profile,
+    get_profile,
+)
+from .runtime import GenerationRequest, GenerationResult, LoadedModel, generate, load
+
+__all__ = [
+    "ASPECT_RATIOS",
+    "DEFAULT_ASPECT_RATIO",
+    "IMAGE_EDIT",
+    "KINDS",
+    "PROFILE_NAMES",
+    "TEXT_TO_IMAGE",
+    "GenerationRequest",
+    "GenerationResult",
+    "LoadedModel",
+    "ModelInfo",
+    "ModelLoadError",
+    "Profile",
+    "edit_output_size",
+    "encode_png",
+    "generate",
+    "get_profile",
+    "load",
+    "png_metadata",
+    "size_for_aspect_ratio",
+]

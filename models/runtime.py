@@ -1,0 +1,306 @@
+"""Loading a profile's model and running it: text-to-image or edit, with progress and interruption.
+
+One ``LoadedModel`` serves one thread at a time (a diffusers pipeline keeps per-call state such
+as its interrupt flag and scheduler steps); there is no lock here, the caller runs one generation
+per model at a time. Different ``LoadedModel`` objects are independent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from PIL import Image
+
+from .aspect import edit_output_size
+from .profiles import (
+    CACHE_DIR_SETTING,
+    IMAGE_EDIT,
+    PATH_SETTINGS,
+    PROFILE_SETTING,
+    QWEN_MODEL_IDS,
+    TEXT_TO_IMAGE,
+    ModelInfo,
+    ModelLoadError,
+    Profile,
+    check_kind,
+)
+
+log = logging.getLogger(__name__)
+
+THREADS_ENV = "TORCH_NUM_THREADS"
+MAX_SEED = 2**63 - 1  # fits a signed 64-bit database column
+RANDOM_SEED_LIMIT = 2**32  # random seeds stay short enough to read and retype
+MAX_IMAGES = 4
+MAX_EDIT_INPUTS = 2
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to generate: the pipeline (``None`` for the sleep profile) and what it is."""
+
+    kind: str
+    info: ModelInfo
+    device: str
+    profile: Profile
+    pipeline: Any = None
+    load_seconds: float = 0.0
+
+
+@dataclass
+class GenerationRequest:
+    """One generation. ``width``/``height`` apply to text-to-image; ``images`` (1-2) to edit."""
+
+    prompt: str
+    negative_prompt: str = ""
+    width: int = 1024
+    height: int = 1024
+    num_inference_steps: int = 50
+    true_cfg_scale: float = 4.0
+    guidance_scale: float = 1.0
+    seed: int = -1
+    num_images: int = 1
+    images: list[Image.Image] = field(default_factory=list)
+
+
+@dataclass
+class GenerationResult:
+    """What a generation produced. ``images`` is empty when it was ``interrupted``."""
+
+    images: list[Image.Image]
+    seed: int
+    interrupted: bool
+    steps_completed: int
+    seconds: float
+
+
+def load(profile: Profile, kind: str, device: str | None = None) -> LoadedModel:
+    """Load ``kind`` (``text_to_image`` or ``image_edit``) of ``profile`` onto ``device``.
+
+    ``device`` defaults to the profile's (``cuda`` for ``qwen``, ``cpu`` otherwise). Raises
+    ``ModelLoadError`` with a message saying what to do when the GPU or the weights are missing.
+    """
+    check_kind(kind)
+    started = time.perf_counter()
+    device = device or profile.device
+    info = profile.info(kind)
+    if profile.name == "sleep":
+        return LoadedModel(kind=kind, info=info, device="none", profile=profile)
+    _apply_thread_setting()
+    if profile.name == "tiny":
+        pipeline = _load_tiny(profile, kind, device)
+    else:
+        pipeline = _load_pretrained(profile, kind, device)
+    pipeline.set_progress_bar_config(disable=True)
+    seconds = time.perf_counter() - started
+    log.info("loaded %s (%s) on %s in %.1f s", info.name, kind, device, seconds)
+    return LoadedModel(kind=kind, info=info, device=device, profile=profile, pipeline=pipeline, load_seconds=seconds)
+
+
+def generate(
+    model: LoadedModel,
+    request: GenerationRequest,
+    on_step: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> GenerationResult:
+    """Run one generation with ``model``.
+
+    ``on_step(step, total)`` is called after every denoising step (``step`` counts from 1).
+    ``should_stop()`` is checked before the run and after every step; when it returns true the
+    run stops after that step and the result has ``interrupted=True``, ``steps_completed`` set and
+    no images (the pipeline still decodes a normal-looking image, which must never be stored).
+    ``seed=-1`` picks a random seed; the result records the seed used.
+    """
+    _check_request(model, request)
+    started = time.perf_counter()
+    seed = request.seed if request.seed >= 0 else secrets.randbelow(RANDOM_SEED_LIMIT)
+    if should_stop is not None and should_stop():
+        return GenerationResult(images=[], seed=seed, interrupted=True, steps_completed=0, seconds=0.0)
+    if model.pipeline is None:
+        images, steps, interrupted = _sleep_generate(model, request, seed, on_step, should_stop)
+    else:
+        images, steps, interrupted = _pipeline_generate(model, request, seed, on_step, should_stop)
+    return GenerationResult(
+        images=[] if interrupted else images,
+        seed=seed,
+        interrupted=interrupted,
+        steps_completed=steps,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _check_request(model: LoadedModel, request: GenerationRequest) -> None:
+    if request.num_inference_steps < 1:
+        raise ValueError(f"num_inference_steps must be >= 1, got {request.num_inference_steps}")
+    if not 1 <= request.num_images <= MAX_IMAGES:
+        raise ValueError(f"num_images must be 1-{MAX_IMAGES}, got {request.num_images}")
+    if request.seed > MAX_SEED:
+        raise ValueError(f"seed must be at most {MAX_SEED}, got {request.seed}")
+    if model.kind == IMAGE_EDIT:
+        if not 1 <= len(request.images) <= MAX_EDIT_INPUTS:
+            raise ValueError(f"image edit takes 1-{MAX_EDIT_INPUTS} input images, got {len(request.images)}")
+    elif request.width % 16 or request.height % 16 or request.width <= 0 or request.height <= 0:
+        raise ValueError(f"width and height must be positive multiples of 16, got {request.width}x{request.height}")
+
+
+def _pipeline_generate(model, request, seed, on_step, should_stop):
+    import torch
+
+    pipeline = model.pipeline
+    total = request.num_inference_steps
+    progress = {"steps": 0, "interrupted": False}
+
+    def step_end(pipe, index, timestep, tensors):
+        progress["steps"] = index + 1
+        if on_step is not None:
+            on_step(index + 1, total)
+        if should_stop is not None and should_stop():
+            # The pipeline skips the remaining steps but still decodes the latents.
+            pipe._interrupt = True
+            progress["interrupted"] = True
+        return {}
+
+    # A CPU generator draws the same noise whatever the device, so a seed means the same image.
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    transformer_config = pipeline.transformer.config
+    arguments = dict(
+        prompt=request.prompt,
+        # Always a string: the pipelines run true CFG only when negative_prompt is not None,
+        # and they encode "" as a real (empty) negative prompt, so the default "" keeps CFG on.
+        negative_prompt=request.negative_prompt or "",
+        true_cfg_scale=request.true_cfg_scale,
+        num_inference_steps=total,
+        # Only guidance-distilled transformers read it; the others would just log a warning.
+        guidance_scale=request.guidance_scale if transformer_config.guidance_embeds else None,
+        num_images_per_prompt=request.num_images,
+        generator=generator,
+        callback_on_step_end=step_end,
+        output_type="pil",
+    )
+    if model.kind == TEXT_TO_IMAGE:
+        arguments.update(width=request.width, height=request.height)
+    else:
+        # Edit output size follows the pipeline's own rule (last input's aspect ratio, ~1 MP).
+        images = [image.convert("RGB") for image in request.images]
+        arguments.update(image=images if len(images) > 1 else images[0])
+    output = pipeline(**arguments)
+    return list(output.images), progress["steps"], progress["interrupted"]
+
+
+def _sleep_generate(model, request, seed, on_step, should_stop):
+    total = request.num_inference_steps
+    seconds = model.profile.sleep_seconds_per_step
+    steps = 0
+    interrupted = False
+    for step in range(1, total + 1):
+        time.sleep(seconds)
+        steps = step
+        if on_step is not None:
+            on_step(step, total)
+        if should_stop is not None and should_stop():
+            interrupted = True
+            break
+    if model.kind == TEXT_TO_IMAGE:
+        size = (request.width, request.height)
+    else:
+        size = edit_output_size(*request.images[-1].size)
+    # One colour per seed, so different seeds give visibly different results here too.
+    colour = (seed & 0xFF, (seed >> 8) & 0xFF, (seed >> 16) & 0xFF)
+    images = [Image.new("RGB", size, colour) for _ in range(request.num_images)]
+    return images, steps, interrupted
+
+
+def _apply_thread_setting() -> None:
+    value = os.environ.get(THREADS_ENV)
+    if not value:
+        return
+    import torch
+
+    try:
+        threads = int(value)
+        if threads < 1:
+            raise ValueError
+    except ValueError:
+        raise ModelLoadError(f"{THREADS_ENV} must be a positive integer, got {value!r}") from None
+    torch.set_num_threads(threads)
+
+
+def _pipeline_class(name: str):
+    import diffusers
+
+    return getattr(diffusers, name)
+
+
+def _dtype_argument() -> str:
+    """diffusers 0.42 warns about ``torch_dtype``; earlier releases may not know ``dtype``."""
+    import diffusers
+    from packaging.version import Version
+
+    return "dtype" if Version(diffusers.__version__).release >= (0, 42) else "torch_dtype"
+
+
+def _load_tiny(profile: Profile, kind: str, device: str):
+    import torch
+
+    from .tiny import ensure_tiny_pipeline
+
+    try:
+        path = ensure_tiny_pipeline(kind, profile.cache_dir)
+    except OSError as error:
+        raise ModelLoadError(
+            f"cannot write the tiny {kind} model under {profile.cache_dir}: {error}. "
+            f"Point {CACHE_DIR_SETTING} at a writable directory."
+        ) from error
+    pipeline = _pipeline_class(profile.pipeline_classes[kind]).from_pretrained(
+        path, local_files_only=True, **{_dtype_argument(): torch.float32}
+    )
+    return pipeline.to(device)
+
+
+def _load_pretrained(profile: Profile, kind: str, device: str):
+    import torch
+
+    source = profile.sources[kind]
+    setting = PATH_SETTINGS[kind]
+    model_id = QWEN_MODEL_IDS[kind]
+    download = (
+        f"download the weights with `hf download {model_id} --local-dir /models/{model_id.split('/')[1]}` "
+        f"and point {setting} at that directory"
+    )
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(
+            f"no CUDA device for {profile.info(kind).name}: the qwen profile needs an NVIDIA GPU "
+            f"(~58 GB of GPU memory per model in bfloat16, less with CPU_OFFLOAD=true). "
+            f"On a machine without one, set {PROFILE_SETTING}=tiny to run the built-in tiny models."
+        )
+    local = profile.is_local_source(kind)
+    if local and not os.path.isfile(os.path.join(source, "model_index.json")):
+        raise ModelLoadError(f"no diffusers weights at {source} (model_index.json is missing): {download}")
+    try:
+        pipeline = _pipeline_class(profile.pipeline_classes[kind]).from_pretrained(
+            source,
+            cache_dir=profile.cache_dir,
+            local_files_only=local,
+            **{_dtype_argument(): getattr(torch, profile.dtype)},
+        )
+    except Exception as error:  # noqa: BLE001 - turned into advice; the cause stays chained
+        reason = f"cannot load {source}: {type(error).__name__}: {error}"
+        if isinstance(error, ImportError) or "torchvision" in str(error):
+            # Qwen2-VL's processor (edit model) needs torchvision built for the installed torch.
+            raise ModelLoadError(f"{reason}. Install the missing package (torchvision matching torch).") from error
+        raise ModelLoadError(f"{reason}. If the weights are missing or incomplete: {download}") from error
+    try:
+        if profile.cpu_offload:
+            pipeline.enable_model_cpu_offload(device=device)
+        else:
+            pipeline.to(device)
+    except torch.cuda.OutOfMemoryError as error:
+        raise ModelLoadError(
+            f"{profile.info(kind).name} does not fit in the memory of {device}: set CPU_OFFLOAD=true, "
+            f"or give each model its own GPU (ENABLED_MODELS)"
+        ) from error
+    return pipeline

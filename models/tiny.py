@@ -1,0 +1,337 @@
+"""The tiny profile's components: the real Qwen-Image pipeline classes with tiny random weights.
+
+Nothing is downloaded. Every component (tokenizer and edit processor included) is built in code
+from a fixed seed, written once with ``save_pretrained`` into a cache directory and then loaded
+back with ``from_pretrained`` by ``models.runtime``, exactly like real weights. The sizes are the
+smallest the pipelines accept while keeping the real model's 8x spatial VAE compression, so a
+1024x1024 image costs the same number of transformer tokens as in production (4096).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from importlib import metadata
+
+# ProcessorMixin is imported for diffusers' sake: when loading a component whose class lives
+# outside diffusers/transformers (ImageOnlyQwen2VLProcessor below), diffusers looks up the base
+# classes it knows how to load as attributes of that class's module.
+from transformers import ProcessorMixin, Qwen2VLProcessor  # noqa: F401
+
+from .profiles import IMAGE_EDIT, TEXT_TO_IMAGE, check_kind
+
+log = logging.getLogger(__name__)
+
+# Bump when the way components are built changes in a way the configs below do not show.
+TINY_FORMAT = 1
+SEED = 0
+
+# Building seeds torch's process-wide random generator; two threads building at once would
+# interleave their draws and get different weights. Only building takes it, never generation.
+_BUILD_LOCK = threading.Lock()
+
+# The Qwen2 special tokens the pipelines use, in Qwen2's order; the text encoder config refers
+# to their ids.
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+
+# The prompt templates of QwenImagePipeline and QwenImageEditPlusPipeline (diffusers 0.42), the
+# tokenizer's training text. Each pipeline drops the hidden states of the template's system part:
+# the first 34 and 64 tokens.
+TEXT_TO_IMAGE_TEMPLATE = (
+    "<|im_start|>system\nDescribe the image by detailing the color, shape, size, texture, quantity, text, "
+    "spatial relationships of the objects and background:<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n"
+    "<|im_start|>assistant\n"
+)
+IMAGE_EDIT_TEMPLATE = (
+    "<|im_start|>system\nDescribe the key features of the input image (color, shape, size, texture, objects, "
+    "background), then explain how the user's text instruction should alter or modify the image. Generate a new "
+    "image that meets the user's requirements while maintaining consistency with the original input where "
+    "appropriate.<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
+)
+_IMAGE_PROMPT = "Picture 1: <|vision_start|><|image_pad|><|vision_end|>"
+
+_HIDDEN = 16  # text hidden size = vision output size = transformer joint attention dim
+_Z_DIM = 4
+
+VAE_CONFIG = {
+    "base_dim": 2,
+    "z_dim": _Z_DIM,
+    # Four levels and three downsampling stages give the real VAE's 8x spatial compression.
+    # Flat channel counts decode 1024x1024 ~30% faster than the usual [1, 2, 4, 4]: at this size
+    # the work is memory-bound, and the mid-block attention over 16,384 positions is cheapest narrow.
+    "dim_mult": [1, 1, 1, 1],
+    "num_res_blocks": 1,  # 0 is not valid: the encoder's channel counts stop matching
+    "attn_scales": [],
+    "temperal_downsample": [False, True, True],
+    "latents_mean": [0.0] * _Z_DIM,
+    "latents_std": [1.0] * _Z_DIM,
+}
+
+TRANSFORMER_CONFIG = {
+    "patch_size": 2,
+    "in_channels": 4 * _Z_DIM,
+    "out_channels": _Z_DIM,
+    "num_layers": 1,
+    "attention_head_dim": 16,
+    "num_attention_heads": 1,
+    "joint_attention_dim": _HIDDEN,
+    "guidance_embeds": False,
+    "axes_dims_rope": [8, 4, 4],  # sums to attention_head_dim
+}
+
+# Qwen-Image-Edit-2511's transformer modulates the input-image tokens with timestep 0.
+EDIT_TRANSFORMER_EXTRA = {"zero_cond_t": True}
+
+TEXT_CONFIG = {
+    "hidden_size": _HIDDEN,
+    "intermediate_size": _HIDDEN,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+    # sums to half the text head dim (16 / 2 heads / 2)
+    "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
+    "rope_theta": 1000000.0,
+}
+
+VISION_CONFIG = {
+    "depth": 1,
+    "hidden_size": _HIDDEN,
+    "intermediate_size": _HIDDEN,
+    "num_heads": 1,
+    "out_hidden_size": _HIDDEN,
+    "fullatt_block_indexes": [0],
+    "patch_size": 14,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+}
+
+# Qwen-Image's published scheduler configuration.
+SCHEDULER_CONFIG = {
+    "base_image_seq_len": 256,
+    "base_shift": 0.5,
+    "invert_sigmas": False,
+    "max_image_seq_len": 8192,
+    "max_shift": 0.9,
+    "num_train_timesteps": 1000,
+    "shift": 1.0,
+    "shift_terminal": 0.02,
+    "stochastic_sampling": False,
+    "time_shift_type": "exponential",
+    "use_beta_sigmas": False,
+    "use_dynamic_shifting": True,
+    "use_exponential_sigmas": False,
+    "use_karras_sigmas": False,
+}
+
+
+class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
+    """``Qwen2VLProcessor`` without a video processor.
+
+    transformers 5 cannot build, save or load the full processor without torchvision (its video
+    processor needs it), and the CPU torch wheel cannot import torchvision. The edit pipeline only
+    ever passes images, so the tiny profile uses this subclass; the real weights use the real class.
+    The saved model_index.json names it as ``models.tiny``, which diffusers only resolves once
+    that module is imported (``models.runtime`` imports it before loading).
+    """
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        super().__init__(image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template, **kwargs)
+
+
+def tiny_pipeline_dir(cache_dir: str, kind: str) -> str:
+    """The directory the tiny ``kind`` pipeline is (or will be) saved in under ``cache_dir``."""
+    check_kind(kind)
+    return os.path.join(cache_dir, f"tiny-{kind.replace('_', '-')}-{_fingerprint(kind)}")
+
+
+def ensure_tiny_pipeline(kind: str, cache_dir: str) -> str:
+    """Build and save the tiny ``kind`` pipeline unless it is already there; return its directory.
+
+    Safe with several processes at once: each builds into its own temporary directory and
+    renames it into place; a process that loses the race drops its copy and uses the winner's.
+    Every build is identical (fixed seed), so which one wins does not matter.
+    """
+    final = tiny_pipeline_dir(cache_dir, kind)
+    if os.path.isfile(os.path.join(final, "model_index.json")):
+        return final
+    os.makedirs(cache_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.", dir=cache_dir)
+    try:
+        build_tiny_pipeline(kind).save_pretrained(staging)
+        os.chmod(staging, 0o755)  # mkdtemp makes it private; the cache may be shared
+        try:
+            os.rename(staging, final)
+            log.info("built tiny %s pipeline in %s", kind, final)
+        except OSError:
+            if not os.path.isfile(os.path.join(final, "model_index.json")):
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+def build_tiny_pipeline(kind: str):
+    """Build the tiny ``kind`` pipeline in memory (``QwenImagePipeline`` or ``QwenImageEditPlusPipeline``)."""
+    import torch
+    from diffusers import (
+        AutoencoderKLQwenImage,
+        FlowMatchEulerDiscreteScheduler,
+        QwenImageEditPlusPipeline,
+        QwenImagePipeline,
+        QwenImageTransformer2DModel,
+    )
+
+    check_kind(kind)
+    tokenizer = build_tokenizer()
+    # fork_rng: building must not disturb the caller's random state, and must not depend on it.
+    with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        transformer_config = copy.deepcopy(TRANSFORMER_CONFIG)
+        if kind == IMAGE_EDIT:
+            transformer_config.update(EDIT_TRANSFORMER_EXTRA)
+        transformer = QwenImageTransformer2DModel(**transformer_config)
+        torch.manual_seed(SEED)
+        vae = AutoencoderKLQwenImage(**copy.deepcopy(VAE_CONFIG))
+        torch.manual_seed(SEED)
+        text_encoder = _build_text_encoder(tokenizer)
+    scheduler = FlowMatchEulerDiscreteScheduler(**copy.deepcopy(SCHEDULER_CONFIG))
+    components = dict(
+        transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler
+    )
+    if kind == TEXT_TO_IMAGE:
+        pipeline = QwenImagePipeline(**components)
+    else:
+        pipeline = QwenImageEditPlusPipeline(processor=build_processor(tokenizer), **components)
+    _check_template_prefix(pipeline)
+    return pipeline
+
+
+def build_tokenizer():
+    """A byte-level BPE ``Qwen2Tokenizer`` trained in code on the pipelines' prompt templates.
+
+    Any text tokenizes (bytes are the base alphabet); the template words are single tokens, so
+    the pipelines' fixed drop counts cut the template off exactly.
+    """
+    from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, trainers
+    from tokenizers.models import BPE
+    from transformers import Qwen2Tokenizer
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    # Train with Qwen2Tokenizer's own pre-tokenizer split: with every training word merged into
+    # one token, the template prefixes come to the same token counts as with the real vocabulary.
+    trainer_model = Tokenizer(BPE(continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False))
+    trainer_model.normalizer = normalizers.NFC()
+    trainer_model.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=1024,
+        min_frequency=1,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    trainer_model.train_from_iterator(_training_text(), trainer)
+    model = json.loads(trainer_model.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    tokenizer = Qwen2Tokenizer(vocab=model["vocab"], merges=merges)
+    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
+    return tokenizer
+
+
+def build_processor(tokenizer) -> ImageOnlyQwen2VLProcessor:
+    """The edit pipeline's processor: Qwen2-VL's image preprocessing (PIL backend) and ``tokenizer``."""
+    from transformers import Qwen2VLImageProcessorPil
+
+    return ImageOnlyQwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessorPil(
+            patch_size=VISION_CONFIG["patch_size"],
+            temporal_patch_size=VISION_CONFIG["temporal_patch_size"],
+            merge_size=VISION_CONFIG["spatial_merge_size"],
+        ),
+        tokenizer=tokenizer,
+    )
+
+
+def _build_text_encoder(tokenizer):
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+    # Deep copies: transformers rewrites the nested rope settings in place, and these module
+    # constants also name the cache folder.
+    text_config = dict(
+        copy.deepcopy(TEXT_CONFIG),
+        vocab_size=len(tokenizer),
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+    )
+    config = Qwen2_5_VLConfig(
+        text_config=text_config,
+        vision_config=copy.deepcopy(VISION_CONFIG),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    return Qwen2_5_VLForConditionalGeneration(config).eval()
+
+
+def _check_template_prefix(pipeline) -> None:
+    # The pipeline drops a fixed number of leading hidden states; if a diffusers release changes
+    # its template, fail at build time rather than silently feed template tokens to the model.
+    prefix = pipeline.prompt_template_encode.split("{}")[0]
+    count = len(pipeline.tokenizer(prefix).input_ids)
+    if count != pipeline.prompt_template_encode_start_idx:
+        raise RuntimeError(
+            f"the tiny tokenizer makes {count} tokens of {type(pipeline).__name__}'s template prefix, "
+            f"which drops {pipeline.prompt_template_encode_start_idx}; update the templates in models/tiny.py"
+        )
+
+
+def _training_text() -> list[str]:
+    texts = [TEXT_TO_IMAGE_TEMPLATE.format(""), IMAGE_EDIT_TEMPLATE.format(_IMAGE_PROMPT)]
+    # Special tokens are added whole; training on them would only waste merges.
+    for token in SPECIAL_TOKENS:
+        texts = [t.replace(token, "\n") for t in texts]
+    return texts
+
+
+def _fingerprint(kind: str) -> str:
+    versions = {}
+    for package in ("diffusers", "transformers", "tokenizers"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "?"
+    spec = {
+        "format": TINY_FORMAT,
+        "kind": kind,
+        "seed": SEED,
+        "vae": VAE_CONFIG,
+        "transformer": TRANSFORMER_CONFIG,
+        "edit_transformer": EDIT_TRANSFORMER_EXTRA,
+        "text": TEXT_CONFIG,
+        "vision": VISION_CONFIG,
+        "scheduler": SCHEDULER_CONFIG,
+        "versions": versions,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
