@@ -1,6 +1,6 @@
 # Two commands set everything up on a fresh machine: `make run` and `make test`.
 # torch is installed first from TORCH_SPEC: the CPU build by default; on a GPU machine use e.g.
-#   make run TORCH_SPEC='torch==2.13.0' PIP_INDEX='--index-url https://download.pytorch.org/whl/cu128'
+#   make install TORCH_SPEC='torch==2.13.0 torchvision' PIP_INDEX='--index-url https://download.pytorch.org/whl/cu128'
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed-$(EXTRAS)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q $(PIP_INDEX) "$(TORCH_SPEC)"
+	$(BIN)/pip install -q $(PIP_INDEX) $(TORCH_SPEC)
 	$(BIN)/pip install -q -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
