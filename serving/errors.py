@@ -26,19 +26,28 @@ def describe_validation_error(exc: RequestValidationError) -> str:
     return "；".join(parts) or "请求参数无效"
 
 
+def _localized(request: Request, detail: object) -> object:
+    """Chinese by default (the contract's wording); English for ``Accept-Language: en``."""
+    language = request.headers.get("accept-language", "").strip().lower()
+    return messages.to_english(detail) if language.startswith("en") else detail
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": describe_validation_error(exc)}, status_code=status.HTTP_400_BAD_REQUEST)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _localized(request, describe_validation_error(exc))},
+                            status_code=status.HTTP_400_BAD_REQUEST)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail
         if exc.status_code == status.HTTP_400_BAD_REQUEST and detail == "There was an error parsing the body":
             detail = "请求体无法解析"
-        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return JSONResponse({"detail": _localized(request, detail)}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": messages.INTERNAL_ERROR}, status_code=status.HTTP_500_INTERNAL_SERVER_ERROR)
+        return JSONResponse({"detail": _localized(request, messages.INTERNAL_ERROR)},
+                            status_code=status.HTTP_500_INTERNAL_SERVER_ERROR)

@@ -18,3 +18,54 @@ INTERRUPTED_BY_RESTART = "服务重启时任务正在执行，已达到重试次
 RESULT_WRITE_FAILED = "结果写入失败"
 QUOTA_DAILY = "已达到每日配额上限（{limit}），将于 {resets_at} 重置"
 QUOTA_MONTHLY = "已达到每月配额上限（{limit}），将于 {resets_at} 重置"
+
+# English for clients sending ``Accept-Language: en`` (error details only; success bodies keep the
+# contract's wording, which existing clients may compare against).
+ENGLISH = {
+    TASK_NOT_FOUND: "Task not found",
+    T2I_NOT_LOADED: "The text-to-image model is not loaded",
+    EDIT_NOT_LOADED: "The image-edit model is not loaded",
+    REGISTRY_UNAVAILABLE: "The task service is restarting; retry shortly",
+    QUEUE_FULL: "The task queue is full; retry later",
+    WAIT_TIMEOUT: "Timed out waiting for the task result",
+    TASK_CANCELLED: "The task was cancelled",
+    TASK_ALREADY_FINISHED: "The task has already finished and cannot be cancelled",
+    RESULT_MISSING: "The task's result file is missing",
+    INTERNAL_ERROR: "Internal server error",
+    "无效的认证凭据": "Invalid authentication credentials",
+    "需要管理员权限": "Administrator privileges required",
+    "用户名已存在": "Username already exists",
+    "当前不允许用户注册": "Registration is currently disabled",
+    "用户名或密码错误": "Incorrect username or password",
+    "用户已被禁用": "This user is disabled",
+    "登录失败次数过多，请稍后再试": "Too many failed logins; try again later",
+    "原密码错误": "The old password is incorrect",
+    "用户不存在": "User not found",
+    "不能对自己的账号执行此操作": "Administrators cannot do this to their own account",
+    "服务正在启动": "The service is starting",
+    "请求体无法解析": "The request body could not be parsed",
+}
+# Templated messages: the Chinese prefix is replaced, the rest (names, numbers) kept.
+ENGLISH_PREFIXES = [
+    (TASK_FAILED + ": ", "Task failed: "),
+    ("缺少必填参数 ", "Missing required parameter "),
+    ("参数 ", "Invalid parameter "),
+    ("图片 ", "Invalid image "),
+    ("上传内容过大", "Upload too large"),
+    ("已达到每日配额上限", "Daily quota reached"),
+    ("已达到每月配额上限", "Monthly quota reached"),
+    ("不支持的宽高比 ", "Unsupported aspect ratio "),
+    ("最多上传 ", "Too many images, at most: "),
+    ("至少需要上传 1 张图片", "At least one image is required"),
+]
+
+
+def to_english(detail: object) -> object:
+    if not isinstance(detail, str):
+        return detail
+    if detail in ENGLISH:
+        return ENGLISH[detail]
+    for chinese, english in ENGLISH_PREFIXES:
+        if detail.startswith(chinese):
+            return english + detail[len(chinese):]
+    return detail

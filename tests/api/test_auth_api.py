@@ -179,3 +179,13 @@ def test_security_headers_are_set(client):
     response = client.get("/health")
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["x-frame-options"] == "DENY"
+
+
+def test_accept_language_en_gets_english_error_details(client, user):
+    english = {"Accept-Language": "en-US,en;q=0.9"}
+    assert client.get("/auth/me", headers=english).json() == {"detail": "Invalid authentication credentials"}
+    missing = client.get("/tasks/00000000-0000-0000-0000-000000000000", headers={**user.headers, **english})
+    assert missing.json() == {"detail": "Task not found"}
+    bad = client.post("/text-to-image", headers={**user.headers, **english}, data={"prompt": "x", "num_images": "9"})
+    assert bad.status_code == 400 and bad.json()["detail"].startswith("Invalid parameter num_images")
+    assert client.get("/auth/me").json() == {"detail": "无效的认证凭据"}  # Chinese stays the default
