@@ -1,0 +1,441 @@
+"""Seconds per 1024x1024 image of the real Qwen-Image architecture (random weights) on a GPU.
+
+Builds Qwen-Image at its published size from configuration objects written below: the
+QwenImageTransformer2DModel (60 layers, 24 heads x 128, ~20 B parameters), the
+AutoencoderKLQwenImage and the Qwen2.5-VL-7B text encoder (vision tower included), with random
+weights created directly on the GPU in bfloat16 (nothing is downloaded, nothing is initialised on
+the CPU). The tokenizer and the edit pipeline's image processor are the tiny profile's (built in
+code; token ids fit the real vocabulary size). Then it times, with true CFG (a non-empty
+negative prompt) and the requested number of steps:
+
+  * text-to-image at 1024x1024 (QwenImagePipeline)
+  * edit with one 1024x1024 input (QwenImageEditPlusPipeline, the transformer in the edit
+    model's zero_cond_t mode)
+
+and prints seconds per image, seconds per step and peak GPU memory. Random weights make the
+images noise (and their values may overflow); the work per step is the real model's.
+
+    python benchmarks/gpu_pipeline.py                        # 50 steps, bf16, SDPA attention
+    python benchmarks/gpu_pipeline.py --compile --attention _flash_3 --fp8 --cache
+    python benchmarks/gpu_pipeline.py --tiny --steps 2       # the same code on the CPU, tiny profile
+    python benchmarks/gpu_pipeline.py --check-configs        # parameter counts only (meta device, any machine)
+
+Reference points (published, one H100, 1024x1024, 50 steps, CFG): plain diffusers 18.5-20 s
+per text-to-image image; SGLang Diffusion 12.8 s (248 ms/step, 47 GB peak), 4.5 s with
+cache-dit; the bf16 roofline is ~7 s (~137 TFLOP per CFG step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+PROMPT = "a lighthouse on a cliff at dusk, waves crashing below, dramatic clouds, golden light"
+EDIT_PROMPT = "turn the scene into a snowy winter night"
+NEGATIVE_PROMPT = "blurry, low quality, distorted"
+SIZE = 1024
+
+# ---------------------------------------------------------------------------------------------
+# The published configurations of Qwen-Image (Qwen/Qwen-Image, Qwen/Qwen-Image-2512 and
+# Qwen/Qwen-Image-Edit-2511 share the architecture; the edit transformer sets zero_cond_t).
+
+TRANSFORMER_CONFIG: dict[str, Any] = {
+    "patch_size": 2,
+    "in_channels": 64,
+    "out_channels": 16,
+    "num_layers": 60,
+    "attention_head_dim": 128,
+    "num_attention_heads": 24,
+    "joint_attention_dim": 3584,
+    "guidance_embeds": False,
+    "axes_dims_rope": (16, 56, 56),
+}
+
+VAE_CONFIG: dict[str, Any] = {
+    "base_dim": 96,
+    "z_dim": 16,
+    "dim_mult": [1, 2, 4, 4],
+    "num_res_blocks": 2,
+    "attn_scales": [],
+    "temperal_downsample": [False, True, True],
+    "dropout": 0.0,
+    "latents_mean": [-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+                     0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921],
+    "latents_std": [2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+                    3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160],
+}
+
+# Qwen2.5-VL-7B-Instruct
+TEXT_CONFIG: dict[str, Any] = {
+    "hidden_size": 3584,
+    "intermediate_size": 18944,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 28,
+    "num_key_value_heads": 4,
+    "hidden_act": "silu",
+    "max_position_embeddings": 128000,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 1000000.0,
+    "rope_scaling": {"mrope_section": [16, 24, 24], "rope_type": "default", "type": "default"},
+    "vocab_size": 152064,
+    "tie_word_embeddings": False,
+}
+
+VISION_CONFIG: dict[str, Any] = {
+    "depth": 32,
+    "hidden_size": 1280,
+    "intermediate_size": 3420,
+    "num_heads": 16,
+    "hidden_act": "silu",
+    "in_channels": 3,
+    "out_hidden_size": 3584,
+    "patch_size": 14,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+    "window_size": 112,
+    "fullatt_block_indexes": [7, 15, 23, 31],
+    "tokens_per_second": 2,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Building
+
+
+@contextlib.contextmanager
+def created_on(device: str, dtype):
+    """Every tensor a constructor makes goes straight to ``device`` in ``dtype``: no CPU
+    initialisation. (Not the meta device: modules that compute buffers in ``__init__``, such as
+    the rotary embeddings, would lose them on ``to_empty``.)"""
+    import torch
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def build_text_encoder(tokenizer):
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    from models.tiny import SPECIAL_TOKENS
+
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+    text = dict(TEXT_CONFIG, bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
+                pad_token_id=ids["<|endoftext|>"])
+    config = Qwen2_5_VLConfig(
+        text_config=text, vision_config=dict(VISION_CONFIG),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )
+    return Qwen2_5_VLForConditionalGeneration(config).eval()
+
+
+def build_components(device: str, dtype) -> dict:
+    """The full-size components on ``device`` (``meta`` to only count parameters)."""
+    import copy
+
+    from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageTransformer2DModel
+
+    from models.tiny import SCHEDULER_CONFIG, build_processor, build_tokenizer
+
+    tokenizer = build_tokenizer()
+    with created_on(device, dtype):
+        transformer = QwenImageTransformer2DModel(**copy.deepcopy(TRANSFORMER_CONFIG)).eval()
+        vae = AutoencoderKLQwenImage(**copy.deepcopy(VAE_CONFIG)).eval()
+        text_encoder = build_text_encoder(tokenizer)
+    return {"transformer": transformer, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer,
+            "scheduler": FlowMatchEulerDiscreteScheduler(**copy.deepcopy(SCHEDULER_CONFIG)),
+            "processor": build_processor(tokenizer)}
+
+
+def set_edit_mode(transformer, edit: bool) -> None:
+    """Qwen-Image-Edit-2511's transformer differs from the text-to-image one only in
+    ``zero_cond_t`` (input-image tokens get timestep 0): flip it on the one shared transformer
+    (two 41 GB transformers would not fit beside the text encoder)."""
+    transformer.zero_cond_t = edit
+    for block in transformer.transformer_blocks:
+        block.zero_cond_t = edit
+    transformer.register_to_config(zero_cond_t=edit)
+
+
+def build_full_pipelines(device: str):
+    import torch
+    from diffusers import QwenImageEditPlusPipeline, QwenImagePipeline
+
+    c = build_components(device, torch.bfloat16)
+    shared = {k: c[k] for k in ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")}
+    t2i = QwenImagePipeline(**shared)
+    edit = QwenImageEditPlusPipeline(processor=c["processor"], **shared)
+    return t2i, edit, lambda mode: set_edit_mode(c["transformer"], mode == "edit")
+
+
+def build_tiny_pipelines():
+    """The tiny profile's two pipelines (``models``), on the CPU."""
+    from models import IMAGE_EDIT, TEXT_TO_IMAGE, get_profile, load
+
+    profile = get_profile("tiny")
+    return load(profile, TEXT_TO_IMAGE).pipeline, load(profile, IMAGE_EDIT).pipeline, lambda mode: None
+
+
+def parameter_counts(components: dict) -> dict[str, float]:
+    """Billions of parameters per model component."""
+    out = {}
+    for name in ("transformer", "text_encoder", "vae"):
+        out[name] = sum(p.numel() for p in components[name].parameters()) / 1e9
+    vision = getattr(components["text_encoder"].model, "visual", None)
+    if vision is not None:
+        out["text_encoder.vision"] = sum(p.numel() for p in vision.parameters()) / 1e9
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Options (applied to every distinct transformer: the full-size pipelines share one)
+
+
+def transformers_of(pipes) -> list:
+    seen: dict[int, Any] = {}
+    for pipe in pipes:
+        seen.setdefault(id(pipe.transformer), pipe.transformer)
+    return list(seen.values())
+
+
+def apply_attention(pipes, backend: Optional[str], notes: list[str]) -> None:
+    if not backend or backend in ("sdpa", "native"):
+        notes.append("attention: PyTorch SDPA (diffusers' default)")
+        return
+    if not all(hasattr(t, "set_attention_backend") for t in transformers_of(pipes)):
+        notes.append(f"attention {backend}: unavailable (this diffusers has no set_attention_backend); using SDPA")
+        return
+    try:
+        for transformer in transformers_of(pipes):
+            transformer.set_attention_backend(backend)
+        notes.append(f"attention: {backend}")
+    except Exception as exc:  # a missing kernel package, an unsupported GPU
+        notes.append(f"attention {backend}: unavailable ({type(exc).__name__}: {exc}); using SDPA")
+
+
+def apply_fp8(pipes, device: str, notes: list[str]) -> None:
+    if device == "cpu":
+        notes.append("fp8: unavailable on the CPU (needs a CUDA GPU with FP8, e.g. H100)")
+        return
+    try:
+        from torchao.quantization import quantize_
+    except ImportError:
+        notes.append("fp8: unavailable (torchao is not installed: pip install torchao)")
+        return
+    try:
+        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow
+
+        config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+    except ImportError:
+        from torchao.quantization import float8_dynamic_activation_float8_weight
+
+        config = float8_dynamic_activation_float8_weight()
+    for transformer in transformers_of(pipes):
+        quantize_(transformer, config)
+    notes.append("fp8: torchao float8 dynamic activations and weights (per row) on the transformer's linear layers")
+
+
+def apply_cache(pipes, kind: Optional[str], threshold: float, notes: list[str]) -> None:
+    if not kind:
+        return
+    if kind == "cache-dit":
+        try:
+            import cache_dit
+        except ImportError:
+            notes.append("cache: cache-dit is not installed (pip install cache-dit); running without a cache")
+            return
+        for pipe in pipes:
+            cache_dit.enable_cache(pipe)
+        notes.append("cache: cache-dit defaults")
+        return
+    try:
+        from diffusers import FirstBlockCacheConfig
+    except ImportError:
+        notes.append("cache: this diffusers has no FirstBlockCacheConfig and cache-dit was not asked for; "
+                     "running without a cache")
+        return
+    try:
+        for transformer in transformers_of(pipes):
+            transformer.enable_cache(FirstBlockCacheConfig(threshold=threshold))
+    except (IndexError, ValueError) as exc:  # e.g. the tiny transformer has one block, FBC needs two
+        notes.append(f"cache: FirstBlockCache does not apply to this transformer ({type(exc).__name__}: {exc}); "
+                     "running without a cache")
+        return
+    notes.append(f"cache: diffusers FirstBlockCache, threshold {threshold} (with random weights the skip "
+                 "decisions say nothing about real images: indicative only)")
+
+
+def apply_compile(pipes, notes: list[str]) -> None:
+    import torch
+
+    for transformer in transformers_of(pipes):
+        if hasattr(transformer, "compile_repeated_blocks"):
+            transformer.compile_repeated_blocks(fullgraph=True)
+            what = "the repeated transformer blocks (regional)"
+        else:
+            transformer.compile()  # nn.Module.compile: in place, the pipelines keep their reference
+            what = "the whole transformer"
+    notes.append(f"compile: torch.compile of {what}; the warm-up call includes compiling")
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def time_case(pipe, arguments: dict, steps: int, runs: int, device: str) -> dict:
+    """One warm-up call, then ``runs`` timed calls: seconds per image, per step, peak memory."""
+    import torch
+
+    marks: list[float] = []
+
+    def on_step(pipeline, index, timestep, tensors):
+        synchronize(device)
+        marks.append(time.perf_counter())
+        return {}
+
+    def call() -> tuple[float, list[float]]:
+        marks.clear()
+        synchronize(device)
+        started = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # random weights: NaN pixels on cast
+            pipe(**arguments, num_inference_steps=steps, true_cfg_scale=4.0, negative_prompt=NEGATIVE_PROMPT,
+                 generator=torch.Generator(device="cpu").manual_seed(0), callback_on_step_end=on_step,
+                 output_type="pil")
+        synchronize(device)
+        total = time.perf_counter() - started
+        return total, [b - a for a, b in zip(marks, marks[1:])]
+
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    first, _ = call()
+    totals, step_times = [], []
+    for _ in range(runs):
+        total, steps_s = call()
+        totals.append(total)
+        step_times.extend(steps_s)
+    out = {"first_call_s": first, "seconds_per_image": statistics.median(totals) if totals else first,
+           "seconds_per_step": statistics.median(step_times) if step_times else None}
+    if device.startswith("cuda"):
+        out["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        out["peak_gpu_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
+    return out
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[2:]))
+    parser.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
+    parser.add_argument("--runs", type=int, default=2, help="timed runs per case after one warm-up (default 2)")
+    parser.add_argument("--only", default="t2i,edit", help="cases: t2i, edit or both (default t2i,edit)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the transformer")
+    parser.add_argument("--attention", default="sdpa",
+                        help="attention backend via diffusers' set_attention_backend: sdpa (default), flash, "
+                             "_flash_3, sage, flex, _native_cudnn, … (needs the kernel's package)")
+    parser.add_argument("--fp8", action="store_true", help="FP8 linear layers in the transformer (torchao)")
+    parser.add_argument("--cache", nargs="?", const="fbc", choices=["fbc", "cache-dit"],
+                        help="a step cache: diffusers' FirstBlockCache (default) or cache-dit")
+    parser.add_argument("--cache-threshold", type=float, default=0.08, help="FirstBlockCache threshold")
+    parser.add_argument("--tiny", action="store_true",
+                        help="run on the CPU with the tiny profile's components (a check that the script works)")
+    parser.add_argument("--device", default="cuda", help="CUDA device for the full-size model (default cuda)")
+    parser.add_argument("--check-configs", action="store_true",
+                        help="build the full-size components on the meta device and print parameter counts")
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    if args.check_configs:
+        components = build_components("meta", torch.bfloat16)
+        counts = parameter_counts(components)
+        for name, billions in counts.items():
+            print(f"{name:<22} {billions:7.3f} B parameters ({billions * 2:6.1f} GB in bf16)")
+        if args.json:
+            args.json.write_text(json.dumps({"parameters_billions": counts}, indent=2) + "\n")
+        return 0
+
+    device = "cpu" if args.tiny else args.device
+    if not args.tiny and not torch.cuda.is_available():
+        print("no CUDA device: the full-size model needs an NVIDIA GPU with ~60 GB of memory "
+              "(use --tiny to run the same code on the CPU, or --check-configs)", file=sys.stderr)
+        return 2
+    cases = [c.strip() for c in args.only.split(",") if c.strip()]
+    notes: list[str] = []
+    started = time.perf_counter()
+    if args.tiny:
+        t2i, edit, set_mode = build_tiny_pipelines()
+        notes.append("tiny profile components, float32 on the CPU")
+    else:
+        t2i, edit, set_mode = build_full_pipelines(device)
+        notes.append(f"full-size Qwen-Image, random weights, bfloat16 on {torch.cuda.get_device_name(device)}")
+    build_s = time.perf_counter() - started
+    pipes = (t2i, edit)
+    for pipe in pipes:
+        pipe.set_progress_bar_config(disable=True)
+    apply_attention(pipes, args.attention, notes)
+    if args.fp8:
+        apply_fp8(pipes, device, notes)
+    apply_cache(pipes, args.cache, args.cache_threshold, notes)
+    if args.compile:
+        apply_compile(pipes, notes)
+
+    from PIL import Image
+
+    results: dict[str, Any] = {"build_s": build_s, "steps": args.steps, "device": device, "options": notes}
+    if device.startswith("cuda"):
+        results["weights_gpu_memory_gib"] = torch.cuda.memory_allocated() / 2**30
+    if "t2i" in cases:
+        set_mode("t2i")
+        results["t2i"] = time_case(t2i, {"prompt": PROMPT, "width": SIZE, "height": SIZE}, args.steps, args.runs,
+                                   device)
+    if "edit" in cases:
+        set_mode("edit")
+        source = Image.new("RGB", (SIZE, SIZE), (200, 60, 40))
+        results["edit_1img"] = time_case(edit, {"prompt": EDIT_PROMPT, "image": source}, args.steps, args.runs,
+                                         device)
+
+    print(f"\nQwen-Image {'tiny profile' if args.tiny else 'full size, random weights'}: "
+          f"{SIZE}x{SIZE}, {args.steps} steps, true CFG 4.0 (built in {build_s:.1f} s)")
+    for note in notes:
+        print(f"  {note}")
+    if "weights_gpu_memory_gib" in results:
+        print(f"  weights on the GPU: {results['weights_gpu_memory_gib']:.1f} GiB")
+    for key, label in (("t2i", "text-to-image"), ("edit_1img", "edit, one 1024² input")):
+        if key in results:
+            r = results[key]
+            line = (f"  {label:<22} {r['seconds_per_image']:8.2f} s/image  "
+                    f"{(r['seconds_per_step'] or 0) * 1000:8.1f} ms/step  (first call {r['first_call_s']:.1f} s)")
+            if "peak_gpu_memory_gib" in r:
+                line += f"  peak {r['peak_gpu_memory_gib']:.1f} GiB"
+            print(line)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
