@@ -1,0 +1,25 @@
+"""The benchmark scripts run, so they cannot rot (figures are printed by `make bench`, never asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_pipeline_benchmark_runs_on_the_tiny_profile():
+    done = subprocess.run([sys.executable, "benchmarks/gpu_pipeline.py", "--tiny", "--steps", "2"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "text-to-image" in done.stdout and "s/image" in done.stdout
+    assert "edit, one 1024² input" in done.stdout
+
+
+def test_benchmark_cli_lists_every_figure():
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0
+    for figure in ("status", "submit", "overhead", "duty", "tiny", "scale", "autoscale", "memory"):
+        assert figure in done.stdout
