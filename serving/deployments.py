@@ -53,6 +53,11 @@ class ModelWorker:
         )
         started = time.perf_counter()
         self.model = models.load(profile, self.kind)
+        if str(self.model.device) == "cpu" and not os.environ.get("TORCH_NUM_THREADS"):
+            # Ray gives fractional-CPU actors OMP_NUM_THREADS=1; a CPU pipeline should use the cores.
+            import torch
+
+            torch.set_num_threads(os.cpu_count() or 1)
         log.info("%s: loaded %s on %s in %.1f s", self.kind, self.model.info.name, self.model.device,
                  time.perf_counter() - started)
         self.store = open_result_store(self.settings.result_store_url, self.settings.data_dir)
