@@ -34,6 +34,20 @@ async def read_limited(upload: UploadFile, limit_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
+def trailing_bytes(data: bytes, fmt: str) -> int:
+    """Bytes after the image's own end marker: where polyglot files (PNG+ZIP, JPEG+HTML…) hide."""
+    if fmt == "PNG":
+        end = data.rfind(b"IEND")
+        return len(data) - (end + 8) if end >= 0 else 0  # IEND type + CRC
+    if fmt == "JPEG":
+        end = data.rfind(b"\xff\xd9")
+        return len(data) - (end + 2) if end >= 0 else 0
+    if fmt == "WEBP" and data[:4] == b"RIFF":
+        declared = int.from_bytes(data[4:8], "little") + 8
+        return len(data) - declared - (declared % 2)  # RIFF pads odd sizes with one byte
+    return 0
+
+
 def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
     """Decodes JPEG/PNG/WebP bytes (whatever Content-Type claimed), applies EXIF orientation, returns RGB."""
     if not data:
@@ -50,6 +64,9 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
             if min(width, height) < MIN_SIDE:
                 raise bad_upload(name, f"尺寸 {width}×{height} 过小（每边至少 {MIN_SIDE} 像素）")
             image.load()
+            extra = trailing_bytes(data, image.format)
+            if extra > 0 and data[-extra:].strip(b"\0"):  # zero padding is harmless; anything else is not
+                raise bad_upload(name, "图片结尾之后还有多余数据（疑似伪装的复合文件）")
             image = ImageOps.exif_transpose(image)
             return image.convert("RGB")
     except HTTPException:
