@@ -41,8 +41,9 @@ def main() -> None:
     ray.init(include_dashboard=False, num_gpus=options.num_gpus, logging_level=logging.WARNING)
     try:
         serve.start(http_options={"host": options.host, "port": options.port, "request_timeout_s": 900})
-        gpu_args = {} if options.num_gpus else {"model_num_gpus": 0}
-        serve.run(build_app(gpu_args), name=APP_NAME, route_prefix="/", blocking=False)
+        # On CPU one replica per model: more would only share the same cores.
+        shape = {} if options.num_gpus else {"model_num_gpus": 0, "model_replicas": 1}
+        serve.run(build_app(shape), name=APP_NAME, route_prefix="/", blocking=False)
         print(f"\nQwen Image Service is up on http://{options.host}:{options.port} "
               f"(profile {os.environ['MODEL_PROFILE']}, data in {os.environ['DATA_DIR']}). Ctrl-C stops it.\n",
               flush=True)
@@ -53,6 +54,25 @@ def main() -> None:
             serve.shutdown()
         finally:
             ray.shutdown()
+            checkpoint_sqlite()
+
+
+def checkpoint_sqlite() -> None:
+    """Fold SQLite's write-ahead log back into the database file once every process is gone,
+    so the .db file alone is a complete copy (backups, moves)."""
+    from serving.settings import load_settings
+
+    settings = load_settings()
+    if settings.database_url is not None:
+        return
+    import sqlite3
+
+    from storage.db import sqlite_url
+
+    path = sqlite_url(settings.data_dir).removeprefix("sqlite:///")
+    if os.path.exists(path):
+        with sqlite3.connect(path) as connection:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 if __name__ == "__main__":

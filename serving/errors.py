@@ -18,8 +18,11 @@ def describe_validation_error(exc: RequestValidationError) -> str:
     parts = []
     for error in exc.errors():
         loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path", "form")]
-        field = ".".join(loc) or "request"
-        if error.get("type") == "missing":
+        field = ".".join(loc)
+        if not field or field == "request":
+            parts.append("请求体格式错误：此接口需要 JSON 对象" if error.get("type") in ("dict_type", "model_attributes_type")
+                         else f"请求体无效：{error.get('msg', '')}")
+        elif error.get("type") == "missing":
             parts.append(f"缺少必填参数 {field}")
         else:
             parts.append(f"参数 {field} 无效：{error.get('msg', '')}")

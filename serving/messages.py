@@ -49,14 +49,28 @@ ENGLISH = {
 ENGLISH_PREFIXES = [
     (TASK_FAILED + ": ", "Task failed: "),
     ("缺少必填参数 ", "Missing required parameter "),
-    ("参数 ", "Invalid parameter "),
-    ("图片 ", "Invalid image "),
+    ("参数 ", "Parameter "),
+    ("图片 ", "Image "),
     ("上传内容过大", "Upload too large"),
     ("已达到每日配额上限", "Daily quota reached"),
     ("已达到每月配额上限", "Monthly quota reached"),
     ("不支持的宽高比 ", "Unsupported aspect ratio "),
-    ("最多上传 ", "Too many images, at most: "),
+    ("最多上传 ", "Too many images: at most "),
     ("至少需要上传 1 张图片", "At least one image is required"),
+]
+
+
+# Fragments inside templated messages, replaced after the prefix.
+ENGLISH_FRAGMENTS = [
+    (" 无效：", ": "), ("无效：", ""), (" 不能为空", " must not be empty"), ("，可选：", "; choose one of: "),
+    ("无法解析为图片", "cannot be decoded as an image"), ("文件为空", "the file is empty"),
+    ("不支持的格式 ", "unsupported format "), ("，仅支持 JPEG、PNG、WebP", ", only JPEG, PNG and WebP"),
+    ("超过上限", "exceeds the limit of"), (" 像素", " pixels"), ("过小（每边至少", "is too small (at least"),
+    ("像素）", "pixels per side)"), ("疑似解压炸弹（像素数过大）", "looks like a decompression bomb (too many pixels)"),
+    ("图片结尾之后还有多余数据（疑似伪装的复合文件）", "has data after the image's end (a polyglot file?)"),
+    ("：每个文件最大 ", ": at most "), (" MB", " MB per file"), ("最多 ", "at most "), (" 条，收到 ", ", got "),
+    (" 条", ""), (" 张图片", " images"), ("每条最多 ", "at most "), (" 个字符", " characters each"),
+    ("（", " ("), ("）", ")"), ("，将于 ", "; resets at "), (" 重置", ""), ("；", "; "), ("：", ": "),
 ]
 
 
@@ -67,5 +81,8 @@ def to_english(detail: object) -> object:
         return ENGLISH[detail]
     for chinese, english in ENGLISH_PREFIXES:
         if detail.startswith(chinese):
-            return english + detail[len(chinese):]
+            detail = english + detail[len(chinese):]
+            for fragment, replacement in ENGLISH_FRAGMENTS:
+                detail = detail.replace(fragment, replacement)
+            return detail
     return detail

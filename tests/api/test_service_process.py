@@ -78,6 +78,8 @@ def test_ctrl_c_stops_cleanly_and_a_restart_keeps_users_tokens_results_and_pendi
     time.sleep(1)
     assert not (_ray_daemons() - daemons_before), "Ray processes left behind after Ctrl-C"
     assert (tmp_path / "jwt_secret").exists()
+    wal = tmp_path / "qwen_image.db-wal"
+    assert not wal.exists() or wal.stat().st_size == 0, "the write-ahead log was not folded back on shutdown"
 
     proc = _start(tmp_path, port)
     try:
