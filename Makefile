@@ -27,9 +27,10 @@ run: install
 test: install
 	$(BIN)/python -m pytest
 
-## Print benchmark figures and write benchmarks/results/latest.json.
+## Print benchmark figures and write benchmarks/results/latest.json (+ throughput.json).
 bench: install
 	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks.throughput --json benchmarks/results/throughput.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
