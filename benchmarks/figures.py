@@ -261,6 +261,7 @@ def figure_submit(ctx: Context, app: App) -> None:
         ctx.put(f"{prefix}_last_fifth_p50_ms", r["last_fifth_p50_ms"])
         ctx.put(f"{prefix}_client_cpu_pct_of_core", r["client_cpu_pct_of_core"])
         ctx.put(f"{prefix}_server_cpu_ms_per_request", r["server_cpu_ms_per_request"])
+        ctx.put(f"{prefix}_server_cpu_ms_per_request_by_process", r["server_cpu_ms_per_request_by_process"])
         ctx.row(fig, f"POST /text-to-image (async), {clients:>2} client(s)",
                 f"p50 {fmt(r['latency_ms']['p50'], 'ms')}, p99 {fmt(r['latency_ms']['p99'], 'ms')}, "
                 f"{fmt(r['ok_rps'], 'tasks/s', 0)} ({r['ok']} tasks; p50 first/last fifth "
@@ -275,15 +276,26 @@ def figure_submit(ctx: Context, app: App) -> None:
 
 def sync_request(app: App) -> dict:
     """One sync request: end-to-end time, the task's own timings from ``GET /tasks/{id}``, the PNG."""
+    sent_at = time.time()
     started = time.perf_counter()
     response = app.submit(async_mode=False)
     e2e = time.perf_counter() - started
+    received_at = time.time()
     if response.status_code != 200:
         raise RuntimeError(f"sync request answered {response.status_code}: {response.text[:300]}")
     task_id = response.headers["x-task-id"]
     status = app.client.get(f"/tasks/{task_id}", headers=app.headers).json()
-    return {"e2e_s": e2e, "execution_s": status["execution_time_seconds"], "wait_s": status["wait_time_seconds"],
-            "png": response.content}
+    created, began, ended = (_posix(status[k]) for k in ("created_at", "started_at", "completed_at"))
+    return {"e2e_s": e2e, "execution_s": status["execution_time_seconds"], "png": response.content,
+            # the same clock on both sides (one machine): where the time outside the run goes
+            "to_created_s": created - sent_at, "created_to_started_s": began - created,
+            "completed_to_received_s": received_at - ended}
+
+
+def _posix(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def png_encode_ms(png: bytes, repeats: int = 3) -> float:
@@ -368,6 +380,8 @@ def figure_overhead(ctx: Context, app: App, profile: str, probe: PipelineProbe) 
     outside = [r["e2e_s"] - r["execution_s"] for r in runs]
     ctx.put(f"{key}_outside_run_p50_ms", summary_ms(outside)["p50"])
     ctx.put(f"{key}_outside_run_p99_ms", summary_ms(outside)["p99"])
+    for part in ("to_created", "created_to_started", "completed_to_received"):
+        ctx.put(f"{key}_{part}_p50_ms", summary_ms([r[f"{part}_s"] for r in runs])["p50"])
     # Inside started_at..completed_at beyond the pipeline: start report, thread hand-off, PNG
     # encoding and storing, the result's way back to the registry.
     inside = [r["execution_s"] - p for r, p in zip(runs, pipes)]
@@ -401,6 +415,9 @@ def overhead_rows(ctx: Context) -> None:
                 f"(e2e p50 {fmt(res['overhead_sleep_e2e_p50_ms'], 'ms', 0)}, pipeline {fmt(res['overhead_sleep_pipeline_p50_ms'], 'ms', 0)})")
         ctx.row(fig, "  outside started..completed / inside beyond the pipeline",
                 f"p50 {fmt(res['overhead_sleep_outside_run_p50_ms'], 'ms')} / {fmt(res['overhead_sleep_inside_run_p50_ms'], 'ms')}")
+        ctx.row(fig, "  outside: request→created / created→started / completed→response",
+                f"p50 {fmt(res['overhead_sleep_to_created_p50_ms'], 'ms')} / {fmt(res['overhead_sleep_created_to_started_p50_ms'], 'ms')}"
+                f" / {fmt(res['overhead_sleep_completed_to_received_p50_ms'], 'ms')}")
     if "overhead_tiny_outside_run_p50_ms" not in res:
         return
     if "overhead_sleep_inside_run_p50_ms" in res:
@@ -414,6 +431,9 @@ def overhead_rows(ctx: Context) -> None:
                 f"p50 {fmt(p50, 'ms')}, p99 {fmt(p99, 'ms')} = outside the run {fmt(res['overhead_tiny_outside_run_p50_ms'], 'ms')}"
                 f" + inside beyond the pipeline {fmt(res['overhead_sleep_inside_run_p50_ms'], 'ms')} (sleep profile)"
                 f" + PNG encoding {fmt(png_extra, 'ms')}", "< 50 ms p50", p50 < 50)
+    ctx.row(fig, "  tiny, outside: request→created / created→started / completed→response",
+            f"p50 {fmt(res['overhead_tiny_to_created_p50_ms'], 'ms')} / {fmt(res['overhead_tiny_created_to_started_p50_ms'], 'ms')}"
+            f" / {fmt(res['overhead_tiny_completed_to_received_p50_ms'], 'ms')}")
     ctx.row(fig, "  tiny, direct: e2e − pipeline timed in another process",
             f"p50 {fmt(res['overhead_tiny_direct_p50_ms'], 'ms')} (e2e p50 {fmt(res['overhead_tiny_e2e_p50_ms'], 'ms', 0)},"
             f" pipeline p50 {fmt(res['overhead_tiny_pipeline_p50_ms'], 'ms', 0)}, spread {fmt(res['overhead_tiny_pipeline_spread_ms'], 'ms', 0)};"

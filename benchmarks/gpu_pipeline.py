@@ -35,7 +35,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -280,8 +280,7 @@ def apply_cache(pipes, kind: Optional[str], threshold: float, notes: list[str]) 
 
 
 def apply_compile(pipes, notes: list[str]) -> None:
-    import torch
-
+    what = "nothing"
     for transformer in transformers_of(pipes):
         if hasattr(transformer, "compile_repeated_blocks"):
             transformer.compile_repeated_blocks(fullgraph=True)
