@@ -48,7 +48,7 @@ class Sizes:
 
 
 FULL = Sizes(status_s=15, submit_s=10, submit_max=2000, overhead_runs=8, duty_tasks=12, scale_ns=(1, 2, 4, 8),
-             scale_tasks=48, scale_step_s=0.05, autoscale_ns=(2, 4, 8), autoscale_task_step_s=0.1,
+             scale_tasks=96, scale_step_s=0.05, autoscale_ns=(2, 4, 8), autoscale_task_step_s=0.1,
              autoscale_up_bound_s=90, autoscale_down_bound_s=120, tiny_runs=3, tiny_steps=20)
 QUICK = Sizes(status_s=0.5, submit_s=0.5, submit_max=100, overhead_runs=1, duty_tasks=4, scale_ns=(1, 2),
               scale_tasks=8, scale_step_s=0.01, autoscale_ns=(2,), autoscale_task_step_s=0.01,
@@ -576,12 +576,15 @@ def figure_scale(ctx: Context) -> None:
             first = min(row["created_at"] for row in rows)
             last = max(row["completed_at"] for row in rows)
             per_min = 60.0 * len(rows) / (last - first)
+            # How much of the N replicas' time went to tasks (started..completed) over the span.
+            busy = sum(row["completed_at"] - row["started_at"] for row in rows) / (n * (last - first))
         finally:
             cluster.remove(app)
         base = base or per_min
         ctx.put(f"scale_n{n}_tasks_per_min", per_min)
         ctx.put(f"scale_n{n}_ideal_tasks_per_min", 60.0 * n / task_s)
         ctx.put(f"scale_n{n}_submit_s", r["wall_s"])
+        ctx.put(f"scale_n{n}_replica_busy_pct", 100.0 * busy)
         ctx.put(f"scale_n{n}_service_cpu_pct_of_core", meter.use.pct(meter.use.service_s))
         ctx.put(f"scale_n{n}_service_cpu_ms_per_task", 1000.0 * meter.use.service_s / max(len(rows), 1))
         ctx.put(f"scale_n{n}_service_cpu_s_by_process", meter.use.by_title)
@@ -591,7 +594,8 @@ def figure_scale(ctx: Context) -> None:
         ok = linear >= 0.95 if n > 1 else None
         ctx.row(fig, f"{n} replica(s): tasks/min ({s.scale_tasks} tasks × {task_s:.2f} s)",
                 f"{fmt(per_min, '', 1)} (ideal {fmt(60.0 * n / task_s, '', 0)}); ×{fmt(linear, '', 2)} of {n}×N=1; "
-                f"service CPU {fmt(meter.use.pct(meter.use.service_s), '%', 0)} of a core",
+                f"replicas busy {fmt(100.0 * busy, '%', 0)}; service CPU {fmt(meter.use.pct(meter.use.service_s), '%', 0)}"
+                f" of a core",
                 "≥ 0.95·N×" if n > 1 else "", ok)
 
 
