@@ -3,6 +3,13 @@
 A request carries one prompt of one task. The replica tells the registry it started (or learns the
 task was cancelled and skips it), runs the pipeline with per-step progress reports whose answers
 double as the cancel flag, writes the PNGs to the result store and returns their keys.
+
+A replica admits two requests (``max_ongoing_requests: 2``) but a lock lets only one use the
+device: the second waits on the replica itself, still ``pending`` (cancellable), and starts the
+moment the first one's last step is done, while the first one's PNGs are encoded and written
+beside it. With one request per replica the device would idle through PNG encoding, result
+writing, the reply and the router's next pick. :mod:`serving.routing` sends each request to the
+least busy replica so that a queued request never waits behind a busy device while another idles.
 """
 
 from __future__ import annotations
@@ -17,9 +24,11 @@ from typing import Any, Optional
 
 import ray
 from ray import serve
+from ray.serve.config import RequestRouterConfig
 
 from serving import messages
 from serving.registry import lookup_registry
+from serving.routing import ROUTER_PATH
 from serving.settings import load_settings
 from storage import open_result_store
 from storage.results import ResultStoreError
@@ -62,6 +71,7 @@ class ModelWorker:
                  time.perf_counter() - started)
         self.store = open_result_store(self.settings.result_store_url, self.settings.data_dir)
         self._registry = None
+        self._device = asyncio.Lock()  # one generation at a time on this replica's device
 
     def info(self) -> dict:
         return {"kind": self.kind, "name": self.model.info.name, "device": str(self.model.device)}
@@ -74,11 +84,30 @@ class ModelWorker:
     async def run(self, payload: dict) -> dict:
         registry = self._registry_for(payload["app_name"])
         stamp = (payload["task_id"], payload["epoch"], payload["attempt"])
-        if not await registry.mark_running.remote(*stamp):
-            return {"status": "skipped", "index": payload["index"]}
-        return await asyncio.to_thread(self._generate, payload, registry)
+        index = payload["index"]
+        async with self._device:
+            if not await registry.mark_running.remote(*stamp):
+                return {"status": "skipped", "index": index}
+            try:
+                request, result = await asyncio.to_thread(self._generate, payload, registry)
+            except Exception as exc:  # the task fails; the replica keeps serving
+                log.exception("task %s: generation failed", payload["task_id"])
+                release_accelerator_memory()
+                return {"status": "error", "index": index, "error": describe_failure(exc)}
+        # The device is free for the next request from here on.
+        if result.interrupted:
+            return {"status": "cancelled", "index": index}
+        try:
+            keys = await asyncio.to_thread(self._store_images, payload, request, result)
+        except ResultStoreError as exc:
+            log.error("task %s: result write failed: %s", payload["task_id"], exc)
+            return {"status": "error", "index": index, "error": f"{messages.RESULT_WRITE_FAILED}: {exc.strerror or exc}"}
+        except Exception as exc:
+            log.exception("task %s: storing the result failed", payload["task_id"])
+            return {"status": "error", "index": index, "error": describe_failure(exc)}
+        return {"status": "ok", "index": index, "keys": keys, "seed": result.seed, "seconds": result.seconds}
 
-    # ------------------------------------------------------------------ the blocking part
+    # ------------------------------------------------------------------ the blocking parts
 
     def _request(self, payload: dict):
         from PIL import Image
@@ -95,11 +124,11 @@ class ModelWorker:
             images=images,
         )
 
-    def _generate(self, payload: dict, registry) -> dict:
+    def _generate(self, payload: dict, registry):
         import models
 
-        index = payload["index"]
         stamp = (payload["task_id"], payload["epoch"], payload["attempt"])
+        index = payload["index"]
         reports: list[ray.ObjectRef] = []
         stop = False
         crash_at = self._fault_crash_step(payload["prompt"], payload["attempt"])
@@ -117,21 +146,9 @@ class ModelWorker:
                 stop = any(ray.get(ready))
             return stop
 
-        try:
-            self._fault_raise(payload["prompt"])
-            request = self._request(payload)
-            result = models.generate(self.model, request, on_step=on_step, should_stop=should_stop)
-            if result.interrupted:
-                return {"status": "cancelled", "index": index}
-            keys = self._store_images(payload, request, result)
-        except ResultStoreError as exc:
-            log.error("task %s: result write failed: %s", payload["task_id"], exc)
-            return {"status": "error", "index": index, "error": f"{messages.RESULT_WRITE_FAILED}: {exc.strerror or exc}"}
-        except Exception as exc:  # the task fails; the replica keeps serving
-            log.exception("task %s: generation failed", payload["task_id"])
-            release_accelerator_memory()
-            return {"status": "error", "index": index, "error": describe_failure(exc)}
-        return {"status": "ok", "index": index, "keys": keys, "seed": result.seed, "seconds": result.seconds}
+        self._fault_raise(payload["prompt"])
+        request = self._request(payload)
+        return request, models.generate(self.model, request, on_step=on_step, should_stop=should_stop)
 
     def _store_images(self, payload: dict, request, result) -> list[str]:
         import models
@@ -180,12 +197,18 @@ def describe_failure(exc: BaseException) -> str:
     return f"生成失败 ({text[:300]})"
 
 
-@serve.deployment(name="TextToImage", max_ongoing_requests=1, graceful_shutdown_timeout_s=60)
+# One generating plus one waiting on the lock; the least busy replica gets each request.
+ROUTING = RequestRouterConfig(request_router_class=ROUTER_PATH)
+
+
+@serve.deployment(name="TextToImage", max_ongoing_requests=2, graceful_shutdown_timeout_s=60,
+                  request_router_config=ROUTING)
 class TextToImage(ModelWorker):
     kind = "text_to_image"
 
 
-@serve.deployment(name="ImageEdit", max_ongoing_requests=1, graceful_shutdown_timeout_s=60)
+@serve.deployment(name="ImageEdit", max_ongoing_requests=2, graceful_shutdown_timeout_s=60,
+                  request_router_config=ROUTING)
 class ImageEdit(ModelWorker):
     kind = "image_edit"
 
