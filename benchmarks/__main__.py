@@ -7,7 +7,7 @@ Figures (``--only`` takes their names, comma-separated):
             1 and 32 keep-alive clients
   submit    POST /text-to-image (async) latency, 1 and 32 clients
   overhead  sync request end-to-end minus the pipeline's own time (tiny and sleep profiles)
-  duty      idle gap on one model replica between one task's completion and the next's start
+  duty      idle gap on one model replica between one task's last step and the next's start
   tiny      seconds per 1024x1024 image of the tiny pipelines (benchmarks/tiny_pipeline.py)
   scale     tasks per minute against N logical GPUs / replicas (N = 1, 2, 4, 8)
   autoscale seconds for the autoscaler to go from 1 to N replicas under a queue and back

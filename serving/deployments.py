@@ -42,6 +42,10 @@ FAULT_RAISE = "__fault_raise__"
 FAULT_OOM = "__fault_oom__"
 FAULT_DISK_FULL = "__fault_disk_full__"
 
+# Progress goes to the registry at most this often (and at the last step): each report is an actor
+# call, and its answer is how a running task learns it was cancelled.
+PROGRESS_INTERVAL_S = 0.25
+
 
 class ModelWorker:
     """Shared body of the TextToImage and ImageEdit deployments."""
@@ -85,16 +89,27 @@ class ModelWorker:
         registry = self._registry_for(payload["app_name"])
         stamp = (payload["task_id"], payload["epoch"], payload["attempt"])
         index = payload["index"]
+        try:
+            request = await asyncio.to_thread(self._request, payload)  # inputs decoded before the device is ours
+        except Exception as exc:
+            log.exception("task %s: reading its inputs failed", payload["task_id"])
+            return {"status": "error", "index": index, "error": describe_failure(exc)}
         async with self._device:
-            if not await registry.mark_running.remote(*stamp):
-                return {"status": "skipped", "index": index}
+            # The pipeline starts without waiting for the registry to record the start; a "no"
+            # (cancelled while it waited, or superseded) stops it at its first step.
+            started = registry.mark_running.remote(*stamp)
+            failure: Optional[Exception] = None
             try:
-                request, result = await asyncio.to_thread(self._generate, payload, registry)
+                result = await asyncio.to_thread(self._generate, payload, request, registry, started)
             except Exception as exc:  # the task fails; the replica keeps serving
-                log.exception("task %s: generation failed", payload["task_id"])
+                failure = exc
                 release_accelerator_memory()
-                return {"status": "error", "index": index, "error": describe_failure(exc)}
+            if not await started:
+                return {"status": "skipped", "index": index}
         # The device is free for the next request from here on.
+        if failure is not None:
+            log.error("task %s: generation failed", payload["task_id"], exc_info=failure)
+            return {"status": "error", "index": index, "error": describe_failure(failure)}
         if result.interrupted:
             return {"status": "cancelled", "index": index}
         try:
@@ -124,31 +139,39 @@ class ModelWorker:
             images=images,
         )
 
-    def _generate(self, payload: dict, registry):
+    def _generate(self, payload: dict, request, registry, started: ray.ObjectRef):
         import models
 
         stamp = (payload["task_id"], payload["epoch"], payload["attempt"])
         index = payload["index"]
-        reports: list[ray.ObjectRef] = []
+        answers: list[ray.ObjectRef] = [started]
         stop = False
+        last_report = 0.0
         crash_at = self._fault_crash_step(payload["prompt"], payload["attempt"])
 
         def on_step(step: int, total: int) -> None:
+            nonlocal last_report
             if crash_at is not None and step >= crash_at:
                 os._exit(1)  # injected fault: the replica process dies mid-task
-            reports.append(registry.report_progress.remote(*stamp, index, step))
+            now = time.monotonic()
+            if now - last_report >= PROGRESS_INTERVAL_S or step == total:
+                last_report = now
+                answers.append(registry.report_progress.remote(*stamp, index, step))
 
         def should_stop() -> bool:
-            # Answers to earlier progress reports carry the cancel flag; never block on them.
-            nonlocal stop, reports
-            if reports and not stop:
-                ready, reports = ray.wait(reports, num_returns=len(reports), timeout=0)
-                stop = any(ray.get(ready))
+            # The answers to the start and to progress reports carry the cancel flag; never block.
+            nonlocal stop, answers
+            if answers and not stop:
+                ready, answers = ray.wait(answers, num_returns=len(answers), timeout=0)
+                for ref in ready:
+                    if ref == started:
+                        stop = stop or not _answer(ref)  # False: it must not run
+                    else:
+                        stop = stop or ray.get(ref)  # True: cancel requested
             return stop
 
         self._fault_raise(payload["prompt"])
-        request = self._request(payload)
-        return request, models.generate(self.model, request, on_step=on_step, should_stop=should_stop)
+        return models.generate(self.model, request, on_step=on_step, should_stop=should_stop)
 
     def _store_images(self, payload: dict, request, result) -> list[str]:
         import models
@@ -179,6 +202,14 @@ class ModelWorker:
             raise RuntimeError("injected pipeline failure")
         if prompt.startswith(FAULT_OOM):
             raise MemoryError("CUDA out of memory (injected)")
+
+
+def _answer(ref: ray.ObjectRef) -> bool:
+    """The registry's answer to a start; an unreachable registry means stop (``run`` re-raises)."""
+    try:
+        return bool(ray.get(ref))
+    except Exception:
+        return False
 
 
 def release_accelerator_memory() -> None:
