@@ -29,6 +29,7 @@ class ServiceState:
     registry: Any
     app_name: str
     _status_cache: tuple[float, dict] = field(default=(0.0, {}))
+    _status_refresh: Optional[asyncio.Task] = field(default=None, repr=False)
 
     async def call_registry(self, method: str, *args: Any) -> Any:
         """Calls the registry; while it restarts the client gets a retryable 503, never a 500."""
@@ -46,11 +47,24 @@ class ServiceState:
                 raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, messages.REGISTRY_UNAVAILABLE,
                                     headers={"Retry-After": "2"}) from None
 
-    async def deployment_status(self, max_age: float = 2.0) -> dict:
-        """Replica counts of this application's model deployments, cached for ``max_age`` seconds."""
+    async def deployment_status(self, max_age: float = 2.0, stale_ok: bool = True) -> dict:
+        """Replica counts of this application's model deployments, at most ``max_age`` seconds old.
+
+        Reading them asks Serve's controller (a few ms to tens of ms). Once there is an answer, an
+        older one is served at once and refreshed beside the request, so a submission never waits
+        for the controller; ``stale_ok=False`` waits for a fresh one (``/health``), ``max_age=0``
+        always reads afresh.
+        """
         stamp, cached = self._status_cache
         if time.monotonic() - stamp < max_age:
             return cached
+        if stamp and stale_ok:
+            if self._status_refresh is None or self._status_refresh.done():
+                self._status_refresh = asyncio.create_task(self._refresh_status())
+            return cached
+        return await self._refresh_status()
+
+    async def _refresh_status(self) -> dict:
         fresh = await asyncio.to_thread(_read_deployment_status, self.app_name)
         self._status_cache = (time.monotonic(), fresh)
         return fresh
@@ -85,7 +99,7 @@ def current_state() -> Optional[ServiceState]:
     return _state
 
 
-def get_state() -> ServiceState:
+async def get_state() -> ServiceState:
     if _state is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "服务正在启动", headers={"Retry-After": "2"})
     return _state

@@ -27,7 +27,7 @@ def _model_state(state, snapshot: dict, kind: str) -> str:
 @router.get("/health")
 async def health(state: StateDep) -> dict:
     """Service state: ``healthy`` when every enabled model has a running replica and the registry answers."""
-    snapshot = await state.deployment_status()
+    snapshot = await state.deployment_status(stale_ok=False)
     models = {kind: _model_state(state, snapshot, kind) for kind in DEPLOYMENT_FOR_KIND}
     try:
         await state.call_registry("ping")
