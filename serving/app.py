@@ -32,6 +32,7 @@ class DeploymentArgs(BaseModel):
     target_ongoing_requests: float = Field(default=1.0, gt=0)
     upscale_delay_s: float = Field(default=10.0, ge=0)
     downscale_delay_s: float = Field(default=600.0, ge=0)
+    look_back_period_s: float = Field(default=30.0, gt=0, description="window the autoscaler averages the queue over")
     ingress_replicas: int = Field(default=1, ge=1)
 
 
@@ -60,6 +61,7 @@ def build_app(args: Optional[dict[str, Any]] = None) -> Application:
                 "target_ongoing_requests": deployment_args.target_ongoing_requests,
                 "upscale_delay_s": deployment_args.upscale_delay_s,
                 "downscale_delay_s": deployment_args.downscale_delay_s,
+                "look_back_period_s": deployment_args.look_back_period_s,
             }
         return options
 
