@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import ray
+from sqlalchemy import update
 
 from serving import messages
 from serving.settings import load_settings
 from storage import TaskRecord, TaskStatus, init_db, make_engine, open_result_store, session_scope, utcnow
-from storage.tasks import QuotaExceeded, create_task_within_quota, get_task_record, old_finished_tasks, unfinished_tasks
+from storage.tasks import QuotaExceeded, create_task_within_quota, old_finished_tasks, unfinished_tasks
 
 log = logging.getLogger("qwen_image.registry")
 
@@ -93,6 +94,8 @@ class LiveTask:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     runner: Optional[asyncio.Task] = None
     seq: int = 0
+    result: Optional[dict] = None  # where a completed task's file is: result_path, result_filename
+    generation_seconds: Optional[float] = None  # the pipelines' own time, as the replicas measured it
 
     @property
     def total_steps(self) -> int:
@@ -161,20 +164,12 @@ class RegistryCore:
         return self._handles[kind]
 
     def _persist(self, task: LiveTask, **extra: Any) -> None:
-        """Write the task's current state to its record (status, times, error, result)."""
+        """Write the task's current state to its record (status, times, error, result): one UPDATE."""
+        values = {"status": task.status, "started_at": task.started_at, "completed_at": task.completed_at,
+                  "error_message": task.error, "execution_time": task.execution_time,
+                  "attempts": task.attempts_started, **extra}
         with session_scope(self.engine) as session:
-            record = get_task_record(session, task.task_id)
-            if record is None:
-                return
-            record.status = task.status
-            record.started_at = task.started_at
-            record.completed_at = task.completed_at
-            record.error_message = task.error
-            record.execution_time = task.execution_time
-            record.attempts = task.attempts_started
-            for key, value in extra.items():
-                setattr(record, key, value)
-            session.add(record)
+            session.exec(update(TaskRecord).where(TaskRecord.task_id == task.task_id).values(**values))
 
     def _track(self, task: LiveTask) -> None:
         self.tasks[task.task_id] = task
@@ -214,6 +209,9 @@ class RegistryCore:
         if task.started_at is not None:
             task.execution_time = round((task.completed_at - task.started_at).total_seconds(), 3)
         self._persist(task, **extra)
+        if "result_path" in extra:
+            task.result = {"result_path": extra["result_path"], "result_filename": extra.get("result_filename"),
+                           "generation_seconds": task.generation_seconds}
         task.done.set()
 
     # ------------------------------------------------------------------ life cycle
@@ -345,6 +343,7 @@ class RegistryCore:
             self._finish(task, TaskStatus.failed.value, errors[0])
             return
         keys = [key for o in sorted(outcomes, key=lambda o: o["index"]) for key in o["keys"]]
+        task.generation_seconds = round(sum(o.get("seconds") or 0.0 for o in outcomes), 4)
         try:
             key = keys[0] if len(keys) == 1 else await asyncio.to_thread(self._zip_results, task, keys)
         except OSError as exc:
@@ -400,7 +399,8 @@ class RegistryCore:
         return task.public(self._position(task)) if task else None
 
     async def wait(self, task_id: str, timeout: float) -> Optional[dict]:
-        """Waits until the task ends or ``timeout`` passes; returns its status either way."""
+        """Waits until the task ends or ``timeout`` passes; returns its status either way, and
+        where its result is (``result``) so that a sync request need not read the record."""
         task = self.tasks.get(task_id)
         if task is None:
             return None
@@ -408,7 +408,7 @@ class RegistryCore:
             await asyncio.wait_for(task.done.wait(), timeout=max(timeout, 0.0))
         except asyncio.TimeoutError:
             pass
-        return task.public(self._position(task))
+        return {**task.public(self._position(task)), "result": task.result}
 
     async def queue(self) -> dict:
         counts = self._counts()

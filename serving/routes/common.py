@@ -64,7 +64,8 @@ async def submit(
                      "result_url": f"/tasks/{task_id}/result", "queue_info": accepted["queue_info"]},
         )
     final = await state.call_registry("wait", task_id, state.settings.sync_timeout_seconds)
-    return await result_response(state, task_id, final["status"], final.get("error"))
+    return await result_response(state, task_id, final["status"], final.get("error"), final.get("result"),
+                                 final.get("seed"))
 
 
 def refusal(answer: dict) -> HTTPException:
@@ -92,26 +93,37 @@ def owned_record(session: Session, user: User, task_id: str) -> TaskRecord:
     return record
 
 
-async def result_response(state: ServiceState, task_id: str, task_status: str, error: Optional[str]) -> Response:
-    """The PNG or ZIP of a completed task; a clear error for failed or cancelled ones."""
+async def result_response(state: ServiceState, task_id: str, task_status: str, error: Optional[str],
+                          result: Optional[dict] = None, seed: Optional[int] = None) -> Response:
+    """The PNG or ZIP of a completed task; a clear error for failed or cancelled ones.
+
+    ``result`` (where the file is) and ``seed`` come from the registry when it just finished the
+    task; otherwise the task's record is read.
+    """
     if task_status == TaskStatus.failed.value:
         raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, f"{messages.TASK_FAILED}: {error or ''}".rstrip(": "))
     if task_status == TaskStatus.cancelled.value:
         raise HTTPException(status.HTTP_409_CONFLICT, messages.TASK_CANCELLED)
     if task_status != TaskStatus.completed.value:
         raise HTTPException(status.HTTP_408_REQUEST_TIMEOUT, messages.WAIT_TIMEOUT)
-    record = await asyncio.to_thread(_load_record, state, task_id)
-    if record is None or not record.result_path:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, messages.RESULT_MISSING)
+    if result is None:
+        record = await asyncio.to_thread(_load_record, state, task_id)
+        if record is None or not record.result_path:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, messages.RESULT_MISSING)
+        result = {"result_path": record.result_path, "result_filename": record.result_filename}
+        seed = record.seed
+    path = result["result_path"]
     try:
-        data = await asyncio.to_thread(state.store.get, record.result_path)
+        data = await asyncio.to_thread(state.store.get, path)
     except FileNotFoundError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, messages.RESULT_MISSING) from None
-    filename = record.result_filename or record.result_path.rsplit("/", 1)[-1]
+    filename = result.get("result_filename") or path.rsplit("/", 1)[-1]
     media_type = MEDIA_TYPES.get(filename.rsplit(".", 1)[-1], "application/octet-stream")
-    return Response(data, media_type=media_type, headers={
-        "Content-Disposition": f'attachment; filename="{filename}"', "X-Task-Id": task_id,
-        "X-Seed": str(record.seed if record.seed is not None else "")})
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"', "X-Task-Id": task_id,
+               "X-Seed": str(seed if seed is not None else "")}
+    if result.get("generation_seconds") is not None:
+        headers["X-Generation-Seconds"] = f"{result['generation_seconds']:.4f}"
+    return Response(data, media_type=media_type, headers=headers)
 
 
 def _load_record(state: ServiceState, task_id: str) -> Optional[TaskRecord]:

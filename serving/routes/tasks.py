@@ -75,7 +75,8 @@ async def get_result(
         if not wait:
             return JSONResponse(status_code=status.HTTP_202_ACCEPTED, content=jsonable(current))
         current = await state.call_registry("wait", task_id, timeout) or current
-    return await result_response(state, task_id, current["status"], current.get("error"))
+    return await result_response(state, task_id, current["status"], current.get("error"), current.get("result"),
+                                 current.get("seed"))
 
 
 @router.delete("/{task_id}")

@@ -39,7 +39,9 @@ def test_sync_text_to_image_returns_the_png_of_the_ratio_size(client, user, rati
     task_id = response.headers["x-task-id"]
     record = client.get(f"/tasks/history/{task_id}", headers=user.headers).json()
     assert record["status"] == "completed" and record["parameters"]["aspect_ratio"] == ratio
-    assert record["seed"] == 7
+    assert record["seed"] == 7 and response.headers["x-seed"] == "7"
+    # The pipeline's own time, measured in the replica: part of the task's run, not all of it.
+    assert 0 < float(response.headers["x-generation-seconds"]) < record["execution_time"]
 
 
 def test_sync_text_to_image_with_three_images_returns_a_zip(client, user):
