@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import warnings
+import zlib
 
 from fastapi import HTTPException, UploadFile, status
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -80,5 +81,5 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
 def encode_input(image: Image.Image) -> bytes:
     """Inputs are stored re-encoded as PNG: clean bytes, orientation already applied."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)
+    image.save(buffer, format="PNG", compress_level=1, compress_type=zlib.Z_RLE)  # fast; see models/png.py
     return buffer.getvalue()
