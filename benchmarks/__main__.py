@@ -169,32 +169,20 @@ def run_cluster_figures(ctx, only, cache_dir: Path, step) -> None:
     cluster = ctx.cluster
     # The tiny application: the embedded default (both models, on the CPU).
     if "memory" in only or "overhead" in only:
-        # The pipeline-alone process loads while the application deploys, with the torch threads
-        # the replica will have (checked again once it runs).
-        tiny_cpus = 0.25  # the tiny profile's default per model replica
-        probe = f.PipelineProbe("tiny", cache_dir, max(1, int(tiny_cpus))) if "overhead" in only else None
+        tiny = cluster.deploy("tiny", {"model_profile": "tiny", "model_num_gpus": 0, "model_replicas": 1,
+                                       "model_num_cpus": 0.25, "model_cache_dir": str(cache_dir)})
         try:
-            tiny = cluster.deploy("tiny", {"model_profile": "tiny", "model_num_gpus": 0, "model_replicas": 1,
-                                           "model_num_cpus": tiny_cpus, "model_cache_dir": str(cache_dir)})
-            try:
-                tiny.sign_up()
-                if "memory" in only:
-                    step("memory at idle", f.figure_memory_idle, ctx, tiny)
-                if probe is not None:
-                    threads = f.replica_threads(tiny, tiny_cpus)
-                    if threads != probe.threads:  # same torch threads as the replica
-                        probe.close()
-                        probe = f.PipelineProbe("tiny", cache_dir, threads)
-                    step("overhead, tiny profile", f.figure_overhead, ctx, tiny, "tiny", probe)
-                elif "memory" in only:
-                    f.sync_request(tiny)  # the memory figure wants a replica that has generated
-                if "memory" in only:
-                    step("memory after generations", f.figure_memory_after, ctx, tiny)
-            finally:
-                cluster.remove(tiny)
+            tiny.sign_up()
+            if "memory" in only:
+                step("memory at idle", f.figure_memory_idle, ctx, tiny)
+            if "overhead" in only:
+                step("overhead, tiny profile", f.figure_overhead, ctx, tiny, "tiny")
+            elif "memory" in only:
+                f.sync_request(tiny)  # the memory figure wants a replica that has generated
+            if "memory" in only:
+                step("memory after generations", f.figure_memory_after, ctx, tiny)
         finally:
-            if probe is not None:
-                probe.close()
+            cluster.remove(tiny)
     # The sleep application: the serving layer with a model that costs no CPU.
     if set(only) & {"status", "submit", "overhead", "duty"}:
         app = cluster.deploy("serving", {"model_profile": "sleep", "sleep_seconds_per_step": f.SLEEP_STEP_S,
@@ -213,13 +201,7 @@ def run_cluster_figures(ctx, only, cache_dir: Path, step) -> None:
             if "duty" in only:
                 step("duty cycle", f.figure_duty, ctx, app, sleep_pipeline)
             if "overhead" in only:
-                def overhead_sleep() -> None:
-                    probe = f.PipelineProbe("sleep", cache_dir)
-                    try:
-                        f.figure_overhead(ctx, app, "sleep", probe)
-                    finally:
-                        probe.close()
-                step("overhead, sleep profile", overhead_sleep)
+                step("overhead, sleep profile", f.figure_overhead, ctx, app, "sleep")
             # Last on this application: it leaves a long queue behind.
             if "submit" in only:
                 step("submission", f.figure_submit, ctx, app)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import select
 import subprocess
 import sys
 import tempfile
@@ -287,6 +286,8 @@ def sync_request(app: App) -> dict:
     status = app.client.get(f"/tasks/{task_id}", headers=app.headers).json()
     created, began, ended = (_posix(status[k]) for k in ("created_at", "started_at", "completed_at"))
     return {"e2e_s": e2e, "execution_s": status["execution_time_seconds"], "png": response.content,
+            # the pipeline's own time as the model replica measured it (no cross-process guess)
+            "generation_s": float(response.headers["x-generation-seconds"]),
             # the same clock on both sides (one machine): where the time outside the run goes
             "to_created_s": created - sent_at, "created_to_started_s": began - created,
             "completed_to_received_s": received_at - ended}
@@ -317,127 +318,53 @@ def png_encode_ms(png: bytes, repeats: int = 3) -> float:
     return 1000.0 * percentile(times, 50)
 
 
-class PipelineProbe:
-    """The pipeline alone, in its own process (``pipeline_time service-request --stdin``), loaded
-    and warmed up once, timed one run at a time so runs can alternate with HTTP requests."""
-
-    def __init__(self, profile: str, cache_dir: Path, threads: Optional[int] = None, timeout: float = 300):
-        args = ["service-request", "--stdin", "--profile", profile, "--cache-dir", str(cache_dir),
-                "--sleep-seconds-per-step", str(SLEEP_STEP_S)]
-        if threads:
-            args += ["--threads", str(threads)]
-        self._stderr = tempfile.TemporaryFile()
-        # At the niceness of Ray's workers, like the replica it stands beside.
-        self.proc = python_module("benchmarks.pipeline_time", *args, nice=RAY_WORKER_NICE, stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, stderr=self._stderr)
-        self.threads = self._read(timeout)["threads"]
-
-    def _read(self, timeout: float) -> dict:
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        line = self.proc.stdout.readline() if ready else b""
-        if not line:
-            self._stderr.seek(0)
-            raise RuntimeError(f"pipeline probe gave no answer: {self._stderr.read().decode()[-2000:]}")
-        return json.loads(line)
-
-    def run(self, timeout: float = 300) -> float:
-        self.proc.stdin.write(b"run\n")
-        self.proc.stdin.flush()
-        return self._read(timeout)["seconds"]
-
-    def close(self) -> None:
-        try:
-            self.proc.stdin.write(b"quit\n")
-            self.proc.stdin.close()
-            self.proc.wait(timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            self.proc.kill()
-            self.proc.wait()
-        self._stderr.close()
-
-
-def figure_overhead(ctx: Context, app: App, profile: str, probe: PipelineProbe) -> None:
-    """Sync requests, one at a time, each followed by one run of the same pipeline outside the
-    service (``probe``: same profile, request, torch threads and priority); the first pair is a
-    warm-up. Rows come from :func:`overhead_rows` once both profiles have run."""
-    runs, pipes = [], []
+def figure_overhead(ctx: Context, app: App, profile: str) -> None:
+    """Sync requests, one at a time (the first a warm-up): end-to-end time minus the pipeline's
+    own time, which the model replica measures and returns in ``X-Generation-Seconds``. Rows come
+    from :func:`overhead_rows` once both profiles have run."""
     warmup = 0 if ctx.quick else 1
-    for n in range(ctx.sizes.overhead_runs + warmup):
-        run = sync_request(app)
-        pipe = probe.run()
-        if n >= warmup:
-            runs.append(run)
-            pipes.append(pipe)
+    runs = [sync_request(app) for _ in range(ctx.sizes.overhead_runs + warmup)][warmup:]
     key = f"overhead_{profile}"
-    direct = [r["e2e_s"] - p for r, p in zip(runs, pipes)]
     ctx.put(f"{key}_e2e_p50_ms", summary_ms([r["e2e_s"] for r in runs])["p50"])
-    ctx.put(f"{key}_pipeline_p50_ms", summary_ms(pipes)["p50"])
-    ctx.put(f"{key}_pipeline_spread_ms", (max(pipes) - min(pipes)) * 1000)
-    ctx.put(f"{key}_direct_p50_ms", summary_ms(direct)["p50"])
-    ctx.put(f"{key}_direct_p99_ms", summary_ms(direct)["p99"])
+    ctx.put(f"{key}_pipeline_p50_ms", summary_ms([r["generation_s"] for r in runs])["p50"])
+    overhead = [r["e2e_s"] - r["generation_s"] for r in runs]
+    ctx.put(f"{key}_p50_ms", summary_ms(overhead)["p50"])
+    ctx.put(f"{key}_p99_ms", summary_ms(overhead)["p99"])
     # Before started_at and after completed_at: HTTP, auth, quota, task record, dispatch, waiting
-    # for completion, reading the result back. Exact per request (no pipeline time in it).
+    # for completion, reading the result back.
     outside = [r["e2e_s"] - r["execution_s"] for r in runs]
     ctx.put(f"{key}_outside_run_p50_ms", summary_ms(outside)["p50"])
-    ctx.put(f"{key}_outside_run_p99_ms", summary_ms(outside)["p99"])
     for part in ("to_created", "created_to_started", "completed_to_received"):
         ctx.put(f"{key}_{part}_p50_ms", summary_ms([r[f"{part}_s"] for r in runs])["p50"])
-    # Inside started_at..completed_at beyond the pipeline: start report, thread hand-off, PNG
-    # encoding and storing, the result's way back to the registry.
-    inside = [r["execution_s"] - p for r, p in zip(runs, pipes)]
+    # Inside started_at..completed_at beyond the pipeline: thread hand-off, PNG encoding and
+    # storing, the result's way back to the registry.
+    inside = [r["execution_s"] - r["generation_s"] for r in runs]
     ctx.put(f"{key}_inside_run_p50_ms", summary_ms(inside)["p50"])
-    ctx.put(f"{key}_inside_run_p99_ms", summary_ms(inside)["p99"])
     ctx.put(f"{key}_png_encode_ms", png_encode_ms(runs[0]["png"]) if runs else None)
     ctx.put(f"{key}_response_bytes", len(runs[0]["png"]) if runs else None)
-    ctx.put(f"{key}_pipeline_threads", probe.threads)
 
 
 def overhead_rows(ctx: Context) -> None:
-    """The overhead figure's rows.
-
-    With the sleep profile the pipeline's time is exact (sleeps), so ``e2e − pipeline`` is the
-    serving layer's overhead, nothing else. With the tiny profile the pipeline takes ~2 s of CPU
-    whose time varies between processes by far more than the overhead (this machine shows
-    ±30 % from one process to the next for the same run), so ``e2e − pipeline timed elsewhere``
-    cannot resolve tens of milliseconds. The tiny figure is therefore assembled from exact parts:
-    the part outside the task's run, measured per request on the tiny profile, plus the part inside
-    the run beyond the pipeline, measured on the sleep profile, plus what encoding the tiny
-    profile's (noise-like) PNG costs more than the sleep profile's (flat) one. The direct
-    subtraction is shown beside it.
-    """
+    """The overhead figure's rows: per profile, sync end-to-end minus the replica-measured
+    pipeline time, then where it goes."""
     res = ctx.results
     fig = "3 overhead per task"
-    if "overhead_sleep_direct_p50_ms" in res:
-        ctx.put("overhead_sleep_p50_ms", res["overhead_sleep_direct_p50_ms"])
-        ctx.put("overhead_sleep_p99_ms", res["overhead_sleep_direct_p99_ms"])
-        ctx.row(fig, f"sleep profile (20×{SLEEP_STEP_S * 1000:.0f} ms): sync e2e − pipeline",
-                f"p50 {fmt(res['overhead_sleep_p50_ms'], 'ms')}, p99 {fmt(res['overhead_sleep_p99_ms'], 'ms')} "
-                f"(e2e p50 {fmt(res['overhead_sleep_e2e_p50_ms'], 'ms', 0)}, pipeline {fmt(res['overhead_sleep_pipeline_p50_ms'], 'ms', 0)})")
-        ctx.row(fig, "  outside started..completed / inside beyond the pipeline",
-                f"p50 {fmt(res['overhead_sleep_outside_run_p50_ms'], 'ms')} / {fmt(res['overhead_sleep_inside_run_p50_ms'], 'ms')}")
+    labels = {"sleep": f"sleep profile (20×{SLEEP_STEP_S * 1000:.0f} ms)", "tiny": "tiny profile (1024², 20 steps, CFG)"}
+    for profile in ("sleep", "tiny"):
+        key = f"overhead_{profile}"
+        if f"{key}_p50_ms" not in res:
+            continue
+        p50 = res[f"{key}_p50_ms"]
+        ctx.row(fig, f"{labels[profile]}: sync e2e − pipeline",
+                f"p50 {fmt(p50, 'ms')}, p99 {fmt(res[f'{key}_p99_ms'], 'ms')} (e2e p50 {fmt(res[f'{key}_e2e_p50_ms'], 'ms', 0)},"
+                f" pipeline {fmt(res[f'{key}_pipeline_p50_ms'], 'ms', 0)})",
+                *(("< 50 ms p50", p50 < 50) if profile == "tiny" else ()))
+        ctx.row(fig, "  outside started..completed / inside beyond the pipeline (PNG encoding in it)",
+                f"p50 {fmt(res[f'{key}_outside_run_p50_ms'], 'ms')} / {fmt(res[f'{key}_inside_run_p50_ms'], 'ms')}"
+                f" ({fmt(res[f'{key}_png_encode_ms'], 'ms')}, {res[f'{key}_response_bytes'] / 1e6:.2f} MB)")
         ctx.row(fig, "  outside: request→created / created→started / completed→response",
-                f"p50 {fmt(res['overhead_sleep_to_created_p50_ms'], 'ms')} / {fmt(res['overhead_sleep_created_to_started_p50_ms'], 'ms')}"
-                f" / {fmt(res['overhead_sleep_completed_to_received_p50_ms'], 'ms')}")
-    if "overhead_tiny_outside_run_p50_ms" not in res:
-        return
-    if "overhead_sleep_inside_run_p50_ms" in res:
-        png_extra = max((res["overhead_tiny_png_encode_ms"] or 0) - (res["overhead_sleep_png_encode_ms"] or 0), 0.0)
-        p50 = res["overhead_tiny_outside_run_p50_ms"] + res["overhead_sleep_inside_run_p50_ms"] + png_extra
-        p99 = res["overhead_tiny_outside_run_p99_ms"] + res["overhead_sleep_inside_run_p99_ms"] + png_extra
-        ctx.put("overhead_tiny_png_extra_ms", png_extra)
-        ctx.put("overhead_tiny_p50_ms", p50)
-        ctx.put("overhead_tiny_p99_ms", p99)
-        ctx.row(fig, "tiny profile (1024², 20 steps, CFG): sync e2e − pipeline",
-                f"p50 {fmt(p50, 'ms')}, p99 {fmt(p99, 'ms')} = outside the run {fmt(res['overhead_tiny_outside_run_p50_ms'], 'ms')}"
-                f" + inside beyond the pipeline {fmt(res['overhead_sleep_inside_run_p50_ms'], 'ms')} (sleep profile)"
-                f" + PNG encoding {fmt(png_extra, 'ms')}", "< 50 ms p50", p50 < 50)
-    ctx.row(fig, "  tiny, outside: request→created / created→started / completed→response",
-            f"p50 {fmt(res['overhead_tiny_to_created_p50_ms'], 'ms')} / {fmt(res['overhead_tiny_created_to_started_p50_ms'], 'ms')}"
-            f" / {fmt(res['overhead_tiny_completed_to_received_p50_ms'], 'ms')}")
-    ctx.row(fig, "  tiny, direct: e2e − pipeline timed in another process",
-            f"p50 {fmt(res['overhead_tiny_direct_p50_ms'], 'ms')} (e2e p50 {fmt(res['overhead_tiny_e2e_p50_ms'], 'ms', 0)},"
-            f" pipeline p50 {fmt(res['overhead_tiny_pipeline_p50_ms'], 'ms', 0)}, spread {fmt(res['overhead_tiny_pipeline_spread_ms'], 'ms', 0)};"
-            f" {res['overhead_tiny_pipeline_threads']} torch thread(s), like the replica)")
+                f"p50 {fmt(res[f'{key}_to_created_p50_ms'], 'ms')} / {fmt(res[f'{key}_created_to_started_p50_ms'], 'ms')}"
+                f" / {fmt(res[f'{key}_completed_to_received_p50_ms'], 'ms')}")
 
 
 def sleep_pipeline_seconds(runs: int) -> list[float]:
@@ -744,19 +671,3 @@ def figure_memory_after(ctx: Context, app: App) -> None:
     ctx.row("7 memory", "one tiny TextToImage replica after 1024² generations",
             f"RSS {fmt(ctx.results['memory_tiny_replica_after_rss_mib'], 'MiB', 0)}, "
             f"peak {fmt(ctx.results['memory_tiny_replica_peak_rss_mib'], 'MiB', 0)}")
-
-
-def replica_threads(app: App, model_num_cpus: float) -> int:
-    """The torch thread count of the application's model replicas.
-
-    ``models`` applies TORCH_NUM_THREADS when it is set; otherwise torch follows OMP_NUM_THREADS,
-    which Ray sets in each worker process to the actor's whole CPUs (at least 1) unless the
-    environment already has it. Ray sets it inside the process, after start-up, so
-    ``/proc/PID/environ`` does not show it: the rule is applied here to what it does show.
-    """
-    replica = replica_process(app.name, "TextToImage")
-    env = replica.environ() if replica is not None else dict(os.environ)
-    for name in ("TORCH_NUM_THREADS", "OMP_NUM_THREADS"):
-        if env.get(name, "").isdigit() and int(env[name]) > 0:
-            return int(env[name])
-    return max(1, int(model_num_cpus))

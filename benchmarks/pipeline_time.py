@@ -3,10 +3,9 @@
 Two uses:
 
 ``service-request``
-    The pipeline's own time for the request the overhead figure sends over HTTP (same profile,
-    prompt, negative prompt, seed, steps, CFG and size), so that it can be subtracted from the
-    end-to-end time of that request. Torch keeps its default thread count, like the model
-    replica (Ray sets no thread limit for it); ``--threads`` overrides.
+    The pipeline's own time for the request the benchmarks send over HTTP (same profile, prompt,
+    negative prompt, seed, steps, CFG and size): the duty-cycle figure's pipeline time. Torch
+    keeps its default thread count; ``--threads`` overrides.
 
 ``tiny-cases``
     ``benchmarks/tiny_pipeline.py``'s three cases (text-to-image, edit with one and with two
@@ -58,18 +57,6 @@ def service_request(profile_name: str, runs: int, steps: int, cache_dir: Optiona
     return {"seconds": seconds, "threads": _threads(), "profile": profile_name, "steps": steps}
 
 
-def serve_stdin(profile_name: str, steps: int, cache_dir: Optional[str], sleep_seconds_per_step: float) -> None:
-    """Load and warm up, print ``ready``, then time one generation per ``run`` line on stdin
-    (printing its seconds) until ``quit`` or end of input: lets a caller interleave pipeline
-    runs with requests to the service, so that both see the same machine."""
-    once = _service_model(profile_name, steps, cache_dir, sleep_seconds_per_step)
-    print(json.dumps({"ready": True, "threads": _threads()}), flush=True)
-    for line in sys.stdin:
-        if line.strip() != "run":
-            break
-        print(json.dumps({"seconds": once()}), flush=True)
-
-
 def tiny_cases(runs: int, steps: int, cache_dir: Optional[str]) -> dict:
     from benchmarks import tiny_pipeline as tp
 
@@ -100,8 +87,6 @@ def _threads() -> int:
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.pipeline_time", description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=["service-request", "tiny-cases"])
-    parser.add_argument("--stdin", action="store_true",
-                        help="service-request: time one run per 'run' line on stdin (see serve_stdin)")
     parser.add_argument("--profile", default="tiny", choices=["tiny", "sleep"])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
@@ -111,9 +96,6 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         os.environ["TORCH_NUM_THREADS"] = str(args.threads)
-    if args.what == "service-request" and args.stdin:
-        serve_stdin(args.profile, args.steps, args.cache_dir, args.sleep_seconds_per_step)
-        return
     if args.what == "service-request":
         result = service_request(args.profile, args.runs, args.steps, args.cache_dir, args.sleep_seconds_per_step)
     else:
