@@ -90,7 +90,8 @@ class ModelWorker:
         stamp = (payload["task_id"], payload["epoch"], payload["attempt"])
         index = payload["index"]
         try:
-            request = await asyncio.to_thread(self._request, payload)  # inputs decoded before the device is ours
+            # Inputs are read and decoded before the device is ours (in a thread when there are any).
+            request = await asyncio.to_thread(self._request, payload) if payload["input_keys"] else self._request(payload)
         except Exception as exc:
             log.exception("task %s: reading its inputs failed", payload["task_id"])
             return {"status": "error", "index": index, "error": describe_failure(exc)}
