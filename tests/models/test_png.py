@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from models import GenerationRequest, GenerationResult, encode_png, get_profile, load, png_metadata
@@ -22,6 +23,29 @@ def test_png_round_trips_pixels_and_every_metadata_item():
     decoded = Image.open(io.BytesIO(data))
     assert decoded.text == metadata
     assert np.array_equal(np.asarray(decoded.convert("RGB")), np.asarray(image))
+
+
+@pytest.mark.parametrize("mode, shape", [("RGB", (1, 1, 3)), ("RGB", (7, 300, 3)), ("RGBA", (33, 17, 4)),
+                                         ("L", (64, 5)), ("RGB", (1024, 1024, 3))])
+def test_every_row_and_channel_survives_the_fast_encoder(mode, shape):
+    pixels = np.random.default_rng(len(shape) + shape[0]).integers(0, 256, shape, dtype=np.uint8)
+    image = Image.fromarray(pixels, mode)
+    data = encode_png(image, {"seed": "1"})
+    with Image.open(io.BytesIO(data)) as decoded:
+        decoded.load()  # checks every chunk's CRC and the zlib stream
+        assert decoded.mode == mode and decoded.size == image.size
+        assert np.array_equal(np.asarray(decoded), pixels)
+
+
+def test_other_modes_are_encoded_by_pillow():
+    image = Image.new("P", (10, 10), 3)
+    with Image.open(io.BytesIO(encode_png(image, {"seed": "2"}))) as decoded:
+        assert decoded.mode == "P" and decoded.text == {"seed": "2"}
+
+
+def test_a_keyword_png_cannot_hold_is_refused():
+    with pytest.raises(ValueError, match="1-79"):
+        encode_png(Image.new("RGB", (2, 2)), {"k" * 80: "v"})
 
 
 def test_chinese_prompt_goes_into_an_itxt_chunk():
