@@ -38,13 +38,20 @@ class LeastBusyRouter(FIFOMixin, LocalityMixin, RequestRouter):
     ) -> list[list[RunningReplica]]:
         # Locality first (same node, then zone, then all); it also decides when to back off.
         ids = self.apply_locality_routing(pending_request=pending_request)
-        chosen = [replica for replica in candidate_replicas if replica.replica_id in ids]
+        cache = self.replica_queue_len_cache
+        counts = {replica.replica_id: cache.get(replica.replica_id) for replica in candidate_replicas}
+        # Replicas known to be full are left out rather than probed: the count drops when a request
+        # completes (this router sent every request, so it sees every completion) and an entry
+        # expires after Serve's queue-length cache timeout (10 s), after which it is probed again.
+        # Probing them all on every completion cost a probe per replica per waiting request.
+        chosen = [replica for replica in candidate_replicas
+                  if replica.replica_id in ids
+                  and (counts[replica.replica_id] is None or counts[replica.replica_id] < replica.max_ongoing_requests)]
         # Idle replicas first, then those already running something. A replica the router has no
         # recent count for (none sent to it for a while) may well be idle: it goes first and is
         # probed. Within a rank the base class takes the fewest requests.
-        cache = self.replica_queue_len_cache
-        idle = [replica for replica in chosen if not cache.get(replica.replica_id)]
-        busy = [replica for replica in chosen if cache.get(replica.replica_id)]
+        idle = [replica for replica in chosen if not counts[replica.replica_id]]
+        busy = [replica for replica in chosen if counts[replica.replica_id]]
         return [rank for rank in (idle, busy) if rank]
 
     def decrement_queue_len_cache(self, replica_id) -> None:
