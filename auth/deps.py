@@ -58,20 +58,12 @@ async def current_user(auth: AuthDep,
                        credentials: Annotated[Optional[HTTPAuthorizationCredentials], Depends(_bearer)]) -> User:
     try:
         if not auth.config.enabled:
-            return await _read_user(auth, auth.default_admin)
+            return await run_in_threadpool(_in_session, auth, auth.default_admin)
         if credentials is None or credentials.scheme.lower() != "bearer":
             raise unauthorized()
-        return await _read_user(auth, auth.user_for_token, credentials.credentials)
+        return await run_in_threadpool(_in_session, auth, auth.user_for_token, credentials.credentials)
     except AuthError:
         raise unauthorized() from None
-
-
-async def _read_user(auth: AuthService, read: Callable[..., User], *args: Any) -> User:
-    # One primary-key read. On a local SQLite file it takes ~0.1 ms, less than the hop to the
-    # thread pool and back, so it runs right here; a database across the network gets the thread.
-    if auth.engine.dialect.name == "sqlite":
-        return _in_session(auth, read, *args)
-    return await run_in_threadpool(_in_session, auth, read, *args)
 
 
 def _in_session(auth: AuthService, read: Callable[..., User], *args: Any) -> User:
