@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Optional
@@ -17,6 +18,8 @@ from serving.registry import lookup_registry
 from serving.settings import Settings
 from storage.results import ResultStore
 
+log = logging.getLogger("qwen_image.ingress")
+STATUS_READ_TIMEOUT_S = 10.0
 _RAY_UNAVAILABLE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ValueError)
 
 
@@ -58,16 +61,24 @@ class ServiceState:
         stamp, cached = self._status_cache
         if time.monotonic() - stamp < max_age:
             return cached
-        if stamp and stale_ok:
+        if stamp and stale_ok and max_age > 0:
             if self._status_refresh is None or self._status_refresh.done():
-                self._status_refresh = asyncio.create_task(self._refresh_status())
+                self._status_refresh = asyncio.create_task(self._refresh_in_background())
             return cached
         return await self._refresh_status()
 
     async def _refresh_status(self) -> dict:
-        fresh = await asyncio.to_thread(_read_deployment_status, self.app_name)
+        # A thread cannot be stopped, but a stuck controller call must not block every refresh.
+        fresh = await asyncio.wait_for(asyncio.to_thread(_read_deployment_status, self.app_name),
+                                       STATUS_READ_TIMEOUT_S)
         self._status_cache = (time.monotonic(), fresh)
         return fresh
+
+    async def _refresh_in_background(self) -> None:
+        try:
+            await self._refresh_status()
+        except Exception as exc:  # the last answer stays; the next request tries again
+            log.warning("reading the deployments' status failed: %r", exc)
 
 
 def _read_deployment_status(app_name: str) -> dict:
