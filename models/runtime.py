@@ -111,8 +111,8 @@ def generate(
 
     ``on_step(step, total)`` is called after every denoising step (``step`` counts from 1).
     ``should_stop()`` is checked before the run and after every step; when it returns true the
-    run stops after that step and the result has ``interrupted=True``, ``steps_completed`` set and
-    no images (the pipeline still decodes a normal-looking image, which must never be stored).
+    run stops after that step, without decoding, and the result has ``interrupted=True``,
+    ``steps_completed`` set and no images.
     ``seed=-1`` picks a random seed; the result records the seed used.
     """
     _check_request(model, request)
@@ -147,21 +147,24 @@ def _check_request(model: LoadedModel, request: GenerationRequest) -> None:
         raise ValueError(f"width and height must be positive multiples of 16, got {request.width}x{request.height}")
 
 
+class _Stopped(Exception):
+    """Raised from the step callback to leave a pipeline run that should stop."""
+
+
 def _pipeline_generate(model, request, seed, on_step, should_stop):
     import torch
 
     pipeline = model.pipeline
     total = request.num_inference_steps
-    progress = {"steps": 0, "interrupted": False}
+    progress = {"steps": 0}
 
     def step_end(pipe, index, timestep, tensors):
         progress["steps"] = index + 1
         if on_step is not None:
             on_step(index + 1, total)
         if should_stop is not None and should_stop():
-            # The pipeline skips the remaining steps but still decodes the latents.
-            pipe._interrupt = True
-            progress["interrupted"] = True
+            # Leave the pipeline here: its own interrupt flag would still decode the latents.
+            raise _Stopped
         return {}
 
     # A CPU generator draws the same noise whatever the device, so a seed means the same image.
@@ -187,8 +190,11 @@ def _pipeline_generate(model, request, seed, on_step, should_stop):
         # Edit output size follows the pipeline's own rule (last input's aspect ratio, ~1 MP).
         images = [image.convert("RGB") for image in request.images]
         arguments.update(image=images if len(images) > 1 else images[0])
-    output = pipeline(**arguments)
-    return list(output.images), progress["steps"], progress["interrupted"]
+    try:
+        output = pipeline(**arguments)
+    except _Stopped:
+        return [], progress["steps"], True
+    return list(output.images), progress["steps"], False
 
 
 def _sleep_generate(model, request, seed, on_step, should_stop):

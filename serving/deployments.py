@@ -19,6 +19,7 @@ import errno
 import io
 import logging
 import os
+import threading
 import time
 from typing import Any, Optional
 
@@ -99,9 +100,17 @@ class ModelWorker:
             # The pipeline starts without waiting for the registry to record the start; a "no"
             # (cancelled while it waited, or superseded) stops it at its first step.
             started = registry.mark_running.remote(*stamp)
+            abandoned = threading.Event()
+            work = asyncio.ensure_future(asyncio.to_thread(self._generate, payload, request, registry, started, abandoned))
             failure: Optional[Exception] = None
             try:
-                result = await asyncio.to_thread(self._generate, payload, request, registry, started)
+                result = await asyncio.shield(work)
+            except asyncio.CancelledError:
+                # The thread cannot be stopped: it stops at its next step, and the device stays
+                # taken until it has, so that two generations never share it.
+                abandoned.set()
+                await asyncio.wait({work})
+                raise
             except Exception as exc:  # the task fails; the replica keeps serving
                 failure = exc
                 release_accelerator_memory()
@@ -140,7 +149,7 @@ class ModelWorker:
             images=images,
         )
 
-    def _generate(self, payload: dict, request, registry, started: ray.ObjectRef):
+    def _generate(self, payload: dict, request, registry, started: ray.ObjectRef, abandoned: threading.Event):
         import models
 
         stamp = (payload["task_id"], payload["epoch"], payload["attempt"])
@@ -162,6 +171,7 @@ class ModelWorker:
         def should_stop() -> bool:
             # The answers to the start and to progress reports carry the cancel flag; never block.
             nonlocal stop, answers
+            stop = stop or abandoned.is_set()
             if answers and not stop:
                 ready, answers = ray.wait(answers, num_returns=len(answers), timeout=0)
                 for ref in ready:

@@ -100,10 +100,17 @@ def test_stop_requested_before_the_start_runs_no_step(text_to_image_model):
     assert (result.steps_completed, result.interrupted, result.images, seen) == (0, True, [], [])
 
 
-def test_model_is_usable_again_after_an_interrupted_run(text_to_image_model):
-    generate(text_to_image_model, small(num_inference_steps=3), should_stop=lambda: True)
+def test_a_stopped_run_leaves_without_decoding_and_the_model_is_usable_again(text_to_image_model, monkeypatch):
+    vae = text_to_image_model.pipeline.vae
+    decodes = []
+    original = vae.decode
+    monkeypatch.setattr(vae, "decode", lambda *a, **k: decodes.append(1) or original(*a, **k))  # counts, then decodes
+    seen = []
+    stopped = generate(text_to_image_model, small(num_inference_steps=4), on_step=lambda step, total: seen.append(step),
+                       should_stop=lambda: bool(seen))
+    assert (stopped.steps_completed, stopped.interrupted, decodes) == (1, True, [])
     result = generate(text_to_image_model, small(num_inference_steps=3))
-    assert (result.steps_completed, result.interrupted, len(result.images)) == (3, False, 1)
+    assert (result.steps_completed, result.interrupted, len(result.images), len(decodes)) == (3, False, 1, 1)
 
 
 def test_edit_with_one_input_follows_the_pipelines_size_rule_and_depends_on_the_input(image_edit_model, input_image):
