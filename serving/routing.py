@@ -10,15 +10,17 @@ running generation (tens of seconds on a real GPU) instead of on the idle GPU. A
 replica is full it retries with exponential back-off, 25 ms doubling to 0.5 s, so a replica that
 frees up waits on the router's timer.
 
-:class:`LeastBusyRouter` ranks every candidate replica by the number of requests it holds (the
-router's own count, kept exact because the task registry is the only sender) and, while all are
-full, sleeps until a request completes rather than for a fixed back-off. It keeps Serve's FIFO
-order and node locality. It is set per deployment with ``request_router_config``.
+:class:`LeastBusyRouter` ranks the replicas by the number of requests each holds (the router's
+own count, exact because the task registry is the only sender), idle ones first, and leaves out
+those known to be full. While all are full it sleeps until a request completes (one waiting
+routing task per completion) rather than for a fixed back-off. It keeps Serve's FIFO order and
+node locality. It is set per deployment with ``request_router_config``.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Optional
 
 from ray.serve.request_router import FIFOMixin, LocalityMixin, PendingRequest, RequestRouter, RunningReplica
@@ -29,7 +31,7 @@ ROUTER_PATH = "serving.routing.LeastBusyRouter"
 class LeastBusyRouter(FIFOMixin, LocalityMixin, RequestRouter):
     """Least-outstanding-requests routing, woken by completions instead of a back-off timer."""
 
-    _slot_freed: Optional[asyncio.Event] = None
+    _waiting: Optional[deque] = None  # futures of routing tasks sleeping in _backoff, oldest first
 
     async def choose_replicas(
         self,
@@ -55,24 +57,30 @@ class LeastBusyRouter(FIFOMixin, LocalityMixin, RequestRouter):
         return [rank for rank in (idle, busy) if rank]
 
     def decrement_queue_len_cache(self, replica_id) -> None:
-        """A request finished on a replica: a slot is free, so wake the routing tasks waiting."""
+        """A request finished on a replica: one slot is free, so wake one waiting routing task
+        (waking them all would send them all to that slot, and all but one would be refused)."""
         super().decrement_queue_len_cache(replica_id)
-        self._wake()
+        self._wake(everyone=False)
 
     def update_replicas(self, replicas: list[RunningReplica]) -> None:
         super().update_replicas(replicas)
-        self._wake()
+        self._wake(everyone=True)
 
-    def _wake(self) -> None:
-        if self._slot_freed is not None:
-            self._slot_freed.set()
-            self._slot_freed = None
+    def _wake(self, everyone: bool) -> None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():  # a waiter that timed out is cancelled, hence done
+                waiter.set_result(None)
+                if not everyone:
+                    return
 
     async def _backoff(self, attempt: int) -> None:
         """Wait for a completion, or for Serve's back-off as a ceiling (a lost wake-up costs no more)."""
-        if self._slot_freed is None:
-            self._slot_freed = asyncio.Event()
+        if self._waiting is None:
+            self._waiting = deque()
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
         try:
-            await asyncio.wait_for(self._slot_freed.wait(), timeout=self._compute_backoff_s(attempt))
+            await asyncio.wait_for(waiter, timeout=self._compute_backoff_s(attempt))
         except asyncio.TimeoutError:
             pass
