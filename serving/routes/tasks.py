@@ -6,6 +6,7 @@ import asyncio
 from typing import Annotated, Any, Optional
 
 from fastapi import APIRouter, HTTPException, Query, status
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from sqlmodel import Session
 
@@ -73,7 +74,7 @@ async def get_result(
     current = await task_status(state, user, task_id)
     if current["status"] in (TaskStatus.pending.value, TaskStatus.running.value):
         if not wait:
-            return JSONResponse(status_code=status.HTTP_202_ACCEPTED, content=jsonable(current))
+            return JSONResponse(status_code=status.HTTP_202_ACCEPTED, content=jsonable_encoder(current))
         current = await state.call_registry("wait", task_id, timeout) or current
     return await result_response(state, task_id, current["status"], current.get("error"), current.get("result"),
                                  current.get("seed"))
@@ -105,9 +106,3 @@ async def cleanup(
     counts = await state.call_registry("cleanup", max_age_hours, max_age_days)
     return {"message": f"已清理 {counts['memory_cleaned_count']} 个内存任务记录，{counts['db_cleaned_count']} 个数据库历史记录",
             **counts}
-
-
-def jsonable(value: Any) -> Any:
-    from fastapi.encoders import jsonable_encoder
-
-    return jsonable_encoder(value)
