@@ -193,6 +193,9 @@ def _pipeline_generate(model, request, seed, on_step, should_stop):
     try:
         output = pipeline(**arguments)
     except _Stopped:
+        # What the pipeline does at its end: with model CPU offload, move every component back to
+        # the CPU, or the next run loads its text encoder beside a transformer still on the GPU.
+        pipeline.maybe_free_model_hooks()
         return [], progress["steps"], True
     return list(output.images), progress["steps"], False
 
