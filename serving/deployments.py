@@ -107,9 +107,10 @@ class ModelWorker:
                 result = await asyncio.shield(work)
             except asyncio.CancelledError:
                 # The thread cannot be stopped: it stops at its next step, and the device stays
-                # taken until it has, so that two generations never share it.
+                # taken until it has (however often this is cancelled), so that two generations
+                # never share it.
                 abandoned.set()
-                await asyncio.wait({work})
+                await _outlast_cancellation(work)
                 raise
             except Exception as exc:  # the task fails; the replica keeps serving
                 failure = exc
@@ -213,6 +214,20 @@ class ModelWorker:
             raise RuntimeError("injected pipeline failure")
         if prompt.startswith(FAULT_OOM):
             raise MemoryError("CUDA out of memory (injected)")
+
+
+async def _outlast_cancellation(work: asyncio.Future) -> None:
+    """Wait for ``work`` to end even if the waiting is cancelled again; log how it failed."""
+    while not work.done():
+        try:
+            await asyncio.shield(work)
+        except asyncio.CancelledError:
+            continue
+        except Exception:
+            break
+    if not work.cancelled() and work.exception() is not None:
+        log.error("an abandoned generation failed", exc_info=work.exception())
+        release_accelerator_memory()
 
 
 def _answer(ref: ray.ObjectRef) -> bool:
