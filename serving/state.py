@@ -33,6 +33,7 @@ class ServiceState:
     app_name: str
     _status_cache: tuple[float, dict] = field(default=(0.0, {}))
     _status_refresh: Optional[asyncio.Task] = field(default=None, repr=False)
+    _status_read: Optional[asyncio.Future] = field(default=None, repr=False)
 
     async def call_registry(self, method: str, *args: Any) -> Any:
         """Calls the registry; while it restarts the client gets a retryable 503, never a 500."""
@@ -68,9 +69,17 @@ class ServiceState:
         return await self._refresh_status()
 
     async def _refresh_status(self) -> dict:
-        # A thread cannot be stopped, but a stuck controller call must not block every refresh.
-        fresh = await asyncio.wait_for(asyncio.to_thread(_read_deployment_status, self.app_name),
-                                       STATUS_READ_TIMEOUT_S)
+        # One read of the controller at a time: a stuck one is joined, not doubled (a thread cannot
+        # be stopped, and each would hold one of the ingress's few pool threads). After
+        # STATUS_READ_TIMEOUT_S the caller gets the last answer, or "nothing running", not an error.
+        if self._status_read is None or self._status_read.done():
+            self._status_read = asyncio.ensure_future(asyncio.to_thread(_read_deployment_status, self.app_name))
+        try:
+            fresh = await asyncio.wait_for(asyncio.shield(self._status_read), STATUS_READ_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            log.warning("Serve's controller did not answer within %.0f s", STATUS_READ_TIMEOUT_S)
+            stamp, cached = self._status_cache
+            return cached if stamp else {"gpu_count": 0, "deployments": {}}
         self._status_cache = (time.monotonic(), fresh)
         return fresh
 
