@@ -83,4 +83,7 @@ class LeastBusyRouter(FIFOMixin, LocalityMixin, RequestRouter):
         try:
             await asyncio.wait_for(waiter, timeout=self._compute_backoff_s(attempt))
         except asyncio.TimeoutError:
-            pass
+            try:
+                self._waiting.remove(waiter)
+            except ValueError:
+                pass
