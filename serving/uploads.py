@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import io
 import warnings
-import zlib
 
 from fastapi import HTTPException, UploadFile, status
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from models.png import encode_png
 
 ALLOWED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 MIN_SIDE = 16
@@ -80,6 +81,4 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
 
 def encode_input(image: Image.Image) -> bytes:
     """Inputs are stored re-encoded as PNG: clean bytes, orientation already applied."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1, compress_type=zlib.Z_RLE)  # fast; see models/png.py
-    return buffer.getvalue()
+    return encode_png(image, {})
