@@ -94,8 +94,9 @@ class LiveTask:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     runner: Optional[asyncio.Task] = None
     seq: int = 0
-    result: Optional[dict] = None  # where a completed task's file is: result_path, result_filename
-    generation_seconds: Optional[float] = None  # the pipelines' own time, as the replicas measured it
+    # A completed task's result_path and result_filename, and generation_seconds (the pipelines'
+    # own time, as the replicas measured it)
+    result: Optional[dict] = None
 
     @property
     def total_steps(self) -> int:
@@ -209,9 +210,6 @@ class RegistryCore:
         if task.started_at is not None:
             task.execution_time = round((task.completed_at - task.started_at).total_seconds(), 3)
         self._persist(task, **extra)
-        if "result_path" in extra:
-            task.result = {"result_path": extra["result_path"], "result_filename": extra.get("result_filename"),
-                           "generation_seconds": task.generation_seconds}
         task.done.set()
 
     # ------------------------------------------------------------------ life cycle
@@ -343,14 +341,14 @@ class RegistryCore:
             self._finish(task, TaskStatus.failed.value, errors[0])
             return
         keys = [key for o in sorted(outcomes, key=lambda o: o["index"]) for key in o["keys"]]
-        task.generation_seconds = round(sum(o.get("seconds") or 0.0 for o in outcomes), 4)
         try:
             key = keys[0] if len(keys) == 1 else await asyncio.to_thread(self._zip_results, task, keys)
         except OSError as exc:
             self._finish(task, TaskStatus.failed.value, f"{messages.RESULT_WRITE_FAILED}: {exc}")
             return
-        self._finish(task, TaskStatus.completed.value, result_path=key,
-                     result_filename=key.rsplit("/", 1)[-1])
+        location = {"result_path": key, "result_filename": key.rsplit("/", 1)[-1]}
+        task.result = {**location, "generation_seconds": round(sum(o.get("seconds") or 0.0 for o in outcomes), 4)}
+        self._finish(task, TaskStatus.completed.value, **location)
 
     def _zip_results(self, task: LiveTask, keys: list[str]) -> str:
         import io
