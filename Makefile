@@ -9,7 +9,7 @@ EXTRAS ?= dev
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: install run test bench clean
+.PHONY: install run test revision bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,15 @@ run: install
 ## Run the whole test suite.
 test: install
 	$(BIN)/python -m pytest
+
+## Add a schema revision from the difference between storage/tables.py and the newest revision:
+##   make revision m="add api keys"   (then read and edit storage/migrations/versions/<new file>)
+##   It compares against a scratch SQLite database brought to the newest revision first.
+revision: install
+	@test -n "$(m)" || { echo 'usage: make revision m="what changes"'; exit 2; }
+	scratch=$$(mktemp -d) && trap 'rm -rf "$$scratch"' EXIT && \
+	$(BIN)/alembic -x url=sqlite:///$$scratch/head.db upgrade head && \
+	$(BIN)/alembic -x url=sqlite:///$$scratch/head.db revision --autogenerate -m "$(m)"
 
 ## Print benchmark figures and write benchmarks/results/latest.json (+ throughput.json).
 bench: install

@@ -1,22 +1,32 @@
-"""Engine set-up: SQLite under the data dir by default, any SQLAlchemy URL otherwise."""
+"""Engine set-up (SQLite under the data dir by default, any SQLAlchemy URL otherwise) and schema upgrades."""
 
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from sqlalchemy import event, text
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-from sqlmodel import Session, SQLModel, create_engine
+from sqlalchemy import event, inspect, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session, create_engine
 
 from storage import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 SQLITE_BUSY_TIMEOUT_MS = 10_000
-# PostgreSQL advisory-lock key under which schema creation runs (any constant unique to this app).
+# PostgreSQL advisory-lock key under which schema upgrades run (any constant unique to this app).
 SCHEMA_LOCK_KEY = 0x5157454E  # "QWEN"
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# The revision equal to the schema that create_all made before migrations existed, and its tables.
+BASELINE_REVISION = "0001"
+BASELINE_TABLES = ("users", "task_records")
+# Alembic keeps the running migration in module globals: one upgrade per process at a time.
+_UPGRADE_IN_PROCESS = threading.Lock()
 
 
 def sqlite_url(data_dir: Path | str) -> str:
@@ -44,28 +54,71 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 
 
-def init_db(engine: Engine, attempts: int = 5) -> None:
-    """Create missing tables and indexes. Idempotent; tolerates other processes doing the same.
+def alembic_config() -> Config:
+    """The Alembic configuration of the migrations shipped in ``storage/migrations``."""
+    from alembic.config import Config  # imported here: alembic takes a while to import
 
-    On PostgreSQL the creation runs in one transaction under an advisory lock, so concurrent
-    starters (ingress replicas, the registry) wait for each other instead of colliding.
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("file_template", "%%(year)d%%(month).2d%%(day).2d_%%(rev)s_%%(slug)s")
+    return config
+
+
+def init_db(engine: Engine, attempts: int = 5) -> None:
+    """Bring the schema to the newest migration. Idempotent; safe when several processes (ingress
+    replicas, the registry) start at once.
+
+    The whole upgrade runs in one transaction that only one process holds at a time: on
+    PostgreSQL under an advisory lock, on SQLite under ``BEGIN IMMEDIATE`` (the database's write
+    lock). Whoever comes second finds the schema at head and changes nothing. A database created
+    before migrations existed (the tables, no ``alembic_version``) is recognised and stamped as
+    the baseline revision, keeping its rows.
     """
     for attempt in range(attempts):
         try:
-            if engine.dialect.name == "postgresql":
-                with engine.begin() as conn:
-                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
-                    SQLModel.metadata.create_all(conn)
-            else:
-                SQLModel.metadata.create_all(engine)
+            with _UPGRADE_IN_PROCESS, _schema_lock(engine) as connection:
+                _upgrade(connection)
             return
-        except (OperationalError, ProgrammingError, IntegrityError):
-            # Another process created the same table between our check and our CREATE: the
-            # loser sees "already exists" (SQLite: OperationalError; PostgreSQL: DuplicateTable
-            # or a unique violation in its catalog). The next attempt finds the tables there.
+        except OperationalError:
+            # SQLite: another process held the write lock past the busy timeout. Try again.
             if attempt == attempts - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))
+
+
+@contextmanager
+def _schema_lock(engine: Engine) -> Iterator[Connection]:
+    """A connection in a transaction that no other schema upgrade runs beside; commits on exit."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+        elif engine.dialect.name == "sqlite":
+            # pysqlite issues no BEGIN before DDL by itself; this one also takes the write lock at
+            # once, so two starters cannot both read "no tables yet" and then both create them.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            connection.begin()
+        yield connection
+        connection.commit()
+
+
+def _upgrade(connection: Connection) -> None:
+    from alembic import command
+
+    config = alembic_config()
+    # env.py runs the migrations on this connection, inside the transaction that holds the lock.
+    config.attributes["connection"] = connection
+    existing = set(inspect(connection).get_table_names())
+    if "alembic_version" not in existing:
+        present = existing & set(BASELINE_TABLES)
+        if present == set(BASELINE_TABLES):
+            command.stamp(config, BASELINE_REVISION)
+        elif present:
+            raise RuntimeError(
+                f"the database has some of the service's tables ({', '.join(sorted(present))}) but not "
+                f"all of them, and no alembic_version: it is not a schema this service created"
+            )
+    command.upgrade(config, "head")
 
 
 @contextmanager
