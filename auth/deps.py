@@ -7,12 +7,13 @@ own short session (a route that changes the user adds it to the route's session)
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, Optional
 
 from fastapi import Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.concurrency import run_in_threadpool
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from auth.service import AuthError, AuthService
 from storage.tables import User

@@ -255,10 +255,11 @@ def _dtype_argument() -> str:
 def _load_tiny(profile: Profile, kind: str, device: str):
     import torch
 
+    from .profiles import default_tiny_cache_dir
     from .tiny import ensure_tiny_pipeline
 
     try:
-        path = ensure_tiny_pipeline(kind, profile.cache_dir)
+        path = ensure_tiny_pipeline(kind, profile.cache_dir or default_tiny_cache_dir())
     except OSError as error:
         raise ModelLoadError(
             f"cannot write the tiny {kind} model under {profile.cache_dir}: {error}. "

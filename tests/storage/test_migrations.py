@@ -32,8 +32,9 @@ HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 # Rows as the 2.0.0 code wrote them: naive UTC timestamps, JSON as text, every column used.
 USERS = [
-    {"id": 1, "username": "alice", "email": "alice@example.com", "hashed_password": "$argon2id$v=19$m=65536,t=3,p=4$abc",
-     "is_active": True, "is_admin": True, "created_at": datetime(2024, 3, 1, 0, 30, 15, 250000),
+    {"id": 1, "username": "alice", "email": "alice@example.com",
+     "hashed_password": "$argon2id$v=19$m=65536,t=3,p=4$abc", "is_active": True, "is_admin": True,
+     "created_at": datetime(2024, 3, 1, 0, 30, 15, 250000),
      "token_version": 3, "daily_limit": 50, "monthly_limit": 900},
     {"id": 2, "username": "李雷", "email": None, "hashed_password": "$argon2id$v=19$m=65536,t=3,p=4$def",
      "is_active": False, "is_admin": False, "created_at": datetime(2024, 3, 2, 23, 59, 59),
