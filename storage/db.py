@@ -124,9 +124,13 @@ def _sqlite_schema_transaction(connection: Connection) -> Iterator[None]:
             raise RuntimeError(f"the schema upgrade would leave rows with dangling foreign keys: {broken[:5]}")
         connection.commit()
     finally:
-        connection.rollback()  # nothing left after a commit; everything after a failure
-        connection.exec_driver_sql("PRAGMA foreign_keys=ON")  # the pooled connection goes back as it came
-        connection.commit()
+        try:
+            connection.rollback()  # nothing left after a commit; everything after a failure
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")  # back to the pool as it came
+            connection.commit()
+        except Exception:
+            connection.invalidate()  # never pool a connection that might have foreign keys off
+            raise
 
 
 def _upgrade(connection: Connection) -> None:
