@@ -9,7 +9,7 @@ EXTRAS ?= dev
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: install run test lint revision bench clean
+.PHONY: install run test test-unit lint revision bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,9 +23,13 @@ install: $(STAMP)
 run: install
 	$(BIN)/python -m serving
 
-## Run the whole test suite.
+## Run the whole test suite (what CI runs).
 test: install
 	$(BIN)/python -m pytest
+
+## The fast tier: tests marked unit, no Ray (under a minute).
+test-unit: install
+	$(BIN)/python -m pytest -m unit -q
 
 ## Lint, format check and type check (what CI runs before the tests).
 ## All three run, so one run shows every finding; any finding fails it.
