@@ -43,6 +43,8 @@ ENGLISH = {
     "不能对自己的账号执行此操作": "Administrators cannot do this to their own account",
     "服务正在启动": "The service is starting",
     "请求体无法解析": "The request body could not be parsed",
+    "浏览器会话的修改请求需要请求头 X-Requested-With: qwen-image":
+        "Requests that change state with a browser session need the header X-Requested-With: qwen-image",
 }
 # Templated messages: the Chinese prefix is replaced, the rest (names, numbers) kept.
 ENGLISH_PREFIXES = [
