@@ -12,6 +12,8 @@ import logging
 from typing import Callable, Optional
 
 from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
 from auth.routes import router as auth_router
 from auth.security import load_or_create_secret
@@ -23,6 +25,7 @@ from serving.routes import generate, history, system, tasks
 from serving.settings import Settings
 from serving.state import ServiceState, read_deployment_status
 from storage import init_db, make_engine, open_result_store
+from web import INDEX_HTML, PAGE_CSP, STATIC_DIR
 
 log = logging.getLogger("qwen_image.ingress")
 
@@ -44,12 +47,24 @@ def create_app(state: Optional[ServiceState] = None) -> FastAPI:
     app.include_router(history.router)  # before tasks: /tasks/history/… must not match /tasks/{task_id}
     app.include_router(tasks.router)
     app.include_router(generate.router)
+    add_web_page(app)
     app.add_middleware(BodyLimitMiddleware, limit_for=lambda path: body_limit_for(state, path))
     app.add_middleware(SecurityHeadersMiddleware)
     if state is not None:
         app.state.service = state
         app.state.auth = state.auth
     return app
+
+
+def add_web_page(app: FastAPI) -> None:
+    """The web page at ``/`` and its assets under ``/static``; it talks to the API like any client."""
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def web_page() -> FileResponse:
+        # The page's CSP replaces the API's ``default-src 'none'`` (SecurityHeadersMiddleware keeps a
+        # header a route already set) and is still strict: no inline scripts or styles.
+        return FileResponse(INDEX_HTML, media_type="text/html", headers={"Content-Security-Policy": PAGE_CSP})
 
 
 def body_limit_for(state: Optional[ServiceState], path: str) -> int:
