@@ -24,7 +24,8 @@ COMMAND_TIMEOUT = 180
 @pytest.fixture
 def cli(base_url, user, tmp_path):
     """Runs ``qwen-image`` logged in as a fresh user, with its own config file."""
-    env = {**os.environ, "QWEN_IMAGE_URL": base_url, "QWEN_IMAGE_CONFIG": str(tmp_path / "config.json"), "LANG": "C"}
+    env = {**os.environ, "QWEN_IMAGE_URL": base_url, "QWEN_IMAGE_CONFIG": str(tmp_path / "config.json"), "LANG": "C",
+           "COLUMNS": "240"}
     env.pop("QWEN_IMAGE_API_KEY", None)
 
     def run(*args: str, input: str | None = None, check_rc: int | None = 0) -> subprocess.CompletedProcess:
@@ -107,7 +108,10 @@ def test_ctrl_c_asks_and_cancels_the_task(cli, client):
     token = login(client, cli.user.username, cli.user.password)
     process = subprocess.Popen([sys.executable, "-m", "cli.main", "generate", "a slow panorama", "--ratio", "16:9",
                                 "--steps", "100"], env=cli.env, cwd=cli.dir, stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               # as from a terminal: a test runner started in the background may
+                               # pass SIGINT down ignored, and Python then keeps ignoring it
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         def running_task():
             items = client.get("/tasks/history/me", params={"status": "running"}, headers=bearer(token)).json()["items"]

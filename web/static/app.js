@@ -51,6 +51,10 @@ async function guarded(action) {
     return await action();
   } catch (err) {
     showError(err);
+    if (err instanceof ApiError && err.status === 401 && state.user) {
+      state.user = null;  // the session ended (expired, or the password changed): log in again
+      renderAccount();
+    }
     return undefined;
   }
 }
@@ -332,6 +336,7 @@ async function showResult(taskId, settings) {
   const blob = await response.blob();
   const seed = response.headers.get("X-Seed");
   const seconds = response.headers.get("X-Generation-Seconds");
+  if (seed !== null && seed !== "") state.lastSeed = Number(seed);
   const images = await resultImages(blob);
   const zipUrl = images.length > 1 ? URL.createObjectURL(blob) : null;
   images.forEach((image, index) => addToGallery(taskId, image, index, images.length, zipUrl, { ...settings, seed: Number(seed) }));
@@ -355,7 +360,8 @@ function addToGallery(taskId, image, index, count, zipUrl, settings) {
   img.src = url;
   img.alt = prompt;
   $(".shot-prompt", item).textContent = prompt;
-  const seed = Number.isFinite(settings.seed) ? settings.seed + (settings.mode === "batch" ? 0 : index) : "?";
+  // One seed per task: the images of a task share one generator, so the seed reproduces the set.
+  const seed = Number.isFinite(settings.seed) ? settings.seed : "?";
   $(".shot-meta", item).textContent = t("g.meta", { seed, params: describe(settings) });
   const png = $(".dl-png", item);
   png.href = url;
