@@ -7,6 +7,7 @@ README's come from ``QWEN_SCREENSHOT_DIR=docs/screenshots``), else to a temporar
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -152,12 +153,25 @@ def test_a_newcomer_registers_generates_cancels_edits_and_reads_history(browser,
     expect(page.locator("#gallery .shot-prompt").first).to_have_text(XSS)
     assert page.locator("img[src=x]").count() == 0 and not w.dialogs
 
-    # Edit an uploaded image: thumbnail, then the result.
+    # Edit: a result taken as input, a dropped image beside it (thumbnails), one removed again,
+    # then an image from the file picker.
+    page.get_by_role("link", name="Gallery").click()
+    page.locator("#gallery .shot").filter(has_text="a red fox in the snow").locator(".use-edit").click()
+    expect(page.locator("#view-create")).to_be_visible()
+    expect(page.get_by_role("tab", name="Edit", exact=True)).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#thumbs img")).to_have_count(1)
+    page.evaluate("""(b64) => { const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+        const dt = new DataTransfer(); dt.items.add(new File([bytes], 'dropped.png', {type: 'image/png'}));
+        document.querySelector('#drop').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true,
+          cancelable: true})); }""", base64.b64encode(image_bytes(size=(96, 96))).decode())
+    expect(page.locator("#thumbs img")).to_have_count(2)
+    page.locator("#thumbs button").first.click()
+    page.locator("#thumbs button").first.click()
+    expect(page.locator("#thumbs img")).to_have_count(0)
     upload = tmp_path / "input.png"
     upload.write_bytes(image_bytes(size=(256, 192)))
-    page.get_by_role("tab", name="Edit", exact=True).click()
     page.locator("#files").set_input_files(str(upload))
-    expect(page.locator("#thumbs img")).to_have_count(1)
+    expect(page.locator("#thumbs img")).to_have_attribute("alt", "input.png")
     page.locator("#prompt").fill("make it blue")
     page.locator("#steps").fill("20")
     page.locator("#submit").click()
@@ -167,6 +181,11 @@ def test_a_newcomer_registers_generates_cancels_edits_and_reads_history(browser,
     page.get_by_role("link", name="Gallery").click()
     expect(page.locator("#gallery .shot")).to_have_count(3)
     page.screenshot(path=str(shots / "gallery.png"), full_page=True)
+    # "Same settings again" brings back the prompt, mode, steps and the input image.
+    page.locator("#gallery .shot").filter(has_text="make it blue").locator(".again").click()
+    expect(page.locator("#prompt")).to_have_value("make it blue")
+    expect(page.locator("#steps")).to_have_value("20")
+    expect(page.locator("#thumbs img")).to_have_count(1)
 
     # History with statistics; the XSS prompt is text there too.
     page.get_by_role("link", name="History").click()

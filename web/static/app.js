@@ -335,7 +335,11 @@ async function showResult(taskId, settings) {
   const response = await api(`tasks/${encodeURIComponent(taskId)}/result`, { raw: true });
   const blob = await response.blob();
   const seed = response.headers.get("X-Seed");
-  const seconds = response.headers.get("X-Generation-Seconds");
+  let seconds = response.headers.get("X-Generation-Seconds");
+  if (!seconds) {  // only a just-finished task's result carries it; else its run time from the status
+    const status = await api(`tasks/${encodeURIComponent(taskId)}`).catch(() => null);
+    seconds = status && status.execution_time_seconds;
+  }
   if (seed !== null && seed !== "") state.lastSeed = Number(seed);
   const images = await resultImages(blob);
   const zipUrl = images.length > 1 ? URL.createObjectURL(blob) : null;
