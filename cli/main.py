@@ -275,7 +275,7 @@ def _files(paths: list[Path], field: str) -> list:
 
 
 @app.command()
-def generate(ctx: typer.Context, prompt: Annotated[str, typer.Argument(help="what to draw")],
+def generate(ctx: typer.Context, prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="what to draw")],
              output: Output = None,
              ratio: Annotated[str, typer.Option("--ratio", help="aspect ratio: " + ", ".join(RATIOS))] = "1:1",
              steps: Steps = None, cfg: Cfg = None, seed: Seed = -1,
@@ -314,8 +314,8 @@ def edit(ctx: typer.Context,
 
 
 @app.command()
-def batch(ctx: typer.Context, image: Annotated[Path, typer.Argument(help="the image to edit")],
-          prompts: Annotated[str, typer.Argument(help='edit prompts separated by "|" (at most 10)')],
+def batch(ctx: typer.Context, image: Annotated[Path, typer.Argument(metavar="IMAGE", help="the image to edit")],
+          prompts: Annotated[str, typer.Argument(metavar="PROMPTS", help='edit prompts separated by "|" (at most 10)')],
           output: Output = None, steps: Steps = None, cfg: Cfg = None, seed: Seed = -1, negative: Negative = "",
           no_wait: NoWait = False, as_json: JsonOpt = False) -> None:
     """Several edits of one image: one result image per prompt (a ZIP when more than one)."""
@@ -329,7 +329,7 @@ def batch(ctx: typer.Context, image: Annotated[Path, typer.Argument(help="the im
 
 # ------------------------------------------------------------------ tasks
 
-TaskId = Annotated[str, typer.Argument(help="task id")]
+TaskId = Annotated[str, typer.Argument(metavar="ID", help="task id")]
 
 
 @app.command()
@@ -421,11 +421,14 @@ def quota(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 # ------------------------------------------------------------------ API keys
 
 @keys_app.command("create")
-def keys_create(ctx: typer.Context, name: Annotated[str, typer.Argument(help="a name to recognise the key by")],
+def keys_create(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar="NAME", help="a name to recognise the key by")],
+                expires_in_days: Annotated[Optional[int], typer.Option("--expires-in-days", min=1, max=3650,
+                                                                       help="default: never expires")] = None,
                 as_json: JsonOpt = False) -> None:
-    """Create an API key; it is shown once."""
+    """Create an API key (use it with --api-key or QWEN_IMAGE_API_KEY); it is shown once."""
     as_json = _json_wanted(ctx, as_json)
-    body = _run(ctx, as_json, lambda c: c.json("POST", "/auth/api-keys", json={"name": name}))
+    request = {"name": name} if expires_in_days is None else {"name": name, "expires_in_days": expires_in_days}
+    body = _run(ctx, as_json, lambda c: c.json("POST", "/auth/api-keys", json=request))
     if as_json:
         _emit(body)
     else:
@@ -454,7 +457,7 @@ def keys_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 
 @keys_app.command("revoke")
-def keys_revoke(ctx: typer.Context, key_id: Annotated[str, typer.Argument(help="the key's id")],
+def keys_revoke(ctx: typer.Context, key_id: Annotated[str, typer.Argument(metavar="KEY_ID", help="the key's id")],
                 as_json: JsonOpt = False) -> None:
     """Revoke an API key: it stops working at once."""
     as_json = _json_wanted(ctx, as_json)

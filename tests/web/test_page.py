@@ -139,6 +139,7 @@ def test_a_newcomer_registers_generates_cancels_edits_and_reads_history(browser,
     slow = task_item(page, "a very long landscape")
     page.wait_for_function("""() => { const t = [...document.querySelectorAll('#tasks .task')]
         .find(li => li.querySelector('.task-prompt').textContent === 'a very long landscape');
+        if (!t) return false;
         const v = Number(t.querySelector('.bar').getAttribute('aria-valuenow'));
         return t.dataset.status === 'running' && v > 0 && v < 60; }""", timeout=TASK_TIMEOUT_MS, polling=100)
     submit_t2i(page, XSS, steps=20)
