@@ -194,11 +194,11 @@ def test_a_newcomer_registers_generates_cancels_edits_and_reads_history(browser,
     expect(rows).to_have_count(4)
     expect(page.locator("#history-table .prompt-cell", has_text=XSS)).to_have_count(1)
     expect(page.locator("#stats .stat").first).to_contain_text("4")
+    page.screenshot(path=str(shots / "history.png"), full_page=True)
     page.locator("#history-form select[name=status]").select_option("cancelled")
     page.locator("#history-form button[type=submit]").click()
     expect(rows).to_have_count(1)
     expect(page.locator("#page-info")).to_contain_text("1 tasks")
-    page.screenshot(path=str(shots / "history.png"), full_page=True)
 
     # Switch to Chinese: texts change, and the API answers in Chinese as well.
     page.locator("#lang").select_option("zh")
@@ -232,7 +232,7 @@ def test_admin_pages_and_phone_width(browser, base_url, shots, make_user):
     expect(page.locator("#global-stats .stat").first).to_be_visible()
     row.get_by_role("button", name="禁用").click()
     expect(row.get_by_role("button", name="启用")).to_be_visible()
-    page.screenshot(path=str(shots / "admin.png"), full_page=True)
+    page.screenshot(path=str(shots / "admin.png"))
     page.locator("#cleanup-form button[type=submit]").click()
     expect(page.locator("#cleanup-out")).to_contain_text("已清理")
 

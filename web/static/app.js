@@ -398,9 +398,10 @@ function addToGallery(taskId, image, index, count, zipUrl, settings) {
 function renderStats(box, stats) {
   box.replaceChildren();
   for (const [key, value] of Object.entries(stats)) {
-    if (typeof value === "object") continue;
+    if (value !== null && typeof value === "object") continue;
     const shown = typeof value === "number" && !Number.isInteger(value) ? value.toFixed(2) : value;
-    box.append(el("div", { cls: "stat" }, [el("strong", { text: shown ?? "—" }), el("span", { text: t(`s.${key}`) })]));
+    const label = t(`s.${key}`) === `s.${key}` ? key.replace(/_/g, " ") : t(`s.${key}`);  // fields added later
+    box.append(el("div", { cls: "stat" }, [el("strong", { text: shown ?? "—" }), el("span", { text: label })]));
   }
 }
 
@@ -474,7 +475,7 @@ async function userRow(user) {
       daily_limit: daily.value === "" ? null : Number(daily.value), monthly_limit: monthly.value === "" ? null : Number(monthly.value) } });
     showNotice(t("admin.saved"));
   }));
-  const actions = el("td", { cls: "row" }, [
+  const actions = el("div", { cls: "row" }, [
     button(user.is_active ? t("admin.disable") : t("admin.enable"), () => api(`auth/users/${user.id}/toggle-active`, { method: "PUT" })),
     button(user.is_admin ? t("admin.dropAdmin") : t("admin.makeAdmin"), () => api(`auth/users/${user.id}/toggle-admin`, { method: "PUT" })),
     button(t("admin.delete"), async () => {
@@ -483,7 +484,7 @@ async function userRow(user) {
   ]);
   return el("tr", {}, [el("td", { text: user.id }), el("td", { text: user.username }),
     el("td", { text: user.is_active ? t("yes") : t("no") }), el("td", { text: user.is_admin ? t("yes") : t("no") }),
-    el("td", { cls: "row" }, [daily, monthly, save]), actions]);
+    el("td", {}, [el("div", { cls: "row" }, [daily, monthly, save])]), el("td", {}, [actions])]);
 }
 
 async function cleanup(event) {
