@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Optional
 
 import httpx
 
@@ -114,8 +115,9 @@ class Client:
 
     def _follow_events(self, task_id: str, on_update: Callable[[dict], None]) -> Optional[dict]:
         timeout = httpx.Timeout(30.0, read=60.0)  # the service sends a keep-alive every 15 s
-        with self.http.stream("GET", f"/tasks/{task_id}/events", params={"previews": "false"},
-                              timeout=timeout) as response:
+        with self.http.stream(
+            "GET", f"/tasks/{task_id}/events", params={"previews": "false"}, timeout=timeout
+        ) as response:
             if response.status_code >= 400:
                 response.read()
                 raise ApiError(response.status_code, _detail(response))
@@ -132,9 +134,15 @@ class Client:
         while True:
             body = self.json("GET", f"/tasks/{task_id}")
             progress = body.get("progress") or {}
-            update = {"status": body["status"], "position": body.get("position_in_queue"),
-                      "percent": progress.get("percent"), "step": progress.get("current_step"),
-                      "total": progress.get("total_steps"), "seed": body.get("seed"), "error": body.get("error")}
+            update = {
+                "status": body["status"],
+                "position": body.get("position_in_queue"),
+                "percent": progress.get("percent"),
+                "step": progress.get("current_step"),
+                "total": progress.get("total_steps"),
+                "seed": body.get("seed"),
+                "error": body.get("error"),
+            }
             on_update(update)
             if body["status"] in TERMINAL:
                 return update
@@ -147,7 +155,12 @@ def _event_update(name: str, data: dict) -> Optional[dict]:
     if name == "started":
         return {"status": "running", "position": 0}
     if name == "progress":
-        return {"status": "running", "percent": data.get("percent"), "step": data.get("step"), "total": data.get("total")}
+        return {
+            "status": "running",
+            "percent": data.get("percent"),
+            "step": data.get("step"),
+            "total": data.get("total"),
+        }
     if name == "completed":
         return {"status": "completed", "percent": 100.0, "seed": data.get("seed")}
     if name == "failed":

@@ -9,5 +9,7 @@ STATIC_DIR = WEB_DIR / "static"
 # The page's own Content-Security-Policy: scripts, styles and fonts only from the service itself
 # (no inline code, no CDN); images also from data: (live previews) and blob: (results fetched
 # with the session cookie); requests only back to the service.
-PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-            "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)

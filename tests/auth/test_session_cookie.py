@@ -10,6 +10,8 @@ from starlette.requests import Request
 
 from auth.deps import session_token
 
+pytestmark = pytest.mark.unit
+
 
 def request(method: str = "GET", headers: dict[str, str] | None = None) -> Request:
     raw = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]

@@ -24,13 +24,25 @@ COMMAND_TIMEOUT = 180
 @pytest.fixture
 def cli(base_url, user, tmp_path):
     """Runs ``qwen-image`` logged in as a fresh user, with its own config file."""
-    env = {**os.environ, "QWEN_IMAGE_URL": base_url, "QWEN_IMAGE_CONFIG": str(tmp_path / "config.json"), "LANG": "C",
-           "COLUMNS": "240"}
+    env = {
+        **os.environ,
+        "QWEN_IMAGE_URL": base_url,
+        "QWEN_IMAGE_CONFIG": str(tmp_path / "config.json"),
+        "LANG": "C",
+        "COLUMNS": "240",
+    }
     env.pop("QWEN_IMAGE_API_KEY", None)
 
     def run(*args: str, input: str | None = None, check_rc: int | None = 0) -> subprocess.CompletedProcess:
-        done = subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, cwd=tmp_path, input=input,
-                              capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+        done = subprocess.run(
+            [sys.executable, "-m", "cli.main", *args],
+            env=env,
+            cwd=tmp_path,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT,
+        )
         if check_rc is not None:
             assert done.returncode == check_rc, (done.returncode, done.stdout, done.stderr)
         return done
@@ -106,13 +118,20 @@ def test_service_refusals_have_their_own_exit_codes(cli, tmp_path):
 
 def test_ctrl_c_asks_and_cancels_the_task(cli, client):
     token = login(client, cli.user.username, cli.user.password)
-    process = subprocess.Popen([sys.executable, "-m", "cli.main", "generate", "a slow panorama", "--ratio", "16:9",
-                                "--steps", "100"], env=cli.env, cwd=cli.dir, stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               # as from a terminal: a test runner started in the background may
-                               # pass SIGINT down ignored, and Python then keeps ignoring it
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "generate", "a slow panorama", "--ratio", "16:9", "--steps", "100"],
+        env=cli.env,
+        cwd=cli.dir,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # as from a terminal: a test runner started in the background may
+        # pass SIGINT down ignored, and Python then keeps ignoring it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
+
         def running_task():
             items = client.get("/tasks/history/me", params={"status": "running"}, headers=bearer(token)).json()["items"]
             return items[0]["task_id"] if items else None
@@ -126,15 +145,27 @@ def test_ctrl_c_asks_and_cancels_the_task(cli, client):
             process.kill()
     assert process.returncode == 130, (stdout, stderr)
     assert f"Cancel task {task_id}?" in stderr and "cancel" in stderr.splitlines()[-1]
-    final = wait_for(lambda: (s := client.get(f"/tasks/{task_id}", headers=bearer(token)).json())["status"]
-                     in ("cancelled", "completed", "failed") and s, timeout=60, what="the task to end")
+    final = wait_for(
+        lambda: (
+            (s := client.get(f"/tasks/{task_id}", headers=bearer(token)).json())["status"]
+            in ("cancelled", "completed", "failed")
+            and s
+        ),
+        timeout=60,
+        what="the task to end",
+    )
     assert final["status"] == "cancelled"
 
 
 def test_credentials_from_the_environment_win_over_the_file(cli, client, make_user):
     other = make_user()
     env = {**cli.env, "QWEN_IMAGE_API_KEY": login(client, other.username, other.password)}
-    done = subprocess.run([sys.executable, "-m", "cli.main", "quota", "--json"], env=env, capture_output=True,
-                          text=True, timeout=COMMAND_TIMEOUT)
+    done = subprocess.run(
+        [sys.executable, "-m", "cli.main", "quota", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+    )
     assert done.returncode == 0 and json.loads(done.stdout)["user_id"] == other.id
     assert httpx.get(cli.env["QWEN_IMAGE_URL"] + "/health", timeout=10).status_code == 200

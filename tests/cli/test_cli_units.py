@@ -9,12 +9,29 @@ import pytest
 
 from cli.client import _event_update, _sse, config_path, resolve, write_config
 
+pytestmark = pytest.mark.unit
+
 
 def test_sse_parser_reads_named_events_and_skips_comments():
-    lines = [": keep-alive", "", "id: 1", "event: queued", 'data: {"task_id": "t", "position": 2}', "",
-             "event: progress", 'data: {"task_id": "t",', 'data: "percent": 50.0}', "", "event: broken", "data: {", ""]
-    assert list(_sse(iter(lines))) == [("queued", {"task_id": "t", "position": 2}),
-                                       ("progress", {"task_id": "t", "percent": 50.0})]
+    lines = [
+        ": keep-alive",
+        "",
+        "id: 1",
+        "event: queued",
+        'data: {"task_id": "t", "position": 2}',
+        "",
+        "event: progress",
+        'data: {"task_id": "t",',
+        'data: "percent": 50.0}',
+        "",
+        "event: broken",
+        "data: {",
+        "",
+    ]
+    assert list(_sse(iter(lines))) == [
+        ("queued", {"task_id": "t", "position": 2}),
+        ("progress", {"task_id": "t", "percent": 50.0}),
+    ]
 
 
 def test_events_map_to_updates_and_previews_are_ignored():
@@ -45,4 +62,7 @@ def test_flags_win_over_environment_over_file(config, monkeypatch):
     monkeypatch.setenv("QWEN_IMAGE_URL", "http://env")
     monkeypatch.setenv("QWEN_IMAGE_API_KEY", "env-key")
     assert (resolve(None, None).url, resolve(None, None).token) == ("http://env", "env-key")
-    assert (resolve("http://flag", "flag-key").url, resolve("http://flag", "flag-key").token) == ("http://flag", "flag-key")
+    assert (resolve("http://flag", "flag-key").url, resolve("http://flag", "flag-key").token) == (
+        "http://flag",
+        "flag-key",
+    )

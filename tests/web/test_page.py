@@ -12,8 +12,8 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
@@ -21,8 +21,15 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_play
 from tests.api.helpers import image_bytes
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TASK_TIMEOUT_MS = 120_000
 XSS = "<img src=x onerror=alert(1)>"
 
@@ -63,8 +70,7 @@ class Watched:
 
 
 def open_page(browser: Browser, base_url: str, locale: str = "en-US", width: int = 1280, height: int = 900) -> Watched:
-    context = browser.new_context(locale=locale, viewport={"width": width, "height": height},
-                                  accept_downloads=True)
+    context = browser.new_context(locale=locale, viewport={"width": width, "height": height}, accept_downloads=True)
     watched = Watched(context.new_page())
     watched.page.goto(base_url + "/")
     expect(watched.page.locator("body[data-ready=true]")).to_have_count(1)
@@ -88,7 +94,9 @@ def test_page_is_served_with_a_strict_csp_and_docs_still_work(client):
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     csp = page.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "'unsafe-inline'" not in csp and "style-src 'self'" in csp
-    assert client.get("/static/app.js").headers["content-type"].startswith(("text/javascript", "application/javascript"))
+    assert (
+        client.get("/static/app.js").headers["content-type"].startswith(("text/javascript", "application/javascript"))
+    )
     assert client.get("/static/missing.js").status_code == 404
     assert client.get("/docs").status_code == 200
     assert "content-security-policy" not in client.get("/docs").headers
@@ -137,11 +145,15 @@ def test_a_newcomer_registers_generates_cancels_edits_and_reads_history(browser,
     # A long task, cancelled while it runs; a second one beside it shows several at once.
     submit_t2i(page, "a very long landscape", steps=100, ratio="16:9")
     slow = task_item(page, "a very long landscape")
-    page.wait_for_function("""() => { const t = [...document.querySelectorAll('#tasks .task')]
+    page.wait_for_function(
+        """() => { const t = [...document.querySelectorAll('#tasks .task')]
         .find(li => li.querySelector('.task-prompt').textContent === 'a very long landscape');
         if (!t) return false;
         const v = Number(t.querySelector('.bar').getAttribute('aria-valuenow'));
-        return t.dataset.status === 'running' && v > 0 && v < 60; }""", timeout=TASK_TIMEOUT_MS, polling=100)
+        return t.dataset.status === 'running' && v > 0 && v < 60; }""",
+        timeout=TASK_TIMEOUT_MS,
+        polling=100,
+    )
     submit_t2i(page, XSS, steps=20)
     page.screenshot(path=str(shots / "create.png"), full_page=True)
     slow.locator(".task-cancel").click()
@@ -161,10 +173,13 @@ def test_a_newcomer_registers_generates_cancels_edits_and_reads_history(browser,
     expect(page.locator("#view-create")).to_be_visible()
     expect(page.get_by_role("tab", name="Edit", exact=True)).to_have_attribute("aria-selected", "true")
     expect(page.locator("#thumbs img")).to_have_count(1)
-    page.evaluate("""(b64) => { const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+    page.evaluate(
+        """(b64) => { const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
         const dt = new DataTransfer(); dt.items.add(new File([bytes], 'dropped.png', {type: 'image/png'}));
         document.querySelector('#drop').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true,
-          cancelable: true})); }""", base64.b64encode(image_bytes(size=(96, 96))).decode())
+          cancelable: true})); }""",
+        base64.b64encode(image_bytes(size=(96, 96))).decode(),
+    )
     expect(page.locator("#thumbs img")).to_have_count(2)
     page.locator("#thumbs button").first.click()
     page.locator("#thumbs button").first.click()
