@@ -218,8 +218,8 @@ def describe_failure(exc: BaseException) -> str:
     """A message a user can act on, without a stack trace."""
     text = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
-        return f"显存或内存不足，请减少图片数量或稍后重试 ({text[:200]})"
-    return f"生成失败 ({text[:300]})"
+        return messages.OUT_OF_MEMORY(error=text[:200])
+    return messages.GENERATION_FAILED(error=text[:300])
 
 
 # One generating plus one waiting on the lock; the least busy replica gets each request.
