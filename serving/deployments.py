@@ -8,7 +8,7 @@ A replica admits two requests (``max_ongoing_requests: 2``) but a lock lets only
 device: the second waits on the replica itself, still ``pending`` (cancellable), and starts the
 moment the first one's last step is done, while the first one's PNGs are encoded and written
 beside it. With one request per replica the device would idle through PNG encoding, result
-writing, the reply and the router's next pick. :mod:`serving.routing` sends each request to the
+writing, the reply and the router's next pick. :mod:`serving.replica_router` sends each request to the
 least busy replica so that a queued request never waits behind a busy device while another idles.
 """
 
@@ -30,7 +30,7 @@ from models.kinds import ModelKind
 from serving import messages
 from serving.protocol import Cancelled, Failed, Generated, ModelOutcome, ModelRequest, Skipped
 from serving.registry import lookup_registry
-from serving.routing import ROUTER_PATH
+from serving.replica_router import ROUTER_PATH
 from serving.settings import load_settings
 from storage import open_result_store
 
