@@ -11,22 +11,23 @@ replica is full it retries with exponential back-off, 25 ms doubling to 0.5 s, s
 frees up waits on the router's timer.
 
 :class:`LeastBusyRouter` is built only on Serve's public request-router API (``ray.serve.request_router``:
-``choose_replicas``, the ``on_*`` hooks, ``initialize_state``, ``select_available_replicas``, the
-FIFO and locality mixins); it overrides no private method and reads no private state.
+``choose_replicas``, the ``on_*`` hooks, ``initialize_state``, the FIFO and locality mixins); it
+overrides no private method and reads no private state.
 
-- **Ranking** (:meth:`LeastBusyRouter.rank`): replicas known to be full are left out rather than
-  probed (``select_available_replicas``: Serve's own count of each replica's requests, corrected by
-  every reply and probe, an entry expiring after Serve's 10 s cache timeout, after which the replica
-  is probed again). The others are ranked idle first, then busy. "Idle" means this router has no
-  request accepted and not yet completed on it: its own count, kept by ``on_request_routed`` and
-  ``on_request_completed`` (exact because the task registry is the only sender). Within a rank
-  Serve takes the replica with the fewest requests, probing those it knows nothing about.
+- **Its own count** of each replica's requests: those the replica accepted (``on_request_routed``)
+  and that have not completed (``on_request_completed``), by request id. It is exact because the
+  task registry is the only sender, and it changes the moment Serve reports a completion.
+- **Ranking** (:meth:`LeastBusyRouter.rank`): idle replicas first, then busy ones; replicas full by
+  that count are left out rather than probed (probing them all on every completion cost a probe per
+  replica per waiting request). Within a rank Serve takes the replica with the fewest requests by
+  its own cache, probing those it knows nothing about, so a replica kept busy by another sender (the
+  requests of a registry that restarted) is still found out by Serve.
 - **No idle waiting**: while every replica is full, ``choose_replicas`` (a coroutine) waits for a
   request to complete instead of returning nothing and letting Serve sleep on its back-off timer.
   Each completion wakes one waiting routing task (waking all would send them all to the one free
   slot, and all but one would be refused); Serve's longest back-off (``max_backoff_s``) is the
-  ceiling, so a wake-up that finds nothing (the replica set changed, a count was stale) costs no
-  more than Serve's own back-off would.
+  ceiling, so a wake-up that is missed (the replica set changed) costs no more than Serve's own
+  back-off would.
 - FIFO order and node locality are Serve's mixins. The router is set per deployment with
   ``request_router_config``.
 
@@ -34,8 +35,8 @@ What the public API leaves out, and what that costs: a change of the replica set
 than overriding ``update_replicas`` (public, but the framework's own bookkeeping), so requests
 waiting while a replica is added notice it at the next completion or within ``max_backoff_s``.
 Without Serve's rejection protocol (strict ``max_ongoing_requests``, on everywhere but in Ray
-Client) ``on_request_routed`` is not called; every replica then ranks as idle and Serve's own
-fewest-requests choice among the available ones decides.
+Client) ``on_request_routed`` is not called: every replica then ranks as idle and Serve's own
+fewest-requests choice decides, probing full replicas as its default router does.
 """
 
 from __future__ import annotations
@@ -49,9 +50,11 @@ from ray.serve.request_router import (
 )
 
 ROUTER_PATH = "serving.replica_router.LeastBusyRouter"
-# Requests that completed before Serve reported them routed (a reply faster than the acceptance
-# reached this router) or that were refused: remembered so a late on_request_routed is not counted.
-# Bounded: only the most recent matter.
+# Completions with no accepted request to match: refused attempts, and replies that reached this
+# router before the acceptance did. Remembered (by replica and request) so that a late
+# on_request_routed for the same pair is not counted; bounded, since only the most recent matter.
+# A refused request that Serve retries on the same replica and that is accepted there may thus be
+# counted one short until it completes; the replica's own refusal still keeps it from overfilling.
 _UNMATCHED_COMPLETIONS = 1024
 
 
@@ -63,7 +66,7 @@ class LeastBusyRouter(FIFOMixin, LocalityMixin, RequestRouter):
         super().initialize_state(**kwargs)
         # Requests accepted by each replica and not yet completed, by Serve's internal request id.
         self._accepted: defaultdict[ReplicaID, set[str]] = defaultdict(set)
-        self._completed_unrouted: OrderedDict[str, None] = OrderedDict()
+        self._completed_unrouted: OrderedDict[tuple[ReplicaID, str], None] = OrderedDict()
         # Futures of choose_replicas calls waiting for a free slot, oldest first.
         self._waiting: deque[asyncio.Future] = deque()
 
@@ -78,10 +81,10 @@ class LeastBusyRouter(FIFOMixin, LocalityMixin, RequestRouter):
         """Idle replicas, then busy ones; replicas known to be full left out; empty ranks dropped."""
         # Locality first (same node, then zone, then all); it also decides when waiting is due.
         ids = self.apply_locality_routing(pending_request=pending_request)
-        local = [replica for replica in candidate_replicas if replica.replica_id in ids]
-        available = self.select_available_replicas(local)
-        idle = [replica for replica in available if not self.ongoing(replica.replica_id)]
-        busy = [replica for replica in available if self.ongoing(replica.replica_id)]
+        room = [replica for replica in candidate_replicas
+                if replica.replica_id in ids and self.ongoing(replica.replica_id) < replica.max_ongoing_requests]
+        idle = [replica for replica in room if not self.ongoing(replica.replica_id)]
+        busy = [replica for replica in room if self.ongoing(replica.replica_id)]
         return [rank for rank in (idle, busy) if rank]
 
     async def choose_replicas(
@@ -130,26 +133,30 @@ class LeastBusyRouter(FIFOMixin, LocalityMixin, RequestRouter):
         """The replica accepted the request: one more ongoing there (unless it already completed)."""
         super().on_request_routed(pending_request, replica_id, result)
         request_id = pending_request.metadata.internal_request_id
-        if request_id in self._completed_unrouted:
-            del self._completed_unrouted[request_id]
+        if (replica_id, request_id) in self._completed_unrouted:
+            del self._completed_unrouted[replica_id, request_id]
         else:
             self._accepted[replica_id].add(request_id)
 
     def on_request_completed(self, replica_id: ReplicaID, internal_request_id: str) -> None:
         """A request left a replica (done, failed, cancelled or refused): wake one waiting routing task.
 
-        The wake-up is scheduled rather than done here so that Serve's own bookkeeping of the same
-        completion, queued beside this call, has run when the woken task looks at the counts.
+        The wake-up is scheduled rather than done here so that Serve's own count of the same
+        completion, queued beside this call, is usually done when the woken task picks a replica
+        (else Serve probes the replica once).
         """
         super().on_request_completed(replica_id, internal_request_id)
         accepted = self._accepted.get(replica_id)
         if accepted is not None and internal_request_id in accepted:
             accepted.discard(internal_request_id)
         else:
-            self._completed_unrouted[internal_request_id] = None
+            self._completed_unrouted[replica_id, internal_request_id] = None
             while len(self._completed_unrouted) > _UNMATCHED_COMPLETIONS:
                 self._completed_unrouted.popitem(last=False)
-        asyncio.get_running_loop().call_soon(self._wake_one)
+        try:
+            asyncio.get_running_loop().call_soon(self._wake_one)
+        except RuntimeError:  # not on an event loop (Serve calls this on the router's loop)
+            self._wake_one()
 
     def on_replica_actor_died(self, replica_id: ReplicaID) -> None:
         super().on_replica_actor_died(replica_id)

@@ -135,12 +135,20 @@ def test_a_refused_request_and_a_completion_reported_before_its_acceptance_are_n
         a.queue_len = 2  # requests from elsewhere fill it
         send(router, a, accepted=False)
         assert router.ongoing(a.replica_id) == 0
-        assert await choose(router) == [[b]]  # full, by the replica's own answer
+        assert await choose(router) == [[a, b]]
+        # Within the rank Serve's own count, corrected by the refusal, passes over it.
+        assert router.select_available_replicas([a, b]) == [b]
 
         early = pending()  # a reply faster than the acceptance reached the router
         router.on_request_completed(b.replica_id, early.metadata.internal_request_id)
         router.on_request_routed(early, b.replica_id, None)
         assert router.ongoing(b.replica_id) == 0
+
+        # A request refused by one replica and retried (same request id) on another counts there.
+        retried = pending()
+        router.on_request_completed(a.replica_id, retried.metadata.internal_request_id)  # a refused it
+        router.on_request_routed(retried, b.replica_id, None)
+        assert router.ongoing(b.replica_id) == 1
 
     asyncio.run(scenario())
 
@@ -205,10 +213,10 @@ def test_a_waiting_request_looks_again_after_serves_longest_back_off():
         waiting = asyncio.create_task(choose(router))
         await settle()
         assert not waiting.done()
-        # Capacity appears without a completion this router sees (the replica reports it).
-        a.queue_len = 0
-        router.on_new_queue_len_info(a.replica_id, 0)
-        assert await asyncio.wait_for(waiting, timeout=30) == [[a]]  # the timeout only guards against a hang
+        # A replica is added: no completion announces it.
+        b = FakeReplica("b", max_ongoing_requests=1)
+        router.update_replicas([a, b])
+        assert await asyncio.wait_for(waiting, timeout=30) == [[b]]  # the timeout only guards against a hang
 
     asyncio.run(scenario())
 
