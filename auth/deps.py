@@ -29,7 +29,8 @@ async def get_auth(request: Request) -> AuthService:
     """The AuthService of the app serving ``request`` (``app.state.auth``, set when the app is built)."""
     service = getattr(request.app.state, "auth", None)
     if service is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, messages.SERVICE_STARTING, headers={"Retry-After": "2"})
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, messages.SERVICE_STARTING,
+                            headers={"Retry-After": "2"})
     return service
 
 

@@ -29,7 +29,7 @@ from models.kinds import ModelKind
 LANGUAGES = ("zh", "en")
 DEFAULT_LANGUAGE = "zh"
 
-CATALOGUE: dict[str, "Template"] = {}
+CATALOGUE: dict[str, Template] = {}
 
 
 def placeholders(template: str) -> set[str]:
@@ -47,7 +47,7 @@ class Template:
         self.fields = placeholders(zh)
         self._pattern: Optional[re.Pattern] = None
 
-    def __call__(self, **params: Any) -> "Message":
+    def __call__(self, **params: Any) -> Message:
         if set(params) != self.fields:
             raise TypeError(f"message {self.id} takes {sorted(self.fields)}, got {sorted(params)}")
         return Message(self, params)
@@ -81,7 +81,7 @@ class Message(str):
     template: Template
     params: dict[str, Any]
 
-    def __new__(cls, template: Template, params: dict[str, Any]) -> "Message":
+    def __new__(cls, template: Template, params: dict[str, Any]) -> Message:
         self = super().__new__(cls, template.fill(DEFAULT_LANGUAGE, params))
         self.template, self.params = template, params
         return self
@@ -250,7 +250,8 @@ IMAGE_TOO_SMALL = _entry("image_too_small", "尺寸 {width}×{height} 过小（�
 IMAGE_TRAILING_DATA = _entry("image_trailing_data", "图片结尾之后还有多余数据（疑似伪装的复合文件）",
                              "there is data after the image's end (possibly a disguised polyglot file)")
 IMAGE_BOMB = _entry("image_bomb", "疑似解压炸弹（像素数过大）", "it looks like a decompression bomb (too many pixels)")
-IMAGE_UNDECODABLE = _entry("image_undecodable", "无法解析为图片（{error}）", "it cannot be decoded as an image ({error})")
+IMAGE_UNDECODABLE = _entry("image_undecodable", "无法解析为图片（{error}）",
+                           "it cannot be decoded as an image ({error})")
 
 # Accounts
 INVALID_CREDENTIALS = _entry("invalid_credentials", "无效的认证凭据", "Invalid authentication credentials")

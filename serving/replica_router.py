@@ -46,7 +46,13 @@ from collections import OrderedDict, defaultdict, deque
 from typing import Optional
 
 from ray.serve.request_router import (
-    FIFOMixin, LocalityMixin, PendingRequest, ReplicaID, ReplicaResult, RequestRouter, RunningReplica,
+    FIFOMixin,
+    LocalityMixin,
+    PendingRequest,
+    ReplicaID,
+    ReplicaResult,
+    RequestRouter,
+    RunningReplica,
 )
 
 ROUTER_PATH = "serving.replica_router.LeastBusyRouter"

@@ -96,7 +96,8 @@ async def get_state(request: Request) -> ServiceState:
     """The ServiceState of the app serving ``request`` (``app.state.service``); 503 until it has one."""
     state = getattr(request.app.state, "service", None)
     if state is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, messages.SERVICE_STARTING, headers={"Retry-After": "2"})
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, messages.SERVICE_STARTING,
+                            headers={"Retry-After": "2"})
     return state
 
 

@@ -246,10 +246,10 @@ def test_the_configs_name_this_router(path):
 
 def test_the_ray_in_use_and_deployed_is_the_minor_version_pinned():
     import re
-    import tomllib
     from pathlib import Path
 
     import ray
+    import tomllib
 
     root = Path(__file__).resolve().parents[2]
     [pin] = [d for d in tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
