@@ -47,6 +47,11 @@ class LoadedModel:
     profile: Profile
     pipeline: Any = None
     load_seconds: float = 0.0
+    # LoRA support (models.adapters): the adapters loaded in this pipeline, and for fast mode the
+    # Lightning adapter and its scheduler (a separate instance from the pipeline's own).
+    adapters: Any = None
+    lightning: Any = None
+    fast_scheduler: Any = None
 
 
 @dataclass
@@ -63,6 +68,10 @@ class GenerationRequest:
     seed: int = -1
     num_images: int = 1
     images: list[Image.Image] = field(default_factory=list)
+    # LoRA adapters (models.adapters.AdapterUse) active for this run; none: the base model.
+    adapters: list[Any] = field(default_factory=list)
+    # Fast mode: the model's Lightning adapter and scheduler, true CFG off.
+    fast: bool = False
 
 
 @dataclass
@@ -95,9 +104,53 @@ def load(profile: Profile, kind: str, device: str | None = None, num_threads: in
     else:
         pipeline = _load_pretrained(profile, kind, device)
     pipeline.set_progress_bar_config(disable=True)
-    seconds = time.perf_counter() - started
-    log.info("loaded %s (%s) on %s in %.1f s", info.name, kind, device, seconds)
-    return LoadedModel(kind=kind, info=info, device=device, profile=profile, pipeline=pipeline, load_seconds=seconds)
+    model = LoadedModel(kind=kind, info=info, device=device, profile=profile, pipeline=pipeline)
+    _prepare_speed_options(model)
+    model.load_seconds = time.perf_counter() - started
+    log.info("loaded %s (%s) on %s in %.1f s", info.name, kind, device, model.load_seconds)
+    return model
+
+
+def _prepare_speed_options(model: LoadedModel) -> None:
+    """Adapters, fast mode, step caching and compilation as the profile asks (models.adapters)."""
+    from . import adapters
+
+    profile, pipeline = model.profile, model.pipeline
+    model.adapters = adapters.AdapterSet(
+        pipeline, capacity=profile.adapter_capacity + 1,  # + the Lightning adapter
+        max_bytes=profile.adapter_max_mb * 1024 * 1024, hotswap=profile.compile,
+    )
+    source = _lightning_source(profile, model.kind)
+    if source is not None:
+        model.lightning = adapters.AdapterUse("lightning", 1.0, source)
+        model.fast_scheduler = adapters.lightning_scheduler(pipeline.scheduler)
+    if profile.step_cache:
+        try:
+            adapters.enable_step_cache(pipeline, profile.step_cache, profile.step_cache_threshold)
+        except ValueError as error:
+            raise ModelLoadError(f"step cache {profile.step_cache!r} cannot be used with {model.info.name}: {error}. "
+                                 f"Set STEP_CACHE to another mode or leave it empty.") from error
+    if profile.compile:
+        adapters.compile_regionally(pipeline, max_adapter_rank=profile.max_adapter_rank)
+        warm_up = GenerationRequest(prompt="warm-up", num_inference_steps=2, seed=0)
+        if model.kind == IMAGE_EDIT:
+            warm_up.images = [Image.new("RGB", (1024, 1024))]
+        started = time.perf_counter()
+        generate(model, warm_up)
+        log.info("compiled %s's transformer blocks; warm-up took %.1f s", model.info.name, time.perf_counter() - started)
+
+
+def _lightning_source(profile: Profile, kind: str):
+    from .adapters import AdapterSource
+
+    if profile.name == "tiny":
+        from .tiny_lora import WEIGHT_NAME, ensure_tiny_lora
+
+        return AdapterSource("lightning", ensure_tiny_lora(kind, profile.cache_dir, "lightning"), WEIGHT_NAME)
+    if kind not in profile.lightning_sources:
+        return None
+    path, weight_name = profile.lightning_sources[kind]
+    return AdapterSource("lightning", path, weight_name)
 
 
 def generate(
@@ -146,6 +199,10 @@ def _check_request(model: LoadedModel, request: GenerationRequest) -> None:
             raise ValueError(f"image edit takes 1-{MAX_EDIT_INPUTS} input images, got {len(request.images)}")
     elif request.width % 16 or request.height % 16 or request.width <= 0 or request.height <= 0:
         raise ValueError(f"width and height must be positive multiples of 16, got {request.width}x{request.height}")
+    if (request.adapters or request.fast) and model.pipeline is not None and model.adapters is None:
+        raise ValueError("this model was loaded without adapter support")
+    if request.fast and model.pipeline is not None and model.lightning is None:
+        raise ValueError("this model has no fast mode (no Lightning adapter configured)")
 
 
 class _Stopped(Exception):
@@ -171,12 +228,16 @@ def _pipeline_generate(model, request, seed, on_step, should_stop):
     # A CPU generator draws the same noise whatever the device, so a seed means the same image.
     generator = torch.Generator(device="cpu").manual_seed(seed)
     transformer_config = pipeline.transformer.config
+    if model.adapters is not None:
+        # Every run sets its own adapters: after a load diffusers leaves only the newest active.
+        model.adapters.activate(list(request.adapters) + ([model.lightning] if request.fast else []))
     arguments = dict(
         prompt=request.prompt,
         # Always a string: the pipelines run true CFG only when negative_prompt is not None,
         # and they encode "" as a real (empty) negative prompt, so the default "" keeps CFG on.
         negative_prompt=request.negative_prompt or "",
-        true_cfg_scale=request.true_cfg_scale,
+        # The Lightning adapters are distilled to run without classifier-free guidance.
+        true_cfg_scale=1.0 if request.fast else request.true_cfg_scale,
         num_inference_steps=total,
         # Only guidance-distilled transformers read it; the others would just log a warning.
         guidance_scale=request.guidance_scale if transformer_config.guidance_embeds else None,
@@ -191,6 +252,9 @@ def _pipeline_generate(model, request, seed, on_step, should_stop):
         # Edit output size follows the pipeline's own rule (last input's aspect ratio, ~1 MP).
         images = [image.convert("RGB") for image in request.images]
         arguments.update(image=images if len(images) > 1 else images[0])
+    base_scheduler = pipeline.scheduler
+    if request.fast:
+        pipeline.scheduler = model.fast_scheduler
     try:
         output = pipeline(**arguments)
     except _Stopped:
@@ -198,6 +262,8 @@ def _pipeline_generate(model, request, seed, on_step, should_stop):
         # the CPU, or the next run loads its text encoder beside a transformer still on the GPU.
         pipeline.maybe_free_model_hooks()
         return [], progress["steps"], True
+    finally:
+        pipeline.scheduler = base_scheduler
     return list(output.images), progress["steps"], False
 
 
