@@ -82,6 +82,10 @@ class Profile:
     step_cache: str | None = None  # "first_block" or "taylorseer"
     step_cache_threshold: float | None = None  # FirstBlockCache's threshold
     compile: bool = False  # regional torch.compile of the transformer blocks at load
+    # Memory (qwen profile): FP8 weight-only transformers (torchao) and group offloading with CUDA
+    # streams; cpu_offload above is model CPU offload.
+    fp8: bool = False
+    group_offload: bool = False
     max_adapter_rank: int = 128  # with compile: adapters up to this rank hotswap without recompiling
 
     def info(self, kind: str) -> ModelInfo:
@@ -187,6 +191,21 @@ def with_speed_options(
         profile, adapter_capacity=adapter_capacity, adapter_max_mb=adapter_max_mb, lightning_sources=sources,
         step_cache=step_cache, step_cache_threshold=step_cache_threshold, compile=compile,
     )
+
+
+def with_memory_options(profile: Profile, *, fp8: bool = False, group_offload: bool = False) -> Profile:
+    """``profile`` with FP8 weight-only transformers and/or group offloading.
+
+    Raises ``ValueError`` saying what to change where the combination cannot work.
+    """
+    import dataclasses
+
+    if (fp8 or group_offload) and profile.name != "qwen":
+        raise ValueError(f"FP8 and group offloading apply to the qwen profile on a CUDA GPU, not to {profile.name!r}: "
+                         f"set MEMORY_MODE=bf16 (or MODEL_PROFILE=qwen)")
+    if group_offload and profile.cpu_offload:
+        raise ValueError("group offloading and model CPU offload exclude each other: choose one MEMORY_MODE")
+    return dataclasses.replace(profile, fp8=fp8, group_offload=group_offload)
 
 
 def default_tiny_cache_dir() -> str:

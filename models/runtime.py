@@ -85,12 +85,15 @@ class GenerationResult:
     seconds: float
 
 
-def load(profile: Profile, kind: str, device: str | None = None, num_threads: int | None = None) -> LoadedModel:
+def load(profile: Profile, kind: str, device: str | None = None, num_threads: int | None = None,
+         share: LoadedModel | None = None) -> LoadedModel:
     """Load ``kind`` (``text_to_image`` or ``image_edit``) of ``profile`` onto ``device``.
 
     ``device`` defaults to the profile's (``cuda`` for ``qwen``, ``cpu`` otherwise); ``num_threads``
     sets torch's thread count (the ``TORCH_NUM_THREADS`` setting). Raises ``ModelLoadError`` with a
     message saying what to do when the GPU or the weights are missing.
+    ``share``: another loaded model whose text encoder, tokenizer and VAE this one uses instead of
+    loading its own (``models.shared`` checks first that they are the same weights).
     """
     check_kind(kind)
     started = time.perf_counter()
@@ -99,10 +102,15 @@ def load(profile: Profile, kind: str, device: str | None = None, num_threads: in
     if not profile.pipeline_classes:  # sleep, faulty: no pipeline, no torch
         return LoadedModel(kind=kind, info=info, device="none", profile=profile)
     _apply_thread_setting(num_threads)
+    components = {}
+    if share is not None:
+        from .shared import SHARED_COMPONENTS
+
+        components = {name: getattr(share.pipeline, name) for name in SHARED_COMPONENTS}
     if profile.name == "tiny":
-        pipeline = _load_tiny(profile, kind, device)
+        pipeline = _load_tiny(profile, kind, device, components)
     else:
-        pipeline = _load_pretrained(profile, kind, device)
+        pipeline = _load_pretrained(profile, kind, device, components)
     pipeline.set_progress_bar_config(disable=True)
     model = LoadedModel(kind=kind, info=info, device=device, profile=profile, pipeline=pipeline)
     _prepare_speed_options(model)
@@ -290,6 +298,19 @@ def _sleep_generate(model, request, seed, on_step, should_stop):
     return images, steps, interrupted
 
 
+def _fp8_config():
+    """diffusers' quantization config for FP8 weight-only transformers (torchao)."""
+    try:
+        from diffusers import PipelineQuantizationConfig, TorchAoConfig
+        from torchao.quantization import Float8WeightOnlyConfig
+    except ImportError as error:
+        raise ModelLoadError(
+            f"FP8 needs torchao ({error}): install the GPU extra, pip install 'qwen-image-service[gpu]', "
+            f"or set MEMORY_MODE=bf16"
+        ) from error
+    return PipelineQuantizationConfig(quant_mapping={"transformer": TorchAoConfig(Float8WeightOnlyConfig())})
+
+
 def _apply_thread_setting(threads: int | None) -> None:
     if threads is None:
         return
@@ -314,7 +335,7 @@ def _dtype_argument() -> str:
     return "dtype" if Version(diffusers.__version__).release >= (0, 42) else "torch_dtype"
 
 
-def _load_tiny(profile: Profile, kind: str, device: str):
+def _load_tiny(profile: Profile, kind: str, device: str, components: dict):
     import torch
 
     from .profiles import default_tiny_cache_dir
@@ -328,12 +349,12 @@ def _load_tiny(profile: Profile, kind: str, device: str):
             f"Point {CACHE_DIR_SETTING} at a writable directory."
         ) from error
     pipeline = _pipeline_class(profile.pipeline_classes[kind]).from_pretrained(
-        path, local_files_only=True, **{_dtype_argument(): torch.float32}
+        path, local_files_only=True, **{_dtype_argument(): torch.float32}, **components
     )
     return pipeline.to(device)
 
 
-def _load_pretrained(profile: Profile, kind: str, device: str):
+def _load_pretrained(profile: Profile, kind: str, device: str, components: dict):
     import torch
 
     source = profile.sources[kind]
@@ -352,12 +373,15 @@ def _load_pretrained(profile: Profile, kind: str, device: str):
     local = profile.is_local_source(kind)
     if local and not os.path.isfile(os.path.join(source, "model_index.json")):
         raise ModelLoadError(f"no diffusers weights at {source} (model_index.json is missing): {download}")
+    quantization = {"quantization_config": _fp8_config()} if profile.fp8 else {}
     try:
         pipeline = _pipeline_class(profile.pipeline_classes[kind]).from_pretrained(
             source,
             cache_dir=profile.cache_dir,
             local_files_only=local,
             **{_dtype_argument(): getattr(torch, profile.dtype)},
+            **components,
+            **quantization,
         )
     except Exception as error:  # noqa: BLE001 - turned into advice; the cause stays chained
         reason = f"cannot load {source}: {type(error).__name__}: {error}"
@@ -368,6 +392,13 @@ def _load_pretrained(profile: Profile, kind: str, device: str):
     try:
         if profile.cpu_offload:
             pipeline.enable_model_cpu_offload(device=device)
+        elif profile.group_offload:
+            # Block by block, prefetched on a CUDA stream while the previous block computes.
+            # Shared modules already carry the first pipeline's hooks.
+            pipeline.enable_group_offload(
+                onload_device=torch.device(device), offload_device=torch.device("cpu"), offload_type="block_level",
+                num_blocks_per_group=1, use_stream=True, exclude_modules=list(components) or None,
+            )
         else:
             pipeline.to(device)
     except torch.cuda.OutOfMemoryError as error:
