@@ -173,22 +173,42 @@ def set_edit_mode(transformer, edit: bool) -> None:
     transformer.register_to_config(zero_cond_t=edit)
 
 
-def build_full_pipelines(device: str):
+def build_full_pipelines(device: str, layout: str = "one-transformer"):
+    """Both pipelines over one text encoder and VAE. ``one-transformer`` (the default) also shares
+    the transformer, flipping its edit mode: each model's own footprint, as in the separate layout.
+    ``shared`` gives the edit pipeline a transformer of its own: both models resident at once, as
+    the service's shared layout holds them."""
+    import copy
+
     import torch
-    from diffusers import QwenImageEditPlusPipeline, QwenImagePipeline
+    from diffusers import FlowMatchEulerDiscreteScheduler, QwenImageEditPlusPipeline, QwenImagePipeline, QwenImageTransformer2DModel
+
+    from models.tiny import SCHEDULER_CONFIG
 
     c = build_components(device, torch.bfloat16)
     shared = {k: c[k] for k in ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")}
     t2i = QwenImagePipeline(**shared)
+    if layout == "shared":
+        with created_on(device, torch.bfloat16):
+            edit_transformer = QwenImageTransformer2DModel(**copy.deepcopy(TRANSFORMER_CONFIG), zero_cond_t=True).eval()
+        edit = QwenImageEditPlusPipeline(
+            processor=c["processor"], **{**shared, "transformer": edit_transformer,
+                                         "scheduler": FlowMatchEulerDiscreteScheduler(**copy.deepcopy(SCHEDULER_CONFIG))})
+        return t2i, edit, lambda mode: None
     edit = QwenImageEditPlusPipeline(processor=c["processor"], **shared)
     return t2i, edit, lambda mode: set_edit_mode(c["transformer"], mode == "edit")
 
 
-def build_tiny_pipelines():
-    """The tiny profile's two pipelines (``models``), on the CPU."""
+def build_tiny_pipelines(layout: str = "one-transformer"):
+    """The tiny profile's two pipelines (``models``), on the CPU; ``shared``: as the service's
+    shared layout loads them."""
     from models import IMAGE_EDIT, TEXT_TO_IMAGE, get_profile, load
+    from models.shared import load_shared
 
     profile = get_profile("tiny")
+    if layout == "shared":
+        models = load_shared(profile)
+        return models[TEXT_TO_IMAGE].pipeline, models[IMAGE_EDIT].pipeline, lambda mode: None
     return load(profile, TEXT_TO_IMAGE).pipeline, load(profile, IMAGE_EDIT).pipeline, lambda mode: None
 
 
@@ -249,6 +269,30 @@ def apply_fp8(pipes, device: str, notes: list[str]) -> None:
     for transformer in transformers_of(pipes):
         quantize_(transformer, config)
     notes.append("fp8: torchao float8 dynamic activations and weights (per row) on the transformer's linear layers")
+
+
+def apply_offload(pipes, mode: Optional[str], device: str, notes: list[str]) -> None:
+    """Model CPU offload (whole components moved in turn) or group offloading (block by block,
+    prefetched on a CUDA stream), as the service's MEMORY_MODE settings do."""
+    if not mode:
+        return
+    if device == "cpu":
+        notes.append(f"offload {mode}: not applicable on the CPU")
+        return
+    import torch
+
+    done: set[int] = set()
+    for pipe in pipes:
+        if mode == "model":
+            pipe.enable_model_cpu_offload(device=device)
+        else:
+            shared = [name for name in ("text_encoder", "vae") if id(getattr(pipe, name)) in done]
+            pipe.enable_group_offload(onload_device=torch.device(device), offload_device=torch.device("cpu"),
+                                      offload_type="block_level", num_blocks_per_group=1, use_stream=True,
+                                      exclude_modules=shared or None)
+        done.update(id(getattr(pipe, name)) for name in ("text_encoder", "vae", "transformer"))
+    notes.append("offload: model CPU offload" if mode == "model"
+                 else "offload: group offloading, one block per group, CUDA stream prefetch")
 
 
 def apply_lora(pipes, rank: Optional[int], fast: bool, notes: list[str]) -> None:
@@ -419,6 +463,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--cache", nargs="?", const="first_block", choices=["first_block", "fbc", "taylorseer", "cache-dit"],
                         help="a step cache: diffusers' FirstBlockCache (first_block, the default; fbc is the old "
                              "name), TaylorSeer, or cache-dit. Also times the uncached image and reports PSNR/SSIM")
+    parser.add_argument("--layout", choices=["one-transformer", "shared"], default="one-transformer",
+                        help="shared: both models resident at once over one text encoder and VAE (the service's "
+                             "shared layout); one-transformer (default): each model's own footprint")
+    parser.add_argument("--offload", choices=["model", "group"], help="model CPU offload or group offloading")
     parser.add_argument("--lora", type=int, metavar="RANK", help="run with a random LoRA of this rank active")
     parser.add_argument("--fast", action="store_true",
                         help="fast mode: Lightning stand-in LoRA and scheduler, true CFG off (use with --steps 4)")
@@ -451,11 +499,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     notes: list[str] = []
     started = time.perf_counter()
     if args.tiny:
-        t2i, edit, set_mode = build_tiny_pipelines()
+        t2i, edit, set_mode = build_tiny_pipelines(args.layout)
         notes.append("tiny profile components, float32 on the CPU")
     else:
-        t2i, edit, set_mode = build_full_pipelines(device)
-        notes.append(f"full-size Qwen-Image, random weights, bfloat16 on {torch.cuda.get_device_name(device)}")
+        if args.layout == "shared" and args.offload == "model":
+            print("the shared layout cannot use model CPU offload (the service refuses it too): use --offload group",
+                  file=sys.stderr)
+            return 2
+        t2i, edit, set_mode = build_full_pipelines("cpu" if args.offload else device, args.layout)
+        notes.append(f"full-size Qwen-Image, random weights, bfloat16 on {torch.cuda.get_device_name(device)}, "
+                     f"layout {args.layout}")
     build_s = time.perf_counter() - started
     pipes = (t2i, edit)
     for pipe in pipes:
@@ -464,6 +517,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.fp8:
         apply_fp8(pipes, device, notes)
     apply_lora(pipes, args.lora, args.fast, notes)
+    apply_offload(pipes, args.offload, device, notes)
     cfg = 1.0 if args.fast else 4.0
     cache = "first_block" if args.cache == "fbc" else args.cache
     references: dict[str, Any] = {}
