@@ -243,3 +243,27 @@ def compile_regionally(pipeline: Any, max_adapter_rank: int | None = None) -> No
     if max_adapter_rank:
         pipeline.enable_lora_hotswap(target_rank=max_adapter_rank)
     pipeline.transformer.compile_repeated_blocks(fullgraph=True)
+
+
+def check_lora_file(path: str) -> int:
+    """Check that ``path`` is a ``.safetensors`` file holding LoRA weights; return its tensor count.
+
+    Reads only the header (``safetensors.safe_open`` validates its offsets against the file's
+    size): never unpickles anything. Raises :class:`AdapterError` saying what is wrong.
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as weights:
+            keys = list(weights.keys())
+    except Exception as error:  # noqa: BLE001 - any parse failure means "not a safetensors file"
+        raise AdapterError(f"not a valid .safetensors file ({type(error).__name__}: {error})") from None
+    if not keys:
+        raise AdapterError("the .safetensors file holds no tensors")
+    if not any(marker in key for key in keys for marker in LORA_KEY_MARKERS):
+        raise AdapterError("the .safetensors file holds no LoRA weights (no lora_A/lora_B or lora_down/lora_up tensors)")
+    return len(keys)
+
+
+# Names LoRA tensors carry in the formats diffusers loads (peft, kohya/ComfyUI, …).
+LORA_KEY_MARKERS = ("lora_A", "lora_B", "lora_down", "lora_up", "lora.down", "lora.up")

@@ -55,6 +55,19 @@ class Settings(BaseSettings):
     torch_num_threads: Optional[int] = Field(default=None, ge=1)
     sleep_seconds_per_step: float = 0.01
 
+    # --- LoRA adapters, fast mode, step caching, compilation (models.adapters)
+    lora_dir: Optional[Path] = None  # default: <data_dir>/loras; local: sources and uploads live here
+    lora_max_upload_mb: int = Field(default=2048, ge=1)
+    adapter_cache_size: int = Field(default=4, ge=1)  # adapters kept loaded per replica (LRU)
+    adapter_cache_mb: int = Field(default=0, ge=0)  # and at most this many MB of them (0: no byte bound)
+    # The fast mode's Lightning LoRA per model, "<hub id or folder>:<file>"; empty: the published ones
+    lightning_text_to_image: Optional[str] = None
+    lightning_image_edit: Optional[str] = None
+    fast_steps: int = Field(default=4, ge=1, le=16)
+    step_cache: Optional[Literal["first_block", "taylorseer"]] = None
+    step_cache_threshold: Optional[float] = Field(default=None, gt=0, lt=1)
+    compile_transformer: bool = False  # regional torch.compile at load, with a warm-up
+
     # --- tasks
     max_queue_size: int = Field(default=1000, ge=1)
     task_retries: int = Field(default=1, ge=0)
@@ -98,6 +111,14 @@ class Settings(BaseSettings):
         from storage.db import sqlite_url
 
         return sqlite_url(self.data_dir)
+
+    @property
+    def resolved_lora_dir(self) -> Path:
+        return (self.lora_dir or self.data_dir / "loras").resolve()
+
+    @property
+    def lora_max_upload_bytes(self) -> int:
+        return self.lora_max_upload_mb * 1024 * 1024
 
     @property
     def max_upload_bytes(self) -> int:
