@@ -181,8 +181,8 @@ def with_speed_options(
         raise ValueError(f"unknown step cache {step_cache!r}; use one of {', '.join(STEP_CACHE_MODES)} or none")
     if step_cache_threshold is not None and step_cache != "first_block":
         raise ValueError("a step cache threshold applies to the first_block step cache only")
-    if profile.name == "sleep" and (step_cache or compile):
-        raise ValueError("the sleep profile runs no model: step caching and compilation do not apply to it")
+    if not profile.pipeline_classes and (step_cache or compile):
+        raise ValueError(f"the {profile.name} profile runs no model: step caching and compilation do not apply to it")
     sources = dict(profile.lightning_sources)
     for kind, source in (lightning_sources or {}).items():
         check_kind(kind)

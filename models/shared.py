@@ -29,7 +29,7 @@ SHARED_COMPONENTS = ("text_encoder", "vae", "tokenizer")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-def load_shared(profile: Profile, device: str | None = None) -> dict:
+def load_shared(profile: Profile, device: str | None = None, num_threads: int | None = None) -> dict:
     """Load both kinds of ``profile`` sharing one text encoder, tokenizer and VAE.
 
     Returns ``{kind: LoadedModel}``. Raises ``ModelLoadError`` when the two checkpoints' shared
@@ -37,8 +37,8 @@ def load_shared(profile: Profile, device: str | None = None) -> dict:
     """
     from .runtime import load
 
-    if profile.name == "sleep":
-        return {kind: load(profile, kind, device) for kind in (TEXT_TO_IMAGE, IMAGE_EDIT)}
+    if not profile.pipeline_classes:  # sleep, faulty: nothing to share
+        return {kind: load(profile, kind, device, num_threads) for kind in (TEXT_TO_IMAGE, IMAGE_EDIT)}
     if profile.cpu_offload:
         raise ModelLoadError(
             "the shared layout cannot use model CPU offload (its hooks belong to one pipeline, and both "
@@ -46,8 +46,8 @@ def load_shared(profile: Profile, device: str | None = None) -> dict:
             "or the separate layout"
         )
     check_shareable(profile)
-    text_to_image = load(profile, TEXT_TO_IMAGE, device)
-    image_edit = load(profile, IMAGE_EDIT, device, share=text_to_image)
+    text_to_image = load(profile, TEXT_TO_IMAGE, device, num_threads)
+    image_edit = load(profile, IMAGE_EDIT, device, num_threads, share=text_to_image)
     return {TEXT_TO_IMAGE: text_to_image, IMAGE_EDIT: image_edit}
 
 

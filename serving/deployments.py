@@ -58,6 +58,13 @@ class ModelWorker:
             cpu_offload=self.settings.cpu_offload,
             sleep_seconds_per_step=self.settings.sleep_seconds_per_step,
         )
+        if profile.pipeline_classes:
+            profile = models.with_speed_options(
+                profile, adapter_capacity=self.settings.adapter_cache_size,
+                adapter_max_mb=self.settings.adapter_cache_mb, lightning_sources=self.settings.lightning_sources(),
+                step_cache=self.settings.step_cache, step_cache_threshold=self.settings.step_cache_threshold,
+                compile=self.settings.compile_transformer,
+            )
         started = time.perf_counter()
         self.model = models.load(profile, self.kind.value, num_threads=self.settings.torch_num_threads)
         if str(self.model.device) == "cpu" and self.settings.torch_num_threads is None:
@@ -139,7 +146,7 @@ class ModelWorker:
             width=p.get("width", 1024), height=p.get("height", 1024),
             num_inference_steps=p["num_inference_steps"], true_cfg_scale=p["true_cfg_scale"],
             guidance_scale=p.get("guidance_scale", 1.0), seed=p["seed"], num_images=p.get("num_images", 1),
-            images=images,
+            images=images, adapters=_adapter_uses(task), fast=p.get("speed") == "fast",
         )
 
     def _generate(self, task: ModelRequest, request, registry, started: ray.ObjectRef, abandoned: threading.Event):
@@ -182,6 +189,19 @@ class ModelWorker:
             self.store.put(key, data)
             keys.append(key)
         return keys
+
+
+def _adapter_uses(task: ModelRequest) -> list:
+    """The request's adapters as ``models.adapters`` takes them; one named by the task but gone from
+    the catalogue since fails the task instead of silently running without it."""
+    from models.adapters import AdapterError, AdapterSource, AdapterUse
+
+    resolved = {ref.name: ref for ref in task.adapters}
+    missing = [entry["name"] for entry in task.parameters.get("loras") or [] if entry["name"] not in resolved]
+    if missing:
+        raise AdapterError(f"LoRA {', '.join(missing)} is no longer in the catalogue")
+    return [AdapterUse(ref.name, ref.scale, AdapterSource(ref.name, ref.path, ref.weight_name))
+            for ref in task.adapters]
 
 
 async def _outlast_cancellation(work: asyncio.Future) -> None:

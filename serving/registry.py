@@ -36,6 +36,7 @@ from serving.protocol import (
     Failed,
     Generated,
     ModelOutcome,
+    AdapterRef,
     ModelRequest,
     QueueFull,
     QueueInfo,
@@ -51,6 +52,7 @@ from serving.protocol import (
 )
 from serving.settings import load_settings
 from storage import TaskRecord, TaskStatus, init_db, make_engine, open_result_store, session_scope, utcnow
+from storage.adapters import adapters_named
 from storage.tasks import QuotaExceeded, create_task_within_quota, old_finished_tasks, unfinished_tasks
 
 log = logging.getLogger("qwen_image.registry")
@@ -88,11 +90,13 @@ def result_key(task_id: str, count: int) -> str:
 
 
 def model_requests(app_name: str, task_id: str, kind: ModelKind, prompts: list[str], params: dict[str, Any],
-                   input_keys: list[str], image_count: int) -> list[ModelRequest]:
+                   input_keys: list[str], image_count: int,
+                   adapters: Optional[list[AdapterRef]] = None) -> list[ModelRequest]:
     """The model requests of a task: one per prompt (a batch edit has several)."""
     return [
         ModelRequest(app_name=app_name, task_id=task_id, kind=kind, index=i, prompt=prompt, parameters=params,
-                     input_keys=input_keys, output_key=result_key(task_id, 1) if image_count == 1 else None)
+                     input_keys=input_keys, output_key=result_key(task_id, 1) if image_count == 1 else None,
+                     adapters=list(adapters or []))
         for i, prompt in enumerate(prompts)
     ]
 
@@ -237,7 +241,7 @@ class RegistryCore:
         params = record.parameters
         kind = kind_for_task_type(record.task_type)
         requests = model_requests(self.app_name, record.task_id, kind, params.get("prompts") or [record.prompt],
-                                  params, list(record.input_keys), record.image_count)
+                                  params, list(record.input_keys), record.image_count, self._adapters_of(params))
         return LiveTask(
             task_id=record.task_id, user_id=record.user_id, task_type=record.task_type, kind=kind,
             status=record.status, created_at=record.created_at, requests=requests,
@@ -256,6 +260,28 @@ class RegistryCore:
 
     # ------------------------------------------------------------------ creation and dispatch
 
+    def _adapters_of(self, params: dict[str, Any]) -> list[AdapterRef]:
+        """Where the weights of the task's adapters (``parameters["loras"]``) are, from the catalogue.
+        An adapter deleted since the task was accepted is left out; the replica then fails the task
+        saying so rather than running it without."""
+        named = params.get("loras") or []
+        if not named:
+            return []
+        with session_scope(self.engine) as session:
+            rows = adapters_named(session, [entry["name"] for entry in named])
+        lora_dir = self.settings.resolved_lora_dir
+        refs = []
+        for entry in named:
+            row = rows.get(entry["name"])
+            if row is None:
+                continue
+            if row.source_type == "hub":
+                refs.append(AdapterRef(row.name, float(entry["scale"]), row.source, row.weight_name))
+            else:
+                path = lora_dir / row.source
+                refs.append(AdapterRef(row.name, float(entry["scale"]), str(path.parent), path.name))
+        return refs
+
     async def create(self, spec: TaskSpec) -> CreateAnswer:
         """Create a task (idempotent by ``task_id``) and dispatch it; a refusal writes nothing."""
         task_id = spec.task_id
@@ -268,7 +294,7 @@ class RegistryCore:
         params["seed"] = seed
         input_keys = list(spec.input_keys)
         requests = model_requests(self.app_name, task_id, spec.kind, spec.prompts, params, input_keys,
-                                  spec.image_count)
+                                  spec.image_count, self._adapters_of(params))
         now = utcnow()
         record = TaskRecord(
             task_id=task_id, user_id=spec.user_id, task_type=spec.task_type, prompt=spec.prompt,

@@ -61,8 +61,8 @@ class Settings(BaseSettings):
     adapter_cache_size: int = Field(default=4, ge=1)  # adapters kept loaded per replica (LRU)
     adapter_cache_mb: int = Field(default=0, ge=0)  # and at most this many MB of them (0: no byte bound)
     # The fast mode's Lightning LoRA per model, "<hub id or folder>:<file>"; empty: the published ones
-    lightning_text_to_image: Optional[str] = None
-    lightning_image_edit: Optional[str] = None
+    lightning_text_to_image: Optional[str] = Field(default=None, pattern=r"^.+:[^:/]+\.safetensors$")
+    lightning_image_edit: Optional[str] = Field(default=None, pattern=r"^.+:[^:/]+\.safetensors$")
     fast_steps: int = Field(default=4, ge=1, le=16)
     step_cache: Optional[Literal["first_block", "taylorseer"]] = None
     step_cache_threshold: Optional[float] = Field(default=None, gt=0, lt=1)
@@ -111,6 +111,15 @@ class Settings(BaseSettings):
         from storage.db import sqlite_url
 
         return sqlite_url(self.data_dir)
+
+    def lightning_sources(self) -> dict[str, tuple[str, str]]:
+        """The Lightning LoRA overrides, kind -> (hub id or folder, file)."""
+        sources = {}
+        for kind, value in (("text_to_image", self.lightning_text_to_image), ("image_edit", self.lightning_image_edit)):
+            if value:
+                path, _, weight_name = value.rpartition(":")
+                sources[kind] = (path, weight_name)
+        return sources
 
     @property
     def resolved_lora_dir(self) -> Path:
