@@ -53,6 +53,21 @@ class LoadedModel:
     lightning: Any = None
     fast_scheduler: Any = None
 
+    def describe(self) -> dict[str, Any]:
+        """How this model is loaded: what ``/health`` and ``/models`` report."""
+        profile = self.profile
+        return {
+            "name": self.info.name,
+            "dtype": profile.dtype,
+            "quantization": "fp8" if profile.fp8 else "none",
+            "offload": "model" if profile.cpu_offload else "group" if profile.group_offload else "none",
+            "device": self.device,
+            "step_cache": profile.step_cache,
+            "compiled": profile.compile,
+            "adapters_loaded": self.adapters.loaded if self.adapters is not None else [],
+            "fast_mode": self.lightning is not None,
+        }
+
 
 @dataclass
 class GenerationRequest:

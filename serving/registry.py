@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import logging
 import secrets
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -56,6 +57,10 @@ from storage.adapters import adapters_named
 from storage.tasks import QuotaExceeded, create_task_within_quota, old_finished_tasks, unfinished_tasks
 
 log = logging.getLogger("qwen_image.registry")
+
+# A model replica reports what it holds every REPLICA_REPORT_INTERVAL_S; one not heard from for
+# this long is gone (stopped, crashed) and leaves /health's replica list.
+REPLICA_REPORT_TTL_S = 60.0
 
 NAMESPACE = "qwen_image"
 FINISHED = FINISHED_STATUSES
@@ -156,6 +161,7 @@ class RegistryCore:
         self._status_counts: Counter[str] = Counter()
         self._pending: dict[ModelKind, dict[str, None]] = {kind: {} for kind in ModelKind}
         self._handles: dict[ModelKind, Any] = {}
+        self._replicas: dict[str, tuple[float, dict[str, Any]]] = {}  # replica id -> (when, its report)
         self._cleanup_loop: Optional[asyncio.Task] = None
 
     # ------------------------------------------------------------------ helpers
@@ -164,7 +170,7 @@ class RegistryCore:
         if kind not in self._handles:
             from ray import serve
 
-            self._handles[kind] = serve.get_deployment_handle(kind.deployment, app_name=self.app_name)
+            self._handles[kind] = serve.get_deployment_handle(self.settings.deployment_for(kind), app_name=self.app_name)
         return self._handles[kind]
 
     def _persist(self, task: LiveTask, **extra: Any) -> None:
@@ -439,6 +445,17 @@ class RegistryCore:
     async def ping(self) -> RegistryIdentity:
         return RegistryIdentity(version=self.version, epoch=self.epoch)
 
+    async def report_replica(self, replica_id: str, info: dict[str, Any]) -> None:
+        """A model replica says what it holds and how much device memory it uses (every few seconds)."""
+        self._replicas[replica_id] = (time.monotonic(), info)
+
+    async def replica_info(self) -> dict[str, dict[str, Any]]:
+        """The latest report of each model replica heard from in the last ``REPLICA_REPORT_TTL_S``."""
+        now = time.monotonic()
+        for replica_id in [r for r, (stamp, _) in self._replicas.items() if now - stamp > REPLICA_REPORT_TTL_S]:
+            del self._replicas[replica_id]
+        return {replica_id: info for replica_id, (_, info) in self._replicas.items()}
+
     # ------------------------------------------------------------------ cancel and clean-up
 
     async def cancel(self, task_id: str, grace_seconds: float = 10.0) -> Union[TaskStatusView, AlreadyFinished, None]:
@@ -502,6 +519,12 @@ class TaskRegistry:
 
     async def ping(self) -> RegistryIdentity:
         return await (await self._ready()).ping()
+
+    async def report_replica(self, replica_id: str, info: dict[str, Any]) -> None:
+        return await (await self._ready()).report_replica(replica_id, info)
+
+    async def replica_info(self) -> dict[str, dict[str, Any]]:
+        return await (await self._ready()).replica_info()
 
     async def create(self, spec: TaskSpec) -> CreateAnswer:
         return await (await self._ready()).create(spec)

@@ -13,6 +13,9 @@ from models.kinds import KIND_NAMES
 
 log = logging.getLogger("qwen_image")
 
+# The deployment of the shared layout: every enabled model in each replica.
+SHARED_DEPLOYMENT = "Models"
+
 # Fields that must never travel through Serve's deployment config (which is stored and shown).
 SECRET_FIELDS = {"jwt_secret", "admin_password", "database_url"}
 
@@ -50,7 +53,12 @@ class Settings(BaseSettings):
     text_to_image_model_path: Optional[str] = None
     image_edit_model_path: Optional[str] = None
     model_cache_dir: Optional[Path] = None
-    cpu_offload: bool = False
+    cpu_offload: bool = False  # the same as OFFLOAD=model (kept for existing configurations)
+    # separate: one deployment per model, one GPU per replica. shared: one deployment whose
+    # replicas hold every enabled model over one text encoder and VAE (a one-GPU workstation).
+    model_layout: Literal["separate", "shared"] = "separate"
+    quantization: Literal["none", "fp8"] = "none"  # fp8: FP8 weight-only transformers (torchao)
+    offload: Literal["none", "model", "group"] = "none"  # model CPU offload, or group offloading
     # torch threads of a CPU model replica; default: every core (Ray would give it one)
     torch_num_threads: Optional[int] = Field(default=None, ge=1)
     sleep_seconds_per_step: float = 0.01
@@ -120,6 +128,14 @@ class Settings(BaseSettings):
                 path, _, weight_name = value.rpartition(":")
                 sources[kind] = (path, weight_name)
         return sources
+
+    def deployment_for(self, kind: Any) -> str:
+        """The Serve deployment that runs ``kind`` (a ``ModelKind``) in this layout."""
+        return SHARED_DEPLOYMENT if self.model_layout == "shared" else kind.deployment
+
+    @property
+    def offload_mode(self) -> str:
+        return "model" if self.cpu_offload and self.offload == "none" else self.offload
 
     @property
     def resolved_lora_dir(self) -> Path:
