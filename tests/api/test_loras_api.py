@@ -7,11 +7,13 @@ catalogue; the replicas load it through diffusers' ``load_lora_weights`` and rec
 from __future__ import annotations
 
 import io
+import time
 
 import pytest
 from PIL import Image
 
 from models.tiny_lora import build_tiny_lora
+from serving.deployments import REPLICA_REPORT_INTERVAL_S
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +54,14 @@ def test_fast_mode_runs_four_steps_with_the_lightning_adapter(client, user):
     fast = generate(client, user.headers, speed="fast")
     text = png_text(fast)
     assert text["speed"] == "fast" and text["steps"] == "4" and text["true_cfg_scale"] == "1"
+
+
+def test_requests_naming_an_adapter_go_to_the_replica_that_already_holds_it(client, user, ink):
+    # Two idle replicas each time: the router sends every one to the replica that ran the adapter
+    # (Serve's own router would split them between the two about evenly).
+    for _ in range(3):
+        generate(client, user.headers, loras=ink)
+    time.sleep(REPLICA_REPORT_INTERVAL_S + 1)  # every replica has reported since the last request
+    replicas = client.get("/health").json()["model_memory"]["text_to_image"]["replicas"]
+    assert len(replicas) == 2
+    assert sorted(ink in replica["adapters_loaded"] for replica in replicas) == [False, True]
