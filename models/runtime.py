@@ -156,7 +156,7 @@ def _prepare_speed_options(model: LoadedModel) -> None:
     if profile.compile:
         adapters.compile_regionally(pipeline, max_adapter_rank=profile.max_adapter_rank)
         warm_up = GenerationRequest(prompt="warm-up", num_inference_steps=2, seed=0)
-        if model.kind == IMAGE_EDIT:
+        if ModelKind(model.kind).spec.takes_images:
             warm_up.images = [Image.new("RGB", (1024, 1024))]
         started = time.perf_counter()
         generate(model, warm_up)
