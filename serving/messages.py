@@ -268,6 +268,7 @@ TOO_MANY_ATTEMPTS = _entry("too_many_attempts", "登录失败次数过多，请�
 WRONG_OLD_PASSWORD = _entry("wrong_old_password", "原密码错误", "The old password is incorrect")
 USER_NOT_FOUND = _entry("user_not_found", "用户不存在", "User not found")
 NOT_ON_SELF = _entry("not_on_self", "不能对自己的账号执行此操作", "Administrators cannot do this to their own account")
+LAST_ADMIN = _entry("last_admin", "至少需要保留一个启用的管理员", "At least one active administrator must remain")
 PASSWORD_CHANGED = _entry("password_changed", "密码修改成功", "The password was changed")
 USER_ENABLED = _entry("user_enabled", "用户已启用", "The user is enabled")
 USER_DISABLED_NOW = _entry("user_disabled_now", "用户已禁用", "The user is disabled")
