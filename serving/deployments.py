@@ -171,7 +171,8 @@ class ModelWorker:
             keys = await asyncio.to_thread(self._store_images, task, request, result)
         except OSError as exc:  # the store's ResultStoreError, or a failed write on the way
             log.error("task %s: result write failed: %s", task.task_id, exc)
-            return Failed(index=index, error=f"{messages.RESULT_WRITE_FAILED}: {exc.strerror or exc}")
+            return Failed(index=index, error=messages.without_server_paths(
+                f"{messages.RESULT_WRITE_FAILED}: {exc.strerror or exc}"))
         except Exception as exc:
             log.exception("task %s: storing the result failed", task.task_id)
             return Failed(index=index, error=describe_failure(exc))
@@ -281,7 +282,7 @@ def release_accelerator_memory() -> None:
 
 def describe_failure(exc: BaseException) -> str:
     """A message a user can act on, without a stack trace."""
-    text = f"{type(exc).__name__}: {exc}"
+    text = messages.without_server_paths(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
         return messages.OUT_OF_MEMORY(error=text[:200])
     return messages.GENERATION_FAILED(error=text[:300])

@@ -24,7 +24,18 @@ import re
 import string
 from typing import Any, Optional, Union
 
+import re
+
 from models.kinds import ModelKind
+
+# An absolute POSIX path of two or more parts (what an OSError or a library error carries).
+_SERVER_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s'\"():,/]+/)+([^\s'\"():,/]+)")
+
+
+def without_server_paths(text: str) -> str:
+    """``text`` with absolute server paths cut to their last part: the layout of the host is not the client's."""
+    return _SERVER_PATH.sub(r"…/\1", text)
+
 
 LANGUAGES = ("zh", "en")
 DEFAULT_LANGUAGE = "zh"
@@ -183,6 +194,10 @@ MODEL_NOT_LOADED = {kind: _entry(f"{kind.value}_not_loaded", kind.spec.not_loade
 REGISTRY_UNAVAILABLE = _entry("registry_unavailable", "任务服务正在重启，请稍后重试",
                               "The task service is restarting; retry shortly")
 QUEUE_FULL = _entry("queue_full", "任务队列已满，请稍后重试", "The task queue is full; retry later")
+TOO_MANY_WAITS = _entry("too_many_waits", "同时等待结果的请求过多（每个用户最多 {limit} 个），请稍后重试或使用异步模式",
+                        "Too many of your requests are waiting for results at once (at most {limit}); "
+                        "retry later or use async mode")
+SERVER_BUSY = _entry("server_busy", "服务繁忙，请稍后重试", "The server is busy; retry shortly")
 WAIT_TIMEOUT = _entry("wait_timeout", "等待任务结果超时", "Timed out waiting for the task result")
 TASK_CANCELLED = _entry("task_cancelled", "任务已取消", "The task was cancelled")
 CANCEL_REQUESTED = _entry("cancel_requested", "已请求取消，任务将在下一步停止",

@@ -373,7 +373,8 @@ class RegistryCore:
         try:
             key = keys[0] if len(keys) == 1 else await asyncio.to_thread(self._zip_results, task, keys)
         except OSError as exc:
-            self._finish(task, TaskStatus.failed.value, f"{messages.RESULT_WRITE_FAILED}: {exc}")
+            self._finish(task, TaskStatus.failed.value,
+                         messages.without_server_paths(f"{messages.RESULT_WRITE_FAILED}: {exc}"))
             return
         task.result = ResultLocation(result_path=key, result_filename=key.rsplit("/", 1)[-1],
                                      generation_seconds=round(sum(o.seconds for o in generated), 4))

@@ -46,6 +46,9 @@ async def submit(
 ) -> Response:
     """Store the inputs, have the registry create and dispatch the task, answer 202 or the result."""
     await require_model(state, kind)
+    if not async_mode:
+        with state.long_waits.hold(user.id):  # refused before a task exists, not after
+            pass
     task_id = new_task_id()
     input_keys = [f"inputs/{task_id}/{i}.png" for i in range(len(inputs))]
     if inputs:
@@ -66,7 +69,8 @@ async def submit(
             content={"message": messages.TASK_ACCEPTED, "task_id": task_id, "status_url": f"/tasks/{task_id}",
                      "result_url": f"/tasks/{task_id}/result", "queue_info": asdict(answer.queue_info)},
         )
-    final = await state.registry.wait(task_id, state.settings.sync_timeout_seconds)
+    with state.long_waits.hold(user.id):
+        final = await state.registry.wait(task_id, state.settings.sync_timeout_seconds)
     if final is None:  # forgotten between creation and the wait (a clean-up with max age 0)
         raise not_found()
     return await result_response(state, task_id, final.status.status, final.status.error, final.result,

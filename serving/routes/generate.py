@@ -24,8 +24,10 @@ MAX_PROMPT = 2000
 MAX_BATCH_PROMPTS = 10
 MAX_EDIT_IMAGES = 2
 
-Prompt = Annotated[str, Form(min_length=1, max_length=MAX_PROMPT, description="what to draw or change")]
-NegativePrompt = Annotated[str, Form(max_length=MAX_PROMPT)]
+# NUL is refused up front: PostgreSQL cannot store it in text, so it would fail as a 500 later.
+NO_NUL = r"^[^\x00]*$"
+Prompt = Annotated[str, Form(min_length=1, max_length=MAX_PROMPT, pattern=NO_NUL, description="what to draw or change")]
+NegativePrompt = Annotated[str, Form(max_length=MAX_PROMPT, pattern=NO_NUL)]
 TrueCfg = Annotated[float, Form(ge=1.0, le=10.0)]
 Seed = Annotated[int, Form(ge=-1, le=MAX_SEED, description="-1 = random; the seed used is reported")]
 NumImages = Annotated[int, Form(ge=1, le=4)]
@@ -119,7 +121,7 @@ async def image_edit(
 async def image_edit_batch(
     request: Request, user: CurrentUser, state: StateDep,
     image: Annotated[UploadFile, File(description="one image (JPEG, PNG, WebP; ≤ 20 MB)")],
-    prompts: Annotated[str, Form(min_length=1, max_length=MAX_PROMPT * MAX_BATCH_PROMPTS,
+    prompts: Annotated[str, Form(min_length=1, max_length=MAX_PROMPT * MAX_BATCH_PROMPTS, pattern=NO_NUL,
                                  description="edit prompts separated by |, at most 10")],
     negative_prompt: NegativePrompt = "",
     num_inference_steps: Steps = ModelKind.image_edit.spec.default_steps,
