@@ -79,7 +79,8 @@ class AuthService:
                 except IntegrityError:
                     session.rollback()  # another replica created it first
             admin = get_user_by_username(session, self.config.admin_username)
-            using_default = admin is not None and self.passwords.verify(admin.hashed_password, DEFAULT_ADMIN_PASSWORD)[0]
+            using_default = (admin is not None
+                             and self.passwords.verify(admin.hashed_password, DEFAULT_ADMIN_PASSWORD)[0])
         if using_default:
             log.warning(
                 "SECURITY: user %r still has the default password; set ADMIN_PASSWORD before first "

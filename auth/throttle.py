@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-from datetime import datetime, timedelta
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Optional
 
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, delete
+from sqlmodel import Session, col, delete
 
 from storage import session_scope
 from storage.tables import LoginFailure, utcnow
@@ -72,13 +72,13 @@ class LoginThrottle:
                 row = session.get(LoginFailure, key, with_for_update=True)
                 if row is not None:
                     fresh = now - row.last_failure_at > self.window
-                    session.exec(update(LoginFailure).where(LoginFailure.key == key).values(
+                    session.exec(update(LoginFailure).where(col(LoginFailure.key) == key).values(
                         failures=1 if fresh else LoginFailure.failures + 1, last_failure_at=now))
                     return
             try:
                 with session_scope(self.engine) as session:
                     # Expired counters go as new ones come, so the table holds one window's worth.
-                    session.exec(delete(LoginFailure).where(LoginFailure.last_failure_at < now - self.window))
+                    session.exec(delete(LoginFailure).where(col(LoginFailure.last_failure_at) < now - self.window))
                     session.add(LoginFailure(key=key, failures=1, last_failure_at=now))
                 return
             except IntegrityError:
@@ -86,4 +86,4 @@ class LoginThrottle:
 
     def reset(self, key: str) -> None:
         with session_scope(self.engine) as session:
-            session.exec(delete(LoginFailure).where(LoginFailure.key == key))
+            session.exec(delete(LoginFailure).where(col(LoginFailure.key) == key))

@@ -75,7 +75,7 @@ class User(SQLModel, table=True):
     id: Optional[int] = Field(default=None, primary_key=True)
     username: str = Field(max_length=50, unique=True, index=True)
     # username_key(username), kept by the listeners below; unique, so look-alike names are refused.
-    username_key: str = Field(default="", unique=True)
+    username_key: str = Field(default="", unique=True, index=True)
     email: Optional[str] = Field(default=None, max_length=255)
     hashed_password: str
     is_active: bool = True

@@ -55,7 +55,7 @@ def _client_from(base_url: str, address: str) -> httpx.Client:
 
 def test_a_deleted_users_token_never_logs_in_as_the_next_user(hard, client, admin_headers):
     """On the main application (SQLite): delete a user, register the next, replay the old token."""
-    name, password, old_headers = _register(client, "gone")
+    _, _, old_headers = _register(client, "gone")
     gone_id = client.get("/auth/me", headers=old_headers).json()["id"]
     assert client.delete(f"/auth/users/{gone_id}", headers=admin_headers).status_code == 200
     _, _, new_headers = _register(client, "next")
@@ -115,7 +115,8 @@ def test_one_users_long_waits_are_capped_with_429_and_others_still_wait(hard):
     results: list[int] = []
 
     def wait_for_result(h) -> None:
-        results.append(hard.get(f"/tasks/{task_id}/result", headers=h, params={"wait": "true", "timeout": 60}).status_code)
+        response = hard.get(f"/tasks/{task_id}/result", headers=h, params={"wait": "true", "timeout": 60})
+        results.append(response.status_code)
 
     waiters = [threading.Thread(target=wait_for_result, args=(headers,)) for _ in range(WAITS_PER_USER)]
     for waiter in waiters:
@@ -126,7 +127,8 @@ def test_one_users_long_waits_are_capped_with_429_and_others_still_wait(hard):
     sync_refused = hard.post("/text-to-image", headers=headers, data={"prompt": "x", "async_mode": "false"})
     assert sync_refused.status_code == 429
     other_task = submit_t2i(hard, other)
-    assert hard.get(f"/tasks/{other_task}/result", headers=other, params={"wait": "true", "timeout": 60}).status_code == 200
+    waited = hard.get(f"/tasks/{other_task}/result", headers=other, params={"wait": "true", "timeout": 60})
+    assert waited.status_code == 200
     for waiter in waiters:
         waiter.join(60)
     assert results == [200] * WAITS_PER_USER
