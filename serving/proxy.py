@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from typing import MutableMapping
+from collections.abc import MutableMapping
 
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
