@@ -20,7 +20,6 @@ least busy replica so that a queued request never waits behind a busy device whi
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import os
 import threading
@@ -181,12 +180,11 @@ class ModelWorker:
     # ------------------------------------------------------------------ the blocking parts
 
     def _request(self, task: ModelRequest):
-        from PIL import Image
-
         import models
+        from serving.uploads import open_input
 
         p = task.parameters
-        images = [Image.open(io.BytesIO(self.store.get(key))).convert("RGB") for key in task.input_keys]
+        images = [open_input(self.store.get(key)) for key in task.input_keys]
         return models.GenerationRequest(
             prompt=task.prompt, negative_prompt=p.get("negative_prompt", ""),
             width=p.get("width", 1024), height=p.get("height", 1024),

@@ -262,6 +262,9 @@ IMAGE_TOO_MANY_PIXELS = _entry("image_too_many_pixels", "尺寸 {width}×{height
                                "its size {width}×{height} exceeds the limit of {max_pixels} pixels")
 IMAGE_TOO_SMALL = _entry("image_too_small", "尺寸 {width}×{height} 过小（每边至少 {min_side} 像素）",
                          "its size {width}×{height} is too small (at least {min_side} pixels a side)")
+IMAGE_DECODES_TOO_LARGE = _entry(
+    "image_decodes_too_large", "尺寸 {width}×{height} 解码后约 {decoded_mb} MB，超过上限 {max_mb} MB",
+    "its size {width}×{height} would take about {decoded_mb} MB once decoded, over the limit of {max_mb} MB")
 IMAGE_TRAILING_DATA = _entry("image_trailing_data", "图片结尾之后还有多余数据（疑似伪装的复合文件）",
                              "there is data after the image's end (possibly a disguised polyglot file)")
 IMAGE_BOMB = _entry("image_bomb", "疑似解压炸弹（像素数过大）", "it looks like a decompression bomb (too many pixels)")

@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     task_retries: int = Field(default=1, ge=0)
     max_upload_mb: int = Field(default=20, ge=1)
     max_image_pixels: int = Field(default=40_000_000, ge=1)
+    # An input's size once decoded (RGB), checked from its header before decoding.
+    max_decoded_mb: int = Field(default=64, ge=1)
     sync_timeout_seconds: float = Field(default=600.0, gt=0)
     # Requests that wait long (sync submissions, result?wait=true, event streams), per ingress replica:
     # per user (beyond: 429) and in all (beyond: 503), below the ingress's 256 request slots.

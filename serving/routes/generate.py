@@ -16,7 +16,7 @@ from serving import messages
 from serving.adapter_options import Loras, Speed, apply_adapter_options
 from serving.routes.common import submit
 from serving.state import StateDep
-from serving.uploads import decode_image, read_limited
+from serving.uploads import ValidatedUpload, read_limited, validate_upload
 
 router = APIRouter(tags=["generation"])
 
@@ -48,7 +48,8 @@ def _clean_prompt(prompt: str, field: str = "prompt") -> str:
     return prompt
 
 
-async def _read_images(state, uploads: list[UploadFile], max_count: int) -> list:
+async def _read_images(state, uploads: list[UploadFile], max_count: int) -> list[ValidatedUpload]:
+    """Each upload read within its limit and checked by decoding; the pixels are not kept."""
     if not uploads:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.IMAGE_REQUIRED)
     if len(uploads) > max_count:
@@ -57,7 +58,8 @@ async def _read_images(state, uploads: list[UploadFile], max_count: int) -> list
     for n, upload in enumerate(uploads, start=1):
         data = await read_limited(upload, state.settings.max_upload_bytes)
         name = upload.filename or f"#{n}"
-        images.append(await asyncio.to_thread(decode_image, data, name, state.settings.max_image_pixels))
+        images.append(await asyncio.to_thread(validate_upload, data, name, state.settings.max_image_pixels,
+                                              state.settings.max_decoded_mb * 2**20))
     return images
 
 

@@ -31,3 +31,30 @@ def test_a_result_store_url_with_credentials_is_never_a_builder_arg_nor_in_serve
 def test_a_result_store_url_without_credentials_may_be_a_builder_arg():
     settings = load_settings({"result_store_url": "s3://bucket/prefix"})
     assert settings.public_dict()["result_store_url"] == "s3://bucket/prefix"
+
+
+def test_a_result_is_streamed_from_the_store_not_read_whole(tmp_path):
+    """Finding 6: results and ZIPs used to be read into memory whole and sent in one piece."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from fastapi.responses import StreamingResponse
+
+    from serving.protocol import ResultLocation
+    from serving.routes.common import RESULT_CHUNK, result_response
+    from storage.results import LocalResultStore
+
+    store = LocalResultStore(tmp_path)
+    payload = bytes(range(256)) * (3 * RESULT_CHUNK // 256 + 7)
+    store.put("results/t/generated_t.zip", payload)
+    location = ResultLocation(result_path="results/t/generated_t.zip", result_filename="generated_t.zip")
+
+    async def read() -> tuple[StreamingResponse, list[bytes]]:
+        response = await result_response(SimpleNamespace(store=store), "t", "completed", None, location, 7)
+        return response, [chunk async for chunk in response.body_iterator]
+
+    response, chunks = asyncio.run(read())
+    assert isinstance(response, StreamingResponse)
+    assert response.headers["content-length"] == str(len(payload))
+    assert response.media_type == "application/zip"
+    assert len(chunks) > 1 and max(map(len, chunks)) <= RESULT_CHUNK and b"".join(chunks) == payload
