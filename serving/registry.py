@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import secrets
 import time
 import uuid
@@ -19,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import ray
 from sqlalchemy import update
@@ -503,6 +504,28 @@ class RegistryCore:
                 return deleted
 
 
+# Between a failed start and the exit that has Ray restart the actor: no hot loop while the
+# database stays away.
+RESTART_DELAY_S = 1.0
+
+
+async def start_or_exit(core: RegistryCore, exit: Callable[[int], Any] = os._exit,
+                        delay_s: float = RESTART_DELAY_S) -> None:
+    """``core.start()``; when it fails, the process exits so Ray restarts the actor from scratch.
+
+    A failed start must not be kept and re-raised to every caller (a 500 on every request until
+    someone restarts the registry); a restart retries it with a fresh process, and callers
+    meanwhile see the actor as unavailable, which the ingress answers with a retryable 503.
+    """
+    try:
+        await core.start()
+    except Exception:
+        log.exception("registry %s: start failed; exiting so that Ray restarts it", core.epoch)
+        await asyncio.sleep(delay_s)
+        exit(1)
+        raise
+
+
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=10_000)
 class TaskRegistry:
     """The Ray actor around :class:`RegistryCore` (methods are async: one event loop)."""
@@ -514,7 +537,7 @@ class TaskRegistry:
 
     async def _ready(self) -> RegistryCore:
         if self._started is None:
-            self._started = asyncio.create_task(self.core.start())
+            self._started = asyncio.create_task(start_or_exit(self.core))
         await self._started
         return self.core
 

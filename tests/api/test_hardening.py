@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.api.helpers import submit_t2i, wait_status
-from tests.conftest import bearer, login, sleep_app_args
+from tests.conftest import bearer, login, sleep_app_args, wait_for
 
 WAITS_PER_USER = 2
 FREE_FAILURES = 2
@@ -160,6 +160,35 @@ def test_hundreds_of_stalled_uploads_do_not_stop_health_or_other_users(hard_url,
     finally:
         for sock in stalled:
             sock.close()
+
+
+# ------------------------------------------------------------ finding 3
+
+def test_a_registry_whose_start_fails_recovers_by_itself_once_the_database_is_back(hard, data_root):
+    """A database error during the registry's start used to be kept: a 500 on every call until a manual restart."""
+    import ray
+    from sqlalchemy import text
+
+    from serving.registry import NAMESPACE, registry_name
+    from storage import make_engine
+    from storage.db import sqlite_url
+
+    _, _, headers = _register(hard, "reg")
+    engine = make_engine(sqlite_url(data_root / "hard"))
+    with engine.begin() as conn:  # the start's first read fails: a real database error, not a mock
+        conn.execute(text("ALTER TABLE task_records RENAME TO task_records_away"))
+    try:
+        ray.kill(ray.get_actor(registry_name("hard"), namespace=NAMESPACE), no_restart=False)
+        failing = hard.get("/tasks/queue", headers=headers)
+        assert failing.status_code in (500, 503)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE task_records_away RENAME TO task_records"))
+        engine.dispose()
+    wait_for(lambda: hard.get("/tasks/queue", headers=headers).status_code == 200, timeout=60,
+             what="the registry to start again")
+    task_id = submit_t2i(hard, headers)
+    assert wait_status(hard, headers, task_id)["status"] == "completed"
 
 
 # ------------------------------------------------------------ finding 7, last: it slows logins from 127.0.0.1 here

@@ -106,3 +106,23 @@ def test_a_finished_task_reads_the_same_from_memory_and_from_the_database(tmp_pa
     assert cancelled.status == "cancelled" and cancelled.started_at is None
     assert cancelled.wait_time_seconds is not None and cancelled.wait_time_seconds >= 0.05
     assert cancelled.seed is not None and 0 <= cancelled.seed < 2**32
+
+
+def test_a_failed_start_exits_the_process_so_ray_restarts_the_registry(tmp_path):
+    """Finding 3: the failure used to be kept and re-raised to every caller, a 500 until a manual restart."""
+    from sqlalchemy import text
+
+    from serving.registry import start_or_exit
+
+    core = _core(tmp_path)
+    with core.engine.begin() as conn:  # a real database error on the start's first read
+        conn.execute(text("ALTER TABLE task_records RENAME TO task_records_away"))
+    exits: list[int] = []
+    with pytest.raises(Exception, match="task_records"):
+        asyncio.run(start_or_exit(core, exit=exits.append, delay_s=0))
+    assert exits == [1]
+    with core.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE task_records_away RENAME TO task_records"))
+    fresh = _core(tmp_path)  # what Ray's restart builds
+    asyncio.run(start_or_exit(fresh, exit=exits.append, delay_s=0))
+    assert exits == [1]
