@@ -486,11 +486,15 @@ class RegistryCore:
                   if t.status in FINISHED and (t.completed_at or t.created_at) < memory_cutoff]
         for task_id in forget:
             self._forget(task_id)
-        db_cleaned = await asyncio.to_thread(self._delete_old_records, now - timedelta(days=max_age_days))
-        return CleanupCounts(memory_cleaned_count=len(forget), db_cleaned_count=db_cleaned)
+        deleted = await asyncio.to_thread(self._delete_old_records, now - timedelta(days=max_age_days))
+        for task_id in deleted:  # the live state changes here, on the event loop, never in the worker thread
+            self._forget(task_id)
+        return CleanupCounts(memory_cleaned_count=len(forget), db_cleaned_count=len(deleted))
 
-    def _delete_old_records(self, before: datetime) -> int:
-        deleted = 0
+    def _delete_old_records(self, before: datetime) -> list[str]:
+        """Deletes finished records older than ``before`` with their files (in a worker thread: it
+        touches only the database and the store); returns their task ids."""
+        deleted: list[str] = []
         while True:
             with session_scope(self.engine) as session:
                 batch = list(old_finished_tasks(session, before))
@@ -498,8 +502,7 @@ class RegistryCore:
                     self.store.delete_prefix(f"results/{record.task_id}")
                     self.store.delete_prefix(f"inputs/{record.task_id}")
                     session.delete(record)
-                    self._forget(record.task_id)
-            deleted += len(batch)
+            deleted.extend(record.task_id for record in batch)
             if not batch:
                 return deleted
 

@@ -126,3 +126,20 @@ def test_a_failed_start_exits_the_process_so_ray_restarts_the_registry(tmp_path)
     fresh = _core(tmp_path)  # what Ray's restart builds
     asyncio.run(start_or_exit(fresh, exit=exits.append, delay_s=0))
     assert exits == [1]
+
+
+def test_old_records_are_deleted_in_a_worker_thread_that_leaves_the_live_state_alone(tmp_path):
+    """Finding 10: the worker thread used to remove tasks from the registry's memory, beside its event loop."""
+    core = _core(tmp_path)
+    old = _record("old-done", "completed", age=timedelta(days=40))
+    with session_scope(core.engine) as session:
+        session.add(old)
+    core._track(core._live_from_record(old))
+    deleted = core._delete_old_records(utcnow() - timedelta(days=30))  # what the worker thread runs
+    assert list(deleted) == ["old-done"] and "old-done" in core.tasks  # memory untouched by the thread
+    core.tasks.clear()
+    core._track(core._live_from_record(_record("old-done", "completed", age=timedelta(days=40))))
+    with session_scope(core.engine) as session:
+        session.add(_record("old-done", "completed", age=timedelta(days=40)))
+    counts = asyncio.run(core.cleanup(max_age_hours=24 * 365, max_age_days=30))
+    assert counts.db_cleaned_count == 1 and "old-done" not in core.tasks  # forgotten on the event loop
