@@ -218,6 +218,8 @@ QUOTA_MONTHLY = _entry("quota_monthly", "已达到每月配额上限（{limit}�
 # Why a task failed (stored with the task, shown in its status and in a synchronous answer)
 REPLICA_CRASHED = _entry("replica_crashed", "模型副本在执行任务时崩溃（已重试）",
                          "The model replica crashed while running the task (it was retried)")
+MODEL_DISABLED = _entry("model_disabled", "任务所需的模型已停用，任务无法执行",
+                        "The model this task needs has been switched off; the task cannot run")
 INTERRUPTED_BY_RESTART = _entry("interrupted_by_restart", "服务重启时任务正在执行，已达到重试次数上限",
                                 "The task was running when the service restarted, and it has been retried "
                                 "as often as allowed")

@@ -71,6 +71,8 @@ FINISHED = FINISHED_STATUSES
 # losses are allowed per registry life beyond one dispatch per run, so a request that kills every
 # replica before its first step is not re-sent forever.
 UNSTARTED_LOSSES_ALLOWED = 2
+# A task state the database refused is written again this often until it is stored.
+SAVE_RETRY_S = 2.0
 
 
 def registry_name(app_name: str) -> str:
@@ -164,6 +166,9 @@ class RegistryCore:
         self._handles: dict[ModelKind, Any] = {}
         self._replicas: dict[str, tuple[float, dict[str, Any]]] = {}  # replica id -> (when, its report)
         self._cleanup_loop: Optional[asyncio.Task] = None
+        # Tasks whose last state the database has not taken yet (task id -> extra columns to write).
+        self._unsaved: dict[str, dict[str, Any]] = {}
+        self._save_retry: Optional[asyncio.Task] = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -182,6 +187,28 @@ class RegistryCore:
         with session_scope(self.engine) as session:
             session.exec(update(TaskRecord).where(TaskRecord.task_id == task.task_id).values(**values))
 
+    def _save(self, task: LiveTask, **extra: Any) -> None:
+        """``_persist``, never raising: a failed write is retried in the background until it is stored,
+        so no task is left hanging on a database error (waiters are released by the caller)."""
+        pending = {**self._unsaved.pop(task.task_id, {}), **extra}
+        try:
+            self._persist(task, **pending)
+        except Exception as exc:
+            log.warning("task %s: could not store its state (%r); retrying every %.0f s",
+                        task.task_id, exc, SAVE_RETRY_S)
+            self._unsaved[task.task_id] = pending
+            if self._save_retry is None or self._save_retry.done():
+                self._save_retry = asyncio.get_running_loop().create_task(self._retry_saves())
+
+    async def _retry_saves(self) -> None:
+        while self._unsaved:
+            await asyncio.sleep(SAVE_RETRY_S)
+            for task_id in list(self._unsaved):
+                task = self.tasks.get(task_id)
+                extra = self._unsaved.pop(task_id)
+                if task is not None:
+                    self._save(task, **extra)
+
     def _track(self, task: LiveTask) -> None:
         self.tasks[task.task_id] = task
         self._status_counts[task.status] += 1
@@ -189,6 +216,8 @@ class RegistryCore:
             self._pending[task.kind][task.task_id] = None
 
     def _forget(self, task_id: str) -> None:
+        if task_id in self._unsaved:
+            return  # its final state is not stored yet: it stays answerable from memory until it is
         task = self.tasks.pop(task_id, None)
         if task is not None:
             self._status_counts[task.status] -= 1
@@ -219,8 +248,10 @@ class RegistryCore:
         task.completed_at = utcnow()
         if task.started_at is not None:
             task.execution_time = round((task.completed_at - task.started_at).total_seconds(), 3)
-        self._persist(task, **extra)
-        task.done.set()
+        try:
+            self._save(task, **extra)
+        finally:
+            task.done.set()
 
     # ------------------------------------------------------------------ life cycle
 
@@ -231,13 +262,19 @@ class RegistryCore:
         for record in records:
             task = self._live_from_record(record)
             self._track(task)
+            if task.kind.value not in self.settings.enabled_models:
+                # Its model was switched off across the restart: nothing would ever run it.
+                self._finish(task, TaskStatus.failed.value, messages.MODEL_DISABLED)
+                continue
             if record.status == TaskStatus.running.value:
                 if record.attempts > self.settings.task_retries:
                     self._finish(task, TaskStatus.failed.value, messages.INTERRUPTED_BY_RESTART)
                     continue
                 self._set_status(task, TaskStatus.pending.value)
                 task.started_at = None
-                self._persist(task)
+                self._dispatch(task)
+                self._save(task)
+                continue
             self._dispatch(task)
         if records:
             log.info("registry %s: recovered %d unfinished task(s)", self.epoch, len(records))
@@ -356,8 +393,8 @@ class RegistryCore:
             elif task.attempts_started <= retries and task.attempt < 1 + retries + UNSTARTED_LOSSES_ALLOWED:
                 self._set_status(task, TaskStatus.pending.value)
                 task.started_at = None
-                self._persist(task)
-                self._dispatch(task)
+                self._dispatch(task)  # first: a failed write must not leave it pending and never sent
+                self._save(task)
             else:
                 self._finish(task, TaskStatus.failed.value, messages.REPLICA_CRASHED)
             return
@@ -411,7 +448,7 @@ class RegistryCore:
             self._set_status(task, TaskStatus.running.value)
             task.started_at = utcnow()
             task.attempts_started += 1
-            self._persist(task)
+            self._save(task)
         return True
 
     async def report_progress(self, task_id: str, epoch: str, attempt: int, index: int, step: int) -> bool:

@@ -143,3 +143,73 @@ def test_old_records_are_deleted_in_a_worker_thread_that_leaves_the_live_state_a
         session.add(_record("old-done", "completed", age=timedelta(days=40)))
     counts = asyncio.run(core.cleanup(max_age_hours=24 * 365, max_age_days=30))
     assert counts.db_cleaned_count == 1 and "old-done" not in core.tasks  # forgotten on the event loop
+
+
+def _rename(core, old: str, new: str) -> None:
+    from sqlalchemy import text
+
+    with core.engine.begin() as conn:
+        conn.execute(text(f"ALTER TABLE {old} RENAME TO {new}"))
+
+
+def test_a_failed_write_of_a_finished_task_releases_its_waiters_and_is_stored_later(tmp_path, monkeypatch):
+    """Finding 4: _finish changed memory, then _persist raised, and `done` was never set: waiters hung."""
+    import serving.registry as registry_module
+
+    monkeypatch.setattr(registry_module, "SAVE_RETRY_S", 0.05)
+    core = _core(tmp_path)
+    record = _record("t-1", "running", attempts=1)
+    with session_scope(core.engine) as session:
+        session.add(record)
+    task = core._live_from_record(record)
+    core._track(task)
+
+    async def scenario():
+        waiter = asyncio.create_task(core.wait("t-1", 30))
+        await asyncio.sleep(0)
+        _rename(core, "task_records", "task_records_away")  # the database refuses the write
+        core._finish(task, "failed", "boom")
+        answer = await asyncio.wait_for(waiter, 5)  # released at once, not after 30 s
+        assert answer.status.status == "failed"
+        core._forget("t-1")  # what a clean-up does with an old finished task
+        assert "t-1" in core.tasks  # kept, answerable from memory, until its state is stored
+        _rename(core, "task_records_away", "task_records")
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if not core._unsaved:
+                break
+
+    asyncio.run(scenario())
+    with session_scope(core.engine) as session:
+        stored = session.exec(select(TaskRecord).where(TaskRecord.task_id == "t-1")).one()
+    assert (stored.status, stored.error_message) == ("failed", "boom")
+
+
+def test_a_failed_write_when_a_replica_starts_a_task_does_not_raise_into_the_replica(tmp_path):
+    core = _core(tmp_path)
+    record = _record("t-2", "pending")
+    with session_scope(core.engine) as session:
+        session.add(record)
+    task = core._live_from_record(record)
+    core._track(task)
+
+    async def scenario():
+        _rename(core, "task_records", "task_records_away")
+        assert await core.mark_running("t-2", core.epoch, task.attempt) is True
+        assert core.tasks["t-2"].status == "running" and "t-2" in core._unsaved
+        core._save_retry.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_tasks_of_a_model_disabled_across_a_restart_fail_with_a_clear_reason(tmp_path):
+    """Finding 4: they were reloaded as pending and dispatched to a deployment that no longer exists."""
+    core = _core(tmp_path, enabled_models=["text_to_image"])
+    with session_scope(core.engine) as session:
+        session.add(TaskRecord(task_id="edit-1", user_id=None, task_type="image_edit", prompt="p",
+                               status="pending", parameters={"num_inference_steps": 20}, input_keys=["inputs/x.png"]))
+    asyncio.run(core.start())
+    with session_scope(core.engine) as session:
+        stored = session.exec(select(TaskRecord).where(TaskRecord.task_id == "edit-1")).one()
+    assert (stored.status, stored.error_message) == ("failed", messages.MODEL_DISABLED)
+    assert core.tasks["edit-1"].done.is_set()
