@@ -198,6 +198,8 @@ TOO_MANY_WAITS = _entry("too_many_waits", "同时等待结果的请求过多（�
                         "Too many of your requests are waiting for results at once (at most {limit}); "
                         "retry later or use async mode")
 SERVER_BUSY = _entry("server_busy", "服务繁忙，请稍后重试", "The server is busy; retry shortly")
+TOO_MANY_PENDING = _entry("too_many_pending", "排队中的任务过多（每个用户最多 {limit} 个），请等待已提交的任务完成",
+                          "Too many of your tasks are waiting (at most {limit}); wait for them to finish")
 WAIT_TIMEOUT = _entry("wait_timeout", "等待任务结果超时", "Timed out waiting for the task result")
 TASK_CANCELLED = _entry("task_cancelled", "任务已取消", "The task was cancelled")
 CANCEL_REQUESTED = _entry("cancel_requested", "已请求取消，任务将在下一步停止",

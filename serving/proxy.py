@@ -71,7 +71,7 @@ class GuardedRequests:
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
-            await _respond(send, 413, "请求体过大")
+            await _respond(send, 413, f"请求体过大：最大 {self.max_body_bytes // 2**20} MB")
             return
         chunks: list[bytes] = []
         size = 0
@@ -88,7 +88,7 @@ class GuardedRequests:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                await _respond(send, 413, "请求体过大")
+                await _respond(send, 413, f"请求体过大：最大 {self.max_body_bytes // 2**20} MB")
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):

@@ -41,6 +41,7 @@ from serving.protocol import (
     ModelOutcome,
     AdapterRef,
     ModelRequest,
+    PendingLimit,
     QueueFull,
     QueueInfo,
     QueueSnapshot,
@@ -164,6 +165,7 @@ class RegistryCore:
         # Kept in step with every status change so queries never scan all tasks.
         self._status_counts: Counter[str] = Counter()
         self._pending: dict[ModelKind, dict[str, None]] = {kind: {} for kind in ModelKind}
+        self._pending_by_user: Counter[Optional[int]] = Counter()
         self._handles: dict[ModelKind, Any] = {}
         self._replicas: dict[str, tuple[float, dict[str, Any]]] = {}  # replica id -> (when, its report)
         self._cleanup_loop: Optional[asyncio.Task] = None
@@ -215,6 +217,7 @@ class RegistryCore:
         self._status_counts[task.status] += 1
         if task.status == TaskStatus.pending.value:
             self._pending[task.kind][task.task_id] = None
+            self._pending_by_user[task.user_id] += 1
 
     def _forget(self, task_id: str) -> None:
         if task_id in self._unsaved:
@@ -223,10 +226,14 @@ class RegistryCore:
         if task is not None:
             self._status_counts[task.status] -= 1
             self._pending[task.kind].pop(task_id, None)
+            if task.status == TaskStatus.pending.value:
+                self._pending_by_user[task.user_id] -= 1
 
     def _set_status(self, task: LiveTask, status: str) -> None:
         self._status_counts[task.status] -= 1
         self._status_counts[status] += 1
+        pending = TaskStatus.pending.value
+        self._pending_by_user[task.user_id] += (status == pending) - (task.status == pending)
         self._pending[task.kind].pop(task.task_id, None)
         if status == TaskStatus.pending.value:
             self._pending[task.kind][task.task_id] = None
@@ -334,6 +341,9 @@ class RegistryCore:
             return self._accepted(self.tasks[task_id])
         if self._status_counts[TaskStatus.pending.value] >= self.settings.max_queue_size:
             return QueueFull(retry_after=10)
+        per_user = self.settings.max_pending_per_user
+        if per_user and self._pending_by_user[spec.user_id] >= per_user:
+            return PendingLimit(limit=per_user, retry_after=10)
         params = dict(spec.parameters)
         seed = resolve_seed(params.get("seed"))
         params["seed"] = seed

@@ -92,6 +92,8 @@ class Settings(BaseSettings):
 
     # --- tasks
     max_queue_size: int = Field(default=1000, ge=1)
+    # Tasks one user may have waiting at once (beyond: 429), so a few accounts cannot fill the queue; 0: no cap.
+    max_pending_per_user: int = Field(default=20, ge=0)
     task_retries: int = Field(default=1, ge=0)
     max_upload_mb: int = Field(default=20, ge=1)
     max_image_pixels: int = Field(default=40_000_000, ge=1)

@@ -14,7 +14,7 @@ from sqlmodel import Session
 
 from models.kinds import ModelKind
 from serving import messages
-from serving.protocol import Accepted, QueueFull, QuotaRefused, ResultLocation, TaskSpec
+from serving.protocol import Accepted, PendingLimit, QueueFull, QuotaRefused, ResultLocation, TaskSpec
 from serving.registry import new_task_id
 from serving.state import ServiceState, model_available
 from serving.uploads import ValidatedUpload
@@ -78,7 +78,10 @@ async def submit(
                                  final.status.seed)
 
 
-def refusal(answer: Union[QuotaRefused, QueueFull]) -> HTTPException:
+def refusal(answer: Union[QuotaRefused, QueueFull, PendingLimit]) -> HTTPException:
+    if isinstance(answer, PendingLimit):
+        return HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, messages.TOO_MANY_PENDING.format(limit=answer.limit),
+                             headers={"Retry-After": str(answer.retry_after)})
     if isinstance(answer, QuotaRefused):
         template = messages.QUOTA_DAILY if answer.period == "daily" else messages.QUOTA_MONTHLY
         return HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,

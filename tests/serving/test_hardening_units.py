@@ -58,3 +58,11 @@ def test_a_result_is_streamed_from_the_store_not_read_whole(tmp_path):
     assert response.headers["content-length"] == str(len(payload))
     assert response.media_type == "application/zip"
     assert len(chunks) > 1 and max(map(len, chunks)) <= RESULT_CHUNK and b"".join(chunks) == payload
+
+
+def test_a_users_pending_limit_is_a_429_with_retry_after():
+    from serving.protocol import PendingLimit
+    from serving.routes.common import refusal
+
+    refused = refusal(PendingLimit(limit=3, retry_after=10))
+    assert refused.status_code == 429 and "3" in refused.detail and refused.headers["Retry-After"] == "10"

@@ -79,6 +79,7 @@ def test_a_body_over_the_cap_is_413_whether_declared_or_streamed():
                     [{"type": "http.request", "body": b"x" * 6, "more_body": True},
                      {"type": "http.request", "body": b"x" * 6}])
     assert declared[0]["status"] == streamed[0]["status"] == 413 and inner.calls == []
+    assert b"MB" in declared[1]["body"]
 
 
 def test_environment_installs_the_callback_and_trusts_only_configured_proxies():

@@ -213,3 +213,35 @@ def test_tasks_of_a_model_disabled_across_a_restart_fail_with_a_clear_reason(tmp
         stored = session.exec(select(TaskRecord).where(TaskRecord.task_id == "edit-1")).one()
     assert (stored.status, stored.error_message) == ("failed", messages.MODEL_DISABLED)
     assert core.tasks["edit-1"].done.is_set()
+
+
+def test_one_user_cannot_fill_the_queue_others_still_get_in(tmp_path):
+    """Finding 8: with a global FIFO limit only, a few accounts filled the queue and everyone else got 503."""
+    from dataclasses import replace as _replace
+
+    from serving.protocol import PendingLimit
+    from tests.storage.seed import add_user
+
+    core = _core(tmp_path, max_queue_size=10, max_pending_per_user=3)
+    flooder, other_user = add_user(core.engine, "flooder").id, add_user(core.engine, "other").id
+    core._handles[ModelKind.text_to_image] = _NeverAnswers()  # a stand-in deployment: tasks stay pending
+
+    async def scenario():
+        flood = [await core.create(_replace(_spec(f"flood-{n}"), user_id=flooder)) for n in range(5)]
+        other = await core.create(_replace(_spec("other"), user_id=other_user))
+        return flood, other
+
+    flood, other = asyncio.run(scenario())
+    assert [type(a).__name__ for a in flood] == ["Accepted"] * 3 + ["PendingLimit"] * 2
+    assert isinstance(flood[-1], PendingLimit) and flood[-1].limit == 3 and flood[-1].retry_after > 0
+    assert isinstance(other, Accepted)
+
+
+class _NeverAnswers:
+    """Stands in for a model deployment handle whose replicas are all busy: requests never finish."""
+
+    class _Method:
+        def remote(self, request):
+            return asyncio.get_running_loop().create_future()
+
+    run = _Method()
