@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+PG_CONNECT_TIMEOUT_S = 5
+POOL_TIMEOUT_S = 10
 # PostgreSQL advisory-lock key under which schema upgrades run (any constant unique to this app).
 SCHEMA_LOCK_KEY = 0x5157454E  # "QWEN"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -54,7 +56,11 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # A database that does not answer fails a connection after PG_CONNECT_TIMEOUT_S, and a request
+    # waiting for a pooled connection after POOL_TIMEOUT_S, instead of hanging its caller.
+    connect_args = {"connect_timeout": PG_CONNECT_TIMEOUT_S} if url.startswith("postgresql") else {}
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+                         pool_timeout=POOL_TIMEOUT_S, connect_args=connect_args)
 
 
 def _create_private_file(path: str | None) -> None:

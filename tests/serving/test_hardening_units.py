@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from serving.app import build_app
@@ -66,3 +68,70 @@ def test_a_users_pending_limit_is_a_429_with_retry_after():
 
     refused = refusal(PendingLimit(limit=3, retry_after=10))
     assert refused.status_code == 429 and "3" in refused.detail and refused.headers["Retry-After"] == "10"
+
+
+# ------------------------------------------------------------ finding 5
+
+class _StuckRegistryHandle:
+    """Stands in for the registry actor's handle when the registry is stuck on a slow database: no call returns."""
+
+    def __getattr__(self, name):
+        class _Method:
+            def remote(self, *args):
+                return asyncio.get_running_loop().create_future()
+
+        return _Method()
+
+
+def test_a_registry_that_does_not_answer_is_a_503_not_a_hang():
+    import asyncio as _asyncio
+
+    from fastapi import HTTPException
+
+    from serving.registry_client import RegistryClient
+
+    client = RegistryClient(_StuckRegistryHandle(), "stuck", timeout_s=0.2)
+
+    async def call():
+        return await _asyncio.wait_for(client.queue(), 10)  # before: no timeout at all, so this guard fired
+
+    with pytest.raises(HTTPException) as refused:
+        _asyncio.run(call())
+    assert refused.value.status_code == 503 and refused.value.headers["Retry-After"]
+
+
+@pytest.mark.timeout(30)
+def test_health_says_degraded_when_the_registry_does_not_answer(tmp_path):
+    from serving.registry_client import RegistryClient
+    from tests.inprocess.conftest import make_client
+
+    with make_client(tmp_path) as client:
+        client.app.state.service.registry = RegistryClient(_StuckRegistryHandle(), "stuck", timeout_s=60)
+        body = client.get("/health").json()
+    assert body["status"] == "degraded" and body["task_registry"] == "unresponsive"
+
+
+@pytest.mark.timeout(60)
+def test_a_postgresql_server_that_never_answers_fails_the_connection_instead_of_hanging():
+    """A TCP peer that accepts and then says nothing, like a server stuck or behind a dead link."""
+    import socket
+    import threading
+
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from storage import make_engine
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(silent.accept()), daemon=True).start()
+    engine = make_engine(f"postgresql+psycopg://u:p@127.0.0.1:{silent.getsockname()[1]}/db")
+    try:
+        with pytest.raises(OperationalError):
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+    finally:
+        engine.dispose()
+        silent.close()
