@@ -129,9 +129,8 @@ def test_a_postgresql_server_that_never_answers_fails_the_connection_instead_of_
     threading.Thread(target=lambda: accepted.append(silent.accept()), daemon=True).start()
     engine = make_engine(f"postgresql+psycopg://u:p@127.0.0.1:{silent.getsockname()[1]}/db")
     try:
-        with pytest.raises(OperationalError):
-            with engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
+        with pytest.raises(OperationalError), engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
     finally:
         engine.dispose()
         silent.close()
