@@ -24,8 +24,6 @@ import re
 import string
 from typing import Any, Optional, Union
 
-import re
-
 from models.kinds import ModelKind
 
 # An absolute POSIX path of two or more parts (what an OSError or a library error carries).

@@ -93,7 +93,6 @@ def serve_instance(data_root) -> Iterator[str]:
     from ray import serve
 
     from serving.app import build_app
-
     from serving.proxy import configure_environment
 
     configure_environment()
