@@ -107,5 +107,6 @@ class RegistryClient:
     async def replica_info(self) -> dict[str, dict[str, Any]]:
         return await self._call(lambda h: h.replica_info.remote())
 
+
 async def _awaited(awaitable: Awaitable[T]) -> T:
     return await awaitable
