@@ -37,8 +37,8 @@ def _memory_settings(state, dtype: str) -> dict:
 
 async def _replica_reports(state) -> dict[str, dict]:
     try:
-        return await state.registry.replica_info()
-    except Exception:  # the registry restarts: the reports come back with it
+        return await asyncio.wait_for(state.registry.replica_info(), HEALTH_PING_TIMEOUT_S)
+    except Exception:  # the registry restarts or does not answer: the reports come back with it
         return {}
 
 

@@ -115,7 +115,9 @@ def test_sqlite_table_rebuild_during_an_upgrade_keeps_every_task_owner(sqlite_en
 
 
 def test_users_revision_keys_existing_accounts_and_stops_id_reuse(blank_engine):
-    """Revision 0002 on a 2.0.0 database: keys for every user, look-alikes resolved, ids not reused."""
+    """Revision 0003 on a 2.0.0 database: keys for every user, look-alikes resolved, ids not reused."""
+    from sqlalchemy import text
+
     from tests.storage.seed import add_user
 
     create_legacy_database(blank_engine)

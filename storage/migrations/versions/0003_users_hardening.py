@@ -9,8 +9,8 @@
   (one new log-in).
 - ``login_failures``: failed log-ins per (account, address) and per address, for every replica.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0cf20d7a9a49
 Create Date: 2026-11-29 12:10:00
 """
 
@@ -24,8 +24,8 @@ from typing import Union
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002"
-down_revision: Union[str, Sequence[str], None] = "0001"
+revision: str = "0003"
+down_revision: Union[str, Sequence[str], None] = "0cf20d7a9a49"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
