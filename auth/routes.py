@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import func, select
 
 from auth.deps import SESSION_COOKIE, AdminUser, AuthDep, CurrentUser, SessionDep
 from auth.schemas import ChangePasswordRequest, LoginRequest, Message, Token, UserCreate, UserPublic, UserUpdate
@@ -27,6 +28,7 @@ TOO_MANY_ATTEMPTS = messages.TOO_MANY_ATTEMPTS
 WRONG_OLD_PASSWORD = messages.WRONG_OLD_PASSWORD
 USER_NOT_FOUND = messages.USER_NOT_FOUND
 NOT_ON_SELF = messages.NOT_ON_SELF
+LAST_ADMIN = messages.LAST_ADMIN
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserPublic)
@@ -144,7 +146,23 @@ def _other_user(session, admin: User, user_id: int) -> User:
         raise HTTPException(status.HTTP_404_NOT_FOUND, USER_NOT_FOUND)
     if user.id == admin.id:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, NOT_ON_SELF)
+    if user.is_admin:
+        # Two admins removing each other at once must not leave none: on PostgreSQL the admin rows
+        # are locked so such changes run one after the other (SQLite writes one at a time anyway),
+        # and each checks what is left before it commits.
+        session.exec(select(User.id).where(User.is_admin).with_for_update()).all()
+        session.refresh(user)
     return user
+
+
+def _commit_keeping_an_active_admin(session) -> None:
+    session.flush()
+    remaining = session.exec(select(func.count()).select_from(User)
+                             .where(User.is_admin, User.is_active)).one()
+    if remaining == 0:
+        session.rollback()
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, LAST_ADMIN)
+    session.commit()
 
 
 @router.put("/users/{user_id}/toggle-active")
@@ -154,7 +172,7 @@ def toggle_active(user_id: UserId, admin: AdminUser, session: SessionDep) -> dic
     if not user.is_active:
         user.token_version += 1
     session.add(user)
-    session.commit()
+    _commit_keeping_an_active_admin(session)
     message = messages.USER_ENABLED if user.is_active else messages.USER_DISABLED_NOW
     return {"message": message, "user_id": user.id, "is_active": user.is_active}
 
@@ -164,7 +182,7 @@ def toggle_admin(user_id: UserId, admin: AdminUser, session: SessionDep) -> dict
     user = _other_user(session, admin, user_id)
     user.is_admin = not user.is_admin
     session.add(user)
-    session.commit()
+    _commit_keeping_an_active_admin(session)
     message = messages.USER_MADE_ADMIN if user.is_admin else messages.USER_ADMIN_REVOKED
     return {"message": message, "user_id": user.id, "is_admin": user.is_admin}
 
@@ -174,5 +192,5 @@ def delete_user(user_id: UserId, admin: AdminUser, session: SessionDep) -> Messa
     user = _other_user(session, admin, user_id)
     username = user.username
     session.delete(user)
-    session.commit()
+    _commit_keeping_an_active_admin(session)
     return Message(message=messages.USER_DELETED(username=username))

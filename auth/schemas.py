@@ -7,11 +7,14 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+# Control characters (NUL above all: PostgreSQL refuses it in text, a 500) never belong in a name.
+EMAIL_PATTERN = r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$"
+USERNAME_PATTERN = r"^[^\s/\\\x00-\x1f\x7f]+$"
+NO_NUL = r"^[^\x00]*$"
 
 
 class UserCreate(BaseModel):
-    username: str = Field(min_length=3, max_length=50, pattern=r"^[^\s/\\]+$")
+    username: str = Field(min_length=3, max_length=50, pattern=USERNAME_PATTERN)
     password: str = Field(min_length=6, max_length=128)
     email: Optional[str] = Field(default=None, max_length=255, pattern=EMAIL_PATTERN)
 
@@ -24,7 +27,7 @@ class UserUpdate(BaseModel):
 
 
 class LoginRequest(BaseModel):
-    username: str = Field(min_length=1, max_length=50)
+    username: str = Field(min_length=1, max_length=50, pattern=NO_NUL)
     password: str = Field(min_length=1, max_length=128)
 
 

@@ -14,6 +14,8 @@ from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError
 
 ALGORITHM = "HS256"
+# Replicas' clocks differ a little: a token issued "a second from now" by another replica is fine.
+CLOCK_SKEW_LEEWAY_S = 30
 
 HASH_PROFILES = {
     # RFC 9106's low-memory recommendation: argon2id, 64 MiB, 3 passes.
@@ -57,10 +59,11 @@ class TokenClaims:
     token_version: int
     issued_at: int
     expires_at: int
+    key: str = ""
 
 
 class Tokens:
-    """Issues and checks HS256 JWTs carrying the user id and the user's token version."""
+    """Issues and checks HS256 JWTs carrying the user id, the user's token version and token key."""
 
     def __init__(self, secret: str, ttl_seconds: int = 86400):
         if len(secret) < 32:
@@ -68,19 +71,20 @@ class Tokens:
         self._secret = secret
         self.ttl_seconds = ttl_seconds
 
-    def issue(self, user_id: int, token_version: int, now: Optional[float] = None) -> str:
+    def issue(self, user_id: int, token_version: int, now: Optional[float] = None, key: str = "") -> str:
         iat = int(now if now is not None else time.time())
-        payload = {"sub": str(user_id), "ver": token_version, "iat": iat, "exp": iat + self.ttl_seconds}
+        payload = {"sub": str(user_id), "ver": token_version, "key": key, "iat": iat, "exp": iat + self.ttl_seconds}
         return jwt.encode(payload, self._secret, algorithm=ALGORITHM)
 
     def decode(self, token: str) -> TokenClaims:
         try:
             payload = jwt.decode(
                 token, self._secret, algorithms=[ALGORITHM],
-                options={"require": ["exp", "iat", "sub"]},
+                options={"require": ["exp", "iat", "sub"]}, leeway=CLOCK_SKEW_LEEWAY_S,
             )
             return TokenClaims(
-                int(payload["sub"]), int(payload.get("ver", 0)), int(payload["iat"]), int(payload["exp"])
+                int(payload["sub"]), int(payload.get("ver", 0)), int(payload["iat"]), int(payload["exp"]),
+                str(payload.get("key", "")),
             )
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise InvalidToken(str(exc)) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass
 from typing import Optional
 
@@ -11,10 +12,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from auth.security import InvalidToken, Passwords, Tokens
-from auth.throttle import LoginThrottle
+from auth.throttle import LoginThrottle, throttle_key
 from storage import session_scope
-from storage.tables import User
-from storage.users import get_user, get_user_by_username
+from storage.tables import User, username_key
+from storage.users import count_users, get_user, get_user_by_username
 
 log = logging.getLogger("qwen_image.auth")
 
@@ -41,6 +42,7 @@ class AuthConfig:
     login_max_failures: int = 10
     login_max_failures_per_address: int = 100
     login_window_seconds: float = 300.0
+    login_max_delay_seconds: Optional[float] = None  # default: the window
 
 
 class AuthService:
@@ -49,28 +51,36 @@ class AuthService:
         self.config = config
         self.passwords = Passwords(config.hash_profile)
         self.tokens = Tokens(secret, config.token_ttl_seconds)
-        # Per username (guessing one account) and per client address (spraying many accounts).
-        self.user_throttle = LoginThrottle(config.login_max_failures, config.login_window_seconds)
-        self.address_throttle = LoginThrottle(config.login_max_failures_per_address, config.login_window_seconds)
+        # Per (account, address) (guessing one account from somewhere, without holding up its owner
+        # elsewhere) and per address (spraying many accounts); growing delays, kept in the database.
+        self.account_throttle = LoginThrottle(engine, config.login_max_failures, config.login_window_seconds,
+                                              config.login_max_delay_seconds)
+        self.address_throttle = LoginThrottle(engine, config.login_max_failures_per_address,
+                                              config.login_window_seconds, config.login_max_delay_seconds)
 
     # ------------------------------------------------------------ start-up
 
     def ensure_default_admin(self) -> None:
-        """Create the default admin on first start; warn while its password is the default."""
+        """Create the admin on first start only (no user at all); warn while its password is the default.
+
+        Once anyone exists, a missing admin stays missing: deleting or renaming it must not bring
+        back a known name with a known password on the next start.
+        """
         password = self.config.admin_password or DEFAULT_ADMIN_PASSWORD
         with session_scope(self.engine) as session:
-            admin = get_user_by_username(session, self.config.admin_username)
-            if admin is None:
+            if count_users(session) == 0:
+                if password == DEFAULT_ADMIN_PASSWORD:
+                    log.warning("SECURITY: creating user %r with the default password; set ADMIN_PASSWORD",
+                                self.config.admin_username)
                 try:
                     session.add(User(username=self.config.admin_username,
                                      hashed_password=self.passwords.hash(password), is_admin=True))
                     session.flush()
                 except IntegrityError:
                     session.rollback()  # another replica created it first
-                admin = get_user_by_username(session, self.config.admin_username)
-                if admin is None:
-                    raise RuntimeError(f"admin user {self.config.admin_username!r} vanished while being created")
-            using_default = self.passwords.verify(admin.hashed_password, DEFAULT_ADMIN_PASSWORD)[0]
+            admin = get_user_by_username(session, self.config.admin_username)
+            using_default = (admin is not None
+                             and self.passwords.verify(admin.hashed_password, DEFAULT_ADMIN_PASSWORD)[0])
         if using_default:
             log.warning(
                 "SECURITY: user %r still has the default password; set ADMIN_PASSWORD before first "
@@ -79,15 +89,17 @@ class AuthService:
     # ------------------------------------------------------------ log-in and tokens
 
     def login(self, session: Session, username: str, password: str, client: str) -> str:
-        user_key = username.lower()
-        wait = self.user_throttle.retry_after(user_key) or self.address_throttle.retry_after(client)
+        """A token for the right password; ``client`` is the address the attempt came from."""
+        pair_key = throttle_key("account", username_key(username), client)
+        address_key = throttle_key("address", client)
+        wait = self.account_throttle.retry_after(pair_key) or self.address_throttle.retry_after(address_key)
         if wait is not None:
             raise AuthError("throttled", retry_after=wait)
         user = get_user_by_username(session, username)
         ok, new_hash = self.passwords.verify(user.hashed_password if user else None, password)
         if not ok or user is None:  # verify() never accepts a missing user; this tells the type checker
-            self.user_throttle.record_failure(user_key)
-            self.address_throttle.record_failure(client)
+            self.account_throttle.record_failure(pair_key)
+            self.address_throttle.record_failure(address_key)
             raise AuthError("bad_credentials")
         if not user.is_active:
             raise AuthError("disabled")
@@ -95,9 +107,9 @@ class AuthService:
             user.hashed_password = new_hash
             session.add(user)
             session.commit()
-        self.user_throttle.reset(user_key)
+        self.account_throttle.reset(pair_key)
         assert user.id is not None  # a row read from the database has its id
-        return self.tokens.issue(user.id, user.token_version)
+        return self.tokens.issue(user.id, user.token_version, key=user.token_key)
 
     def user_for_token(self, session: Session, token: str) -> User:
         try:
@@ -105,7 +117,8 @@ class AuthService:
         except InvalidToken:
             raise AuthError("invalid_token") from None
         user = get_user(session, claims.user_id)
-        if user is None or not user.is_active or user.token_version != claims.token_version:
+        if (user is None or not user.is_active or user.token_version != claims.token_version
+                or not secrets.compare_digest(user.token_key, claims.key)):
             raise AuthError("invalid_token")
         return user
 

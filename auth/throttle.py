@@ -1,48 +1,89 @@
-"""Brute-force protection: failed logins counted per username and per client address."""
+"""Brute-force protection with growing delays, counted in the database so every ingress replica sees it.
+
+Following OWASP's authentication cheat sheet, a run of failures never locks an account: failures
+are counted per (account, client address), so the owner logging in from elsewhere is not held up,
+and per client address, against spraying many accounts. Past ``free_failures`` each further failure
+doubles the wait before the next attempt from there (1 s, 2 s, 4 s … up to ``max_delay``); a
+counter is forgotten ``window`` seconds after its last failure, and a successful log-in clears the
+(account, address) one.
+"""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import defaultdict, deque
+import hashlib
+import math
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Optional
+
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, delete
+
+from storage import session_scope
+from storage.tables import LoginFailure, utcnow
+
+BASE_DELAY_S = 1.0
+
+
+def throttle_key(*parts: str) -> str:
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
 class LoginThrottle:
-    """Refuses logins for a key after ``max_failures`` failures within ``window_seconds``."""
+    """Failures per key in the ``login_failures`` table; ``max_failures`` of 0 turns it off."""
 
-    def __init__(self, max_failures: int = 10, window_seconds: float = 300.0,
-                 clock: Callable[[], float] = time.monotonic):
-        self.max_failures = max_failures
-        self.window = window_seconds
+    def __init__(self, engine: Engine, free_failures: int = 10, window_seconds: float = 300.0,
+                 max_delay_seconds: Optional[float] = None, clock: Callable[[], datetime] = utcnow):
+        self.engine = engine
+        self.free_failures = free_failures
+        self.window = timedelta(seconds=window_seconds)
+        self.max_delay = max_delay_seconds if max_delay_seconds is not None else window_seconds
         self._clock = clock
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
-        self._lock = threading.Lock()
 
-    def _prune(self, key: str, now: float) -> deque[float]:
-        q = self._failures[key]
-        while q and q[0] <= now - self.window:
-            q.popleft()
-        if not q:
-            self._failures.pop(key, None)
-        return q
+    def delay_after(self, failures: int) -> float:
+        """Seconds to wait after ``failures`` failures in a row."""
+        over = failures - self.free_failures
+        if over < 0:
+            return 0.0
+        return min(self.max_delay, BASE_DELAY_S * 2 ** min(over, 30))
 
     def retry_after(self, key: str) -> Optional[int]:
-        """Seconds until a blocked key may try again, or None if it is not blocked."""
-        if self.max_failures <= 0:
+        """Whole seconds until ``key`` may try again, or None when it may now."""
+        if self.free_failures <= 0:
+            return None
+        with Session(self.engine) as session:
+            row = session.get(LoginFailure, key)
+        if row is None:
             return None
         now = self._clock()
-        with self._lock:
-            q = self._prune(key, now)
-            if len(q) < self.max_failures:
-                return None
-            return max(1, int(q[0] + self.window - now) + 1)
+        if now - row.last_failure_at > self.window:
+            return None
+        wait = (row.last_failure_at - now).total_seconds() + self.delay_after(row.failures)
+        return math.ceil(wait) if wait > 0 else None
 
     def record_failure(self, key: str) -> None:
-        with self._lock:
-            self._failures[key].append(self._clock())
+        if self.free_failures <= 0:
+            return
+        now = self._clock()
+        for _ in range(3):  # another replica may insert the same key between our update and insert
+            with session_scope(self.engine) as session:
+                row = session.get(LoginFailure, key, with_for_update=True)
+                if row is not None:
+                    fresh = now - row.last_failure_at > self.window
+                    session.exec(update(LoginFailure).where(col(LoginFailure.key) == key).values(
+                        failures=1 if fresh else LoginFailure.failures + 1, last_failure_at=now))
+                    return
+            try:
+                with session_scope(self.engine) as session:
+                    # Expired counters go as new ones come, so the table holds one window's worth.
+                    session.exec(delete(LoginFailure).where(col(LoginFailure.last_failure_at) < now - self.window))
+                    session.add(LoginFailure(key=key, failures=1, last_failure_at=now))
+                return
+            except IntegrityError:
+                continue
 
     def reset(self, key: str) -> None:
-        with self._lock:
-            self._failures.pop(key, None)
+        with session_scope(self.engine) as session:
+            session.exec(delete(LoginFailure).where(col(LoginFailure.key) == key))

@@ -54,6 +54,9 @@ def base_settings(data_dir: Path) -> dict[str, Any]:
         "default_daily_limit": 1_000_000,
         "default_monthly_limit": 10_000_000,
         "max_queue_size": 100_000,
+        "max_pending_per_user": 0,
+        "max_waits_per_user": 10_000,
+        "max_waits": 10_000,
         "login_max_failures": 0,
         "login_max_failures_per_address": 0,
     }

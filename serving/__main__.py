@@ -28,6 +28,9 @@ def main() -> None:
     options = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    from serving.proxy import configure_environment
+
+    configure_environment()  # read by Serve's proxy when Ray starts it
 
     import ray
     from ray import serve

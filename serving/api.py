@@ -24,7 +24,7 @@ from serving.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from serving.registry_client import Registry
 from serving.routes import generate, history, loras, system, tasks
 from serving.settings import Settings
-from serving.state import ServiceState, read_deployment_status
+from serving.state import LongWaits, ServiceState, read_deployment_status
 from storage import init_db, make_engine, open_result_store
 from web import INDEX_HTML, PAGE_CSP, STATIC_DIR
 
@@ -93,10 +93,12 @@ def build_service_state(settings: Settings, registry: Registry, app_name: str,
         login_max_failures=settings.login_max_failures,
         login_max_failures_per_address=settings.login_max_failures_per_address,
         login_window_seconds=settings.login_window_seconds,
+        login_max_delay_seconds=settings.login_max_delay_seconds,
     ))
     auth.ensure_default_admin()
     if not settings.auth_enabled:
         log.warning("AUTH_ENABLED=false: every request acts as %r", settings.admin_username)
     return ServiceState(settings=settings, engine=engine, auth=auth,
                         store=open_result_store(settings.result_store_url, settings.data_dir),
-                        registry=registry, app_name=app_name, read_status=read_status)
+                        registry=registry, app_name=app_name, read_status=read_status,
+                        long_waits=LongWaits(settings.max_waits_per_user, settings.max_waits))

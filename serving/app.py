@@ -4,8 +4,8 @@
     serve run serve_config.yaml                                  # production: Qwen-Image on GPUs
 
 Builder arguments are the settings of :mod:`serving.settings` (lower case) plus the deployment
-options below. Secrets (JWT_SECRET, ADMIN_PASSWORD, DATABASE_URL) are never builder arguments:
-every process reads them from its own environment.
+options below. Secrets (JWT_SECRET, ADMIN_PASSWORD, DATABASE_URL, and RESULT_STORE_URL when it carries
+credentials) are never builder arguments: every process reads them from its own environment.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ray.serve import Application
 
 from serving.deployments import DEPLOYMENTS, SHARED
 from serving.ingress import Ingress
-from serving.settings import SECRET_FIELDS, load_settings
+from serving.settings import SECRET_FIELDS, SECRET_WITH_CREDENTIALS, carries_credentials, load_settings
 
 
 class DeploymentArgs(BaseModel):
@@ -34,12 +34,14 @@ class DeploymentArgs(BaseModel):
     downscale_delay_s: float = Field(default=600.0, ge=0)
     look_back_period_s: float = Field(default=30.0, gt=0, description="window the autoscaler averages the queue over")
     ingress_replicas: int = Field(default=1, ge=1)
+    ingress_max_queued_requests: int = Field(
+        default=1024, ge=1, description="requests waiting in Serve's proxies for an ingress slot; beyond: 503")
 
 
 def build_app(args: Optional[dict[str, Any]] = None) -> Application:
     """Build the bind graph: Ingress → one model deployment per enabled kind (models.kinds)."""
     args = dict(args or {})
-    leaked = SECRET_FIELDS & set(args)
+    leaked = (SECRET_FIELDS & set(args)) | {f for f in SECRET_WITH_CREDENTIALS if carries_credentials(args.get(f))}
     if leaked:
         raise ValueError(f"{sorted(leaked)} must come from the environment, not from builder args")
     deployment_args = DeploymentArgs(**{k: args.pop(k) for k in list(args) if k in DeploymentArgs.model_fields})
@@ -71,5 +73,6 @@ def build_app(args: Optional[dict[str, Any]] = None) -> Application:
         bound = {kind: DEPLOYMENTS[kind].options(**model_options()).bind(public) for kind in settings.enabled_models}
     return Ingress.options(
         num_replicas=deployment_args.ingress_replicas,
+        max_queued_requests=deployment_args.ingress_max_queued_requests,
         ray_actor_options={"num_cpus": deployment_args.ingress_num_cpus},
     ).bind(public, **bound)

@@ -20,7 +20,6 @@ least busy replica so that a queued request never waits behind a busy device whi
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import os
 import threading
@@ -171,7 +170,8 @@ class ModelWorker:
             keys = await asyncio.to_thread(self._store_images, task, request, result)
         except OSError as exc:  # the store's ResultStoreError, or a failed write on the way
             log.error("task %s: result write failed: %s", task.task_id, exc)
-            return Failed(index=index, error=f"{messages.RESULT_WRITE_FAILED}: {exc.strerror or exc}")
+            return Failed(index=index, error=messages.without_server_paths(
+                f"{messages.RESULT_WRITE_FAILED}: {exc.strerror or exc}"))
         except Exception as exc:
             log.exception("task %s: storing the result failed", task.task_id)
             return Failed(index=index, error=describe_failure(exc))
@@ -180,12 +180,11 @@ class ModelWorker:
     # ------------------------------------------------------------------ the blocking parts
 
     def _request(self, task: ModelRequest):
-        from PIL import Image
-
         import models
+        from serving.uploads import open_input
 
         p = task.parameters
-        images = [Image.open(io.BytesIO(self.store.get(key))).convert("RGB") for key in task.input_keys]
+        images = [open_input(self.store.get(key)) for key in task.input_keys]
         return models.GenerationRequest(
             prompt=task.prompt, negative_prompt=p.get("negative_prompt", ""),
             width=p.get("width", 1024), height=p.get("height", 1024),
@@ -281,7 +280,7 @@ def release_accelerator_memory() -> None:
 
 def describe_failure(exc: BaseException) -> str:
     """A message a user can act on, without a stack trace."""
-    text = f"{type(exc).__name__}: {exc}"
+    text = messages.without_server_paths(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
         return messages.OUT_OF_MEMORY(error=text[:200])
     return messages.GENERATION_FAILED(error=text[:300])

@@ -26,6 +26,15 @@ from typing import Any, Optional, Union
 
 from models.kinds import ModelKind
 
+# An absolute POSIX path of two or more parts (what an OSError or a library error carries).
+_SERVER_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s'\"():,/]+/)+([^\s'\"():,/]+)")
+
+
+def without_server_paths(text: str) -> str:
+    """``text`` with absolute server paths cut to their last part: the layout of the host is not the client's."""
+    return _SERVER_PATH.sub(r"…/\1", text)
+
+
 LANGUAGES = ("zh", "en")
 DEFAULT_LANGUAGE = "zh"
 
@@ -183,6 +192,12 @@ MODEL_NOT_LOADED = {kind: _entry(f"{kind.value}_not_loaded", kind.spec.not_loade
 REGISTRY_UNAVAILABLE = _entry("registry_unavailable", "任务服务正在重启，请稍后重试",
                               "The task service is restarting; retry shortly")
 QUEUE_FULL = _entry("queue_full", "任务队列已满，请稍后重试", "The task queue is full; retry later")
+TOO_MANY_WAITS = _entry("too_many_waits", "同时等待结果的请求过多（每个用户最多 {limit} 个），请稍后重试或使用异步模式",
+                        "Too many of your requests are waiting for results at once (at most {limit}); "
+                        "retry later or use async mode")
+SERVER_BUSY = _entry("server_busy", "服务繁忙，请稍后重试", "The server is busy; retry shortly")
+TOO_MANY_PENDING = _entry("too_many_pending", "排队中的任务过多（每个用户最多 {limit} 个），请等待已提交的任务完成",
+                          "Too many of your tasks are waiting (at most {limit}); wait for them to finish")
 WAIT_TIMEOUT = _entry("wait_timeout", "等待任务结果超时", "Timed out waiting for the task result")
 TASK_CANCELLED = _entry("task_cancelled", "任务已取消", "The task was cancelled")
 CANCEL_REQUESTED = _entry("cancel_requested", "已请求取消，任务将在下一步停止",
@@ -203,6 +218,8 @@ QUOTA_MONTHLY = _entry("quota_monthly", "已达到每月配额上限（{limit}�
 # Why a task failed (stored with the task, shown in its status and in a synchronous answer)
 REPLICA_CRASHED = _entry("replica_crashed", "模型副本在执行任务时崩溃（已重试）",
                          "The model replica crashed while running the task (it was retried)")
+MODEL_DISABLED = _entry("model_disabled", "任务所需的模型已停用，任务无法执行",
+                        "The model this task needs has been switched off; the task cannot run")
 INTERRUPTED_BY_RESTART = _entry("interrupted_by_restart", "服务重启时任务正在执行，已达到重试次数上限",
                                 "The task was running when the service restarted, and it has been retried "
                                 "as often as allowed")
@@ -247,6 +264,9 @@ IMAGE_TOO_MANY_PIXELS = _entry("image_too_many_pixels", "尺寸 {width}×{height
                                "its size {width}×{height} exceeds the limit of {max_pixels} pixels")
 IMAGE_TOO_SMALL = _entry("image_too_small", "尺寸 {width}×{height} 过小（每边至少 {min_side} 像素）",
                          "its size {width}×{height} is too small (at least {min_side} pixels a side)")
+IMAGE_DECODES_TOO_LARGE = _entry(
+    "image_decodes_too_large", "尺寸 {width}×{height} 解码后约 {decoded_mb} MB，超过上限 {max_mb} MB",
+    "its size {width}×{height} would take about {decoded_mb} MB once decoded, over the limit of {max_mb} MB")
 IMAGE_TRAILING_DATA = _entry("image_trailing_data", "图片结尾之后还有多余数据（疑似伪装的复合文件）",
                              "there is data after the image's end (possibly a disguised polyglot file)")
 IMAGE_BOMB = _entry("image_bomb", "疑似解压炸弹（像素数过大）", "it looks like a decompression bomb (too many pixels)")
@@ -268,6 +288,7 @@ TOO_MANY_ATTEMPTS = _entry("too_many_attempts", "登录失败次数过多，请�
 WRONG_OLD_PASSWORD = _entry("wrong_old_password", "原密码错误", "The old password is incorrect")
 USER_NOT_FOUND = _entry("user_not_found", "用户不存在", "User not found")
 NOT_ON_SELF = _entry("not_on_self", "不能对自己的账号执行此操作", "Administrators cannot do this to their own account")
+LAST_ADMIN = _entry("last_admin", "至少需要保留一个启用的管理员", "At least one active administrator must remain")
 PASSWORD_CHANGED = _entry("password_changed", "密码修改成功", "The password was changed")
 USER_ENABLED = _entry("user_enabled", "用户已启用", "The user is enabled")
 USER_DISABLED_NOW = _entry("user_disabled_now", "用户已禁用", "The user is disabled")

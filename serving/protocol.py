@@ -71,7 +71,15 @@ class QueueFull:
     retry_after: int
 
 
-CreateAnswer = Union[Accepted, QuotaRefused, QueueFull]
+@dataclass(frozen=True)
+class PendingLimit:
+    """The user already has ``limit`` tasks waiting; nothing was written."""
+
+    limit: int
+    retry_after: int
+
+
+CreateAnswer = Union[Accepted, QuotaRefused, QueueFull, PendingLimit]
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import secrets
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -39,6 +41,7 @@ from serving.protocol import (
     ModelOutcome,
     AdapterRef,
     ModelRequest,
+    PendingLimit,
     QueueFull,
     QueueInfo,
     QueueSnapshot,
@@ -70,6 +73,8 @@ FINISHED = FINISHED_STATUSES
 # losses are allowed per registry life beyond one dispatch per run, so a request that kills every
 # replica before its first step is not re-sent forever.
 UNSTARTED_LOSSES_ALLOWED = 2
+# A task state the database refused is written again this often until it is stored.
+SAVE_RETRY_S = 2.0
 
 
 def registry_name(app_name: str) -> str:
@@ -160,9 +165,13 @@ class RegistryCore:
         # Kept in step with every status change so queries never scan all tasks.
         self._status_counts: Counter[str] = Counter()
         self._pending: dict[ModelKind, dict[str, None]] = {kind: {} for kind in ModelKind}
+        self._pending_by_user: Counter[Optional[int]] = Counter()
         self._handles: dict[ModelKind, Any] = {}
         self._replicas: dict[str, tuple[float, dict[str, Any]]] = {}  # replica id -> (when, its report)
         self._cleanup_loop: Optional[asyncio.Task] = None
+        # Tasks whose last state the database has not taken yet (task id -> extra columns to write).
+        self._unsaved: dict[str, dict[str, Any]] = {}
+        self._save_retry: Optional[asyncio.Task] = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -181,21 +190,50 @@ class RegistryCore:
         with session_scope(self.engine) as session:
             session.exec(update(TaskRecord).where(TaskRecord.task_id == task.task_id).values(**values))
 
+    def _save(self, task: LiveTask, **extra: Any) -> None:
+        """``_persist``, never raising: a failed write is retried in the background until it is stored,
+        so no task is left hanging on a database error (waiters are released by the caller)."""
+        pending = {**self._unsaved.pop(task.task_id, {}), **extra}
+        try:
+            self._persist(task, **pending)
+        except Exception as exc:
+            log.warning("task %s: could not store its state (%r); retrying every %.0f s",
+                        task.task_id, exc, SAVE_RETRY_S)
+            self._unsaved[task.task_id] = pending
+            if self._save_retry is None or self._save_retry.done():
+                self._save_retry = asyncio.get_running_loop().create_task(self._retry_saves())
+
+    async def _retry_saves(self) -> None:
+        while self._unsaved:
+            await asyncio.sleep(SAVE_RETRY_S)
+            for task_id in list(self._unsaved):
+                task = self.tasks.get(task_id)
+                extra = self._unsaved.pop(task_id)
+                if task is not None:
+                    self._save(task, **extra)
+
     def _track(self, task: LiveTask) -> None:
         self.tasks[task.task_id] = task
         self._status_counts[task.status] += 1
         if task.status == TaskStatus.pending.value:
             self._pending[task.kind][task.task_id] = None
+            self._pending_by_user[task.user_id] += 1
 
     def _forget(self, task_id: str) -> None:
+        if task_id in self._unsaved:
+            return  # its final state is not stored yet: it stays answerable from memory until it is
         task = self.tasks.pop(task_id, None)
         if task is not None:
             self._status_counts[task.status] -= 1
             self._pending[task.kind].pop(task_id, None)
+            if task.status == TaskStatus.pending.value:
+                self._pending_by_user[task.user_id] -= 1
 
     def _set_status(self, task: LiveTask, status: str) -> None:
         self._status_counts[task.status] -= 1
         self._status_counts[status] += 1
+        pending = TaskStatus.pending.value
+        self._pending_by_user[task.user_id] += (status == pending) - (task.status == pending)
         self._pending[task.kind].pop(task.task_id, None)
         if status == TaskStatus.pending.value:
             self._pending[task.kind][task.task_id] = None
@@ -218,8 +256,10 @@ class RegistryCore:
         task.completed_at = utcnow()
         if task.started_at is not None:
             task.execution_time = round((task.completed_at - task.started_at).total_seconds(), 3)
-        self._persist(task, **extra)
-        task.done.set()
+        try:
+            self._save(task, **extra)
+        finally:
+            task.done.set()
 
     # ------------------------------------------------------------------ life cycle
 
@@ -230,13 +270,19 @@ class RegistryCore:
         for record in records:
             task = self._live_from_record(record)
             self._track(task)
+            if task.kind.value not in self.settings.enabled_models:
+                # Its model was switched off across the restart: nothing would ever run it.
+                self._finish(task, TaskStatus.failed.value, messages.MODEL_DISABLED)
+                continue
             if record.status == TaskStatus.running.value:
                 if record.attempts > self.settings.task_retries:
                     self._finish(task, TaskStatus.failed.value, messages.INTERRUPTED_BY_RESTART)
                     continue
                 self._set_status(task, TaskStatus.pending.value)
                 task.started_at = None
-                self._persist(task)
+                self._dispatch(task)
+                self._save(task)
+                continue
             self._dispatch(task)
         if records:
             log.info("registry %s: recovered %d unfinished task(s)", self.epoch, len(records))
@@ -295,6 +341,9 @@ class RegistryCore:
             return self._accepted(self.tasks[task_id])
         if self._status_counts[TaskStatus.pending.value] >= self.settings.max_queue_size:
             return QueueFull(retry_after=10)
+        per_user = self.settings.max_pending_per_user
+        if per_user and self._pending_by_user[spec.user_id] >= per_user:
+            return PendingLimit(limit=per_user, retry_after=10)
         params = dict(spec.parameters)
         seed = resolve_seed(params.get("seed"))
         params["seed"] = seed
@@ -355,8 +404,8 @@ class RegistryCore:
             elif task.attempts_started <= retries and task.attempt < 1 + retries + UNSTARTED_LOSSES_ALLOWED:
                 self._set_status(task, TaskStatus.pending.value)
                 task.started_at = None
-                self._persist(task)
-                self._dispatch(task)
+                self._dispatch(task)  # first: a failed write must not leave it pending and never sent
+                self._save(task)
             else:
                 self._finish(task, TaskStatus.failed.value, messages.REPLICA_CRASHED)
             return
@@ -373,7 +422,8 @@ class RegistryCore:
         try:
             key = keys[0] if len(keys) == 1 else await asyncio.to_thread(self._zip_results, task, keys)
         except OSError as exc:
-            self._finish(task, TaskStatus.failed.value, f"{messages.RESULT_WRITE_FAILED}: {exc}")
+            self._finish(task, TaskStatus.failed.value,
+                         messages.without_server_paths(f"{messages.RESULT_WRITE_FAILED}: {exc}"))
             return
         task.result = ResultLocation(result_path=key, result_filename=key.rsplit("/", 1)[-1],
                                      generation_seconds=round(sum(o.seconds for o in generated), 4))
@@ -409,7 +459,7 @@ class RegistryCore:
             self._set_status(task, TaskStatus.running.value)
             task.started_at = utcnow()
             task.attempts_started += 1
-            self._persist(task)
+            self._save(task)
         return True
 
     async def report_progress(self, task_id: str, epoch: str, attempt: int, index: int, step: int) -> bool:
@@ -484,11 +534,15 @@ class RegistryCore:
                   if t.status in FINISHED and (t.completed_at or t.created_at) < memory_cutoff]
         for task_id in forget:
             self._forget(task_id)
-        db_cleaned = await asyncio.to_thread(self._delete_old_records, now - timedelta(days=max_age_days))
-        return CleanupCounts(memory_cleaned_count=len(forget), db_cleaned_count=db_cleaned)
+        deleted = await asyncio.to_thread(self._delete_old_records, now - timedelta(days=max_age_days))
+        for task_id in deleted:  # the live state changes here, on the event loop, never in the worker thread
+            self._forget(task_id)
+        return CleanupCounts(memory_cleaned_count=len(forget), db_cleaned_count=len(deleted))
 
-    def _delete_old_records(self, before: datetime) -> int:
-        deleted = 0
+    def _delete_old_records(self, before: datetime) -> list[str]:
+        """Deletes finished records older than ``before`` with their files (in a worker thread: it
+        touches only the database and the store); returns their task ids."""
+        deleted: list[str] = []
         while True:
             with session_scope(self.engine) as session:
                 batch = list(old_finished_tasks(session, before))
@@ -496,10 +550,31 @@ class RegistryCore:
                     self.store.delete_prefix(f"results/{record.task_id}")
                     self.store.delete_prefix(f"inputs/{record.task_id}")
                     session.delete(record)
-                    self._forget(record.task_id)
-            deleted += len(batch)
+            deleted.extend(record.task_id for record in batch)
             if not batch:
                 return deleted
+
+
+# Between a failed start and the exit that has Ray restart the actor: no hot loop while the
+# database stays away.
+RESTART_DELAY_S = 1.0
+
+
+async def start_or_exit(core: RegistryCore, exit: Callable[[int], Any] = os._exit,
+                        delay_s: float = RESTART_DELAY_S) -> None:
+    """``core.start()``; when it fails, the process exits so Ray restarts the actor from scratch.
+
+    A failed start must not be kept and re-raised to every caller (a 500 on every request until
+    someone restarts the registry); a restart retries it with a fresh process, and callers
+    meanwhile see the actor as unavailable, which the ingress answers with a retryable 503.
+    """
+    try:
+        await core.start()
+    except Exception:
+        log.exception("registry %s: start failed; exiting so that Ray restarts it", core.epoch)
+        await asyncio.sleep(delay_s)
+        exit(1)
+        raise
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=10_000)
@@ -513,7 +588,7 @@ class TaskRegistry:
 
     async def _ready(self) -> RegistryCore:
         if self._started is None:
-            self._started = asyncio.create_task(self.core.start())
+            self._started = asyncio.create_task(start_or_exit(self.core))
         await self._started
         return self.core
 

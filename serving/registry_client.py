@@ -7,6 +7,7 @@ Ray. While the registry actor restarts, every call answers a retryable 503 rathe
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Optional, Protocol, TypeVar, Union
 
@@ -27,6 +28,10 @@ from serving.protocol import (
 from serving.registry import lookup_registry
 
 T = TypeVar("T")
+log = logging.getLogger("qwen_image.ingress")
+# Longest an ingress waits for the registry to answer (beyond what a call itself asks to wait):
+# a registry stuck on a slow database makes requests a 503 after this, never hang.
+REGISTRY_CALL_TIMEOUT_S = 15.0
 _RAY_UNAVAILABLE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ValueError)
 
 
@@ -53,15 +58,20 @@ class Registry(Protocol):
 class RegistryClient:
     """:class:`Registry` over the registry actor of one application."""
 
-    def __init__(self, handle: Any, app_name: str):
+    def __init__(self, handle: Any, app_name: str, timeout_s: float = REGISTRY_CALL_TIMEOUT_S):
         self.handle = handle
         self.app_name = app_name
+        self.timeout_s = timeout_s
 
-    async def _call(self, call: Callable[[Any], Awaitable[T]]) -> T:
-        """``call(handle)``; while the registry restarts the client gets a retryable 503, never a 500."""
+    async def _call(self, call: Callable[[Any], Awaitable[T]], waits_s: float = 0.0) -> T:
+        """``call(handle)``; while the registry restarts, or when it does not answer within
+        ``timeout_s`` (plus ``waits_s`` the call itself waits), the client gets a retryable 503."""
         for attempt in range(2):
             try:
-                return await call(self.handle)
+                return await asyncio.wait_for(_awaited(call(self.handle)), self.timeout_s + waits_s)
+            except asyncio.TimeoutError:
+                log.warning("the task registry did not answer within %.0f s", self.timeout_s + waits_s)
+                break
             except _RAY_UNAVAILABLE:
                 if attempt == 0:
                     # A replaced (not restarted) registry has a new handle under the same name.
@@ -81,7 +91,7 @@ class RegistryClient:
         return await self._call(lambda h: h.status.remote(task_id))
 
     async def wait(self, task_id: str, timeout: float) -> Optional[WaitAnswer]:
-        return await self._call(lambda h: h.wait.remote(task_id, timeout))
+        return await self._call(lambda h: h.wait.remote(task_id, timeout), waits_s=timeout)
 
     async def queue(self) -> QueueSnapshot:
         return await self._call(lambda h: h.queue.remote())
@@ -97,3 +107,7 @@ class RegistryClient:
 
     async def replica_info(self) -> dict[str, dict[str, Any]]:
         return await self._call(lambda h: h.replica_info.remote())
+
+
+async def _awaited(awaitable: Awaitable[T]) -> T:
+    return await awaitable

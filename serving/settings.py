@@ -18,6 +18,18 @@ SHARED_DEPLOYMENT = "Models"
 
 # Fields that must never travel through Serve's deployment config (which is stored and shown).
 SECRET_FIELDS = {"jwt_secret", "admin_password", "database_url"}
+# Secret when it carries credentials (``s3://key:secret@bucket``, an Azure SAS ``?sig=…``).
+SECRET_WITH_CREDENTIALS = {"result_store_url"}
+
+
+def carries_credentials(url: Optional[str]) -> bool:
+    """Whether a URL holds a user name, a password or a query string (where tokens travel)."""
+    if not url:
+        return False
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(str(url))
+    return bool(parts.username or parts.password or parts.query)
 
 
 class Settings(BaseSettings):
@@ -33,7 +45,7 @@ class Settings(BaseSettings):
     # --- storage
     data_dir: Path = Path("data")
     database_url: Optional[SecretStr] = None  # default: SQLite file under data_dir
-    result_store_url: Optional[str] = None  # default: <data_dir>/store
+    result_store_url: Optional[str] = None  # default: <data_dir>/store; with credentials: env only
 
     # --- auth
     auth_enabled: bool = True
@@ -43,9 +55,11 @@ class Settings(BaseSettings):
     admin_username: str = "admin"
     admin_password: Optional[SecretStr] = None  # default: admin123, with a warning in the log
     password_hash_profile: Literal["rfc_9106_low_memory", "cheapest"] = "rfc_9106_low_memory"
-    login_max_failures: int = Field(default=10, ge=0)  # per username; 0 turns throttling off
+    # Failed log-ins before each further one doubles the wait: per (account, address) and per address.
+    login_max_failures: int = Field(default=10, ge=0)  # 0 turns throttling off
     login_max_failures_per_address: int = Field(default=100, ge=0)
-    login_window_seconds: float = Field(default=300.0, gt=0)
+    login_window_seconds: float = Field(default=300.0, gt=0)  # a counter is forgotten this long after its last failure
+    login_max_delay_seconds: Optional[float] = Field(default=None, gt=0)  # default: the window
 
     # --- models
     model_profile: str = "tiny"  # "qwen" in production, "tiny" embedded, "sleep" for benchmarks, "faulty" for tests
@@ -78,10 +92,18 @@ class Settings(BaseSettings):
 
     # --- tasks
     max_queue_size: int = Field(default=1000, ge=1)
+    # Tasks one user may have waiting at once (beyond: 429), so a few accounts cannot fill the queue; 0: no cap.
+    max_pending_per_user: int = Field(default=20, ge=0)
     task_retries: int = Field(default=1, ge=0)
     max_upload_mb: int = Field(default=20, ge=1)
     max_image_pixels: int = Field(default=40_000_000, ge=1)
+    # An input's size once decoded (RGB), checked from its header before decoding.
+    max_decoded_mb: int = Field(default=64, ge=1)
     sync_timeout_seconds: float = Field(default=600.0, gt=0)
+    # Requests that wait long (sync submissions, result?wait=true, event streams), per ingress replica:
+    # per user (beyond: 429) and in all (beyond: 503), below the ingress's 256 request slots.
+    max_waits_per_user: int = Field(default=4, ge=1)
+    max_waits: int = Field(default=192, ge=1)
 
     # --- quotas
     default_daily_limit: int = Field(default=100, ge=0)
@@ -110,7 +132,8 @@ class Settings(BaseSettings):
 
     def public_dict(self) -> dict[str, Any]:
         """Everything but secrets, for passing through Serve; each process re-reads secrets from env."""
-        return self.model_dump(mode="json", exclude=SECRET_FIELDS)
+        secret = SECRET_FIELDS | {f for f in SECRET_WITH_CREDENTIALS if carries_credentials(getattr(self, f))}
+        return self.model_dump(mode="json", exclude=secret)
 
     @property
     def resolved_database_url(self) -> str:

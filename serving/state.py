@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Optional
 
@@ -23,6 +25,38 @@ log = logging.getLogger("qwen_image.ingress")
 STATUS_READ_TIMEOUT_S = 10.0
 
 
+class LongWaits:
+    """Counts requests that wait long (sync submissions, result waits, event streams), per user and in all.
+
+    One user may hold ``per_user`` at once (beyond: 429), everyone together ``total`` (beyond: 503),
+    so long waits never take all of the ingress's request slots: ``/health`` and short requests
+    always find one. Counted per ingress replica.
+    """
+
+    def __init__(self, per_user: int = 4, total: int = 192):
+        self.per_user = per_user
+        self.total = total
+        self._by_user: Counter = Counter()
+        self._all = 0
+
+    @contextlib.contextmanager
+    def hold(self, user_id: Optional[int]) -> Iterator[None]:
+        if self._by_user[user_id] >= self.per_user:
+            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, messages.TOO_MANY_WAITS.format(limit=self.per_user),
+                                headers={"Retry-After": "5"})
+        if self._all >= self.total:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, messages.SERVER_BUSY, headers={"Retry-After": "5"})
+        self._by_user[user_id] += 1
+        self._all += 1
+        try:
+            yield
+        finally:
+            self._all -= 1
+            self._by_user[user_id] -= 1
+            if not self._by_user[user_id]:
+                del self._by_user[user_id]
+
+
 @dataclass
 class ServiceState:
     settings: Settings
@@ -33,6 +67,7 @@ class ServiceState:
     app_name: str
     # how replica counts are read (Serve's controller; a stand-in where no Ray runs)
     read_status: Callable[[str], dict] = field(default=lambda app_name: read_deployment_status(app_name))
+    long_waits: LongWaits = field(default_factory=LongWaits)
     _status_cache: tuple[float, dict] = field(default=(0.0, {}))
     _status_refresh: Optional[asyncio.Task] = field(default=None, repr=False)
     _status_read: Optional[asyncio.Future] = field(default=None, repr=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from typing import NamedTuple, Optional
 
 from fastapi import HTTPException, UploadFile, status
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -14,6 +15,18 @@ from serving import messages
 ALLOWED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 MIN_SIDE = 16
 CHUNK = 1024 * 1024
+# What one decoded image may take in memory (RGB, 3 bytes a pixel), checked from the header before
+# decoding: a few hundred KB of flat PNG can otherwise unfold into hundreds of MB.
+DEFAULT_MAX_DECODED_BYTES = 64 * 1024 * 1024
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
+
+
+class ValidatedUpload(NamedTuple):
+    """An upload that decodes cleanly: its bytes as sent, its upright size, its file extension."""
+
+    data: bytes
+    size: tuple[int, int]
+    extension: str
 
 
 class BodyTooLarge(HTTPException):
@@ -51,8 +64,13 @@ def trailing_bytes(data: bytes, fmt: str) -> int:
     return 0
 
 
-def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
-    """Decodes JPEG/PNG/WebP bytes (whatever Content-Type claimed), applies EXIF orientation, returns RGB."""
+def decode_image(data: bytes, name: str, max_pixels: int,
+                 max_decoded_bytes: Optional[int] = DEFAULT_MAX_DECODED_BYTES) -> Image.Image:
+    """Decodes JPEG/PNG/WebP bytes (whatever Content-Type claimed), applies EXIF orientation, returns RGB.
+
+    Sizes are checked from the header, before the pixels are decoded; the image is turned in place
+    and converted only when it is not RGB already, so at most two copies exist at once.
+    """
     if not data:
         raise bad_upload(name, messages.IMAGE_EMPTY)
     try:
@@ -67,12 +85,16 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
                                                                           max_pixels=max_pixels))
             if min(width, height) < MIN_SIDE:
                 raise bad_upload(name, messages.IMAGE_TOO_SMALL(width=width, height=height, min_side=MIN_SIDE))
+            decoded = width * height * max(3, len(image.getbands()))
+            if max_decoded_bytes is not None and decoded > max_decoded_bytes:
+                raise bad_upload(name, messages.IMAGE_DECODES_TOO_LARGE(
+                    width=width, height=height, decoded_mb=decoded // 2**20, max_mb=max_decoded_bytes // 2**20))
             image.load()
             extra = trailing_bytes(data, image.format)
             if extra > 0 and data[-extra:].strip(b"\0"):  # zero padding is harmless; anything else is not
                 raise bad_upload(name, messages.IMAGE_TRAILING_DATA)
-            image = ImageOps.exif_transpose(image)
-            return image.convert("RGB")
+            ImageOps.exif_transpose(image, in_place=True)
+            return image if image.mode == "RGB" else image.convert("RGB")
     except HTTPException:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -81,6 +103,28 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
         raise bad_upload(name, messages.IMAGE_UNDECODABLE(error=type(exc).__name__)) from None
 
 
+def validate_upload(data: bytes, name: str, max_pixels: int,
+                    max_decoded_bytes: Optional[int] = DEFAULT_MAX_DECODED_BYTES) -> ValidatedUpload:
+    """Every check of :func:`decode_image`; keeps the bytes as sent and lets the decoded pixels go.
+
+    Inputs are stored as uploaded (at most the upload limit; no re-encode, which for a photo could
+    be several times its size) and decoded again, upright, by the model replica (:func:`open_input`).
+    """
+    image = decode_image(data, name, max_pixels, max_decoded_bytes)
+    size = image.size
+    fmt = Image.open(io.BytesIO(data)).format or "PNG"
+    image.close()
+    return ValidatedUpload(data, size, EXTENSIONS.get(fmt, "png"))
+
+
+def open_input(data: bytes) -> Image.Image:
+    """A stored input as a pipeline takes it: EXIF orientation applied, RGB."""
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    ImageOps.exif_transpose(image, in_place=True)
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
 def encode_input(image: Image.Image) -> bytes:
-    """Inputs are stored re-encoded as PNG: clean bytes, orientation already applied."""
+    """An image as PNG (for callers that hold pixels rather than an upload)."""
     return encode_png(image, {})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import event, inspect, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, create_engine
 
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+PG_CONNECT_TIMEOUT_S = 5
+POOL_TIMEOUT_S = 10
 # PostgreSQL advisory-lock key under which schema upgrades run (any constant unique to this app).
 SCHEMA_LOCK_KEY = 0x5157454E  # "QWEN"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -37,6 +40,7 @@ def sqlite_url(data_dir: Path | str) -> str:
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     """Create an engine; SQLite gets WAL, a busy timeout and foreign keys on every connection."""
     if url.startswith("sqlite"):
+        _create_private_file(make_url(url).database)
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
@@ -52,7 +56,24 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # A database that does not answer fails a connection after PG_CONNECT_TIMEOUT_S, and a request
+    # waiting for a pooled connection after POOL_TIMEOUT_S, instead of hanging its caller.
+    connect_args = {"connect_timeout": PG_CONNECT_TIMEOUT_S} if url.startswith("postgresql") else {}
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+                         pool_timeout=POOL_TIMEOUT_S, connect_args=connect_args)
+
+
+def _create_private_file(path: str | None) -> None:
+    """Create the SQLite file 0600 before SQLite does (it would use 0644): it holds password hashes.
+
+    SQLite gives its ``-wal`` and ``-shm`` files the database file's permissions.
+    """
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
 
 
 def alembic_config() -> Config:

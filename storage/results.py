@@ -11,12 +11,13 @@ Backends, chosen by ``RESULT_STORE_URL`` (see :func:`open_result_store`): files 
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 _KEY = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 
@@ -37,6 +38,9 @@ class ResultStore(Protocol):
 
     def get(self, key: str) -> bytes:
         """Read an object; FileNotFoundError if absent."""
+
+    def open(self, key: str) -> BinaryIO:
+        """An object to read in pieces (a response streams it); FileNotFoundError if absent."""
 
     def exists(self, key: str) -> bool: ...
 
@@ -76,6 +80,9 @@ class LocalResultStore:
     def get(self, key: str) -> bytes:
         return self._path(key).read_bytes()
 
+    def open(self, key: str) -> BinaryIO:
+        return self._path(key).open("rb")
+
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
@@ -111,6 +118,9 @@ class MemoryResultStore:
                 return self._objects[check_key(key)]
             except KeyError:
                 raise FileNotFoundError(key) from None
+
+    def open(self, key: str) -> BinaryIO:
+        return io.BytesIO(self.get(key))
 
     def exists(self, key: str) -> bool:
         with self._lock:
@@ -163,6 +173,9 @@ class FsspecResultStore:
 
     def get(self, key: str) -> bytes:
         return self.fs.cat_file(self._path(key))
+
+    def open(self, key: str) -> BinaryIO:
+        return self.fs.open(self._path(key), "rb")
 
     def exists(self, key: str) -> bool:
         return self.fs.isfile(self._path(key))

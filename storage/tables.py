@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import enum
+import secrets
+import unicodedata
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, ForeignKey, Index, Integer, TypeDecorator
+from sqlalchemy import JSON, BigInteger, Column, DateTime, ForeignKey, Index, Integer, TypeDecorator, event
 from sqlmodel import Field, SQLModel
 
 
@@ -55,11 +57,25 @@ class TaskType(str, enum.Enum):
     batch_edit = "batch_edit"
 
 
+def username_key(username: str) -> str:
+    """What makes two usernames the same: NFKC-normalised and case-folded (``Admin`` = ``ａｄｍｉｎ`` = ``admin``)."""
+    return unicodedata.normalize("NFKC", username).casefold()
+
+
+def new_token_key() -> str:
+    return secrets.token_urlsafe(16)
+
+
 class User(SQLModel, table=True):
     __tablename__ = "users"
+    # SQLite would otherwise hand a deleted user's id (the highest) to the next user, and with it
+    # whatever still names that id: live tasks, tokens. PostgreSQL sequences never reuse ids.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Optional[int] = Field(default=None, primary_key=True)
     username: str = Field(max_length=50, unique=True, index=True)
+    # username_key(username), kept by the listeners below; unique, so look-alike names are refused.
+    username_key: str = Field(default="", unique=True, index=True)
     email: Optional[str] = Field(default=None, max_length=255)
     hashed_password: str
     is_active: bool = True
@@ -67,9 +83,28 @@ class User(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     # Bumped on password change or disable; tokens carry it and older ones stop working.
     token_version: int = 0
+    # Random per account and carried in its tokens: a token names the account, not only its id.
+    token_key: str = Field(default_factory=new_token_key, max_length=32)
     # Per-user quota overrides; NULL means the service default.
     daily_limit: Optional[int] = None
     monthly_limit: Optional[int] = None
+
+
+@event.listens_for(User, "before_insert")
+@event.listens_for(User, "before_update")
+def _keep_username_key(_mapper, _connection, user: User) -> None:
+    user.username_key = username_key(user.username)
+
+
+class LoginFailure(SQLModel, table=True):
+    """Failed log-ins counted under a key (an account and address pair, or an address), for every replica."""
+
+    __tablename__ = "login_failures"
+
+    # sha256 of what is counted, so neither names nor addresses are kept in clear.
+    key: str = Field(primary_key=True, max_length=64)
+    failures: int = 0
+    last_failure_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
 
 
 class TaskRecord(SQLModel, table=True):

@@ -7,7 +7,7 @@ from typing import Optional
 
 from sqlmodel import Session, col, func, select
 
-from storage.tables import User
+from storage.tables import User, username_key
 
 
 def get_user(session: Session, user_id: int) -> Optional[User]:
@@ -15,7 +15,8 @@ def get_user(session: Session, user_id: int) -> Optional[User]:
 
 
 def get_user_by_username(session: Session, username: str) -> Optional[User]:
-    return session.exec(select(User).where(User.username == username)).first()
+    """The user whose name is ``username`` up to case and Unicode compatibility forms."""
+    return session.exec(select(User).where(User.username_key == username_key(username))).first()
 
 
 def list_users(session: Session, skip: int = 0, limit: int = 100) -> Sequence[User]:

@@ -25,6 +25,8 @@ import pytest
 
 os.environ.setdefault("TORCH_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Read by Serve's proxy (serving/proxy.py) when Ray starts it: a short body deadline for the stall tests.
+os.environ.setdefault("REQUEST_BODY_TIMEOUT_SECONDS", "5")
 
 LOGICAL_GPUS = 4
 OPEN_QUEUE_LIMIT = 3
@@ -91,7 +93,9 @@ def serve_instance(data_root) -> Iterator[str]:
     from ray import serve
 
     from serving.app import build_app
+    from serving.proxy import configure_environment
 
+    configure_environment()
     port = free_port()
     ray.init(num_cpus=8, num_gpus=LOGICAL_GPUS, include_dashboard=False, namespace="tests",
              logging_level="WARNING", log_to_driver=bool(os.environ.get("TEST_RAY_LOGS")))

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import Iterator
 from dataclasses import asdict
-from typing import Any, Optional, Union
+from typing import Any, BinaryIO, Optional, Union
 
 from fastapi import HTTPException, status
-from fastapi.responses import JSONResponse, Response
-from PIL import Image
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlmodel import Session
 
 from models.kinds import ModelKind
 from serving import messages
-from serving.protocol import Accepted, QueueFull, QuotaRefused, ResultLocation, TaskSpec
+from serving.protocol import Accepted, PendingLimit, QueueFull, QuotaRefused, ResultLocation, TaskSpec
 from serving.registry import new_task_id
 from serving.state import ServiceState, model_available
-from serving.uploads import encode_input
+from serving.uploads import ValidatedUpload
 from storage import TaskRecord, TaskStatus
 from storage.tables import User
 from storage.tasks import get_task_record
@@ -42,12 +43,15 @@ async def require_model(state: ServiceState, kind: ModelKind) -> None:
 
 async def submit(
     state: ServiceState, user: User, *, task_type: str, kind: ModelKind, prompt: str, prompts: list[str],
-    parameters: dict[str, Any], image_count: int, inputs: list[Image.Image], async_mode: bool,
+    parameters: dict[str, Any], image_count: int, inputs: list[ValidatedUpload], async_mode: bool,
 ) -> Response:
     """Store the inputs, have the registry create and dispatch the task, answer 202 or the result."""
     await require_model(state, kind)
+    if not async_mode:
+        with state.long_waits.hold(user.id):  # refused before a task exists, not after
+            pass
     task_id = new_task_id()
-    input_keys = [f"inputs/{task_id}/{i}.png" for i in range(len(inputs))]
+    input_keys = [f"inputs/{task_id}/{i}.{upload.extension}" for i, upload in enumerate(inputs)]
     if inputs:
         await asyncio.to_thread(_store_inputs, state, input_keys, inputs)
     spec = TaskSpec(task_id=task_id, user_id=user.id, task_type=task_type, kind=kind, prompt=prompt,
@@ -66,14 +70,18 @@ async def submit(
             content={"message": messages.TASK_ACCEPTED, "task_id": task_id, "status_url": f"/tasks/{task_id}",
                      "result_url": f"/tasks/{task_id}/result", "queue_info": asdict(answer.queue_info)},
         )
-    final = await state.registry.wait(task_id, state.settings.sync_timeout_seconds)
+    with state.long_waits.hold(user.id):
+        final = await state.registry.wait(task_id, state.settings.sync_timeout_seconds)
     if final is None:  # forgotten between creation and the wait (a clean-up with max age 0)
         raise not_found()
     return await result_response(state, task_id, final.status.status, final.status.error, final.result,
                                  final.status.seed)
 
 
-def refusal(answer: Union[QuotaRefused, QueueFull]) -> HTTPException:
+def refusal(answer: Union[QuotaRefused, QueueFull, PendingLimit]) -> HTTPException:
+    if isinstance(answer, PendingLimit):
+        return HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, messages.TOO_MANY_PENDING.format(limit=answer.limit),
+                             headers={"Retry-After": str(answer.retry_after)})
     if isinstance(answer, QuotaRefused):
         template = messages.QUOTA_DAILY if answer.period == "daily" else messages.QUOTA_MONTHLY
         return HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
@@ -82,9 +90,9 @@ def refusal(answer: Union[QuotaRefused, QueueFull]) -> HTTPException:
                          headers={"Retry-After": str(answer.retry_after)})
 
 
-def _store_inputs(state: ServiceState, keys: list[str], images: list[Image.Image]) -> None:
-    for key, image in zip(keys, images):
-        state.store.put(key, encode_input(image))
+def _store_inputs(state: ServiceState, keys: list[str], uploads: list[ValidatedUpload]) -> None:
+    for key, upload in zip(keys, uploads, strict=True):
+        state.store.put(key, upload.data)  # as sent: validated, never larger than the upload limit
 
 
 def owns(user: User, owner_id: Optional[int]) -> bool:
@@ -122,7 +130,7 @@ async def result_response(state: ServiceState, task_id: str, task_status: str, e
         seed = record.seed
     path = result.result_path
     try:
-        data = await asyncio.to_thread(state.store.get, path)
+        stream = await asyncio.to_thread(state.store.open, path)
     except FileNotFoundError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, messages.RESULT_MISSING) from None
     filename = result.result_filename or path.rsplit("/", 1)[-1]
@@ -131,7 +139,28 @@ async def result_response(state: ServiceState, task_id: str, task_status: str, e
                "X-Seed": str(seed if seed is not None else "")}
     if result.generation_seconds is not None:
         headers["X-Generation-Seconds"] = f"{result.generation_seconds:.4f}"
-    return Response(data, media_type=media_type, headers=headers)
+    size = _size_of(stream)
+    if size is not None:
+        headers["Content-Length"] = str(size)
+    return StreamingResponse(_chunks(stream), media_type=media_type, headers=headers)
+
+
+RESULT_CHUNK = 256 * 1024
+
+
+def _chunks(stream: BinaryIO) -> Iterator[bytes]:
+    """The result in pieces (Starlette reads a plain iterator in its thread pool): never whole in memory."""
+    with stream:
+        while chunk := stream.read(RESULT_CHUNK):
+            yield chunk
+
+
+def _size_of(stream: BinaryIO) -> Optional[int]:
+    try:
+        return os.fstat(stream.fileno()).st_size
+    except (AttributeError, OSError, ValueError):  # not a file: an object store's or memory's stream
+        size = getattr(stream, "size", None)
+        return size if isinstance(size, int) else None
 
 
 def _load_record(state: ServiceState, task_id: str) -> Optional[TaskRecord]:

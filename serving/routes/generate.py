@@ -16,7 +16,7 @@ from serving import messages
 from serving.adapter_options import Loras, Speed, apply_adapter_options
 from serving.routes.common import submit
 from serving.state import StateDep
-from serving.uploads import decode_image, read_limited
+from serving.uploads import ValidatedUpload, read_limited, validate_upload
 
 router = APIRouter(tags=["generation"])
 
@@ -24,8 +24,10 @@ MAX_PROMPT = 2000
 MAX_BATCH_PROMPTS = 10
 MAX_EDIT_IMAGES = 2
 
-Prompt = Annotated[str, Form(min_length=1, max_length=MAX_PROMPT, description="what to draw or change")]
-NegativePrompt = Annotated[str, Form(max_length=MAX_PROMPT)]
+# NUL is refused up front: PostgreSQL cannot store it in text, so it would fail as a 500 later.
+NO_NUL = r"^[^\x00]*$"
+Prompt = Annotated[str, Form(min_length=1, max_length=MAX_PROMPT, pattern=NO_NUL, description="what to draw or change")]
+NegativePrompt = Annotated[str, Form(max_length=MAX_PROMPT, pattern=NO_NUL)]
 TrueCfg = Annotated[float, Form(ge=1.0, le=10.0)]
 Seed = Annotated[int, Form(ge=-1, le=MAX_SEED, description="-1 = random; the seed used is reported")]
 NumImages = Annotated[int, Form(ge=1, le=4)]
@@ -46,7 +48,8 @@ def _clean_prompt(prompt: str, field: str = "prompt") -> str:
     return prompt
 
 
-async def _read_images(state, uploads: list[UploadFile], max_count: int) -> list:
+async def _read_images(state, uploads: list[UploadFile], max_count: int) -> list[ValidatedUpload]:
+    """Each upload read within its limit and checked by decoding; the pixels are not kept."""
     if not uploads:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.IMAGE_REQUIRED)
     if len(uploads) > max_count:
@@ -55,7 +58,8 @@ async def _read_images(state, uploads: list[UploadFile], max_count: int) -> list
     for n, upload in enumerate(uploads, start=1):
         data = await read_limited(upload, state.settings.max_upload_bytes)
         name = upload.filename or f"#{n}"
-        images.append(await asyncio.to_thread(decode_image, data, name, state.settings.max_image_pixels))
+        images.append(await asyncio.to_thread(validate_upload, data, name, state.settings.max_image_pixels,
+                                              state.settings.max_decoded_mb * 2**20))
     return images
 
 
@@ -119,7 +123,7 @@ async def image_edit(
 async def image_edit_batch(
     request: Request, user: CurrentUser, state: StateDep,
     image: Annotated[UploadFile, File(description="one image (JPEG, PNG, WebP; ≤ 20 MB)")],
-    prompts: Annotated[str, Form(min_length=1, max_length=MAX_PROMPT * MAX_BATCH_PROMPTS,
+    prompts: Annotated[str, Form(min_length=1, max_length=MAX_PROMPT * MAX_BATCH_PROMPTS, pattern=NO_NUL,
                                  description="edit prompts separated by |, at most 10")],
     negative_prompt: NegativePrompt = "",
     num_inference_steps: Steps = ModelKind.image_edit.spec.default_steps,

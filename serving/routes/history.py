@@ -56,10 +56,19 @@ class HistoryPage(BaseModel):
 
 
 def _aware(value: Optional[datetime]) -> Optional[datetime]:
-    """Naive datetimes in filters are read as UTC."""
-    if value is not None and value.tzinfo is None:
+    """Naive datetimes in filters are read as UTC; an instant past the calendar's ends is clamped to it.
+
+    ``9999-12-31T23:00:00-14:00`` is year 10000 in UTC, which ``datetime`` cannot hold.
+    """
+    if value is None:
+        return None
+    if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
-    return value
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        edge = datetime.max if value.year > 1 else datetime.min
+        return edge.replace(tzinfo=timezone.utc)
 
 
 def _page(session, f: HistoryFilter, page: int, page_size: int) -> HistoryPage:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter
 
 from models.aspect import ASPECT_RATIOS
@@ -10,6 +12,8 @@ from models.profiles import get_profile
 from serving.state import StateDep
 
 router = APIRouter(tags=["service"])
+# /health answers within this even when the registry (or the database under it) does not.
+HEALTH_PING_TIMEOUT_S = 2.0
 
 
 def _model_state(state, snapshot: dict, kind: ModelKind) -> str:
@@ -33,8 +37,8 @@ def _memory_settings(state, dtype: str) -> dict:
 
 async def _replica_reports(state) -> dict[str, dict]:
     try:
-        return await state.registry.replica_info()
-    except Exception:  # the registry restarts: the reports come back with it
+        return await asyncio.wait_for(state.registry.replica_info(), HEALTH_PING_TIMEOUT_S)
+    except Exception:  # the registry restarts or does not answer: the reports come back with it
         return {}
 
 
@@ -52,8 +56,10 @@ async def health(state: StateDep) -> dict:
     reports = await _replica_reports(state)
     dtype = get_profile(state.settings.model_profile).dtype
     try:
-        await state.registry.ping()
+        await asyncio.wait_for(state.registry.ping(), HEALTH_PING_TIMEOUT_S)
         registry = "up"
+    except asyncio.TimeoutError:
+        registry = "unresponsive"
     except Exception:
         registry = "restarting"
     enabled = [models[k] for k in state.settings.enabled_models]

@@ -73,7 +73,8 @@ async def get_result(
     if not current.finished:
         if not wait:
             return JSONResponse(status_code=status.HTTP_202_ACCEPTED, content=jsonable_encoder(current.model_dump()))
-        waited = await state.registry.wait(task_id, timeout)
+        with state.long_waits.hold(user.id):
+            waited = await state.registry.wait(task_id, timeout)
         if waited is not None:
             current, result = waited.status, waited.result
     return await result_response(state, task_id, current.status, current.error, result, current.seed)

@@ -13,7 +13,6 @@ import pytest
 from argon2 import PasswordHasher, profiles
 
 from auth.security import ALGORITHM, InvalidToken, Passwords, Tokens, load_or_create_secret
-from auth.throttle import LoginThrottle
 
 pytestmark = pytest.mark.unit
 
@@ -115,15 +114,3 @@ def test_secret_is_created_once_with_0600_and_reused(tmp_path):
     assert len(first) >= 48
     assert stat.S_IMODE(os.stat(tmp_path / "jwt_secret").st_mode) == 0o600
     assert load_or_create_secret(tmp_path) == first
-
-
-def test_throttle_blocks_after_max_failures_and_forgets_after_the_window():
-    now = [1000.0]
-    throttle = LoginThrottle(max_failures=3, window_seconds=60, clock=lambda: now[0])
-    for _ in range(3):
-        assert throttle.retry_after("alice") is None
-        throttle.record_failure("alice")
-    assert 0 < throttle.retry_after("alice") <= 61
-    assert throttle.retry_after("bob") is None
-    now[0] += 61
-    assert throttle.retry_after("alice") is None

@@ -106,3 +106,142 @@ def test_a_finished_task_reads_the_same_from_memory_and_from_the_database(tmp_pa
     assert cancelled.status == "cancelled" and cancelled.started_at is None
     assert cancelled.wait_time_seconds is not None and cancelled.wait_time_seconds >= 0.05
     assert cancelled.seed is not None and 0 <= cancelled.seed < 2**32
+
+
+def test_a_failed_start_exits_the_process_so_ray_restarts_the_registry(tmp_path):
+    """Finding 3: the failure used to be kept and re-raised to every caller, a 500 until a manual restart."""
+    from sqlalchemy import text
+
+    from serving.registry import start_or_exit
+
+    core = _core(tmp_path)
+    with core.engine.begin() as conn:  # a real database error on the start's first read
+        conn.execute(text("ALTER TABLE task_records RENAME TO task_records_away"))
+    exits: list[int] = []
+    with pytest.raises(Exception, match="task_records"):
+        asyncio.run(start_or_exit(core, exit=exits.append, delay_s=0))
+    assert exits == [1]
+    with core.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE task_records_away RENAME TO task_records"))
+    fresh = _core(tmp_path)  # what Ray's restart builds
+    asyncio.run(start_or_exit(fresh, exit=exits.append, delay_s=0))
+    assert exits == [1]
+
+
+def test_old_records_are_deleted_in_a_worker_thread_that_leaves_the_live_state_alone(tmp_path):
+    """Finding 10: the worker thread used to remove tasks from the registry's memory, beside its event loop."""
+    core = _core(tmp_path)
+    old = _record("old-done", "completed", age=timedelta(days=40))
+    with session_scope(core.engine) as session:
+        session.add(old)
+    core._track(core._live_from_record(old))
+    deleted = core._delete_old_records(utcnow() - timedelta(days=30))  # what the worker thread runs
+    assert list(deleted) == ["old-done"] and "old-done" in core.tasks  # memory untouched by the thread
+    core.tasks.clear()
+    core._track(core._live_from_record(_record("old-done", "completed", age=timedelta(days=40))))
+    with session_scope(core.engine) as session:
+        session.add(_record("old-done", "completed", age=timedelta(days=40)))
+    counts = asyncio.run(core.cleanup(max_age_hours=24 * 365, max_age_days=30))
+    assert counts.db_cleaned_count == 1 and "old-done" not in core.tasks  # forgotten on the event loop
+
+
+def _rename(core, old: str, new: str) -> None:
+    from sqlalchemy import text
+
+    with core.engine.begin() as conn:
+        conn.execute(text(f"ALTER TABLE {old} RENAME TO {new}"))
+
+
+def test_a_failed_write_of_a_finished_task_releases_its_waiters_and_is_stored_later(tmp_path, monkeypatch):
+    """Finding 4: _finish changed memory, then _persist raised, and `done` was never set: waiters hung."""
+    import serving.registry as registry_module
+
+    monkeypatch.setattr(registry_module, "SAVE_RETRY_S", 0.05)
+    core = _core(tmp_path)
+    record = _record("t-1", "running", attempts=1)
+    with session_scope(core.engine) as session:
+        session.add(record)
+    task = core._live_from_record(record)
+    core._track(task)
+
+    async def scenario():
+        waiter = asyncio.create_task(core.wait("t-1", 30))
+        await asyncio.sleep(0)
+        _rename(core, "task_records", "task_records_away")  # the database refuses the write
+        core._finish(task, "failed", "boom")
+        answer = await asyncio.wait_for(waiter, 5)  # released at once, not after 30 s
+        assert answer.status.status == "failed"
+        core._forget("t-1")  # what a clean-up does with an old finished task
+        assert "t-1" in core.tasks  # kept, answerable from memory, until its state is stored
+        _rename(core, "task_records_away", "task_records")
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if not core._unsaved:
+                break
+
+    asyncio.run(scenario())
+    with session_scope(core.engine) as session:
+        stored = session.exec(select(TaskRecord).where(TaskRecord.task_id == "t-1")).one()
+    assert (stored.status, stored.error_message) == ("failed", "boom")
+
+
+def test_a_failed_write_when_a_replica_starts_a_task_does_not_raise_into_the_replica(tmp_path):
+    core = _core(tmp_path)
+    record = _record("t-2", "pending")
+    with session_scope(core.engine) as session:
+        session.add(record)
+    task = core._live_from_record(record)
+    core._track(task)
+
+    async def scenario():
+        _rename(core, "task_records", "task_records_away")
+        assert await core.mark_running("t-2", core.epoch, task.attempt) is True
+        assert core.tasks["t-2"].status == "running" and "t-2" in core._unsaved
+        core._save_retry.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_tasks_of_a_model_disabled_across_a_restart_fail_with_a_clear_reason(tmp_path):
+    """Finding 4: they were reloaded as pending and dispatched to a deployment that no longer exists."""
+    core = _core(tmp_path, enabled_models=["text_to_image"])
+    with session_scope(core.engine) as session:
+        session.add(TaskRecord(task_id="edit-1", user_id=None, task_type="image_edit", prompt="p",
+                               status="pending", parameters={"num_inference_steps": 20}, input_keys=["inputs/x.png"]))
+    asyncio.run(core.start())
+    with session_scope(core.engine) as session:
+        stored = session.exec(select(TaskRecord).where(TaskRecord.task_id == "edit-1")).one()
+    assert (stored.status, stored.error_message) == ("failed", messages.MODEL_DISABLED)
+    assert core.tasks["edit-1"].done.is_set()
+
+
+def test_one_user_cannot_fill_the_queue_others_still_get_in(tmp_path):
+    """Finding 8: with a global FIFO limit only, a few accounts filled the queue and everyone else got 503."""
+    from dataclasses import replace as _replace
+
+    from serving.protocol import PendingLimit
+    from tests.storage.seed import add_user
+
+    core = _core(tmp_path, max_queue_size=10, max_pending_per_user=3)
+    flooder, other_user = add_user(core.engine, "flooder").id, add_user(core.engine, "other").id
+    core._handles[ModelKind.text_to_image] = _NeverAnswers()  # a stand-in deployment: tasks stay pending
+
+    async def scenario():
+        flood = [await core.create(_replace(_spec(f"flood-{n}"), user_id=flooder)) for n in range(5)]
+        other = await core.create(_replace(_spec("other"), user_id=other_user))
+        return flood, other
+
+    flood, other = asyncio.run(scenario())
+    assert [type(a).__name__ for a in flood] == ["Accepted"] * 3 + ["PendingLimit"] * 2
+    assert isinstance(flood[-1], PendingLimit) and flood[-1].limit == 3 and flood[-1].retry_after > 0
+    assert isinstance(other, Accepted)
+
+
+class _NeverAnswers:
+    """Stands in for a model deployment handle whose replicas are all busy: requests never finish."""
+
+    class _Method:
+        def remote(self, request):
+            return asyncio.get_running_loop().create_future()
+
+    run = _Method()

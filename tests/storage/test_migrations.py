@@ -112,3 +112,29 @@ def test_sqlite_table_rebuild_during_an_upgrade_keeps_every_task_owner(sqlite_en
         owners = conn.exec_driver_sql("SELECT user_id FROM task_records").scalars().all()
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     assert owners == [owner.id, owner.id]
+
+
+def test_users_revision_keys_existing_accounts_and_stops_id_reuse(blank_engine):
+    """Revision 0003 on a 2.0.0 database: keys for every user, look-alikes resolved, ids not reused."""
+    from sqlalchemy import text
+
+    from tests.storage.seed import add_user
+
+    create_legacy_database(blank_engine)
+    with blank_engine.begin() as conn:  # a look-alike pair the 2.0.0 code allowed
+        conn.execute(text("INSERT INTO users (id, username, hashed_password, is_active, is_admin, created_at, "
+                          "token_version) VALUES (3, 'ALICE', 'x', true, false, :t, 0)"),
+                     {"t": datetime(2024, 3, 5)})
+        if blank_engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("SELECT setval(pg_get_serial_sequence('users', 'id'), 3)")
+    init_db(blank_engine)
+    with Session(blank_engine) as session:
+        users = {u.id: u for u in session.exec(sa.select(User)).scalars()}
+    assert users[1].username_key == "alice" and users[3].username_key == "alice#3"  # the older keeps the name
+    assert users[2].username_key == "李雷"
+    assert len({u.token_key for u in users.values()}) == 3 and all(u.token_key for u in users.values())
+    newest = add_user(blank_engine, "newest")
+    with Session(blank_engine) as session:
+        session.delete(session.get(User, newest.id))
+        session.commit()
+    assert add_user(blank_engine, "after-delete").id > newest.id

@@ -28,10 +28,11 @@ def test_unknown_user_is_none(engine):
         assert get_user_by_username(session, "nobody") is None
 
 
-def test_username_lookup_is_exact(engine):
+def test_username_lookup_ignores_case_and_compatibility_forms_only(engine):
     add_user(engine, "alice")
     with Session(engine) as session:
-        assert get_user_by_username(session, "Alice") is None
+        assert get_user_by_username(session, "Alice").username == "alice"
+        assert get_user_by_username(session, "ａｌｉｃｅ").username == "alice"  # full-width, NFKC
         assert get_user_by_username(session, "alic") is None
 
 
@@ -66,3 +67,20 @@ def test_count_users(engine):
         add_user(engine, f"c{i}")
     with Session(engine) as session:
         assert count_users(session) == 3
+
+
+def test_look_alike_usernames_are_refused_by_the_database(engine):
+    """Finding 10: unique up to case and NFKC, on both backends (a unique column, not a check in Python)."""
+    add_user(engine, "alice")
+    with pytest.raises(IntegrityError):
+        add_user(engine, "ALİCE".replace("İ", "I"))
+
+
+def test_ids_of_deleted_users_are_never_reused(engine):
+    """Finding 1: a new user never inherits a deleted user's id (and with it live tasks or tokens)."""
+    add_user(engine, "first")
+    last = add_user(engine, "second")
+    with Session(engine) as session:
+        session.delete(session.get(type(last), last.id))
+        session.commit()
+    assert add_user(engine, "third").id > last.id
