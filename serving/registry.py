@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from sqlalchemy import update
 
 from models.kinds import ModelKind, kind_for_task_type
@@ -555,9 +556,13 @@ async def get_or_create_registry_async(app_name: str, settings_dict: dict):
     """The application's registry actor, replacing one that runs other code or settings."""
     version = code_version() + hashlib.sha256(repr(sorted(settings_dict.items())).encode()).hexdigest()[:8]
     name = registry_name(app_name)
+    # Beside the ingress that creates it (the head node on Kubernetes), never on a GPU node by chance:
+    # a registry asks for no resources, so without this Ray may place it anywhere.
+    near_caller = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
     for _ in range(5):
         actor = TaskRegistry.options(
             name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+            scheduling_strategy=near_caller,
         ).remote(app_name, settings_dict, version)
         try:
             running = (await actor.ping.remote()).version
