@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -44,9 +44,12 @@ class AuthConfig:
 
 
 class AuthService:
-    def __init__(self, engine: Engine, secret: str, config: AuthConfig):
+    def __init__(self, engine: Engine, secret: str, config: AuthConfig,
+                 on_login_failure: Optional[Callable[[str], None]] = None):
         self.engine = engine
         self.config = config
+        # Told the reason (an AuthError code) of every refused log-in: the service counts them.
+        self.on_login_failure = on_login_failure or (lambda reason: None)
         self.passwords = Passwords(config.hash_profile)
         self.tokens = Tokens(secret, config.token_ttl_seconds)
         # Per username (guessing one account) and per client address (spraying many accounts).
@@ -79,6 +82,14 @@ class AuthService:
     # ------------------------------------------------------------ log-in and tokens
 
     def login(self, session: Session, username: str, password: str, client: str) -> str:
+        """A token for the user, or AuthError (bad_credentials, throttled, disabled)."""
+        try:
+            return self._login(session, username, password, client)
+        except AuthError as exc:
+            self.on_login_failure(exc.code)
+            raise
+
+    def _login(self, session: Session, username: str, password: str, client: str) -> str:
         user_key = username.lower()
         wait = self.user_throttle.retry_after(user_key) or self.address_throttle.retry_after(client)
         if wait is not None:

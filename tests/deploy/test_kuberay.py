@@ -224,3 +224,14 @@ def test_a_field_kubernetes_would_prune_is_reported(service, rayservice_validato
         node = node[key]
     node[field] = {}
     assert any(field in problem for problem in violations(rayservice_validator, broken))
+
+
+def test_prometheus_pod_monitor_selects_every_ray_pod_on_kuberays_metrics_port(service):
+    monitor = yaml.safe_load((KUBERAY_DIR.parent / "prometheus" / "podmonitor.yaml").read_text())
+    assert (monitor["apiVersion"], monitor["kind"]) == ("monitoring.coreos.com/v1", "PodMonitor")
+    wanted = monitor["spec"]["selector"]["matchLabels"].items()
+    cluster = service["spec"]["rayClusterConfig"]
+    templates = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+    for template in templates:
+        assert wanted <= template["metadata"]["labels"].items()
+    assert [endpoint["port"] for endpoint in monitor["spec"]["podMetricsEndpoints"]] == ["metrics"]
