@@ -90,7 +90,8 @@ def test_refusals_are_counted_by_reason(scraped):
 
 
 def test_queue_depth_is_zero_once_everything_has_finished(scraped):
-    assert ("kind", "text_to_image") in {item for labels, _ in scraped["ray_qis_tasks_pending"] for item in labels.items()}
+    kinds = {labels.get("kind") for labels, _ in scraped["ray_qis_tasks_pending"] if labels.get("application") == APP}
+    assert "text_to_image" in kinds
     assert value(scraped, "ray_qis_tasks_pending", **KIND) == 0
     assert value(scraped, "ray_qis_tasks_running", **KIND) == 0
 
@@ -107,7 +108,8 @@ def test_queue_wait_counts_each_started_task_and_generation_each_finished_run(sc
     assert value(scraped, "ray_qis_generation_seconds_bucket", le="+Inf", **KIND) == 2
     assert value(scraped, "ray_qis_generation_seconds_sum", **KIND) > 0
     assert value(scraped, "ray_qis_denoising_steps_total", **KIND) == 40
-    [(labels, rate)] = [(l, v) for l, v in scraped["ray_qis_denoising_steps_per_second"] if l.get("application") == APP]
+    [(labels, rate)] = [(found, v) for found, v in scraped["ray_qis_denoising_steps_per_second"]
+                        if found.get("application") == APP]
     assert 0 < rate <= 1 / 0.02
     assert labels["deployment"] == "TextToImage" and labels["replica"]
 

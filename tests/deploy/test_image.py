@@ -9,10 +9,10 @@ import re
 import shlex
 import subprocess
 import sys
-import tomllib
 
 import pytest
 import ray
+import tomllib
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
@@ -20,15 +20,17 @@ from packaging.version import Version
 from tests.deploy.config import ROOT, the
 
 DOCKERFILE = ROOT / "Dockerfile"
-# pip runs --isolated (PyPI only, as in the image, not this machine's local wheel indexes), so it is
-# given the certificate bundle its configuration would have named.
-CA_BUNDLE = os.environ.get("PIP_CERT") or certifi_bundle()
 
 
 def certifi_bundle() -> str:
     import certifi
 
     return certifi.where()
+
+
+# pip runs --isolated (PyPI only, as in the image, not this machine's local wheel indexes), so it is
+# given the certificate bundle its configuration would have named.
+CA_BUNDLE = os.environ.get("PIP_CERT") or certifi_bundle()
 
 
 def instructions() -> list[tuple[str, str]]:

@@ -13,7 +13,14 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from tests.deploy.config import (
-    KUBERAY_DIR, MODEL_DEPLOYMENTS, SECRET_NAME, SECRETS, deployments, kuberay_documents, serve_config, the,
+    KUBERAY_DIR,
+    MODEL_DEPLOYMENTS,
+    SECRET_NAME,
+    SECRETS,
+    deployments,
+    kuberay_documents,
+    serve_config,
+    the,
 )
 
 pytestmark = pytest.mark.unit
