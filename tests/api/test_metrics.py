@@ -42,9 +42,11 @@ def value(samples, name: str, **labels) -> float:
 @pytest.fixture(scope="module")
 def scraped(deploy_app, data_root) -> dict:
     """Tasks of every outcome and every refusal on a fresh application, then the scrape that shows them."""
-    url = deploy_app(APP, sleep_app_args(data_root, APP, model_replicas=1, sleep_seconds_per_step=0.02,
-                                         max_queue_size=1, default_daily_limit=DAILY_LIMIT,
-                                         enable_fault_injection=True))
+    # The faulty profile: the sleep profile, plus a failure when a prompt asks for one.
+    url = deploy_app(APP, sleep_app_args(data_root, APP, model_profile="faulty", model_replicas=1,
+                                         sleep_seconds_per_step=0.02, max_queue_size=1,
+                                         default_daily_limit=DAILY_LIMIT,
+                                         model_cache_dir=str(data_root / f"{APP}-state")))
     with httpx.Client(base_url=url, timeout=60) as client:
         first, second = TestUser(client, "metered"), TestUser(client, "metered")
         assert client.post("/auth/login", json={"username": first.username, "password": "wrong"}).status_code == 401

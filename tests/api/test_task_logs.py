@@ -56,11 +56,13 @@ def test_one_task_is_followed_by_its_id_across_ingress_registry_and_replica(open
     for record in events:
         writer = record.get("deployment") or record["replica"]
         by_writer.setdefault(writer, []).append(record["event"])
-    assert by_writer["Ingress"] == ["submitted"]
+    # Serve names a deployment <application>_<deployment> in its log lines.
+    assert set(by_writer) == {"open_Ingress", "task-registry:open", "open_TextToImage"}, by_writer
+    assert by_writer["open_Ingress"] == ["submitted"]
     assert by_writer["task-registry:open"] == ["queued", "dispatched", "started", "completed"]
-    assert by_writer["TextToImage"] == ["generation_started", "generation_finished"]
+    assert by_writer["open_TextToImage"] == ["generation_started", "generation_finished"]
     # Serve's JSON lines carry the application and the replica that wrote them.
-    replica_lines = [r for r in events if r.get("deployment") == "TextToImage"]
+    replica_lines = [r for r in events if r.get("deployment") == "open_TextToImage"]
     assert {r["application"] for r in replica_lines} == {"open"}
     assert all(r["file"].startswith("replica_open_TextToImage") for r in replica_lines)
     [finished] = [r for r in events if r["event"] == "generation_finished"]
