@@ -49,10 +49,11 @@ revision: install
 	$(BIN)/alembic -x url=sqlite:///$$scratch/head.db upgrade head && \
 	$(BIN)/alembic -x url=sqlite:///$$scratch/head.db revision --autogenerate -m "$(m)"
 
-## Print benchmark figures and write benchmarks/results/latest.json (+ throughput.json).
+## Print benchmark figures and write benchmarks/results/latest.json (+ throughput.json, registry.json).
 bench: install
 	$(BIN)/python -m benchmarks
 	$(BIN)/python -m benchmarks.throughput --json benchmarks/results/throughput.json
+	$(BIN)/python -m benchmarks.registry --memory-tasks 10000 --json benchmarks/results/registry.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

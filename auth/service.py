@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional
 
@@ -46,9 +47,12 @@ class AuthConfig:
 
 
 class AuthService:
-    def __init__(self, engine: Engine, secret: str, config: AuthConfig):
+    def __init__(self, engine: Engine, secret: str, config: AuthConfig,
+                 on_login_failure: Optional[Callable[[str], None]] = None):
         self.engine = engine
         self.config = config
+        # Told the reason (an AuthError code) of every refused log-in: the service counts them.
+        self.on_login_failure = on_login_failure or (lambda reason: None)
         self.passwords = Passwords(config.hash_profile)
         self.tokens = Tokens(secret, config.token_ttl_seconds)
         # Per (account, address) (guessing one account from somewhere, without holding up its owner
@@ -89,7 +93,15 @@ class AuthService:
     # ------------------------------------------------------------ log-in and tokens
 
     def login(self, session: Session, username: str, password: str, client: str) -> str:
-        """A token for the right password; ``client`` is the address the attempt came from."""
+        """A token for the right password, or AuthError (bad_credentials, throttled, disabled);
+        ``client`` is the address the attempt came from."""
+        try:
+            return self._login(session, username, password, client)
+        except AuthError as exc:
+            self.on_login_failure(exc.code)
+            raise
+
+    def _login(self, session: Session, username: str, password: str, client: str) -> str:
         pair_key = throttle_key("account", username_key(username), client)
         address_key = throttle_key("address", client)
         wait = self.account_throttle.retry_after(pair_key) or self.address_throttle.retry_after(address_key)

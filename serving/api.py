@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from auth.routes import router as auth_router
 from auth.security import load_or_create_secret
 from auth.service import AuthConfig, AuthService
+from serving import metrics
 from serving.errors import install_error_handlers
 from serving.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from serving.registry_client import Registry
@@ -94,7 +95,7 @@ def build_service_state(settings: Settings, registry: Registry, app_name: str,
         login_max_failures_per_address=settings.login_max_failures_per_address,
         login_window_seconds=settings.login_window_seconds,
         login_max_delay_seconds=settings.login_max_delay_seconds,
-    ))
+    ), on_login_failure=metrics.ingress().login_failed)
     auth.ensure_default_admin()
     if not settings.auth_enabled:
         log.warning("AUTH_ENABLED=false: every request acts as %r", settings.admin_username)

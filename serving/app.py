@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from ray.serve import Application
 
 from serving.deployments import DEPLOYMENTS, SHARED
+from serving.logs import SERVE_LOGGING
 from serving.ingress import Ingress
 from serving.settings import SECRET_FIELDS, SECRET_WITH_CREDENTIALS, carries_credentials, load_settings
 
@@ -52,7 +53,8 @@ def build_app(args: Optional[dict[str, Any]] = None) -> Application:
     cpus = deployment_args.model_num_cpus if deployment_args.model_num_cpus is not None else (4 if production else 0.25)
 
     def model_options() -> dict[str, Any]:
-        options: dict[str, Any] = {"ray_actor_options": {"num_gpus": gpus, "num_cpus": cpus}}
+        options: dict[str, Any] = {"ray_actor_options": {"num_gpus": gpus, "num_cpus": cpus},
+                                   "logging_config": SERVE_LOGGING}
         if deployment_args.model_replicas is not None:
             options["num_replicas"] = deployment_args.model_replicas
         else:
@@ -72,7 +74,7 @@ def build_app(args: Optional[dict[str, Any]] = None) -> Application:
     else:
         bound = {kind: DEPLOYMENTS[kind].options(**model_options()).bind(public) for kind in settings.enabled_models}
     return Ingress.options(
-        num_replicas=deployment_args.ingress_replicas,
+        num_replicas=deployment_args.ingress_replicas, logging_config=SERVE_LOGGING,
         max_queued_requests=deployment_args.ingress_max_queued_requests,
         ray_actor_options={"num_cpus": deployment_args.ingress_num_cpus},
     ).bind(public, **bound)

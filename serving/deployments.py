@@ -32,6 +32,8 @@ from ray.serve.config import RequestRouterConfig
 
 from models.kinds import ModelKind
 from serving import messages
+from serving.logs import replica_events, task_event
+from serving.metrics import ModelMetrics
 from serving.protocol import Cancelled, Failed, Generated, ModelOutcome, ModelRequest, Skipped
 from serving.registry import lookup_registry
 from serving.replica_router import ROUTER_PATH
@@ -94,6 +96,7 @@ class ModelWorker:
         self.store = open_result_store(self.settings.result_store_url, self.settings.data_dir)
         self._registry = None
         self._device = asyncio.Lock()  # one generation at a time on this replica's device
+        self.metrics = ModelMetrics()
         self._start_reporting()
 
     def _start_reporting(self) -> None:
@@ -130,6 +133,10 @@ class ModelWorker:
             self._registry = lookup_registry(app_name)
         return self._registry
 
+    def _event(self, task: ModelRequest, event: str, level: int = logging.INFO, **fields: Any) -> None:
+        task_event(replica_events(), event, task_id=task.task_id, user_id=task.user_id, kind=task.kind.value,
+                   level=level, attempt=task.attempt, index=task.index, **fields)
+
     async def run(self, task: ModelRequest) -> ModelOutcome:
         registry = self._registry_for(task.app_name)
         index = task.index
@@ -137,9 +144,10 @@ class ModelWorker:
             # Inputs are read and decoded before the device is ours (in a thread when there are any).
             request = await asyncio.to_thread(self._request, task) if task.input_keys else self._request(task)
         except Exception as exc:
-            log.exception("task %s: reading its inputs failed", task.task_id)
+            self._event(task, "inputs_unreadable", logging.ERROR, exc_info=True)
             return Failed(index=index, error=describe_failure(exc))
         async with self._device:
+            self._event(task, "generation_started")
             # The pipeline starts without waiting for the registry to record the start; a "no"
             # (cancelled while it waited, or superseded) stops it at its first step.
             started = registry.mark_running.remote(*task.stamp)
@@ -159,22 +167,27 @@ class ModelWorker:
                 failure = exc
                 release_accelerator_memory()
             if not await started:
+                self._event(task, "generation_skipped")
                 return Skipped(index=index)
         # The device is free for the next request from here on.
         if failure is not None:
-            log.error("task %s: generation failed", task.task_id, exc_info=failure)
+            self._event(task, "generation_failed", logging.ERROR, exc_info=failure)
             return Failed(index=index, error=describe_failure(failure))
         if result.interrupted:
+            self._event(task, "generation_cancelled", steps=result.steps_completed)
             return Cancelled(index=index)
+        self.metrics.generated(task.kind.value, result.steps_completed, result.seconds)
         try:
             keys = await asyncio.to_thread(self._store_images, task, request, result)
         except OSError as exc:  # the store's ResultStoreError, or a failed write on the way
-            log.error("task %s: result write failed: %s", task.task_id, exc)
+            self._event(task, "result_write_failed", logging.ERROR, error=str(exc))
             return Failed(index=index, error=messages.without_server_paths(
                 f"{messages.RESULT_WRITE_FAILED}: {exc.strerror or exc}"))
         except Exception as exc:
-            log.exception("task %s: storing the result failed", task.task_id)
+            self._event(task, "result_write_failed", logging.ERROR, exc_info=True)
             return Failed(index=index, error=describe_failure(exc))
+        self._event(task, "generation_finished", steps=result.steps_completed,
+                    generation_seconds=round(result.seconds, 4), images=len(keys))
         return Generated(index=index, keys=keys, seed=result.seed, seconds=result.seconds)
 
     # ------------------------------------------------------------------ the blocking parts

@@ -153,6 +153,7 @@ class ModelRequest:
     epoch: str = ""  # the registry incarnation that sent it; set at dispatch
     attempt: int = 0  # the dispatch generation; reports from older ones are ignored
     adapters: list[AdapterRef] = field(default_factory=list)  # parameters["loras"], resolved by the registry
+    user_id: Optional[int] = None  # the task's owner, for the replica's log events only
 
     @property
     def stamp(self) -> tuple[str, str, int]:

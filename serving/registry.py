@@ -24,11 +24,14 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from sqlalchemy import update
 
 from models.kinds import ModelKind, kind_for_task_type
 from models.seeds import resolve_seed
 from serving import messages
+from serving.logs import REGISTRY_LOGGER, registry_events, task_event
+from serving.metrics import TaskMetrics
 from serving.protocol import (
     FINISHED_STATUSES,
     Accepted,
@@ -60,6 +63,8 @@ from storage.adapters import adapters_named
 from storage.tasks import QuotaExceeded, create_task_within_quota, old_finished_tasks, unfinished_tasks
 
 log = logging.getLogger("qwen_image.registry")
+# Task events as JSON lines (serving.logs); the actor gives this logger its handler.
+events = logging.getLogger(REGISTRY_LOGGER)
 
 # A model replica reports what it holds every REPLICA_REPORT_INTERVAL_S; one not heard from for
 # this long is gone (stopped, crashed) and leaves /health's replica list.
@@ -101,12 +106,12 @@ def result_key(task_id: str, count: int) -> str:
 
 def model_requests(app_name: str, task_id: str, kind: ModelKind, prompts: list[str], params: dict[str, Any],
                    input_keys: list[str], image_count: int,
-                   adapters: Optional[list[AdapterRef]] = None) -> list[ModelRequest]:
+                   adapters: Optional[list[AdapterRef]] = None, user_id: Optional[int] = None) -> list[ModelRequest]:
     """The model requests of a task: one per prompt (a batch edit has several)."""
     return [
         ModelRequest(app_name=app_name, task_id=task_id, kind=kind, index=i, prompt=prompt, parameters=params,
                      input_keys=input_keys, output_key=result_key(task_id, 1) if image_count == 1 else None,
-                     adapters=list(adapters or []))
+                     adapters=list(adapters or []), user_id=user_id)
         for i, prompt in enumerate(prompts)
     ]
 
@@ -166,6 +171,8 @@ class RegistryCore:
         self._status_counts: Counter[str] = Counter()
         self._pending: dict[ModelKind, dict[str, None]] = {kind: {} for kind in ModelKind}
         self._pending_by_user: Counter[Optional[int]] = Counter()
+        self._running: Counter[ModelKind] = Counter()  # running tasks by kind, for the queue-depth gauges
+        self.metrics = TaskMetrics(app_name)
         self._handles: dict[ModelKind, Any] = {}
         self._replicas: dict[str, tuple[float, dict[str, Any]]] = {}  # replica id -> (when, its report)
         self._cleanup_loop: Optional[asyncio.Task] = None
@@ -218,6 +225,8 @@ class RegistryCore:
         if task.status == TaskStatus.pending.value:
             self._pending[task.kind][task.task_id] = None
             self._pending_by_user[task.user_id] += 1
+        self._running[task.kind] += task.status == TaskStatus.running.value
+        self._depth_changed(task.kind)
 
     def _forget(self, task_id: str) -> None:
         if task_id in self._unsaved:
@@ -228,6 +237,8 @@ class RegistryCore:
             self._pending[task.kind].pop(task_id, None)
             if task.status == TaskStatus.pending.value:
                 self._pending_by_user[task.user_id] -= 1
+            self._running[task.kind] -= task.status == TaskStatus.running.value
+            self._depth_changed(task.kind)
 
     def _set_status(self, task: LiveTask, status: str) -> None:
         self._status_counts[task.status] -= 1
@@ -237,7 +248,16 @@ class RegistryCore:
         self._pending[task.kind].pop(task.task_id, None)
         if status == TaskStatus.pending.value:
             self._pending[task.kind][task.task_id] = None
+        self._running[task.kind] += (status == TaskStatus.running.value) - (task.status == TaskStatus.running.value)
         task.status = status
+        self._depth_changed(task.kind)
+
+    def _depth_changed(self, kind: ModelKind) -> None:
+        self.metrics.depth(kind.value, len(self._pending[kind]), self._running[kind])
+
+    def _event(self, task: LiveTask, event: str, level: int = logging.INFO, **fields: Any) -> None:
+        task_event(events, event, task_id=task.task_id, user_id=task.user_id, kind=task.kind.value, level=level,
+                   attempt=task.attempt, **fields)
 
     def _position(self, task: LiveTask) -> int:
         """1-based place among pending tasks of the same model; 0 once running or finished."""
@@ -260,6 +280,9 @@ class RegistryCore:
             self._save(task, **extra)
         finally:
             task.done.set()
+        self.metrics.finished(task.kind.value, status)
+        self._event(task, status, level=logging.WARNING if status == TaskStatus.failed.value else logging.INFO,
+                    error=error, execution_seconds=task.execution_time)
 
     # ------------------------------------------------------------------ life cycle
 
@@ -293,7 +316,8 @@ class RegistryCore:
         params = record.parameters
         kind = kind_for_task_type(record.task_type)
         requests = model_requests(self.app_name, record.task_id, kind, params.get("prompts") or [record.prompt],
-                                  params, list(record.input_keys), record.image_count, self._adapters_of(params))
+                                  params, list(record.input_keys), record.image_count, self._adapters_of(params),
+                                  user_id=record.user_id)
         return LiveTask(
             task_id=record.task_id, user_id=record.user_id, task_type=record.task_type, kind=kind,
             status=record.status, created_at=record.created_at, requests=requests,
@@ -340,6 +364,7 @@ class RegistryCore:
         if task_id in self.tasks:
             return self._accepted(self.tasks[task_id])
         if self._status_counts[TaskStatus.pending.value] >= self.settings.max_queue_size:
+            self.metrics.refused(spec.kind.value, "queue_full")
             return QueueFull(retry_after=10)
         per_user = self.settings.max_pending_per_user
         if per_user and self._pending_by_user[spec.user_id] >= per_user:
@@ -349,7 +374,7 @@ class RegistryCore:
         params["seed"] = seed
         input_keys = list(spec.input_keys)
         requests = model_requests(self.app_name, task_id, spec.kind, spec.prompts, params, input_keys,
-                                  spec.image_count, self._adapters_of(params))
+                                  spec.image_count, self._adapters_of(params), user_id=spec.user_id)
         now = utcnow()
         record = TaskRecord(
             task_id=task_id, user_id=spec.user_id, task_type=spec.task_type, prompt=spec.prompt,
@@ -365,6 +390,7 @@ class RegistryCore:
                     tz_name=self.settings.quota_timezone,
                 )
         except QuotaExceeded as exc:
+            self.metrics.refused(spec.kind.value, "quota")
             return QuotaRefused(period=exc.period, limit=exc.limit, used=exc.used,
                                 resets_at=exc.resets_at.isoformat())
         task = LiveTask(
@@ -374,6 +400,8 @@ class RegistryCore:
             steps_per_request=int(params.get("num_inference_steps", 0)),
         )
         self._track(task)
+        self.metrics.submitted(task.kind.value)
+        self._event(task, "queued", position=len(self._pending[task.kind]))
         self._dispatch(task)
         return self._accepted(task)
 
@@ -386,6 +414,7 @@ class RegistryCore:
         task.attempt += 1
         task.progress.clear()
         task.runner = asyncio.create_task(self._run(task, task.attempt))
+        self._event(task, "dispatched", requests=len(task.requests))
 
     async def _run(self, task: LiveTask, attempt: int) -> None:
         """Send the task's requests to its model deployment and record how they end."""
@@ -397,7 +426,7 @@ class RegistryCore:
             return  # cancelled while pending, or superseded
         crashed = [o for o in answers if isinstance(o, BaseException)]
         if crashed:
-            log.warning("task %s attempt %d: model request failed: %r", task.task_id, attempt, crashed[0])
+            self._event(task, "model_request_failed", level=logging.WARNING, error=repr(crashed[0]))
             retries = self.settings.task_retries
             if task.cancel_requested:
                 self._finish(task, TaskStatus.cancelled.value)
@@ -460,6 +489,9 @@ class RegistryCore:
             task.started_at = utcnow()
             task.attempts_started += 1
             self._save(task)
+            waited = (task.started_at - task.created_at).total_seconds()
+            self.metrics.started(task.kind.value, waited)
+            self._event(task, "started", wait_seconds=round(waited, 3))
         return True
 
     async def report_progress(self, task_id: str, epoch: str, attempt: int, index: int, step: int) -> bool:
@@ -516,6 +548,7 @@ class RegistryCore:
         if task.status in FINISHED:
             return AlreadyFinished(status=task.view(0))
         task.cancel_requested = True
+        self._event(task, "cancel_requested", status=task.status)
         if task.status == TaskStatus.pending.value:
             self._finish(task, TaskStatus.cancelled.value)
         else:
@@ -583,6 +616,7 @@ class TaskRegistry:
 
     def __init__(self, app_name: str, settings_dict: dict, version: str):
         logging.basicConfig(level=logging.INFO)
+        registry_events(registry_name(app_name))
         self.core = RegistryCore(app_name, settings_dict, version)
         self._started: Optional[asyncio.Task] = None
 
@@ -630,9 +664,13 @@ async def get_or_create_registry_async(app_name: str, settings_dict: dict):
     """The application's registry actor, replacing one that runs other code or settings."""
     version = code_version() + hashlib.sha256(repr(sorted(settings_dict.items())).encode()).hexdigest()[:8]
     name = registry_name(app_name)
+    # Beside the ingress that creates it (the head node on Kubernetes), never on a GPU node by chance:
+    # a registry asks for no resources, so without this Ray may place it anywhere.
+    near_caller = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
     for _ in range(5):
         actor = TaskRegistry.options(
             name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+            scheduling_strategy=near_caller,
         ).remote(app_name, settings_dict, version)
         try:
             running = (await actor.ping.remote()).version

@@ -33,3 +33,12 @@ def test_benchmark_cli_lists_every_figure():
     assert done.returncode == 0
     for figure in ("status", "submit", "overhead", "duty", "tiny", "scale", "autoscale", "memory"):
         assert figure in done.stdout
+
+
+def test_registry_benchmark_runs_its_life_cycles_on_sqlite():
+    done = subprocess.run([sys.executable, "-m", "benchmarks.registry", "--tasks", "40", "--history", "200",
+                           "--memory-tasks", "40"], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for figure in ("life_cycles_per_s", "life_cycles_per_s_heavy_user", "status_reads_per_s",
+                   "gpus_fed_at_12s_per_image", "mib_for_100k_finished_tasks"):
+        assert figure in done.stdout

@@ -14,6 +14,7 @@ from sqlmodel import Session
 
 from models.kinds import ModelKind
 from serving import messages
+from serving.logs import replica_events, task_event
 from serving.protocol import Accepted, PendingLimit, QueueFull, QuotaRefused, ResultLocation, TaskSpec
 from serving.registry import new_task_id
 from serving.state import ServiceState, model_available
@@ -62,8 +63,12 @@ async def submit(
         await asyncio.to_thread(state.store.delete_prefix, f"inputs/{task_id}")
         raise
     if not isinstance(answer, Accepted):
+        task_event(replica_events(), "refused", task_id=task_id, user_id=user.id, kind=kind.value,
+                   reason="quota" if isinstance(answer, QuotaRefused) else "queue_full")
         await asyncio.to_thread(state.store.delete_prefix, f"inputs/{task_id}")
         raise refusal(answer)
+    task_event(replica_events(), "submitted", task_id=task_id, user_id=user.id, kind=kind.value,
+               task_type=task_type, image_count=image_count, async_mode=async_mode)
     if async_mode:
         return JSONResponse(
             status_code=status.HTTP_202_ACCEPTED,

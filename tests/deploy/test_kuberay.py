@@ -1,13 +1,26 @@
-"""deploy/kuberay: manifests that parse, the same application as serve_config.yaml, secrets by reference."""
+"""deploy/kuberay: manifests that parse, the same application as serve_config.yaml, secrets by reference,
+and a RayService that KubeRay's own CRD schema accepts whole."""
 
 from __future__ import annotations
 
+import copy
+import json
+from pathlib import Path
+
+import jsonschema
 import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from tests.deploy.config import (
-    KUBERAY_DIR, MODEL_DEPLOYMENTS, SECRET_NAME, SECRETS, deployments, kuberay_documents, serve_config, the,
+    KUBERAY_DIR,
+    MODEL_DEPLOYMENTS,
+    SECRET_NAME,
+    SECRETS,
+    deployments,
+    kuberay_documents,
+    serve_config,
+    the,
 )
 
 pytestmark = pytest.mark.unit
@@ -56,10 +69,15 @@ def test_embedded_serve_config_is_valid(embedded):
 
 
 def test_embedded_application_is_the_one_in_serve_config_yaml(embedded):
+    """The same application; only the model replicas' CPUs differ, because the GPU pods offer none."""
     [mine], [theirs] = embedded["applications"], serve_config()["applications"]
     for field in ("name", "route_prefix", "import_path", "args"):
         assert mine[field] == theirs[field], field
-    assert deployments(mine) == deployments(theirs)
+    mine_deployments, theirs_deployments = deployments(mine), copy.deepcopy(deployments(theirs))
+    for name in MODEL_DEPLOYMENTS:
+        assert mine_deployments[name]["ray_actor_options"]["num_cpus"] == 0
+        theirs_deployments[name]["ray_actor_options"]["num_cpus"] = 0
+    assert mine_deployments == theirs_deployments
     assert embedded["http_options"] == serve_config()["http_options"]
 
 
@@ -123,7 +141,104 @@ def test_gpu_workers_outlive_a_graceful_replica_shutdown(service, embedded):
     assert group["template"]["spec"]["terminationGracePeriodSeconds"] > longest
 
 
-def test_gpu_workers_are_ready_when_the_service_answers_health(service):
+def test_gpu_workers_keep_kuberays_readiness_probe_of_raylet_and_serve_proxy(service):
+    """KubeRay gives a RayService's worker a probe of its raylet and its own Serve proxy (/-/healthz on
+    the port named serve) unless the template has one; /health would answer 200 when degraded."""
     [group] = service["spec"]["rayClusterConfig"]["workerGroupSpecs"]
-    probe = ray_container(group["template"]["spec"])["readinessProbe"]["httpGet"]
-    assert (probe["path"], probe["port"]) == ("/health", 8000)
+    container = ray_container(group["template"]["spec"])
+    assert "readinessProbe" not in container
+    assert {"containerPort": 8000, "name": "serve"} in container["ports"]
+
+
+def test_gpu_workers_use_kuberays_shared_memory_and_a_deliberate_object_store(service):
+    """Without a /dev/shm of our own, KubeRay mounts one as large as the container's memory; the object
+    store's size is then what rayStartParams says, not a cap from a smaller volume."""
+    [group] = service["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    pod = group["template"]["spec"]
+    container = ray_container(pod)
+    assert "/dev/shm" not in {m["mountPath"] for m in container.get("volumeMounts", [])}
+    assert not [v for v in pod["volumes"] if v.get("emptyDir", {}).get("medium") == "Memory"]
+    object_store = int(group["rayStartParams"]["object-store-memory"])
+    memory_gib = int(container["resources"]["limits"]["memory"].removesuffix("Gi"))
+    assert 1 << 30 <= object_store <= (memory_gib << 30) // 4
+
+
+def test_only_model_replicas_fit_on_gpu_workers(service, embedded):
+    """GPU pods offer Ray no CPUs, so the Ingress (which needs CPUs) is placed on the head; the model
+    replicas need none there, and the head has room for every Ingress replica."""
+    cluster = service["spec"]["rayClusterConfig"]
+    [group] = cluster["workerGroupSpecs"]
+    assert group["rayStartParams"]["num-cpus"] == "0"
+    app = deployments(embedded["applications"][0])
+    for name in MODEL_DEPLOYMENTS:
+        assert app[name]["ray_actor_options"] == {"num_gpus": 1, "num_cpus": 0}
+    ingress = app["Ingress"]
+    assert ingress["ray_actor_options"]["num_cpus"] > 0
+    assert float(cluster["headGroupSpec"]["rayStartParams"]["num-cpus"]) >= (
+        ingress["num_replicas"] * ingress["ray_actor_options"]["num_cpus"])
+
+
+# ---------------------------------------------------------------- KubeRay's CRD schema
+
+CRD_SCHEMA_FILE = Path(__file__).with_name("kuberay_v1.7.0_rayservice_schema.json")
+
+
+def without_pruning(schema: dict) -> dict:
+    """The CRD's schema as Kubernetes applies it: an object schema with ``properties`` and neither
+    ``additionalProperties`` nor ``x-kubernetes-preserve-unknown-fields`` drops any other field
+    silently; here such a field is an error instead."""
+    schema = copy.deepcopy(schema)
+
+    def close(node):
+        if isinstance(node, dict):
+            if ("properties" in node and "additionalProperties" not in node
+                    and not node.get("x-kubernetes-preserve-unknown-fields")):
+                node["additionalProperties"] = False
+            for value in node.values():
+                close(value)
+        elif isinstance(node, list):
+            for value in node:
+                close(value)
+
+    close(schema)
+    return schema
+
+
+@pytest.fixture(scope="module")
+def rayservice_validator() -> jsonschema.Draft7Validator:
+    document = json.loads(CRD_SCHEMA_FILE.read_text())
+    assert (document["crd"], document["version"], document["kuberay"]) == ("rayservices.ray.io", "v1", "v1.7.0")
+    return jsonschema.Draft7Validator(without_pruning(document["openAPIV3Schema"]))
+
+
+def violations(validator, document) -> list[str]:
+    return [f"{'.'.join(map(str, error.absolute_path))}: {error.message}" for error in validator.iter_errors(document)]
+
+
+def test_rayservice_is_valid_for_kuberay_and_nothing_in_it_would_be_pruned(service, rayservice_validator):
+    assert violations(rayservice_validator, service) == []
+
+
+@pytest.mark.parametrize("path, field", [
+    (("spec", "rayClusterConfig", "workerGroupSpecs", 0), "rayStartParam"),  # misspelt: would vanish
+    (("spec", "rayClusterConfig", "headGroupSpec", "template", "spec", "containers", 0), "readinessprobe"),
+    (("spec",), "serveConfig"),  # the v1alpha1 field
+])
+def test_a_field_kubernetes_would_prune_is_reported(service, rayservice_validator, path, field):
+    broken = copy.deepcopy(service)
+    node = broken
+    for key in path:
+        node = node[key]
+    node[field] = {}
+    assert any(field in problem for problem in violations(rayservice_validator, broken))
+
+
+def test_prometheus_pod_monitor_selects_every_ray_pod_on_kuberays_metrics_port(service):
+    monitor = yaml.safe_load((KUBERAY_DIR.parent / "prometheus" / "podmonitor.yaml").read_text())
+    assert (monitor["apiVersion"], monitor["kind"]) == ("monitoring.coreos.com/v1", "PodMonitor")
+    wanted = monitor["spec"]["selector"]["matchLabels"].items()
+    cluster = service["spec"]["rayClusterConfig"]
+    templates = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+    for template in templates:
+        assert wanted <= template["metadata"]["labels"].items()
+    assert [endpoint["port"] for endpoint in monitor["spec"]["podMetricsEndpoints"]] == ["metrics"]
