@@ -8,6 +8,7 @@ from typing import Any, Optional
 from fastapi import FastAPI
 from ray import serve
 
+from auth.api_keys import router as api_keys_router
 from auth.routes import router as auth_router
 from auth.security import load_or_create_secret
 from auth.service import AuthConfig, AuthService
@@ -32,6 +33,7 @@ app = FastAPI(
 install_error_handlers(app)
 app.include_router(system.router)
 app.include_router(auth_router)
+app.include_router(api_keys_router)
 app.include_router(history.router)  # before tasks: /tasks/history/… must not match /tasks/{task_id}
 app.include_router(tasks.router)
 app.include_router(generate.router)

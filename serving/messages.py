@@ -44,6 +44,8 @@ ENGLISH = {
     "不能对自己的账号执行此操作": "Administrators cannot do this to their own account",
     "服务正在启动": "The service is starting",
     "请求体无法解析": "The request body could not be parsed",
+    "API 密钥不存在": "API key not found",
+    "API 密钥已撤销": "API key revoked",
 }
 # Templated messages: the Chinese prefix is replaced, the rest (names, numbers) kept.
 ENGLISH_PREFIXES = [

@@ -1,11 +1,11 @@
 """Persistence: SQLModel tables and queries, the engine factory, and the result store."""
 
 from storage.db import make_engine, init_db, session_scope
-from storage.tables import User, TaskRecord, TaskStatus, TaskType, utcnow
+from storage.tables import ApiKey, User, TaskRecord, TaskStatus, TaskType, utcnow
 from storage.results import FsspecResultStore, LocalResultStore, MemoryResultStore, ResultStore, open_result_store
 
 __all__ = [
     "make_engine", "init_db", "session_scope",
-    "User", "TaskRecord", "TaskStatus", "TaskType", "utcnow",
+    "ApiKey", "User", "TaskRecord", "TaskStatus", "TaskType", "utcnow",
     "ResultStore", "LocalResultStore", "MemoryResultStore", "FsspecResultStore", "open_result_store",
 ]

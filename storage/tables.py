@@ -105,3 +105,21 @@ class TaskRecord(SQLModel, table=True):
     attempts: int = 0
     # Store keys of the uploaded inputs, so the task can be re-run after a restart.
     input_keys: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+class ApiKey(SQLModel, table=True):
+    """A user's API key. Only the key's SHA-256 is kept; ``prefix`` is its first characters, for display.
+
+    Needs an Alembic revision once ``storage/migrations/`` exists (until then ``init_db`` creates it).
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    user_id: int = Field(sa_column=Column(Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True))
+    name: str = Field(max_length=100)
+    prefix: str = Field(max_length=16)
+    key_hash: str = Field(max_length=64, unique=True, index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    expires_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    last_used_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
