@@ -147,7 +147,7 @@ class ModelWorker:
             width=p.get("width", 1024), height=p.get("height", 1024),
             num_inference_steps=p["num_inference_steps"], true_cfg_scale=p["true_cfg_scale"],
             guidance_scale=p.get("guidance_scale", 1.0), seed=p["seed"], num_images=p.get("num_images", 1),
-            images=images,
+            images=images, edit_size=tuple(p["output_size"]) if p.get("output_size") else None,
         )
 
     def _generate(self, payload: dict, request, registry, started: ray.ObjectRef, abandoned: threading.Event):
