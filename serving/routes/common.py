@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from fastapi import HTTPException, status
@@ -37,11 +38,12 @@ async def require_model(state: ServiceState, kind: str) -> None:
                                 headers={"Retry-After": "30"})
 
 
-async def submit(
+async def create_task(
     state: ServiceState, user: User, *, task_type: str, kind: str, prompt: str, prompts: list[str],
-    parameters: dict[str, Any], image_count: int, inputs: list[Image.Image], async_mode: bool,
-) -> Response:
-    """Store the inputs, have the registry create and dispatch the task, answer 202 or the result."""
+    parameters: dict[str, Any], image_count: int, inputs: list[Image.Image],
+) -> tuple[str, dict]:
+    """Store the inputs and have the registry create and dispatch the task; returns its id and the
+    registry's answer (``queue_info``). Raises 503 (model, queue) or 429 (quota)."""
     await require_model(state, kind)
     task_id = new_task_id()
     input_keys = [f"inputs/{task_id}/{i}.png" for i in range(len(inputs))]
@@ -57,6 +59,16 @@ async def submit(
     if "error" in accepted:
         await asyncio.to_thread(state.store.delete_prefix, f"inputs/{task_id}")
         raise refusal(accepted)
+    return task_id, accepted
+
+
+async def submit(
+    state: ServiceState, user: User, *, task_type: str, kind: str, prompt: str, prompts: list[str],
+    parameters: dict[str, Any], image_count: int, inputs: list[Image.Image], async_mode: bool,
+) -> Response:
+    """Create the task, answer 202 or (``async_mode=False``) wait and answer with the result."""
+    task_id, accepted = await create_task(state, user, task_type=task_type, kind=kind, prompt=prompt, prompts=prompts,
+                                          parameters=parameters, image_count=image_count, inputs=inputs)
     if async_mode:
         return JSONResponse(
             status_code=status.HTTP_202_ACCEPTED,
@@ -93,9 +105,23 @@ def owned_record(session: Session, user: User, task_id: str) -> TaskRecord:
     return record
 
 
-async def result_response(state: ServiceState, task_id: str, task_status: str, error: Optional[str],
-                          result: Optional[dict] = None, seed: Optional[int] = None) -> Response:
-    """The PNG or ZIP of a completed task; a clear error for failed or cancelled ones.
+@dataclass
+class TaskResult:
+    """A completed task's result file: one PNG, or a ZIP of PNGs."""
+
+    data: bytes
+    filename: str
+    seed: Optional[int]
+    generation_seconds: Optional[float] = None
+
+    @property
+    def media_type(self) -> str:
+        return MEDIA_TYPES.get(self.filename.rsplit(".", 1)[-1], "application/octet-stream")
+
+
+async def read_result(state: ServiceState, task_id: str, task_status: str, error: Optional[str],
+                      result: Optional[dict] = None, seed: Optional[int] = None) -> TaskResult:
+    """The result of a completed task; a clear error for failed, cancelled or unfinished ones.
 
     ``result`` (where the file is) and ``seed`` come from the registry when it just finished the
     task; otherwise the task's record is read.
@@ -117,13 +143,24 @@ async def result_response(state: ServiceState, task_id: str, task_status: str, e
         data = await asyncio.to_thread(state.store.get, path)
     except FileNotFoundError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, messages.RESULT_MISSING) from None
-    filename = result.get("result_filename") or path.rsplit("/", 1)[-1]
-    media_type = MEDIA_TYPES.get(filename.rsplit(".", 1)[-1], "application/octet-stream")
-    headers = {"Content-Disposition": f'attachment; filename="{filename}"', "X-Task-Id": task_id,
-               "X-Seed": str(seed if seed is not None else "")}
-    if result.get("generation_seconds") is not None:
-        headers["X-Generation-Seconds"] = f"{result['generation_seconds']:.4f}"
-    return Response(data, media_type=media_type, headers=headers)
+    return TaskResult(data, result.get("result_filename") or path.rsplit("/", 1)[-1], seed,
+                      result.get("generation_seconds"))
+
+
+def result_headers(task_id: str, found: TaskResult) -> dict[str, str]:
+    """``X-Task-Id``, ``X-Seed`` and (when the registry reported it) ``X-Generation-Seconds``."""
+    headers = {"X-Task-Id": task_id, "X-Seed": str(found.seed if found.seed is not None else "")}
+    if found.generation_seconds is not None:
+        headers["X-Generation-Seconds"] = f"{found.generation_seconds:.4f}"
+    return headers
+
+
+async def result_response(state: ServiceState, task_id: str, task_status: str, error: Optional[str],
+                          result: Optional[dict] = None, seed: Optional[int] = None) -> Response:
+    """The PNG or ZIP of a completed task; a clear error for failed or cancelled ones."""
+    found = await read_result(state, task_id, task_status, error, result, seed)
+    headers = {"Content-Disposition": f'attachment; filename="{found.filename}"', **result_headers(task_id, found)}
+    return Response(found.data, media_type=found.media_type, headers=headers)
 
 
 def _load_record(state: ServiceState, task_id: str) -> Optional[TaskRecord]:
