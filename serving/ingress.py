@@ -15,6 +15,8 @@ from auth.service import AuthConfig, AuthService
 from serving.errors import install_error_handlers
 from serving.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from serving.registry import get_or_create_registry_async
+from serving.openai import routes as openai_routes
+from serving.openai.urls import UrlSigner
 from serving.routes import generate, history, system, tasks
 from serving.settings import load_settings
 from auth import deps as auth_deps
@@ -37,9 +39,10 @@ app.include_router(api_keys_router)
 app.include_router(history.router)  # before tasks: /tasks/history/… must not match /tasks/{task_id}
 app.include_router(tasks.router)
 app.include_router(generate.router)
+app.include_router(openai_routes.router)
 
 MULTIPART_OVERHEAD = 1024 * 1024
-UPLOAD_FILES = {"/image-edit": 2, "/image-edit/batch": 1}
+UPLOAD_FILES = {"/image-edit": 2, "/image-edit/batch": 1, "/v1/images/edits": 2}
 
 
 def body_limit_for(path: str) -> int:
@@ -87,4 +90,5 @@ class Ingress:
             settings=settings, engine=engine, auth=auth,
             store=open_result_store(settings.result_store_url, settings.data_dir),
             registry=registry, app_name=app_name,
+            url_signer=UrlSigner(secret, settings.image_url_ttl_seconds),
         ))

@@ -7,6 +7,9 @@ from typing import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serving import messages
+from serving.errors import is_openai_path
+from serving.openai.protocol import error_body
 from serving.uploads import BodyTooLarge
 
 SECURITY_HEADERS = [
@@ -36,7 +39,7 @@ class BodyLimitMiddleware:
         limit = self.limit_for(scope["path"])
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _send_json(send, 413, BodyTooLarge(limit).detail)
+            await _send_json(send, 413, BodyTooLarge(limit).detail, scope)
             return
         received = 0
 
@@ -75,9 +78,14 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-async def _send_json(send: Send, status_code: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}, ensure_ascii=False).encode()
-    await send({"type": "http.response.start", "status": status_code,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+async def _send_json(send: Send, status_code: int, detail: str, scope: Scope) -> None:
+    headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+    if is_openai_path(scope["path"], scope.get("root_path", "")):
+        content = error_body(status_code, messages.to_english(detail))
+        headers.append((b"x-should-retry", b"false"))
+    else:
+        content = {"detail": detail}
+    body = json.dumps(content, ensure_ascii=False).encode()
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})

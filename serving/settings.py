@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     max_upload_mb: int = Field(default=20, ge=1)
     max_image_pixels: int = Field(default=40_000_000, ge=1)
     sync_timeout_seconds: float = Field(default=600.0, gt=0)
+    # How long a /v1 ``response_format=url`` image URL can be fetched without credentials.
+    image_url_ttl_seconds: int = Field(default=3600, ge=60, le=7 * 86400)
     # Test suites only: prompts starting with __fault_…__ make a model replica fail on purpose.
     enable_fault_injection: bool = False
 

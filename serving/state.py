@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 
 from auth.service import AuthService
 from serving import messages
+from serving.openai.urls import UrlSigner
 from serving.registry import lookup_registry
 from serving.settings import Settings
 from storage.results import ResultStore
@@ -31,6 +32,7 @@ class ServiceState:
     store: ResultStore
     registry: Any
     app_name: str
+    url_signer: Optional[UrlSigner] = None  # signs /v1 result URLs (its key never leaves this process)
     _status_cache: tuple[float, dict] = field(default=(0.0, {}))
     _status_refresh: Optional[asyncio.Task] = field(default=None, repr=False)
     _status_read: Optional[asyncio.Future] = field(default=None, repr=False)
