@@ -148,9 +148,14 @@ async def _run(state: ServiceState, request: Request, user, body: ImageRequest, 
     if body.stream:
         return StreamingResponse(_stream(state, task_id, body, kind), media_type="text/event-stream",
                                  headers={"X-Task-Id": task_id, "X-Accel-Buffering": "no"})
-    final = await state.call_registry("wait", task_id, state.settings.sync_timeout_seconds)
-    found = await read_result(state, task_id, final["status"], final.get("error"), final.get("result"),
-                              final.get("seed"))
+    final = await state.call_registry("wait", task_id, wait_budget(request, state.settings.sync_timeout_seconds))
+    try:
+        found = await read_result(state, task_id, final["status"], final.get("error"), final.get("result"),
+                                  final.get("seed"))
+    except HTTPException as exc:
+        # Failed, cancelled or still running: the client can still find (or later fetch) the task.
+        exc.headers = {**(exc.headers or {}), "X-Task-Id": task_id}
+        raise
     pictures = await asyncio.to_thread(_pictures, found, body)
     width, height = await asyncio.to_thread(images.image_size, pictures[0]) if pictures else (0, 0)
     if body.response_format == "url":
@@ -160,6 +165,22 @@ async def _run(state: ServiceState, request: Request, user, body: ImageRequest, 
     content = {"created": int(time.time()), "data": data, "output_format": body.output_format,
                "size": f"{width}x{height}", "quality": resolved_quality(body.quality), "background": "opaque"}
     return JSONResponse(content, headers=result_headers(task_id, found))
+
+
+def wait_budget(request: Request, sync_timeout: float) -> float:
+    """How long a sync call waits: at most ``sync_timeout``, and less than the client's own read timeout.
+
+    The official SDKs retry a request that timed out, and a retry would start a second generation.
+    They send their read timeout (``x-stainless-read-timeout``), so the service answers first, with
+    a 408 that says ``x-should-retry: false`` and names the task, whose result stays fetchable.
+    """
+    try:
+        client_timeout = float(request.headers.get("x-stainless-read-timeout", ""))
+    except ValueError:
+        return sync_timeout
+    if not client_timeout > 0:
+        return sync_timeout
+    return min(sync_timeout, client_timeout - min(5.0, client_timeout * 0.2))
 
 
 def _pictures(found, body: ImageRequest) -> list[bytes]:

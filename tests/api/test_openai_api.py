@@ -27,7 +27,7 @@ ERROR_FIELDS = {"message", "type", "param", "code"}
 
 
 def sdk(base_url: str, key: str, **options) -> OpenAI:
-    return OpenAI(base_url=f"{base_url}/v1", api_key=key, timeout=120, **options)
+    return OpenAI(base_url=f"{base_url}/v1", api_key=key, **{"timeout": 120, **options})
 
 
 def new_key(client: httpx.Client, headers: dict, name: str = "tests", **fields) -> dict:
@@ -284,3 +284,18 @@ def test_a_streamed_task_can_be_cancelled_while_it_runs(t2i_only):
             text = stream.read().decode()
         assert "event: error" in text and '"code":"conflict"' in text
         assert http.get(f"/tasks/{task_id}", headers=headers).json()["status"] == "cancelled"
+
+
+def test_a_call_outlasting_the_sdk_timeout_answers_first_and_is_not_retried(t2i_only):
+    with httpx.Client(base_url=t2i_only, timeout=60) as http:
+        token = http.post("/auth/login", json={"username": "admin", "password": "admin123"}).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        before = http.get("/tasks/history/me", headers=headers).json()["total"]
+        # 100 steps of 50 ms against a 3 s read timeout, with the SDK's default two retries.
+        with pytest.raises(openai.APIStatusError) as slow:
+            sdk(t2i_only, token, timeout=3.0).images.generate(prompt="slow", size="256x256",
+                                                              extra_body={"num_inference_steps": 100})
+        assert slow.value.status_code == 408 and slow.value.response.headers["x-should-retry"] == "false"
+        task_id = slow.value.response.headers["x-task-id"]
+        assert http.get("/tasks/history/me", headers=headers).json()["total"] == before + 1
+        assert wait_status(http, headers, task_id)["status"] == "completed"
