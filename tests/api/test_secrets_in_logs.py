@@ -1,4 +1,4 @@
-"""No secret (password, token, JWT secret) reaches any log of the running service."""
+"""No secret (password, token, API key, JWT secret) reaches any log of the running service."""
 
 from __future__ import annotations
 
@@ -19,6 +19,10 @@ def test_passwords_tokens_and_the_jwt_secret_never_appear_in_logs(client, data_r
     assert client.post("/auth/register", json={"username": name, "password": password}).status_code == 201
     token = login(client, name, password)
     client.get("/auth/me", headers=bearer(token))
+    api_key = client.post("/auth/api-keys", headers=bearer(token), json={"name": "logs"}).json()
+    client.get("/v1/models", headers=bearer(api_key["key"]))
+    client.delete(f"/auth/api-keys/{api_key['id']}", headers=bearer(token))
+    client.get("/v1/models", headers=bearer(api_key["key"]))  # revoked: a 401 that must not log the key
     client.post("/auth/login", json={"username": name, "password": password + "-wrong"})
     client.post("/auth/change-password", headers=bearer(token),
                 json={"old_password": password, "new_password": password + "-2"})
@@ -26,7 +30,8 @@ def test_passwords_tokens_and_the_jwt_secret_never_appear_in_logs(client, data_r
     time.sleep(2)  # let the workers flush their log files
     jwt_secret = (data_root / "main" / "jwt_secret").read_text().strip()
     secrets = {"password": password, "new password": password + "-2", "token": token,
-               "token signature": token.rsplit(".", 1)[-1], "jwt secret": jwt_secret}
+               "token signature": token.rsplit(".", 1)[-1], "jwt secret": jwt_secret,
+               "api key": api_key["key"], "api key secret part": api_key["key"][12:]}
     files = [p for p in _logs_dir().rglob("*") if p.is_file()]
     assert files, "no Ray log files found"
     for path in files:
