@@ -108,10 +108,7 @@ class TaskRecord(SQLModel, table=True):
 
 
 class ApiKey(SQLModel, table=True):
-    """A user's API key. Only the key's SHA-256 is kept; ``prefix`` is its first characters, for display.
-
-    Needs an Alembic revision once ``storage/migrations/`` exists (until then ``init_db`` creates it).
-    """
+    """A user's API key. Only the key's SHA-256 is kept; ``prefix`` is its first characters, for display."""
 
     __tablename__ = "api_keys"
 
