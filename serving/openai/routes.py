@@ -156,8 +156,7 @@ async def _run(state: ServiceState, request: Request, user, body: ImageRequest, 
         # Failed, cancelled or still running: the client can still find (or later fetch) the task.
         exc.headers = {**(exc.headers or {}), "X-Task-Id": task_id}
         raise
-    pictures = await asyncio.to_thread(_pictures, found, body)
-    width, height = await asyncio.to_thread(images.image_size, pictures[0]) if pictures else (0, 0)
+    pictures, (width, height) = await asyncio.to_thread(_pictures_and_size, found, body)
     if body.response_format == "url":
         data = [{"url": _signed_url(state, request, task_id, index, body)} for index in range(len(pictures))]
     else:
@@ -181,6 +180,12 @@ def wait_budget(request: Request, sync_timeout: float) -> float:
     if not client_timeout > 0:
         return sync_timeout
     return min(sync_timeout, client_timeout - min(5.0, client_timeout * 0.2))
+
+
+def _pictures_and_size(found, body: ImageRequest) -> tuple[list[bytes], tuple[int, int]]:
+    """The images to answer with and their size, in one trip to the thread pool."""
+    pictures = _pictures(found, body)
+    return pictures, images.image_size(pictures[0]) if pictures else (0, 0)
 
 
 def _pictures(found, body: ImageRequest) -> list[bytes]:
