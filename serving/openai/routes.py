@@ -206,7 +206,7 @@ def _signed_url(state: ServiceState, request: Request, task_id: str, index: int,
 async def image_file(
     task_id: Annotated[str, Path(max_length=36)], filename: Annotated[str, Path(max_length=16)],
     state: StateDep, expires: Annotated[int, Query(ge=0, le=2**62)],
-    signature: Annotated[str, Query(min_length=64, max_length=64)],
+    signature: Annotated[str, Query(pattern="^[0-9a-f]{64}$")],
     compression: Annotated[Optional[int], Query(ge=0, le=100)] = None,
 ) -> Response:
     """One image of a ``response_format=url`` answer; no credentials, only the URL's signature and expiry."""

@@ -76,6 +76,7 @@ def test_signed_url_is_refused_when_tampered_or_expired():
     assert signer.check("task-1", "0.png", 50, expires, signature, now=1030) == "signature"
     assert signer.check("task-1", "0.png", None, expires + 3600, signature, now=1030) == "signature"
     assert UrlSigner("t" * 48, 60).check("task-1", "0.png", None, expires, signature, now=1030) == "signature"
+    assert signer.check("tâsk", "0.png", None, expires, "é" * 64, now=1030) == "signature"
 
 
 def test_partial_images_spread_over_the_run():
