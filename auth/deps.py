@@ -7,12 +7,13 @@ own short session (a route that changes the user adds it to the route's session)
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, Optional
 
-from fastapi import Depends, HTTPException, status
+from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.concurrency import run_in_threadpool
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from auth.service import AuthError, AuthService
 from storage.tables import User
@@ -23,19 +24,12 @@ ADMIN_REQUIRED = "需要管理员权限"
 _bearer = HTTPBearer(auto_error=False, description="JWT from POST /auth/login")
 
 
-_service: Optional[AuthService] = None
-
-
-def configure(service: AuthService) -> None:
-    """Install the process's AuthService (the ingress does this once at start-up)."""
-    global _service
-    _service = service
-
-
-async def get_auth() -> AuthService:
-    if _service is None:
-        raise RuntimeError("auth.deps.configure() has not been called")
-    return _service
+async def get_auth(request: Request) -> AuthService:
+    """The AuthService of the app serving ``request`` (``app.state.auth``, set when the app is built)."""
+    service = getattr(request.app.state, "auth", None)
+    if service is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "服务正在启动", headers={"Retry-After": "2"})
+    return service
 
 
 AuthDep = Annotated[AuthService, Depends(get_auth)]

@@ -110,7 +110,8 @@ def toggle_active(user_id: UserId, admin: AdminUser, session: SessionDep) -> dic
         user.token_version += 1
     session.add(user)
     session.commit()
-    return {"message": "用户已启用" if user.is_active else "用户已禁用", "user_id": user.id, "is_active": user.is_active}
+    message = "用户已启用" if user.is_active else "用户已禁用"
+    return {"message": message, "user_id": user.id, "is_active": user.is_active}
 
 
 @router.put("/users/{user_id}/toggle-admin")

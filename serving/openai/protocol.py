@@ -11,6 +11,8 @@ from typing import Any, Literal, Optional
 from fastapi import HTTPException, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.kinds import ModelKind
+
 TEXT_TO_IMAGE_MODEL = "qwen-image"
 EDIT_MODEL = "qwen-image-edit"
 # Every accepted name → (canonical id, kind)
@@ -34,7 +36,7 @@ AUTO_TEXT_TO_IMAGE_SIZE = (1024, 1024)
 # "standard"/"hd" are DALL·E 3's names for medium/high. ``num_inference_steps`` overrides them.
 QUALITY_STEPS = {"low": 20, "medium": 30, "high": 50}
 QUALITY_ALIASES = {"standard": "medium", "hd": "high"}
-AUTO_STEPS = {"text_to_image": 50, "image_edit": 40}
+AUTO_STEPS = {kind.value: kind.spec.default_steps for kind in ModelKind}  # 50 text-to-image, 40 edit
 
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 MAX_PROMPT = 2000

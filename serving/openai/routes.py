@@ -26,6 +26,8 @@ from serving.openai.protocol import (
     MEDIA_TYPES, MODEL_CREATED, MODEL_KIND, ImageRequest, OpenAIError, check_common, error_body, invalid,
     parse_size, resolve_model, resolved_quality, steps_for,
 )
+from models.kinds import ModelKind
+from serving.protocol import ResultLocation
 from serving.routes.common import create_task, read_result, result_headers
 from serving.state import ServiceState, StateDep
 from serving.uploads import decode_image, read_limited
@@ -143,15 +145,18 @@ async def _run(state: ServiceState, request: Request, user, body: ImageRequest, 
                           input_sizes=[list(image.size) for image in inputs])
         if size is not None:
             parameters["output_size"] = list(size)
-    task_id, _ = await create_task(state, user, task_type=kind, kind=kind, prompt=prompt, prompts=[prompt],
-                                   parameters=parameters, image_count=body.n, inputs=inputs)
+    accepted = await create_task(state, user, task_type=kind, kind=ModelKind(kind), prompt=prompt, prompts=[prompt],
+                                 parameters=parameters, image_count=body.n, inputs=inputs)
+    task_id = accepted.task_id
     if body.stream:
         return StreamingResponse(_stream(state, task_id, body, kind), media_type="text/event-stream",
                                  headers={"X-Task-Id": task_id, "X-Accel-Buffering": "no"})
-    final = await state.call_registry("wait", task_id, wait_budget(request, state.settings.sync_timeout_seconds))
+    final = await state.registry.wait(task_id, wait_budget(request, state.settings.sync_timeout_seconds))
     try:
-        found = await read_result(state, task_id, final["status"], final.get("error"), final.get("result"),
-                                  final.get("seed"))
+        if final is None:  # forgotten between creation and the wait (a clean-up with max age 0)
+            raise OpenAIError(status.HTTP_404_NOT_FOUND, "The task no longer exists", code="not_found")
+        found = await read_result(state, task_id, final.status.status, final.status.error, final.result,
+                                  final.status.seed)
     except HTTPException as exc:
         # Failed, cancelled or still running: the client can still find (or later fetch) the task.
         exc.headers = {**(exc.headers or {}), "X-Task-Id": task_id}
@@ -219,7 +224,8 @@ async def image_file(
     if record is None or record.status != TaskStatus.completed.value or not record.result_path:
         raise OpenAIError(status.HTTP_404_NOT_FOUND, "The image no longer exists", code="not_found")
     found = await read_result(state, task_id, record.status, None,
-                              {"result_path": record.result_path, "result_filename": record.result_filename})
+                              ResultLocation(result_path=record.result_path,
+                                             result_filename=record.result_filename or f"{task_id}.png"))
     pngs = await asyncio.to_thread(images.split_result, found.data, found.filename)
     if not index.isdigit() or int(index) >= len(pngs) or output_format not in MEDIA_TYPES:
         raise OpenAIError(status.HTTP_404_NOT_FOUND, "The image no longer exists", code="not_found")
@@ -250,12 +256,14 @@ async def task_events(state: ServiceState, task_id: str) -> AsyncIterator[dict]:
     partial images with no other change.
     """
     while True:
-        final = await state.call_registry("wait", task_id, KEEPALIVE_S)
+        final = await state.registry.wait(task_id, KEEPALIVE_S)
         if final is None:
-            yield {"event": "failed", "data": {"task_id": task_id, "error": "task not found"}}
+            yield {"event": "failed", "data": {"task_id": task_id, "status": "failed", "error": "task not found"}}
             return
-        if final["status"] in FINISHED:
-            yield {"event": final["status"], "data": {"task_id": task_id, **final}}
+        if final.status.status in FINISHED:
+            yield {"event": final.status.status,
+                   "data": {"task_id": task_id, "status": final.status.status, "error": final.status.error,
+                            "seed": final.status.seed, "result": final.result}}
             return
         yield {"event": "keepalive", "data": {"task_id": task_id}}
 
