@@ -12,6 +12,8 @@ import logging
 from typing import Callable, Optional
 
 from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
 from auth.api_keys import router as api_keys_router
 from auth.routes import router as auth_router
@@ -22,10 +24,11 @@ from serving.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from serving.openai import routes as openai_routes
 from serving.openai.urls import UrlSigner
 from serving.registry_client import Registry
-from serving.routes import generate, history, system, tasks
+from serving.routes import generate, history, loras, system, tasks
 from serving.settings import Settings
 from serving.state import ServiceState, read_deployment_status
 from storage import init_db, make_engine, open_result_store
+from web import INDEX_HTML, PAGE_CSP, STATIC_DIR
 
 log = logging.getLogger("qwen_image.ingress")
 
@@ -49,6 +52,8 @@ def create_app(state: Optional[ServiceState] = None) -> FastAPI:
     app.include_router(tasks.router)
     app.include_router(generate.router)
     app.include_router(openai_routes.router)
+    app.include_router(loras.router)
+    add_web_page(app)
     app.add_middleware(BodyLimitMiddleware, limit_for=lambda path: body_limit_for(state, path))
     app.add_middleware(SecurityHeadersMiddleware)
     if state is not None:
@@ -57,9 +62,22 @@ def create_app(state: Optional[ServiceState] = None) -> FastAPI:
     return app
 
 
+def add_web_page(app: FastAPI) -> None:
+    """The web page at ``/`` and its assets under ``/static``; it talks to the API like any client."""
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def web_page() -> FileResponse:
+        # The page's CSP replaces the API's ``default-src 'none'`` (SecurityHeadersMiddleware keeps a
+        # header a route already set) and is still strict: no inline scripts or styles.
+        return FileResponse(INDEX_HTML, media_type="text/html", headers={"Content-Security-Policy": PAGE_CSP})
+
+
 def body_limit_for(state: Optional[ServiceState], path: str) -> int:
     """Upload routes may carry their files (≤ max_upload_mb each); everything else 1 MiB."""
     per_file = state.settings.max_upload_bytes if state else 20 * 1024 * 1024
+    if path.rstrip("/") == "/admin/loras" and state:
+        return state.settings.lora_max_upload_bytes + MULTIPART_OVERHEAD
     return UPLOAD_FILES.get(path.rstrip("/"), 0) * per_file + MULTIPART_OVERHEAD
 
 

@@ -20,25 +20,24 @@ from serving.openai.protocol import error_body, retry_header
 log = logging.getLogger("qwen_image.ingress")
 
 
-def describe_validation_error(exc: RequestValidationError) -> str:
+def describe_validation_error(exc: RequestValidationError) -> messages.Message:
     parts = []
     for error in exc.errors():
         loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path", "form")]
         field = ".".join(loc)
         if not field or field == "request":
-            parts.append("请求体格式错误：此接口需要 JSON 对象" if error.get("type") in ("dict_type", "model_attributes_type")
-                         else f"请求体无效：{error.get('msg', '')}")
+            parts.append(messages.BODY_NOT_OBJECT if error.get("type") in ("dict_type", "model_attributes_type")
+                         else messages.BODY_INVALID(reason=error.get("msg", "")))
         elif error.get("type") == "missing":
-            parts.append(f"缺少必填参数 {field}")
+            parts.append(messages.PARAM_MISSING(field=field))
         else:
-            parts.append(f"参数 {field} 无效：{error.get('msg', '')}")
-    return "；".join(parts) or "请求参数无效"
+            parts.append(messages.PARAM_INVALID(field=field, reason=error.get("msg", "")))
+    return messages.join(parts) if parts else messages.PARAMS_INVALID
 
 
 def _localized(request: Request, detail: object) -> object:
-    """Chinese by default (the contract's wording); English for ``Accept-Language: en``."""
-    language = request.headers.get("accept-language", "").strip().lower()
-    return messages.to_english(detail) if language.startswith("en") else detail
+    """Chinese by default (the contract's wording); English when ``Accept-Language`` prefers it."""
+    return messages.render(detail, messages.language(request.headers.get("accept-language")))
 
 
 def is_openai_path(path: str, root_path: str = "") -> bool:
@@ -52,9 +51,10 @@ def _openai_request(request: Request) -> bool:
 
 
 def _openai_text(request: Request, message: object) -> str:
-    """English by default on /v1 (what OpenAI clients and tools show), Chinese on request."""
-    language = request.headers.get("accept-language", "").strip().lower()
-    return str(message if language.startswith("zh") else messages.to_english(message))
+    """English by default on /v1 (what OpenAI clients and tools show), Chinese when asked for."""
+    header = request.headers.get("accept-language", "")
+    chinese = "zh" in header.lower() and messages.language(header) == "zh"
+    return str(messages.render(message, "zh" if chinese else "en"))
 
 
 def openai_response(request: Request, status_code: int, message: object, *, param=None, code=None,
@@ -74,18 +74,22 @@ def _validation_param(exc: RequestValidationError) -> str | None:
     return None
 
 
+def _openai_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    param = _validation_param(exc)
+    first = exc.errors()[0] if exc.errors() else {}
+    missing = first.get("type") == "missing"
+    message = (f"Missing required parameter: '{param}'" if missing and param
+               else f"Invalid value for '{param}': {first.get('msg', '')}" if param
+               else f"The request body must be a JSON object ({first.get('msg', 'invalid')})")
+    return openai_response(request, status.HTTP_400_BAD_REQUEST, message, param=param,
+                           code="missing_required_parameter" if missing else "invalid_value")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         if _openai_request(request):
-            param = _validation_param(exc)
-            first = exc.errors()[0] if exc.errors() else {}
-            missing = first.get("type") == "missing"
-            message = (f"Missing required parameter: '{param}'" if missing and param
-                       else f"Invalid value for '{param}': {first.get('msg', '')}" if param
-                       else f"The request body must be a JSON object ({first.get('msg', 'invalid')})")
-            return openai_response(request, status.HTTP_400_BAD_REQUEST, message, param=param,
-                                   code="missing_required_parameter" if missing else "invalid_value")
+            return _openai_validation(request, exc)
         return JSONResponse({"detail": _localized(request, describe_validation_error(exc))},
                             status_code=status.HTTP_400_BAD_REQUEST)
 
@@ -93,7 +97,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail
         if exc.status_code == status.HTTP_400_BAD_REQUEST and detail == "There was an error parsing the body":
-            detail = "请求体无法解析"
+            detail = messages.BODY_UNPARSABLE
         if _openai_request(request):
             return openai_response(request, exc.status_code, detail, param=getattr(exc, "param", None),
                                    code=getattr(exc, "code", None), error_type=getattr(exc, "error_type", None),

@@ -37,9 +37,14 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self.limit_for(scope["path"])
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _send_json(send, 413, BodyTooLarge(limit).detail, scope)
+            if is_openai_path(scope["path"], scope.get("root_path", "")):
+                await _send_json(send, 413, messages.render(BodyTooLarge(limit).detail, "en"), openai=True)
+                return
+            language = messages.language(headers.get(b"accept-language", b"").decode("latin-1"))
+            await _send_json(send, 413, messages.render(BodyTooLarge(limit).detail, language))
             return
         received = 0
 
@@ -78,10 +83,11 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-async def _send_json(send: Send, status_code: int, detail: str, scope: Scope) -> None:
+async def _send_json(send: Send, status_code: int, detail: str, openai: bool = False) -> None:
+    """The error as ``{"detail"}``, or in OpenAI's body (with ``x-should-retry: false``) under /v1."""
     headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
-    if is_openai_path(scope["path"], scope.get("root_path", "")):
-        content = error_body(status_code, messages.to_english(detail))
+    if openai:
+        content = error_body(status_code, detail)
         headers.append((b"x-should-retry", b"false"))
     else:
         content = {"detail": detail}

@@ -46,6 +46,8 @@ class Registry(Protocol):
 
     async def ping(self) -> RegistryIdentity: ...
 
+    async def replica_info(self) -> dict[str, dict[str, Any]]: ...
+
 
 class RegistryClient:
     """:class:`Registry` over the registry actor of one application."""
@@ -91,3 +93,6 @@ class RegistryClient:
 
     async def ping(self) -> RegistryIdentity:
         return await self._call(lambda h: h.ping.remote())
+
+    async def replica_info(self) -> dict[str, dict[str, Any]]:
+        return await self._call(lambda h: h.replica_info.remote())

@@ -33,9 +33,9 @@ async def require_model(state: ServiceState, kind: ModelKind) -> None:
     if kind.value not in state.settings.enabled_models:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, kind.spec.not_loaded)
     snapshot = await state.deployment_status()
-    if not model_available(snapshot, kind.deployment):
+    if not model_available(snapshot, state.settings.deployment_for(kind)):
         snapshot = await state.deployment_status(max_age=0)
-        if not model_available(snapshot, kind.deployment):
+        if not model_available(snapshot, state.settings.deployment_for(kind)):
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, kind.spec.not_loaded,
                                 headers={"Retry-After": "30"})
 
@@ -132,7 +132,9 @@ async def read_result(state: ServiceState, task_id: str, task_status: str, error
     task; otherwise the task's record is read.
     """
     if task_status == TaskStatus.failed.value:
-        raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, f"{messages.TASK_FAILED}: {error or ''}".rstrip(": "))
+        raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR,
+                            messages.TASK_FAILED_BECAUSE(error=messages.recognise(error)) if error
+                            else messages.TASK_FAILED)
     if task_status == TaskStatus.cancelled.value:
         raise HTTPException(status.HTTP_409_CONFLICT, messages.TASK_CANCELLED)
     if task_status != TaskStatus.completed.value:

@@ -12,6 +12,8 @@ from auth.deps import CurrentUser
 from models.aspect import ASPECT_RATIOS, DEFAULT_ASPECT_RATIO, size_for_aspect_ratio
 from models.kinds import ModelKind
 from models.seeds import MAX_SEED
+from serving import messages
+from serving.adapter_options import Loras, Speed, apply_adapter_options
 from serving.routes.common import submit
 from serving.state import StateDep
 from serving.uploads import decode_image, read_limited
@@ -40,15 +42,15 @@ RESULT_RESPONSES = {
 def _clean_prompt(prompt: str, field: str = "prompt") -> str:
     prompt = prompt.strip()
     if not prompt:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"参数 {field} 不能为空")
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.PARAM_EMPTY(field=field))
     return prompt
 
 
 async def _read_images(state, uploads: list[UploadFile], max_count: int) -> list:
     if not uploads:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "至少需要上传 1 张图片")
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.IMAGE_REQUIRED)
     if len(uploads) > max_count:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"最多上传 {max_count} 张图片")
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.TOO_MANY_IMAGES(limit=max_count))
     images = []
     for n, upload in enumerate(uploads, start=1):
         data = await read_limited(upload, state.settings.max_upload_bytes)
@@ -67,16 +69,20 @@ async def text_to_image(
     seed: Seed = -1,
     num_images: NumImages = 1,
     async_mode: AsyncMode = True,
+    loras: Loras = None,
+    speed: Speed = "standard",
 ) -> Response:
     """Generate 1–4 images from a prompt with Qwen-Image-2512."""
     prompt = _clean_prompt(prompt)
     if aspect_ratio not in ASPECT_RATIOS:
         raise HTTPException(status.HTTP_400_BAD_REQUEST,
-                            f"不支持的宽高比 {aspect_ratio}，可选：{', '.join(ASPECT_RATIOS)}")
+                            messages.ASPECT_RATIO_UNSUPPORTED(aspect_ratio=aspect_ratio,
+                                                              choices=", ".join(ASPECT_RATIOS)))
     width, height = size_for_aspect_ratio(aspect_ratio)
     parameters = {"negative_prompt": negative_prompt, "aspect_ratio": aspect_ratio, "width": width, "height": height,
                   "num_inference_steps": num_inference_steps, "true_cfg_scale": true_cfg_scale, "seed": seed,
                   "num_images": num_images}
+    await apply_adapter_options(state, ModelKind.text_to_image, parameters, loras, speed)
     return await submit(state, user, task_type="text_to_image", kind=ModelKind.text_to_image, prompt=prompt,
                         prompts=[prompt], parameters=parameters, image_count=num_images, inputs=[],
                         async_mode=async_mode)
@@ -94,6 +100,8 @@ async def image_edit(
     seed: Seed = -1,
     num_images: NumImages = 1,
     async_mode: AsyncMode = True,
+    loras: Loras = None,
+    speed: Speed = "standard",
 ) -> Response:
     """Edit one image, or compose two, with Qwen-Image-Edit-2511."""
     prompt = _clean_prompt(prompt)
@@ -102,6 +110,7 @@ async def image_edit(
                   "true_cfg_scale": true_cfg_scale, "guidance_scale": guidance_scale, "seed": seed,
                   "num_images": num_images, "input_count": len(inputs),
                   "input_sizes": [list(image.size) for image in inputs]}
+    await apply_adapter_options(state, ModelKind.image_edit, parameters, loras, speed)
     return await submit(state, user, task_type="image_edit", kind=ModelKind.image_edit, prompt=prompt, prompts=[prompt],
                         parameters=parameters, image_count=num_images, inputs=inputs, async_mode=async_mode)
 
@@ -117,20 +126,24 @@ async def image_edit_batch(
     true_cfg_scale: TrueCfg = 4.0,
     seed: Seed = -1,
     async_mode: AsyncMode = True,
+    loras: Loras = None,
+    speed: Speed = "standard",
 ) -> Response:
     """Apply several edit prompts to one image: one task, one result image per prompt."""
     prompt_list = [p.strip() for p in prompts.split("|") if p.strip()]
     if not prompt_list:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "参数 prompts 不能为空")
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.PARAM_EMPTY(field="prompts"))
     if len(prompt_list) > MAX_BATCH_PROMPTS:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"参数 prompts 最多 {MAX_BATCH_PROMPTS} 条，收到 {len(prompt_list)} 条")
+        raise HTTPException(status.HTTP_400_BAD_REQUEST,
+                            messages.TOO_MANY_PROMPTS(limit=MAX_BATCH_PROMPTS, count=len(prompt_list)))
     if any(len(p) > MAX_PROMPT for p in prompt_list):
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"参数 prompts 每条最多 {MAX_PROMPT} 个字符")
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.PROMPT_TOO_LONG(limit=MAX_PROMPT))
     # FastAPI binds one of several same-named parts; the contract allows exactly one image.
     inputs = await _read_images(state, (await request.form()).getlist("image"), 1)
     parameters = {"negative_prompt": negative_prompt, "num_inference_steps": num_inference_steps,
                   "true_cfg_scale": true_cfg_scale, "guidance_scale": 1.0, "seed": seed, "num_images": 1,
                   "prompts": prompt_list, "input_count": 1, "input_sizes": [list(inputs[0].size)]}
+    await apply_adapter_options(state, ModelKind.image_edit, parameters, loras, speed)
     return await submit(state, user, task_type="batch_edit", kind=ModelKind.image_edit, prompt=" | ".join(prompt_list),
                         prompts=prompt_list, parameters=parameters, image_count=len(prompt_list), inputs=inputs,
                         async_mode=async_mode)

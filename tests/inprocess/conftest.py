@@ -116,6 +116,9 @@ class StandInRegistry:
     async def ping(self) -> RegistryIdentity:
         return await (await self._ready()).ping()
 
+    async def replica_info(self) -> dict[str, dict[str, Any]]:
+        return await (await self._ready()).replica_info()
+
 
 def every_model_running(app_name: str) -> dict:
     """Stand-in for Serve's controller: one running replica per model deployment."""

@@ -4,7 +4,7 @@ A key's SHA-256 (unique: the lookup of every request that presents one), its dis
 its owner, whose deletion takes the user's keys with it.
 
 Revision ID: 9ee68fcf78d1
-Revises: 0001
+Revises: 0cf20d7a9a49
 Create Date: 2026-11-29 11:56:19.783092
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "9ee68fcf78d1"
-down_revision: Union[str, Sequence[str], None] = "0001"
+down_revision: Union[str, Sequence[str], None] = "0cf20d7a9a49"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
