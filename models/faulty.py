@@ -18,7 +18,8 @@ import errno
 import hashlib
 import os
 import tempfile
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 CRASH = "__fault_crash_at_step_"
 CRASH_ONCE = "__fault_crash_once_at_step_"

@@ -158,7 +158,7 @@ def _prepare_speed_options(model: LoadedModel) -> None:
     if profile.compile:
         adapters.compile_regionally(pipeline, max_adapter_rank=profile.max_adapter_rank)
         warm_up = GenerationRequest(prompt="warm-up", num_inference_steps=2, seed=0)
-        if model.kind == IMAGE_EDIT:
+        if ModelKind(model.kind).spec.takes_images:
             warm_up.images = [Image.new("RGB", (1024, 1024))]
         started = time.perf_counter()
         generate(model, warm_up)
@@ -169,9 +169,11 @@ def _lightning_source(profile: Profile, kind: str):
     from .adapters import AdapterSource
 
     if profile.name == "tiny":
+        from .profiles import default_tiny_cache_dir
         from .tiny_lora import WEIGHT_NAME, ensure_tiny_lora
 
-        return AdapterSource("lightning", ensure_tiny_lora(kind, profile.cache_dir, "lightning"), WEIGHT_NAME)
+        cache_dir = profile.cache_dir or default_tiny_cache_dir()
+        return AdapterSource("lightning", ensure_tiny_lora(kind, cache_dir, "lightning"), WEIGHT_NAME)
     if kind not in profile.lightning_sources:
         return None
     path, weight_name = profile.lightning_sources[kind]
@@ -329,7 +331,8 @@ def _fp8_config():
             f"FP8 needs torchao ({error}): install the GPU extra, pip install 'qwen-image-service[gpu]', "
             f"or set MEMORY_MODE=bf16"
         ) from error
-    return PipelineQuantizationConfig(quant_mapping={"transformer": TorchAoConfig(Float8WeightOnlyConfig())})
+    mapping: dict[str, Any] = {"transformer": TorchAoConfig(Float8WeightOnlyConfig())}
+    return PipelineQuantizationConfig(quant_mapping=mapping)
 
 
 def _apply_thread_setting(threads: int | None) -> None:

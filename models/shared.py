@@ -89,9 +89,10 @@ def component_digests(profile: Profile, kind: str, component: str) -> dict[str, 
 
 def _checkpoint_dir(profile: Profile, kind: str) -> str:
     if profile.name == "tiny":
+        from .profiles import default_tiny_cache_dir
         from .tiny import ensure_tiny_pipeline
 
-        return ensure_tiny_pipeline(kind, profile.cache_dir)
+        return ensure_tiny_pipeline(kind, profile.cache_dir or default_tiny_cache_dir())
     source = profile.sources[kind]
     if profile.is_local_source(kind):
         return source

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import Any
 
 from .profiles import IMAGE_EDIT, check_kind
 from .tiny import EDIT_TRANSFORMER_EXTRA, TRANSFORMER_CONFIG
@@ -36,7 +37,7 @@ def build_tiny_lora(kind: str, directory: str, *, seed: int, rank: int = 4, stre
     if num_layers is not None:
         config["num_layers"] = num_layers
     generator = torch.Generator().manual_seed(seed)
-    transformer = QwenImageTransformer2DModel(**config)
+    transformer: Any = QwenImageTransformer2DModel(**config)  # peft's mixin methods are invisible to mypy
     transformer.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=TARGET_MODULES))
     with torch.no_grad():
         for name, parameter in transformer.named_parameters():

@@ -9,7 +9,8 @@ same with a stand-in registry, without Ray.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse

@@ -204,7 +204,7 @@ class TaskStatusView(BaseModel):
     started_at: Optional[datetime]
     completed_at: Optional[datetime]
     position_in_queue: int
-    wait_time_seconds: Optional[float]
+    wait_time_seconds: float
     execution_time_seconds: Optional[float]
     progress: Progress
     seed: Optional[int]

@@ -7,13 +7,13 @@ Ray. While the registry actor restarts, every call answers a retryable 503 rathe
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable, Optional, Protocol, TypeVar, Union
+from collections.abc import Awaitable, Callable
+from typing import Any, Optional, Protocol, TypeVar, Union
 
 import ray
 from fastapi import HTTPException, status
 
 from serving import messages
-from serving.registry import lookup_registry
 from serving.protocol import (
     AlreadyFinished,
     CleanupCounts,
@@ -24,6 +24,7 @@ from serving.protocol import (
     TaskStatusView,
     WaitAnswer,
 )
+from serving.registry import lookup_registry
 
 T = TypeVar("T")
 _RAY_UNAVAILABLE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ValueError)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Optional
 
 import ray
 from fastapi import Depends, HTTPException, Request, status

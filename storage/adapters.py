@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from storage.tables import LoraAdapter
 
@@ -21,7 +21,7 @@ def adapters_named(session: Session, names: list[str]) -> dict[str, LoraAdapter]
     """The adapters called ``names`` that exist, by name."""
     if not names:
         return {}
-    return {row.name: row for row in session.exec(select(LoraAdapter).where(LoraAdapter.name.in_(names)))}
+    return {row.name: row for row in session.exec(select(LoraAdapter).where(col(LoraAdapter.name).in_(names)))}
 
 
 def get_adapter(session: Session, name: str) -> Optional[LoraAdapter]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime, timezone
 from typing import Annotated, Any, Optional
 
@@ -11,10 +12,11 @@ from pydantic import BaseModel, ConfigDict
 from auth.deps import AdminUser, CurrentUser, SessionDep
 from auth.routes import MAX_DB_INT, UserId
 from auth.schemas import QuotaLimits
+from models.kinds import ModelKind
 from serving import messages
 from serving.routes.common import owned_record
 from serving.state import StateDep
-from storage import TaskRecord, TaskStatus, TaskType, utcnow
+from storage import TaskRecord, TaskStatus, utcnow
 from storage.tables import User
 from storage.tasks import HistoryFilter, effective_limits, history_page, quota_periods, quota_usage, statistics
 from storage.users import get_user
@@ -69,6 +71,8 @@ def _page(session, f: HistoryFilter, page: int, page_size: int) -> HistoryPage:
 Page = Annotated[int, Query(ge=1, le=1_000_000)]
 PageSize = Annotated[int, Query(ge=1, le=100)]
 StatusFilter = Annotated[Optional[TaskStatus], Query(alias="status")]
+# The task types the model kinds run (models.kinds), under the name the schema has always used.
+TaskType = enum.Enum("TaskType", {t: t for kind in ModelKind for t in kind.spec.task_types}, type=str)  # type: ignore[misc]
 TypeFilter = Annotated[Optional[TaskType], Query()]
 DateFilter = Annotated[Optional[datetime], Query(description="ISO 8601; without a zone it is UTC")]
 

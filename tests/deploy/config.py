@@ -7,10 +7,12 @@ from typing import Any, Iterator
 
 import yaml
 
+from models.kinds import ModelKind
+
 ROOT = Path(__file__).resolve().parents[2]
 SERVE_CONFIG = ROOT / "serve_config.yaml"
 KUBERAY_DIR = ROOT / "deploy" / "kuberay"
-MODEL_DEPLOYMENTS = ("TextToImage", "ImageEdit")
+MODEL_DEPLOYMENTS = tuple(kind.deployment for kind in ModelKind)
 SECRETS = ("JWT_SECRET", "ADMIN_PASSWORD", "DATABASE_URL")
 SECRET_NAME = "qwen-image-secrets"
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import io
-from typing import Any, Iterator, Optional, Union
+from collections.abc import Iterator
+from typing import Any, Optional, Union
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from models.kinds import ModelKind
 from serving.api import build_service_state, create_app
 from serving.protocol import (
     AlreadyFinished,
@@ -34,7 +36,6 @@ from serving.protocol import (
 )
 from serving.registry import RegistryCore
 from serving.settings import load_settings
-from models.kinds import ModelKind
 
 APP_NAME = "inprocess"
 HOLD = "hold"  # a prompt starting with this waits until the task is cancelled
@@ -54,7 +55,7 @@ class StandInModel:
         self.run = self  # handle.run.remote(...)
         self._device = asyncio.Lock()
 
-    def remote(self, request: ModelRequest) -> "asyncio.Future[ModelOutcome]":
+    def remote(self, request: ModelRequest) -> asyncio.Future[ModelOutcome]:
         return asyncio.ensure_future(self._run(request))
 
     async def _run(self, request: ModelRequest) -> ModelOutcome:
@@ -86,7 +87,7 @@ class StandInRegistry:
     def __init__(self, settings_dict: dict[str, Any]):
         self.core = RegistryCore(APP_NAME, settings_dict, "inprocess")
         model = StandInModel(self.core)
-        self.core._handles = {kind: model for kind in ModelKind}
+        self.core._handles = dict.fromkeys(ModelKind, model)
         self._started: Optional[asyncio.Task] = None
 
     async def _ready(self) -> RegistryCore:
