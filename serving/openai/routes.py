@@ -12,7 +12,8 @@ import asyncio
 import base64
 import json
 import time
-from typing import Annotated, Any, AsyncIterator, Optional
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Optional
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -21,12 +22,22 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from auth.deps import CurrentUser
+from models.kinds import ModelKind
 from serving.openai import images
 from serving.openai.protocol import (
-    MEDIA_TYPES, MODEL_CREATED, MODEL_KIND, ImageRequest, OpenAIError, check_common, error_body, invalid,
-    parse_size, resolve_model, resolved_quality, steps_for,
+    MEDIA_TYPES,
+    MODEL_CREATED,
+    MODEL_KIND,
+    ImageRequest,
+    OpenAIError,
+    check_common,
+    error_body,
+    invalid,
+    parse_size,
+    resolve_model,
+    resolved_quality,
+    steps_for,
 )
-from models.kinds import ModelKind
 from serving.protocol import ResultLocation
 from serving.routes.common import create_task, read_result, result_headers
 from serving.state import ServiceState, StateDep
@@ -86,7 +97,7 @@ EDIT_FORM_SCHEMA = {
         "image": {"type": "string", "format": "binary", "description": "the image (JPEG, PNG, WebP; ≤ 20 MB)"},
         "image[]": {"type": "array", "items": {"type": "string", "format": "binary"},
                     "description": "1–2 images, as the official SDKs send a list"},
-        **{name: prop for name, prop in ImageRequest.model_json_schema()["properties"].items()},
+        **ImageRequest.model_json_schema()["properties"],
     },
 }
 
@@ -101,7 +112,8 @@ async def edit_image(request: Request, user: CurrentUser, state: StateDep) -> Re
     if form.get("mask") is not None:
         raise invalid("mask", "masks are not supported: Qwen-Image-Edit edits the whole image from the prompt",
                       code="unsupported_parameter")
-    fields = {key: value for key, value in form.multi_items() if isinstance(value, str) and key not in ("image", "image[]")}
+    fields = {key: value for key, value in form.multi_items()
+              if isinstance(value, str) and key not in ("image", "image[]")}
     try:
         body = ImageRequest.model_validate(fields)
     except ValidationError as exc:
@@ -293,7 +305,8 @@ async def _stream(state: ServiceState, task_id: str, body: ImageRequest, kind: s
             elif name in FINISHED:
                 found = await read_result(state, task_id, data["status"], data.get("error"), data.get("result"),
                                           data.get("seed"))
-                pictures = await asyncio.to_thread(_pictures, found, body.model_copy(update={"response_format": "b64_json"}))
+                as_b64 = body.model_copy(update={"response_format": "b64_json"})
+                pictures = await asyncio.to_thread(_pictures, found, as_b64)
                 for picture in pictures:
                     width, height = await asyncio.to_thread(images.image_size, picture)
                     yield _sse(f"{prefix}.completed", {

@@ -11,7 +11,7 @@ import io
 import json
 import sqlite3
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import httpx
 import openai
@@ -234,7 +234,8 @@ def test_error_bodies_over_plain_http(client, keyed):
     three = [("image[]", (f"{n}.png", image_bytes(), "image/png")) for n in range(3)]
     openai_error(client.post("/v1/images/edits", headers=headers, data={"prompt": "x"}, files=three), 400, "image")
     masked = client.post("/v1/images/edits", headers=headers, data={"prompt": "x"},
-                         files=[("image", ("a.png", image_bytes(), "image/png")), ("mask", ("m.png", image_bytes(), "image/png"))])
+                         files=[("image", ("a.png", image_bytes(), "image/png")),
+                                ("mask", ("m.png", image_bytes(), "image/png"))])
     openai_error(masked, 400, "mask")
     broken = client.post("/v1/images/edits", headers=headers, data={"prompt": "x"},
                          files=[("image", ("a.png", b"not an image", "image/png"))])

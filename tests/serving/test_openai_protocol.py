@@ -10,7 +10,13 @@ from PIL import Image
 
 from serving.openai import images
 from serving.openai.protocol import (
-    ImageRequest, OpenAIError, error_body, parse_size, resolve_model, retry_header, steps_for,
+    ImageRequest,
+    OpenAIError,
+    error_body,
+    parse_size,
+    resolve_model,
+    retry_header,
+    steps_for,
 )
 from serving.openai.routes import _preview_picture, preview_is_due
 from serving.openai.urls import UrlSigner
