@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import time
@@ -114,3 +115,22 @@ def load_or_create_secret(data_dir: Path) -> str:
     with os.fdopen(fd, "w") as fh:
         fh.write(candidate)
     return candidate
+
+
+API_KEY_PREFIX = "qis-"
+API_KEY_DISPLAY_CHARS = 12  # "qis-" and the first 8 random characters: enough to tell keys apart
+
+
+def new_api_key() -> str:
+    """A new API key: ``qis-`` and 32 random bytes (URL-safe base64)."""
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_api_key(key: str) -> str:
+    """SHA-256 of the key, the only form in which it is stored.
+
+    A slow password hash (argon2) is for low-entropy secrets that can be guessed; a key of 256
+    random bits cannot be, so one fast hash is as safe, and it lets every request find its key
+    by an index lookup instead of spending ~50 ms of argon2 per request.
+    """
+    return hashlib.sha256(key.encode()).hexdigest()

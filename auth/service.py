@@ -6,19 +6,25 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Optional
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from auth.security import InvalidToken, Passwords, Tokens
+from auth.security import API_KEY_PREFIX, InvalidToken, Passwords, Tokens, hash_api_key
 from auth.throttle import LoginThrottle, throttle_key
-from storage import session_scope
+from storage import session_scope, utcnow
+from storage.api_keys import find_key_with_user, touch_key
 from storage.tables import User, username_key
 from storage.users import count_users, get_user, get_user_by_username
 
 log = logging.getLogger("qwen_image.auth")
+
+# A key's last-used time is written at most this often: one UPDATE per request would cost more
+# than the rest of the authentication.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 DEFAULT_ADMIN_PASSWORD = "admin123"
 
@@ -124,6 +130,9 @@ class AuthService:
         return self.tokens.issue(user.id, user.token_version, key=user.token_key)
 
     def user_for_token(self, session: Session, token: str) -> User:
+        """The active user a bearer credential stands for: a login token (JWT) or an API key."""
+        if token.startswith(API_KEY_PREFIX):
+            return self.user_for_api_key(session, token)
         try:
             claims = self.tokens.decode(token)
         except InvalidToken:
@@ -132,6 +141,21 @@ class AuthService:
         if (user is None or not user.is_active or user.token_version != claims.token_version
                 or not secrets.compare_digest(user.token_key, claims.key)):
             raise AuthError("invalid_token")
+        return user
+
+    def user_for_api_key(self, session: Session, key: str) -> User:
+        """The key's owner, read afresh on every request: revoking the key or disabling or deleting
+        the user stops it at once. Expired keys are refused."""
+        found = find_key_with_user(session, hash_api_key(key))
+        if found is None:
+            raise AuthError("invalid_token")
+        api_key, user = found
+        now = utcnow()
+        if not user.is_active or (api_key.expires_at is not None and api_key.expires_at <= now):
+            raise AuthError("invalid_token")
+        if api_key.last_used_at is None or now - api_key.last_used_at >= LAST_USED_RESOLUTION:
+            touch_key(session, api_key.id, now)
+            session.commit()
         return user
 
     def default_admin(self, session: Session) -> User:

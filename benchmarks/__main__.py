@@ -12,6 +12,7 @@ Figures (``--only`` takes their names, comma-separated):
   scale     tasks per minute against N logical GPUs / replicas (N = 1, 2, 4, 8)
   autoscale seconds for the autoscaler to go from 1 to N replicas under a queue and back
   memory    RSS of the whole service at idle and of one tiny model replica
+  openai    POST /v1/images/generations against the native sync POST /text-to-image, same work
 
 Everything runs on this machine: Ray (no dashboard) with logical GPUs, Serve on a free loopback
 port, a temporary DATA_DIR per application, load from a separate process. The full run takes
@@ -33,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
-FIGURES = ("status", "submit", "overhead", "duty", "tiny", "scale", "autoscale", "memory")
+FIGURES = ("status", "submit", "overhead", "duty", "tiny", "scale", "autoscale", "memory", "openai")
 RESULTS = Path(__file__).resolve().parent / "results"
 LOGICAL_GPUS = 8
 # A safety net on top of the bounded loops: figures not yet started are skipped past it.
@@ -41,7 +42,7 @@ TIME_BUDGET_S = {False: 14 * 60, True: 5 * 60}
 # About how long each figure takes in a full run (seconds), start-ups included: what is left of
 # the budget after them is all the waiting --wait-quiet may do.
 EXPECTED_S = {"status": 120, "submit": 35, "overhead": 70, "duty": 15, "tiny": 60, "scale": 220, "autoscale": 170,
-              "memory": 15, "start": 25}
+              "memory": 15, "openai": 30, "start": 25}
 
 
 def _log(message: str) -> None:
@@ -137,7 +138,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             step("tiny pipeline", lambda: tiny_runs.append(f.TinyPipelineRun(ctx, cache_dir)))
             if tiny_runs and not ctx.quick:
                 step("tiny pipeline (results)", tiny_runs.pop().finish)
-        if set(only) & {"status", "submit", "overhead", "duty", "scale", "autoscale", "memory"}:
+        if set(only) & {"status", "submit", "overhead", "duty", "scale", "autoscale", "memory", "openai"}:
             _log(f"[{time.monotonic() - began:5.0f} s] starting Ray ({LOGICAL_GPUS} logical GPUs) and Serve")
             ctx.cluster = Cluster(root, num_gpus=LOGICAL_GPUS, log=_log, blocking_delete=not ctx.quick)
             ctx.put("ray_serve_start_s", ctx.cluster.start_seconds)
@@ -179,12 +180,14 @@ def run_cluster_figures(ctx, only, cache_dir: Path, step) -> None:
                 step("overhead, tiny profile", f.figure_overhead, ctx, tiny, "tiny")
             elif "memory" in only:
                 f.sync_request(tiny)  # the memory figure wants a replica that has generated
+            if "openai" in only:
+                step("openai api overhead, tiny profile", f.figure_openai, ctx, tiny, "tiny")
             if "memory" in only:
                 step("memory after generations", f.figure_memory_after, ctx, tiny)
         finally:
             cluster.remove(tiny)
     # The sleep application: the serving layer with a model that costs no CPU.
-    if set(only) & {"status", "submit", "overhead", "duty"}:
+    if set(only) & {"status", "submit", "overhead", "duty", "openai"}:
         app = cluster.deploy("serving", {"model_profile": "sleep", "sleep_seconds_per_step": f.SLEEP_STEP_S,
                                          "model_num_gpus": 0, "model_replicas": 1, "model_num_cpus": 0.1})
         try:
@@ -202,6 +205,8 @@ def run_cluster_figures(ctx, only, cache_dir: Path, step) -> None:
                 step("duty cycle", f.figure_duty, ctx, app, sleep_pipeline)
             if "overhead" in only:
                 step("overhead, sleep profile", f.figure_overhead, ctx, app, "sleep")
+            if "openai" in only:
+                step("openai api overhead, sleep profile", f.figure_openai, ctx, app, "sleep")
             # Last on this application: it leaves a long queue behind.
             if "submit" in only:
                 step("submission", f.figure_submit, ctx, app)

@@ -367,6 +367,47 @@ def overhead_rows(ctx: Context) -> None:
                 f" / {fmt(res[f'{key}_completed_to_received_p50_ms'], 'ms')}")
 
 
+# ---------------------------------------------------------------------------------------------
+# Figure 8: the OpenAI-compatible API against the native sync call
+
+
+def openai_request(app: App) -> tuple[float, float]:
+    """One ``POST /v1/images/generations`` doing what :meth:`App.submit` asks of ``/text-to-image``
+    (1024², 20 steps, the same prompts, CFG and seed), answered as base64 JSON:
+    (end-to-end s, the pipeline's own s)."""
+    body = {"prompt": "a lighthouse at dusk", "negative_prompt": "blurry", "num_inference_steps": 20,
+            "true_cfg_scale": 4.0, "seed": 1, "size": "1024x1024", "response_format": "b64_json"}
+    started = time.perf_counter()
+    response = app.client.post("/v1/images/generations", headers=app.headers, json=body, timeout=600)
+    e2e = time.perf_counter() - started
+    if response.status_code != 200 or not response.json()["data"][0]["b64_json"]:
+        raise RuntimeError(f"/v1/images/generations answered {response.status_code}: {response.text[:300]}")
+    return e2e, float(response.headers["x-generation-seconds"])
+
+
+def figure_openai(ctx: Context, app: App, profile: str) -> None:
+    """Sync native calls and /v1 calls for the same work, alternating (so both meet the same
+    machine), one at a time; each one's overhead is end-to-end minus the pipeline's own time."""
+    runs = 2 if ctx.quick else (6 if profile == "tiny" else 20)
+    native, compatible = [], []
+    for n in range(runs + 1):  # the first pair warms both paths up
+        sync = sync_request(app)
+        e2e, generation = openai_request(app)
+        if n:
+            native.append(sync["e2e_s"] - sync["generation_s"])
+            compatible.append(e2e - generation)
+    key = f"openai_{profile}"
+    native_p50 = ctx.put(f"{key}_native_overhead_p50_ms", summary_ms(native)["p50"])
+    v1_p50 = ctx.put(f"{key}_v1_overhead_p50_ms", summary_ms(compatible)["p50"])
+    extra = ctx.put(f"{key}_extra_p50_ms", v1_p50 - native_p50)
+    paired = ctx.put(f"{key}_paired_extra_p50_ms", summary_ms([b - a for a, b in zip(native, compatible)])["p50"])
+    labels = {"sleep": f"sleep profile (1024², 20×{SLEEP_STEP_S * 1000:.0f} ms)", "tiny": "tiny profile (1024², 20 steps, CFG)"}
+    ctx.row("8 OpenAI API overhead", f"{labels[profile]}: /v1 b64_json − native sync PNG",
+            f"p50 {fmt(extra, 'ms')} (paired p50 {fmt(paired, 'ms')}; overhead {fmt(v1_p50, 'ms')} vs "
+            f"{fmt(native_p50, 'ms')}, {len(native)} pairs)",
+            *(("< 10 ms p50", extra < 10) if profile == "sleep" else ()))
+
+
 def sleep_pipeline_seconds(runs: int) -> list[float]:
     """The sleep profile's own time for the service's request (no torch: measured right here)."""
     from benchmarks.pipeline_time import service_request

@@ -83,6 +83,8 @@ class GenerationRequest:
     seed: int = -1
     num_images: int = 1
     images: list[Image.Image] = field(default_factory=list)
+    # Edit only: the output's (width, height); None follows the last input (the pipeline's own rule).
+    edit_size: tuple[int, int] | None = None
     # LoRA adapters (models.adapters.AdapterUse) active for this run; none: the base model.
     adapters: list[Any] = field(default_factory=list)
     # Fast mode: the model's Lightning adapter and scheduler, true CFG off.
@@ -219,11 +221,13 @@ def _check_request(model: LoadedModel, request: GenerationRequest) -> None:
         raise ValueError(f"num_images must be 1-{MAX_IMAGES}, got {request.num_images}")
     if request.seed > MAX_SEED:
         raise ValueError(f"seed must be at most {MAX_SEED}, got {request.seed}")  # before any work
-    if ModelKind(model.kind).spec.takes_images:
+    takes_images = ModelKind(model.kind).spec.takes_images
+    if takes_images:
         if not 1 <= len(request.images) <= MAX_EDIT_INPUTS:
             raise ValueError(f"image edit takes 1-{MAX_EDIT_INPUTS} input images, got {len(request.images)}")
-    elif request.width % 16 or request.height % 16 or request.width <= 0 or request.height <= 0:
-        raise ValueError(f"width and height must be positive multiples of 16, got {request.width}x{request.height}")
+    size = request.edit_size if takes_images else (request.width, request.height)
+    if size is not None and (size[0] % 16 or size[1] % 16 or size[0] <= 0 or size[1] <= 0):
+        raise ValueError(f"width and height must be positive multiples of 16, got {size[0]}x{size[1]}")
     if (request.adapters or request.fast) and model.pipeline is not None and model.adapters is None:
         raise ValueError("this model was loaded without adapter support")
     if request.fast and model.pipeline is not None and model.lightning is None:
@@ -274,9 +278,11 @@ def _pipeline_generate(model, request, seed, on_step, should_stop):
     if not ModelKind(model.kind).spec.takes_images:
         arguments.update(width=request.width, height=request.height)
     else:
-        # Edit output size follows the pipeline's own rule (last input's aspect ratio, ~1 MP).
+        # Edit output size follows the pipeline's own rule (last input's aspect ratio, ~1 MP) unless given.
         images = [image.convert("RGB") for image in request.images]
         arguments.update(image=images if len(images) > 1 else images[0])
+        if request.edit_size is not None:
+            arguments.update(width=request.edit_size[0], height=request.edit_size[1])
     base_scheduler = pipeline.scheduler
     if request.fast:
         pipeline.scheduler = model.fast_scheduler
@@ -308,7 +314,7 @@ def _sleep_generate(model, request, seed, on_step, should_stop):
     if not ModelKind(model.kind).spec.takes_images:
         size = (request.width, request.height)
     else:
-        size = edit_output_size(*request.images[-1].size)
+        size = request.edit_size or edit_output_size(*request.images[-1].size)
     # One colour per seed, so different seeds give visibly different results here too.
     colour = (seed & 0xFF, (seed >> 8) & 0xFF, (seed >> 16) & 0xFF)
     images = [Image.new("RGB", size, colour) for _ in range(request.num_images)]

@@ -16,12 +16,15 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from auth.api_keys import router as api_keys_router
 from auth.routes import router as auth_router
 from auth.security import load_or_create_secret
 from auth.service import AuthConfig, AuthService
 from serving import metrics
 from serving.errors import install_error_handlers
 from serving.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
+from serving.openai import routes as openai_routes
+from serving.openai.urls import UrlSigner
 from serving.registry_client import Registry
 from serving.routes import generate, history, loras, system, tasks
 from serving.settings import Settings
@@ -32,7 +35,7 @@ from web import INDEX_HTML, PAGE_CSP, STATIC_DIR
 log = logging.getLogger("qwen_image.ingress")
 
 MULTIPART_OVERHEAD = 1024 * 1024
-UPLOAD_FILES = {"/image-edit": 2, "/image-edit/batch": 1}
+UPLOAD_FILES = {"/image-edit": 2, "/image-edit/batch": 1, "/v1/images/edits": 2}
 
 
 def create_app(state: Optional[ServiceState] = None) -> FastAPI:
@@ -46,9 +49,11 @@ def create_app(state: Optional[ServiceState] = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(auth_router)
+    app.include_router(api_keys_router)
     app.include_router(history.router)  # before tasks: /tasks/history/… must not match /tasks/{task_id}
     app.include_router(tasks.router)
     app.include_router(generate.router)
+    app.include_router(openai_routes.router)
     app.include_router(loras.router)
     add_web_page(app)
     app.add_middleware(BodyLimitMiddleware, limit_for=lambda path: body_limit_for(state, path))
@@ -102,4 +107,5 @@ def build_service_state(settings: Settings, registry: Registry, app_name: str,
     return ServiceState(settings=settings, engine=engine, auth=auth,
                         store=open_result_store(settings.result_store_url, settings.data_dir),
                         registry=registry, app_name=app_name, read_status=read_status,
-                        long_waits=LongWaits(settings.max_waits_per_user, settings.max_waits))
+                        long_waits=LongWaits(settings.max_waits_per_user, settings.max_waits),
+                        url_signer=UrlSigner(secret, settings.image_url_ttl_seconds))

@@ -204,6 +204,7 @@ class ModelWorker:
             num_inference_steps=p["num_inference_steps"], true_cfg_scale=p["true_cfg_scale"],
             guidance_scale=p.get("guidance_scale", 1.0), seed=p["seed"], num_images=p.get("num_images", 1),
             images=images, adapters=_adapter_uses(task), fast=p.get("speed") == "fast",
+            edit_size=tuple(p["output_size"]) if p.get("output_size") else None,
         )
 
     def _generate(self, task: ModelRequest, request, registry, started: ray.ObjectRef, abandoned: threading.Event):

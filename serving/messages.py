@@ -296,6 +296,9 @@ USER_MADE_ADMIN = _entry("user_made_admin", "用户已设置为管理员", "The 
 USER_ADMIN_REVOKED = _entry("user_admin_revoked", "已取消用户的管理员权限", "The user is no longer an administrator")
 USER_DELETED = _entry("user_deleted", "用户 {username} 已删除", "User {username} was deleted")
 
+API_KEY_NOT_FOUND = _entry("api_key_not_found", "API 密钥不存在", "API key not found")
+API_KEY_REVOKED = _entry("api_key_revoked", "API 密钥已撤销", "API key revoked")
+
 # For recognise(): fixed texts by their Chinese, then templates, the most literal text first (so
 # "任务执行失败: …" is read as a task failure before "{first}；{rest}" could split it).
 _BY_TEXT = {template.texts["zh"]: template() for template in CATALOGUE.values() if not template.fields}

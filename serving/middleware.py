@@ -8,6 +8,8 @@ from typing import Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving import messages
+from serving.errors import is_openai_path
+from serving.openai.protocol import error_body
 from serving.uploads import BodyTooLarge
 
 SECURITY_HEADERS = [
@@ -38,6 +40,9 @@ class BodyLimitMiddleware:
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
+            if is_openai_path(scope["path"], scope.get("root_path", "")):
+                await _send_json(send, 413, messages.render(BodyTooLarge(limit).detail, "en"), openai=True)
+                return
             language = messages.language(headers.get(b"accept-language", b"").decode("latin-1"))
             await _send_json(send, 413, messages.render(BodyTooLarge(limit).detail, language))
             return
@@ -78,9 +83,15 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-async def _send_json(send: Send, status_code: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}, ensure_ascii=False).encode()
-    await send({"type": "http.response.start", "status": status_code,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+async def _send_json(send: Send, status_code: int, detail: str, openai: bool = False) -> None:
+    """The error as ``{"detail"}``, or in OpenAI's body (with ``x-should-retry: false``) under /v1."""
+    headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+    if openai:
+        content = error_body(status_code, detail)
+        headers.append((b"x-should-retry", b"false"))
+    else:
+        content = {"detail": detail}
+    body = json.dumps(content, ensure_ascii=False).encode()
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})

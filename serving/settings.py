@@ -104,6 +104,8 @@ class Settings(BaseSettings):
     # per user (beyond: 429) and in all (beyond: 503), below the ingress's 256 request slots.
     max_waits_per_user: int = Field(default=4, ge=1)
     max_waits: int = Field(default=192, ge=1)
+    # How long a /v1 ``response_format=url`` image URL can be fetched without credentials.
+    image_url_ttl_seconds: int = Field(default=3600, ge=60, le=7 * 86400)
 
     # --- quotas
     default_daily_limit: int = Field(default=100, ge=0)

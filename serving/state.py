@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 
 from auth.service import AuthService
 from serving import messages
+from serving.openai.urls import UrlSigner
 from serving.registry_client import Registry
 from serving.settings import Settings
 from storage.results import ResultStore
@@ -68,6 +69,7 @@ class ServiceState:
     # how replica counts are read (Serve's controller; a stand-in where no Ray runs)
     read_status: Callable[[str], dict] = field(default=lambda app_name: read_deployment_status(app_name))
     long_waits: LongWaits = field(default_factory=LongWaits)
+    url_signer: Optional[UrlSigner] = None  # signs /v1 result URLs (its key never leaves this process)
     _status_cache: tuple[float, dict] = field(default=(0.0, {}))
     _status_refresh: Optional[asyncio.Task] = field(default=None, repr=False)
     _status_read: Optional[asyncio.Future] = field(default=None, repr=False)

@@ -142,6 +142,21 @@ class TaskRecord(SQLModel, table=True):
     input_keys: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
 
 
+class ApiKey(SQLModel, table=True):
+    """A user's API key. Only the key's SHA-256 is kept; ``prefix`` is its first characters, for display."""
+
+    __tablename__ = "api_keys"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    user_id: int = Field(sa_column=Column(Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True))
+    name: str = Field(max_length=100)
+    prefix: str = Field(max_length=16)
+    key_hash: str = Field(max_length=64, unique=True, index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    expires_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    last_used_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+
+
 class LoraAdapter(SQLModel, table=True):
     """A LoRA adapter in the catalogue: registered by an admin, named by requests."""
 

@@ -31,7 +31,7 @@ def test_benchmark_cli_lists_every_figure():
     done = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0
-    for figure in ("status", "submit", "overhead", "duty", "tiny", "scale", "autoscale", "memory"):
+    for figure in ("status", "submit", "overhead", "duty", "tiny", "scale", "autoscale", "memory", "openai"):
         assert figure in done.stdout
 
 

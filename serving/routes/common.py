@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO, Optional, Union
 
 from fastapi import HTTPException, status
@@ -42,11 +43,12 @@ async def require_model(state: ServiceState, kind: ModelKind) -> None:
                                 headers={"Retry-After": "30"})
 
 
-async def submit(
+async def create_task(
     state: ServiceState, user: User, *, task_type: str, kind: ModelKind, prompt: str, prompts: list[str],
-    parameters: dict[str, Any], image_count: int, inputs: list[ValidatedUpload], async_mode: bool,
-) -> Response:
-    """Store the inputs, have the registry create and dispatch the task, answer 202 or the result."""
+    parameters: dict[str, Any], image_count: int, inputs: list[ValidatedUpload], async_mode: bool = True,
+) -> Accepted:
+    """Store the inputs and have the registry create and dispatch the task; raises 503 (model,
+    queue) or 429 (quota, pending limit, too many long waits when ``async_mode`` is false)."""
     await require_model(state, kind)
     if not async_mode:
         with state.long_waits.hold(user.id):  # refused before a task exists, not after
@@ -69,6 +71,17 @@ async def submit(
         raise refusal(answer)
     task_event(replica_events(), "submitted", task_id=task_id, user_id=user.id, kind=kind.value,
                task_type=task_type, image_count=image_count, async_mode=async_mode)
+    return answer
+
+
+async def submit(
+    state: ServiceState, user: User, *, task_type: str, kind: ModelKind, prompt: str, prompts: list[str],
+    parameters: dict[str, Any], image_count: int, inputs: list[ValidatedUpload], async_mode: bool,
+) -> Response:
+    """Create the task, answer 202 or (``async_mode=False``) wait and answer with the result."""
+    answer = await create_task(state, user, task_type=task_type, kind=kind, prompt=prompt, prompts=prompts,
+                               parameters=parameters, image_count=image_count, inputs=inputs, async_mode=async_mode)
+    task_id = answer.task_id
     if async_mode:
         return JSONResponse(
             status_code=status.HTTP_202_ACCEPTED,
@@ -111,9 +124,29 @@ def owned_record(session: Session, user: User, task_id: str) -> TaskRecord:
     return record
 
 
-async def result_response(state: ServiceState, task_id: str, task_status: str, error: Optional[str],
-                          result: Optional[ResultLocation] = None, seed: Optional[int] = None) -> Response:
-    """The PNG or ZIP of a completed task; a clear error for failed or cancelled ones.
+@dataclass
+class TaskResult:
+    """A completed task's result file (one PNG, or a ZIP of PNGs), open for reading."""
+
+    stream: BinaryIO
+    filename: str
+    seed: Optional[int]
+    generation_seconds: Optional[float] = None
+
+    @property
+    def media_type(self) -> str:
+        return MEDIA_TYPES.get(self.filename.rsplit(".", 1)[-1], "application/octet-stream")
+
+    @functools.cached_property
+    def data(self) -> bytes:
+        """The whole file, for answers that embed it (base64); blocking, so read it in a thread."""
+        with self.stream:
+            return self.stream.read()
+
+
+async def read_result(state: ServiceState, task_id: str, task_status: str, error: Optional[str],
+                      result: Optional[ResultLocation] = None, seed: Optional[int] = None) -> TaskResult:
+    """The result of a completed task; a clear error for failed, cancelled or unfinished ones.
 
     ``result`` (where the file is) and ``seed`` come from the registry when it just finished the
     task; otherwise the task's record is read.
@@ -138,16 +171,26 @@ async def result_response(state: ServiceState, task_id: str, task_status: str, e
         stream = await asyncio.to_thread(state.store.open, path)
     except FileNotFoundError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, messages.RESULT_MISSING) from None
-    filename = result.result_filename or path.rsplit("/", 1)[-1]
-    media_type = MEDIA_TYPES.get(filename.rsplit(".", 1)[-1], "application/octet-stream")
-    headers = {"Content-Disposition": f'attachment; filename="{filename}"', "X-Task-Id": task_id,
-               "X-Seed": str(seed if seed is not None else "")}
-    if result.generation_seconds is not None:
-        headers["X-Generation-Seconds"] = f"{result.generation_seconds:.4f}"
-    size = _size_of(stream)
+    return TaskResult(stream, result.result_filename or path.rsplit("/", 1)[-1], seed, result.generation_seconds)
+
+
+def result_headers(task_id: str, found: TaskResult) -> dict[str, str]:
+    """``X-Task-Id``, ``X-Seed`` and (when the registry reported it) ``X-Generation-Seconds``."""
+    headers = {"X-Task-Id": task_id, "X-Seed": str(found.seed if found.seed is not None else "")}
+    if found.generation_seconds is not None:
+        headers["X-Generation-Seconds"] = f"{found.generation_seconds:.4f}"
+    return headers
+
+
+async def result_response(state: ServiceState, task_id: str, task_status: str, error: Optional[str],
+                          result: Optional[ResultLocation] = None, seed: Optional[int] = None) -> Response:
+    """The PNG or ZIP of a completed task, streamed; a clear error for failed or cancelled ones."""
+    found = await read_result(state, task_id, task_status, error, result, seed)
+    headers = {"Content-Disposition": f'attachment; filename="{found.filename}"', **result_headers(task_id, found)}
+    size = _size_of(found.stream)
     if size is not None:
         headers["Content-Length"] = str(size)
-    return StreamingResponse(_chunks(stream), media_type=media_type, headers=headers)
+    return StreamingResponse(_chunks(found.stream), media_type=found.media_type, headers=headers)
 
 
 RESULT_CHUNK = 256 * 1024

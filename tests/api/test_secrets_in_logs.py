@@ -1,5 +1,5 @@
-"""No secret (password, token, JWT secret) reaches any log of the running service, the structured task
-events (JSON lines with task, user, kind, event and replica) included."""
+"""No secret (password, token, API key, JWT secret) reaches any log of the running service, the
+structured task events (JSON lines with task, user, kind, event and replica) included."""
 
 from __future__ import annotations
 
@@ -28,6 +28,10 @@ def test_passwords_tokens_and_the_jwt_secret_never_appear_in_logs(client, data_r
     # A task of this user: its events are logged by the ingress, the registry and a model replica.
     task_id = submit_t2i(client, bearer(token), num_inference_steps=20)
     assert wait_status(client, bearer(token), task_id)["status"] == "completed"
+    api_key = client.post("/auth/api-keys", headers=bearer(token), json={"name": "logs"}).json()
+    client.get("/v1/models", headers=bearer(api_key["key"]))
+    client.delete(f"/auth/api-keys/{api_key['id']}", headers=bearer(token))
+    client.get("/v1/models", headers=bearer(api_key["key"]))  # revoked: a 401 that must not log the key
     client.post("/auth/login", json={"username": name, "password": password + "-wrong"})
     client.post("/auth/change-password", headers=bearer(token),
                 json={"old_password": password, "new_password": password + "-2"})
@@ -35,7 +39,8 @@ def test_passwords_tokens_and_the_jwt_secret_never_appear_in_logs(client, data_r
     time.sleep(2)  # let the workers flush their log files
     jwt_secret = (data_root / "main" / "jwt_secret").read_text().strip()
     secrets = {"password": password, "new password": password + "-2", "token": token,
-               "token signature": token.rsplit(".", 1)[-1], "jwt secret": jwt_secret}
+               "token signature": token.rsplit(".", 1)[-1], "jwt secret": jwt_secret,
+               "api key": api_key["key"], "api key secret part": api_key["key"][12:]}
     files = [p for p in _logs_dir().rglob("*") if p.is_file()]
     assert files, "no Ray log files found"
     events = []

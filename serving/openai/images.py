@@ -1,0 +1,48 @@
+"""Result files as OpenAI clients want them: one image per entry, in PNG, JPEG or WebP."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+from PIL import Image
+
+# OpenAI's default for output_compression: 100 (the best quality) for JPEG and WebP.
+DEFAULT_COMPRESSION = 100
+
+
+def split_result(data: bytes, filename: str) -> list[bytes]:
+    """The PNGs of a task's result: the file itself, or the members of its ZIP in order."""
+    if not filename.endswith(".zip"):
+        return [data]
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return [archive.read(name) for name in sorted(archive.namelist(), key=_member_order)]
+
+
+def _member_order(name: str) -> tuple[int, ...]:
+    # image_<prompt index>_<image index>.png: numeric order, so image_0_10 follows image_0_9
+    digits = [part for part in name.rsplit(".", 1)[0].split("_") if part.isdigit()]
+    return tuple(int(d) for d in digits)
+
+
+def convert(png: bytes, output_format: str, compression: int | None) -> bytes:
+    """The PNG as it is, or re-encoded as JPEG/WebP at quality ``compression`` (0-100).
+
+    ``output_compression`` does not apply to PNG, which is lossless (OpenAI's rule as well).
+    """
+    if output_format == "png":
+        return png
+    quality = DEFAULT_COMPRESSION if compression is None else compression
+    with Image.open(io.BytesIO(png)) as image:
+        rgb = image.convert("RGB")
+    buffer = io.BytesIO()
+    if output_format == "jpeg":
+        rgb.save(buffer, format="JPEG", quality=max(quality, 1))
+    else:
+        rgb.save(buffer, format="WEBP", quality=quality, method=4)
+    return buffer.getvalue()
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as image:
+        return image.size

@@ -1,0 +1,158 @@
+"""OpenAI Images API shapes: requests, sizes, quality, models and the error body.
+
+Pure Python (no torch): the ingress imports it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal, Optional
+
+from fastapi import HTTPException, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.kinds import ModelKind
+
+TEXT_TO_IMAGE_MODEL = "qwen-image"
+EDIT_MODEL = "qwen-image-edit"
+# Every accepted name → (canonical id, kind)
+MODEL_ALIASES = {
+    TEXT_TO_IMAGE_MODEL: (TEXT_TO_IMAGE_MODEL, "text_to_image"),
+    "Qwen/Qwen-Image-2512": (TEXT_TO_IMAGE_MODEL, "text_to_image"),
+    EDIT_MODEL: (EDIT_MODEL, "image_edit"),
+    "Qwen/Qwen-Image-Edit-2511": (EDIT_MODEL, "image_edit"),
+}
+MODEL_KIND = {TEXT_TO_IMAGE_MODEL: "text_to_image", EDIT_MODEL: "image_edit"}
+MODEL_CREATED = 1767225600  # 2026-01-01, when these model versions were published
+
+# Sizes: "auto", or WxH with both sides multiples of 16 (the VAE's 8x and the 2x2 latent patches)
+# between MIN_SIDE and MAX_SIDE. That covers the contract's seven sizes and OpenAI's 1024x1536 /
+# 1536x1024 as well as 256x256 and 512x512.
+MIN_SIDE, MAX_SIDE, SIDE_MULTIPLE = 256, 2048, 16
+SIZE_PATTERN = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+AUTO_TEXT_TO_IMAGE_SIZE = (1024, 1024)
+
+# quality → denoising steps. "auto" is the native route's default (50 text-to-image, 40 edit);
+# "standard"/"hd" are DALL·E 3's names for medium/high. ``num_inference_steps`` overrides them.
+QUALITY_STEPS = {"low": 20, "medium": 30, "high": 50}
+QUALITY_ALIASES = {"standard": "medium", "hd": "high"}
+AUTO_STEPS = {kind.value: kind.spec.default_steps for kind in ModelKind}  # 50 text-to-image, 40 edit
+
+MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+MAX_PROMPT = 2000
+
+
+class ImageRequest(BaseModel):
+    """The parameters /v1/images/generations (JSON) and /v1/images/edits (form fields) share.
+
+    Unknown fields (``style``, ``moderation``, ``input_fidelity``…) are ignored, as OpenAI-compatible
+    servers do, so that clients written for other models keep working.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT)
+    model: Optional[str] = None
+    n: int = Field(default=1, ge=1, le=4)
+    size: str = "auto"
+    quality: Literal["auto", "low", "medium", "high", "standard", "hd"] = "auto"
+    response_format: Literal["b64_json", "url"] = "b64_json"
+    output_format: Literal["png", "jpeg", "webp"] = "png"
+    output_compression: Optional[int] = Field(default=None, ge=0, le=100)
+    background: Literal["auto", "opaque", "transparent"] = "auto"
+    user: Optional[str] = Field(default=None, max_length=256)
+    safety_identifier: Optional[str] = Field(default=None, max_length=256)
+    stream: bool = False
+    partial_images: int = Field(default=0, ge=0, le=3)
+    # Extras, named as SGLang Diffusion and vLLM-Omni name them.
+    negative_prompt: str = Field(default="", max_length=MAX_PROMPT)
+    num_inference_steps: Optional[int] = Field(default=None, ge=1, le=100)
+    true_cfg_scale: float = Field(default=4.0, ge=1.0, le=10.0)
+    guidance_scale: float = Field(default=1.0, ge=1.0, le=10.0)
+    seed: int = Field(default=-1, ge=-1, le=2**32 - 1)
+
+
+class OpenAIError(HTTPException):
+    """An error answered in OpenAI's body; ``param`` names the request field at fault."""
+
+    def __init__(self, status_code: int, message: str, *, param: Optional[str] = None, code: Optional[str] = None,
+                 error_type: Optional[str] = None, headers: Optional[dict[str, str]] = None):
+        super().__init__(status_code, message, headers=headers)
+        self.param, self.code, self.error_type = param, code, error_type
+
+
+def invalid(param: str, message: str, code: str = "invalid_value") -> OpenAIError:
+    return OpenAIError(status.HTTP_400_BAD_REQUEST, message, param=param, code=code)
+
+
+ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
+               404: "invalid_request_error", 408: "timeout_error", 409: "conflict_error", 413: "invalid_request_error",
+               429: "insufficient_quota", 503: "server_error"}
+ERROR_CODES = {401: "invalid_api_key", 403: "forbidden", 404: "not_found", 408: "timeout", 409: "conflict",
+               413: "payload_too_large", 429: "insufficient_quota", 500: "server_error",
+               503: "service_unavailable"}
+# Statuses the SDKs retry by default where a retry is safe: nothing was created (queue full, model
+# or registry not ready). Every other /v1 error says ``x-should-retry: false``: a retry either
+# cannot help (bad input, quota spent) or could start a second generation (failed, timed out).
+RETRYABLE = {502, 503, 504}
+
+
+def error_body(status_code: int, message: str, param: Optional[str] = None, code: Optional[str] = None,
+               error_type: Optional[str] = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type or ERROR_TYPES.get(status_code, "server_error"),
+                      "param": param, "code": code or ERROR_CODES.get(status_code)}}
+
+
+def retry_header(status_code: int) -> dict[str, str]:
+    return {} if status_code in RETRYABLE else {"x-should-retry": "false"}
+
+
+def resolve_model(requested: Optional[str], route_kind: str) -> str:
+    """The canonical model id for a request; 404 for an unknown model, 400 for the other route's."""
+    if requested is None or requested == "":
+        return TEXT_TO_IMAGE_MODEL if route_kind == "text_to_image" else EDIT_MODEL
+    if requested not in MODEL_ALIASES:
+        raise OpenAIError(status.HTTP_404_NOT_FOUND, f"The model '{requested}' does not exist",
+                          param="model", code="model_not_found")
+    model, kind = MODEL_ALIASES[requested]
+    if kind != route_kind:
+        route = "/v1/images/generations" if kind == "text_to_image" else "/v1/images/edits"
+        raise invalid("model", f"The model '{requested}' is not supported on this route; use {route}")
+    return model
+
+
+def parse_size(size: str, kind: str) -> Optional[tuple[int, int]]:
+    """(width, height), or None for an edit's "auto" (the pipeline's own size: the last input's
+    aspect ratio at about one megapixel)."""
+    if size == "auto":
+        return AUTO_TEXT_TO_IMAGE_SIZE if kind == "text_to_image" else None
+    match = SIZE_PATTERN.match(size)
+    rule = (f"sizes are 'auto' or WxH with each side a multiple of {SIDE_MULTIPLE} "
+            f"from {MIN_SIDE} to {MAX_SIDE}, e.g. 1024x1024, 1664x928, 1024x1536")
+    if not match:
+        raise invalid("size", f"Invalid value: '{size}'. {rule[0].upper()}{rule[1:]}")
+    width, height = int(match.group(1)), int(match.group(2))
+    if not all(MIN_SIDE <= side <= MAX_SIDE and side % SIDE_MULTIPLE == 0 for side in (width, height)):
+        raise invalid("size", f"Invalid value: '{size}'. {rule[0].upper()}{rule[1:]}")
+    return width, height
+
+
+def resolved_quality(quality: str) -> str:
+    """What the response reports: one of low, medium, high."""
+    quality = QUALITY_ALIASES.get(quality, quality)
+    return "high" if quality == "auto" else quality
+
+
+def steps_for(request: ImageRequest, kind: str) -> int:
+    if request.num_inference_steps is not None:
+        return request.num_inference_steps
+    quality = QUALITY_ALIASES.get(request.quality, request.quality)
+    return AUTO_STEPS[kind] if quality == "auto" else QUALITY_STEPS[quality]
+
+
+def check_common(request: ImageRequest) -> None:
+    """Refusals that a field's type alone does not express."""
+    if request.background == "transparent":
+        raise invalid("background", "background 'transparent' is not supported: Qwen-Image produces opaque images")
+    if not request.prompt.strip():
+        raise invalid("prompt", "prompt must not be empty")
