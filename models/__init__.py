@@ -23,7 +23,7 @@ from .profiles import (
     Profile,
     get_profile,
 )
-from .runtime import GenerationRequest, GenerationResult, LoadedModel, generate, load
+from .runtime import GenerationRequest, GenerationResult, LoadedModel, PreviewOptions, generate, load
 
 __all__ = [
     "ASPECT_RATIOS",
@@ -37,6 +37,7 @@ __all__ = [
     "LoadedModel",
     "ModelInfo",
     "ModelLoadError",
+    "PreviewOptions",
     "Profile",
     "edit_output_size",
     "encode_png",

@@ -49,6 +49,17 @@ class LoadedModel:
     profile: Profile
     pipeline: Any = None
     load_seconds: float = 0.0
+    # The latent→RGB map of live previews (models.preview), made on first use.
+    rgb_map: Any = None
+
+    def preview_map(self):
+        """The latent→RGB map for this model's VAE (published for 16 channels, fitted otherwise)."""
+        if self.rgb_map is None and self.pipeline is not None:
+            from .preview import map_for_vae
+
+            self.rgb_map = map_for_vae(self.pipeline.vae)
+            log.info("%s previews: latent→RGB map %s", self.kind, self.rgb_map.source)
+        return self.rgb_map
 
 
 @dataclass
@@ -65,6 +76,17 @@ class GenerationRequest:
     seed: int = -1
     num_images: int = 1
     images: list[Image.Image] = field(default_factory=list)
+
+
+@dataclass
+class PreviewOptions:
+    """Live previews of a generation: every ``every`` steps, handed to ``sink`` (see models.preview)."""
+
+    every: int
+    sink: Callable[[dict], None]
+    max_side: int = 512
+    image_format: str = "webp"
+    quality: int = 70
 
 
 @dataclass
@@ -106,6 +128,7 @@ def generate(
     request: GenerationRequest,
     on_step: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    previews: PreviewOptions | None = None,
 ) -> GenerationResult:
     """Run one generation with ``model``.
 
@@ -114,6 +137,7 @@ def generate(
     run stops after that step, without decoding, and the result has ``interrupted=True``,
     ``steps_completed`` set and no images.
     ``seed=-1`` picks a random seed; the result records the seed used.
+    ``previews`` asks for live previews of the latents (pipelines only; the sleep profile has none).
     """
     _check_request(model, request)
     started = time.perf_counter()
@@ -123,7 +147,7 @@ def generate(
     if model.pipeline is None:
         images, steps, interrupted = _sleep_generate(model, request, seed, on_step, should_stop)
     else:
-        images, steps, interrupted = _pipeline_generate(model, request, seed, on_step, should_stop)
+        images, steps, interrupted = _pipeline_generate(model, request, seed, on_step, should_stop, previews)
     return GenerationResult(
         images=[] if interrupted else images,
         seed=seed,
@@ -151,17 +175,34 @@ class _Stopped(Exception):
     """Raised from the step callback to leave a pipeline run that should stop."""
 
 
-def _pipeline_generate(model, request, seed, on_step, should_stop):
+def _previewer(model: LoadedModel, request: GenerationRequest, options: PreviewOptions | None):
+    if options is None or options.every <= 0:
+        return None
+    from .preview import LatentPreviewer
+
+    if model.kind == TEXT_TO_IMAGE:
+        width, height = request.width, request.height
+    else:
+        width, height = edit_output_size(*request.images[-1].size)
+    return LatentPreviewer(model.preview_map(), width=width, height=height, every=options.every,
+                           sink=options.sink, max_side=options.max_side, image_format=options.image_format,
+                           quality=options.quality)
+
+
+def _pipeline_generate(model, request, seed, on_step, should_stop, previews=None):
     import torch
 
     pipeline = model.pipeline
     total = request.num_inference_steps
     progress = {"steps": 0}
+    previewer = _previewer(model, request, previews)
 
     def step_end(pipe, index, timestep, tensors):
         progress["steps"] = index + 1
         if on_step is not None:
             on_step(index + 1, total)
+        if previewer is not None and "latents" in tensors:
+            previewer.on_step(index + 1, total, tensors["latents"])
         if should_stop is not None and should_stop():
             # Leave the pipeline here: its own interrupt flag would still decode the latents.
             raise _Stopped
@@ -197,6 +238,9 @@ def _pipeline_generate(model, request, seed, on_step, should_stop):
         # the CPU, or the next run loads its text encoder beside a transformer still on the GPU.
         pipeline.maybe_free_model_hooks()
         return [], progress["steps"], True
+    finally:
+        if previewer is not None:
+            previewer.close()
     return list(output.images), progress["steps"], False
 
 
