@@ -6,7 +6,7 @@ import enum
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, ForeignKey, Index, Integer, TypeDecorator
+from sqlalchemy import JSON, BigInteger, Column, DateTime, ForeignKey, Index, Integer, String, TypeDecorator
 from sqlmodel import Field, SQLModel
 
 
@@ -105,3 +105,76 @@ class TaskRecord(SQLModel, table=True):
     attempts: int = 0
     # Store keys of the uploaded inputs, so the task can be re-run after a restart.
     input_keys: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+# ---------------------------------------------------------------- webhooks
+# New tables (no change to existing ones): init_db creates them on start-up.
+
+
+class WebhookSecret(SQLModel, table=True):
+    """A user's Standard Webhooks signing secret (``whsec_`` + base64). Stored as is: it signs."""
+
+    __tablename__ = "webhook_secrets"
+
+    user_id: int = Field(sa_column=Column(Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True))
+    secret: str = Field(max_length=100)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class TaskWebhook(SQLModel, table=True):
+    """Where a task's events are delivered, and which of them (set at submission)."""
+
+    __tablename__ = "task_webhooks"
+
+    task_id: str = Field(sa_column=Column(String(36), ForeignKey("task_records.task_id", ondelete="CASCADE"),
+                                          primary_key=True))
+    url: str = Field(max_length=2048)
+    events: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """The outbox: one row per event to deliver, written in the transaction of the status change.
+
+    ``body`` is the exact JSON sent on every attempt, ``webhook_id`` the ``webhook-id`` header:
+    both stay the same across retries. ``status``: pending, delivered, failed (retries used up or
+    the URL refused), gone (the receiver answered 410).
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    webhook_id: str = Field(max_length=40, unique=True)
+    # Deleting a task record (clean-up) deletes its deliveries and their attempts with it.
+    task_id: str = Field(sa_column=Column(String(36), ForeignKey("task_records.task_id", ondelete="CASCADE"),
+                                          nullable=False, index=True))
+    user_id: Optional[int] = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    )
+    event_type: str = Field(max_length=40)
+    url: str = Field(max_length=2048)
+    body: str
+    status: str = Field(default="pending", max_length=10)
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    finished_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    last_status_code: Optional[int] = None
+    last_error: Optional[str] = Field(default=None, max_length=500)
+
+
+class WebhookAttempt(SQLModel, table=True):
+    """One try of a delivery: when, how long, what the receiver answered (the delivery log)."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    delivery_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), nullable=False, index=True),
+    )
+    attempt: int
+    started_at: datetime = Field(sa_type=UTCDateTime)
+    duration_ms: float
+    status_code: Optional[int] = None
+    error: Optional[str] = Field(default=None, max_length=500)
