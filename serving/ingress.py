@@ -14,7 +14,7 @@ from auth.service import AuthConfig, AuthService
 from serving.errors import install_error_handlers
 from serving.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from serving.registry import get_or_create_registry_async
-from serving.routes import generate, history, system, tasks
+from serving.routes import events, generate, history, system, tasks, webhooks
 from serving.settings import load_settings
 from auth import deps as auth_deps
 from serving import state as service_state
@@ -33,6 +33,8 @@ install_error_handlers(app)
 app.include_router(system.router)
 app.include_router(auth_router)
 app.include_router(history.router)  # before tasks: /tasks/history/… must not match /tasks/{task_id}
+app.include_router(events.router)  # before tasks too: /tasks/events
+app.include_router(webhooks.router)
 app.include_router(tasks.router)
 app.include_router(generate.router)
 

@@ -24,10 +24,14 @@ from typing import Any, Optional
 import ray
 from sqlalchemy import update
 
+from serving import events as ev
 from serving import messages
 from serving.settings import load_settings
+from serving.webhooks import WebhookSender, outbox_rows, webhook_data
 from storage import TaskRecord, TaskStatus, init_db, make_engine, open_result_store, session_scope, utcnow
+from storage.tables import TaskWebhook
 from storage.tasks import QuotaExceeded, create_task_within_quota, old_finished_tasks, unfinished_tasks
+from storage.webhooks import task_webhooks
 
 log = logging.getLogger("qwen_image.registry")
 
@@ -97,6 +101,9 @@ class LiveTask:
     # A completed task's result_path and result_filename, and generation_seconds (the pipelines'
     # own time, as the replicas measured it)
     result: Optional[dict] = None
+    events: ev.TaskEventState = field(default_factory=ev.TaskEventState)
+    webhook: Optional[dict] = None  # {"url", "events"} when the submission asked for webhooks
+    last_progress_webhook: float = 0.0
 
     @property
     def total_steps(self) -> int:
@@ -154,6 +161,9 @@ class RegistryCore:
         self._seq = 0
         self._handles: dict[str, Any] = {}
         self._cleanup_loop: Optional[asyncio.Task] = None
+        self.clock = ev.EventClock()
+        self.journal = ev.EventJournal(self.epoch)
+        self.webhooks = WebhookSender(self.engine, self.settings)
 
     # ------------------------------------------------------------------ helpers
 
@@ -164,13 +174,40 @@ class RegistryCore:
             self._handles[kind] = serve.get_deployment_handle(DEPLOYMENT_FOR_KIND[kind], app_name=self.app_name)
         return self._handles[kind]
 
-    def _persist(self, task: LiveTask, **extra: Any) -> None:
-        """Write the task's current state to its record (status, times, error, result): one UPDATE."""
+    def _persist(self, task: LiveTask, outbox: tuple = (), **extra: Any) -> None:
+        """Write the task's current state to its record (status, times, error, result): one UPDATE,
+        and in the same transaction the webhook deliveries (``outbox``) the change causes."""
         values = {"status": task.status, "started_at": task.started_at, "completed_at": task.completed_at,
                   "error_message": task.error, "execution_time": task.execution_time,
                   "attempts": task.attempts_started, **extra}
         with session_scope(self.engine) as session:
             session.exec(update(TaskRecord).where(TaskRecord.task_id == task.task_id).values(**values))
+            session.add_all(outbox)
+        if outbox:
+            self.webhooks.wake()
+
+    # ------------------------------------------------------------------ events
+
+    def _emit(self, task: LiveTask, event: str, event_id: Optional[int] = None, **data: Any) -> dict:
+        """Keep the event as the task's latest of its kind and publish it to the ingresses."""
+        record = ev.make_event(event_id or self.clock.next(), event, task.task_id, task.user_id, **data)
+        task.events.keep(record)
+        self.journal.publish(record)
+        return record
+
+    def _emit_queued(self, task: LiveTask) -> None:
+        self._emit(task, ev.QUEUED, position=self._position(task))
+
+    def _queue_moved(self, task: LiveTask) -> None:
+        """Tell the ingresses that positions in this task's queue changed (they ask only if they care)."""
+        self.journal.publish({"event": ev.QUEUE_MOVED, "kind": task.kind, "task_id": None, "user_id": None})
+
+    def _webhook_rows(self, task: LiveTask, event: str, moment: datetime, **extra: Any) -> list:
+        if not task.webhook or event not in task.webhook["events"]:
+            return []
+        data = webhook_data(event, task.status, task.task_id, seed=task.seed, error=task.error,
+                            base_url=self.settings.public_base_url, **extra)
+        return outbox_rows(task.webhook, event, task_id=task.task_id, user_id=task.user_id, moment=moment, data=data)
 
     def _track(self, task: LiveTask) -> None:
         self.tasks[task.task_id] = task
@@ -204,12 +241,25 @@ class RegistryCore:
         return counts
 
     def _finish(self, task: LiveTask, status: str, error: Optional[str] = None, **extra: Any) -> None:
+        was_pending = task.status == TaskStatus.pending.value
         self._set_status(task, status)
         task.error = error
-        task.completed_at = utcnow()
+        # The terminal event's id is completed_at in microseconds: the same event can be rebuilt
+        # from the record, with the same id, once the task has left memory.
+        event_id = self.clock.next()
+        task.completed_at = ev.from_micros(event_id)
         if task.started_at is not None:
             task.execution_time = round((task.completed_at - task.started_at).total_seconds(), 3)
-        self._persist(task, **extra)
+        generation_seconds = (task.result or {}).get("generation_seconds")
+        extra_data = {"generation_seconds": generation_seconds} if status == TaskStatus.completed.value else {}
+        outbox = self._webhook_rows(task, status, task.completed_at, **extra_data)
+        self._persist(task, outbox=tuple(outbox), **extra)
+        terminal = ev.terminal_event(task.task_id, task.user_id, status, task.completed_at, seed=task.seed,
+                                     error=error, generation_seconds=generation_seconds)
+        task.events.keep(terminal)
+        self.journal.publish(terminal)
+        if was_pending:
+            self._queue_moved(task)
         task.done.set()
 
     # ------------------------------------------------------------------ life cycle
@@ -218,8 +268,11 @@ class RegistryCore:
         """Reload unfinished tasks from the database and dispatch them again."""
         with session_scope(self.engine) as session:
             records = list(unfinished_tasks(session))
+            hooks = task_webhooks(session, [r.task_id for r in records])
         for record in records:
             task = self._live_from_record(record)
+            hook = hooks.get(record.task_id)
+            task.webhook = {"url": hook.url, "events": list(hook.events)} if hook else None
             self._track(task)
             if record.status == TaskStatus.running.value:
                 if record.attempts > self.settings.task_retries:
@@ -228,11 +281,14 @@ class RegistryCore:
                 self._set_status(task, TaskStatus.pending.value)
                 task.started_at = None
                 self._persist(task)
+            self._emit_queued(task)
             self._dispatch(task)
         if records:
             log.info("registry %s: recovered %d unfinished task(s)", self.epoch, len(records))
         if self.settings.cleanup_interval_seconds > 0:
             self._cleanup_loop = asyncio.create_task(self._periodic_cleanup())
+        # Deliveries left pending by an earlier registry go out now.
+        self.webhooks.start()
 
     def _live_from_record(self, record: TaskRecord) -> LiveTask:
         self._seq += 1
@@ -280,6 +336,7 @@ class RegistryCore:
             parameters=params, image_count=spec["image_count"], seed=seed,
             input_keys=input_keys, created_at=now,
         )
+        webhook = spec.get("webhook")
         try:
             with session_scope(self.engine) as session:
                 create_task_within_quota(
@@ -287,6 +344,8 @@ class RegistryCore:
                     default_monthly=self.settings.default_monthly_limit, now=now,
                     tz_name=self.settings.quota_timezone,
                 )
+                if webhook:
+                    session.add(TaskWebhook(task_id=task_id, url=webhook["url"], events=list(webhook["events"])))
         except QuotaExceeded as exc:
             return {"error": "quota", "period": exc.period, "limit": exc.limit, "used": exc.used,
                     "resets_at": exc.resets_at.isoformat()}
@@ -295,9 +354,10 @@ class RegistryCore:
             task_id=task_id, user_id=spec["user_id"], task_type=spec["task_type"], kind=spec["kind"],
             status=TaskStatus.pending.value, created_at=now, payloads=payloads,
             image_count=spec["image_count"], seed=seed,
-            steps_per_request=int(params.get("num_inference_steps", 0)), seq=self._seq,
+            steps_per_request=int(params.get("num_inference_steps", 0)), seq=self._seq, webhook=webhook,
         )
         self._track(task)
+        self._emit_queued(task)
         self._dispatch(task)
         return self._accepted(task)
 
@@ -329,6 +389,8 @@ class RegistryCore:
                 self._set_status(task, TaskStatus.pending.value)
                 task.started_at = None
                 self._persist(task)
+                task.events.reset_run()
+                self._emit_queued(task)
                 self._dispatch(task)
             else:
                 self._finish(task, TaskStatus.failed.value, messages.REPLICA_CRASHED)
@@ -377,9 +439,14 @@ class RegistryCore:
             return False
         if task.status == TaskStatus.pending.value:
             self._set_status(task, TaskStatus.running.value)
-            task.started_at = utcnow()
+            event_id = self.clock.next()
+            task.started_at = ev.from_micros(event_id)
             task.attempts_started += 1
-            self._persist(task)
+            started_at = task.started_at.isoformat()
+            self._persist(task, outbox=tuple(self._webhook_rows(task, ev.STARTED, task.started_at,
+                                                                started_at=started_at)))
+            self._emit(task, ev.STARTED, event_id, started_at=started_at)
+            self._queue_moved(task)
         return True
 
     async def report_progress(self, task_id: str, epoch: str, attempt: int, index: int, step: int) -> bool:
@@ -388,7 +455,78 @@ class RegistryCore:
         if task is None:
             return True
         task.progress[index] = step
+        if task.status == TaskStatus.running.value:
+            done, total = sum(task.progress.values()), task.total_steps
+            progress = {"step": done, "total": total, "percent": round(100.0 * done / total, 1) if total else 0.0}
+            self._emit(task, ev.PROGRESS, **progress)
+            self._progress_webhook(task, progress)
         return task.cancel_requested
+
+    def _progress_webhook(self, task: LiveTask, progress: dict) -> None:
+        """Progress webhooks, at most one per ``webhook_progress_interval_seconds`` (own transaction:
+        progress changes no record)."""
+        if not task.webhook or ev.PROGRESS not in task.webhook["events"]:
+            return
+        now = asyncio.get_running_loop().time()
+        if now - task.last_progress_webhook < self.settings.webhook_progress_interval_seconds:
+            return
+        task.last_progress_webhook = now
+        rows = self._webhook_rows(task, ev.PROGRESS, utcnow(), **progress)
+        with session_scope(self.engine) as session:
+            session.add_all(rows)
+        self.webhooks.wake()
+
+    async def report_preview(self, task_id: str, epoch: str, attempt: int, index: int, preview: dict) -> bool:
+        """A replica's preview of the latents ({step, total, width, height, media_type, b64})."""
+        task = self._current(task_id, epoch, attempt)
+        if task is None or task.status != TaskStatus.running.value:
+            return False
+        fields = {k: preview[k] for k in ("step", "total", "width", "height", "media_type", "b64")}
+        if len(task.payloads) > 1:
+            fields["index"] = index
+        self._emit(task, ev.PREVIEW, **fields)
+        return True
+
+    # ------------------------------------------------------------------ event streams
+
+    async def poll_events(self, epoch: Optional[str], cursor: Optional[int], timeout: float) -> dict:
+        """The ingresses' long poll: events after ``cursor`` (see serving.events.EventJournal)."""
+        return await self.journal.poll(epoch, cursor, timeout)
+
+    async def task_events(self, task_id: str, after_id: int = 0) -> Optional[dict]:
+        """What a stream of one task starts with: the events describing its state after ``after_id``."""
+        task = self.tasks.get(task_id)
+        if task is None:
+            return None
+        return {"user_id": task.user_id, "finished": task.status in FINISHED,
+                "events": task.events.retained(after_id)}
+
+    async def user_events(self, user_id: Optional[int], after_id: int = 0) -> list[dict]:
+        """What a stream of all of a user's tasks starts with: without ``after_id`` the state of their
+        unfinished tasks; with it, everything after it that memory still holds."""
+        out: list[dict] = []
+        for task in self.tasks.values():
+            if task.user_id != user_id or (not after_id and task.status in FINISHED):
+                continue
+            out.extend(task.events.retained(after_id))
+        return sorted(out, key=lambda e: e["id"])
+
+    async def refresh_positions(self, task_ids: list[str]) -> int:
+        """New ``queued`` events for those of ``task_ids`` whose queue position changed."""
+        orders: dict[str, dict[str, int]] = {}
+        changed = 0
+        for task_id in task_ids:
+            task = self.tasks.get(task_id)
+            if task is None or task.status != TaskStatus.pending.value:
+                continue
+            if task.kind not in orders:
+                orders[task.kind] = {t: i + 1 for i, t in enumerate(self._pending[task.kind])}
+            position = orders[task.kind][task_id]
+            last = task.events.latest.get(ev.QUEUED)
+            if last is None or last["data"].get("position") != position:
+                self._emit(task, ev.QUEUED, position=position)
+                changed += 1
+        return changed
 
     # ------------------------------------------------------------------ queries
 
@@ -490,6 +628,25 @@ class TaskRegistry:
 
     async def status(self, task_id: str) -> Optional[dict]:
         return await (await self._ready()).status(task_id)
+
+    async def report_preview(self, task_id: str, epoch: str, attempt: int, index: int, preview: dict) -> bool:
+        return await (await self._ready()).report_preview(task_id, epoch, attempt, index, preview)
+
+    async def poll_events(self, epoch: Optional[str], cursor: Optional[int], timeout: float) -> dict:
+        return await (await self._ready()).poll_events(epoch, cursor, timeout)
+
+    async def task_events(self, task_id: str, after_id: int = 0) -> Optional[dict]:
+        return await (await self._ready()).task_events(task_id, after_id)
+
+    async def user_events(self, user_id: Optional[int], after_id: int = 0) -> list[dict]:
+        return await (await self._ready()).user_events(user_id, after_id)
+
+    async def refresh_positions(self, task_ids: list[str]) -> int:
+        return await (await self._ready()).refresh_positions(task_ids)
+
+    async def webhook_lags(self) -> list[float]:
+        """Milliseconds from outbox row to delivered, first attempts (for benchmarks)."""
+        return list((await self._ready()).webhooks.lags_ms)
 
     async def wait(self, task_id: str, timeout: float) -> Optional[dict]:
         return await (await self._ready()).wait(task_id, timeout)

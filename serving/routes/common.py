@@ -40,15 +40,19 @@ async def require_model(state: ServiceState, kind: str) -> None:
 async def submit(
     state: ServiceState, user: User, *, task_type: str, kind: str, prompt: str, prompts: list[str],
     parameters: dict[str, Any], image_count: int, inputs: list[Image.Image], async_mode: bool,
+    webhook: Optional[dict] = None,
 ) -> Response:
-    """Store the inputs, have the registry create and dispatch the task, answer 202 or the result."""
+    """Store the inputs, have the registry create and dispatch the task, answer 202 or the result.
+
+    ``webhook`` ({"url", "events"}, from serving.webhooks.webhook_spec) asks for signed callbacks."""
     await require_model(state, kind)
     task_id = new_task_id()
     input_keys = [f"inputs/{task_id}/{i}.png" for i in range(len(inputs))]
     if inputs:
         await asyncio.to_thread(_store_inputs, state, input_keys, inputs)
     spec = {"task_id": task_id, "user_id": user.id, "task_type": task_type, "kind": kind, "prompt": prompt,
-            "prompts": prompts, "parameters": parameters, "image_count": image_count, "input_keys": input_keys}
+            "prompts": prompts, "parameters": parameters, "image_count": image_count, "input_keys": input_keys,
+            "webhook": webhook}
     try:
         accepted = await state.call_registry("create", spec)
     except BaseException:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Optional
 
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile, status
 from fastapi.responses import Response
@@ -13,6 +13,7 @@ from models.aspect import ASPECT_RATIOS
 from serving.routes.common import submit
 from serving.state import StateDep
 from serving.uploads import decode_image, read_limited
+from serving.webhooks import WEBHOOK_EVENTS, webhook_spec
 
 router = APIRouter(tags=["generation"])
 
@@ -27,6 +28,9 @@ Seed = Annotated[int, Form(ge=-1, le=2**32 - 1, description="-1 = random; the se
 NumImages = Annotated[int, Form(ge=1, le=4)]
 AsyncMode = Annotated[bool, Form(description="false waits and answers with the image(s)")]
 Steps = Annotated[int, Form(ge=20, le=100)]
+WebhookUrl = Annotated[Optional[str], Form(max_length=2048, description="http(s) URL called (signed) as the task moves on")]
+WebhookEvents = Annotated[Optional[str], Form(
+    max_length=200, description=f"comma-separated, of {', '.join(WEBHOOK_EVENTS)}; default the terminal ones")]
 
 RESULT_RESPONSES = {
     200: {"description": "PNG (one image) or ZIP (several)",
@@ -65,9 +69,13 @@ async def text_to_image(
     seed: Seed = -1,
     num_images: NumImages = 1,
     async_mode: AsyncMode = True,
+    webhook_url: WebhookUrl = None,
+    webhook_events: WebhookEvents = None,
 ) -> Response:
     """Generate 1–4 images from a prompt with Qwen-Image-2512."""
     prompt = _clean_prompt(prompt)
+    webhook = await webhook_spec(webhook_url, webhook_events,
+                                 allow_private=state.settings.webhook_allow_private_networks)
     if aspect_ratio not in ASPECT_RATIOS:
         raise HTTPException(status.HTTP_400_BAD_REQUEST,
                             f"不支持的宽高比 {aspect_ratio}，可选：{', '.join(ASPECT_RATIOS)}")
@@ -77,7 +85,7 @@ async def text_to_image(
                   "num_images": num_images}
     return await submit(state, user, task_type="text_to_image", kind="text_to_image", prompt=prompt,
                         prompts=[prompt], parameters=parameters, image_count=num_images, inputs=[],
-                        async_mode=async_mode)
+                        async_mode=async_mode, webhook=webhook)
 
 
 @router.post("/image-edit", status_code=status.HTTP_202_ACCEPTED, responses=RESULT_RESPONSES)
@@ -92,16 +100,21 @@ async def image_edit(
     seed: Seed = -1,
     num_images: NumImages = 1,
     async_mode: AsyncMode = True,
+    webhook_url: WebhookUrl = None,
+    webhook_events: WebhookEvents = None,
 ) -> Response:
     """Edit one image, or compose two, with Qwen-Image-Edit-2511."""
     prompt = _clean_prompt(prompt)
+    webhook = await webhook_spec(webhook_url, webhook_events,
+                                 allow_private=state.settings.webhook_allow_private_networks)
     inputs = await _read_images(state, images, MAX_EDIT_IMAGES)
     parameters = {"negative_prompt": negative_prompt, "num_inference_steps": num_inference_steps,
                   "true_cfg_scale": true_cfg_scale, "guidance_scale": guidance_scale, "seed": seed,
                   "num_images": num_images, "input_count": len(inputs),
                   "input_sizes": [list(image.size) for image in inputs]}
     return await submit(state, user, task_type="image_edit", kind="image_edit", prompt=prompt, prompts=[prompt],
-                        parameters=parameters, image_count=num_images, inputs=inputs, async_mode=async_mode)
+                        parameters=parameters, image_count=num_images, inputs=inputs, async_mode=async_mode,
+                        webhook=webhook)
 
 
 @router.post("/image-edit/batch", status_code=status.HTTP_202_ACCEPTED, responses=RESULT_RESPONSES)
@@ -115,6 +128,8 @@ async def image_edit_batch(
     true_cfg_scale: TrueCfg = 4.0,
     seed: Seed = -1,
     async_mode: AsyncMode = True,
+    webhook_url: WebhookUrl = None,
+    webhook_events: WebhookEvents = None,
 ) -> Response:
     """Apply several edit prompts to one image: one task, one result image per prompt."""
     prompt_list = [p.strip() for p in prompts.split("|") if p.strip()]
@@ -124,6 +139,8 @@ async def image_edit_batch(
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"参数 prompts 最多 {MAX_BATCH_PROMPTS} 条，收到 {len(prompt_list)} 条")
     if any(len(p) > MAX_PROMPT for p in prompt_list):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"参数 prompts 每条最多 {MAX_PROMPT} 个字符")
+    webhook = await webhook_spec(webhook_url, webhook_events,
+                                 allow_private=state.settings.webhook_allow_private_networks)
     # FastAPI binds one of several same-named parts; the contract allows exactly one image.
     inputs = await _read_images(state, (await request.form()).getlist("image"), 1)
     parameters = {"negative_prompt": negative_prompt, "num_inference_steps": num_inference_steps,
@@ -131,4 +148,4 @@ async def image_edit_batch(
                   "prompts": prompt_list, "input_count": 1, "input_sizes": [list(inputs[0].size)]}
     return await submit(state, user, task_type="batch_edit", kind="image_edit", prompt=" | ".join(prompt_list),
                         prompts=prompt_list, parameters=parameters, image_count=len(prompt_list), inputs=inputs,
-                        async_mode=async_mode)
+                        async_mode=async_mode, webhook=webhook)
