@@ -607,6 +607,13 @@ class TaskRegistry:
         logging.basicConfig(level=logging.INFO)
         self.core = RegistryCore(app_name, settings_dict, version)
         self._started: Optional[asyncio.Task] = None
+        # Start (recovery, pending webhook deliveries) as soon as this actor runs, not at the first
+        # caller's request: after a crash restart nobody may call for a while. The call is queued
+        # until this constructor has returned.
+        try:
+            ray.get_runtime_context().current_actor.ping.remote()
+        except Exception:  # not running as an actor (plain construction): start on first use
+            pass
 
     async def _ready(self) -> RegistryCore:
         if self._started is None:
