@@ -11,9 +11,10 @@ loads: a few random latents are decoded by that very VAE, the decodes are averag
 8x8 block, and least squares gives the best linear map from latent to colour (~0.1 s). Anything
 else that is not 16 channels gets a fitted map the same way.
 
-Cost on the device's critical path: one small matrix product on the latents' device and the start
-of a copy of a (3, h/8, w/8) byte tensor; waiting for the copy, resizing and WebP/JPEG encoding
-happen on a background thread. A preview still being encoded when the next is due makes that next
+Cost on the device's critical path: on a GPU, one small matrix product on the device and the start
+of a copy of an (h/8, w/8, 3) byte tensor into pinned memory; on a CPU, one copy of the latents.
+Waiting for the copy, (on a CPU) the projection, resizing and WebP/JPEG encoding happen on a
+background thread. A preview still being encoded when the next is due makes that next
 one skipped, never queued.
 """
 
@@ -118,6 +119,21 @@ def unpack_latents(latents: Any, width: int, height: int):
     return x.reshape(batch, channels, grid_h * 2, grid_w * 2)
 
 
+def project_packed(packed: Any, rgb_map: LatentRGBMap, width: int, height: int):
+    """Packed latents as a numpy array (1, tokens, C*4) → an (h, w, 3) uint8 preview, with numpy."""
+    import numpy as np
+
+    grid_h, grid_w = height // 16, width // 16
+    channels = packed.shape[-1] // 4
+    if packed.shape[1] != grid_h * grid_w:
+        raise ValueError(f"{packed.shape[1]} latent tokens do not make a {grid_w}x{grid_h} grid")
+    # (gh, gw, C, 2, 2) → (gh, 2, gw, 2, C) → (h, w, C)
+    pixels = packed[0].reshape(grid_h, grid_w, channels, 2, 2).transpose(0, 3, 1, 4, 2)
+    pixels = pixels.reshape(grid_h * 2, grid_w * 2, channels)
+    rgb = pixels @ np.asarray(rgb_map.factors, dtype=np.float32) + np.asarray(rgb_map.bias, dtype=np.float32)
+    return np.clip((rgb + 1.0) * 127.5, 0, 255).astype(np.uint8)
+
+
 class LatentPreviewer:
     """Makes a preview every ``every`` steps of one generation and hands it to ``sink``.
 
@@ -164,8 +180,14 @@ class LatentPreviewer:
         self._encoder.submit(self._finish, host, ready, step, total)
 
     def _project(self, latents: Any):
+        """The part on the critical path. On a GPU: the projection (a few small kernels) and an
+        asynchronous copy of its bytes into pinned memory, with an event to wait on later. On a
+        CPU: one plain copy of the latents; the projection happens on the encoder thread (torch's
+        intra-op thread pool would make the step wait for its threads on a busy machine)."""
         import torch
 
+        if latents.device.type != "cuda":
+            return latents[:1].detach().to(torch.float32).numpy().copy(), None
         with torch.no_grad():
             if self._weights is None or self._weights[0].device != latents.device:
                 factors = torch.tensor(self.rgb_map.factors, dtype=torch.float32, device=latents.device)
@@ -175,19 +197,20 @@ class LatentPreviewer:
             image = unpack_latents(latents[:1].float(), self.width, self.height)[0]  # (C, h, w)
             rgb = torch.einsum("chw,cr->hwr", image, factors) + bias
             rgb = ((rgb + 1.0) * 127.5).clamp_(0, 255).to(torch.uint8)
-            if rgb.device.type == "cuda":
-                host = torch.empty(rgb.shape, dtype=torch.uint8, pin_memory=True)
-                host.copy_(rgb, non_blocking=True)
-                ready = torch.cuda.Event()
-                ready.record()
-                return host, ready
-            return rgb, None
+            host = torch.empty(rgb.shape, dtype=torch.uint8, pin_memory=True)
+            host.copy_(rgb, non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record()
+            return host, ready
 
     def _finish(self, host, ready, step: int, total: int) -> None:
         try:
             if ready is not None:
                 ready.synchronize()
-            preview = encode_preview(host.numpy(), self.max_side, self.image_format, self.quality)
+                rgb = host.numpy()
+            else:
+                rgb = project_packed(host, self.rgb_map, self.width, self.height)
+            preview = encode_preview(rgb, self.max_side, self.image_format, self.quality)
             preview.update(step=step, total=total)
             self.made += 1
             self.sink(preview)
@@ -218,4 +241,5 @@ def encode_preview(rgb: Any, max_side: int = 512, image_format: str = "webp", qu
 
 
 __all__ = ["LatentRGBMap", "LatentPreviewer", "published_map", "fit_map", "map_for_vae", "unpack_latents",
+           "project_packed",
            "encode_preview", "WAN21_LATENT_RGB_FACTORS", "WAN21_LATENT_RGB_BIAS", "MEDIA_TYPES"]
