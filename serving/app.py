@@ -34,6 +34,9 @@ class DeploymentArgs(BaseModel):
     downscale_delay_s: float = Field(default=600.0, ge=0)
     look_back_period_s: float = Field(default=30.0, gt=0, description="window the autoscaler averages the queue over")
     ingress_replicas: int = Field(default=1, ge=1)
+    # Each open event stream (GET /tasks/…/events) holds one of these for as long as it is open;
+    # requests beyond it wait in the proxy. Streams per user are capped by MAX_EVENT_STREAMS_PER_USER.
+    ingress_max_ongoing_requests: int = Field(default=2048, ge=1)
 
 
 def build_app(args: Optional[dict[str, Any]] = None) -> Application:
@@ -68,5 +71,6 @@ def build_app(args: Optional[dict[str, Any]] = None) -> Application:
     bound = {kind: DEPLOYMENTS[kind].options(**model_options()).bind(public) for kind in settings.enabled_models}
     return Ingress.options(
         num_replicas=deployment_args.ingress_replicas,
+        max_ongoing_requests=deployment_args.ingress_max_ongoing_requests,
         ray_actor_options={"num_cpus": deployment_args.ingress_num_cpus},
     ).bind(public, **bound)
