@@ -9,7 +9,7 @@ EXTRAS ?= dev
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: install run test revision bench clean
+.PHONY: install run test test-unit lint revision bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,9 +23,22 @@ install: $(STAMP)
 run: install
 	$(BIN)/python -m serving
 
-## Run the whole test suite.
+## Run the whole test suite (what CI runs).
 test: install
 	$(BIN)/python -m pytest
+
+## The fast tier: tests marked unit, no Ray (under a minute).
+test-unit: install
+	$(BIN)/python -m pytest -m unit -q
+
+## Lint, format check and type check (what CI runs before the tests).
+## All three run, so one run shows every finding; any finding fails it.
+lint: install
+	@status=0; \
+	$(BIN)/ruff check . || status=1; \
+	$(BIN)/ruff format --check . || status=1; \
+	$(BIN)/mypy || status=1; \
+	exit $$status
 
 ## Add a schema revision from the difference between storage/tables.py and the newest revision:
 ##   make revision m="add api keys"   (then read and edit storage/migrations/versions/<new file>)

@@ -7,35 +7,40 @@ own short session (a route that changes the user adds it to the route's session)
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, Optional
 
-from fastapi import Depends, HTTPException, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.concurrency import run_in_threadpool
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from auth.service import AuthError, AuthService
 from storage.tables import User
 
 INVALID_CREDENTIALS = "无效的认证凭据"
 ADMIN_REQUIRED = "需要管理员权限"
+CSRF_HEADER_MISSING = "浏览器会话的修改请求需要请求头 X-Requested-With: qwen-image"
+
+# The browser session (POST /auth/session): an HttpOnly cookie holding a login token, so the web
+# page never keeps a token where scripts can read it.
+SESSION_COOKIE = "qis_session"
+CSRF_HEADER = "x-requested-with"
+CSRF_VALUE = "qwen-image"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 _bearer = HTTPBearer(auto_error=False, description="JWT from POST /auth/login")
+_cookie = APIKeyCookie(name=SESSION_COOKIE, auto_error=False,
+                       description="browser session from POST /auth/session (state-changing requests also "
+                                   "need the header X-Requested-With: qwen-image)")
 
 
-_service: Optional[AuthService] = None
-
-
-def configure(service: AuthService) -> None:
-    """Install the process's AuthService (the ingress does this once at start-up)."""
-    global _service
-    _service = service
-
-
-async def get_auth() -> AuthService:
-    if _service is None:
-        raise RuntimeError("auth.deps.configure() has not been called")
-    return _service
+async def get_auth(request: Request) -> AuthService:
+    """The AuthService of the app serving ``request`` (``app.state.auth``, set when the app is built)."""
+    service = getattr(request.app.state, "auth", None)
+    if service is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "服务正在启动", headers={"Retry-After": "2"})
+    return service
 
 
 AuthDep = Annotated[AuthService, Depends(get_auth)]
@@ -54,14 +59,34 @@ def unauthorized() -> HTTPException:
                          headers={"WWW-Authenticate": "Bearer"})
 
 
-async def current_user(auth: AuthDep,
-                       credentials: Annotated[Optional[HTTPAuthorizationCredentials], Depends(_bearer)]) -> User:
+def session_token(request: Request, credentials: Optional[HTTPAuthorizationCredentials],
+                  cookie: Optional[str]) -> Optional[str]:
+    """The token to check: ``Authorization: Bearer`` first, else the browser session cookie.
+
+    A cookie is sent by the browser on its own, so a request it authenticates that changes state
+    must also carry ``X-Requested-With: qwen-image`` — a header a cross-site form cannot set and a
+    cross-site script cannot send without a CORS preflight this service never grants (defence in
+    depth beside SameSite=Strict).
+    """
+    if credentials is not None:
+        return credentials.credentials if credentials.scheme.lower() == "bearer" else None
+    if not cookie:
+        return None
+    if request.method not in SAFE_METHODS and request.headers.get(CSRF_HEADER, "").lower() != CSRF_VALUE:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, CSRF_HEADER_MISSING)
+    return cookie
+
+
+async def current_user(auth: AuthDep, request: Request,
+                       credentials: Annotated[Optional[HTTPAuthorizationCredentials], Depends(_bearer)],
+                       cookie: Annotated[Optional[str], Depends(_cookie)]) -> User:
     try:
         if not auth.config.enabled:
             return await run_in_threadpool(_in_session, auth, auth.default_admin)
-        if credentials is None or credentials.scheme.lower() != "bearer":
+        token = session_token(request, credentials, cookie)
+        if token is None:
             raise unauthorized()
-        return await run_in_threadpool(_in_session, auth, auth.user_for_token, credentials.credentials)
+        return await run_in_threadpool(_in_session, auth, auth.user_for_token, token)
     except AuthError:
         raise unauthorized() from None
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from sqlalchemy.exc import IntegrityError
 
-from auth.deps import AdminUser, AuthDep, CurrentUser, SessionDep
+from auth.deps import SESSION_COOKIE, AdminUser, AuthDep, CurrentUser, SessionDep
 from auth.schemas import ChangePasswordRequest, LoginRequest, Message, Token, UserCreate, UserPublic, UserUpdate
-from auth.service import AuthError
+from auth.service import AuthError, AuthService
 from storage.tables import User
 from storage.users import get_user, get_user_by_username, list_users
 
@@ -44,11 +44,12 @@ def register(body: UserCreate, auth: AuthDep, session: SessionDep) -> User:
     return user
 
 
-@router.post("/login", response_model=Token)
-def login(body: LoginRequest, request: Request, auth: AuthDep, session: SessionDep) -> Token:
+def _login(body: LoginRequest, request: Request, auth: AuthService, session) -> str:
+    """The checks of ``POST /auth/login`` (throttling, disabled users, one message for bad
+    credentials); returns a login token."""
     client = request.client.host if request.client else "unknown"
     try:
-        token = auth.login(session, body.username, body.password, client)
+        return auth.login(session, body.username, body.password, client)
     except AuthError as exc:
         if exc.code == "throttled":
             raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, TOO_MANY_ATTEMPTS,
@@ -57,7 +58,50 @@ def login(body: LoginRequest, request: Request, auth: AuthDep, session: SessionD
             raise HTTPException(status.HTTP_403_FORBIDDEN, USER_DISABLED) from None
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, BAD_CREDENTIALS,
                             headers={"WWW-Authenticate": "Bearer"}) from None
-    return Token(access_token=token, expires_in=auth.tokens.ttl_seconds)
+
+
+@router.post("/login", response_model=Token)
+def login(body: LoginRequest, request: Request, auth: AuthDep, session: SessionDep) -> Token:
+    return Token(access_token=_login(body, request, auth, session), expires_in=auth.tokens.ttl_seconds)
+
+
+def _over_https(request: Request) -> bool:
+    return request.url.scheme == "https" or request.headers.get("x-forwarded-proto", "").lower() == "https"
+
+
+@router.post("/session", response_model=UserPublic)
+def create_session(body: LoginRequest, request: Request, response: Response, auth: AuthDep,
+                   session: SessionDep) -> User:
+    """Browser log-in: the same checks as ``/auth/login``, but the token goes into an HttpOnly,
+    SameSite=Strict cookie (Secure over https) that page scripts cannot read; answers the user."""
+    token = _login(body, request, auth, session)
+    user = auth.user_for_token(session, token)
+    response.set_cookie(SESSION_COOKIE, token, max_age=auth.tokens.ttl_seconds, path="/", httponly=True,
+                        samesite="strict", secure=_over_https(request))
+    return user
+
+
+@router.get("/session")
+def read_session(request: Request, auth: AuthDep, session: SessionDep) -> dict:
+    """Who the browser session belongs to: ``{"user": …}``, or ``{"user": null}`` (200 either way,
+    so a page can ask at start-up without an error). Only the cookie is read here."""
+    if not auth.config.enabled:
+        return {"user": UserPublic.model_validate(auth.default_admin(session)), "auth_enabled": False}
+    token = request.cookies.get(SESSION_COOKIE)
+    user = None
+    if token:
+        try:
+            user = UserPublic.model_validate(auth.user_for_token(session, token))
+        except AuthError:
+            user = None
+    return {"user": user, "auth_enabled": True, "allow_registration": auth.config.allow_registration}
+
+
+@router.delete("/session", response_model=Message)
+def delete_session(request: Request, response: Response) -> Message:
+    """Browser log-out: clears the session cookie (harmless without one, so no credentials needed)."""
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=_over_https(request))
+    return Message(message="已退出登录")
 
 
 @router.get("/me", response_model=UserPublic)
@@ -110,7 +154,8 @@ def toggle_active(user_id: UserId, admin: AdminUser, session: SessionDep) -> dic
         user.token_version += 1
     session.add(user)
     session.commit()
-    return {"message": "用户已启用" if user.is_active else "用户已禁用", "user_id": user.id, "is_active": user.is_active}
+    message = "用户已启用" if user.is_active else "用户已禁用"
+    return {"message": message, "user_id": user.id, "is_active": user.is_active}
 
 
 @router.put("/users/{user_id}/toggle-admin")

@@ -79,7 +79,9 @@ class Tokens:
                 token, self._secret, algorithms=[ALGORITHM],
                 options={"require": ["exp", "iat", "sub"]},
             )
-            return TokenClaims(int(payload["sub"]), int(payload.get("ver", 0)), int(payload["iat"]), int(payload["exp"]))
+            return TokenClaims(
+                int(payload["sub"]), int(payload.get("ver", 0)), int(payload["iat"]), int(payload["exp"])
+            )
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise InvalidToken(str(exc)) from None
 
@@ -104,7 +106,7 @@ def load_or_create_secret(data_dir: Path) -> str:
             if secret:
                 return secret
             time.sleep(0.05)
-        raise RuntimeError(f"{path} exists but is empty")
+        raise RuntimeError(f"{path} exists but is empty") from None
     with os.fdopen(fd, "w") as fh:
         fh.write(candidate)
     return candidate

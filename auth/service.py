@@ -68,6 +68,8 @@ class AuthService:
                 except IntegrityError:
                     session.rollback()  # another replica created it first
                 admin = get_user_by_username(session, self.config.admin_username)
+                if admin is None:
+                    raise RuntimeError(f"admin user {self.config.admin_username!r} vanished while being created")
             using_default = self.passwords.verify(admin.hashed_password, DEFAULT_ADMIN_PASSWORD)[0]
         if using_default:
             log.warning(
@@ -83,7 +85,7 @@ class AuthService:
             raise AuthError("throttled", retry_after=wait)
         user = get_user_by_username(session, username)
         ok, new_hash = self.passwords.verify(user.hashed_password if user else None, password)
-        if not ok:
+        if not ok or user is None:  # verify() never accepts a missing user; this tells the type checker
             self.user_throttle.record_failure(user_key)
             self.address_throttle.record_failure(client)
             raise AuthError("bad_credentials")
@@ -94,6 +96,7 @@ class AuthService:
             session.add(user)
             session.commit()
         self.user_throttle.reset(user_key)
+        assert user.id is not None  # a row read from the database has its id
         return self.tokens.issue(user.id, user.token_version)
 
     def user_for_token(self, session: Session, token: str) -> User:

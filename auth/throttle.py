@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict, deque
-from typing import Callable, Deque, Optional
+from collections.abc import Callable
+from typing import Optional
 
 
 class LoginThrottle:
@@ -16,10 +17,10 @@ class LoginThrottle:
         self.max_failures = max_failures
         self.window = window_seconds
         self._clock = clock
-        self._failures: dict[str, Deque[float]] = defaultdict(deque)
+        self._failures: dict[str, deque[float]] = defaultdict(deque)
         self._lock = threading.Lock()
 
-    def _prune(self, key: str, now: float) -> Deque[float]:
+    def _prune(self, key: str, now: float) -> deque[float]:
         q = self._failures[key]
         while q and q[0] <= now - self.window:
             q.popleft()

@@ -6,13 +6,14 @@ The API is four steps::
     model = load(profile, TEXT_TO_IMAGE)              # once per process; slow for real weights
     request = GenerationRequest(prompt="a cat", num_inference_steps=20)
     result = generate(model, request, on_step=report, should_stop=cancelled)
-    png = encode_png(result.images[0], png_metadata(request, result, model))
+    pngs = encode_result(model, request, result)      # encode_png(image, metadata) for one image
 
 Importing this package does not import torch or diffusers; ``load`` and ``generate`` do.
 """
 
+from .kinds import KIND_NAMES, KindSpec, ModelKind, kind_for_task_type
 from .aspect import ASPECT_RATIOS, DEFAULT_ASPECT_RATIO, edit_output_size, size_for_aspect_ratio
-from .png import encode_png, png_metadata
+from .png import encode_png, encode_result, png_metadata
 from .profiles import (
     IMAGE_EDIT,
     KINDS,
@@ -27,6 +28,10 @@ from .runtime import GenerationRequest, GenerationResult, LoadedModel, PreviewOp
 
 __all__ = [
     "ASPECT_RATIOS",
+    "KIND_NAMES",
+    "KindSpec",
+    "ModelKind",
+    "kind_for_task_type",
     "DEFAULT_ASPECT_RATIO",
     "IMAGE_EDIT",
     "KINDS",
@@ -41,6 +46,7 @@ __all__ = [
     "Profile",
     "edit_output_size",
     "encode_png",
+    "encode_result",
     "generate",
     "get_profile",
     "load",

@@ -11,6 +11,9 @@ import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from . import faulty
+from .kinds import ModelKind
+
 if TYPE_CHECKING:
     from .runtime import GenerationRequest, GenerationResult, LoadedModel
 
@@ -102,7 +105,7 @@ def png_metadata(request: "GenerationRequest", result: "GenerationResult", model
         f"Size: {size}",
         f"Model: {model.info.name}",
     ]
-    if model.kind == "image_edit":
+    if ModelKind(model.kind).spec.takes_images:
         metadata["guidance_scale"] = _number(request.guidance_scale)
         settings.insert(3, f"Guidance scale: {_number(request.guidance_scale)}")
     lines = [request.prompt]
@@ -116,3 +119,11 @@ def png_metadata(request: "GenerationRequest", result: "GenerationResult", model
 
 def _number(value: float) -> str:
     return f"{float(value):g}"
+
+
+def encode_result(model: LoadedModel, request: GenerationRequest, result: GenerationResult) -> list[bytes]:
+    """The PNG of each image of ``result``, with the generation's metadata; ``OSError`` when writing fails."""
+    if model.profile.faults:
+        faulty.before_encoding(request.prompt)
+    metadata = png_metadata(request, result, model)
+    return [encode_png(image, metadata) for image in result.images]

@@ -8,6 +8,8 @@ A profile is plain data chosen by name (the ``MODEL_PROFILE`` setting):
   components built in code (``models.tiny``), on the CPU. Images are noise of the right size.
 - ``sleep``: for benchmarks of the serving layer only. No torch work: each step sleeps a fixed
   time and the "images" are solid colours. Never a default.
+- ``faulty``: for test suites only. The ``sleep`` profile, plus the failures a prompt asks for
+  (``models.faulty``): replica crashes, exceptions, out of memory, failed result writes.
 
 Pure Python on purpose: the web ingress imports this module and must stay free of torch.
 """
@@ -18,26 +20,23 @@ import logging
 import os
 from dataclasses import dataclass, field
 
+from .kinds import KIND_NAMES, ModelKind
+
 log = logging.getLogger(__name__)
 
-TEXT_TO_IMAGE = "text_to_image"
-IMAGE_EDIT = "image_edit"
-KINDS = (TEXT_TO_IMAGE, IMAGE_EDIT)
+TEXT_TO_IMAGE = ModelKind.text_to_image.value
+IMAGE_EDIT = ModelKind.image_edit.value
+KINDS = KIND_NAMES
 
-PROFILE_NAMES = ("qwen", "tiny", "sleep")
+PROFILE_NAMES = ("qwen", "tiny", "sleep", "faulty")
 
 # Names of the service settings that choose weights; error messages point users at them.
 PROFILE_SETTING = "MODEL_PROFILE"
-PATH_SETTINGS = {TEXT_TO_IMAGE: "TEXT_TO_IMAGE_MODEL_PATH", IMAGE_EDIT: "IMAGE_EDIT_MODEL_PATH"}
+PATH_SETTINGS = {kind.value: kind.spec.path_setting for kind in ModelKind}
 CACHE_DIR_SETTING = "MODEL_CACHE_DIR"
 
-QWEN_MODEL_IDS = {TEXT_TO_IMAGE: "Qwen/Qwen-Image-2512", IMAGE_EDIT: "Qwen/Qwen-Image-Edit-2511"}
-PIPELINE_CLASSES = {TEXT_TO_IMAGE: "QwenImagePipeline", IMAGE_EDIT: "QwenImageEditPlusPipeline"}
-
-_CAPABILITIES = {
-    TEXT_TO_IMAGE: ["text-to-image", "image generation"],
-    IMAGE_EDIT: ["image-to-image", "image editing", "multi-image composition"],
-}
+QWEN_MODEL_IDS = {kind.value: kind.spec.qwen_model_id for kind in ModelKind}
+PIPELINE_CLASSES = {kind.value: kind.spec.pipeline_class for kind in ModelKind}
 
 
 class ModelLoadError(RuntimeError):
@@ -59,8 +58,7 @@ class Profile:
 
     name: str
     description: str
-    text_to_image: ModelInfo
-    image_edit: ModelInfo
+    models: dict[str, ModelInfo]  # kind -> what GET /models shows about it
     # kind -> Hugging Face id or local directory; empty for models built in code or not needed
     sources: dict[str, str]
     # kind -> diffusers pipeline class name; empty for the sleep profile
@@ -71,12 +69,22 @@ class Profile:
     cpu_offload: bool = False
     sleep_seconds_per_step: float = 0.0
     benchmark_only: bool = False
+    # the failures a prompt asks for happen (``models.faulty``); only the ``faulty`` profile
+    faults: bool = False
     local_sources: dict[str, bool] = field(default_factory=dict)
 
     def info(self, kind: str) -> ModelInfo:
-        """Return the ``ModelInfo`` of ``kind`` (``text_to_image`` or ``image_edit``)."""
+        """Return the ``ModelInfo`` of ``kind`` (one of ``KINDS``)."""
         check_kind(kind)
-        return self.text_to_image if kind == TEXT_TO_IMAGE else self.image_edit
+        return self.models[kind]
+
+    @property
+    def text_to_image(self) -> ModelInfo:
+        return self.models[TEXT_TO_IMAGE]
+
+    @property
+    def image_edit(self) -> ModelInfo:
+        return self.models[IMAGE_EDIT]
 
     def is_local_source(self, kind: str) -> bool:
         """True when ``kind``'s weights come from a local directory rather than a hub id."""
@@ -95,6 +103,7 @@ def get_profile(
     cache_dir: str | None = None,
     text_to_image_path: str | None = None,
     image_edit_path: str | None = None,
+    model_paths: dict[str, str | None] | None = None,
     cpu_offload: bool = False,
     sleep_seconds_per_step: float = 0.01,
 ) -> Profile:
@@ -102,24 +111,28 @@ def get_profile(
 
     ``cache_dir`` is the Hugging Face cache for ``qwen`` and the folder the built components go
     to for ``tiny`` (default ``~/.cache/qwen-image-service``). ``text_to_image_path`` and
-    ``image_edit_path`` override the ``qwen`` weights with a local directory (an absolute or
+    ``image_edit_path`` (or ``model_paths``, by kind) override the ``qwen`` weights with a local directory (an absolute or
     ``./`` path, or any existing directory) or another hub id. ``cpu_offload`` keeps ``qwen``
     components in CPU memory and moves each to the GPU only while it runs.
-    ``sleep_seconds_per_step`` is the ``sleep`` profile's time per denoising step.
+    ``sleep_seconds_per_step`` is the ``sleep`` and ``faulty`` profiles' time per denoising step;
+    ``faulty`` keeps what it must remember (which prompts crashed once) under ``cache_dir``.
     """
     cache_dir = os.path.expanduser(str(cache_dir)) if cache_dir else None
+    paths = {TEXT_TO_IMAGE: text_to_image_path, IMAGE_EDIT: image_edit_path, **(model_paths or {})}
     if name == "qwen":
-        return _qwen_profile(cache_dir, text_to_image_path, image_edit_path, cpu_offload)
-    overrides = {k: v for k, v in zip(KINDS, (text_to_image_path, image_edit_path)) if v}
+        return _qwen_profile(cache_dir, paths, cpu_offload)
+    overrides = {k: v for k, v in paths.items() if v}
     if overrides:
         # The embedded profiles build their own components; a stray path setting must not
         # stop the service from starting, but it should not pass unnoticed either.
         log.warning("profile %r ignores model paths %s", name, overrides)
     if name == "tiny":
         return _tiny_profile(cache_dir)
-    if name == "sleep":
+    if name in ("sleep", "faulty"):
         if sleep_seconds_per_step < 0:
             raise ValueError(f"sleep_seconds_per_step must be >= 0, got {sleep_seconds_per_step}")
+        if name == "faulty":
+            return _faulty_profile(sleep_seconds_per_step, cache_dir)
         return _sleep_profile(sleep_seconds_per_step)
     raise ValueError(f"unknown model profile {name!r}; use one of {', '.join(PROFILE_NAMES)}")
 
@@ -134,28 +147,30 @@ def _looks_local(source: str) -> bool:
     return os.path.isabs(source) or source.startswith((".", "~")) or os.path.isdir(source)
 
 
-def _qwen_profile(
-    cache_dir: str | None, text_to_image_path: str | None, image_edit_path: str | None, cpu_offload: bool
-) -> Profile:
+def _model_infos(name_prefix: str = "", note: str = "") -> dict[str, ModelInfo]:
+    """Each kind's ``ModelInfo``: its production model's name (under ``name_prefix``) and description."""
+    infos = {}
+    for kind in ModelKind:
+        model_id = kind.spec.qwen_model_id
+        infos[kind.value] = ModelInfo(
+            name=f"{name_prefix}/{model_id.split('/')[-1]}" if name_prefix else model_id,
+            description=kind.spec.description + note,
+            capabilities=list(kind.spec.capabilities),
+        )
+    return infos
+
+
+def _qwen_profile(cache_dir: str | None, paths: dict[str, str | None], cpu_offload: bool) -> Profile:
     sources: dict[str, str] = {}
     local: dict[str, bool] = {}
-    for kind, override in zip(KINDS, (text_to_image_path, image_edit_path)):
-        source = override or QWEN_MODEL_IDS[kind]
+    for kind in KINDS:
+        source = paths.get(kind) or QWEN_MODEL_IDS[kind]
         local[kind] = _looks_local(source)
         sources[kind] = os.path.abspath(os.path.expanduser(source)) if local[kind] else source
     return Profile(
         name="qwen",
         description="Qwen-Image-2512 and Qwen-Image-Edit-2511, bfloat16 on a CUDA GPU",
-        text_to_image=ModelInfo(
-            name=QWEN_MODEL_IDS[TEXT_TO_IMAGE],
-            description="Qwen-Image-2512 文生图模型",
-            capabilities=list(_CAPABILITIES[TEXT_TO_IMAGE]),
-        ),
-        image_edit=ModelInfo(
-            name=QWEN_MODEL_IDS[IMAGE_EDIT],
-            description="Qwen-Image-Edit-2511 图像编辑模型",
-            capabilities=list(_CAPABILITIES[IMAGE_EDIT]),
-        ),
+        models=_model_infos(),
         sources=sources,
         pipeline_classes=dict(PIPELINE_CLASSES),
         dtype="bfloat16",
@@ -170,16 +185,7 @@ def _tiny_profile(cache_dir: str | None) -> Profile:
     return Profile(
         name="tiny",
         description="tiny random-weight Qwen-Image pipelines built in code, float32 on the CPU",
-        text_to_image=ModelInfo(
-            name="tiny/Qwen-Image-2512",
-            description="Qwen-Image-2512 文生图模型（微型随机权重版，用于测试与演示，输出为噪声图像）",
-            capabilities=list(_CAPABILITIES[TEXT_TO_IMAGE]),
-        ),
-        image_edit=ModelInfo(
-            name="tiny/Qwen-Image-Edit-2511",
-            description="Qwen-Image-Edit-2511 图像编辑模型（微型随机权重版，用于测试与演示，输出为噪声图像）",
-            capabilities=list(_CAPABILITIES[IMAGE_EDIT]),
-        ),
+        models=_model_infos("tiny", "（微型随机权重版，用于测试与演示，输出为噪声图像）"),
         sources={kind: "" for kind in KINDS},
         pipeline_classes=dict(PIPELINE_CLASSES),
         dtype="float32",
@@ -190,24 +196,30 @@ def _tiny_profile(cache_dir: str | None) -> Profile:
 
 
 def _sleep_profile(seconds_per_step: float) -> Profile:
-    note = "（基准测试专用：每步休眠，输出纯色图像）"
     return Profile(
         name="sleep",
         description=f"benchmark stand-in: sleeps {seconds_per_step} s per step, returns solid-colour images",
-        text_to_image=ModelInfo(
-            name="sleep/Qwen-Image-2512",
-            description="Qwen-Image-2512 文生图模型" + note,
-            capabilities=list(_CAPABILITIES[TEXT_TO_IMAGE]),
-        ),
-        image_edit=ModelInfo(
-            name="sleep/Qwen-Image-Edit-2511",
-            description="Qwen-Image-Edit-2511 图像编辑模型" + note,
-            capabilities=list(_CAPABILITIES[IMAGE_EDIT]),
-        ),
+        models=_model_infos("sleep", "（基准测试专用：每步休眠，输出纯色图像）"),
         sources={kind: "" for kind in KINDS},
         pipeline_classes={},
         dtype="none",
         device="cpu",
         sleep_seconds_per_step=seconds_per_step,
         benchmark_only=True,
+    )
+
+
+def _faulty_profile(seconds_per_step: float, state_dir: str | None) -> Profile:
+    return Profile(
+        name="faulty",
+        description=f"test stand-in: the sleep profile ({seconds_per_step} s per step) with failures on request",
+        models=_model_infos("faulty", "（测试专用：按提示词制造故障）"),
+        sources={kind: "" for kind in KINDS},
+        pipeline_classes={},
+        dtype="none",
+        device="cpu",
+        cache_dir=state_dir,
+        sleep_seconds_per_step=seconds_per_step,
+        benchmark_only=True,
+        faults=True,
     )

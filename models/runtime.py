@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -17,13 +16,14 @@ from typing import Any, Callable
 from PIL import Image
 
 from .aspect import edit_output_size
+from . import faulty
+from .kinds import ModelKind
+from .seeds import MAX_SEED, resolve_seed
 from .profiles import (
     CACHE_DIR_SETTING,
-    IMAGE_EDIT,
     PATH_SETTINGS,
     PROFILE_SETTING,
     QWEN_MODEL_IDS,
-    TEXT_TO_IMAGE,
     ModelInfo,
     ModelLoadError,
     Profile,
@@ -32,9 +32,7 @@ from .profiles import (
 
 log = logging.getLogger(__name__)
 
-THREADS_ENV = "TORCH_NUM_THREADS"
-MAX_SEED = 2**63 - 1  # fits a signed 64-bit database column
-RANDOM_SEED_LIMIT = 2**32  # random seeds stay short enough to read and retype
+THREADS_SETTING = "TORCH_NUM_THREADS"
 MAX_IMAGES = 4
 MAX_EDIT_INPUTS = 2
 
@@ -100,19 +98,20 @@ class GenerationResult:
     seconds: float
 
 
-def load(profile: Profile, kind: str, device: str | None = None) -> LoadedModel:
+def load(profile: Profile, kind: str, device: str | None = None, num_threads: int | None = None) -> LoadedModel:
     """Load ``kind`` (``text_to_image`` or ``image_edit``) of ``profile`` onto ``device``.
 
-    ``device`` defaults to the profile's (``cuda`` for ``qwen``, ``cpu`` otherwise). Raises
-    ``ModelLoadError`` with a message saying what to do when the GPU or the weights are missing.
+    ``device`` defaults to the profile's (``cuda`` for ``qwen``, ``cpu`` otherwise); ``num_threads``
+    sets torch's thread count (the ``TORCH_NUM_THREADS`` setting). Raises ``ModelLoadError`` with a
+    message saying what to do when the GPU or the weights are missing.
     """
     check_kind(kind)
     started = time.perf_counter()
     device = device or profile.device
     info = profile.info(kind)
-    if profile.name == "sleep":
+    if not profile.pipeline_classes:  # sleep, faulty: no pipeline, no torch
         return LoadedModel(kind=kind, info=info, device="none", profile=profile)
-    _apply_thread_setting()
+    _apply_thread_setting(num_threads)
     if profile.name == "tiny":
         pipeline = _load_tiny(profile, kind, device)
     else:
@@ -140,8 +139,10 @@ def generate(
     ``previews`` asks for live previews of the latents (pipelines only; the sleep profile has none).
     """
     _check_request(model, request)
+    if model.profile.faults:
+        on_step = faulty.before_generation(request.prompt, model.profile.cache_dir, on_step)
     started = time.perf_counter()
-    seed = request.seed if request.seed >= 0 else secrets.randbelow(RANDOM_SEED_LIMIT)
+    seed = resolve_seed(request.seed)
     if should_stop is not None and should_stop():
         return GenerationResult(images=[], seed=seed, interrupted=True, steps_completed=0, seconds=0.0)
     if model.pipeline is None:
@@ -163,8 +164,8 @@ def _check_request(model: LoadedModel, request: GenerationRequest) -> None:
     if not 1 <= request.num_images <= MAX_IMAGES:
         raise ValueError(f"num_images must be 1-{MAX_IMAGES}, got {request.num_images}")
     if request.seed > MAX_SEED:
-        raise ValueError(f"seed must be at most {MAX_SEED}, got {request.seed}")
-    if model.kind == IMAGE_EDIT:
+        raise ValueError(f"seed must be at most {MAX_SEED}, got {request.seed}")  # before any work
+    if ModelKind(model.kind).spec.takes_images:
         if not 1 <= len(request.images) <= MAX_EDIT_INPUTS:
             raise ValueError(f"image edit takes 1-{MAX_EDIT_INPUTS} input images, got {len(request.images)}")
     elif request.width % 16 or request.height % 16 or request.width <= 0 or request.height <= 0:
@@ -225,7 +226,7 @@ def _pipeline_generate(model, request, seed, on_step, should_stop, previews=None
         callback_on_step_end=step_end,
         output_type="pil",
     )
-    if model.kind == TEXT_TO_IMAGE:
+    if not ModelKind(model.kind).spec.takes_images:
         arguments.update(width=request.width, height=request.height)
     else:
         # Edit output size follows the pipeline's own rule (last input's aspect ratio, ~1 MP).
@@ -257,7 +258,7 @@ def _sleep_generate(model, request, seed, on_step, should_stop):
         if should_stop is not None and should_stop():
             interrupted = True
             break
-    if model.kind == TEXT_TO_IMAGE:
+    if not ModelKind(model.kind).spec.takes_images:
         size = (request.width, request.height)
     else:
         size = edit_output_size(*request.images[-1].size)
@@ -267,18 +268,13 @@ def _sleep_generate(model, request, seed, on_step, should_stop):
     return images, steps, interrupted
 
 
-def _apply_thread_setting() -> None:
-    value = os.environ.get(THREADS_ENV)
-    if not value:
+def _apply_thread_setting(threads: int | None) -> None:
+    if threads is None:
         return
+    if threads < 1:
+        raise ModelLoadError(f"{THREADS_SETTING} must be a positive integer, got {threads!r}")
     import torch
 
-    try:
-        threads = int(value)
-        if threads < 1:
-            raise ValueError
-    except ValueError:
-        raise ModelLoadError(f"{THREADS_ENV} must be a positive integer, got {value!r}") from None
     torch.set_num_threads(threads)
 
 
@@ -299,10 +295,11 @@ def _dtype_argument() -> str:
 def _load_tiny(profile: Profile, kind: str, device: str):
     import torch
 
+    from .profiles import default_tiny_cache_dir
     from .tiny import ensure_tiny_pipeline
 
     try:
-        path = ensure_tiny_pipeline(kind, profile.cache_dir)
+        path = ensure_tiny_pipeline(kind, profile.cache_dir or default_tiny_cache_dir())
     except OSError as error:
         raise ModelLoadError(
             f"cannot write the tiny {kind} model under {profile.cache_dir}: {error}. "

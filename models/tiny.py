@@ -213,6 +213,7 @@ def build_tiny_pipeline(kind: str):
     components = dict(
         transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler
     )
+    pipeline: QwenImagePipeline | QwenImageEditPlusPipeline
     if kind == TEXT_TO_IMAGE:
         pipeline = QwenImagePipeline(**components)
     else:
@@ -252,7 +253,8 @@ def build_tokenizer():
     trainer_model.train_from_iterator(_training_text(), trainer)
     model = json.loads(trainer_model.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    tokenizer = Qwen2Tokenizer(vocab=model["vocab"], merges=merges)
+    # The tokenizer takes merge pairs as well as "a b" strings; its annotation names only the latter.
+    tokenizer = Qwen2Tokenizer(vocab=model["vocab"], merges=merges)  # type: ignore[arg-type]
     tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
     return tokenizer
 

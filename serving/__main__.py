@@ -1,8 +1,8 @@
 """``python -m serving``: start Ray and the application in the foreground (what ``make run`` does).
 
 Listens on HOST:PORT (127.0.0.1:8000 by default), keeps data under DATA_DIR (./data), runs the
-tiny profile on CPU unless MODEL_PROFILE says otherwise. Ctrl-C (or SIGTERM) shuts Serve and Ray
-down cleanly.
+tiny profile on CPU unless MODEL_PROFILE says otherwise; every one is a setting of
+:mod:`serving.settings`. Ctrl-C (or SIGTERM) shuts Serve and Ray down cleanly.
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ APP_NAME = "qwen-image"
 
 
 def main() -> None:
+    from serving.settings import load_settings
+
+    settings = load_settings()
     parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-    parser.add_argument("--num-gpus", type=float, default=float(os.environ.get("NUM_GPUS", "0")),
+    parser.add_argument("--host", default=settings.host)
+    parser.add_argument("--port", type=int, default=settings.port)
+    parser.add_argument("--num-gpus", type=float, default=settings.num_gpus,
                         help="GPUs Ray may use (0: the tiny profile on CPU)")
     options = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    os.environ.setdefault("MODEL_PROFILE", "tiny")
-    os.environ["DATA_DIR"] = os.path.abspath(os.environ.get("DATA_DIR", "data"))
-    os.makedirs(os.environ["DATA_DIR"], exist_ok=True)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
 
     import ray
     from ray import serve
@@ -45,7 +45,7 @@ def main() -> None:
         shape = {} if options.num_gpus else {"model_num_gpus": 0, "model_replicas": 1}
         serve.run(build_app(shape), name=APP_NAME, route_prefix="/", blocking=False)
         print(f"\nQwen Image Service is up on http://{options.host}:{options.port} "
-              f"(profile {os.environ['MODEL_PROFILE']}, data in {os.environ['DATA_DIR']}). Ctrl-C stops it.\n",
+              f"(profile {settings.model_profile}, data in {settings.data_dir}). Ctrl-C stops it.\n",
               flush=True)
         stop.wait()
     finally:

@@ -40,7 +40,7 @@ class DeploymentArgs(BaseModel):
 
 
 def build_app(args: Optional[dict[str, Any]] = None) -> Application:
-    """Build the bind graph: Ingress → (TextToImage, ImageEdit), per the enabled models."""
+    """Build the bind graph: Ingress → one model deployment per enabled kind (models.kinds)."""
     args = dict(args or {})
     leaked = SECRET_FIELDS & set(args)
     if leaked:

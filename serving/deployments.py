@@ -15,7 +15,6 @@ least busy replica so that a queued request never waits behind a busy device whi
 from __future__ import annotations
 
 import asyncio
-import errno
 import io
 import logging
 import os
@@ -27,21 +26,15 @@ import ray
 from ray import serve
 from ray.serve.config import RequestRouterConfig
 
+from models.kinds import ModelKind
 from serving import messages
+from serving.protocol import Cancelled, Failed, Generated, ModelOutcome, ModelRequest, Skipped
 from serving.registry import lookup_registry
 from serving.routing import ROUTER_PATH
 from serving.settings import load_settings
 from storage import open_result_store
-from storage.results import ResultStoreError
 
 log = logging.getLogger("qwen_image.model")
-
-# Prompts that make a failure happen, honoured only with ENABLE_FAULT_INJECTION=true (test suites).
-FAULT_CRASH = "__fault_crash_at_step_"  # followed by a step number: the replica process exits
-FAULT_CRASH_ONCE = "__fault_crash_once_at_step_"  # the same, on the first attempt only
-FAULT_RAISE = "__fault_raise__"
-FAULT_OOM = "__fault_oom__"
-FAULT_DISK_FULL = "__fault_disk_full__"
 
 # Progress goes to the registry at most this often (and at the last step): each report is an actor
 # call, and its answer is how a running task learns it was cancelled.
@@ -51,7 +44,7 @@ PROGRESS_INTERVAL_S = 0.25
 class ModelWorker:
     """Shared body of the TextToImage and ImageEdit deployments."""
 
-    kind: str = ""
+    kind: ModelKind
 
     def __init__(self, settings_dict: dict):
         import models
@@ -66,8 +59,8 @@ class ModelWorker:
             sleep_seconds_per_step=self.settings.sleep_seconds_per_step,
         )
         started = time.perf_counter()
-        self.model = models.load(profile, self.kind)
-        if str(self.model.device) == "cpu" and not os.environ.get("TORCH_NUM_THREADS"):
+        self.model = models.load(profile, self.kind.value, num_threads=self.settings.torch_num_threads)
+        if str(self.model.device) == "cpu" and self.settings.torch_num_threads is None:
             # Ray gives fractional-CPU actors OMP_NUM_THREADS=1; a CPU pipeline should use the cores.
             import torch
 
@@ -81,29 +74,28 @@ class ModelWorker:
         self._device = asyncio.Lock()  # one generation at a time on this replica's device
 
     def info(self) -> dict:
-        return {"kind": self.kind, "name": self.model.info.name, "device": str(self.model.device)}
+        return {"kind": self.kind.value, "name": self.model.info.name, "device": str(self.model.device)}
 
     def _registry_for(self, app_name: str):
         if self._registry is None:
             self._registry = lookup_registry(app_name)
         return self._registry
 
-    async def run(self, payload: dict) -> dict:
-        registry = self._registry_for(payload["app_name"])
-        stamp = (payload["task_id"], payload["epoch"], payload["attempt"])
-        index = payload["index"]
+    async def run(self, task: ModelRequest) -> ModelOutcome:
+        registry = self._registry_for(task.app_name)
+        index = task.index
         try:
             # Inputs are read and decoded before the device is ours (in a thread when there are any).
-            request = await asyncio.to_thread(self._request, payload) if payload["input_keys"] else self._request(payload)
+            request = await asyncio.to_thread(self._request, task) if task.input_keys else self._request(task)
         except Exception as exc:
-            log.exception("task %s: reading its inputs failed", payload["task_id"])
-            return {"status": "error", "index": index, "error": describe_failure(exc)}
+            log.exception("task %s: reading its inputs failed", task.task_id)
+            return Failed(index=index, error=describe_failure(exc))
         async with self._device:
             # The pipeline starts without waiting for the registry to record the start; a "no"
             # (cancelled while it waited, or superseded) stops it at its first step.
-            started = registry.mark_running.remote(*stamp)
+            started = registry.mark_running.remote(*task.stamp)
             abandoned = threading.Event()
-            work = asyncio.ensure_future(asyncio.to_thread(self._generate, payload, request, registry, started, abandoned))
+            work = asyncio.ensure_future(asyncio.to_thread(self._generate, task, request, registry, started, abandoned))
             failure: Optional[Exception] = None
             try:
                 result = await asyncio.shield(work)
@@ -118,54 +110,51 @@ class ModelWorker:
                 failure = exc
                 release_accelerator_memory()
             if not await started:
-                return {"status": "skipped", "index": index}
+                return Skipped(index=index)
         # The device is free for the next request from here on.
         if failure is not None:
-            log.error("task %s: generation failed", payload["task_id"], exc_info=failure)
-            return {"status": "error", "index": index, "error": describe_failure(failure)}
+            log.error("task %s: generation failed", task.task_id, exc_info=failure)
+            return Failed(index=index, error=describe_failure(failure))
         if result.interrupted:
-            return {"status": "cancelled", "index": index}
+            return Cancelled(index=index)
         try:
-            keys = await asyncio.to_thread(self._store_images, payload, request, result)
-        except ResultStoreError as exc:
-            log.error("task %s: result write failed: %s", payload["task_id"], exc)
-            return {"status": "error", "index": index, "error": f"{messages.RESULT_WRITE_FAILED}: {exc.strerror or exc}"}
+            keys = await asyncio.to_thread(self._store_images, task, request, result)
+        except OSError as exc:  # the store's ResultStoreError, or a failed write on the way
+            log.error("task %s: result write failed: %s", task.task_id, exc)
+            return Failed(index=index, error=f"{messages.RESULT_WRITE_FAILED}: {exc.strerror or exc}")
         except Exception as exc:
-            log.exception("task %s: storing the result failed", payload["task_id"])
-            return {"status": "error", "index": index, "error": describe_failure(exc)}
-        return {"status": "ok", "index": index, "keys": keys, "seed": result.seed, "seconds": result.seconds}
+            log.exception("task %s: storing the result failed", task.task_id)
+            return Failed(index=index, error=describe_failure(exc))
+        return Generated(index=index, keys=keys, seed=result.seed, seconds=result.seconds)
 
     # ------------------------------------------------------------------ the blocking parts
 
-    def _request(self, payload: dict):
+    def _request(self, task: ModelRequest):
         from PIL import Image
 
         import models
 
-        p = payload["parameters"]
-        images = [Image.open(io.BytesIO(self.store.get(key))).convert("RGB") for key in payload["input_keys"]]
+        p = task.parameters
+        images = [Image.open(io.BytesIO(self.store.get(key))).convert("RGB") for key in task.input_keys]
         return models.GenerationRequest(
-            prompt=payload["prompt"], negative_prompt=p.get("negative_prompt", ""),
+            prompt=task.prompt, negative_prompt=p.get("negative_prompt", ""),
             width=p.get("width", 1024), height=p.get("height", 1024),
             num_inference_steps=p["num_inference_steps"], true_cfg_scale=p["true_cfg_scale"],
             guidance_scale=p.get("guidance_scale", 1.0), seed=p["seed"], num_images=p.get("num_images", 1),
             images=images,
         )
 
-    def _generate(self, payload: dict, request, registry, started: ray.ObjectRef, abandoned: threading.Event):
+    def _generate(self, task: ModelRequest, request, registry, started: ray.ObjectRef, abandoned: threading.Event):
         import models
 
-        stamp = (payload["task_id"], payload["epoch"], payload["attempt"])
-        index = payload["index"]
+        stamp = task.stamp
+        index = task.index
         answers: list[ray.ObjectRef] = [started]
         stop = False
         last_report = 0.0
-        crash_at = self._fault_crash_step(payload["prompt"], payload["attempt"])
 
         def on_step(step: int, total: int) -> None:
             nonlocal last_report
-            if crash_at is not None and step >= crash_at:
-                os._exit(1)  # injected fault: the replica process dies mid-task
             now = time.monotonic()
             if now - last_report >= PROGRESS_INTERVAL_S or step == total:
                 last_report = now
@@ -193,38 +182,17 @@ class ModelWorker:
             previews = models.PreviewOptions(
                 every=self.settings.preview_every_steps, sink=send_preview, max_side=self.settings.preview_max_side,
                 image_format=self.settings.preview_format, quality=self.settings.preview_quality)
-        self._fault_raise(payload["prompt"])
         return models.generate(self.model, request, on_step=on_step, should_stop=should_stop, previews=previews)
 
-    def _store_images(self, payload: dict, request, result) -> list[str]:
+    def _store_images(self, task: ModelRequest, request, result) -> list[str]:
         import models
 
-        metadata = models.png_metadata(request, result, self.model)
         keys = []
-        for n, image in enumerate(result.images):
-            key = payload["output_key"] or f"results/{payload['task_id']}/image_{payload['index']}_{n}.png"
-            data = models.encode_png(image, metadata)
-            if self.settings.enable_fault_injection and payload["prompt"].startswith(FAULT_DISK_FULL):
-                raise ResultStoreError(errno.ENOSPC, "No space left on device (injected)")
+        for n, data in enumerate(models.encode_result(self.model, request, result)):
+            key = task.output_key or f"results/{task.task_id}/image_{task.index}_{n}.png"
             self.store.put(key, data)
             keys.append(key)
         return keys
-
-    def _fault_crash_step(self, prompt: str, attempt: int) -> Optional[int]:
-        if not self.settings.enable_fault_injection:
-            return None
-        for marker in (FAULT_CRASH, FAULT_CRASH_ONCE):
-            if prompt.startswith(marker) and (marker == FAULT_CRASH or attempt == 1):
-                return int(prompt[len(marker):].split("_")[0])
-        return None
-
-    def _fault_raise(self, prompt: str) -> None:
-        if not self.settings.enable_fault_injection:
-            return
-        if prompt.startswith(FAULT_RAISE):
-            raise RuntimeError("injected pipeline failure")
-        if prompt.startswith(FAULT_OOM):
-            raise MemoryError("CUDA out of memory (injected)")
 
 
 async def _outlast_cancellation(work: asyncio.Future) -> None:
@@ -269,16 +237,14 @@ def describe_failure(exc: BaseException) -> str:
 ROUTING = RequestRouterConfig(request_router_class=ROUTER_PATH)
 
 
-@serve.deployment(name="TextToImage", max_ongoing_requests=2, graceful_shutdown_timeout_s=60,
-                  request_router_config=ROUTING)
-class TextToImage(ModelWorker):
-    kind = "text_to_image"
+def _deployment(kind: ModelKind) -> Any:
+    """The Serve deployment of one model kind, named as its row of the kind table says."""
+    worker = type(kind.deployment, (ModelWorker,), {"kind": kind, "__module__": __name__,
+                                                    "__doc__": f"Model replica of the {kind.value} kind."})
+    # Module attribute under the class's own name: Ray pickles replica classes by reference.
+    globals()[kind.deployment] = worker
+    return serve.deployment(name=kind.deployment, max_ongoing_requests=2, graceful_shutdown_timeout_s=60,
+                            request_router_config=ROUTING)(worker)
 
 
-@serve.deployment(name="ImageEdit", max_ongoing_requests=2, graceful_shutdown_timeout_s=60,
-                  request_router_config=ROUTING)
-class ImageEdit(ModelWorker):
-    kind = "image_edit"
-
-
-DEPLOYMENTS: dict[str, Any] = {"text_to_image": TextToImage, "image_edit": ImageEdit}
+DEPLOYMENTS: dict[str, Any] = {kind.value: _deployment(kind) for kind in ModelKind}

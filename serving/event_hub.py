@@ -18,8 +18,6 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-import ray
-
 from serving import events as ev
 
 log = logging.getLogger("qwen_image.events")
@@ -27,7 +25,6 @@ log = logging.getLogger("qwen_image.events")
 POLL_TIMEOUT_S = 25.0
 POSITIONS_DELAY_S = 0.5  # queue-position refreshes are gathered for this long
 QUEUE_LIMIT = 256  # events waiting for one slow client; beyond it, only terminal events are kept
-_RAY_UNAVAILABLE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
 
 
 @dataclass(eq=False)
@@ -122,12 +119,12 @@ class EventHub:
     async def initial_state(self, sub: Subscription, after_id: int) -> Optional[dict]:
         """Read the subscription's starting events from the registry and offer them."""
         if sub.task_id is not None:
-            answer = await self.state.call_registry("task_events", sub.task_id, after_id)
+            answer = await self.state.registry.task_events(sub.task_id, after_id)
             if answer is not None:
                 for event in answer["events"]:
                     sub.offer(event)
             return answer
-        for event in await self.state.call_registry("user_events", sub.user_id, after_id):
+        for event in await self.state.registry.user_events(sub.user_id, after_id):
             sub.offer(event)
         return {}
 
@@ -147,17 +144,13 @@ class EventHub:
                 self._cursor = None
                 await self._wanted.wait()
             try:
-                answer = await self.state.registry.poll_events.remote(
+                answer = await self.state.registry.poll_events(
                     self._epoch, self._cursor, 0.0 if self._cursor is None else POLL_TIMEOUT_S)
                 failures = 0
-            except _RAY_UNAVAILABLE:
+            except Exception as exc:  # the registry restarts (a 503 from its client): try again soon
                 failures += 1
-                await asyncio.sleep(min(0.2 * failures, 2.0))
-                await self._relocate()
-                continue
-            except Exception:
-                failures += 1
-                log.exception("event poll failed")
+                if failures == 1 or failures % 50 == 0:
+                    log.warning("event poll failed (%d in a row): %r", failures, exc)
                 await asyncio.sleep(min(0.2 * failures, 2.0))
                 continue
             self.polls += 1
@@ -168,14 +161,6 @@ class EventHub:
             if answer["reset"] and not first:
                 await self._resync()
             self._synced.set()
-
-    async def _relocate(self) -> None:
-        try:
-            from serving.registry import lookup_registry
-
-            self.state.registry = await asyncio.to_thread(lookup_registry, self.state.app_name)
-        except ValueError:
-            pass
 
     async def _resync(self) -> None:
         """After a registry restart or an overflow: read every open stream's state again."""
@@ -221,7 +206,7 @@ class EventHub:
                   for t in s.queued_tasks}
         if queued:
             try:
-                await self.state.registry.refresh_positions.remote(sorted(queued))
+                await self.state.registry.refresh_positions(sorted(queued))
             except Exception as exc:
                 log.warning("refreshing queue positions failed: %r", exc)
 

@@ -1,10 +1,10 @@
 """Client-facing messages (the service's users read Chinese; see the API contract)."""
 
+from models.kinds import ModelKind
+
 TASK_ACCEPTED = "任务已提交"
 TASK_NOT_FOUND = "任务不存在"
-T2I_NOT_LOADED = "文生图模型未加载"
-EDIT_NOT_LOADED = "图像编辑模型未加载"
-MODEL_NOT_LOADED = {"text_to_image": T2I_NOT_LOADED, "image_edit": EDIT_NOT_LOADED}
+# Each model kind's "not loaded" message lives in its row of the kind table (models.kinds).
 REGISTRY_UNAVAILABLE = "任务服务正在重启，请稍后重试"
 QUEUE_FULL = "任务队列已满，请稍后重试"
 WAIT_TIMEOUT = "等待任务结果超时"
@@ -23,8 +23,7 @@ QUOTA_MONTHLY = "已达到每月配额上限（{limit}），将于 {resets_at} �
 # contract's wording, which existing clients may compare against).
 ENGLISH = {
     TASK_NOT_FOUND: "Task not found",
-    T2I_NOT_LOADED: "The text-to-image model is not loaded",
-    EDIT_NOT_LOADED: "The image-edit model is not loaded",
+    **{kind.spec.not_loaded: kind.spec.not_loaded_en for kind in ModelKind},
     REGISTRY_UNAVAILABLE: "The task service is restarting; retry shortly",
     QUEUE_FULL: "The task queue is full; retry later",
     WAIT_TIMEOUT: "Timed out waiting for the task result",
@@ -44,6 +43,8 @@ ENGLISH = {
     "不能对自己的账号执行此操作": "Administrators cannot do this to their own account",
     "服务正在启动": "The service is starting",
     "请求体无法解析": "The request body could not be parsed",
+    "浏览器会话的修改请求需要请求头 X-Requested-With: qwen-image":
+        "Requests that change state with a browser session need the header X-Requested-With: qwen-image",
 }
 # Templated messages: the Chinese prefix is replaced, the rest (names, numbers) kept.
 ENGLISH_PREFIXES = [

@@ -12,20 +12,45 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import random
 import secrets
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import ray
 from sqlalchemy import update
 
+from models.kinds import ModelKind, kind_for_task_type
+from models.seeds import resolve_seed
 from serving import events as ev
 from serving import messages
+from serving.protocol import (
+    FINISHED_STATUSES,
+    Accepted,
+    AlreadyFinished,
+    Cancelled,
+    CleanupCounts,
+    CreateAnswer,
+    Failed,
+    Generated,
+    ModelOutcome,
+    ModelRequest,
+    QueueFull,
+    QueueInfo,
+    QueueSnapshot,
+    QuotaRefused,
+    RegistryIdentity,
+    ResultLocation,
+    Skipped,
+    TaskSpec,
+    TaskStatusView,
+    WaitAnswer,
+    WebhookRequest,
+    task_status_view,
+)
 from serving.settings import load_settings
 from serving.webhooks import WebhookSender, outbox_rows, webhook_data
 from storage import TaskRecord, TaskStatus, init_db, make_engine, open_result_store, session_scope, utcnow
@@ -36,8 +61,13 @@ from storage.webhooks import task_webhooks
 log = logging.getLogger("qwen_image.registry")
 
 NAMESPACE = "qwen_image"
-DEPLOYMENT_FOR_KIND = {"text_to_image": "TextToImage", "image_edit": "ImageEdit"}
-FINISHED = {TaskStatus.completed.value, TaskStatus.failed.value, TaskStatus.cancelled.value}
+FINISHED = FINISHED_STATUSES
+# A task is dispatched again after a replica crash while it has retries left (``attempts_started``
+# counts the runs a replica started, across registry restarts). A request can also be lost before
+# any replica started it (it waited on a replica that died), which uses no retry; this many such
+# losses are allowed per registry life beyond one dispatch per run, so a request that kills every
+# replica before its first step is not re-sent forever.
+UNSTARTED_LOSSES_ALLOWED = 2
 
 
 def registry_name(app_name: str) -> str:
@@ -62,13 +92,12 @@ def result_key(task_id: str, count: int) -> str:
     return f"results/{task_id}/{result_filename(task_id, count)}"
 
 
-def build_payloads(app_name: str, task_id: str, kind: str, prompts: list[str], params: dict,
-                   input_keys: list[str], image_count: int) -> list[dict]:
+def model_requests(app_name: str, task_id: str, kind: ModelKind, prompts: list[str], params: dict[str, Any],
+                   input_keys: list[str], image_count: int) -> list[ModelRequest]:
     """The model requests of a task: one per prompt (a batch edit has several)."""
     return [
-        {"task_id": task_id, "kind": kind, "index": i, "prompt": prompt, "parameters": params,
-         "input_keys": input_keys, "output_key": result_key(task_id, 1) if image_count == 1 else None,
-         "app_name": app_name}
+        ModelRequest(app_name=app_name, task_id=task_id, kind=kind, index=i, prompt=prompt, parameters=params,
+                     input_keys=input_keys, output_key=result_key(task_id, 1) if image_count == 1 else None)
         for i, prompt in enumerate(prompts)
     ]
 
@@ -80,10 +109,10 @@ class LiveTask:
     task_id: str
     user_id: Optional[int]
     task_type: str
-    kind: str  # which model deployment runs it
+    kind: ModelKind  # which model deployment runs it
     status: str
     created_at: datetime
-    payloads: list[dict]  # one per model request (a batch has one per prompt)
+    requests: list[ModelRequest]  # a batch has one per prompt
     image_count: int
     seed: Optional[int]
     steps_per_request: int
@@ -97,49 +126,25 @@ class LiveTask:
     progress: dict[int, int] = field(default_factory=dict)  # request index → steps done
     done: asyncio.Event = field(default_factory=asyncio.Event)
     runner: Optional[asyncio.Task] = None
-    seq: int = 0
-    # A completed task's result_path and result_filename, and generation_seconds (the pipelines'
-    # own time, as the replicas measured it)
-    result: Optional[dict] = None
+    # A completed task's file, and the pipelines' own time as the replicas measured it
+    result: Optional[ResultLocation] = None
     events: ev.TaskEventState = field(default_factory=ev.TaskEventState)
-    webhook: Optional[dict] = None  # {"url", "events"} when the submission asked for webhooks
+    webhook: Optional[WebhookRequest] = None  # where and which events, when the submission asked
     last_progress_webhook: float = 0.0
 
     @property
     def total_steps(self) -> int:
-        return self.steps_per_request * len(self.payloads)
+        return self.steps_per_request * len(self.requests)
 
-    def public(self, position: int) -> dict[str, Any]:
-        """The fields of ``GET /tasks/{id}``."""
-        now = utcnow()
-        started = self.started_at
-        wait = ((started or (self.completed_at if self.status in FINISHED else None) or now) - self.created_at).total_seconds()
-        execution = self.execution_time
-        if execution is None and started is not None and self.status == TaskStatus.running.value:
-            execution = (now - started).total_seconds()
-        done = sum(self.progress.values())
-        if self.status == TaskStatus.completed.value:
-            done = self.total_steps
-        total = self.total_steps
-        return {
-            "task_id": self.task_id,
-            "user_id": self.user_id,
-            "task_type": self.task_type,
-            "status": self.status,
-            "error": self.error,
-            "created_at": self.created_at,
-            "started_at": started,
-            "completed_at": self.completed_at,
-            "position_in_queue": position,
-            "wait_time_seconds": round(max(wait, 0.0), 3),
-            "execution_time_seconds": round(execution, 3) if execution is not None else None,
-            "progress": {
-                "current_step": done,
-                "total_steps": total,
-                "percent": round(100.0 * done / total, 1) if total else 0.0,
-            },
-            "seed": self.seed,
-        }
+    def view(self, position: int) -> TaskStatusView:
+        """``GET /tasks/{id}`` of this task (built like the one read from its record)."""
+        return task_status_view(
+            task_id=self.task_id, user_id=self.user_id, task_type=self.task_type, status=self.status,
+            error=self.error, created_at=self.created_at, started_at=self.started_at,
+            completed_at=self.completed_at, execution_time=self.execution_time,
+            steps_done=sum(self.progress.values()), total_steps=self.steps_per_request * len(self.requests),
+            seed=self.seed, position=position, now=utcnow(),
+        )
 
 
 class RegistryCore:
@@ -157,9 +162,8 @@ class RegistryCore:
         self.tasks: dict[str, LiveTask] = {}
         # Kept in step with every status change so queries never scan all tasks.
         self._status_counts: Counter[str] = Counter()
-        self._pending: dict[str, dict[str, None]] = {kind: {} for kind in DEPLOYMENT_FOR_KIND}
-        self._seq = 0
-        self._handles: dict[str, Any] = {}
+        self._pending: dict[ModelKind, dict[str, None]] = {kind: {} for kind in ModelKind}
+        self._handles: dict[ModelKind, Any] = {}
         self._cleanup_loop: Optional[asyncio.Task] = None
         self.clock = ev.EventClock()
         self.journal = ev.EventJournal(self.epoch)
@@ -167,11 +171,11 @@ class RegistryCore:
 
     # ------------------------------------------------------------------ helpers
 
-    def _handle(self, kind: str):
+    def _handle(self, kind: ModelKind) -> Any:
         if kind not in self._handles:
             from ray import serve
 
-            self._handles[kind] = serve.get_deployment_handle(DEPLOYMENT_FOR_KIND[kind], app_name=self.app_name)
+            self._handles[kind] = serve.get_deployment_handle(kind.deployment, app_name=self.app_name)
         return self._handles[kind]
 
     def _persist(self, task: LiveTask, outbox: tuple = (), **extra: Any) -> None:
@@ -200,10 +204,10 @@ class RegistryCore:
 
     def _queue_moved(self, task: LiveTask) -> None:
         """Tell the ingresses that positions in this task's queue changed (they ask only if they care)."""
-        self.journal.publish({"event": ev.QUEUE_MOVED, "kind": task.kind, "task_id": None, "user_id": None})
+        self.journal.publish({"event": ev.QUEUE_MOVED, "kind": task.kind.value, "task_id": None, "user_id": None})
 
     def _webhook_rows(self, task: LiveTask, event: str, moment: datetime, **extra: Any) -> list:
-        if not task.webhook or event not in task.webhook["events"]:
+        if task.webhook is None or event not in task.webhook.events:
             return []
         data = webhook_data(event, task.status, task.task_id, seed=task.seed, error=task.error,
                             base_url=self.settings.public_base_url, **extra)
@@ -250,7 +254,7 @@ class RegistryCore:
         task.completed_at = ev.from_micros(event_id)
         if task.started_at is not None:
             task.execution_time = round((task.completed_at - task.started_at).total_seconds(), 3)
-        generation_seconds = (task.result or {}).get("generation_seconds")
+        generation_seconds = task.result.generation_seconds if task.result else None
         extra_data = {"generation_seconds": generation_seconds} if status == TaskStatus.completed.value else {}
         outbox = self._webhook_rows(task, status, task.completed_at, **extra_data)
         self._persist(task, outbox=tuple(outbox), **extra)
@@ -272,7 +276,7 @@ class RegistryCore:
         for record in records:
             task = self._live_from_record(record)
             hook = hooks.get(record.task_id)
-            task.webhook = {"url": hook.url, "events": list(hook.events)} if hook else None
+            task.webhook = WebhookRequest(url=hook.url, events=tuple(hook.events)) if hook else None
             self._track(task)
             if record.status == TaskStatus.running.value:
                 if record.attempts > self.settings.task_retries:
@@ -291,17 +295,16 @@ class RegistryCore:
         self.webhooks.start()
 
     def _live_from_record(self, record: TaskRecord) -> LiveTask:
-        self._seq += 1
         params = record.parameters
-        kind = "text_to_image" if record.task_type == "text_to_image" else "image_edit"
-        payloads = build_payloads(self.app_name, record.task_id, kind, params.get("prompts") or [record.prompt],
+        kind = kind_for_task_type(record.task_type)
+        requests = model_requests(self.app_name, record.task_id, kind, params.get("prompts") or [record.prompt],
                                   params, list(record.input_keys), record.image_count)
         return LiveTask(
             task_id=record.task_id, user_id=record.user_id, task_type=record.task_type, kind=kind,
-            status=record.status, created_at=record.created_at, payloads=payloads,
+            status=record.status, created_at=record.created_at, requests=requests,
             image_count=record.image_count, seed=record.seed,
             steps_per_request=int(params.get("num_inference_steps", 0)),
-            started_at=record.started_at, attempts_started=record.attempts, seq=self._seq,
+            started_at=record.started_at, attempts_started=record.attempts,
         )
 
     async def _periodic_cleanup(self) -> None:
@@ -314,29 +317,26 @@ class RegistryCore:
 
     # ------------------------------------------------------------------ creation and dispatch
 
-    async def create(self, spec: dict) -> dict:
-        """Create a task (idempotent by ``task_id``) and dispatch it. Returns the accepted body or an error."""
-        task_id = spec["task_id"]
+    async def create(self, spec: TaskSpec) -> CreateAnswer:
+        """Create a task (idempotent by ``task_id``) and dispatch it; a refusal writes nothing."""
+        task_id = spec.task_id
         if task_id in self.tasks:
             return self._accepted(self.tasks[task_id])
         if self._status_counts[TaskStatus.pending.value] >= self.settings.max_queue_size:
-            return {"error": "queue_full", "retry_after": 10}
-        params = dict(spec["parameters"])
-        seed = params.get("seed", -1)
-        if seed is None or seed < 0:
-            seed = random.randrange(2**31)
+            return QueueFull(retry_after=10)
+        params = dict(spec.parameters)
+        seed = resolve_seed(params.get("seed"))
         params["seed"] = seed
-        input_keys = list(spec.get("input_keys", []))
-        payloads = build_payloads(self.app_name, task_id, spec["kind"], spec["prompts"], params,
-                                  input_keys, spec["image_count"])
+        input_keys = list(spec.input_keys)
+        requests = model_requests(self.app_name, task_id, spec.kind, spec.prompts, params, input_keys,
+                                  spec.image_count)
         now = utcnow()
         record = TaskRecord(
-            task_id=task_id, user_id=spec["user_id"], task_type=spec["task_type"], prompt=spec["prompt"],
+            task_id=task_id, user_id=spec.user_id, task_type=spec.task_type, prompt=spec.prompt,
             negative_prompt=params.get("negative_prompt") or None,
-            parameters=params, image_count=spec["image_count"], seed=seed,
+            parameters=params, image_count=spec.image_count, seed=seed,
             input_keys=input_keys, created_at=now,
         )
-        webhook = spec.get("webhook")
         try:
             with session_scope(self.engine) as session:
                 create_task_within_quota(
@@ -344,27 +344,26 @@ class RegistryCore:
                     default_monthly=self.settings.default_monthly_limit, now=now,
                     tz_name=self.settings.quota_timezone,
                 )
-                if webhook:
-                    session.add(TaskWebhook(task_id=task_id, url=webhook["url"], events=list(webhook["events"])))
+                if spec.webhook is not None:
+                    session.add(TaskWebhook(task_id=task_id, url=spec.webhook.url, events=list(spec.webhook.events)))
         except QuotaExceeded as exc:
-            return {"error": "quota", "period": exc.period, "limit": exc.limit, "used": exc.used,
-                    "resets_at": exc.resets_at.isoformat()}
-        self._seq += 1
+            return QuotaRefused(period=exc.period, limit=exc.limit, used=exc.used,
+                                resets_at=exc.resets_at.isoformat())
         task = LiveTask(
-            task_id=task_id, user_id=spec["user_id"], task_type=spec["task_type"], kind=spec["kind"],
-            status=TaskStatus.pending.value, created_at=now, payloads=payloads,
-            image_count=spec["image_count"], seed=seed,
-            steps_per_request=int(params.get("num_inference_steps", 0)), seq=self._seq, webhook=webhook,
+            task_id=task_id, user_id=spec.user_id, task_type=spec.task_type, kind=spec.kind,
+            status=TaskStatus.pending.value, created_at=now, requests=requests,
+            image_count=spec.image_count, seed=seed,
+            steps_per_request=int(params.get("num_inference_steps", 0)), webhook=spec.webhook,
         )
         self._track(task)
         self._emit_queued(task)
         self._dispatch(task)
         return self._accepted(task)
 
-    def _accepted(self, task: LiveTask) -> dict:
+    def _accepted(self, task: LiveTask) -> Accepted:
         counts = self._counts()
-        return {"task_id": task.task_id, "status": task.status,
-                "queue_info": {"pending_tasks": counts["pending"], "running_tasks": counts["running"]}}
+        return Accepted(task_id=task.task_id, status=task.status,
+                        queue_info=QueueInfo(pending_tasks=counts["pending"], running_tasks=counts["running"]))
 
     def _dispatch(self, task: LiveTask) -> None:
         task.attempt += 1
@@ -374,18 +373,18 @@ class RegistryCore:
     async def _run(self, task: LiveTask, attempt: int) -> None:
         """Send the task's requests to its model deployment and record how they end."""
         handle = self._handle(task.kind)
-        stamp = {"epoch": self.epoch, "attempt": attempt}
-        responses = [handle.run.remote({**payload, **stamp}) for payload in task.payloads]
-        outcomes = await asyncio.gather(*responses, return_exceptions=True)
+        responses = [handle.run.remote(replace(request, epoch=self.epoch, attempt=attempt))
+                     for request in task.requests]
+        answers: list[Union[ModelOutcome, BaseException]] = await asyncio.gather(*responses, return_exceptions=True)
         if task.status in FINISHED or attempt != task.attempt:
             return  # cancelled while pending, or superseded
-        crashed = [o for o in outcomes if isinstance(o, BaseException)]
+        crashed = [o for o in answers if isinstance(o, BaseException)]
         if crashed:
             log.warning("task %s attempt %d: model request failed: %r", task.task_id, attempt, crashed[0])
+            retries = self.settings.task_retries
             if task.cancel_requested:
                 self._finish(task, TaskStatus.cancelled.value)
-            elif (task.attempts_started <= self.settings.task_retries
-                  and task.attempt <= self.settings.task_retries + 2):
+            elif task.attempts_started <= retries and task.attempt < 1 + retries + UNSTARTED_LOSSES_ALLOWED:
                 self._set_status(task, TaskStatus.pending.value)
                 task.started_at = None
                 self._persist(task)
@@ -395,22 +394,25 @@ class RegistryCore:
             else:
                 self._finish(task, TaskStatus.failed.value, messages.REPLICA_CRASHED)
             return
-        if task.cancel_requested or any(o.get("status") in ("cancelled", "skipped") for o in outcomes):
+        outcomes = [o for o in answers if not isinstance(o, BaseException)]
+        if task.cancel_requested or any(isinstance(o, (Cancelled, Skipped)) for o in outcomes):
             self._finish(task, TaskStatus.cancelled.value)
             return
-        errors = [o["error"] for o in outcomes if o.get("status") == "error"]
+        errors = [o.error for o in outcomes if isinstance(o, Failed)]
         if errors:
             self._finish(task, TaskStatus.failed.value, errors[0])
             return
-        keys = [key for o in sorted(outcomes, key=lambda o: o["index"]) for key in o["keys"]]
+        generated = sorted((o for o in outcomes if isinstance(o, Generated)), key=lambda o: o.index)
+        keys = [key for o in generated for key in o.keys]
         try:
             key = keys[0] if len(keys) == 1 else await asyncio.to_thread(self._zip_results, task, keys)
         except OSError as exc:
             self._finish(task, TaskStatus.failed.value, f"{messages.RESULT_WRITE_FAILED}: {exc}")
             return
-        location = {"result_path": key, "result_filename": key.rsplit("/", 1)[-1]}
-        task.result = {**location, "generation_seconds": round(sum(o.get("seconds") or 0.0 for o in outcomes), 4)}
-        self._finish(task, TaskStatus.completed.value, **location)
+        task.result = ResultLocation(result_path=key, result_filename=key.rsplit("/", 1)[-1],
+                                     generation_seconds=round(sum(o.seconds for o in generated), 4))
+        self._finish(task, TaskStatus.completed.value, result_path=task.result.result_path,
+                     result_filename=task.result.result_filename)
 
     def _zip_results(self, task: LiveTask, keys: list[str]) -> str:
         import io
@@ -465,7 +467,7 @@ class RegistryCore:
     def _progress_webhook(self, task: LiveTask, progress: dict) -> None:
         """Progress webhooks, at most one per ``webhook_progress_interval_seconds`` (own transaction:
         progress changes no record)."""
-        if not task.webhook or ev.PROGRESS not in task.webhook["events"]:
+        if task.webhook is None or ev.PROGRESS not in task.webhook.events:
             return
         now = asyncio.get_running_loop().time()
         if now - task.last_progress_webhook < self.settings.webhook_progress_interval_seconds:
@@ -482,7 +484,7 @@ class RegistryCore:
         if task is None or task.status != TaskStatus.running.value:
             return False
         fields = {k: preview[k] for k in ("step", "total", "width", "height", "media_type", "b64")}
-        if len(task.payloads) > 1:
+        if len(task.requests) > 1:
             fields["index"] = index
         self._emit(task, ev.PREVIEW, **fields)
         return True
@@ -513,7 +515,7 @@ class RegistryCore:
 
     async def refresh_positions(self, task_ids: list[str]) -> int:
         """New ``queued`` events for those of ``task_ids`` whose queue position changed."""
-        orders: dict[str, dict[str, int]] = {}
+        orders: dict[ModelKind, dict[str, int]] = {}
         changed = 0
         for task_id in task_ids:
             task = self.tasks.get(task_id)
@@ -530,11 +532,11 @@ class RegistryCore:
 
     # ------------------------------------------------------------------ queries
 
-    async def status(self, task_id: str) -> Optional[dict]:
+    async def status(self, task_id: str) -> Optional[TaskStatusView]:
         task = self.tasks.get(task_id)
-        return task.public(self._position(task)) if task else None
+        return task.view(self._position(task)) if task else None
 
-    async def wait(self, task_id: str, timeout: float) -> Optional[dict]:
+    async def wait(self, task_id: str, timeout: float) -> Optional[WaitAnswer]:
         """Waits until the task ends or ``timeout`` passes; returns its status either way, and
         where its result is (``result``) so that a sync request need not read the record."""
         task = self.tasks.get(task_id)
@@ -544,24 +546,24 @@ class RegistryCore:
             await asyncio.wait_for(task.done.wait(), timeout=max(timeout, 0.0))
         except asyncio.TimeoutError:
             pass
-        return {**task.public(self._position(task)), "result": task.result}
+        return WaitAnswer(status=task.view(self._position(task)), result=task.result)
 
-    async def queue(self) -> dict:
+    async def queue(self) -> QueueSnapshot:
         counts = self._counts()
-        return {"tasks": counts, "queue_size": counts["pending"]}
+        return QueueSnapshot(tasks=counts, queue_size=counts["pending"])
 
-    async def ping(self) -> dict:
-        return {"version": self.version, "epoch": self.epoch}
+    async def ping(self) -> RegistryIdentity:
+        return RegistryIdentity(version=self.version, epoch=self.epoch)
 
     # ------------------------------------------------------------------ cancel and clean-up
 
-    async def cancel(self, task_id: str, grace_seconds: float = 10.0) -> Optional[dict]:
+    async def cancel(self, task_id: str, grace_seconds: float = 10.0) -> Union[TaskStatusView, AlreadyFinished, None]:
         """Pending: cancelled at once and never started. Running: stopped at the next step."""
         task = self.tasks.get(task_id)
         if task is None:
             return None
         if task.status in FINISHED:
-            return {"error": "finished", **task.public(0)}
+            return AlreadyFinished(status=task.view(0))
         task.cancel_requested = True
         if task.status == TaskStatus.pending.value:
             self._finish(task, TaskStatus.cancelled.value)
@@ -570,9 +572,9 @@ class RegistryCore:
                 await asyncio.wait_for(task.done.wait(), timeout=grace_seconds)
             except asyncio.TimeoutError:
                 pass
-        return task.public(self._position(task))
+        return task.view(self._position(task))
 
-    async def cleanup(self, max_age_hours: float, max_age_days: float) -> dict:
+    async def cleanup(self, max_age_hours: float, max_age_days: float) -> CleanupCounts:
         """Finished tasks older than ``max_age_hours`` leave memory; records older than
         ``max_age_days`` are deleted with their result and input files."""
         now = utcnow()
@@ -582,7 +584,7 @@ class RegistryCore:
         for task_id in forget:
             self._forget(task_id)
         db_cleaned = await asyncio.to_thread(self._delete_old_records, now - timedelta(days=max_age_days))
-        return {"memory_cleaned_count": len(forget), "db_cleaned_count": db_cleaned}
+        return CleanupCounts(memory_cleaned_count=len(forget), db_cleaned_count=db_cleaned)
 
     def _delete_old_records(self, before: datetime) -> int:
         deleted = 0
@@ -621,10 +623,10 @@ class TaskRegistry:
         await self._started
         return self.core
 
-    async def ping(self) -> dict:
+    async def ping(self) -> RegistryIdentity:
         return await (await self._ready()).ping()
 
-    async def create(self, spec: dict) -> dict:
+    async def create(self, spec: TaskSpec) -> CreateAnswer:
         return await (await self._ready()).create(spec)
 
     async def mark_running(self, task_id: str, epoch: str, attempt: int) -> bool:
@@ -633,7 +635,7 @@ class TaskRegistry:
     async def report_progress(self, task_id: str, epoch: str, attempt: int, index: int, step: int) -> bool:
         return await (await self._ready()).report_progress(task_id, epoch, attempt, index, step)
 
-    async def status(self, task_id: str) -> Optional[dict]:
+    async def status(self, task_id: str) -> Optional[TaskStatusView]:
         return await (await self._ready()).status(task_id)
 
     async def report_preview(self, task_id: str, epoch: str, attempt: int, index: int, preview: dict) -> bool:
@@ -655,16 +657,16 @@ class TaskRegistry:
         """Milliseconds from outbox row to delivered, first attempts (for benchmarks)."""
         return list((await self._ready()).webhooks.lags_ms)
 
-    async def wait(self, task_id: str, timeout: float) -> Optional[dict]:
+    async def wait(self, task_id: str, timeout: float) -> Optional[WaitAnswer]:
         return await (await self._ready()).wait(task_id, timeout)
 
-    async def queue(self) -> dict:
+    async def queue(self) -> QueueSnapshot:
         return await (await self._ready()).queue()
 
-    async def cancel(self, task_id: str) -> Optional[dict]:
+    async def cancel(self, task_id: str) -> Union[TaskStatusView, AlreadyFinished, None]:
         return await (await self._ready()).cancel(task_id)
 
-    async def cleanup(self, max_age_hours: float, max_age_days: float) -> dict:
+    async def cleanup(self, max_age_hours: float, max_age_days: float) -> CleanupCounts:
         return await (await self._ready()).cleanup(max_age_hours, max_age_days)
 
 
@@ -677,7 +679,7 @@ async def get_or_create_registry_async(app_name: str, settings_dict: dict):
             name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
         ).remote(app_name, settings_dict, version)
         try:
-            running = (await actor.ping.remote())["version"]
+            running = (await actor.ping.remote()).version
         except ray.exceptions.RayActorError:
             await asyncio.sleep(0.5)
             continue

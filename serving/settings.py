@@ -9,6 +9,8 @@ from typing import Any, Literal, Optional
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.kinds import KIND_NAMES
+
 log = logging.getLogger("qwen_image")
 
 # Fields that must never travel through Serve's deployment config (which is stored and shown).
@@ -19,6 +21,11 @@ class Settings(BaseSettings):
     """Read from environment variables of the same name in upper case (e.g. ``DATA_DIR``)."""
 
     model_config = SettingsConfigDict(extra="ignore", validate_default=True)
+
+    # --- the process ``python -m serving`` starts (``make run``)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    num_gpus: float = Field(default=0, ge=0)  # GPUs Ray may use; 0: the tiny profile on CPU
 
     # --- storage
     data_dir: Path = Path("data")
@@ -38,12 +45,14 @@ class Settings(BaseSettings):
     login_window_seconds: float = Field(default=300.0, gt=0)
 
     # --- models
-    model_profile: str = "tiny"  # "qwen" in production, "tiny" embedded, "sleep" for benchmarks
-    enabled_models: list[str] = ["text_to_image", "image_edit"]
+    model_profile: str = "tiny"  # "qwen" in production, "tiny" embedded, "sleep" for benchmarks, "faulty" for tests
+    enabled_models: list[str] = list(KIND_NAMES)
     text_to_image_model_path: Optional[str] = None
     image_edit_model_path: Optional[str] = None
     model_cache_dir: Optional[Path] = None
     cpu_offload: bool = False
+    # torch threads of a CPU model replica; default: every core (Ray would give it one)
+    torch_num_threads: Optional[int] = Field(default=None, ge=1)
     sleep_seconds_per_step: float = 0.01
 
     # --- tasks
@@ -52,8 +61,6 @@ class Settings(BaseSettings):
     max_upload_mb: int = Field(default=20, ge=1)
     max_image_pixels: int = Field(default=40_000_000, ge=1)
     sync_timeout_seconds: float = Field(default=600.0, gt=0)
-    # Test suites only: prompts starting with __fault_…__ make a model replica fail on purpose.
-    enable_fault_injection: bool = False
 
     # --- quotas
     default_daily_limit: int = Field(default=100, ge=0)
@@ -109,9 +116,9 @@ class Settings(BaseSettings):
     @field_validator("enabled_models")
     @classmethod
     def _known_models(cls, value: list[str]) -> list[str]:
-        unknown = set(value) - {"text_to_image", "image_edit"}
+        unknown = set(value) - set(KIND_NAMES)
         if unknown:
-            raise ValueError(f"unknown models {sorted(unknown)}; use text_to_image and/or image_edit")
+            raise ValueError(f"unknown models {sorted(unknown)}; use {' and/or '.join(KIND_NAMES)}")
         return value
 
     def public_dict(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""What the ingress routes share, reached through small accessors rather than globals."""
+"""What the ingress routes share: one ServiceState per app, on ``app.state``, reached through ``StateDep``."""
 
 from __future__ import annotations
 
@@ -6,21 +6,19 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import ray
-from fastapi import Depends, HTTPException, status
+from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy.engine import Engine
 
 from auth.service import AuthService
-from serving import messages
-from serving.registry import lookup_registry
+from serving.registry_client import Registry
 from serving.settings import Settings
 from storage.results import ResultStore
 
 log = logging.getLogger("qwen_image.ingress")
 STATUS_READ_TIMEOUT_S = 10.0
-_RAY_UNAVAILABLE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ValueError)
 
 
 @dataclass
@@ -29,27 +27,13 @@ class ServiceState:
     engine: Engine
     auth: AuthService
     store: ResultStore
-    registry: Any
+    registry: Registry
     app_name: str
+    # how replica counts are read (Serve's controller; a stand-in where no Ray runs)
+    read_status: Callable[[str], dict] = field(default=lambda app_name: read_deployment_status(app_name))
     _status_cache: tuple[float, dict] = field(default=(0.0, {}))
     _status_refresh: Optional[asyncio.Task] = field(default=None, repr=False)
     _status_read: Optional[asyncio.Future] = field(default=None, repr=False)
-
-    async def call_registry(self, method: str, *args: Any) -> Any:
-        """Calls the registry; while it restarts the client gets a retryable 503, never a 500."""
-        for attempt in range(2):
-            try:
-                return await getattr(self.registry, method).remote(*args)
-            except _RAY_UNAVAILABLE:
-                if attempt == 0:
-                    # A replaced (not restarted) registry has a new handle under the same name.
-                    try:
-                        self.registry = await asyncio.to_thread(lookup_registry, self.app_name)
-                        continue
-                    except ValueError:
-                        pass
-                raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, messages.REGISTRY_UNAVAILABLE,
-                                    headers={"Retry-After": "2"}) from None
 
     async def deployment_status(self, max_age: float = 2.0, stale_ok: bool = True) -> dict:
         """Replica counts of this application's model deployments, at most ``max_age`` seconds old.
@@ -73,7 +57,7 @@ class ServiceState:
         # be stopped, and each would hold one of the ingress's few pool threads). After
         # STATUS_READ_TIMEOUT_S the caller gets the last answer, or "nothing running", not an error.
         if self._status_read is None or self._status_read.done():
-            self._status_read = asyncio.ensure_future(asyncio.to_thread(_read_deployment_status, self.app_name))
+            self._status_read = asyncio.ensure_future(asyncio.to_thread(self.read_status, self.app_name))
         try:
             fresh = await asyncio.wait_for(asyncio.shield(self._status_read), STATUS_READ_TIMEOUT_S)
         except asyncio.TimeoutError:
@@ -90,7 +74,8 @@ class ServiceState:
             log.warning("reading the deployments' status failed: %r", exc)
 
 
-def _read_deployment_status(app_name: str) -> dict:
+def read_deployment_status(app_name: str) -> dict:
+    """Replica counts of ``app_name``'s deployments and the cluster's GPUs, from Serve's controller."""
     from ray import serve
 
     result: dict[str, Any] = {"gpu_count": int(ray.cluster_resources().get("GPU", 0)), "deployments": {}}
@@ -106,23 +91,12 @@ def _read_deployment_status(app_name: str) -> dict:
     return result
 
 
-_state: Optional[ServiceState] = None
-
-
-def configure(state: ServiceState) -> None:
-    """Install the process's ServiceState (the ingress does this once at start-up)."""
-    global _state
-    _state = state
-
-
-def current_state() -> Optional[ServiceState]:
-    return _state
-
-
-async def get_state() -> ServiceState:
-    if _state is None:
+async def get_state(request: Request) -> ServiceState:
+    """The ServiceState of the app serving ``request`` (``app.state.service``); 503 until it has one."""
+    state = getattr(request.app.state, "service", None)
+    if state is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "服务正在启动", headers={"Retry-After": "2"})
-    return _state
+    return state
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]

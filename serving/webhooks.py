@@ -38,11 +38,20 @@ from typing import Any, Optional
 from fastapi import HTTPException, status
 
 from serving import events as ev
+from serving.protocol import WebhookRequest
 from serving.ssrf import RefusedURL, check_url
 from storage import session_scope, utcnow
 from storage.tables import WebhookDelivery
 from storage.webhooks import (
-    DELIVERED, FAILED, GONE, PENDING, due_deliveries, gone_before, next_due_time, record_attempt, secret_for,
+    DELIVERED,
+    FAILED,
+    GONE,
+    PENDING,
+    due_deliveries,
+    gone_before,
+    next_due_time,
+    record_attempt,
+    secret_for,
     stop_pending_for,
 )
 
@@ -78,7 +87,7 @@ def parse_webhook_events(value: Any) -> list[str]:
     return chosen or list(DEFAULT_WEBHOOK_EVENTS)
 
 
-async def webhook_spec(url: Optional[str], events: Any, *, allow_private: bool) -> Optional[dict]:
+async def webhook_spec(url: Optional[str], events: Any, *, allow_private: bool) -> Optional[WebhookRequest]:
     """The ``webhook`` of a task spec from a route's fields, or None without ``webhook_url``.
 
     The URL passes the SSRF guard now (a refusal is a 400 naming the reason) and again before
@@ -94,7 +103,7 @@ async def webhook_spec(url: Optional[str], events: Any, *, allow_private: bool) 
         await asyncio.to_thread(check_url, url, allow_private=allow_private)
     except RefusedURL as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"参数 webhook_url 无效：{exc}") from None
-    return {"url": url, "events": chosen}
+    return WebhookRequest(url=url, events=tuple(chosen))
 
 
 # ---------------------------------------------------------------- what is sent
@@ -334,12 +343,12 @@ def webhook_data(event: str, task_status: str, task_id: str, *, seed: Optional[i
     return {"task_id": task_id, "status": task_status, "seed": seed, "result_url": link, "error": error, **extra}
 
 
-def outbox_rows(webhook: Optional[dict], event: str, *, task_id: str, user_id: Optional[int], moment: datetime,
-                data: dict) -> list[WebhookDelivery]:
+def outbox_rows(webhook: Optional[WebhookRequest], event: str, *, task_id: str, user_id: Optional[int],
+                moment: datetime, data: dict) -> list[WebhookDelivery]:
     """The outbox rows an event makes for a task's webhook (none unless it asked for that event)."""
-    if not webhook or event not in webhook.get("events", ()):
+    if webhook is None or event not in webhook.events:
         return []
-    return [outbox_row(task_id=task_id, user_id=user_id, url=webhook["url"], event=event, moment=moment, data=data)]
+    return [outbox_row(task_id=task_id, user_id=user_id, url=webhook.url, event=event, moment=moment, data=data)]
 
 
 __all__ = ["WEBHOOK_EVENTS", "DEFAULT_WEBHOOK_EVENTS", "parse_webhook_events", "webhook_spec", "webhook_body",

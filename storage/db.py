@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, Engine
@@ -92,14 +93,44 @@ def _schema_lock(engine: Engine) -> Iterator[Connection]:
     with engine.connect() as connection:
         if engine.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            yield connection
+            connection.commit()
         elif engine.dialect.name == "sqlite":
-            # pysqlite issues no BEGIN before DDL by itself; this one also takes the write lock at
-            # once, so two starters cannot both read "no tables yet" and then both create them.
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            with _sqlite_schema_transaction(connection):
+                yield connection
         else:
             connection.begin()
-        yield connection
+            yield connection
+            connection.commit()
+
+
+@contextmanager
+def _sqlite_schema_transaction(connection: Connection) -> Iterator[None]:
+    """SQLite's procedure for schema changes: foreign keys off, one write transaction, a foreign
+    key check before the commit, foreign keys back on.
+
+    SQLite changes most columns by rebuilding the table (Alembic's batch mode: copy, drop, rename).
+    With foreign keys on, dropping ``users`` would run ``ON DELETE SET NULL`` on every task's
+    owner; the pragma only takes effect outside a transaction, so it is switched here, not in a
+    revision. ``BEGIN IMMEDIATE`` takes the write lock at once, so two starters cannot both read
+    "no tables yet" and then both create them (pysqlite issues no BEGIN before DDL by itself).
+    """
+    connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    try:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        yield
+        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise RuntimeError(f"the schema upgrade would leave rows with dangling foreign keys: {broken[:5]}")
         connection.commit()
+    finally:
+        try:
+            connection.rollback()  # nothing left after a commit; everything after a failure
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")  # back to the pool as it came
+            connection.commit()
+        except Exception:
+            connection.invalidate()  # never pool a connection that might have foreign keys off
+            raise
 
 
 def _upgrade(connection: Connection) -> None:

@@ -137,7 +137,7 @@ class FsspecResultStore:
         self.root = root.rstrip("/")
 
     @classmethod
-    def from_url(cls, url: str, **storage_options: Any) -> "FsspecResultStore":
+    def from_url(cls, url: str, **storage_options: Any) -> FsspecResultStore:
         """``s3://bucket/prefix`` and the like; credentials come from the backend's usual
         environment variables or config files (e.g. ``AWS_ACCESS_KEY_ID``), never from the URL."""
         import fsspec

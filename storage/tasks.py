@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, case, not_
 from sqlmodel import Session, col, func, select
 
 from storage.tables import UNFINISHED, TaskRecord, TaskStatus, TaskType, User
-
 
 # ---------------------------------------------------------------- quota periods and usage
 
@@ -42,8 +42,8 @@ def quota_periods(now: datetime, tz_name: str = "UTC") -> Periods:
 def _counts_toward_quota():
     """Failed tasks and cancelled tasks that never started give their quota back."""
     return and_(
-        TaskRecord.status != TaskStatus.failed.value,
-        not_(and_(TaskRecord.status == TaskStatus.cancelled.value, col(TaskRecord.started_at).is_(None))),
+        col(TaskRecord.status) != TaskStatus.failed.value,
+        not_(and_(col(TaskRecord.status) == TaskStatus.cancelled.value, col(TaskRecord.started_at).is_(None))),
     )
 
 
@@ -56,11 +56,15 @@ class Usage:
 
 def quota_usage(session: Session, user_id: int, periods: Periods) -> Usage:
     counted = func.coalesce(func.sum(TaskRecord.image_count), 0)
-    base = and_(TaskRecord.user_id == user_id, _counts_toward_quota())
+    base = and_(col(TaskRecord.user_id) == user_id, _counts_toward_quota())
+
+    def counted_since(start: datetime) -> Any:
+        return func.coalesce(func.sum(case((col(TaskRecord.created_at) >= start, TaskRecord.image_count), else_=0)), 0)
+
     today, month, total = session.exec(
         select(
-            func.coalesce(func.sum(case((TaskRecord.created_at >= periods.day_start, TaskRecord.image_count), else_=0)), 0),
-            func.coalesce(func.sum(case((TaskRecord.created_at >= periods.month_start, TaskRecord.image_count), else_=0)), 0),
+            counted_since(periods.day_start),
+            counted_since(periods.month_start),
             counted,
         ).where(base)
     ).one()
@@ -115,7 +119,8 @@ def _begin_immediate_on_sqlite(session: Session) -> None:
     connection = session.connection()
     if connection.dialect.name != "sqlite":
         return
-    if connection.connection.dbapi_connection.in_transaction:
+    dbapi_connection = connection.connection.dbapi_connection
+    if dbapi_connection is None or dbapi_connection.in_transaction:
         raise RuntimeError("create_task_within_quota must start its own transaction on SQLite")
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
@@ -186,13 +191,13 @@ def get_task_record(session: Session, task_id: str, user_id: Optional[int] = Non
 
 def statistics(session: Session, user_id: Optional[int] = None, *, today_start: Optional[datetime] = None) -> dict:
     """Counts per status and type, and execution-time sums over completed tasks, in one query."""
-    completed = TaskRecord.status == TaskStatus.completed.value
+    completed = col(TaskRecord.status) == TaskStatus.completed.value
 
     def count_if(cond):
         return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
 
     columns = [
-        func.count(TaskRecord.id),
+        func.count(col(TaskRecord.id)),
         count_if(completed),
         count_if(TaskRecord.status == TaskStatus.failed.value),
         count_if(TaskRecord.status == TaskStatus.pending.value),

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
-from sqlmodel import Session, func, select
+from sqlmodel import Session, col, func, select
 
 from storage.tables import User
 
@@ -18,7 +19,7 @@ def get_user_by_username(session: Session, username: str) -> Optional[User]:
 
 
 def list_users(session: Session, skip: int = 0, limit: int = 100) -> Sequence[User]:
-    return session.exec(select(User).order_by(User.id).offset(skip).limit(limit)).all()
+    return session.exec(select(User).order_by(col(User.id)).offset(skip).limit(limit)).all()
 
 
 def count_users(session: Session) -> int:

@@ -3,9 +3,11 @@
 Two applications run side by side on one proxy:
   * ``/``      the service on the tiny profile: real diffusers pipelines on the CPU, model
                deployments asking ``num_gpus: 1`` of the logical GPUs Ray is given here, two
-               replicas each; fault injection on (prompts starting ``__fault_…__``).
+               replicas each.
   * ``/open``  authentication off, registration off, the ``sleep`` benchmark profile with slow
                steps and a queue limit of 3, for switches and back-pressure.
+Tests of failures add ``/faulty`` (``faulty_client``): the ``faulty`` profile, whose prompts starting
+``__fault_…__`` make a model replica crash or fail (``models.faulty``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 LOGICAL_GPUS = 4
 OPEN_QUEUE_LIMIT = 3
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_ray(request):
+    """A test marked ``unit`` (``make test-unit``) must run without Ray: fail it if it started Ray."""
+    if request.node.get_closest_marker("unit") is None:
+        yield
+        return
+    import ray
+
+    before = ray.is_initialized()
+    yield
+    assert before or not ray.is_initialized(), "a test marked unit started Ray; unmark it or take Ray out"
 
 
 def free_port() -> int:
@@ -55,7 +70,7 @@ def main_app_args(data_root: Path) -> dict:
     return {
         "model_profile": "tiny", "model_num_gpus": 1, "model_replicas": 2, "model_num_cpus": 0.25,
         "data_dir": str(data_root / "main"), "model_cache_dir": str(data_root / "model_cache"),
-        "password_hash_profile": "cheapest", "enable_fault_injection": True, "cleanup_interval_seconds": 0,
+        "password_hash_profile": "cheapest", "cleanup_interval_seconds": 0,
         "login_max_failures": 5, "login_window_seconds": 60,
     }
 
@@ -113,6 +128,25 @@ def deploy_app(serve_instance) -> Callable[[str, dict], str]:
     return deploy
 
 
+@pytest.fixture(scope="session")
+def faulty_client(deploy_app, data_root) -> Iterator[httpx.Client]:
+    """A client of ``/faulty``: the ``faulty`` profile (sleep steps of 50 ms plus failures on request)."""
+    url = deploy_app("faulty", sleep_app_args(data_root, "faulty", model_profile="faulty", sleep_seconds_per_step=0.05,
+                                              model_cache_dir=str(data_root / "faulty-state")))
+    with httpx.Client(base_url=url, timeout=120) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def faulty_admin_headers(faulty_client) -> dict[str, str]:
+    return bearer(login(faulty_client, "admin", "admin123"))
+
+
+@pytest.fixture
+def faulty_user(faulty_client) -> "TestUser":
+    return TestUser(faulty_client)
+
+
 def _healthy(base: str) -> bool:
     try:
         return httpx.get(base + "/health", timeout=5).json().get("status") == "healthy"
@@ -160,6 +194,8 @@ def admin_headers(client) -> dict[str, str]:
 
 
 class TestUser:
+    __test__ = False  # a helper, not a test class, wherever it is imported
+
     def __init__(self, client: httpx.Client, prefix: str = "user"):
         self.username = unique_name(prefix)
         self.password = "secret-" + uuid.uuid4().hex[:8]

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Optional
+from typing import Optional
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
@@ -103,7 +104,7 @@ class Receiver:
         with self.lock:
             return [r for r in self.received if r.path == path]
 
-    def __enter__(self) -> "Receiver":
+    def __enter__(self) -> Receiver:
         self.thread.start()
         return self
 

@@ -11,7 +11,8 @@ quiet stream open. Closing a stream does nothing to its task.
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, AsyncIterator, Optional
+from collections.abc import AsyncIterator
+from typing import Annotated, Optional
 
 from fastapi import APIRouter, Header, HTTPException, Query, status
 from fastapi.responses import StreamingResponse

@@ -5,18 +5,18 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from models.aspect import ASPECT_RATIOS
+from models.kinds import ModelKind
 from models.profiles import get_profile
-from serving.registry import DEPLOYMENT_FOR_KIND
 from serving.state import StateDep
 
 router = APIRouter(tags=["service"])
 
 
-def _model_state(state, snapshot: dict, kind: str) -> str:
+def _model_state(state, snapshot: dict, kind: ModelKind) -> str:
     """``loaded``, ``loading`` (deployment starting), ``not_loaded`` (failed or absent) or ``disabled``."""
-    if kind not in state.settings.enabled_models:
+    if kind.value not in state.settings.enabled_models:
         return "disabled"
-    dep = snapshot["deployments"].get(DEPLOYMENT_FOR_KIND[kind])
+    dep = snapshot["deployments"].get(kind.deployment)
     if dep is None:
         return "not_loaded"
     if dep["running_replicas"] > 0:
@@ -28,9 +28,9 @@ def _model_state(state, snapshot: dict, kind: str) -> str:
 async def health(state: StateDep) -> dict:
     """Service state: ``healthy`` when every enabled model has a running replica and the registry answers."""
     snapshot = await state.deployment_status(stale_ok=False)
-    models = {kind: _model_state(state, snapshot, kind) for kind in DEPLOYMENT_FOR_KIND}
+    models = {kind.value: _model_state(state, snapshot, kind) for kind in ModelKind}
     try:
-        await state.call_registry("ping")
+        await state.registry.ping()
         registry = "up"
     except Exception:
         registry = "restarting"
@@ -43,8 +43,8 @@ async def health(state: StateDep) -> dict:
         overall = "degraded"
     return {
         "status": overall,
-        "text_to_image_model_loaded": models["text_to_image"] == "loaded",
-        "image_edit_model_loaded": models["image_edit"] == "loaded",
+        # the contract's <kind>_model_loaded flags
+        **{f"{kind}_model_loaded": model == "loaded" for kind, model in models.items()},
         "gpu_available": snapshot["gpu_count"] > 0,
         "gpu_count": snapshot["gpu_count"],
         "model_profile": state.settings.model_profile,
@@ -60,8 +60,9 @@ async def list_models(state: StateDep) -> dict:
     profile = get_profile(state.settings.model_profile)
     snapshot = await state.deployment_status()
     out = {}
-    for kind, info in (("text_to_image", profile.text_to_image), ("image_edit", profile.image_edit)):
-        out[kind] = {"name": info.name, "description": info.description, "capabilities": list(info.capabilities),
+    for kind in ModelKind:
+        info = profile.info(kind.value)
+        out[kind.value] = {"name": info.name, "description": info.description, "capabilities": list(info.capabilities),
                      "status": _model_state(state, snapshot, kind), "profile": profile.name}
     return out
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any, Optional
+from dataclasses import asdict
+from typing import Annotated, Optional
 
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.encoders import jsonable_encoder
@@ -12,37 +13,33 @@ from sqlmodel import Session
 
 from auth.deps import AdminUser, CurrentUser
 from serving import messages
+from serving.protocol import AlreadyFinished, ResultLocation, TaskStatusView, task_status_view, total_steps
 from serving.routes.common import not_found, owned_record, owns, result_response
 from serving.state import ServiceState, StateDep
-from storage import TaskRecord, TaskStatus
+from storage import TaskRecord, TaskStatus, utcnow
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 
-def status_from_record(record: TaskRecord) -> dict[str, Any]:
+def status_from_record(record: TaskRecord) -> TaskStatusView:
     """``GET /tasks/{id}`` for a task the registry no longer keeps in memory."""
-    wait = (record.started_at - record.created_at).total_seconds() if record.started_at else None
-    steps = int(record.parameters.get("num_inference_steps", 0)) * len(record.parameters.get("prompts") or [1])
-    done = steps if record.status == TaskStatus.completed.value else 0
-    return {
-        "task_id": record.task_id, "user_id": record.user_id, "task_type": record.task_type,
-        "status": record.status, "error": record.error_message, "created_at": record.created_at,
-        "started_at": record.started_at, "completed_at": record.completed_at, "position_in_queue": 0,
-        "wait_time_seconds": wait, "execution_time_seconds": record.execution_time,
-        "progress": {"current_step": done, "total_steps": steps, "percent": 100.0 if done and steps else 0.0},
-        "seed": record.seed,
-    }
+    return task_status_view(
+        task_id=record.task_id, user_id=record.user_id, task_type=record.task_type, status=record.status,
+        error=record.error_message, created_at=record.created_at, started_at=record.started_at,
+        completed_at=record.completed_at, execution_time=record.execution_time,
+        steps_done=0, total_steps=total_steps(record.parameters), seed=record.seed, position=0, now=utcnow(),
+    )
 
 
-async def task_status(state: ServiceState, user, task_id: str) -> dict[str, Any]:
+async def task_status(state: ServiceState, user, task_id: str) -> TaskStatusView:
     """The live status (or the stored one), only for the owner or an admin."""
-    live = await state.call_registry("status", task_id)
+    live = await state.registry.status(task_id)
     if live is not None:
-        if not owns(user, live["user_id"]):
+        if not owns(user, live.user_id):
             raise not_found()
         return live
 
-    def from_db() -> dict[str, Any]:
+    def from_db() -> TaskStatusView:
         with Session(state.engine) as session:
             return status_from_record(owned_record(session, user, task_id))
 
@@ -52,14 +49,14 @@ async def task_status(state: ServiceState, user, task_id: str) -> dict[str, Any]
 @router.get("/queue")
 async def queue(user: CurrentUser, state: StateDep) -> dict:
     """Queue and worker state."""
-    snapshot, live = await asyncio.gather(state.deployment_status(), state.call_registry("queue"))
+    snapshot, live = await asyncio.gather(state.deployment_status(), state.registry.queue())
     workers = sum(d["running_replicas"] for name, d in snapshot["deployments"].items() if name != "Ingress")
     return {"is_running": True, "gpu_count": snapshot["gpu_count"], "max_workers": workers,
-            "queue_size": live["queue_size"], "tasks": live["tasks"]}
+            "queue_size": live.queue_size, "tasks": live.tasks}
 
 
-@router.get("/{task_id}")
-async def get_task(task_id: str, user: CurrentUser, state: StateDep) -> dict:
+@router.get("/{task_id}", response_model=TaskStatusView)
+async def get_task(task_id: str, user: CurrentUser, state: StateDep) -> TaskStatusView:
     """Status, queue position, timings, progress and seed of one task."""
     return await task_status(state, user, task_id)
 
@@ -72,27 +69,29 @@ async def get_result(
 ) -> Response:
     """The PNG or ZIP; 202 with the status while not done; ``wait=true`` blocks up to ``timeout`` (then 408)."""
     current = await task_status(state, user, task_id)
-    if current["status"] in (TaskStatus.pending.value, TaskStatus.running.value):
+    result: Optional[ResultLocation] = None
+    if not current.finished:
         if not wait:
-            return JSONResponse(status_code=status.HTTP_202_ACCEPTED, content=jsonable_encoder(current))
-        current = await state.call_registry("wait", task_id, timeout) or current
-    return await result_response(state, task_id, current["status"], current.get("error"), current.get("result"),
-                                 current.get("seed"))
+            return JSONResponse(status_code=status.HTTP_202_ACCEPTED, content=jsonable_encoder(current.model_dump()))
+        waited = await state.registry.wait(task_id, timeout)
+        if waited is not None:
+            current, result = waited.status, waited.result
+    return await result_response(state, task_id, current.status, current.error, result, current.seed)
 
 
 @router.delete("/{task_id}")
 async def cancel_task(task_id: str, user: CurrentUser, state: StateDep) -> dict:
     """Cancel: a pending task never starts; a running one stops at its next denoising step."""
     current = await task_status(state, user, task_id)
-    if current["status"] not in (TaskStatus.pending.value, TaskStatus.running.value):
+    if current.finished:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.TASK_ALREADY_FINISHED)
-    outcome: Optional[dict] = await state.call_registry("cancel", task_id)
+    outcome = await state.registry.cancel(task_id)
     if outcome is None:
         raise not_found()
-    if outcome.get("error") == "finished":
+    if isinstance(outcome, AlreadyFinished):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.TASK_ALREADY_FINISHED)
-    message = messages.TASK_CANCELLED if outcome["status"] == TaskStatus.cancelled.value else "已请求取消，任务将在下一步停止"
-    return {"message": message, "task_id": task_id, "status": outcome["status"]}
+    message = messages.TASK_CANCELLED if outcome.status == TaskStatus.cancelled.value else "已请求取消，任务将在下一步停止"
+    return {"message": message, "task_id": task_id, "status": outcome.status}
 
 
 @router.post("/cleanup")
@@ -103,6 +102,6 @@ async def cleanup(
 ) -> dict:
     """Finished tasks older than ``max_age_hours`` leave memory; records older than ``max_age_days``
     are deleted with their files. Pending and running tasks are never touched."""
-    counts = await state.call_registry("cleanup", max_age_hours, max_age_days)
-    return {"message": f"已清理 {counts['memory_cleaned_count']} 个内存任务记录，{counts['db_cleaned_count']} 个数据库历史记录",
-            **counts}
+    counts = await state.registry.cleanup(max_age_hours, max_age_days)
+    return {"message": f"已清理 {counts.memory_cleaned_count} 个内存任务记录，{counts.db_cleaned_count} 个数据库历史记录",
+            **asdict(counts)}

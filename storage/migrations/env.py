@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import sqlalchemy as sa
 from alembic import context
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel

@@ -19,7 +19,8 @@ from PIL import Image
 from serving.registry import NAMESPACE, registry_name
 from tests.api.helpers import submit_t2i, wait_status
 from tests.api.sse import COMMENT, collect, read_events
-from tests.conftest import TestUser as Account, sleep_app_args, wait_for
+from tests.conftest import TestUser as Account
+from tests.conftest import sleep_app_args, wait_for
 from tests.webhook_receiver import Receiver
 
 TERMINAL = {"completed", "failed", "cancelled"}

@@ -10,6 +10,7 @@ from sqlmodel import select
 from storage import LocalResultStore, TaskRecord, init_db, make_engine, session_scope
 from storage.db import sqlite_url
 from tests.api.helpers import submit_t2i, wait_status
+from tests.conftest import TestUser
 
 RECORD_FIELDS = {"id", "task_id", "user_id", "task_type", "prompt", "negative_prompt", "parameters", "status",
                  "result_path", "result_filename", "error_message", "created_at", "started_at", "completed_at",
@@ -22,12 +23,13 @@ def _set_quota(client, admin_headers, user_id, **limits):
     return response.json()
 
 
-def test_history_lists_own_tasks_newest_first_with_filters(client, user, make_user):
+def test_history_lists_own_tasks_newest_first_with_filters(faulty_client, faulty_user):
+    client, user = faulty_client, faulty_user
     done = [submit_t2i(client, user.headers, prompt=f"p{i}") for i in range(3)]
     failed = submit_t2i(client, user.headers, prompt="__fault_raise__ boom")
     for t in done + [failed]:
         wait_status(client, user.headers, t)
-    other = make_user()
+    other = TestUser(client)
     submit_t2i(client, other.headers)
 
     page = client.get("/tasks/history/me", headers=user.headers, params={"page_size": 2}).json()
@@ -68,7 +70,8 @@ def test_admin_history_sees_everyone_and_filters_by_user(client, admin_headers, 
     assert everyone["total"] >= 1 and len({i["user_id"] for i in everyone["items"]}) >= 1
 
 
-def test_statistics_match_the_history(client, user, admin_headers):
+def test_statistics_match_the_history(faulty_client, faulty_user, faulty_admin_headers):
+    client, user, admin_headers = faulty_client, faulty_user, faulty_admin_headers
     ids = [submit_t2i(client, user.headers), submit_t2i(client, user.headers, prompt="__fault_raise__")]
     for t in ids:
         wait_status(client, user.headers, t)
@@ -108,7 +111,8 @@ def test_monthly_limit_is_enforced_too(client, user, admin_headers):
     assert refused.status_code == 429 and "每月" in refused.json()["detail"]
 
 
-def test_failed_and_never_started_cancelled_tasks_give_quota_back(client, user, admin_headers):
+def test_failed_and_never_started_cancelled_tasks_give_quota_back(faulty_client, faulty_user, faulty_admin_headers):
+    client, user, admin_headers = faulty_client, faulty_user, faulty_admin_headers
     _set_quota(client, admin_headers, user.id, daily_limit=1)
     failing = submit_t2i(client, user.headers, prompt="__fault_raise__")
     assert wait_status(client, user.headers, failing)["status"] == "failed"

@@ -1,12 +1,13 @@
 """Faults injected into a running service: it keeps its promises (README, "Reliability").
 
-Failures are made to happen by prompts starting with ``__fault_…__``, honoured only because the
-test application runs with ENABLE_FAULT_INJECTION=true, or by killing real Ray actors.
+Failures are made to happen by prompts starting with ``__fault_…__`` on an application of the
+``faulty`` profile (``faulty_client``), or by killing real Ray actors.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 
 import httpx
 import pytest
@@ -16,8 +17,10 @@ from serving.registry import NAMESPACE, registry_name
 from tests.api.helpers import submit_t2i, wait_status
 
 
-def test_replica_crash_mid_task_is_retried_once_on_another_replica(client, user):
-    task_id = submit_t2i(client, user.headers, prompt="__fault_crash_once_at_step_3__ cat")
+def test_replica_crash_mid_task_is_retried_once_on_another_replica(faulty_client, faulty_user):
+    client, user = faulty_client, faulty_user
+    # "once" is remembered per prompt: a fresh one, whatever ran before
+    task_id = submit_t2i(client, user.headers, prompt=f"__fault_crash_once_at_step_3__ cat {uuid.uuid4()}")
     final = wait_status(client, user.headers, task_id, timeout=180)
     assert final["status"] == "completed", final
     record = client.get(f"/tasks/history/{task_id}", headers=user.headers).json()
@@ -25,7 +28,9 @@ def test_replica_crash_mid_task_is_retried_once_on_another_replica(client, user)
     assert client.get(f"/tasks/{task_id}/result", headers=user.headers).status_code == 200
 
 
-def test_replica_crashing_twice_fails_the_task_with_a_clear_error_and_the_deployment_recovers(client, user):
+def test_replica_crashing_twice_fails_the_task_with_a_clear_error_and_the_deployment_recovers(faulty_client,
+                                                                                              faulty_user):
+    client, user = faulty_client, faulty_user
     task_id = submit_t2i(client, user.headers, prompt="__fault_crash_at_step_2__ cat")
     final = wait_status(client, user.headers, task_id, timeout=180)
     assert final["status"] == "failed"
@@ -36,7 +41,8 @@ def test_replica_crashing_twice_fails_the_task_with_a_clear_error_and_the_deploy
     assert all(wait_status(client, user.headers, t, timeout=180)["status"] == "completed" for t in after)
 
 
-def test_pipeline_exception_fails_the_task_and_the_replica_keeps_serving(client, user):
+def test_pipeline_exception_fails_the_task_and_the_replica_keeps_serving(faulty_client, faulty_user):
+    client, user = faulty_client, faulty_user
     task_id = submit_t2i(client, user.headers, prompt="__fault_raise__")
     final = wait_status(client, user.headers, task_id)
     assert final["status"] == "failed" and "injected pipeline failure" in final["error"]
@@ -44,18 +50,20 @@ def test_pipeline_exception_fails_the_task_and_the_replica_keeps_serving(client,
     assert wait_status(client, user.headers, submit_t2i(client, user.headers))["status"] == "completed"
 
 
-def test_out_of_memory_fails_the_task_with_an_understandable_error(client, user):
+def test_out_of_memory_fails_the_task_with_an_understandable_error(faulty_client, faulty_user):
+    client, user = faulty_client, faulty_user
     final = wait_status(client, user.headers, submit_t2i(client, user.headers, prompt="__fault_oom__"))
     assert final["status"] == "failed" and "内存不足" in final["error"]
 
 
-def test_failed_result_write_fails_the_task_and_serves_no_partial_file(client, user, data_root):
+def test_failed_result_write_fails_the_task_and_serves_no_partial_file(faulty_client, faulty_user, data_root):
+    client, user = faulty_client, faulty_user
     task_id = submit_t2i(client, user.headers, prompt="__fault_disk_full__")
     final = wait_status(client, user.headers, task_id)
     assert final["status"] == "failed" and "结果写入失败" in final["error"]
     record = client.get(f"/tasks/history/{task_id}", headers=user.headers).json()
     assert record["result_path"] is None
-    store_dir = data_root / "main" / "store" / "results" / task_id
+    store_dir = data_root / "faulty" / "store" / "results" / task_id
     assert not store_dir.exists() or not any(store_dir.iterdir())
     assert client.get(f"/tasks/{task_id}/result", headers=user.headers).status_code == 500
 

@@ -15,6 +15,8 @@ from argon2 import PasswordHasher, profiles
 from auth.security import ALGORITHM, InvalidToken, Passwords, Tokens, load_or_create_secret
 from auth.throttle import LoginThrottle
 
+pytestmark = pytest.mark.unit
+
 SECRET = "s" * 48
 
 

@@ -12,6 +12,8 @@ from storage import User, init_db, make_engine, session_scope
 from storage.db import sqlite_url
 from storage.users import get_user_by_username
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def service(tmp_path) -> AuthService:

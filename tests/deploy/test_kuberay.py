@@ -10,6 +10,8 @@ from tests.deploy.config import (
     KUBERAY_DIR, MODEL_DEPLOYMENTS, SECRET_NAME, SECRETS, deployments, kuberay_documents, serve_config, the,
 )
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def service() -> dict:

@@ -13,6 +13,8 @@ from serving.app import build_app
 from serving.settings import SECRET_FIELDS
 from tests.deploy.config import MODEL_DEPLOYMENTS, deployments, serve_config, walk_keys
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def config() -> dict:

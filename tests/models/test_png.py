@@ -10,6 +10,8 @@ from PIL import Image
 
 from models import GenerationRequest, GenerationResult, encode_png, get_profile, load, png_metadata
 
+pytestmark = pytest.mark.unit
+
 
 def _sleep_model(kind="text_to_image"):
     return load(get_profile("sleep", sleep_seconds_per_step=0), kind)

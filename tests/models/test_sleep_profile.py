@@ -12,6 +12,8 @@ from PIL import Image
 
 from models import IMAGE_EDIT, TEXT_TO_IMAGE, GenerationRequest, generate, get_profile, load
 
+pytestmark = pytest.mark.unit
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 

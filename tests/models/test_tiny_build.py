@@ -88,23 +88,21 @@ def test_tiny_folder_already_built_is_reused(tiny_cache_dir, text_to_image_model
     assert os.stat(os.path.join(folder, "model_index.json")).st_mtime_ns == before
 
 
-def test_torch_num_threads_setting_is_applied_at_load(tiny_profile, text_to_image_model, monkeypatch):
+def test_torch_num_threads_setting_is_applied_at_load(tiny_profile, text_to_image_model):
     import torch
 
     before = torch.get_num_threads()
     wanted = 1 if before != 1 else 2
-    monkeypatch.setenv("TORCH_NUM_THREADS", str(wanted))
     try:
-        load(tiny_profile, TEXT_TO_IMAGE)
+        load(tiny_profile, TEXT_TO_IMAGE, num_threads=wanted)
         assert torch.get_num_threads() == wanted
     finally:
         torch.set_num_threads(before)
 
 
-def test_bad_torch_num_threads_setting_fails_the_load_clearly(tiny_profile, monkeypatch):
-    monkeypatch.setenv("TORCH_NUM_THREADS", "many")
+def test_bad_torch_num_threads_setting_fails_the_load_clearly(tiny_profile):
     with pytest.raises(ModelLoadError, match="TORCH_NUM_THREADS must be a positive integer"):
-        load(tiny_profile, TEXT_TO_IMAGE)
+        load(tiny_profile, TEXT_TO_IMAGE, num_threads=0)
 
 
 def test_unwritable_tiny_cache_fails_the_load_with_the_setting_to_change(tmp_path):

@@ -14,6 +14,8 @@ import pytest
 
 from serving.deployments import _outlast_cancellation
 
+pytestmark = pytest.mark.unit
+
 
 def test_the_device_stays_taken_until_the_abandoned_thread_ends_however_often_it_is_cancelled():
     async def scenario():

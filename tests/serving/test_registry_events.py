@@ -10,7 +10,9 @@ import asyncio
 
 from sqlmodel import select
 
+from models.kinds import ModelKind
 from serving import events as ev
+from serving.protocol import ResultLocation, TaskSpec, WebhookRequest
 from serving.registry import RegistryCore
 from storage import TaskRecord, User, session_scope
 from storage.tables import TaskWebhook, WebhookDelivery
@@ -23,10 +25,10 @@ def core_for(tmp_path) -> RegistryCore:
     return core
 
 
-def spec(task_id: str, user_id: int, webhook=None) -> dict:
-    return {"task_id": task_id, "parameters": {"num_inference_steps": 20}, "kind": "text_to_image",
-            "prompts": ["p"], "image_count": 1, "user_id": user_id, "task_type": "text_to_image", "prompt": "p",
-            "webhook": webhook}
+def spec(task_id: str, user_id: int, webhook=None) -> TaskSpec:
+    return TaskSpec(task_id=task_id, parameters={"num_inference_steps": 20}, kind=ModelKind.text_to_image,
+                    prompts=["p"], image_count=1, user_id=user_id, task_type="text_to_image", prompt="p",
+                    webhook=webhook)
 
 
 def add_user(core) -> int:
@@ -45,7 +47,7 @@ def outbox(core) -> list[WebhookDelivery]:
 def test_a_task_life_publishes_ordered_events_and_writes_its_outbox_with_each_status(tmp_path):
     core = core_for(tmp_path)
     user_id = add_user(core)
-    hook = {"url": "https://hooks.example.com/in", "events": ["started", "completed"]}
+    hook = WebhookRequest(url="https://hooks.example.com/in", events=("started", "completed"))
 
     async def scenario():
         await core.start()
@@ -60,7 +62,7 @@ def test_a_task_life_publishes_ordered_events_and_writes_its_outbox_with_each_st
         await core.report_preview("a", core.epoch, task.attempt, 0, {"step": 10, "total": 20, "width": 2,
                                                                      "height": 1, "media_type": "image/webp",
                                                                      "b64": "AA=="})
-        task.result = {"generation_seconds": 1.25}
+        task.result = ResultLocation(result_path="results/a/x.png", result_filename="x.png", generation_seconds=1.25)
         core._finish(task, "completed", result_path="results/a/x.png", result_filename="x.png")
         return (await core.poll_events(core.epoch, cursor, 0))["events"]
 

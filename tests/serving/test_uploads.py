@@ -11,6 +11,8 @@ from PIL import Image
 
 from serving.uploads import decode_image
 
+pytestmark = pytest.mark.unit
+
 MAX_PIXELS = 40_000_000
 
 

@@ -11,7 +11,13 @@ from sqlmodel import Session, select
 
 from serving.settings import load_settings
 from serving.webhooks import (
-    WebhookSender, next_delay, outbox_row, parse_webhook_events, retry_after_seconds, webhook_body, webhook_data,
+    WebhookSender,
+    next_delay,
+    outbox_row,
+    parse_webhook_events,
+    retry_after_seconds,
+    webhook_body,
+    webhook_data,
 )
 from storage import TaskRecord, User, init_db, make_engine, session_scope, utcnow
 from storage.tables import WebhookDelivery

@@ -15,6 +15,8 @@ from storage import TaskRecord, User, init_db, session_scope
 from storage.db import SQLITE_BUSY_TIMEOUT_MS
 from tests.storage.seed import add_tasks, add_user, task
 
+pytestmark = pytest.mark.unit
+
 TABLES = {"users", "task_records"}
 
 

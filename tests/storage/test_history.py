@@ -14,6 +14,8 @@ from storage import TaskStatus, TaskType
 from storage.tasks import HistoryFilter, get_task_record, history_page
 from tests.storage.seed import T0, add_tasks, add_user, task
 
+pytestmark = pytest.mark.unit
+
 STATUSES = [s.value for s in TaskStatus]
 TYPES = [t.value for t in TaskType]
 

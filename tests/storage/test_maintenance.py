@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlmodel import Session
 
 from storage.tasks import old_finished_tasks, unfinished_tasks
 from tests.storage.seed import T0, add_tasks, add_user, task
+
+pytestmark = pytest.mark.unit
 
 CUTOFF = T0
 

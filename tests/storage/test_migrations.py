@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -32,8 +33,9 @@ HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 # Rows as the 2.0.0 code wrote them: naive UTC timestamps, JSON as text, every column used.
 USERS = [
-    {"id": 1, "username": "alice", "email": "alice@example.com", "hashed_password": "$argon2id$v=19$m=65536,t=3,p=4$abc",
-     "is_active": True, "is_admin": True, "created_at": datetime(2024, 3, 1, 0, 30, 15, 250000),
+    {"id": 1, "username": "alice", "email": "alice@example.com",
+     "hashed_password": "$argon2id$v=19$m=65536,t=3,p=4$abc", "is_active": True, "is_admin": True,
+     "created_at": datetime(2024, 3, 1, 0, 30, 15, 250000),
      "token_version": 3, "daily_limit": 50, "monthly_limit": 900},
     {"id": 2, "username": "李雷", "email": None, "hashed_password": "$argon2id$v=19$m=65536,t=3,p=4$def",
      "is_active": False, "is_admin": False, "created_at": datetime(2024, 3, 2, 23, 59, 59),
@@ -170,7 +172,7 @@ ready, go = Path(sys.argv[2]), Path(sys.argv[3])
 ready.touch()
 while not go.exists():
     time.sleep(0.01)
-init_db(engine)
+init_db(engine, attempts=1)  # the lock alone must make this work, without retries
 """
 
 
@@ -202,3 +204,24 @@ def test_several_processes_starting_at_once_all_succeed(blank_engine, legacy, tm
     assert schema_differences(blank_engine) == []
     if legacy:
         assert [len(rows) for rows in read_rows(blank_engine).values()] == [len(USERS), len(TASKS)]
+
+
+def test_sqlite_table_rebuild_during_an_upgrade_keeps_every_task_owner(sqlite_engine):
+    """Changing a column on SQLite rebuilds the table; dropping the old ``users`` must not run
+    ``ON DELETE SET NULL`` on the tasks that point at it."""
+    from alembic.operations import Operations
+
+    from storage.db import _schema_lock
+    from tests.storage.seed import T0, add_tasks, add_user, task
+
+    owner = add_user(sqlite_engine, "owner")
+    add_tasks(sqlite_engine, task(owner.id, T0), task(owner.id, T0))
+    with _schema_lock(sqlite_engine) as conn:
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 0
+        operations = Operations(MigrationContext.configure(conn))
+        with operations.batch_alter_table("users", recreate="always") as batch:
+            batch.alter_column("email", existing_type=sa.String(length=255), type_=sa.String(length=320))
+    with sqlite_engine.connect() as conn:
+        owners = conn.exec_driver_sql("SELECT user_id FROM task_records").scalars().all()
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    assert owners == [owner.id, owner.id]

@@ -6,6 +6,8 @@ import pytest
 
 from tests import pg
 
+pytestmark = pytest.mark.unit
+
 
 def test_missing_server_binaries_skip_with_the_reason(monkeypatch):
     monkeypatch.delenv("CI", raising=False)

@@ -13,6 +13,8 @@ from storage import TaskRecord, session_scope
 from storage.tasks import QuotaExceeded, create_task_within_quota, quota_periods, quota_usage
 from tests.storage.seed import add_tasks, add_user, task
 
+pytestmark = pytest.mark.unit
+
 UTC = timezone.utc
 
 

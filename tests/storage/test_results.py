@@ -15,6 +15,8 @@ from storage.results import (
     FsspecResultStore, LocalResultStore, MemoryResultStore, ResultStoreError, open_result_store,
 )
 
+pytestmark = pytest.mark.unit
+
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 64
 
 

@@ -12,6 +12,8 @@ from storage import TaskStatus, TaskType
 from storage.tasks import statistics
 from tests.storage.seed import T0, add_tasks, add_user, task
 
+pytestmark = pytest.mark.unit
+
 STATUSES = [s.value for s in TaskStatus]
 TYPES = [t.value for t in TaskType]
 TODAY = T0.replace(hour=0)

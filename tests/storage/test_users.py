@@ -9,6 +9,8 @@ from sqlmodel import Session
 from storage.users import count_users, get_user, get_user_by_username, list_users
 from tests.storage.seed import add_user
 
+pytestmark = pytest.mark.unit
+
 
 def test_get_user_by_id_and_by_username(engine):
     alice = add_user(engine, "alice", email="alice@example.com")

@@ -9,11 +9,11 @@ Create Date: 2026-11-29 11:52:24.784355
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 import sqlalchemy as sa
 from alembic import op
-
 
 revision: str = '4a6fa33687a0'
 down_revision: Union[str, Sequence[str], None] = '0001'

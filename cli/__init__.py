@@ -1,0 +1,1 @@
+"""``qwen-image``: a command-line client of Qwen Image Service, built on its public HTTP API only."""

@@ -1,0 +1,591 @@
+"""The ``qwen-image`` command.
+
+Exit codes (scripts may rely on them):
+
+  0  success
+  1  the task ended without a result (failed or cancelled)
+  2  bad usage: an unknown option, a missing or invalid argument
+  3  not authenticated or not allowed (HTTP 401/403): run ``qwen-image login``
+  4  not found (HTTP 404), e.g. an unknown task id
+  5  the service refused the request (any other 4xx: invalid value, quota reached, …)
+  6  the service failed or could not be reached (5xx, connection error)
+  7  timed out waiting for a result (HTTP 408)
+  130  interrupted with Ctrl-C (after asking whether to cancel the task)
+"""
+
+from __future__ import annotations
+
+import json
+import locale
+import os
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cli.client import DEFAULT_URL, TERMINAL, ApiError, Client, Credentials, read_config, resolve, write_config
+
+EXIT_TASK_FAILED = 1
+EXIT_USAGE = 2
+EXIT_AUTH = 3
+EXIT_NOT_FOUND = 4
+EXIT_REFUSED = 5
+EXIT_SERVER = 6
+EXIT_TIMEOUT = 7
+EXIT_INTERRUPTED = 130
+
+RATIOS = ["1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3"]
+
+app = typer.Typer(
+    name="qwen-image",
+    help="Qwen Image Service from the command line.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+keys_app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+out = Console()  # results (stdout)
+err = Console(stderr=True)  # progress, messages and errors (stderr), so stdout stays parseable
+
+UrlOpt = Annotated[
+    Optional[str], typer.Option("--url", help=f"service URL [env QWEN_IMAGE_URL; default {DEFAULT_URL}]")
+]
+KeyOpt = Annotated[Optional[str], typer.Option("--api-key", help="API key or login token [env QWEN_IMAGE_API_KEY]")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON on stdout")]
+Steps = Annotated[Optional[int], typer.Option("--steps", min=20, max=100, help="denoising steps (20–100)")]
+Cfg = Annotated[Optional[float], typer.Option("--cfg", min=1.0, max=10.0, help="true CFG scale (1–10)")]
+Seed = Annotated[int, typer.Option("--seed", min=-1, max=2**32 - 1, help="-1 = random")]
+Negative = Annotated[str, typer.Option("--negative", help="negative prompt")]
+Output = Annotated[Optional[Path], typer.Option("-o", "--output", help="where to write the PNG (or ZIP)")]
+NoWait = Annotated[bool, typer.Option("--no-wait", help="print the task id and return at once")]
+
+
+class Options:
+    def __init__(self, url: Optional[str], api_key: Optional[str], as_json: bool):
+        self.url, self.api_key, self.as_json = url, api_key, as_json
+
+
+@app.callback()
+def main_options(ctx: typer.Context, url: UrlOpt = None, api_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """Qwen Image Service from the command line. Run `qwen-image login` first."""
+    ctx.obj = Options(url, api_key, as_json)
+
+
+def _language() -> str:
+    lang = os.environ.get("LC_ALL") or os.environ.get("LANG") or (locale.getlocale()[0] or "")
+    return "zh-CN" if lang.lower().startswith("zh") else "en"
+
+
+def _client(ctx: typer.Context) -> Client:
+    options: Options = ctx.obj
+    return Client(resolve(options.url, options.api_key), language=_language())
+
+
+def _json_wanted(ctx: typer.Context, local: bool) -> bool:
+    return local or ctx.obj.as_json
+
+
+def _emit(data: Any) -> None:
+    print(json.dumps(data, ensure_ascii=False, default=str))
+
+
+def _fail(exc: ApiError, as_json: bool) -> typer.Exit:
+    code = {401: EXIT_AUTH, 403: EXIT_AUTH, 404: EXIT_NOT_FOUND, 408: EXIT_TIMEOUT}.get(exc.status)
+    if code is None:
+        code = EXIT_SERVER if exc.status == 0 or exc.status >= 500 else EXIT_REFUSED
+    if as_json:
+        _emit({"error": exc.detail, "status": exc.status})
+    else:
+        err.print(
+            f"[red]error:[/red] {exc.detail}" if exc.status == 0 else f"[red]error ({exc.status}):[/red] {exc.detail}",
+            markup=True,
+            highlight=False,
+        )
+        if code == EXIT_AUTH and exc.status == 401:
+            err.print("log in with `qwen-image login`, or pass --api-key / QWEN_IMAGE_API_KEY", highlight=False)
+    return typer.Exit(code)
+
+
+def _run(ctx: typer.Context, as_json: bool, action) -> Any:
+    client = _client(ctx)
+    try:
+        return action(client)
+    except ApiError as exc:
+        raise _fail(exc, as_json) from None
+    finally:
+        client.close()
+
+
+# ------------------------------------------------------------------ log in
+
+
+@app.command()
+def login(
+    ctx: typer.Context,
+    username: Annotated[Optional[str], typer.Option("--username", "-u")] = None,
+    password: Annotated[Optional[str], typer.Option("--password", "-p", help="asked for when left out")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Log in and save the service URL and a token in the config file (mode 0600).
+
+    With --api-key (or QWEN_IMAGE_API_KEY) the key is checked and saved instead.
+    """
+    as_json = _json_wanted(ctx, as_json)
+    credentials = resolve(ctx.obj.url, ctx.obj.api_key)
+    key = ctx.obj.api_key or os.environ.get("QWEN_IMAGE_API_KEY")
+    client = Client(Credentials(credentials.url, key), language=_language())
+    try:
+        if key:
+            user = client.json("GET", "/auth/me")
+            token = key
+        else:
+            username = username or typer.prompt("username")
+            password = password or typer.prompt("password", hide_input=True)
+            token = client.json("POST", "/auth/login", json={"username": username, "password": password})[
+                "access_token"
+            ]
+            client.http.headers["Authorization"] = f"Bearer {token}"
+            user = client.json("GET", "/auth/me")
+    except ApiError as exc:
+        raise _fail(exc, as_json) from None
+    finally:
+        client.close()
+    path = write_config({**read_config(), "url": credentials.url, "token": token})
+    if as_json:
+        _emit({"username": user["username"], "url": credentials.url, "config": str(path)})
+    else:
+        err.print(f"logged in to {credentials.url} as {user['username']} (saved in {path})", highlight=False)
+
+
+# ------------------------------------------------------------------ generation
+
+
+def _submit_and_finish(
+    ctx: typer.Context, as_json: bool, path: str, data: dict, files: list, output: Optional[Path], no_wait: bool
+) -> None:
+    client = _client(ctx)
+    try:
+        accepted = client.json("POST", path, data={k: str(v) for k, v in data.items()}, files=files or None)
+        task_id = accepted["task_id"]
+        if no_wait:
+            if as_json:
+                _emit(accepted)
+            else:
+                out.print(task_id, highlight=False)
+            return
+        final = _follow_with_progress(client, task_id, as_json)
+        _finish(client, task_id, final, output, as_json)
+    except ApiError as exc:
+        raise _fail(exc, as_json) from None
+    finally:
+        client.close()
+
+
+def _follow_with_progress(client: Client, task_id: str, as_json: bool) -> dict:
+    """A live bar with queue position (on stderr); Ctrl-C asks whether to cancel the task."""
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=as_json,
+    )
+    bar = progress.add_task(f"{task_id[:8]} queued", total=100)
+
+    def show(update: dict) -> None:
+        status = update["status"]
+        if status == "pending":
+            position = update.get("position")
+            label = f"queued, position {position}" if position else "queued"
+        elif status == "running" and update.get("total"):
+            label = f"step {update.get('step')}/{update.get('total')}"
+        else:
+            label = status
+        fields: dict[str, Any] = {"description": f"{task_id[:8]} {label}"}
+        if update.get("percent") is not None:
+            fields["completed"] = float(update["percent"])
+        progress.update(bar, **fields)
+
+    try:
+        with progress:
+            return client.follow(task_id, show)
+    except KeyboardInterrupt:
+        _interrupted(client, task_id, as_json)
+        raise  # not reached: _interrupted exits
+
+
+def _interrupted(client: Client, task_id: str, as_json: bool) -> None:
+    err.print()
+    try:
+        cancel = typer.confirm(f"Cancel task {task_id}?", default=True, err=True)
+    except (typer.Abort, KeyboardInterrupt, EOFError):
+        cancel = False
+    if cancel:
+        try:
+            answer = client.json("DELETE", f"/tasks/{task_id}")
+            final = answer.get("status")
+            if final not in TERMINAL:  # a running task stops at its next step
+                err.print(f"stopping task {task_id}…", highlight=False)
+                final = client.follow(task_id, lambda update: None)["status"]
+            err.print(f"task {task_id}: {final}", highlight=False)
+            if as_json:
+                _emit({"task_id": task_id, "status": final, "interrupted": True})
+        except ApiError as exc:
+            err.print(f"could not cancel: {exc.detail}", highlight=False)
+    else:
+        err.print(f"task {task_id} goes on; see `qwen-image status {task_id}`", highlight=False)
+        if as_json:
+            _emit({"task_id": task_id, "status": "running", "interrupted": True})
+    raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def _finish(client: Client, task_id: str, final: dict, output: Optional[Path], as_json: bool) -> None:
+    if final["status"] != "completed":
+        if as_json:
+            _emit({"task_id": task_id, "status": final["status"], "error": final.get("error")})
+        else:
+            err.print(
+                f"[red]task {task_id} {final['status']}[/red]" + (f": {final['error']}" if final.get("error") else ""),
+                markup=True,
+                highlight=False,
+            )
+        raise typer.Exit(EXIT_TASK_FAILED)
+    path, response = _download(client, task_id, output)
+    summary = {
+        "task_id": task_id,
+        "status": "completed",
+        "file": str(path),
+        "media_type": response.headers.get("content-type"),
+        "seed": _int(response.headers.get("x-seed")),
+        "generation_seconds": _float(response.headers.get("x-generation-seconds")),
+    }
+    if as_json:
+        _emit(summary)
+    else:
+        err.print(f"saved {path} (seed {summary['seed']})", highlight=False)
+
+
+def _download(client: Client, task_id: str, output: Optional[Path], wait: bool = True):
+    response = client.request(
+        "GET", f"/tasks/{task_id}/result", params={"wait": str(wait).lower()}, timeout=None if wait else 60
+    )
+    if response.status_code == 202:
+        raise ApiError(409, f"task {task_id} is still {response.json().get('status')}")
+    extension = "zip" if "zip" in response.headers.get("content-type", "") else "png"
+    path = output or Path(f"{task_id}.{extension}")
+    path.write_bytes(response.content)
+    return path, response
+
+
+def _int(value: Optional[str]) -> Optional[int]:
+    return int(value) if value and value.lstrip("-").isdigit() else None
+
+
+def _float(value: Optional[str]) -> Optional[float]:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def _files(paths: list[Path], field: str) -> list:
+    files = []
+    for path in paths:
+        if not path.is_file():
+            raise typer.BadParameter(f"{path} is not a file", param_hint="IMAGE")
+        suffix = path.suffix.lower().lstrip(".")
+        media = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp"}.get(suffix, "image/png")
+        files.append((field, (path.name, path.read_bytes(), media)))
+    return files
+
+
+@app.command()
+def generate(
+    ctx: typer.Context,
+    prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="what to draw")],
+    output: Output = None,
+    ratio: Annotated[str, typer.Option("--ratio", help="aspect ratio: " + ", ".join(RATIOS))] = "1:1",
+    steps: Steps = None,
+    cfg: Cfg = None,
+    seed: Seed = -1,
+    count: Annotated[int, typer.Option("-n", "--count", min=1, max=4, help="number of images (1–4)")] = 1,
+    negative: Negative = "",
+    no_wait: NoWait = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Text to image: one PNG (several images: a ZIP)."""
+    if ratio not in RATIOS:
+        raise typer.BadParameter(f"{ratio!r} is not one of {', '.join(RATIOS)}", param_hint="--ratio")
+    data: dict[str, Any] = {
+        "prompt": prompt,
+        "aspect_ratio": ratio,
+        "seed": seed,
+        "num_images": count,
+        "negative_prompt": negative,
+    }
+    if steps is not None:
+        data["num_inference_steps"] = steps
+    if cfg is not None:
+        data["true_cfg_scale"] = cfg
+    _submit_and_finish(ctx, _json_wanted(ctx, as_json), "/text-to-image", data, [], output, no_wait)
+
+
+@app.command()
+def edit(
+    ctx: typer.Context,
+    arguments: Annotated[
+        list[str], typer.Argument(metavar="IMAGE [IMAGE] PROMPT", help="one or two images, then the edit prompt")
+    ],
+    output: Output = None,
+    steps: Steps = None,
+    cfg: Cfg = None,
+    guidance: Annotated[Optional[float], typer.Option("--guidance", min=1.0, max=10.0)] = None,
+    seed: Seed = -1,
+    count: Annotated[int, typer.Option("-n", "--count", min=1, max=4)] = 1,
+    negative: Negative = "",
+    no_wait: NoWait = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Edit one image, or compose two, with a prompt."""
+    if not 2 <= len(arguments) <= 3:
+        raise typer.BadParameter("give one or two images and then the prompt", param_hint="IMAGE [IMAGE] PROMPT")
+    *images, prompt = arguments
+    data: dict[str, Any] = {"prompt": prompt, "seed": seed, "num_images": count, "negative_prompt": negative}
+    for key, value in (("num_inference_steps", steps), ("true_cfg_scale", cfg), ("guidance_scale", guidance)):
+        if value is not None:
+            data[key] = value
+    _submit_and_finish(
+        ctx,
+        _json_wanted(ctx, as_json),
+        "/image-edit",
+        data,
+        _files([Path(p) for p in images], "images"),
+        output,
+        no_wait,
+    )
+
+
+@app.command()
+def batch(
+    ctx: typer.Context,
+    image: Annotated[Path, typer.Argument(metavar="IMAGE", help="the image to edit")],
+    prompts: Annotated[str, typer.Argument(metavar="PROMPTS", help='edit prompts separated by "|" (at most 10)')],
+    output: Output = None,
+    steps: Steps = None,
+    cfg: Cfg = None,
+    seed: Seed = -1,
+    negative: Negative = "",
+    no_wait: NoWait = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Several edits of one image: one result image per prompt (a ZIP when more than one)."""
+    data: dict[str, Any] = {"prompts": prompts, "seed": seed, "negative_prompt": negative}
+    for key, value in (("num_inference_steps", steps), ("true_cfg_scale", cfg)):
+        if value is not None:
+            data[key] = value
+    _submit_and_finish(
+        ctx, _json_wanted(ctx, as_json), "/image-edit/batch", data, _files([image], "image"), output, no_wait
+    )
+
+
+# ------------------------------------------------------------------ tasks
+
+TaskId = Annotated[str, typer.Argument(metavar="ID", help="task id")]
+
+
+@app.command()
+def status(ctx: typer.Context, task_id: TaskId, as_json: JsonOpt = False) -> None:
+    """A task's state, queue position and progress."""
+    as_json = _json_wanted(ctx, as_json)
+    body = _run(ctx, as_json, lambda c: c.json("GET", f"/tasks/{task_id}"))
+    if as_json:
+        _emit(body)
+        return
+    progress = body.get("progress") or {}
+    out.print(
+        f"{body['task_id']}  {body['status']}  {progress.get('percent', 0)}%  "
+        f"queue position {body.get('position_in_queue')}  seed {body.get('seed')}",
+        highlight=False,
+    )
+    if body.get("error"):
+        out.print(f"error: {body['error']}", highlight=False)
+
+
+@app.command()
+def result(
+    ctx: typer.Context,
+    task_id: TaskId,
+    output: Output = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="wait for an unfinished task")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Download a task's PNG or ZIP."""
+    as_json = _json_wanted(ctx, as_json)
+    path, response = _run(ctx, as_json, lambda c: _download(c, task_id, output, wait))
+    summary = {
+        "task_id": task_id,
+        "file": str(path),
+        "media_type": response.headers.get("content-type"),
+        "seed": _int(response.headers.get("x-seed")),
+    }
+    if as_json:
+        _emit(summary)
+    else:
+        err.print(f"saved {path}", highlight=False)
+
+
+@app.command()
+def cancel(ctx: typer.Context, task_id: TaskId, as_json: JsonOpt = False) -> None:
+    """Cancel a pending or running task."""
+    as_json = _json_wanted(ctx, as_json)
+    body = _run(ctx, as_json, lambda c: c.json("DELETE", f"/tasks/{task_id}"))
+    if as_json:
+        _emit(body)
+    else:
+        out.print(f"{task_id}: {body.get('status')} ({body.get('message')})", highlight=False)
+
+
+@app.command()
+def history(
+    ctx: typer.Context,
+    status_filter: Annotated[
+        Optional[str], typer.Option("--status", help="pending, running, completed, failed, cancelled")
+    ] = None,
+    task_type: Annotated[Optional[str], typer.Option("--type", help="text_to_image, image_edit, batch_edit")] = None,
+    since: Annotated[Optional[str], typer.Option("--from", help="ISO date or datetime")] = None,
+    until: Annotated[Optional[str], typer.Option("--to", help="ISO date or datetime")] = None,
+    page: Annotated[int, typer.Option("--page", min=1)] = 1,
+    page_size: Annotated[int, typer.Option("--page-size", min=1, max=100)] = 20,
+    all_users: Annotated[bool, typer.Option("--all", help="every user's tasks (admin)")] = False,
+    user_id: Annotated[Optional[int], typer.Option("--user-id", help="with --all: one user's tasks")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Your past tasks, newest first, with the contract's filters and pages."""
+    as_json = _json_wanted(ctx, as_json)
+    params = {
+        "page": page,
+        "page_size": page_size,
+        "status": status_filter,
+        "task_type": task_type,
+        "start_date": since,
+        "end_date": until,
+        "user_id": user_id if all_users else None,
+    }
+    params = {k: v for k, v in params.items() if v is not None}
+    path = "/tasks/history/all" if all_users else "/tasks/history/me"
+    body = _run(ctx, as_json, lambda c: c.json("GET", path, params=params))
+    if as_json:
+        _emit(body)
+        return
+    table = Table(title=f"page {body['page']} of {max(body['total_pages'], 1)} · {body['total']} tasks")
+    for column in ("created", "task id", "type", "status", "seconds", "prompt"):
+        table.add_column(column, overflow="fold")
+    for item in body["items"]:
+        seconds = item.get("execution_time")
+        table.add_row(
+            str(item["created_at"])[:19],
+            item["task_id"],
+            item["task_type"],
+            item["status"],
+            f"{seconds:.1f}" if seconds is not None else "",
+            item["prompt"],
+        )
+    out.print(table, markup=False, highlight=False)
+
+
+@app.command()
+def quota(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Your quota: used and remaining today and this month."""
+    as_json = _json_wanted(ctx, as_json)
+    body = _run(ctx, as_json, lambda c: c.json("GET", "/tasks/quota/me"))
+    if as_json:
+        _emit(body)
+        return
+    out.print(
+        f"today: {body['used_today']} / {body['daily_limit']} (remaining {body['remaining_today']}"
+        + (f", resets {body['daily_resets_at']}" if body.get("daily_resets_at") else "")
+        + ")",
+        highlight=False,
+    )
+    out.print(
+        f"this month: {body['used_this_month']} / {body['monthly_limit']} (remaining {body['remaining_this_month']})",
+        highlight=False,
+    )
+
+
+# ------------------------------------------------------------------ API keys
+
+
+@keys_app.command("create")
+def keys_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="a name to recognise the key by")],
+    expires_in_days: Annotated[
+        Optional[int], typer.Option("--expires-in-days", min=1, max=3650, help="default: never expires")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an API key (use it with --api-key or QWEN_IMAGE_API_KEY); it is shown once."""
+    as_json = _json_wanted(ctx, as_json)
+    request = {"name": name} if expires_in_days is None else {"name": name, "expires_in_days": expires_in_days}
+    body = _run(ctx, as_json, lambda c: c.json("POST", "/auth/api-keys", json=request))
+    if as_json:
+        _emit(body)
+    else:
+        secret = body.get("key") or body.get("api_key") or body.get("secret")
+        out.print(secret or json.dumps(body, ensure_ascii=False), highlight=False)
+        err.print("store it now: it cannot be shown again", highlight=False)
+
+
+@keys_app.command("list")
+def keys_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Your API keys (never their secrets)."""
+    as_json = _json_wanted(ctx, as_json)
+    body = _run(ctx, as_json, lambda c: c.json("GET", "/auth/api-keys"))
+    items = body.get("items", body) if isinstance(body, dict) else body
+    if as_json:
+        _emit(body)
+        return
+    table = Table()
+    columns = [
+        c
+        for c in ("id", "name", "prefix", "created_at", "last_used_at", "expires_at")
+        if any(c in item for item in items)
+    ] or ["id", "name"]
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for item in items:
+        table.add_row(*(str(item.get(c) if item.get(c) is not None else "") for c in columns))
+    out.print(table, markup=False, highlight=False)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    ctx: typer.Context,
+    key_id: Annotated[str, typer.Argument(metavar="KEY_ID", help="the key's id")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Revoke an API key: it stops working at once."""
+    as_json = _json_wanted(ctx, as_json)
+    response = _run(ctx, as_json, lambda c: c.request("DELETE", f"/auth/api-keys/{key_id}"))
+    body = response.json() if response.content else {"id": key_id, "revoked": True}
+    if as_json:
+        _emit(body)
+    else:
+        out.print(f"revoked {key_id}", highlight=False)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

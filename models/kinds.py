@@ -1,0 +1,86 @@
+"""The model kinds the service runs: one row per kind, read by every part that needs to know one.
+
+Profiles (which weights), the model deployments (their Serve names), the registry (where a kind's
+requests go), the settings (``ENABLED_MODELS``), the routes and ``/health``/``/models`` all derive
+what they need from :class:`ModelKind`. A new kind is a new member here, its pipeline in each
+profile, and the route that submits it.
+
+Pure Python on purpose: the web ingress imports this module and must stay free of torch.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """Everything fixed about one model kind."""
+
+    deployment: str  # the Serve deployment that runs it
+    qwen_model_id: str  # production weights (the ``qwen`` profile's default source)
+    pipeline_class: str  # diffusers pipeline class, for the profiles that run one
+    path_setting: str  # setting that points the ``qwen`` profile at other weights
+    task_types: tuple[str, ...]  # the task types (records, history) this kind runs
+    takes_images: bool  # requests carry input images (edit) rather than an output size
+    default_steps: int  # the contract's default ``num_inference_steps`` on this kind's route
+    not_loaded: str  # the contract's 503 detail while no replica of it runs
+    not_loaded_en: str  # the same for ``Accept-Language: en``
+    capabilities: tuple[str, ...]  # what ``GET /models`` lists
+    description: str  # production model's description in ``GET /models``
+
+
+class ModelKind(str, enum.Enum):
+    """A model kind; its value is the name used in settings, records and ``/health``."""
+
+    text_to_image = "text_to_image"
+    image_edit = "image_edit"
+
+    @property
+    def spec(self) -> KindSpec:
+        return _SPECS[self]
+
+    @property
+    def deployment(self) -> str:
+        return self.spec.deployment
+
+
+_SPECS: dict[ModelKind, KindSpec] = {
+    ModelKind.text_to_image: KindSpec(
+        deployment="TextToImage",
+        qwen_model_id="Qwen/Qwen-Image-2512",
+        pipeline_class="QwenImagePipeline",
+        path_setting="TEXT_TO_IMAGE_MODEL_PATH",
+        task_types=("text_to_image",),
+        takes_images=False,
+        default_steps=50,
+        not_loaded="文生图模型未加载",
+        not_loaded_en="The text-to-image model is not loaded",
+        capabilities=("text-to-image", "image generation"),
+        description="Qwen-Image-2512 文生图模型",
+    ),
+    ModelKind.image_edit: KindSpec(
+        deployment="ImageEdit",
+        qwen_model_id="Qwen/Qwen-Image-Edit-2511",
+        pipeline_class="QwenImageEditPlusPipeline",
+        path_setting="IMAGE_EDIT_MODEL_PATH",
+        task_types=("image_edit", "batch_edit"),
+        takes_images=True,
+        default_steps=40,
+        not_loaded="图像编辑模型未加载",
+        not_loaded_en="The image-edit model is not loaded",
+        capabilities=("image-to-image", "image editing", "multi-image composition"),
+        description="Qwen-Image-Edit-2511 图像编辑模型",
+    ),
+}
+
+KIND_NAMES: tuple[str, ...] = tuple(kind.value for kind in ModelKind)
+
+
+def kind_for_task_type(task_type: str) -> ModelKind:
+    """The kind that runs a task of ``task_type`` (a batch edit runs on the edit model)."""
+    for kind in ModelKind:
+        if task_type in kind.spec.task_types:
+            return kind
+    raise ValueError(f"no model kind runs tasks of type {task_type!r}")

@@ -1,0 +1,100 @@
+"""The HTTP application: FastAPI routes, error handlers and middleware over one ServiceState.
+
+:func:`create_app` builds the app around the state its routes share (``app.state.service``, and
+``app.state.auth`` for the auth dependencies); :func:`build_service_state` wires that state from
+the settings. The ingress deployment does both in each replica; the in-process test tier does the
+same with a stand-in registry, without Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Optional
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from auth.routes import router as auth_router
+from auth.security import load_or_create_secret
+from auth.service import AuthConfig, AuthService
+from serving.errors import install_error_handlers
+from serving.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
+from serving.registry_client import Registry
+from serving.routes import events, generate, history, system, tasks, webhooks
+from serving.settings import Settings
+from serving.state import ServiceState, read_deployment_status
+from storage import init_db, make_engine, open_result_store
+from web import INDEX_HTML, PAGE_CSP, STATIC_DIR
+
+log = logging.getLogger("qwen_image.ingress")
+
+MULTIPART_OVERHEAD = 1024 * 1024
+UPLOAD_FILES = {"/image-edit": 2, "/image-edit/batch": 1}
+
+
+def create_app(state: Optional[ServiceState] = None) -> FastAPI:
+    """The service's FastAPI app; routes answer 503 "starting" until it has a ``state``."""
+    app = FastAPI(
+        title="Qwen Image Service",
+        version="2.0.0",
+        description="Text-to-image (Qwen-Image-2512) and image editing (Qwen-Image-Edit-2511) on Ray Serve. "
+                    "Compatible with the v1.3.0 API.",
+    )
+    install_error_handlers(app)
+    app.include_router(system.router)
+    app.include_router(auth_router)
+    app.include_router(history.router)  # before tasks: /tasks/history/… must not match /tasks/{task_id}
+    app.include_router(events.router)  # before tasks too: /tasks/events
+    app.include_router(webhooks.router)
+    app.include_router(tasks.router)
+    app.include_router(generate.router)
+    add_web_page(app)
+    app.add_middleware(BodyLimitMiddleware, limit_for=lambda path: body_limit_for(state, path))
+    app.add_middleware(SecurityHeadersMiddleware)
+    if state is not None:
+        app.state.service = state
+        app.state.auth = state.auth
+    return app
+
+
+def add_web_page(app: FastAPI) -> None:
+    """The web page at ``/`` and its assets under ``/static``; it talks to the API like any client."""
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def web_page() -> FileResponse:
+        # The page's CSP replaces the API's ``default-src 'none'`` (SecurityHeadersMiddleware keeps a
+        # header a route already set) and is still strict: no inline scripts or styles.
+        return FileResponse(INDEX_HTML, media_type="text/html", headers={"Content-Security-Policy": PAGE_CSP})
+
+
+def body_limit_for(state: Optional[ServiceState], path: str) -> int:
+    """Upload routes may carry their files (≤ max_upload_mb each); everything else 1 MiB."""
+    per_file = state.settings.max_upload_bytes if state else 20 * 1024 * 1024
+    return UPLOAD_FILES.get(path.rstrip("/"), 0) * per_file + MULTIPART_OVERHEAD
+
+
+def build_service_state(settings: Settings, registry: Registry, app_name: str,
+                        read_status: Callable[[str], dict] = read_deployment_status) -> ServiceState:
+    """The database, the auth service (with the default admin) and the result store, from ``settings``."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url)
+    init_db(engine)
+    secret = (settings.jwt_secret.get_secret_value() if settings.jwt_secret
+              else load_or_create_secret(settings.data_dir))
+    auth = AuthService(engine, secret, AuthConfig(
+        enabled=settings.auth_enabled, allow_registration=settings.allow_registration,
+        admin_username=settings.admin_username,
+        admin_password=settings.admin_password.get_secret_value() if settings.admin_password else None,
+        token_ttl_seconds=settings.token_ttl_seconds, hash_profile=settings.password_hash_profile,
+        login_max_failures=settings.login_max_failures,
+        login_max_failures_per_address=settings.login_max_failures_per_address,
+        login_window_seconds=settings.login_window_seconds,
+    ))
+    auth.ensure_default_admin()
+    if not settings.auth_enabled:
+        log.warning("AUTH_ENABLED=false: every request acts as %r", settings.admin_username)
+    return ServiceState(settings=settings, engine=engine, auth=auth,
+                        store=open_result_store(settings.result_store_url, settings.data_dir),
+                        registry=registry, app_name=app_name, read_status=read_status)

@@ -1,0 +1,114 @@
+"""How the ingress talks to the task registry: typed methods over the registry actor's handle.
+
+:class:`Registry` is what the routes need from a registry; :class:`RegistryClient` provides it over
+Ray. While the registry actor restarts, every call answers a retryable 503 rather than a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Awaitable, Callable, Optional, Protocol, TypeVar, Union
+
+import ray
+from fastapi import HTTPException, status
+
+from serving import messages
+from serving.registry import lookup_registry
+from serving.protocol import (
+    AlreadyFinished,
+    CleanupCounts,
+    CreateAnswer,
+    QueueSnapshot,
+    RegistryIdentity,
+    TaskSpec,
+    TaskStatusView,
+    WaitAnswer,
+)
+
+T = TypeVar("T")
+_RAY_UNAVAILABLE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ValueError)
+
+
+class Registry(Protocol):
+    """The task registry as the routes see it."""
+
+    async def create(self, spec: TaskSpec) -> CreateAnswer: ...
+
+    async def status(self, task_id: str) -> Optional[TaskStatusView]: ...
+
+    async def wait(self, task_id: str, timeout: float) -> Optional[WaitAnswer]: ...
+
+    async def queue(self) -> QueueSnapshot: ...
+
+    async def cancel(self, task_id: str) -> Union[TaskStatusView, AlreadyFinished, None]: ...
+
+    async def cleanup(self, max_age_hours: float, max_age_days: float) -> CleanupCounts: ...
+
+    async def ping(self) -> RegistryIdentity: ...
+
+    # Task events (serving.events): the ingress's long poll and the state a new stream starts from.
+    async def poll_events(self, epoch: Optional[str], cursor: Optional[int], timeout: float) -> dict: ...
+
+    async def task_events(self, task_id: str, after_id: int = 0) -> Optional[dict]: ...
+
+    async def user_events(self, user_id: Optional[int], after_id: int = 0) -> list[dict]: ...
+
+    async def refresh_positions(self, task_ids: list[str]) -> int: ...
+
+
+class RegistryClient:
+    """:class:`Registry` over the registry actor of one application."""
+
+    def __init__(self, handle: Any, app_name: str):
+        self.handle = handle
+        self.app_name = app_name
+
+    async def _call(self, call: Callable[[Any], Awaitable[T]]) -> T:
+        """``call(handle)``; while the registry restarts the client gets a retryable 503, never a 500."""
+        for attempt in range(2):
+            try:
+                return await call(self.handle)
+            except _RAY_UNAVAILABLE:
+                if attempt == 0:
+                    # A replaced (not restarted) registry has a new handle under the same name.
+                    try:
+                        self.handle = await asyncio.to_thread(lookup_registry, self.app_name)
+                        continue
+                    except ValueError:
+                        pass
+                break
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, messages.REGISTRY_UNAVAILABLE,
+                            headers={"Retry-After": "2"})
+
+    async def create(self, spec: TaskSpec) -> CreateAnswer:
+        return await self._call(lambda h: h.create.remote(spec))
+
+    async def status(self, task_id: str) -> Optional[TaskStatusView]:
+        return await self._call(lambda h: h.status.remote(task_id))
+
+    async def wait(self, task_id: str, timeout: float) -> Optional[WaitAnswer]:
+        return await self._call(lambda h: h.wait.remote(task_id, timeout))
+
+    async def queue(self) -> QueueSnapshot:
+        return await self._call(lambda h: h.queue.remote())
+
+    async def cancel(self, task_id: str) -> Union[TaskStatusView, AlreadyFinished, None]:
+        return await self._call(lambda h: h.cancel.remote(task_id))
+
+    async def cleanup(self, max_age_hours: float, max_age_days: float) -> CleanupCounts:
+        return await self._call(lambda h: h.cleanup.remote(max_age_hours, max_age_days))
+
+    async def ping(self) -> RegistryIdentity:
+        return await self._call(lambda h: h.ping.remote())
+
+    async def poll_events(self, epoch: Optional[str], cursor: Optional[int], timeout: float) -> dict:
+        return await self._call(lambda h: h.poll_events.remote(epoch, cursor, timeout))
+
+    async def task_events(self, task_id: str, after_id: int = 0) -> Optional[dict]:
+        return await self._call(lambda h: h.task_events.remote(task_id, after_id))
+
+    async def user_events(self, user_id: Optional[int], after_id: int = 0) -> list[dict]:
+        return await self._call(lambda h: h.user_events.remote(user_id, after_id))
+
+    async def refresh_positions(self, task_ids: list[str]) -> int:
+        return await self._call(lambda h: h.refresh_positions.remote(task_ids))

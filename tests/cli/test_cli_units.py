@@ -1,0 +1,68 @@
+"""Pieces of the command-line client that need no service: the event-stream parser, where
+credentials come from, and the config file's permissions."""
+
+from __future__ import annotations
+
+import stat
+
+import pytest
+
+from cli.client import _event_update, _sse, config_path, resolve, write_config
+
+pytestmark = pytest.mark.unit
+
+
+def test_sse_parser_reads_named_events_and_skips_comments():
+    lines = [
+        ": keep-alive",
+        "",
+        "id: 1",
+        "event: queued",
+        'data: {"task_id": "t", "position": 2}',
+        "",
+        "event: progress",
+        'data: {"task_id": "t",',
+        'data: "percent": 50.0}',
+        "",
+        "event: broken",
+        "data: {",
+        "",
+    ]
+    assert list(_sse(iter(lines))) == [
+        ("queued", {"task_id": "t", "position": 2}),
+        ("progress", {"task_id": "t", "percent": 50.0}),
+    ]
+
+
+def test_events_map_to_updates_and_previews_are_ignored():
+    assert _event_update("queued", {"position": 3}) == {"status": "pending", "position": 3}
+    assert _event_update("completed", {"seed": 5})["status"] == "completed"
+    assert _event_update("preview", {"b64": "…"}) is None
+
+
+@pytest.fixture
+def config(tmp_path, monkeypatch):
+    monkeypatch.setenv("QWEN_IMAGE_CONFIG", str(tmp_path / "sub" / "config.json"))
+    monkeypatch.delenv("QWEN_IMAGE_URL", raising=False)
+    monkeypatch.delenv("QWEN_IMAGE_API_KEY", raising=False)
+    return tmp_path / "sub" / "config.json"
+
+
+def test_config_file_is_owner_only_even_when_it_existed_wider(config):
+    config.parent.mkdir()
+    config.write_text("{}")
+    config.chmod(0o644)
+    write_config({"url": "http://a", "token": "t"})
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600 and config_path() == config
+
+
+def test_flags_win_over_environment_over_file(config, monkeypatch):
+    write_config({"url": "http://file/", "token": "file-token"})
+    assert (resolve(None, None).url, resolve(None, None).token) == ("http://file", "file-token")
+    monkeypatch.setenv("QWEN_IMAGE_URL", "http://env")
+    monkeypatch.setenv("QWEN_IMAGE_API_KEY", "env-key")
+    assert (resolve(None, None).url, resolve(None, None).token) == ("http://env", "env-key")
+    assert (resolve("http://flag", "flag-key").url, resolve("http://flag", "flag-key").token) == (
+        "http://flag",
+        "flag-key",
+    )

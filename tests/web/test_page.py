@@ -1,0 +1,256 @@
+"""The web page in a real browser (Debian's headless Chromium driven by Playwright) against the
+real service on the tiny profile: the session's Serve instance at ``/``.
+
+Screenshots of the main screens are written to ``$QWEN_SCREENSHOT_DIR`` when it is set (the
+README's come from ``QWEN_SCREENSHOT_DIR=docs/screenshots``), else to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+
+from tests.api.helpers import image_bytes
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TASK_TIMEOUT_MS = 120_000
+XSS = "<img src=x onerror=alert(1)>"
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory) -> Iterator[Browser]:
+    assert shutil.which(CHROMIUM) or Path(CHROMIUM).exists(), "install Debian's chromium (see .ci/run)"
+    with sync_playwright() as playwright:
+        # An empty user-data dir per run: a persistent context owns it.
+        yield playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    folder = Path(os.environ.get("QWEN_SCREENSHOT_DIR") or tmp_path_factory.mktemp("screens"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+class Watched:
+    """A page whose console errors, uncaught exceptions and dialogs (alert(1)!) are recorded."""
+
+    def __init__(self, page: Page):
+        self.page = page
+        self.errors: list[str] = []
+        self.dialogs: list[str] = []
+        page.on("console", self._console)
+        page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
+        page.on("dialog", self._dialog)
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.errors.append(message.text)
+
+    def _dialog(self, dialog) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+
+def open_page(browser: Browser, base_url: str, locale: str = "en-US", width: int = 1280, height: int = 900) -> Watched:
+    context = browser.new_context(locale=locale, viewport={"width": width, "height": height}, accept_downloads=True)
+    watched = Watched(context.new_page())
+    watched.page.goto(base_url + "/")
+    expect(watched.page.locator("body[data-ready=true]")).to_have_count(1)
+    return watched
+
+
+def submit_t2i(page: Page, prompt: str, steps: int = 20, ratio: str = "1:1") -> None:
+    page.get_by_role("tab", name=re.compile("Text to image|文生图")).click()
+    page.locator("#prompt").fill(prompt)
+    page.locator(f"label[for=ratio-{ratio.replace(':', '-')}]").click()
+    page.locator("#steps").fill(str(steps))
+    page.locator("#submit").click()
+
+
+def task_item(page: Page, text: str):
+    return page.locator("#tasks .task").filter(has=page.locator(".task-prompt", has_text=text)).first
+
+
+def test_page_is_served_with_a_strict_csp_and_docs_still_work(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "'unsafe-inline'" not in csp and "style-src 'self'" in csp
+    assert (
+        client.get("/static/app.js").headers["content-type"].startswith(("text/javascript", "application/javascript"))
+    )
+    assert client.get("/static/missing.js").status_code == 404
+    assert client.get("/docs").status_code == 200
+    assert "content-security-policy" not in client.get("/docs").headers
+    assert client.get("/health").headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
+
+
+def test_a_newcomer_registers_generates_cancels_edits_and_reads_history(browser, base_url, shots, tmp_path):
+    w = open_page(browser, base_url)
+    page = w.page
+    expect(page.locator("#view-login")).to_be_visible()
+    page.screenshot(path=str(shots / "login.png"))
+
+    # A wrong password: the API's own detail, in the browser's language.
+    page.locator("input[name=username]").fill("nobody_" + uuid.uuid4().hex[:6])
+    page.locator("input[name=password]").fill("wrong-password")
+    page.locator("#login-submit").click()
+    expect(page.locator("#alert-text")).to_have_text("Incorrect username or password")
+    assert all("401" in e for e in w.errors), w.errors  # the browser logs the refused request itself
+    w.errors.clear()
+
+    username = "page_" + uuid.uuid4().hex[:8]
+    page.locator("input[name=username]").fill(username)
+    page.locator("input[name=password]").fill("secret-pass")
+    page.locator("#register").click()
+    expect(page.locator("#whoami")).to_have_text(username)
+    expect(page.locator("#view-create")).to_be_visible()
+    assert page.context.cookies()[0]["httpOnly"] is True
+    assert page.evaluate("document.cookie") == ""  # the token is out of reach of scripts
+
+    # Generate and watch the bar go to 100 %.
+    page.evaluate("""() => { window.__seen = [];
+        new MutationObserver((records) => { for (const r of records) if (r.attributeName === 'aria-valuenow')
+          window.__seen.push(Number(r.target.getAttribute('aria-valuenow'))); })
+        .observe(document.querySelector('#tasks'), {attributes: true, subtree: true}); }""")
+    submit_t2i(page, "a red fox in the snow", steps=30)
+    fox = task_item(page, "a red fox in the snow")
+    expect(fox).to_have_attribute("data-status", "completed", timeout=TASK_TIMEOUT_MS)
+    expect(fox.locator(".bar")).to_have_attribute("aria-valuenow", "100")
+    seen = page.evaluate("window.__seen")
+    assert seen and seen[-1] == 100 and seen == sorted(seen), seen
+    shot = page.locator("#gallery .shot").first
+    expect(shot.locator(".shot-prompt")).to_have_text("a red fox in the snow")
+    assert page.evaluate("document.querySelector('#gallery .shot img').naturalWidth") == 1024
+    expect(shot.locator(".shot-meta")).to_contain_text("seed")
+
+    # A long task, cancelled while it runs; a second one beside it shows several at once.
+    submit_t2i(page, "a very long landscape", steps=100, ratio="16:9")
+    slow = task_item(page, "a very long landscape")
+    page.wait_for_function(
+        """() => { const t = [...document.querySelectorAll('#tasks .task')]
+        .find(li => li.querySelector('.task-prompt').textContent === 'a very long landscape');
+        if (!t) return false;
+        const v = Number(t.querySelector('.bar').getAttribute('aria-valuenow'));
+        return t.dataset.status === 'running' && v > 0 && v < 60; }""",
+        timeout=TASK_TIMEOUT_MS,
+        polling=100,
+    )
+    submit_t2i(page, XSS, steps=20)
+    page.screenshot(path=str(shots / "create.png"), full_page=True)
+    slow.locator(".task-cancel").click()
+    expect(slow).to_have_attribute("data-status", "cancelled", timeout=TASK_TIMEOUT_MS)
+
+    # The prompt that would run a script is shown as text, everywhere.
+    xss = task_item(page, XSS)
+    expect(xss).to_have_attribute("data-status", "completed", timeout=TASK_TIMEOUT_MS)
+    expect(xss.locator(".task-prompt")).to_have_text(XSS)
+    expect(page.locator("#gallery .shot-prompt").first).to_have_text(XSS)
+    assert page.locator("img[src=x]").count() == 0 and not w.dialogs
+
+    # Edit: a result taken as input, a dropped image beside it (thumbnails), one removed again,
+    # then an image from the file picker.
+    page.get_by_role("link", name="Gallery").click()
+    page.locator("#gallery .shot").filter(has_text="a red fox in the snow").locator(".use-edit").click()
+    expect(page.locator("#view-create")).to_be_visible()
+    expect(page.get_by_role("tab", name="Edit", exact=True)).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#thumbs img")).to_have_count(1)
+    page.evaluate(
+        """(b64) => { const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+        const dt = new DataTransfer(); dt.items.add(new File([bytes], 'dropped.png', {type: 'image/png'}));
+        document.querySelector('#drop').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true,
+          cancelable: true})); }""",
+        base64.b64encode(image_bytes(size=(96, 96))).decode(),
+    )
+    expect(page.locator("#thumbs img")).to_have_count(2)
+    page.locator("#thumbs button").first.click()
+    page.locator("#thumbs button").first.click()
+    expect(page.locator("#thumbs img")).to_have_count(0)
+    upload = tmp_path / "input.png"
+    upload.write_bytes(image_bytes(size=(256, 192)))
+    page.locator("#files").set_input_files(str(upload))
+    expect(page.locator("#thumbs img")).to_have_attribute("alt", "input.png")
+    page.locator("#prompt").fill("make it blue")
+    page.locator("#steps").fill("20")
+    page.locator("#submit").click()
+    edited = task_item(page, "make it blue")
+    expect(edited).to_have_attribute("data-status", "completed", timeout=TASK_TIMEOUT_MS)
+
+    page.get_by_role("link", name="Gallery").click()
+    expect(page.locator("#gallery .shot")).to_have_count(3)
+    page.screenshot(path=str(shots / "gallery.png"), full_page=True)
+    # "Same settings again" brings back the prompt, mode, steps and the input image.
+    page.locator("#gallery .shot").filter(has_text="make it blue").locator(".again").click()
+    expect(page.locator("#prompt")).to_have_value("make it blue")
+    expect(page.locator("#steps")).to_have_value("20")
+    expect(page.locator("#thumbs img")).to_have_count(1)
+
+    # History with statistics; the XSS prompt is text there too.
+    page.get_by_role("link", name="History").click()
+    rows = page.locator("#history-table tbody tr")
+    expect(rows).to_have_count(4)
+    expect(page.locator("#history-table .prompt-cell", has_text=XSS)).to_have_count(1)
+    expect(page.locator("#stats .stat").first).to_contain_text("4")
+    page.screenshot(path=str(shots / "history.png"), full_page=True)
+    page.locator("#history-form select[name=status]").select_option("cancelled")
+    page.locator("#history-form button[type=submit]").click()
+    expect(rows).to_have_count(1)
+    expect(page.locator("#page-info")).to_contain_text("1 tasks")
+
+    # Switch to Chinese: texts change, and the API answers in Chinese as well.
+    page.locator("#lang").select_option("zh")
+    expect(page.get_by_role("link", name="历史")).to_be_visible()
+    assert page.evaluate("document.documentElement.lang") == "zh-CN"
+
+    assert not w.errors, w.errors
+    assert not w.dialogs
+
+
+def test_admin_pages_and_phone_width(browser, base_url, shots, make_user):
+    target = make_user("pageadm")
+    w = open_page(browser, base_url, locale="zh-CN", width=390, height=844)
+    page = w.page
+    expect(page.locator("#login-submit")).to_have_text("登录")
+    # By keyboard alone.
+    page.locator("input[name=username]").focus()
+    page.keyboard.type("admin")
+    page.keyboard.press("Tab")
+    page.keyboard.type("admin123")
+    page.keyboard.press("Enter")
+    expect(page.locator("#nav-admin")).to_be_visible()
+    page.screenshot(path=str(shots / "phone.png"), full_page=True)
+    # Everything fits the phone's width: no sideways scrolling of the page itself.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.locator("#nav-admin").click()
+    row = page.locator("#users-table tbody tr").filter(has_text=target.username)
+    expect(row).to_have_count(1)
+    expect(page.locator("#global-stats .stat").first).to_be_visible()
+    row.get_by_role("button", name="禁用").click()
+    expect(row.get_by_role("button", name="启用")).to_be_visible()
+    page.screenshot(path=str(shots / "admin.png"))
+    page.locator("#cleanup-form button[type=submit]").click()
+    expect(page.locator("#cleanup-out")).to_contain_text("已清理")
+
+    page.get_by_role("button", name="退出登录").click()
+    expect(page.locator("#view-login")).to_be_visible()
+    assert not w.errors, w.errors

@@ -1,0 +1,166 @@
+// The public HTTP API, as the page uses it. The login token lives in an HttpOnly cookie set by
+// POST /auth/session, so no script ever holds it; state-changing calls carry the header the
+// service asks of cookie-authenticated requests.
+import { acceptLanguage } from "./i18n.js";
+
+const CSRF = { "X-Requested-With": "qwen-image" };
+const SAFE = new Set(["GET", "HEAD"]);
+
+/** An API error: ``detail`` is the service's own message. */
+export class ApiError extends Error {
+  constructor(status, detail) {
+    super(detail);
+    this.status = status;
+    this.detail = detail;
+  }
+}
+
+/** Calls the API (paths are relative to the page, so it works under any route prefix). */
+export async function api(path, { method = "GET", json, form, query, raw = false } = {}) {
+  const headers = { "Accept-Language": acceptLanguage() };
+  if (!SAFE.has(method)) Object.assign(headers, CSRF);
+  let body;
+  if (json !== undefined) {
+    headers["Content-Type"] = "application/json";
+    body = JSON.stringify(json);
+  } else if (form !== undefined) {
+    body = form;
+  }
+  let url = path;
+  if (query) {
+    const params = new URLSearchParams();
+    for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== null && v !== "") params.set(k, v);
+    const text = params.toString();
+    if (text) url += "?" + text;
+  }
+  let response;
+  try {
+    response = await fetch(url, { method, headers, body, credentials: "same-origin" });
+  } catch (err) {
+    throw new ApiError(0, String(err.message || err));
+  }
+  if (!response.ok) {
+    let detail = `HTTP ${response.status}`;
+    try {
+      const data = await response.json();
+      if (data && data.detail !== undefined) detail = typeof data.detail === "string" ? data.detail : JSON.stringify(data.detail);
+    } catch { /* not JSON: keep the status line */ }
+    throw new ApiError(response.status, detail);
+  }
+  if (raw) return response;
+  const type = response.headers.get("content-type") || "";
+  return type.includes("json") ? response.json() : response;
+}
+
+let eventsRoute;
+
+/** Whether the service has the task event stream (asked once, from its OpenAPI description, so
+ * the check itself never shows an error in the console). */
+export async function hasEventStream() {
+  if (eventsRoute === undefined) {
+    eventsRoute = api("openapi.json").then((doc) => Boolean(doc.paths && doc.paths["/tasks/{task_id}/events"]))
+      .catch(() => false);
+  }
+  return eventsRoute;
+}
+
+const TERMINAL = new Set(["completed", "failed", "cancelled"]);
+
+/**
+ * Follows one task until it ends, calling ``onUpdate`` with
+ * {status, position, percent, step, total, preview, seed, error}. Uses GET /tasks/{id}/events
+ * where the service has it, else polls GET /tasks/{id}. Returns a function that stops watching.
+ */
+export function watchTask(taskId, onUpdate) {
+  let stopped = false;
+  let source = null;
+  let timer = null;
+  const stop = () => {
+    stopped = true;
+    if (source) source.close();
+    if (timer) clearTimeout(timer);
+  };
+
+  const poll = async () => {
+    if (stopped) return;
+    try {
+      const s = await api(`tasks/${encodeURIComponent(taskId)}`);
+      const p = s.progress || {};
+      onUpdate({ status: s.status, position: s.position_in_queue, percent: p.percent ?? 0, step: p.current_step,
+        total: p.total_steps, seed: s.seed, error: s.error });
+      if (TERMINAL.has(s.status)) { stop(); return; }
+    } catch (err) {
+      if (err.status === 404 || err.status === 401) { onUpdate({ status: "failed", error: err.detail }); stop(); return; }
+    }
+    timer = setTimeout(poll, 700);
+  };
+
+  const stream = () => {
+    let received = false;
+    source = new EventSource(`tasks/${encodeURIComponent(taskId)}/events`);
+    const on = (name, handler) => source.addEventListener(name, (event) => {
+      received = true;
+      let data = {};
+      try { data = JSON.parse(event.data); } catch { /* keep {} */ }
+      handler(data);
+    });
+    on("queued", (d) => onUpdate({ status: "pending", position: d.position }));
+    on("started", () => onUpdate({ status: "running", position: 0 }));
+    on("progress", (d) => onUpdate({ status: "running", percent: d.percent, step: d.step, total: d.total }));
+    on("preview", (d) => onUpdate({ status: "running", preview: `data:${d.media_type};base64,${d.b64}` }));
+    on("completed", (d) => { stop(); onUpdate({ status: "completed", percent: 100, seed: d.seed }); });
+    on("failed", (d) => { stop(); onUpdate({ status: "failed", error: d.error }); });
+    on("cancelled", () => { stop(); onUpdate({ status: "cancelled" }); });
+    source.onerror = () => {
+      // A stream that cannot open (or closed for good) hands over to polling; a dropped one that
+      // the browser is reconnecting (CONNECTING) is left to do so.
+      if (stopped || (received && source.readyState === EventSource.CONNECTING)) return;
+      source.close();
+      poll();
+    };
+  };
+
+  hasEventStream().then((yes) => { if (!stopped) (yes ? stream : poll)(); });
+  return stop;
+}
+
+/** The images inside a result: one PNG, or every PNG of a ZIP (the service writes them stored). */
+export async function resultImages(blob) {
+  const bytes = new Uint8Array(await blob.arrayBuffer());
+  if (bytes[0] === 0x89 && bytes[1] === 0x50) return [blob];
+  return readZip(bytes);
+}
+
+async function readZip(bytes) {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let end = bytes.length - 22;
+  while (end >= 0 && view.getUint32(end, true) !== 0x06054b50) end--;
+  if (end < 0) throw new Error("not a ZIP file");
+  const count = view.getUint16(end + 10, true);
+  let at = view.getUint32(end + 16, true);
+  const entries = [];
+  for (let i = 0; i < count; i++) {
+    const method = view.getUint16(at + 10, true);
+    const size = view.getUint32(at + 20, true);
+    const nameLength = view.getUint16(at + 28, true);
+    const extra = view.getUint16(at + 30, true);
+    const comment = view.getUint16(at + 32, true);
+    const local = view.getUint32(at + 42, true);
+    const name = new TextDecoder().decode(bytes.subarray(at + 46, at + 46 + nameLength));
+    entries.push({ name, method, size, local });
+    at += 46 + nameLength + extra + comment;
+  }
+  entries.sort((a, b) => a.name.localeCompare(b.name));
+  const images = [];
+  for (const entry of entries) {
+    const start = entry.local + 30 + view.getUint16(entry.local + 26, true) + view.getUint16(entry.local + 28, true);
+    const data = bytes.subarray(start, start + entry.size);
+    if (entry.method === 0) {
+      images.push(new Blob([data], { type: "image/png" }));
+    } else if (entry.method === 8) {
+      const inflated = new Blob([data]).stream().pipeThrough(new DecompressionStream("deflate-raw"));
+      images.push(new Blob([await new Response(inflated).arrayBuffer()], { type: "image/png" }));
+    }
+  }
+  return images;
+}

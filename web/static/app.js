@@ -1,0 +1,539 @@
+// The page: log in, create images, follow tasks, gallery, history, administration.
+// Everything it shows from the service (prompts, usernames, messages) is written with
+// textContent, never parsed as HTML.
+import { api, ApiError, resultImages, watchTask } from "./api.js";
+import { language, setLanguage, t, translate } from "./i18n.js";
+
+const $ = (selector, root = document) => root.querySelector(selector);
+const RATIOS_FALLBACK = { "1:1": [1024, 1024], "16:9": [1664, 928], "9:16": [928, 1664], "4:3": [1472, 1104],
+  "3:4": [1104, 1472], "3:2": [1584, 1056], "2:3": [1056, 1584] };
+const MODE_DEFAULT_STEPS = { t2i: 50, edit: 40, batch: 40 };
+const MAX_IMAGES = { t2i: 0, edit: 2, batch: 1 };
+
+const state = {
+  user: null,
+  mode: "t2i",
+  inputs: [],          // [{blob, name, url}] edit inputs
+  lastSeed: null,
+  historyPage: 1,
+  historyPages: 1,
+};
+
+// ------------------------------------------------------------------ helpers
+
+function el(tag, { text, cls, attrs } = {}, children = []) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (cls) node.className = cls;
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function showError(err) {
+  const detail = err instanceof ApiError ? err.detail : String(err && err.message ? err.message : err);
+  $("#alert-text").textContent = detail;
+  $("#alert").classList.remove("ok");
+  $("#alert").hidden = false;
+}
+
+function showNotice(text) {
+  $("#alert-text").textContent = text;
+  $("#alert").classList.add("ok");
+  $("#alert").hidden = false;
+}
+
+function hideAlert() { $("#alert").hidden = true; }
+
+/** Runs an action, showing the API's detail when it fails (never a blank page). */
+async function guarded(action) {
+  try {
+    return await action();
+  } catch (err) {
+    showError(err);
+    if (err instanceof ApiError && err.status === 401 && state.user) {
+      state.user = null;  // the session ended (expired, or the password changed): log in again
+      renderAccount();
+    }
+    return undefined;
+  }
+}
+
+function formatDate(value) {
+  if (!value) return "";
+  const date = new Date(value);
+  return isNaN(date) ? String(value) : date.toLocaleString(language() === "zh" ? "zh-CN" : "en");
+}
+
+// ------------------------------------------------------------------ session and views
+
+async function loadSession() {
+  const session = await api("auth/session");
+  state.user = session.user;
+  state.allowRegistration = session.allow_registration !== false;
+  state.authDisabled = session.auth_enabled === false;
+  renderAccount();
+}
+
+function renderAccount() {
+  const user = state.user;
+  $("#nav").hidden = !user;
+  $("#logout").hidden = !user || state.authDisabled;
+  $("#nav-admin").hidden = !(user && user.is_admin);
+  $("#whoami").textContent = user ? user.username : "";
+  $("#quota").hidden = !user;
+  $("#register").hidden = state.allowRegistration === false;
+  for (const node of document.querySelectorAll(".only-admin-filter")) node.hidden = !(user && user.is_admin);
+  if (user) refreshQuota();
+  route();
+}
+
+function route() {
+  let view = (location.hash || "#create").slice(1);
+  if (!state.user) view = "login";
+  else if (view === "login" || !$(`#view-${view}`)) view = "create";
+  else if (view === "admin" && !state.user.is_admin) view = "create";
+  for (const section of document.querySelectorAll(".view")) section.hidden = section.id !== `view-${view}`;
+  for (const link of document.querySelectorAll("#nav a")) {
+    if (link.dataset.view === view) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  if (view === "history") loadHistory();
+  if (view === "admin") loadAdmin();
+}
+
+async function login(event) {
+  event.preventDefault();
+  hideAlert();
+  const form = new FormData($("#login-form"));
+  await guarded(async () => {
+    state.user = await api("auth/session", { method: "POST",
+      json: { username: form.get("username"), password: form.get("password") } });
+    $("#login-form").reset();
+    renderAccount();
+  });
+}
+
+async function register() {
+  hideAlert();
+  const form = new FormData($("#login-form"));
+  const credentials = { username: form.get("username"), password: form.get("password") };
+  await guarded(async () => {
+    await api("auth/register", { method: "POST", json: credentials });
+    state.user = await api("auth/session", { method: "POST", json: credentials });
+    $("#login-form").reset();
+    showNotice(t("login.registered"));
+    renderAccount();
+  });
+}
+
+async function logout() {
+  await guarded(() => api("auth/session", { method: "DELETE" }));
+  state.user = null;
+  renderAccount();
+}
+
+async function refreshQuota() {
+  const quota = await api("tasks/quota/me").catch(() => null);
+  if (!quota) return;
+  const meter = $("#quota-meter");
+  meter.max = Math.max(quota.daily_limit, 1);
+  meter.value = quota.used_today;
+  meter.high = meter.max * 0.8;
+  $("#quota-text").textContent = t("quota.of", { used: quota.used_today, limit: quota.daily_limit,
+    at: formatDate(quota.daily_resets_at) });
+}
+
+// ------------------------------------------------------------------ create
+
+function setMode(mode) {
+  state.mode = mode;
+  for (const tab of document.querySelectorAll("[data-mode]")) tab.setAttribute("aria-selected", String(tab.dataset.mode === mode));
+  const form = $("#create-form");
+  form.dataset.mode = mode;
+  $("#steps").value = MODE_DEFAULT_STEPS[mode];
+  state.inputs = state.inputs.slice(0, MAX_IMAGES[mode] || state.inputs.length);
+  $("#files").multiple = MAX_IMAGES[mode] > 1;
+  $("#drop-limit").textContent = t("edit.limit", { n: MAX_IMAGES[mode] });
+  renderThumbs();
+  syncOutputs();
+}
+
+async function loadRatios() {
+  const ratios = await api("text-to-image/aspect-ratios").catch(() => RATIOS_FALLBACK);
+  const box = $("#ratios");
+  box.replaceChildren();
+  for (const [ratio, [w, h]] of Object.entries(ratios)) {
+    const id = `ratio-${ratio.replace(":", "-")}`;
+    const input = el("input", { attrs: { type: "radio", name: "aspect_ratio", value: ratio, id } });
+    if (ratio === "1:1") input.checked = true;
+    // The shape is drawn by a class per ratio (the stylesheet), so no inline style is needed.
+    const shape = el("span", { cls: `shape r${ratio.replace(":", "x")}`, attrs: { "aria-hidden": "true" } });
+    const label = el("label", { cls: "ratio", attrs: { for: id, title: `${w} × ${h}` } },
+      [shape, el("span", { text: ratio }), el("small", { text: `${w}×${h}` })]);
+    box.append(input, label);
+  }
+}
+
+function syncOutputs() {
+  $("#steps-out").textContent = $("#steps").value;
+  $("#cfg-out").textContent = $("#cfg").value;
+  $("#guidance-out").textContent = $("#guidance").value;
+}
+
+function addInputs(files) {
+  const limit = MAX_IMAGES[state.mode] || 2;
+  for (const file of files) {
+    if (!/^image\/(png|jpeg|webp)$/.test(file.type)) continue;
+    const entry = { blob: file, name: file.name || "image.png", url: URL.createObjectURL(file) };
+    state.inputs.push(entry);
+  }
+  while (state.inputs.length > limit) URL.revokeObjectURL(state.inputs.shift().url);
+  renderThumbs();
+}
+
+function renderThumbs() {
+  const list = $("#thumbs");
+  list.replaceChildren();
+  state.inputs.forEach((input, index) => {
+    const remove = el("button", { text: "×", cls: "ghost", attrs: { type: "button", "aria-label": `${t("edit.remove")} ${input.name}` } });
+    remove.addEventListener("click", () => {
+      URL.revokeObjectURL(input.url);
+      state.inputs.splice(index, 1);
+      renderThumbs();
+    });
+    list.append(el("li", {}, [el("img", { attrs: { src: input.url, alt: input.name } }), remove]));
+  });
+}
+
+function collectSettings() {
+  const ratio = document.querySelector("input[name=aspect_ratio]:checked");
+  return {
+    mode: state.mode,
+    prompt: $("#prompt").value.trim(),
+    prompts: $("#prompts").value.split(/\n|\|/).map((p) => p.trim()).filter(Boolean),
+    negative_prompt: $("#negative").value,
+    aspect_ratio: ratio ? ratio.value : "1:1",
+    num_inference_steps: Number($("#steps").value),
+    true_cfg_scale: Number($("#cfg").value),
+    guidance_scale: Number($("#guidance").value),
+    seed: Number($("#seed").value || -1),
+    num_images: Number($("#count").value),
+  };
+}
+
+function applySettings(settings) {
+  setMode(settings.mode);
+  $("#prompt").value = settings.prompt || "";
+  $("#prompts").value = (settings.prompts || []).join("\n");
+  $("#negative").value = settings.negative_prompt || "";
+  const ratio = document.querySelector(`input[name=aspect_ratio][value="${CSS.escape(settings.aspect_ratio || "1:1")}"]`);
+  if (ratio) ratio.checked = true;
+  $("#steps").value = settings.num_inference_steps;
+  $("#cfg").value = settings.true_cfg_scale;
+  $("#guidance").value = settings.guidance_scale ?? 1;
+  $("#seed").value = settings.seed ?? -1;
+  $("#count").value = String(settings.num_images || 1);
+  syncOutputs();
+}
+
+async function submit(event) {
+  event.preventDefault();
+  hideAlert();
+  const settings = collectSettings();
+  if (settings.mode === "batch" ? !settings.prompts.length : !settings.prompt) return showError(new Error(t("f.needPrompt")));
+  if (settings.mode !== "t2i" && !state.inputs.length) return showError(new Error(t("edit.need")));
+  const form = new FormData();
+  const add = (k, v) => form.append(k, String(v));
+  add("negative_prompt", settings.negative_prompt);
+  add("num_inference_steps", settings.num_inference_steps);
+  add("true_cfg_scale", settings.true_cfg_scale);
+  add("seed", settings.seed);
+  let path = "text-to-image";
+  if (settings.mode === "t2i") {
+    add("prompt", settings.prompt);
+    add("aspect_ratio", settings.aspect_ratio);
+    add("num_images", settings.num_images);
+  } else if (settings.mode === "edit") {
+    path = "image-edit";
+    add("prompt", settings.prompt);
+    add("guidance_scale", settings.guidance_scale);
+    add("num_images", settings.num_images);
+    for (const input of state.inputs) form.append("images", input.blob, input.name);
+  } else {
+    path = "image-edit/batch";
+    add("prompts", settings.prompts.join("|"));
+    form.append("image", state.inputs[0].blob, state.inputs[0].name);
+  }
+  const accepted = await guarded(() => api(path, { method: "POST", form }));
+  if (!accepted) return;
+  settings.inputs = state.inputs.map((i) => ({ ...i }));
+  trackTask(accepted.task_id, settings);
+  refreshQuota();
+}
+
+// ------------------------------------------------------------------ tasks
+
+function trackTask(taskId, settings) {
+  const item = $("#task-template").content.firstElementChild.cloneNode(true);
+  translate(item);
+  item.dataset.taskId = taskId;
+  $(".task-prompt", item).textContent = settings.mode === "batch" ? settings.prompts.join(" | ") : settings.prompt;
+  const status = $(".task-status", item);
+  const meta = $(".task-meta", item);
+  const bar = $(".bar", item);
+  const fill = $(".bar-fill", item);
+  const preview = $(".preview", item);
+  const cancel = $(".task-cancel", item);
+  $("#tasks").prepend(item);
+  $("#tasks-empty").hidden = true;
+
+  const show = (update) => {
+    if (update.status) {
+      status.textContent = t(`st.${update.status}`);
+      status.dataset.status = update.status;
+      item.dataset.status = update.status;
+    }
+    if (update.percent !== undefined && update.percent !== null) {
+      const percent = Math.max(0, Math.min(100, Math.round(update.percent)));
+      fill.style.width = `${percent}%`;  // CSSOM, which a strict style-src allows
+      bar.setAttribute("aria-valuenow", String(percent));
+      bar.dataset.percent = String(percent);
+    }
+    if (update.status === "pending") meta.textContent = update.position ? t("tasks.queued", { n: update.position }) : t("tasks.starting");
+    if (update.status === "running" && update.total) meta.textContent = t("tasks.running", { step: update.step, total: update.total });
+    if (update.preview) { preview.src = update.preview; preview.hidden = false; }
+    if (update.error) meta.textContent = update.error;
+  };
+  show({ status: "pending", percent: 0 });
+
+  const stop = watchTask(taskId, async (update) => {
+    show(update);
+    if (update.status === "completed") {
+      cancel.hidden = true;
+      state.lastSeed = update.seed ?? state.lastSeed;
+      const shown = await guarded(() => showResult(taskId, settings));
+      if (shown) {
+        meta.textContent = t("tasks.done", { s: shown.seconds ?? "?", seed: shown.seed ?? "?" });
+        preview.hidden = true;
+      }
+      refreshQuota();
+    } else if (update.status === "failed" || update.status === "cancelled") {
+      cancel.hidden = true;
+    }
+  });
+  cancel.addEventListener("click", async () => {
+    cancel.disabled = true;
+    const answer = await guarded(() => api(`tasks/${encodeURIComponent(taskId)}`, { method: "DELETE" }));
+    cancel.disabled = false;
+    if (answer && answer.status === "cancelled") { show({ status: "cancelled" }); cancel.hidden = true; stop(); }
+  });
+}
+
+/** Downloads a finished task's result and adds its images to the gallery. */
+async function showResult(taskId, settings) {
+  const response = await api(`tasks/${encodeURIComponent(taskId)}/result`, { raw: true });
+  const blob = await response.blob();
+  const seed = response.headers.get("X-Seed");
+  let seconds = response.headers.get("X-Generation-Seconds");
+  if (!seconds) {  // only a just-finished task's result carries it; else its run time from the status
+    const status = await api(`tasks/${encodeURIComponent(taskId)}`).catch(() => null);
+    seconds = status && status.execution_time_seconds;
+  }
+  if (seed !== null && seed !== "") state.lastSeed = Number(seed);
+  const images = await resultImages(blob);
+  const zipUrl = images.length > 1 ? URL.createObjectURL(blob) : null;
+  images.forEach((image, index) => addToGallery(taskId, image, index, images.length, zipUrl, { ...settings, seed: Number(seed) }));
+  return { seed, seconds: seconds ? Number(seconds).toFixed(1) : null };
+}
+
+function describe(settings) {
+  const parts = [];
+  if (settings.mode === "t2i") parts.push(settings.aspect_ratio);
+  parts.push(`${t("f.steps")} ${settings.num_inference_steps}`, `CFG ${settings.true_cfg_scale}`);
+  if (settings.negative_prompt) parts.push(`− ${settings.negative_prompt}`);
+  return parts.join(" · ");
+}
+
+function addToGallery(taskId, image, index, count, zipUrl, settings) {
+  const url = URL.createObjectURL(image);
+  const item = $("#image-template").content.firstElementChild.cloneNode(true);
+  translate(item);
+  const prompt = settings.mode === "batch" ? settings.prompts[index] || settings.prompts.join(" | ") : settings.prompt;
+  const img = $("img", item);
+  img.src = url;
+  img.alt = prompt;
+  $(".shot-prompt", item).textContent = prompt;
+  // One seed per task: the images of a task share one generator, so the seed reproduces the set.
+  const seed = Number.isFinite(settings.seed) ? settings.seed : "?";
+  $(".shot-meta", item).textContent = t("g.meta", { seed, params: describe(settings) });
+  const png = $(".dl-png", item);
+  png.href = url;
+  png.download = `${taskId}${count > 1 ? "_" + index : ""}.png`;
+  if (zipUrl) {
+    const zip = $(".dl-zip", item);
+    zip.hidden = false;
+    zip.href = zipUrl;
+    zip.download = `${taskId}.zip`;
+  }
+  $(".use-edit", item).addEventListener("click", () => {
+    if (state.mode === "t2i") setMode("edit");
+    addInputs([new File([image], `${taskId}.png`, { type: "image/png" })]);
+    location.hash = "#create";
+    showNotice(t("g.added"));
+  });
+  $(".again", item).addEventListener("click", () => {
+    applySettings({ ...settings, seed: Number.isFinite(settings.seed) ? settings.seed : -1 });
+    state.inputs = (settings.inputs || []).map((i) => ({ ...i, url: URL.createObjectURL(i.blob) }));
+    renderThumbs();
+    location.hash = "#create";
+    $("#prompt").focus();
+  });
+  $("#gallery").prepend(item);
+  $("#gallery-empty").hidden = true;
+}
+
+// ------------------------------------------------------------------ history and statistics
+
+function renderStats(box, stats) {
+  box.replaceChildren();
+  for (const [key, value] of Object.entries(stats)) {
+    if (value !== null && typeof value === "object") continue;
+    const shown = typeof value === "number" && !Number.isInteger(value) ? value.toFixed(2) : value;
+    const label = t(`s.${key}`) === `s.${key}` ? key.replace(/_/g, " ") : t(`s.${key}`);  // fields added later
+    box.append(el("div", { cls: "stat" }, [el("strong", { text: shown ?? "—" }), el("span", { text: label })]));
+  }
+}
+
+async function loadHistory() {
+  await guarded(async () => {
+    const form = new FormData($("#history-form"));
+    const all = form.get("all") && state.user.is_admin;
+    const query = { page: state.historyPage, page_size: 20, status: form.get("status"), task_type: form.get("task_type"),
+      start_date: form.get("start_date") ? `${form.get("start_date")}T00:00:00` : "",
+      end_date: form.get("end_date") ? `${form.get("end_date")}T23:59:59` : "" };
+    if (all) query.user_id = form.get("user_id");
+    const [page, stats] = await Promise.all([api(all ? "tasks/history/all" : "tasks/history/me", { query }),
+      api("tasks/statistics/me")]);
+    renderStats($("#stats"), stats);
+    const body = $("#history-table tbody");
+    body.replaceChildren();
+    for (const item of page.items) {
+      const actions = el("td");
+      if (item.status === "completed") {
+        const button = el("button", { text: t("h.show"), cls: "ghost", attrs: { type: "button" } });
+        button.addEventListener("click", () => guarded(async () => {
+          const p = item.parameters || {};
+          await showResult(item.task_id, { mode: { text_to_image: "t2i", image_edit: "edit", batch_edit: "batch" }[item.task_type],
+            prompt: item.prompt, prompts: p.prompts || [item.prompt], negative_prompt: p.negative_prompt || "",
+            aspect_ratio: p.aspect_ratio || "1:1", num_inference_steps: p.num_inference_steps, true_cfg_scale: p.true_cfg_scale,
+            guidance_scale: p.guidance_scale, num_images: p.num_images || 1, inputs: [] });
+          location.hash = "#gallery";
+        }));
+        actions.append(button);
+      }
+      const status = el("span", { text: t(`st.${item.status}`), cls: "badge", attrs: { "data-status": item.status } });
+      body.append(el("tr", {}, [el("td", { text: formatDate(item.created_at) }), el("td", { text: t(`type.${item.task_type}`) }),
+        el("td", { text: item.prompt, cls: "prompt-cell" }), el("td", {}, [status]),
+        el("td", { text: item.execution_time != null ? item.execution_time.toFixed(1) : "" }), actions]));
+    }
+    if (!page.items.length) body.append(el("tr", {}, [el("td", { text: t("h.none"), attrs: { colspan: "6" } })]));
+    state.historyPages = Math.max(page.total_pages, 1);
+    $("#page-info").textContent = t("h.page", { page: page.page, pages: state.historyPages, total: page.total });
+    $("#page-prev").disabled = page.page <= 1;
+    $("#page-next").disabled = page.page >= state.historyPages;
+  });
+}
+
+// ------------------------------------------------------------------ administration
+
+async function loadAdmin() {
+  await guarded(async () => {
+    const [users, stats] = await Promise.all([api("auth/users", { query: { limit: 1000 } }), api("tasks/statistics/global")]);
+    renderStats($("#global-stats"), stats);
+    const body = $("#users-table tbody");
+    body.replaceChildren();
+    for (const user of users) body.append(await userRow(user));
+  });
+}
+
+async function userRow(user) {
+  const self = user.id === state.user.id;
+  const button = (text, action) => {
+    const b = el("button", { text, cls: "ghost", attrs: { type: "button" } });
+    b.disabled = self;
+    b.addEventListener("click", () => guarded(async () => { await action(); await loadAdmin(); }));
+    return b;
+  };
+  const quota = await api(`auth/users/${user.id}/quota`).catch(() => null);
+  const daily = el("input", { attrs: { type: "number", min: "0", "aria-label": `${user.username} daily`, placeholder: t("default") } });
+  const monthly = el("input", { attrs: { type: "number", min: "0", "aria-label": `${user.username} monthly`, placeholder: t("default") } });
+  if (quota) { daily.value = quota.daily_limit; monthly.value = quota.monthly_limit; }
+  const save = el("button", { text: t("admin.save"), cls: "ghost", attrs: { type: "button" } });
+  save.addEventListener("click", () => guarded(async () => {
+    await api(`auth/users/${user.id}/quota`, { method: "PUT", json: {
+      daily_limit: daily.value === "" ? null : Number(daily.value), monthly_limit: monthly.value === "" ? null : Number(monthly.value) } });
+    showNotice(t("admin.saved"));
+  }));
+  const actions = el("div", { cls: "row" }, [
+    button(user.is_active ? t("admin.disable") : t("admin.enable"), () => api(`auth/users/${user.id}/toggle-active`, { method: "PUT" })),
+    button(user.is_admin ? t("admin.dropAdmin") : t("admin.makeAdmin"), () => api(`auth/users/${user.id}/toggle-admin`, { method: "PUT" })),
+    button(t("admin.delete"), async () => {
+      if (confirm(t("admin.confirmDelete", { name: user.username }))) await api(`auth/users/${user.id}`, { method: "DELETE" });
+    }),
+  ]);
+  return el("tr", {}, [el("td", { text: user.id }), el("td", { text: user.username }),
+    el("td", { text: user.is_active ? t("yes") : t("no") }), el("td", { text: user.is_admin ? t("yes") : t("no") }),
+    el("td", {}, [el("div", { cls: "row" }, [daily, monthly, save])]), el("td", {}, [actions])]);
+}
+
+async function cleanup(event) {
+  event.preventDefault();
+  const form = new FormData($("#cleanup-form"));
+  const answer = await guarded(() => api("tasks/cleanup", { method: "POST",
+    query: { max_age_hours: form.get("max_age_hours"), max_age_days: form.get("max_age_days") } }));
+  if (answer) { $("#cleanup-out").textContent = answer.message; loadAdmin(); }
+}
+
+// ------------------------------------------------------------------ wiring
+
+function wire() {
+  $("#lang").value = language();
+  $("#lang").addEventListener("change", (e) => {
+    setLanguage(e.target.value);
+    setMode(state.mode);
+    if (state.user) { refreshQuota(); route(); }
+  });
+  $("#alert-close").addEventListener("click", hideAlert);
+  $("#login-form").addEventListener("submit", login);
+  $("#register").addEventListener("click", register);
+  $("#logout").addEventListener("click", logout);
+  window.addEventListener("hashchange", route);
+
+  for (const tab of document.querySelectorAll("[data-mode]")) tab.addEventListener("click", () => setMode(tab.dataset.mode));
+  $("#create-form").addEventListener("submit", submit);
+  for (const id of ["steps", "cfg", "guidance"]) $(`#${id}`).addEventListener("input", syncOutputs);
+  $("#seed-random").addEventListener("click", () => { $("#seed").value = -1; });
+  $("#seed-reuse").addEventListener("click", () => { if (state.lastSeed !== null) $("#seed").value = state.lastSeed; });
+  $("#files").addEventListener("change", (e) => { addInputs(e.target.files); e.target.value = ""; });
+  const drop = $("#drop");
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); addInputs(e.dataTransfer.files); });
+
+  $("#history-form").addEventListener("submit", (e) => { e.preventDefault(); state.historyPage = 1; loadHistory(); });
+  $("#page-prev").addEventListener("click", () => { state.historyPage = Math.max(1, state.historyPage - 1); loadHistory(); });
+  $("#page-next").addEventListener("click", () => { state.historyPage = Math.min(state.historyPages, state.historyPage + 1); loadHistory(); });
+  $("#cleanup-form").addEventListener("submit", cleanup);
+}
+
+async function start() {
+  translate();
+  wire();
+  await loadRatios();
+  setMode("t2i");
+  await guarded(loadSession);
+  document.body.dataset.ready = "true";
+}
+
+start();
