@@ -16,11 +16,12 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from auth.service import AuthError, AuthService
+from serving import messages
 from storage.tables import User
 
-INVALID_CREDENTIALS = "无效的认证凭据"
-ADMIN_REQUIRED = "需要管理员权限"
-CSRF_HEADER_MISSING = "浏览器会话的修改请求需要请求头 X-Requested-With: qwen-image"
+INVALID_CREDENTIALS = messages.INVALID_CREDENTIALS
+ADMIN_REQUIRED = messages.ADMIN_REQUIRED
+CSRF_HEADER_MISSING = messages.CSRF_HEADER_MISSING
 
 # The browser session (POST /auth/session): an HttpOnly cookie holding a login token, so the web
 # page never keeps a token where scripts can read it.
@@ -39,7 +40,8 @@ async def get_auth(request: Request) -> AuthService:
     """The AuthService of the app serving ``request`` (``app.state.auth``, set when the app is built)."""
     service = getattr(request.app.state, "auth", None)
     if service is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "服务正在启动", headers={"Retry-After": "2"})
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, messages.SERVICE_STARTING,
+                            headers={"Retry-After": "2"})
     return service
 
 

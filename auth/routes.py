@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from auth.deps import SESSION_COOKIE, AdminUser, AuthDep, CurrentUser, SessionDep
 from auth.schemas import ChangePasswordRequest, LoginRequest, Message, Token, UserCreate, UserPublic, UserUpdate
 from auth.service import AuthError, AuthService
+from serving import messages
 from storage.tables import User
 from storage.users import get_user, get_user_by_username, list_users
 
@@ -18,14 +19,14 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 MAX_DB_INT = 2**31 - 1  # ids and offsets fit every database's integer column
 UserId = Annotated[int, Path(ge=1, le=MAX_DB_INT)]
 
-USERNAME_TAKEN = "用户名已存在"
-REGISTRATION_CLOSED = "当前不允许用户注册"
-BAD_CREDENTIALS = "用户名或密码错误"
-USER_DISABLED = "用户已被禁用"
-TOO_MANY_ATTEMPTS = "登录失败次数过多，请稍后再试"
-WRONG_OLD_PASSWORD = "原密码错误"
-USER_NOT_FOUND = "用户不存在"
-NOT_ON_SELF = "不能对自己的账号执行此操作"
+USERNAME_TAKEN = messages.USERNAME_TAKEN
+REGISTRATION_CLOSED = messages.REGISTRATION_CLOSED
+BAD_CREDENTIALS = messages.BAD_CREDENTIALS
+USER_DISABLED = messages.USER_DISABLED
+TOO_MANY_ATTEMPTS = messages.TOO_MANY_ATTEMPTS
+WRONG_OLD_PASSWORD = messages.WRONG_OLD_PASSWORD
+USER_NOT_FOUND = messages.USER_NOT_FOUND
+NOT_ON_SELF = messages.NOT_ON_SELF
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserPublic)
@@ -127,7 +128,7 @@ def change_password(body: ChangePasswordRequest, user: CurrentUser, auth: AuthDe
     auth.set_password(user, body.new_password)
     session.add(user)
     session.commit()
-    return Message(message="密码修改成功")
+    return Message(message=messages.PASSWORD_CHANGED)
 
 
 @router.get("/users", response_model=list[UserPublic])
@@ -154,7 +155,7 @@ def toggle_active(user_id: UserId, admin: AdminUser, session: SessionDep) -> dic
         user.token_version += 1
     session.add(user)
     session.commit()
-    message = "用户已启用" if user.is_active else "用户已禁用"
+    message = messages.USER_ENABLED if user.is_active else messages.USER_DISABLED_NOW
     return {"message": message, "user_id": user.id, "is_active": user.is_active}
 
 
@@ -164,7 +165,7 @@ def toggle_admin(user_id: UserId, admin: AdminUser, session: SessionDep) -> dict
     user.is_admin = not user.is_admin
     session.add(user)
     session.commit()
-    message = "用户已设置为管理员" if user.is_admin else "已取消用户的管理员权限"
+    message = messages.USER_MADE_ADMIN if user.is_admin else messages.USER_ADMIN_REVOKED
     return {"message": message, "user_id": user.id, "is_admin": user.is_admin}
 
 
@@ -174,4 +175,4 @@ def delete_user(user_id: UserId, admin: AdminUser, session: SessionDep) -> Messa
     username = user.username
     session.delete(user)
     session.commit()
-    return Message(message=f"用户 {username} 已删除")
+    return Message(message=messages.USER_DELETED(username=username))

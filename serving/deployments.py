@@ -8,7 +8,7 @@ A replica admits two requests (``max_ongoing_requests: 2``) but a lock lets only
 device: the second waits on the replica itself, still ``pending`` (cancellable), and starts the
 moment the first one's last step is done, while the first one's PNGs are encoded and written
 beside it. With one request per replica the device would idle through PNG encoding, result
-writing, the reply and the router's next pick. :mod:`serving.routing` sends each request to the
+writing, the reply and the router's next pick. :mod:`serving.replica_router` sends each request to the
 least busy replica so that a queued request never waits behind a busy device while another idles.
 """
 
@@ -30,7 +30,7 @@ from models.kinds import ModelKind
 from serving import messages
 from serving.protocol import Cancelled, Failed, Generated, ModelOutcome, ModelRequest, Skipped
 from serving.registry import lookup_registry
-from serving.routing import ROUTER_PATH
+from serving.replica_router import ROUTER_PATH
 from serving.settings import load_settings
 from storage import open_result_store
 
@@ -229,8 +229,8 @@ def describe_failure(exc: BaseException) -> str:
     """A message a user can act on, without a stack trace."""
     text = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
-        return f"显存或内存不足，请减少图片数量或稍后重试 ({text[:200]})"
-    return f"生成失败 ({text[:300]})"
+        return messages.OUT_OF_MEMORY(error=text[:200])
+    return messages.GENERATION_FAILED(error=text[:300])
 
 
 # One generating plus one waiting on the lock; the least busy replica gets each request.

@@ -14,25 +14,24 @@ from serving import messages
 log = logging.getLogger("qwen_image.ingress")
 
 
-def describe_validation_error(exc: RequestValidationError) -> str:
+def describe_validation_error(exc: RequestValidationError) -> messages.Message:
     parts = []
     for error in exc.errors():
         loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path", "form")]
         field = ".".join(loc)
         if not field or field == "request":
-            parts.append("请求体格式错误：此接口需要 JSON 对象" if error.get("type") in ("dict_type", "model_attributes_type")
-                         else f"请求体无效：{error.get('msg', '')}")
+            parts.append(messages.BODY_NOT_OBJECT if error.get("type") in ("dict_type", "model_attributes_type")
+                         else messages.BODY_INVALID(reason=error.get("msg", "")))
         elif error.get("type") == "missing":
-            parts.append(f"缺少必填参数 {field}")
+            parts.append(messages.PARAM_MISSING(field=field))
         else:
-            parts.append(f"参数 {field} 无效：{error.get('msg', '')}")
-    return "；".join(parts) or "请求参数无效"
+            parts.append(messages.PARAM_INVALID(field=field, reason=error.get("msg", "")))
+    return messages.join(parts) if parts else messages.PARAMS_INVALID
 
 
 def _localized(request: Request, detail: object) -> object:
-    """Chinese by default (the contract's wording); English for ``Accept-Language: en``."""
-    language = request.headers.get("accept-language", "").strip().lower()
-    return messages.to_english(detail) if language.startswith("en") else detail
+    """Chinese by default (the contract's wording); English when ``Accept-Language`` prefers it."""
+    return messages.render(detail, messages.language(request.headers.get("accept-language")))
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -45,7 +44,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail
         if exc.status_code == status.HTTP_400_BAD_REQUEST and detail == "There was an error parsing the body":
-            detail = "请求体无法解析"
+            detail = messages.BODY_UNPARSABLE
         return JSONResponse({"detail": _localized(request, detail)}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 

@@ -1,89 +1,282 @@
-"""Client-facing messages (the service's users read Chinese; see the API contract)."""
+"""The catalogue of client-facing messages: one id, a Chinese and an English template each.
+
+The service's users read Chinese, and the API contract gives the Chinese wording existing clients
+compare against; ``Accept-Language: en`` gets the English sentence instead (error ``detail``s; see
+:func:`render`). A :class:`Message` is a ``str`` equal to its Chinese text, so it can go wherever a
+string went before (``HTTPException(404, messages.TASK_NOT_FOUND)``, a stored task error, a JSON
+body) and still carries its id and parameters, from which the error handlers render either
+language. Entries without placeholders are messages themselves; the others are :class:`Template`s,
+called with their parameters::
+
+    raise HTTPException(400, messages.PARAM_EMPTY(field="prompt"))
+
+A parameter that is itself a message renders in the same language as the one around it. Texts
+that crossed a process or the database as plain strings (a failed task's stored error) are turned
+back into messages by :func:`recognise`.
+
+Success bodies (``{"message": ...}``) stay in Chinese whatever the request asks: clients of v1.3.0
+compare them, and browsers send ``Accept-Language: en`` on their own.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from typing import Any, Optional, Union
 
 from models.kinds import ModelKind
 
-TASK_ACCEPTED = "任务已提交"
-TASK_NOT_FOUND = "任务不存在"
+LANGUAGES = ("zh", "en")
+DEFAULT_LANGUAGE = "zh"
+
+CATALOGUE: dict[str, Template] = {}
+
+
+def placeholders(template: str) -> set[str]:
+    """The ``{name}`` fields of a template."""
+    return {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+
+
+class Template:
+    """A catalogue entry: an id and one template per language, with the same placeholders."""
+
+    def __init__(self, message_id: str, zh: str, en: str):
+        if placeholders(zh) != placeholders(en):
+            raise ValueError(f"message {message_id}: the templates' placeholders differ")
+        self.id, self.texts = message_id, {"zh": zh, "en": en}
+        self.fields = placeholders(zh)
+        self._pattern: Optional[re.Pattern] = None
+
+    def __call__(self, **params: Any) -> Message:
+        if set(params) != self.fields:
+            raise TypeError(f"message {self.id} takes {sorted(self.fields)}, got {sorted(params)}")
+        return Message(self, params)
+
+    # Call sites written for the former format strings (``QUOTA_DAILY.format(limit=…)``) keep working.
+    format = __call__
+
+    def fill(self, language: str, params: dict[str, Any]) -> str:
+        values = {name: render(value, language) for name, value in params.items()}
+        return self.texts[language].format_map(values)
+
+    def match(self, text: str) -> Optional[dict[str, str]]:
+        """The parameters that make the Chinese template read ``text``, or None."""
+        if self._pattern is None:
+            pieces = []
+            for literal, field, _, _ in string.Formatter().parse(self.texts["zh"]):
+                pieces.append(re.escape(literal))
+                if field is not None:
+                    pieces.append(f"(?P<{field}>.*?)")
+            self._pattern = re.compile("".join(pieces), re.DOTALL)
+        found = self._pattern.fullmatch(text)
+        return found.groupdict() if found else None
+
+    def __repr__(self) -> str:
+        return f"<Template {self.id}>"
+
+
+class Message(str):
+    """A message with its parameters filled in; as a ``str`` it is the Chinese text."""
+
+    template: Template
+    params: dict[str, Any]
+
+    def __new__(cls, template: Template, params: dict[str, Any]) -> Message:
+        self = super().__new__(cls, template.fill(DEFAULT_LANGUAGE, params))
+        self.template, self.params = template, params
+        return self
+
+    @property
+    def id(self) -> str:
+        return self.template.id
+
+    def render(self, language: str) -> str:
+        return self.template.fill(language if language in LANGUAGES else DEFAULT_LANGUAGE, self.params)
+
+    def __reduce__(self):  # across Ray by id, so both ends share the one catalogue
+        return _rebuild, (self.template.id, self.params)
+
+    def __repr__(self) -> str:
+        return f"<Message {self.template.id} {str(self)!r}>"
+
+
+def _rebuild(message_id: str, params: dict[str, Any]) -> Message:
+    return Message(CATALOGUE[message_id], params)
+
+
+def _entry(message_id: str, zh: str, en: str) -> Any:
+    """Adds an entry; one without placeholders is returned as its message, the others as templates."""
+    if message_id in CATALOGUE:
+        raise ValueError(f"message id {message_id} is defined twice")
+    template = CATALOGUE[message_id] = Template(message_id, zh, en)
+    return template() if not template.fields else template
+
+
+def language(accept_language: Optional[str]) -> str:
+    """``en`` when the ``Accept-Language`` header prefers English to Chinese, else ``zh``.
+
+    Quality values count (``zh-CN,zh;q=0.9,en;q=0.8`` is Chinese); between equal ones the first
+    listed wins; languages the service does not speak, and ``*``, are passed over.
+    """
+    best, best_q = DEFAULT_LANGUAGE, 0.0
+    for item in (accept_language or "").split(","):
+        tag, _, rest = item.strip().partition(";")
+        primary = tag.strip().lower().split("-")[0]
+        if primary not in LANGUAGES:
+            continue
+        q = 1.0
+        for param in rest.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if q > best_q:
+            best, best_q = primary, q
+    return best
+
+
+def render(value: Any, language: str) -> Any:
+    """``value`` in ``language``: a message rendered, a plain string recognised first, anything else as is."""
+    if isinstance(value, str) and not isinstance(value, Message) and language != DEFAULT_LANGUAGE:
+        value = recognise(value)
+    if isinstance(value, Message):
+        return value.render(language)
+    if isinstance(value, str):
+        return str(value)
+    return value
+
+
+def recognise(text: Optional[str], _depth: int = 0) -> Union[Message, str, None]:
+    """The catalogue message whose Chinese text is ``text`` (parameters recognised in turn), else ``text``.
+
+    For texts that travelled as plain strings: a task error read back from the database, a message
+    raised by code that predates the catalogue.
+    """
+    if text is None or isinstance(text, Message) or _depth > 3:
+        return text
+    if text in _BY_TEXT:
+        return _BY_TEXT[text]
+    for template in _TEMPLATES:
+        params = template.match(text)
+        if params is not None:
+            return template(**{name: recognise(value, _depth + 1) for name, value in params.items()})
+    return text
+
+
+def join(parts: list[Message]) -> Message:
+    """Several messages as one (each rendered in the same language)."""
+    if len(parts) == 1:
+        return parts[0]
+    return SEVERAL(first=parts[0], rest=join(parts[1:]))
+
+
+SEVERAL = _entry("several", "{first}；{rest}", "{first}; {rest}")
+
+# Tasks
+TASK_ACCEPTED = _entry("task_accepted", "任务已提交", "The task was accepted")
+TASK_NOT_FOUND = _entry("task_not_found", "任务不存在", "Task not found")
 # Each model kind's "not loaded" message lives in its row of the kind table (models.kinds).
-REGISTRY_UNAVAILABLE = "任务服务正在重启，请稍后重试"
-QUEUE_FULL = "任务队列已满，请稍后重试"
-WAIT_TIMEOUT = "等待任务结果超时"
-TASK_CANCELLED = "任务已取消"
-TASK_FAILED = "任务执行失败"
-TASK_ALREADY_FINISHED = "任务已结束，无法取消"
-RESULT_MISSING = "任务结果文件不存在"
-INTERNAL_ERROR = "服务器内部错误"
-REPLICA_CRASHED = "模型副本在执行任务时崩溃（已重试）"
-INTERRUPTED_BY_RESTART = "服务重启时任务正在执行，已达到重试次数上限"
-RESULT_WRITE_FAILED = "结果写入失败"
-QUOTA_DAILY = "已达到每日配额上限（{limit}），将于 {resets_at} 重置"
-QUOTA_MONTHLY = "已达到每月配额上限（{limit}），将于 {resets_at} 重置"
+MODEL_NOT_LOADED = {kind: _entry(f"{kind.value}_not_loaded", kind.spec.not_loaded, kind.spec.not_loaded_en)
+                    for kind in ModelKind}
+REGISTRY_UNAVAILABLE = _entry("registry_unavailable", "任务服务正在重启，请稍后重试",
+                              "The task service is restarting; retry shortly")
+QUEUE_FULL = _entry("queue_full", "任务队列已满，请稍后重试", "The task queue is full; retry later")
+WAIT_TIMEOUT = _entry("wait_timeout", "等待任务结果超时", "Timed out waiting for the task result")
+TASK_CANCELLED = _entry("task_cancelled", "任务已取消", "The task was cancelled")
+CANCEL_REQUESTED = _entry("cancel_requested", "已请求取消，任务将在下一步停止",
+                          "Cancellation requested; the task stops at its next step")
+TASK_FAILED = _entry("task_failed", "任务执行失败", "The task failed")
+TASK_FAILED_BECAUSE = _entry("task_failed_because", "任务执行失败: {error}", "The task failed: {error}")
+TASK_ALREADY_FINISHED = _entry("task_already_finished", "任务已结束，无法取消",
+                               "The task has already finished and cannot be cancelled")
+TASKS_CLEANED = _entry("tasks_cleaned", "已清理 {memory_count} 个内存任务记录，{db_count} 个数据库历史记录",
+                       "Removed {memory_count} task records from memory and {db_count} history records "
+                       "from the database")
+RESULT_MISSING = _entry("result_missing", "任务结果文件不存在", "The task's result file is missing")
+QUOTA_DAILY = _entry("quota_daily", "已达到每日配额上限（{limit}），将于 {resets_at} 重置",
+                     "The daily quota ({limit}) is used up; it resets at {resets_at}")
+QUOTA_MONTHLY = _entry("quota_monthly", "已达到每月配额上限（{limit}），将于 {resets_at} 重置",
+                       "The monthly quota ({limit}) is used up; it resets at {resets_at}")
 
-# English for clients sending ``Accept-Language: en`` (error details only; success bodies keep the
-# contract's wording, which existing clients may compare against).
-ENGLISH = {
-    TASK_NOT_FOUND: "Task not found",
-    **{kind.spec.not_loaded: kind.spec.not_loaded_en for kind in ModelKind},
-    REGISTRY_UNAVAILABLE: "The task service is restarting; retry shortly",
-    QUEUE_FULL: "The task queue is full; retry later",
-    WAIT_TIMEOUT: "Timed out waiting for the task result",
-    TASK_CANCELLED: "The task was cancelled",
-    TASK_ALREADY_FINISHED: "The task has already finished and cannot be cancelled",
-    RESULT_MISSING: "The task's result file is missing",
-    INTERNAL_ERROR: "Internal server error",
-    "无效的认证凭据": "Invalid authentication credentials",
-    "需要管理员权限": "Administrator privileges required",
-    "用户名已存在": "Username already exists",
-    "当前不允许用户注册": "Registration is currently disabled",
-    "用户名或密码错误": "Incorrect username or password",
-    "用户已被禁用": "This user is disabled",
-    "登录失败次数过多，请稍后再试": "Too many failed logins; try again later",
-    "原密码错误": "The old password is incorrect",
-    "用户不存在": "User not found",
-    "不能对自己的账号执行此操作": "Administrators cannot do this to their own account",
-    "服务正在启动": "The service is starting",
-    "请求体无法解析": "The request body could not be parsed",
-    "浏览器会话的修改请求需要请求头 X-Requested-With: qwen-image":
-        "Requests that change state with a browser session need the header X-Requested-With: qwen-image",
-}
-# Templated messages: the Chinese prefix is replaced, the rest (names, numbers) kept.
-ENGLISH_PREFIXES = [
-    (TASK_FAILED + ": ", "Task failed: "),
-    ("缺少必填参数 ", "Missing required parameter "),
-    ("参数 ", "Parameter "),
-    ("图片 ", "Image "),
-    ("上传内容过大", "Upload too large"),
-    ("已达到每日配额上限", "Daily quota reached"),
-    ("已达到每月配额上限", "Monthly quota reached"),
-    ("不支持的宽高比 ", "Unsupported aspect ratio "),
-    ("最多上传 ", "Too many images: at most "),
-    ("至少需要上传 1 张图片", "At least one image is required"),
-]
+# Why a task failed (stored with the task, shown in its status and in a synchronous answer)
+REPLICA_CRASHED = _entry("replica_crashed", "模型副本在执行任务时崩溃（已重试）",
+                         "The model replica crashed while running the task (it was retried)")
+INTERRUPTED_BY_RESTART = _entry("interrupted_by_restart", "服务重启时任务正在执行，已达到重试次数上限",
+                                "The task was running when the service restarted, and it has been retried "
+                                "as often as allowed")
+RESULT_WRITE_FAILED = _entry("result_write_failed", "结果写入失败", "Writing the result failed")
+RESULT_WRITE_FAILED_BECAUSE = _entry("result_write_failed_because", "结果写入失败: {reason}",
+                                     "Writing the result failed: {reason}")
+OUT_OF_MEMORY = _entry("out_of_memory", "显存或内存不足，请减少图片数量或稍后重试 ({error})",
+                       "Not enough GPU or host memory; request fewer images or retry later ({error})")
+GENERATION_FAILED = _entry("generation_failed", "生成失败 ({error})", "Generation failed ({error})")
 
+# Service
+INTERNAL_ERROR = _entry("internal_error", "服务器内部错误", "Internal server error")
+SERVICE_STARTING = _entry("service_starting", "服务正在启动", "The service is starting")
 
-# Fragments inside templated messages, replaced after the prefix.
-ENGLISH_FRAGMENTS = [
-    (" 无效：", ": "), ("无效：", ""), (" 不能为空", " must not be empty"), ("，可选：", "; choose one of: "),
-    ("无法解析为图片", "cannot be decoded as an image"), ("文件为空", "the file is empty"),
-    ("不支持的格式 ", "unsupported format "), ("，仅支持 JPEG、PNG、WebP", ", only JPEG, PNG and WebP"),
-    ("超过上限", "exceeds the limit of"), (" 像素", " pixels"), ("过小（每边至少", "is too small (at least"),
-    ("像素）", "pixels per side)"), ("疑似解压炸弹（像素数过大）", "looks like a decompression bomb (too many pixels)"),
-    ("图片结尾之后还有多余数据（疑似伪装的复合文件）", "has data after the image's end (a polyglot file?)"),
-    ("：每个文件最大 ", ": at most "), (" MB", " MB per file"), ("最多 ", "at most "), (" 条，收到 ", ", got "),
-    (" 条", ""), (" 张图片", " images"), ("每条最多 ", "at most "), (" 个字符", " characters each"),
-    ("（", " ("), ("）", ")"), ("，将于 ", "; resets at "), (" 重置", ""), ("；", "; "), ("：", ": "),
-]
+# Request validation
+BODY_UNPARSABLE = _entry("body_unparsable", "请求体无法解析", "The request body could not be parsed")
+BODY_NOT_OBJECT = _entry("body_not_object", "请求体格式错误：此接口需要 JSON 对象",
+                         "Malformed request body: this endpoint takes a JSON object")
+BODY_INVALID = _entry("body_invalid", "请求体无效：{reason}", "Invalid request body: {reason}")
+PARAM_MISSING = _entry("param_missing", "缺少必填参数 {field}", "Missing required parameter {field}")
+PARAM_INVALID = _entry("param_invalid", "参数 {field} 无效：{reason}", "Parameter {field}: {reason}")
+PARAMS_INVALID = _entry("params_invalid", "请求参数无效", "Invalid request parameters")
+PARAM_EMPTY = _entry("param_empty", "参数 {field} 不能为空", "Parameter {field} must not be empty")
+ASPECT_RATIO_UNSUPPORTED = _entry("aspect_ratio_unsupported", "不支持的宽高比 {aspect_ratio}，可选：{choices}",
+                                  "Unsupported aspect ratio {aspect_ratio}; choose one of: {choices}")
+TOO_MANY_PROMPTS = _entry("too_many_prompts", "参数 prompts 最多 {limit} 条，收到 {count} 条",
+                          "Parameter prompts takes at most {limit} prompts, got {count}")
+PROMPT_TOO_LONG = _entry("prompt_too_long", "参数 prompts 每条最多 {limit} 个字符",
+                         "Each of the prompts may have at most {limit} characters")
 
+# Uploads
+IMAGE_REQUIRED = _entry("image_required", "至少需要上传 1 张图片", "Upload at least 1 image")
+TOO_MANY_IMAGES = _entry("too_many_images", "最多上传 {limit} 张图片", "Upload at most {limit} images")
+UPLOAD_TOO_LARGE = _entry("upload_too_large", "上传内容过大：每个文件最大 {limit_mb} MB",
+                          "Upload too large: at most {limit_mb} MB per file")
+IMAGE_INVALID = _entry("image_invalid", "图片 {name} 无效：{reason}", "Image {name} is invalid: {reason}")
+# … the reasons, which fill IMAGE_INVALID's {reason}
+IMAGE_EMPTY = _entry("image_empty", "文件为空", "the file is empty")
+IMAGE_FORMAT = _entry("image_format", "不支持的格式 {format}，仅支持 JPEG、PNG、WebP",
+                      "unsupported format {format}; only JPEG, PNG and WebP are accepted")
+IMAGE_TOO_MANY_PIXELS = _entry("image_too_many_pixels", "尺寸 {width}×{height} 超过上限 {max_pixels} 像素",
+                               "its size {width}×{height} exceeds the limit of {max_pixels} pixels")
+IMAGE_TOO_SMALL = _entry("image_too_small", "尺寸 {width}×{height} 过小（每边至少 {min_side} 像素）",
+                         "its size {width}×{height} is too small (at least {min_side} pixels a side)")
+IMAGE_TRAILING_DATA = _entry("image_trailing_data", "图片结尾之后还有多余数据（疑似伪装的复合文件）",
+                             "there is data after the image's end (possibly a disguised polyglot file)")
+IMAGE_BOMB = _entry("image_bomb", "疑似解压炸弹（像素数过大）", "it looks like a decompression bomb (too many pixels)")
+IMAGE_UNDECODABLE = _entry("image_undecodable", "无法解析为图片（{error}）",
+                           "it cannot be decoded as an image ({error})")
 
-def to_english(detail: object) -> object:
-    if not isinstance(detail, str):
-        return detail
-    if detail in ENGLISH:
-        return ENGLISH[detail]
-    for chinese, english in ENGLISH_PREFIXES:
-        if detail.startswith(chinese):
-            detail = english + detail[len(chinese):]
-            for fragment, replacement in ENGLISH_FRAGMENTS:
-                detail = detail.replace(fragment, replacement)
-            return detail
-    return detail
+# Accounts
+INVALID_CREDENTIALS = _entry("invalid_credentials", "无效的认证凭据", "Invalid authentication credentials")
+ADMIN_REQUIRED = _entry("admin_required", "需要管理员权限", "Administrator privileges are required")
+CSRF_HEADER_MISSING = _entry(
+    "csrf_header_missing", "浏览器会话的修改请求需要请求头 X-Requested-With: qwen-image",
+    "Requests that change state with a browser session need the header X-Requested-With: qwen-image")
+USERNAME_TAKEN = _entry("username_taken", "用户名已存在", "The username is already taken")
+REGISTRATION_CLOSED = _entry("registration_closed", "当前不允许用户注册", "Registration is currently closed")
+BAD_CREDENTIALS = _entry("bad_credentials", "用户名或密码错误", "Incorrect username or password")
+USER_DISABLED = _entry("user_disabled", "用户已被禁用", "This user is disabled")
+TOO_MANY_ATTEMPTS = _entry("too_many_attempts", "登录失败次数过多，请稍后再试",
+                           "Too many failed logins; try again later")
+WRONG_OLD_PASSWORD = _entry("wrong_old_password", "原密码错误", "The old password is incorrect")
+USER_NOT_FOUND = _entry("user_not_found", "用户不存在", "User not found")
+NOT_ON_SELF = _entry("not_on_self", "不能对自己的账号执行此操作", "Administrators cannot do this to their own account")
+PASSWORD_CHANGED = _entry("password_changed", "密码修改成功", "The password was changed")
+USER_ENABLED = _entry("user_enabled", "用户已启用", "The user is enabled")
+USER_DISABLED_NOW = _entry("user_disabled_now", "用户已禁用", "The user is disabled")
+USER_MADE_ADMIN = _entry("user_made_admin", "用户已设置为管理员", "The user is now an administrator")
+USER_ADMIN_REVOKED = _entry("user_admin_revoked", "已取消用户的管理员权限", "The user is no longer an administrator")
+USER_DELETED = _entry("user_deleted", "用户 {username} 已删除", "User {username} was deleted")
+
+# For recognise(): fixed texts by their Chinese, then templates, the most literal text first (so
+# "任务执行失败: …" is read as a task failure before "{first}；{rest}" could split it).
+_BY_TEXT = {template.texts["zh"]: template() for template in CATALOGUE.values() if not template.fields}
+_TEMPLATES = sorted((template for template in CATALOGUE.values() if template.fields),
+                    key=lambda template: -len(re.sub(r"\{\w+\}", "", template.texts["zh"])))

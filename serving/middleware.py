@@ -7,6 +7,7 @@ from typing import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serving import messages
 from serving.uploads import BodyTooLarge
 
 SECURITY_HEADERS = [
@@ -34,9 +35,11 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self.limit_for(scope["path"])
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _send_json(send, 413, BodyTooLarge(limit).detail)
+            language = messages.language(headers.get(b"accept-language", b"").decode("latin-1"))
+            await _send_json(send, 413, messages.render(BodyTooLarge(limit).detail, language))
             return
         received = 0
 

@@ -13,6 +13,7 @@ from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy.engine import Engine
 
 from auth.service import AuthService
+from serving import messages
 from serving.registry_client import Registry
 from serving.settings import Settings
 from storage.results import ResultStore
@@ -95,7 +96,8 @@ async def get_state(request: Request) -> ServiceState:
     """The ServiceState of the app serving ``request`` (``app.state.service``); 503 until it has one."""
     state = getattr(request.app.state, "service", None)
     if state is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "服务正在启动", headers={"Retry-After": "2"})
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, messages.SERVICE_STARTING,
+                            headers={"Retry-After": "2"})
     return state
 
 

@@ -9,6 +9,7 @@ from fastapi import HTTPException, UploadFile, status
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from models.png import encode_png
+from serving import messages
 
 ALLOWED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 MIN_SIDE = 16
@@ -18,11 +19,11 @@ CHUNK = 1024 * 1024
 class BodyTooLarge(HTTPException):
     def __init__(self, limit_bytes: int):
         super().__init__(status.HTTP_413_CONTENT_TOO_LARGE,
-                         f"上传内容过大：每个文件最大 {limit_bytes // (1024 * 1024)} MB")
+                         messages.UPLOAD_TOO_LARGE(limit_mb=limit_bytes // (1024 * 1024)))
 
 
-def bad_upload(name: str, reason: str) -> HTTPException:
-    return HTTPException(status.HTTP_400_BAD_REQUEST, f"图片 {name} 无效：{reason}")
+def bad_upload(name: str, reason: messages.Message) -> HTTPException:
+    return HTTPException(status.HTTP_400_BAD_REQUEST, messages.IMAGE_INVALID(name=name, reason=reason))
 
 
 async def read_limited(upload: UploadFile, limit_bytes: int) -> bytes:
@@ -53,30 +54,31 @@ def trailing_bytes(data: bytes, fmt: str) -> int:
 def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
     """Decodes JPEG/PNG/WebP bytes (whatever Content-Type claimed), applies EXIF orientation, returns RGB."""
     if not data:
-        raise bad_upload(name, "文件为空")
+        raise bad_upload(name, messages.IMAGE_EMPTY)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             if image.format not in ALLOWED_FORMATS:
-                raise bad_upload(name, f"不支持的格式 {image.format}，仅支持 JPEG、PNG、WebP")
+                raise bad_upload(name, messages.IMAGE_FORMAT(format=image.format))
             width, height = image.size
             if width * height > max_pixels:
-                raise bad_upload(name, f"尺寸 {width}×{height} 超过上限 {max_pixels} 像素")
+                raise bad_upload(name, messages.IMAGE_TOO_MANY_PIXELS(width=width, height=height,
+                                                                          max_pixels=max_pixels))
             if min(width, height) < MIN_SIDE:
-                raise bad_upload(name, f"尺寸 {width}×{height} 过小（每边至少 {MIN_SIDE} 像素）")
+                raise bad_upload(name, messages.IMAGE_TOO_SMALL(width=width, height=height, min_side=MIN_SIDE))
             image.load()
             extra = trailing_bytes(data, image.format)
             if extra > 0 and data[-extra:].strip(b"\0"):  # zero padding is harmless; anything else is not
-                raise bad_upload(name, "图片结尾之后还有多余数据（疑似伪装的复合文件）")
+                raise bad_upload(name, messages.IMAGE_TRAILING_DATA)
             image = ImageOps.exif_transpose(image)
             return image.convert("RGB")
     except HTTPException:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise bad_upload(name, "疑似解压炸弹（像素数过大）") from None
+        raise bad_upload(name, messages.IMAGE_BOMB) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise bad_upload(name, f"无法解析为图片（{type(exc).__name__}）") from None
+        raise bad_upload(name, messages.IMAGE_UNDECODABLE(error=type(exc).__name__)) from None
 
 
 def encode_input(image: Image.Image) -> bytes:

@@ -110,7 +110,9 @@ async def result_response(state: ServiceState, task_id: str, task_status: str, e
     task; otherwise the task's record is read.
     """
     if task_status == TaskStatus.failed.value:
-        raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, f"{messages.TASK_FAILED}: {error or ''}".rstrip(": "))
+        raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR,
+                            messages.TASK_FAILED_BECAUSE(error=messages.recognise(error)) if error
+                            else messages.TASK_FAILED)
     if task_status == TaskStatus.cancelled.value:
         raise HTTPException(status.HTTP_409_CONFLICT, messages.TASK_CANCELLED)
     if task_status != TaskStatus.completed.value:

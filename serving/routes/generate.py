@@ -12,6 +12,7 @@ from auth.deps import CurrentUser
 from models.aspect import ASPECT_RATIOS, DEFAULT_ASPECT_RATIO, size_for_aspect_ratio
 from models.kinds import ModelKind
 from models.seeds import MAX_SEED
+from serving import messages
 from serving.routes.common import submit
 from serving.state import StateDep
 from serving.uploads import decode_image, read_limited
@@ -44,15 +45,15 @@ RESULT_RESPONSES = {
 def _clean_prompt(prompt: str, field: str = "prompt") -> str:
     prompt = prompt.strip()
     if not prompt:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"参数 {field} 不能为空")
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.PARAM_EMPTY(field=field))
     return prompt
 
 
 async def _read_images(state, uploads: list[UploadFile], max_count: int) -> list:
     if not uploads:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "至少需要上传 1 张图片")
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.IMAGE_REQUIRED)
     if len(uploads) > max_count:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"最多上传 {max_count} 张图片")
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.TOO_MANY_IMAGES(limit=max_count))
     images = []
     for n, upload in enumerate(uploads, start=1):
         data = await read_limited(upload, state.settings.max_upload_bytes)
@@ -80,7 +81,8 @@ async def text_to_image(
     prompt = _clean_prompt(prompt)
     if aspect_ratio not in ASPECT_RATIOS:
         raise HTTPException(status.HTTP_400_BAD_REQUEST,
-                            f"不支持的宽高比 {aspect_ratio}，可选：{', '.join(ASPECT_RATIOS)}")
+                            messages.ASPECT_RATIO_UNSUPPORTED(aspect_ratio=aspect_ratio,
+                                                              choices=", ".join(ASPECT_RATIOS)))
     width, height = size_for_aspect_ratio(aspect_ratio)
     parameters = {"negative_prompt": negative_prompt, "aspect_ratio": aspect_ratio, "width": width, "height": height,
                   "num_inference_steps": num_inference_steps, "true_cfg_scale": true_cfg_scale, "seed": seed,
@@ -138,11 +140,12 @@ async def image_edit_batch(
                                  allow_private=state.settings.webhook_allow_private_networks)
     prompt_list = [p.strip() for p in prompts.split("|") if p.strip()]
     if not prompt_list:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "参数 prompts 不能为空")
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.PARAM_EMPTY(field="prompts"))
     if len(prompt_list) > MAX_BATCH_PROMPTS:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"参数 prompts 最多 {MAX_BATCH_PROMPTS} 条，收到 {len(prompt_list)} 条")
+        raise HTTPException(status.HTTP_400_BAD_REQUEST,
+                            messages.TOO_MANY_PROMPTS(limit=MAX_BATCH_PROMPTS, count=len(prompt_list)))
     if any(len(p) > MAX_PROMPT for p in prompt_list):
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"参数 prompts 每条最多 {MAX_PROMPT} 个字符")
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.PROMPT_TOO_LONG(limit=MAX_PROMPT))
     # FastAPI binds one of several same-named parts; the contract allows exactly one image.
     inputs = await _read_images(state, (await request.form()).getlist("image"), 1)
     parameters = {"negative_prompt": negative_prompt, "num_inference_steps": num_inference_steps,

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from auth.deps import AdminUser, CurrentUser, SessionDep
 from auth.routes import MAX_DB_INT, UserId
 from auth.schemas import QuotaLimits
+from serving import messages
 from serving.routes.common import owned_record
 from serving.state import StateDep
 from storage import TaskRecord, TaskStatus, TaskType, utcnow
@@ -133,7 +134,7 @@ def my_quota(user: CurrentUser, session: SessionDep, state: StateDep) -> dict:
 def _user_or_404(session, user_id: int) -> User:
     user = get_user(session, user_id)
     if user is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "用户不存在")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, messages.USER_NOT_FOUND)
     return user
 
 

@@ -90,7 +90,7 @@ async def cancel_task(task_id: str, user: CurrentUser, state: StateDep) -> dict:
         raise not_found()
     if isinstance(outcome, AlreadyFinished):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.TASK_ALREADY_FINISHED)
-    message = messages.TASK_CANCELLED if outcome.status == TaskStatus.cancelled.value else "已请求取消，任务将在下一步停止"
+    message = messages.TASK_CANCELLED if outcome.status == TaskStatus.cancelled.value else messages.CANCEL_REQUESTED
     return {"message": message, "task_id": task_id, "status": outcome.status}
 
 
@@ -103,5 +103,6 @@ async def cleanup(
     """Finished tasks older than ``max_age_hours`` leave memory; records older than ``max_age_days``
     are deleted with their files. Pending and running tasks are never touched."""
     counts = await state.registry.cleanup(max_age_hours, max_age_days)
-    return {"message": f"已清理 {counts.memory_cleaned_count} 个内存任务记录，{counts.db_cleaned_count} 个数据库历史记录",
+    return {"message": messages.TASKS_CLEANED(memory_count=counts.memory_cleaned_count,
+                                              db_count=counts.db_cleaned_count),
             **asdict(counts)}

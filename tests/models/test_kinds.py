@@ -31,4 +31,5 @@ def test_settings_profiles_deployments_and_messages_follow_the_table():
     assert {name: d.name for name, d in DEPLOYMENTS.items()} == {k.value: k.deployment for k in ModelKind}
     assert set(PIPELINE_CLASSES) == set(get_profile("sleep").models) == set(KIND_NAMES)
     for kind in ModelKind:
-        assert messages.to_english(kind.spec.not_loaded) == kind.spec.not_loaded_en
+        assert messages.render(kind.spec.not_loaded, "en") == kind.spec.not_loaded_en
+        assert messages.MODEL_NOT_LOADED[kind] == kind.spec.not_loaded

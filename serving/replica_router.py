@@ -1,0 +1,169 @@
+"""How requests reach the model replicas: the least busy replica first, and no idle waiting.
+
+A model replica runs one generation at a time and holds at most one more request in its own queue
+(``max_ongoing_requests: 2`` plus a lock in :class:`serving.deployments.ModelWorker`), so the next
+task starts the moment the current one leaves the device, while its PNG is still being written.
+
+Serve's default router ("power of two choices") does not suit that shape. It samples two replicas
+at random, so with one GPU idle among eight busy ones a request lands three times in four behind a
+running generation (tens of seconds on a real GPU) instead of on the idle GPU. And while every
+replica is full it retries with exponential back-off, 25 ms doubling to 0.5 s, so a replica that
+frees up waits on the router's timer.
+
+:class:`LeastBusyRouter` is built only on Serve's public request-router API (``ray.serve.request_router``:
+``choose_replicas``, the ``on_*`` hooks, ``initialize_state``, the FIFO and locality mixins); it
+overrides no private method and reads no private state.
+
+- **Its own count** of each replica's requests: those the replica accepted (``on_request_routed``)
+  and that have not completed (``on_request_completed``), by request id. It is exact because the
+  task registry is the only sender, and it changes the moment Serve reports a completion.
+- **Ranking** (:meth:`LeastBusyRouter.rank`): idle replicas first, then busy ones; replicas full by
+  that count are left out rather than probed (probing them all on every completion cost a probe per
+  replica per waiting request). Within a rank Serve takes the replica with the fewest requests by
+  its own cache, probing those it knows nothing about, so a replica kept busy by another sender (the
+  requests of a registry that restarted) is still found out by Serve.
+- **No idle waiting**: while every replica is full, ``choose_replicas`` (a coroutine) waits for a
+  request to complete instead of returning nothing and letting Serve sleep on its back-off timer.
+  Each completion wakes one waiting routing task (waking all would send them all to the one free
+  slot, and all but one would be refused); Serve's longest back-off (``max_backoff_s``) is the
+  ceiling, so a wake-up that is missed (the replica set changed) costs no more than Serve's own
+  back-off would.
+- FIFO order and node locality are Serve's mixins. The router is set per deployment with
+  ``request_router_config``.
+
+What the public API leaves out, and what that costs: a change of the replica set has no hook other
+than overriding ``update_replicas`` (public, but the framework's own bookkeeping), so requests
+waiting while a replica is added notice it at the next completion or within ``max_backoff_s``.
+Without Serve's rejection protocol (strict ``max_ongoing_requests``, on everywhere but in Ray
+Client) ``on_request_routed`` is not called: every replica then ranks as idle and Serve's own
+fewest-requests choice decides, probing full replicas as its default router does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict, defaultdict, deque
+from typing import Optional
+
+from ray.serve.request_router import (
+    FIFOMixin,
+    LocalityMixin,
+    PendingRequest,
+    ReplicaID,
+    ReplicaResult,
+    RequestRouter,
+    RunningReplica,
+)
+
+ROUTER_PATH = "serving.replica_router.LeastBusyRouter"
+# Completions with no accepted request to match: refused attempts, and replies that reached this
+# router before the acceptance did. Remembered (by replica and request) so that a late
+# on_request_routed for the same pair is not counted; bounded, since only the most recent matter.
+# A refused request that Serve retries on the same replica and that is accepted there may thus be
+# counted one short until it completes; the replica's own refusal still keeps it from overfilling.
+_UNMATCHED_COMPLETIONS = 1024
+
+
+class LeastBusyRouter(FIFOMixin, LocalityMixin, RequestRouter):
+    """Least-outstanding-requests routing, woken by completions instead of a back-off timer."""
+
+    def initialize_state(self, **kwargs) -> None:
+        """Called by Serve once, before any request, with ``request_router_kwargs`` (none are used)."""
+        super().initialize_state(**kwargs)
+        # Requests accepted by each replica and not yet completed, by Serve's internal request id.
+        self._accepted: defaultdict[ReplicaID, set[str]] = defaultdict(set)
+        self._completed_unrouted: OrderedDict[tuple[ReplicaID, str], None] = OrderedDict()
+        # Futures of choose_replicas calls waiting for a free slot, oldest first.
+        self._waiting: deque[asyncio.Future] = deque()
+
+    # Ranking ------------------------------------------------------------------------------------
+
+    def ongoing(self, replica_id: ReplicaID) -> int:
+        """Requests this router has had accepted by the replica and not yet seen complete."""
+        return len(self._accepted.get(replica_id, ()))
+
+    def rank(self, candidate_replicas: list[RunningReplica],
+             pending_request: Optional[PendingRequest] = None) -> list[list[RunningReplica]]:
+        """Idle replicas, then busy ones; replicas known to be full left out; empty ranks dropped."""
+        # Locality first (same node, then zone, then all); it also decides when waiting is due.
+        ids = self.apply_locality_routing(pending_request=pending_request)
+        room = [replica for replica in candidate_replicas
+                if replica.replica_id in ids and self.ongoing(replica.replica_id) < replica.max_ongoing_requests]
+        idle = [replica for replica in room if not self.ongoing(replica.replica_id)]
+        busy = [replica for replica in room if self.ongoing(replica.replica_id)]
+        return [rank for rank in (idle, busy) if rank]
+
+    async def choose_replicas(
+        self,
+        candidate_replicas: list[RunningReplica],
+        pending_request: Optional[PendingRequest] = None,
+    ) -> list[list[RunningReplica]]:
+        while True:
+            ranks = self.rank(candidate_replicas, pending_request)
+            # A narrower locality scope that is full falls through to the next one at once.
+            if ranks or (pending_request is not None and not pending_request.routing_context.should_backoff):
+                return ranks
+            await self._wait_for_a_free_slot()
+            candidate_replicas = list(self.curr_replicas.values())  # it may have changed meanwhile
+
+    # Waiting ------------------------------------------------------------------------------------
+
+    async def _wait_for_a_free_slot(self) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout=self.max_backoff_s)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            # Timed out or cancelled (Serve gave the request a replica through another routing task,
+            # or the caller gave up): leave the queue at once so a wake-up is not spent on it.
+            if not waiter.done():
+                waiter.cancel()
+            try:
+                self._waiting.remove(waiter)
+            except ValueError:
+                pass
+
+    def _wake_one(self) -> None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    # Serve's hooks ------------------------------------------------------------------------------
+
+    def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID,
+                          result: ReplicaResult) -> None:
+        """The replica accepted the request: one more ongoing there (unless it already completed)."""
+        super().on_request_routed(pending_request, replica_id, result)
+        request_id = pending_request.metadata.internal_request_id
+        if (replica_id, request_id) in self._completed_unrouted:
+            del self._completed_unrouted[replica_id, request_id]
+        else:
+            self._accepted[replica_id].add(request_id)
+
+    def on_request_completed(self, replica_id: ReplicaID, internal_request_id: str) -> None:
+        """A request left a replica (done, failed, cancelled or refused): wake one waiting routing task.
+
+        The wake-up is scheduled rather than done here so that Serve's own count of the same
+        completion, queued beside this call, is usually done when the woken task picks a replica
+        (else Serve probes the replica once).
+        """
+        super().on_request_completed(replica_id, internal_request_id)
+        accepted = self._accepted.get(replica_id)
+        if accepted is not None and internal_request_id in accepted:
+            accepted.discard(internal_request_id)
+        else:
+            self._completed_unrouted[replica_id, internal_request_id] = None
+            while len(self._completed_unrouted) > _UNMATCHED_COMPLETIONS:
+                self._completed_unrouted.popitem(last=False)
+        try:
+            asyncio.get_running_loop().call_soon(self._wake_one)
+        except RuntimeError:  # not on an event loop (Serve calls this on the router's loop)
+            self._wake_one()
+
+    def on_replica_actor_died(self, replica_id: ReplicaID) -> None:
+        super().on_replica_actor_died(replica_id)
+        self._accepted.pop(replica_id, None)
