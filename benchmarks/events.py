@@ -57,8 +57,11 @@ def progress_lag(ctx: Context, app, tasks: int) -> None:
     ctx.put("events_progress_lag_p50_ms", p50)
     ctx.put("events_progress_lag_p95_ms", p95)
     ctx.put("events_progress_samples", len(lags))
-    ctx.row("events", "progress event lag, registry → client, p50 / p95",
-            f"{fmt(p50, 'ms')} / {fmt(p95, 'ms')} ({len(lags)} events)")
+    ctx.row(
+        "events",
+        "progress event lag, registry → client, p50 / p95",
+        f"{fmt(p50, 'ms')} / {fmt(p95, 'ms')} ({len(lags)} events)",
+    )
 
 
 def registry_call_ms(app_name: str, calls: int = 50) -> float:
@@ -114,14 +117,21 @@ def webhook_lag(ctx: Context, app, tasks: int) -> None:
             time.sleep(0.1)
     finally:
         receiver.close()
-    lags = [(received - datetime.fromisoformat(p["timestamp"].replace("Z", "+00:00")).timestamp()) * 1000
-            for received, p in receiver.arrivals]
+    lags = [
+        (received - datetime.fromisoformat(p["timestamp"].replace("Z", "+00:00")).timestamp()) * 1000
+        for received, p in receiver.arrivals
+    ]
     p50 = percentile(lags, 50)
     ctx.put("webhook_delivery_lag_p50_ms", p50)
     ctx.put("webhook_delivery_lag_p95_ms", percentile(lags, 95))
     ctx.put("webhook_deliveries", len(lags))
-    ctx.row("events", "webhook delivery lag, completion → receiver, p50", f"{fmt(p50, 'ms')} ({len(lags)} tasks)",
-            "< 100 ms", p50 is not None and p50 < 100)
+    ctx.row(
+        "events",
+        "webhook delivery lag, completion → receiver, p50",
+        f"{fmt(p50, 'ms')} ({len(lags)} tasks)",
+        "< 100 ms",
+        p50 is not None and p50 < 100,
+    )
 
 
 def _service_split(use) -> dict[str, float]:
@@ -137,9 +147,17 @@ def _service_split(use) -> dict[str, float]:
 
 
 def streams_cpu(ctx: Context, cluster, streams: int, hold_s: float) -> None:
-    app = cluster.deploy("streams", {"model_profile": "sleep", "sleep_seconds_per_step": 2.0, "model_num_gpus": 0,
-                                     "model_replicas": 1, "model_num_cpus": 0.1,
-                                     "max_event_streams_per_user": streams + 10})
+    app = cluster.deploy(
+        "streams",
+        {
+            "model_profile": "sleep",
+            "sleep_seconds_per_step": 2.0,
+            "model_num_gpus": 0,
+            "model_replicas": 1,
+            "model_num_cpus": 0.1,
+            "max_event_streams_per_user": streams + 10,
+        },
+    )
     try:
         app.sign_up()
         # Two long tasks fill the replica (one running, one waiting on it); the rest stay queued.
@@ -153,8 +171,17 @@ def streams_cpu(ctx: Context, cluster, streams: int, hold_s: float) -> None:
         id_file.write_text("\n".join(ids) + "\n")
         os.environ["BENCH_TOKEN"] = app.token  # python_module passes the environment on
         try:
-            holder = python_module("benchmarks.streams", "--url", app.base_url, "--hold", str(hold_s),
-                                   "--ids", str(id_file), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            holder = python_module(
+                "benchmarks.streams",
+                "--url",
+                app.base_url,
+                "--hold",
+                str(hold_s),
+                "--ids",
+                str(id_file),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
         finally:
             os.environ.pop("BENCH_TOKEN", None)
         ready = holder.stdout.readline().decode().split()
@@ -172,10 +199,14 @@ def streams_cpu(ctx: Context, cluster, streams: int, hold_s: float) -> None:
         ctx.put("streams_cpu_pct_of_core", held)
         ctx.put("streams_ingress_registry_cpu_pct_of_core", both)
         ctx.put("streams_by_process_cpu_s", meter.use.by_title)
-        ctx.row("events", f"CPU with {opened} open streams on queued tasks: ingress + registry",
-                f"{fmt(both, '% of a core')} (without streams {fmt(idle['ingress'] + idle['registry'], '%')}; "
-                f"proxy {fmt(held['proxy'], '%')} vs {fmt(idle['proxy'], '%')})",
-                "< 10 % of a core", both < 10)
+        ctx.row(
+            "events",
+            f"CPU with {opened} open streams on queued tasks: ingress + registry",
+            f"{fmt(both, '% of a core')} (without streams {fmt(idle['ingress'] + idle['registry'], '%')}; "
+            f"proxy {fmt(held['proxy'], '%')} vs {fmt(idle['proxy'], '%')})",
+            "< 10 % of a core",
+            both < 10,
+        )
         if opened < streams:
             ctx.notes.append(f"events: only {opened} of {streams} streams opened: {summary}")
     finally:
@@ -183,24 +214,40 @@ def streams_cpu(ctx: Context, cluster, streams: int, hold_s: float) -> None:
 
 
 def preview_cost(ctx: Context, cache_dir) -> None:
-    result = run_json("benchmarks.preview_cost", "--runs", "1" if ctx.quick else "2", "--cache-dir", str(cache_dir),
-                      timeout=900)
+    result = run_json(
+        "benchmarks.preview_cost", "--runs", "1" if ctx.quick else "2", "--cache-dir", str(cache_dir), timeout=900
+    )
     for key, value in result.items():
         ctx.put(key, value)
     pct = result["preview_critical_path_pct_of_step"]
-    ctx.row("events", "preview on the step's critical path, tiny 1024²",
-            f"{fmt(result['preview_critical_path_ms'], 'ms', 2)} = {fmt(pct, '% of a step', 2)} "
-            f"({result['preview_size'][0]}x{result['preview_size'][1]}, {result['preview_bytes_median']:.0f} B)",
-            "< 2 %", pct < 2)
-    ctx.row("events", "tiny step with a preview every step (CPU: encoder shares the cores)",
-            f"{fmt(result['step_ms_with_preview_every_step'], 'ms')} vs {fmt(result['step_ms'], 'ms')}")
+    ctx.row(
+        "events",
+        "preview on the step's critical path, tiny 1024²",
+        f"{fmt(result['preview_critical_path_ms'], 'ms', 2)} = {fmt(pct, '% of a step', 2)} "
+        f"({result['preview_size'][0]}x{result['preview_size'][1]}, {result['preview_bytes_median']:.0f} B)",
+        "< 2 %",
+        pct < 2,
+    )
+    ctx.row(
+        "events",
+        "tiny step with a preview every step (CPU: encoder shares the cores)",
+        f"{fmt(result['step_ms_with_preview_every_step'], 'ms')} vs {fmt(result['step_ms'], 'ms')}",
+    )
 
 
 def figure_events(ctx: Context, cache_dir) -> None:
     cluster = ctx.cluster
-    app = cluster.deploy("events", {"model_profile": "sleep", "sleep_seconds_per_step": 0.05, "model_num_gpus": 0,
-                                    "model_replicas": 1, "model_num_cpus": 0.1,
-                                    "webhook_allow_private_networks": True})
+    app = cluster.deploy(
+        "events",
+        {
+            "model_profile": "sleep",
+            "sleep_seconds_per_step": 0.05,
+            "model_num_gpus": 0,
+            "model_replicas": 1,
+            "model_num_cpus": 0.1,
+            "webhook_allow_private_networks": True,
+        },
+    )
     try:
         app.sign_up()
         progress_lag(ctx, app, 2 if ctx.quick else 5)

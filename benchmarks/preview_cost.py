@@ -13,6 +13,7 @@ Prints one JSON object as its last line.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import time
@@ -26,7 +27,7 @@ from models.preview import LatentPreviewer
 def step_times(model, request: GenerationRequest, previews) -> list[float]:
     stamps: list[float] = []
     generate(model, request, on_step=lambda step, total: stamps.append(time.perf_counter()), previews=previews)
-    return [b - a for a, b in zip(stamps, stamps[1:])]
+    return [b - a for a, b in itertools.pairwise(stamps)]
 
 
 def main() -> None:
@@ -49,23 +50,29 @@ def main() -> None:
     critical_ms = [s * 1000 for s in previewer.critical_seconds[5:]]
     sizes = [len(p["b64"]) * 3 // 4 for p in made]
 
-    request = GenerationRequest(prompt="a lighthouse at dusk", negative_prompt="blurry", width=1024, height=1024,
-                                num_inference_steps=20, seed=1)
+    request = GenerationRequest(
+        prompt="a lighthouse at dusk", negative_prompt="blurry", width=1024, height=1024, num_inference_steps=20, seed=1
+    )
     generate(model, request)  # warm-up
     plain, with_previews = [], []
     for _ in range(args.runs):
         plain += step_times(model, request, None)
         with_previews += step_times(model, request, PreviewOptions(every=1, sink=lambda p: None))
     step_ms = statistics.median(plain) * 1000
-    print(json.dumps({
-        "preview_critical_path_ms": statistics.median(critical_ms),
-        "preview_critical_path_pct_of_step": 100 * statistics.median(critical_ms) / step_ms,
-        "step_ms": step_ms,
-        "step_ms_with_preview_every_step": statistics.median(with_previews) * 1000,
-        "preview_bytes_median": statistics.median(sizes) if sizes else None,
-        "preview_size": [made[0]["width"], made[0]["height"]] if made else None,
-        "latent_rgb_map": rgb_map.source,
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "preview_critical_path_ms": statistics.median(critical_ms),
+                "preview_critical_path_pct_of_step": 100 * statistics.median(critical_ms) / step_ms,
+                "step_ms": step_ms,
+                "step_ms_with_preview_every_step": statistics.median(with_previews) * 1000,
+                "preview_bytes_median": statistics.median(sizes) if sizes else None,
+                "preview_size": [made[0]["width"], made[0]["height"]] if made else None,
+                "latent_rgb_map": rgb_map.source,
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,10 @@ async def hold(base: str, token: str, task_ids: list[str], hold_s: float, open_t
     failures: list[str] = []
     release = asyncio.Event()
 
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=httpx.Timeout(open_timeout, read=None),
-                                 trust_env=False) as client:
+    async with httpx.AsyncClient(
+        base_url=base, limits=limits, timeout=httpx.Timeout(open_timeout, read=None), trust_env=False
+    ) as client:
+
         async def one(task_id: str) -> None:
             nonlocal opened, lines
             try:
@@ -63,8 +65,15 @@ async def hold(base: str, token: str, task_ids: list[str], hold_s: float, open_t
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    return {"streams": len(task_ids), "opened": opened, "open_s": round(open_s, 2), "held_s": hold_s,
-            "lines_while_held": lines_held, "failures": failures[:5], "failure_count": len(failures)}
+    return {
+        "streams": len(task_ids),
+        "opened": opened,
+        "open_s": round(open_s, 2),
+        "held_s": hold_s,
+        "lines_while_held": lines_held,
+        "failures": failures[:5],
+        "failure_count": len(failures),
+    }
 
 
 def main() -> None:

@@ -142,9 +142,18 @@ class LatentPreviewer:
     media_type, b64}``. :meth:`close` waits for the last preview (a short encode) to be handed over.
     """
 
-    def __init__(self, rgb_map: LatentRGBMap, *, width: int, height: int, every: int,
-                 sink: Callable[[dict], None], max_side: int = 512, image_format: str = "webp",
-                 quality: int = 70):
+    def __init__(
+        self,
+        rgb_map: LatentRGBMap,
+        *,
+        width: int,
+        height: int,
+        every: int,
+        sink: Callable[[dict], None],
+        max_side: int = 512,
+        image_format: str = "webp",
+        quality: int = 70,
+    ):
         if image_format not in MEDIA_TYPES:
             raise ValueError(f"preview format must be one of {sorted(MEDIA_TYPES)}, got {image_format!r}")
         self.rgb_map = rgb_map
@@ -154,7 +163,7 @@ class LatentPreviewer:
         self.max_side = max_side
         self.image_format = image_format
         self.quality = quality
-        self._weights = None
+        self._weights: tuple[Any, Any] | None = None
         self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="preview")
         self._busy = threading.Event()
         self.critical_seconds: list[float] = []  # time spent in the step callback, per preview
@@ -230,17 +239,32 @@ def encode_preview(rgb: Any, max_side: int = 512, image_format: str = "webp", qu
     longest = max(image.size)
     if longest > max_side:
         scale = max_side / longest
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                             Image.Resampling.BILINEAR)
+        image = image.resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BILINEAR
+        )
     buffer = io.BytesIO()
     if image_format == "webp":
         image.save(buffer, format="WEBP", quality=quality, method=0)
     else:
         image.save(buffer, format="JPEG", quality=quality)
-    return {"width": image.width, "height": image.height, "media_type": MEDIA_TYPES[image_format],
-            "b64": base64.b64encode(buffer.getvalue()).decode("ascii")}
+    return {
+        "width": image.width,
+        "height": image.height,
+        "media_type": MEDIA_TYPES[image_format],
+        "b64": base64.b64encode(buffer.getvalue()).decode("ascii"),
+    }
 
 
-__all__ = ["LatentRGBMap", "LatentPreviewer", "published_map", "fit_map", "map_for_vae", "unpack_latents",
-           "project_packed",
-           "encode_preview", "WAN21_LATENT_RGB_FACTORS", "WAN21_LATENT_RGB_BIAS", "MEDIA_TYPES"]
+__all__ = [
+    "LatentRGBMap",
+    "LatentPreviewer",
+    "published_map",
+    "fit_map",
+    "map_for_vae",
+    "unpack_latents",
+    "project_packed",
+    "encode_preview",
+    "WAN21_LATENT_RGB_FACTORS",
+    "WAN21_LATENT_RGB_BIAS",
+    "MEDIA_TYPES",
+]

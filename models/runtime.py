@@ -181,10 +181,10 @@ def _previewer(model: LoadedModel, request: GenerationRequest, options: PreviewO
         return None
     from .preview import LatentPreviewer
 
-    if model.kind == TEXT_TO_IMAGE:
-        width, height = request.width, request.height
-    else:
+    if ModelKind(model.kind).spec.takes_images:
         width, height = edit_output_size(*request.images[-1].size)
+    else:
+        width, height = request.width, request.height
     return LatentPreviewer(model.preview_map(), width=width, height=height, every=options.every,
                            sink=options.sink, max_side=options.max_side, image_format=options.image_format,
                            quality=options.quality)

@@ -145,7 +145,8 @@ class EventHub:
                 await self._wanted.wait()
             try:
                 answer = await self.state.registry.poll_events(
-                    self._epoch, self._cursor, 0.0 if self._cursor is None else POLL_TIMEOUT_S)
+                    self._epoch, self._cursor, 0.0 if self._cursor is None else POLL_TIMEOUT_S
+                )
                 failures = 0
             except Exception as exc:  # the registry restarts (a 503 from its client): try again soon
                 failures += 1
@@ -167,7 +168,10 @@ class EventHub:
         subs = [s for group in (*self.by_task.values(), *self.by_user.values()) for s in group]
         for sub in subs:
             try:
-                after = min(sub.last_ids.values(), default=0) if sub.task_id is None else sub.last_ids.get(sub.task_id, 0)
+                if sub.task_id is None:
+                    after = min(sub.last_ids.values(), default=0)
+                else:
+                    after = sub.last_ids.get(sub.task_id, 0)
                 answer = await self.initial_state(sub, after)
                 if sub.task_id is not None and answer is None:
                     # The new registry no longer holds the task: it finished; its record says how.
@@ -202,8 +206,9 @@ class EventHub:
     async def _refresh_positions(self) -> None:
         """Ask for new positions of the queued tasks streamed here (their events come by the poll)."""
         await asyncio.sleep(POSITIONS_DELAY_S)
-        queued = {t for group in (*self.by_task.values(), *self.by_user.values()) for s in group
-                  for t in s.queued_tasks}
+        queued = {
+            t for group in (*self.by_task.values(), *self.by_user.values()) for s in group for t in s.queued_tasks
+        }
         if queued:
             try:
                 await self.state.registry.refresh_positions(sorted(queued))

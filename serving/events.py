@@ -52,18 +52,37 @@ def result_url(task_id: str) -> str:
 
 
 def make_event(event_id: int, event: str, task_id: str, user_id: Optional[int], **data: Any) -> dict:
-    return {"id": event_id, "event": event, "task_id": task_id, "user_id": user_id,
-            "data": {"task_id": task_id, **data}}
+    return {
+        "id": event_id,
+        "event": event,
+        "task_id": task_id,
+        "user_id": user_id,
+        "data": {"task_id": task_id, **data},
+    }
 
 
-def terminal_event(task_id: str, user_id: Optional[int], status: str, completed_at: datetime, *,
-                   seed: Optional[int] = None, error: Optional[str] = None,
-                   generation_seconds: Optional[float] = None) -> dict:
+def terminal_event(
+    task_id: str,
+    user_id: Optional[int],
+    status: str,
+    completed_at: datetime,
+    *,
+    seed: Optional[int] = None,
+    error: Optional[str] = None,
+    generation_seconds: Optional[float] = None,
+) -> dict:
     """The one terminal event of a finished task (the same from memory and from its record)."""
     event_id = micros(completed_at)
     if status == COMPLETED:
-        return make_event(event_id, COMPLETED, task_id, user_id, seed=seed, result_url=result_url(task_id),
-                          generation_seconds=generation_seconds)
+        return make_event(
+            event_id,
+            COMPLETED,
+            task_id,
+            user_id,
+            seed=seed,
+            result_url=result_url(task_id),
+            generation_seconds=generation_seconds,
+        )
     if status == FAILED:
         return make_event(event_id, FAILED, task_id, user_id, error=error)
     return make_event(event_id, CANCELLED, task_id, user_id)
@@ -73,8 +92,9 @@ def terminal_event_from_record(record: Any) -> Optional[dict]:
     """A stored task's terminal event, or None while it is unfinished."""
     if record.status not in TERMINAL or record.completed_at is None:
         return None
-    return terminal_event(record.task_id, record.user_id, record.status, record.completed_at, seed=record.seed,
-                          error=record.error_message)
+    return terminal_event(
+        record.task_id, record.user_id, record.status, record.completed_at, seed=record.seed, error=record.error_message
+    )
 
 
 class EventClock:
@@ -103,8 +123,7 @@ class TaskEventState:
 
     def retained(self, after_id: int = 0, previews: bool = True) -> list[dict]:
         """What a client that saw ``after_id`` is missing, in order (a terminal event always last)."""
-        events = [e for e in self.latest.values()
-                  if e["id"] > after_id and (previews or e["event"] != PREVIEW)]
+        events = [e for e in self.latest.values() if e["id"] > after_id and (previews or e["event"] != PREVIEW)]
         return sorted(events, key=lambda e: e["id"])
 
     def reset_run(self) -> None:
@@ -143,7 +162,7 @@ class EventJournal:
         if cursor + 1 < oldest:
             return None  # fell behind the journal
         start = cursor + 1 - oldest
-        return [event for _, event in list(self.entries)[start:start + limit]]
+        return [event for _, event in list(self.entries)[start : start + limit]]
 
     async def poll(self, epoch: Optional[str], cursor: Optional[int], timeout: float, limit: int = 2000) -> dict:
         if epoch != self.epoch or cursor is None or cursor > self.seq:
@@ -165,9 +184,29 @@ def format_sse(event: dict) -> str:
     """One event in ``text/event-stream`` framing (JSON data has no newlines)."""
     import json
 
-    return f"id: {event['id']}\nevent: {event['event']}\ndata: {json.dumps(event['data'], ensure_ascii=False, separators=(',', ':'))}\n\n"
+    data = json.dumps(event["data"], ensure_ascii=False, separators=(",", ":"))
+    return f"id: {event['id']}\nevent: {event['event']}\ndata: {data}\n\n"
 
 
-__all__ = ["EVENT_TYPES", "TERMINAL", "QUEUED", "STARTED", "PROGRESS", "PREVIEW", "COMPLETED", "FAILED",
-           "CANCELLED", "QUEUE_MOVED", "EventClock", "EventJournal", "TaskEventState", "make_event",
-           "terminal_event", "terminal_event_from_record", "micros", "from_micros", "format_sse", "result_url"]
+__all__ = [
+    "EVENT_TYPES",
+    "TERMINAL",
+    "QUEUED",
+    "STARTED",
+    "PROGRESS",
+    "PREVIEW",
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "QUEUE_MOVED",
+    "EventClock",
+    "EventJournal",
+    "TaskEventState",
+    "make_event",
+    "terminal_event",
+    "terminal_event_from_record",
+    "micros",
+    "from_micros",
+    "format_sse",
+    "result_url",
+]

@@ -25,9 +25,16 @@ MAX_URL_LENGTH = 2048
 SCHEMES = {"http": 80, "https": 443}
 # Instance-metadata services of the common clouds (AWS, GCP, Azure, OpenStack: 169.254.169.254;
 # AWS over IPv6; Alibaba; Oracle). Refused whatever the settings say.
-METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
-    "169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200", "192.0.0.192",
-))
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254",
+        "169.254.170.2",
+        "fd00:ec2::254",
+        "100.100.100.200",
+        "192.0.0.192",
+    )
+)
 METADATA_HOSTNAMES = frozenset({"metadata.google.internal", "metadata", "instance-data"})
 
 Resolver = Callable[[str, int], list[str]]
@@ -82,8 +89,9 @@ def address_refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_pri
         return "a multicast address"
     if ip.is_global:
         return None
-    if allow_private and (ip.is_private or ip.is_loopback or ip.is_link_local
-                          or ip in ipaddress.ip_network("100.64.0.0/10")):
+    if allow_private and (
+        ip.is_private or ip.is_loopback or ip.is_link_local or ip in ipaddress.ip_network("100.64.0.0/10")
+    ):
         return None
     if ip.is_loopback:
         return "a loopback address"
@@ -139,8 +147,7 @@ def check_url(url: str, *, allow_private: bool = False, resolver: Resolver = sys
     target = parts.path or "/"
     if parts.query:
         target += "?" + parts.query
-    return CheckedURL(url=url, scheme=scheme, host=host, port=port, ip=addresses[0].split("%", 1)[0],
-                      target=target)
+    return CheckedURL(url=url, scheme=scheme, host=host, port=port, ip=addresses[0].split("%", 1)[0], target=target)
 
 
 __all__ = ["RefusedURL", "CheckedURL", "check_url", "address_refusal", "system_resolver", "METADATA_ADDRESSES"]

@@ -38,6 +38,7 @@ from typing import Any, Optional
 from fastapi import HTTPException, status
 
 from serving import events as ev
+from serving import messages
 from serving.protocol import WebhookRequest
 from serving.ssrf import RefusedURL, check_url
 from storage import session_scope, utcnow
@@ -75,13 +76,24 @@ def parse_webhook_events(value: Any) -> list[str]:
     chosen: list[str] = []
     for item in items:
         if not isinstance(item, str):
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, "参数 webhook_events 无效：必须是事件名")
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST,
+                messages.PARAM_INVALID(
+                    field="webhook_events",
+                    reason=messages.WEBHOOK_EVENT_UNKNOWN(name=repr(item), choices=", ".join(WEBHOOK_EVENTS)),
+                ),
+            )
         for name in (part.strip() for part in item.split(",")):
             if not name:
                 continue
             if name not in WEBHOOK_EVENTS:
-                raise HTTPException(status.HTTP_400_BAD_REQUEST,
-                                    f"参数 webhook_events 无效：{name}，可选：{', '.join(WEBHOOK_EVENTS)}")
+                raise HTTPException(
+                    status.HTTP_400_BAD_REQUEST,
+                    messages.PARAM_INVALID(
+                        field="webhook_events",
+                        reason=messages.WEBHOOK_EVENT_UNKNOWN(name=name, choices=", ".join(WEBHOOK_EVENTS)),
+                    ),
+                )
             if name not in chosen:
                 chosen.append(name)
     return chosen or list(DEFAULT_WEBHOOK_EVENTS)
@@ -95,14 +107,20 @@ async def webhook_spec(url: Optional[str], events: Any, *, allow_private: bool) 
     """
     if url is None or not url.strip():
         if events not in (None, "", []):
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, "参数 webhook_events 无效：需要同时提供 webhook_url")
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST,
+                messages.PARAM_INVALID(field="webhook_events", reason=messages.WEBHOOK_URL_REQUIRED),
+            )
         return None
     url = url.strip()
     chosen = parse_webhook_events(events)
     try:
         await asyncio.to_thread(check_url, url, allow_private=allow_private)
     except RefusedURL as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"参数 webhook_url 无效：{exc}") from None
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            messages.PARAM_INVALID(field="webhook_url", reason=messages.WEBHOOK_URL_REFUSED(reason=str(exc))),
+        ) from None
     return WebhookRequest(url=url, events=tuple(chosen))
 
 
@@ -115,15 +133,25 @@ def new_webhook_id() -> str:
 
 def webhook_body(event: str, moment: datetime, data: dict) -> str:
     """The thin payload: ``{type, timestamp, data: {task_id, status, …}}`` — a link, never an image."""
-    return json.dumps({"type": EVENT_TYPE_PREFIX + event, "timestamp": moment.isoformat().replace("+00:00", "Z"),
-                       "data": data}, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(
+        {"type": EVENT_TYPE_PREFIX + event, "timestamp": moment.isoformat().replace("+00:00", "Z"), "data": data},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
 
 
-def outbox_row(*, task_id: str, user_id: Optional[int], url: str, event: str, moment: datetime,
-               data: dict) -> WebhookDelivery:
-    return WebhookDelivery(webhook_id=new_webhook_id(), task_id=task_id, user_id=user_id,
-                           event_type=EVENT_TYPE_PREFIX + event, url=url, body=webhook_body(event, moment, data),
-                           next_attempt_at=moment)
+def outbox_row(
+    *, task_id: str, user_id: Optional[int], url: str, event: str, moment: datetime, data: dict
+) -> WebhookDelivery:
+    return WebhookDelivery(
+        webhook_id=new_webhook_id(),
+        task_id=task_id,
+        user_id=user_id,
+        event_type=EVENT_TYPE_PREFIX + event,
+        url=url,
+        body=webhook_body(event, moment, data),
+        next_attempt_at=moment,
+    )
 
 
 def retry_after_seconds(value: Optional[str], now: Optional[datetime] = None) -> Optional[float]:
@@ -144,8 +172,9 @@ def retry_after_seconds(value: Optional[str], now: Optional[datetime] = None) ->
     return max(0.0, (moment - (now or utcnow())).total_seconds())
 
 
-def next_delay(settings: Any, attempts_made: int, retry_after: Optional[float],
-               rng: random.Random = random) -> Optional[float]:
+def next_delay(
+    settings: Any, attempts_made: int, retry_after: Optional[float], rng: random.Random = random
+) -> Optional[float]:
     """Seconds until the next attempt after ``attempts_made`` failed ones; None when none is left."""
     schedule = list(settings.webhook_retry_schedule)
     if attempts_made > len(schedule):
@@ -169,6 +198,7 @@ class WebhookSender:
         self.resolver = resolver
         self._wake = asyncio.Event()
         self._in_flight: set[int] = set()
+        self._attempts: set[asyncio.Task] = set()
         self._per_user: Counter[Optional[int]] = Counter()
         self._loop_task: Optional[asyncio.Task] = None
         self._client = None
@@ -185,8 +215,10 @@ class WebhookSender:
         if self._client is None:
             import httpx
 
-            limits = httpx.Limits(max_connections=self.settings.webhook_max_concurrency,
-                                  max_keepalive_connections=self.settings.webhook_max_concurrency)
+            limits = httpx.Limits(
+                max_connections=self.settings.webhook_max_concurrency,
+                max_keepalive_connections=self.settings.webhook_max_concurrency,
+            )
             self._client = httpx.AsyncClient(follow_redirects=False, limits=limits, trust_env=False)
         return self._client
 
@@ -223,7 +255,9 @@ class WebhookSender:
                 continue  # this user's receivers are busy; their next turn comes when one ends
             self._in_flight.add(delivery.id)
             self._per_user[delivery.user_id] += 1
-            asyncio.create_task(self._attempt(delivery))
+            attempt = asyncio.create_task(self._attempt(delivery))
+            self._attempts.add(attempt)  # a task nobody references may be collected mid-flight
+            attempt.add_done_callback(self._attempts.discard)
         if upcoming is None:
             return IDLE_WAKE_S
         return min(IDLE_WAKE_S, max(0.0, (upcoming - utcnow()).total_seconds()))
@@ -251,8 +285,9 @@ class WebhookSender:
         try:
             secret, gone = await asyncio.to_thread(self._secret_and_gone, delivery)
             if gone:
-                await self._record(delivery, started_at, clock, None, "not sent: the receiver answered 410 Gone before",
-                                   GONE)
+                await self._record(
+                    delivery, started_at, clock, None, "not sent: the receiver answered 410 Gone before", GONE
+                )
                 return
             if secret is None:
                 await self._record(delivery, started_at, clock, None, "the task's owner no longer exists", FAILED)
@@ -265,16 +300,24 @@ class WebhookSender:
         moment = utcnow()
         signature = signer.sign(delivery.webhook_id, moment, delivery.body)
         headers = {
-            "Host": checked.host_header, "Content-Type": "application/json", "User-Agent": USER_AGENT,
-            "webhook-id": delivery.webhook_id, "webhook-timestamp": str(int(moment.timestamp())),
+            "Host": checked.host_header,
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "webhook-id": delivery.webhook_id,
+            "webhook-timestamp": str(int(moment.timestamp())),
             "webhook-signature": signature,
         }
         extensions = {"sni_hostname": checked.host} if checked.scheme == "https" else {}
         try:
             async with asyncio.timeout(self.settings.webhook_timeout_seconds):
-                async with self._http().stream("POST", checked.pinned_url(), content=delivery.body.encode(),
-                                               headers=headers, extensions=extensions,
-                                               timeout=self.settings.webhook_timeout_seconds) as response:
+                async with self._http().stream(
+                    "POST",
+                    checked.pinned_url(),
+                    content=delivery.body.encode(),
+                    headers=headers,
+                    extensions=extensions,
+                    timeout=self.settings.webhook_timeout_seconds,
+                ) as response:
                     status_code = response.status_code
                     retry_after = retry_after_seconds(response.headers.get("retry-after"))
                     # The body is not read: a receiver's answer carries nothing we use.
@@ -289,8 +332,9 @@ class WebhookSender:
                 del self.lags_ms[:-1000]
             return
         if status_code == 410:
-            await self._record(delivery, started_at, clock, status_code, "the receiver answered 410 Gone", GONE,
-                               gone=True)
+            await self._record(
+                delivery, started_at, clock, status_code, "the receiver answered 410 Gone", GONE, gone=True
+            )
             return
         if status_code is not None:
             error = f"HTTP {status_code}"
@@ -298,8 +342,15 @@ class WebhookSender:
         if delay is None:
             await self._record(delivery, started_at, clock, status_code, error, FAILED)
             return
-        await self._record(delivery, started_at, clock, status_code, error, PENDING,
-                           next_attempt_at=utcnow() + timedelta(seconds=delay))
+        await self._record(
+            delivery,
+            started_at,
+            clock,
+            status_code,
+            error,
+            PENDING,
+            next_attempt_at=utcnow() + timedelta(seconds=delay),
+        )
 
     def _secret_and_gone(self, delivery: WebhookDelivery) -> tuple[Optional[str], bool]:
         with session_scope(self.engine) as session:
@@ -309,23 +360,45 @@ class WebhookSender:
         kwargs = {"resolver": self.resolver} if self.resolver is not None else {}
         return check_url(url, allow_private=self.settings.webhook_allow_private_networks, **kwargs)
 
-    async def _record(self, delivery: WebhookDelivery, started_at: datetime, clock: float,
-                      status_code: Optional[int], error: Optional[str], outcome: str, *,
-                      next_attempt_at: Optional[datetime] = None, gone: bool = False) -> None:
+    async def _record(
+        self,
+        delivery: WebhookDelivery,
+        started_at: datetime,
+        clock: float,
+        status_code: Optional[int],
+        error: Optional[str],
+        outcome: str,
+        *,
+        next_attempt_at: Optional[datetime] = None,
+        gone: bool = False,
+    ) -> None:
         duration_ms = (time.perf_counter() - clock) * 1000
 
         def write() -> None:
             with session_scope(self.engine) as session:
-                record_attempt(session, delivery, started_at=started_at, duration_ms=duration_ms,
-                               status_code=status_code, error=error, status=outcome,
-                               next_attempt_at=next_attempt_at)
+                record_attempt(
+                    session,
+                    delivery,
+                    started_at=started_at,
+                    duration_ms=duration_ms,
+                    status_code=status_code,
+                    error=error,
+                    status=outcome,
+                    next_attempt_at=next_attempt_at,
+                )
                 if gone:
                     stop_pending_for(session, delivery.task_id, delivery.url, "stopped: the receiver answered 410 Gone")
 
         await asyncio.to_thread(write)
         if outcome != DELIVERED:
-            log.info("webhook %s (%s): attempt %d → %s%s", delivery.webhook_id, delivery.event_type,
-                     delivery.attempts + 1, outcome, f" ({error})" if error else "")
+            log.info(
+                "webhook %s (%s): attempt %d → %s%s",
+                delivery.webhook_id,
+                delivery.event_type,
+                delivery.attempts + 1,
+                outcome,
+                f" ({error})" if error else "",
+            )
 
     async def close(self) -> None:
         if self._loop_task is not None:
@@ -334,8 +407,16 @@ class WebhookSender:
             await self._client.aclose()
 
 
-def webhook_data(event: str, task_status: str, task_id: str, *, seed: Optional[int] = None,
-                 error: Optional[str] = None, base_url: Optional[str] = None, **extra: Any) -> dict:
+def webhook_data(
+    event: str,
+    task_status: str,
+    task_id: str,
+    *,
+    seed: Optional[int] = None,
+    error: Optional[str] = None,
+    base_url: Optional[str] = None,
+    **extra: Any,
+) -> dict:
     """``data`` of a webhook payload: the task's id, status, seed, result link, error, and the event's own fields."""
     link = None
     if event == ev.COMPLETED:
@@ -343,14 +424,26 @@ def webhook_data(event: str, task_status: str, task_id: str, *, seed: Optional[i
     return {"task_id": task_id, "status": task_status, "seed": seed, "result_url": link, "error": error, **extra}
 
 
-def outbox_rows(webhook: Optional[WebhookRequest], event: str, *, task_id: str, user_id: Optional[int],
-                moment: datetime, data: dict) -> list[WebhookDelivery]:
+def outbox_rows(
+    webhook: Optional[WebhookRequest], event: str, *, task_id: str, user_id: Optional[int], moment: datetime, data: dict
+) -> list[WebhookDelivery]:
     """The outbox rows an event makes for a task's webhook (none unless it asked for that event)."""
     if webhook is None or event not in webhook.events:
         return []
     return [outbox_row(task_id=task_id, user_id=user_id, url=webhook.url, event=event, moment=moment, data=data)]
 
 
-__all__ = ["WEBHOOK_EVENTS", "DEFAULT_WEBHOOK_EVENTS", "parse_webhook_events", "webhook_spec", "webhook_body",
-           "outbox_row", "outbox_rows", "webhook_data", "retry_after_seconds", "next_delay", "WebhookSender",
-           "new_webhook_id"]
+__all__ = [
+    "WEBHOOK_EVENTS",
+    "DEFAULT_WEBHOOK_EVENTS",
+    "parse_webhook_events",
+    "webhook_spec",
+    "webhook_body",
+    "outbox_row",
+    "outbox_rows",
+    "webhook_data",
+    "retry_after_seconds",
+    "next_delay",
+    "WebhookSender",
+    "new_webhook_id",
+]

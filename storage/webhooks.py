@@ -61,10 +61,12 @@ def task_webhooks(session: Session, task_ids: Sequence[str]) -> dict[str, TaskWe
 
 def due_deliveries(session: Session, now: datetime, limit: int, exclude: Sequence[int] = ()) -> list[WebhookDelivery]:
     """Pending deliveries whose time has come, oldest first, leaving out those in flight."""
-    query = (select(WebhookDelivery)
-             .where(WebhookDelivery.status == PENDING, WebhookDelivery.next_attempt_at <= now)
-             .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
-             .limit(limit))
+    query = (
+        select(WebhookDelivery)
+        .where(WebhookDelivery.status == PENDING, WebhookDelivery.next_attempt_at <= now)
+        .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
+        .limit(limit)
+    )
     if exclude:
         query = query.where(col(WebhookDelivery.id).not_in(list(exclude)))
     return list(session.exec(query).all())
@@ -83,28 +85,51 @@ def next_due_time(session: Session, exclude: Sequence[int] = ()) -> Optional[dat
     return value
 
 
-def record_attempt(session: Session, delivery: WebhookDelivery, *, started_at: datetime, duration_ms: float,
-                   status_code: Optional[int], error: Optional[str], status: str,
-                   next_attempt_at: Optional[datetime]) -> None:
+def record_attempt(
+    session: Session,
+    delivery: WebhookDelivery,
+    *,
+    started_at: datetime,
+    duration_ms: float,
+    status_code: Optional[int],
+    error: Optional[str],
+    status: str,
+    next_attempt_at: Optional[datetime],
+) -> None:
     """Log one attempt and move the delivery on (the caller commits)."""
     attempt = delivery.attempts + 1
-    session.add(WebhookAttempt(delivery_id=delivery.id, attempt=attempt, started_at=started_at,
-                               duration_ms=round(duration_ms, 1), status_code=status_code,
-                               error=error[:500] if error else None))
-    values = {"attempts": attempt, "status": status, "last_status_code": status_code,
-              "last_error": error[:500] if error else None}
+    session.add(
+        WebhookAttempt(
+            delivery_id=delivery.id,
+            attempt=attempt,
+            started_at=started_at,
+            duration_ms=round(duration_ms, 1),
+            status_code=status_code,
+            error=error[:500] if error else None,
+        )
+    )
+    values = {
+        "attempts": attempt,
+        "status": status,
+        "last_status_code": status_code,
+        "last_error": error[:500] if error else None,
+    }
     if next_attempt_at is not None:
         values["next_attempt_at"] = next_attempt_at
     if status != PENDING:
         values["finished_at"] = utcnow()
-    session.exec(update(WebhookDelivery).where(WebhookDelivery.id == delivery.id).values(**values))
+    session.exec(update(WebhookDelivery).where(col(WebhookDelivery.id) == delivery.id).values(**values))
 
 
 def stop_pending_for(session: Session, task_id: str, url: str, reason: str) -> int:
     """After a 410: the task's other pending deliveries to that URL stop too."""
     result = session.exec(
         update(WebhookDelivery)
-        .where(WebhookDelivery.task_id == task_id, WebhookDelivery.url == url, WebhookDelivery.status == PENDING)
+        .where(
+            col(WebhookDelivery.task_id) == task_id,
+            col(WebhookDelivery.url) == url,
+            col(WebhookDelivery.status) == PENDING,
+        )
         .values(status=GONE, last_error=reason, finished_at=utcnow())
     )
     return int(result.rowcount or 0)
@@ -112,10 +137,18 @@ def stop_pending_for(session: Session, task_id: str, url: str, reason: str) -> i
 
 def gone_before(session: Session, task_id: str, url: str) -> bool:
     """Whether the receiver at ``url`` already answered 410 Gone to one of this task's deliveries."""
-    return session.exec(
-        select(func.count()).select_from(WebhookDelivery)
-        .where(WebhookDelivery.task_id == task_id, WebhookDelivery.url == url, WebhookDelivery.status == GONE)
-    ).one() > 0
+    return (
+        session.exec(
+            select(func.count())
+            .select_from(WebhookDelivery)
+            .where(
+                col(WebhookDelivery.task_id) == task_id,
+                col(WebhookDelivery.url) == url,
+                col(WebhookDelivery.status) == GONE,
+            )
+        ).one()
+        > 0
+    )
 
 
 def delivery_log(session: Session, task_id: str) -> list[dict]:
@@ -132,19 +165,48 @@ def delivery_log(session: Session, task_id: str) -> list[dict]:
     ).all()
     by_delivery: dict[int, list[dict]] = {}
     for a in attempts:
-        by_delivery.setdefault(a.delivery_id, []).append({
-            "attempt": a.attempt, "started_at": a.started_at, "duration_ms": a.duration_ms,
-            "status_code": a.status_code, "error": a.error,
-        })
-    return [{
-        "webhook_id": d.webhook_id, "event_type": d.event_type, "url": d.url, "status": d.status,
-        "attempt_count": d.attempts, "created_at": d.created_at, "finished_at": d.finished_at,
-        "next_attempt_at": d.next_attempt_at if d.status == PENDING else None,
-        "last_status_code": d.last_status_code, "last_error": d.last_error,
-        "attempts": by_delivery.get(d.id, []),
-    } for d in deliveries]
+        by_delivery.setdefault(a.delivery_id, []).append(
+            {
+                "attempt": a.attempt,
+                "started_at": a.started_at,
+                "duration_ms": a.duration_ms,
+                "status_code": a.status_code,
+                "error": a.error,
+            }
+        )
+    return [
+        {
+            "webhook_id": d.webhook_id,
+            "event_type": d.event_type,
+            "url": d.url,
+            "status": d.status,
+            "attempt_count": d.attempts,
+            "created_at": d.created_at,
+            "finished_at": d.finished_at,
+            "next_attempt_at": d.next_attempt_at if d.status == PENDING else None,
+            "last_status_code": d.last_status_code,
+            "last_error": d.last_error,
+            "attempts": by_delivery.get(d.id, []),
+        }
+        for d in deliveries
+    ]
 
 
-__all__ = ["new_secret", "get_or_create_secret", "rotate_secret", "secret_for", "task_webhooks", "due_deliveries",
-           "next_due_time", "record_attempt", "stop_pending_for", "gone_before", "delivery_log",
-           "PENDING", "DELIVERED", "FAILED", "GONE", "SECRET_PREFIX"]
+__all__ = [
+    "new_secret",
+    "get_or_create_secret",
+    "rotate_secret",
+    "secret_for",
+    "task_webhooks",
+    "due_deliveries",
+    "next_due_time",
+    "record_attempt",
+    "stop_pending_for",
+    "gone_before",
+    "delivery_log",
+    "PENDING",
+    "DELIVERED",
+    "FAILED",
+    "GONE",
+    "SECRET_PREFIX",
+]

@@ -20,18 +20,19 @@ from sqlmodel import Session
 
 from auth.deps import CurrentUser
 from serving import events as ev
+from serving import messages
 from serving.event_hub import EventHub, Subscription, TooManyStreams
 from serving.routes.common import not_found, owned_record, owns
 from serving.state import ServiceState, StateDep
 
 router = APIRouter(prefix="/tasks", tags=["events"])
 
-TOO_MANY_STREAMS = "打开的事件流过多，请先关闭一些"
-BAD_LAST_EVENT_ID = "参数 Last-Event-ID 无效"
 RECONNECT_MS = 2000
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-STREAM_RESPONSES = {200: {"description": "server-sent events", "content": {"text/event-stream": {}}},
-                    429: {"description": "too many open streams"}}
+STREAM_RESPONSES = {
+    200: {"description": "server-sent events", "content": {"text/event-stream": {}}},
+    429: {"description": "too many open streams"},
+}
 
 _hubs: dict[int, EventHub] = {}
 
@@ -42,6 +43,9 @@ def hub_for(state: ServiceState) -> EventHub:
     if hub is None:
         hub = _hubs[id(state)] = EventHub(state, state.settings.max_event_streams_per_user)
     return hub
+
+
+BAD_LAST_EVENT_ID = messages.PARAM_INVALID(field="Last-Event-ID", reason=messages.NOT_AN_EVENT_ID)
 
 
 def _after(last_event_id: Optional[str]) -> int:
@@ -61,8 +65,9 @@ Previews = Annotated[bool, Query(description="false leaves preview events out")]
 
 
 @router.get("/events", responses=STREAM_RESPONSES, response_class=StreamingResponse)
-async def all_task_events(user: CurrentUser, state: StateDep, last_event_id: LastEventId = None,
-                          previews: Previews = True) -> StreamingResponse:
+async def all_task_events(
+    user: CurrentUser, state: StateDep, last_event_id: LastEventId = None, previews: Previews = True
+) -> StreamingResponse:
     """One stream of all the caller's tasks: the state of the unfinished ones, then every change."""
     after = _after(last_event_id)
     hub = hub_for(state)
@@ -72,8 +77,9 @@ async def all_task_events(user: CurrentUser, state: StateDep, last_event_id: Las
 
 
 @router.get("/{task_id}/events", responses=STREAM_RESPONSES, response_class=StreamingResponse)
-async def task_events(task_id: str, user: CurrentUser, state: StateDep, last_event_id: LastEventId = None,
-                      previews: Previews = True) -> StreamingResponse:
+async def task_events(
+    task_id: str, user: CurrentUser, state: StateDep, last_event_id: LastEventId = None, previews: Previews = True
+) -> StreamingResponse:
     """One task's events until its terminal event (at once for a finished task)."""
     after = _after(last_event_id)
     hub = hub_for(state)
@@ -107,7 +113,11 @@ async def _open(hub: EventHub, sub: Subscription, after: int) -> Optional[dict]:
     try:
         hub.reserve(sub.user_id)
     except TooManyStreams:
-        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, TOO_MANY_STREAMS, headers={"Retry-After": "5"}) from None
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            messages.EVENT_STREAMS_LIMIT(limit=hub.max_streams_per_user),
+            headers={"Retry-After": "5"},
+        ) from None
     try:
         await hub.subscribe(sub)
         if sub.task_id is not None:
@@ -130,8 +140,11 @@ def _stored_terminal(state: ServiceState, user, task_id: str) -> Optional[dict]:
 
 
 def _response(state: ServiceState, hub: EventHub, sub: Subscription, *, ends_with_task: bool) -> StreamingResponse:
-    return StreamingResponse(_stream(hub, sub, state.settings.event_keepalive_seconds, ends_with_task),
-                             media_type="text/event-stream", headers=HEADERS)
+    return StreamingResponse(
+        _stream(hub, sub, state.settings.event_keepalive_seconds, ends_with_task),
+        media_type="text/event-stream",
+        headers=HEADERS,
+    )
 
 
 async def _stream(hub: EventHub, sub: Subscription, keepalive: float, ends_with_task: bool) -> AsyncIterator[str]:

@@ -38,8 +38,15 @@ def read_events(response: httpx.Response, comments: bool = False) -> Iterator[Ev
             fields[name] = value[1:] if value.startswith(" ") else value
 
 
-def collect(client: httpx.Client, path: str, headers: dict, *, until: Callable[[Event], bool] = lambda e: False,
-            timeout: float = 120, **params) -> list[Event]:
+def collect(
+    client: httpx.Client,
+    path: str,
+    headers: dict,
+    *,
+    until: Callable[[Event], bool] = lambda e: False,
+    timeout: float = 120,
+    **params,
+) -> list[Event]:
     """Every event of a stream until it ends (or ``until`` is true of one)."""
     got: list[Event] = []
     with client.stream("GET", path, headers=headers, params=params or None, timeout=timeout) as response:

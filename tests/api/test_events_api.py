@@ -29,10 +29,21 @@ STREAM_CAP = 3
 
 @pytest.fixture(scope="module")
 def hooks_client(deploy_app, data_root):
-    url = deploy_app("hooks", sleep_app_args(
-        data_root, "hooks", sleep_seconds_per_step=0.05, model_replicas=1, webhook_allow_private_networks=True,
-        webhook_retry_schedule=[0.3, 0.3, 0.3, 0.3], webhook_retry_jitter=0.0, webhook_timeout_seconds=2.0,
-        max_event_streams_per_user=STREAM_CAP, event_keepalive_seconds=0.5))
+    url = deploy_app(
+        "hooks",
+        sleep_app_args(
+            data_root,
+            "hooks",
+            sleep_seconds_per_step=0.05,
+            model_replicas=1,
+            webhook_allow_private_networks=True,
+            webhook_retry_schedule=[0.3, 0.3, 0.3, 0.3],
+            webhook_retry_jitter=0.0,
+            webhook_timeout_seconds=2.0,
+            max_event_streams_per_user=STREAM_CAP,
+            event_keepalive_seconds=0.5,
+        ),
+    )
     with httpx.Client(base_url=url, timeout=120) as client:
         yield client
 
@@ -70,7 +81,7 @@ def test_stream_follows_a_task_live_from_queue_to_completion(hooks_client, hooks
     names = [e.event for e in events]
     assert names[-1] == "completed" and names.count("completed") == 1
     assert "started" in names and names.index("started") < names.index("progress")
-    assert [e.id for e in events] == sorted(set(e.id for e in events))
+    assert [e.id for e in events] == sorted({e.id for e in events})
     progress = [e for e in events if e.event == "progress"]
     assert len(progress) >= 3 and [p.data["step"] for p in progress] == sorted(p.data["step"] for p in progress)
     assert progress[-1].data == {"task_id": task_id, "step": 40, "total": 40, "percent": 100.0}
@@ -85,8 +96,9 @@ def test_stream_follows_a_task_live_from_queue_to_completion(hooks_client, hooks
 def test_previews_decode_as_images_of_the_tasks_aspect_ratio_and_can_be_turned_off(client, user):
     task_id = submit_t2i(client, user.headers, aspect_ratio="16:9", num_inference_steps=30)
     without: list = []
-    reader = threading.Thread(target=lambda: without.extend(
-        collect(client, f"/tasks/{task_id}/events", user.headers, previews="false")))
+    reader = threading.Thread(
+        target=lambda: without.extend(collect(client, f"/tasks/{task_id}/events", user.headers, previews="false"))
+    )
     reader.start()
     events = collect(client, f"/tasks/{task_id}/events", user.headers)
     reader.join(timeout=120)
@@ -103,17 +115,21 @@ def test_previews_decode_as_images_of_the_tasks_aspect_ratio_and_can_be_turned_o
 
 def test_disconnect_leaves_the_task_running_and_last_event_id_resumes_to_the_end(hooks_client, hooks_user):
     task_id = submit_t2i(hooks_client, hooks_user.headers, num_inference_steps=60)
-    first = collect(hooks_client, f"/tasks/{task_id}/events", hooks_user.headers,
-                    until=lambda e: e.event == "progress")
+    first = collect(hooks_client, f"/tasks/{task_id}/events", hooks_user.headers, until=lambda e: e.event == "progress")
     last_seen = first[-1].id
-    assert hooks_client.get(f"/tasks/{task_id}", headers=hooks_user.headers).json()["status"] in ("running",
-                                                                                                  "completed")
+    assert hooks_client.get(f"/tasks/{task_id}", headers=hooks_user.headers).json()["status"] in (
+        "running",
+        "completed",
+    )
     resumed = collect(hooks_client, f"/tasks/{task_id}/events", {**hooks_user.headers, "Last-Event-ID": str(last_seen)})
     assert resumed[-1].event == "completed"
     assert all(e.id > last_seen for e in resumed) and "queued" not in [e.event for e in resumed]
     # Resuming after the end still gives the terminal event.
-    after_end = collect(hooks_client, f"/tasks/{task_id}/events",
-                        {**hooks_user.headers, "Last-Event-ID": str(resumed[-2].id if len(resumed) > 1 else last_seen)})
+    after_end = collect(
+        hooks_client,
+        f"/tasks/{task_id}/events",
+        {**hooks_user.headers, "Last-Event-ID": str(resumed[-2].id if len(resumed) > 1 else last_seen)},
+    )
     assert [e.event for e in after_end] == ["completed"] and after_end[0].id == resumed[-1].id
 
 
@@ -122,8 +138,10 @@ def test_a_finished_task_answers_its_terminal_event_at_once_even_after_leaving_m
     wait_status(hooks_client, hooks_user.headers, task_id)
     live = collect(hooks_client, f"/tasks/{task_id}/events", hooks_user.headers)
     assert [e.event for e in live] == ["completed"]
-    admin = {"Authorization": "Bearer " + hooks_client.post(
-        "/auth/login", json={"username": "admin", "password": "admin123"}).json()["access_token"]}
+    admin = {
+        "Authorization": "Bearer "
+        + hooks_client.post("/auth/login", json={"username": "admin", "password": "admin123"}).json()["access_token"]
+    }
     assert hooks_client.post("/tasks/cleanup", headers=admin, params={"max_age_hours": 0}).status_code == 200
     stored = collect(hooks_client, f"/tasks/{task_id}/events", hooks_user.headers)
     assert [(e.id, e.event) for e in stored] == [(live[0].id, "completed")]
@@ -144,8 +162,7 @@ def test_someone_elses_task_stream_is_a_404_and_a_bad_last_event_id_a_400(hooks_
 def test_all_tasks_stream_keeps_alive_while_quiet_and_is_capped_per_user(hooks_client, hooks_user):
     events = []
     with hooks_client.stream("GET", "/tasks/events", headers=hooks_user.headers) as stream:
-        extra = [hooks_client.stream("GET", "/tasks/events", headers=hooks_user.headers)
-                 for _ in range(STREAM_CAP - 1)]
+        extra = [hooks_client.stream("GET", "/tasks/events", headers=hooks_user.headers) for _ in range(STREAM_CAP - 1)]
         opened = [s.__enter__() for s in extra]
         try:
             assert all(r.status_code == 200 for r in opened)
@@ -203,8 +220,9 @@ def test_webhook_410_stops_delivery(hooks_client, hooks_user):
     secret = secret_of(hooks_client, hooks_user)
     with Receiver(secret) as receiver:
         receiver.answers["/gone"] = [410]
-        task_id = submit_t2i(hooks_client, hooks_user.headers, webhook_url=receiver.url("/gone"),
-                             webhook_events="started,completed")
+        task_id = submit_t2i(
+            hooks_client, hooks_user.headers, webhook_url=receiver.url("/gone"), webhook_events="started,completed"
+        )
         wait_status(hooks_client, hooks_user.headers, task_id)
         log = wait_for(lambda: _all_settled(hooks_client, hooks_user, task_id), what="settled deliveries")
         assert len(receiver.at("/gone")) == 1
@@ -221,8 +239,9 @@ def test_a_hanging_receiver_times_out_and_the_task_completes_meanwhile(hooks_cli
     secret = secret_of(hooks_client, hooks_user)
     with Receiver(secret) as receiver:
         receiver.answers["/hang"] = [("hang", 60), 200]
-        task_id = submit_t2i(hooks_client, hooks_user.headers, webhook_url=receiver.url("/hang"),
-                             webhook_events="started,completed")
+        task_id = submit_t2i(
+            hooks_client, hooks_user.headers, webhook_url=receiver.url("/hang"), webhook_events="started,completed"
+        )
         receiver.wait_for(lambda r: any(x.path == "/hang" for x in r))
         # The first delivery hangs in the receiver; the task does not wait for it.
         assert wait_status(hooks_client, hooks_user.headers, task_id)["status"] == "completed"
@@ -239,19 +258,37 @@ def _all_delivered(client, user, task_id):
 
 
 def test_refused_webhook_urls_are_a_400_at_submission(client, user, hooks_client, hooks_user):
-    for url in ("http://169.254.169.254/latest/meta-data/", "ftp://example.com/x", "http://127.0.0.1:9/x",
-                "http://[::1]/x", "http://10.1.2.3/x", "http://user:pw@example.com/x"):
-        response = client.post("/text-to-image", headers=user.headers,
-                               data={"prompt": "p", "num_inference_steps": "20", "webhook_url": url})
+    for url in (
+        "http://169.254.169.254/latest/meta-data/",
+        "ftp://example.com/x",
+        "http://127.0.0.1:9/x",
+        "http://[::1]/x",
+        "http://10.1.2.3/x",
+        "http://user:pw@example.com/x",
+    ):
+        response = client.post(
+            "/text-to-image",
+            headers=user.headers,
+            data={"prompt": "p", "num_inference_steps": "20", "webhook_url": url},
+        )
         assert response.status_code == 400 and "webhook_url" in response.json()["detail"], (url, response.text)
     # Even where private networks are allowed, the metadata address is not.
-    response = hooks_client.post("/text-to-image", headers=hooks_user.headers,
-                                 data={"prompt": "p", "num_inference_steps": "20",
-                                       "webhook_url": "http://169.254.169.254/"})
+    response = hooks_client.post(
+        "/text-to-image",
+        headers=hooks_user.headers,
+        data={"prompt": "p", "num_inference_steps": "20", "webhook_url": "http://169.254.169.254/"},
+    )
     assert response.status_code == 400
-    response = hooks_client.post("/text-to-image", headers=hooks_user.headers,
-                                 data={"prompt": "p", "num_inference_steps": "20", "webhook_url": "http://127.0.0.1:9/",
-                                       "webhook_events": "completed,queued"})
+    response = hooks_client.post(
+        "/text-to-image",
+        headers=hooks_user.headers,
+        data={
+            "prompt": "p",
+            "num_inference_steps": "20",
+            "webhook_url": "http://127.0.0.1:9/",
+            "webhook_events": "completed,queued",
+        },
+    )
     assert response.status_code == 400 and "webhook_events" in response.json()["detail"]
 
 

@@ -106,8 +106,9 @@ def test_edit_previews_follow_the_output_size(image_edit_model):
 def test_the_cpu_projection_matches_the_device_one():
     from models.preview import LatentRGBMap, project_packed
 
-    rgb_map = LatentRGBMap([[0.3, -0.2, 0.1], [0.0, 0.5, -0.4], [0.2, 0.2, 0.2], [-0.1, 0.0, 0.6]], [0.1, -0.1, 0.0],
-                           "test")
+    rgb_map = LatentRGBMap(
+        [[0.3, -0.2, 0.1], [0.0, 0.5, -0.4], [0.2, 0.2, 0.2], [-0.1, 0.0, 0.6]], [0.1, -0.1, 0.0], "test"
+    )
     packed = torch.randn(1, 6 * 4, 16)  # a 64x96 image: a 4x6 token grid, 4 channels
     image = unpack_latents(packed, width=96, height=64)[0]
     expected = torch.einsum("chw,cr->hwr", image, torch.tensor(rgb_map.factors)) + torch.tensor(rgb_map.bias)

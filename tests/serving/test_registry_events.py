@@ -26,9 +26,17 @@ def core_for(tmp_path) -> RegistryCore:
 
 
 def spec(task_id: str, user_id: int, webhook=None) -> TaskSpec:
-    return TaskSpec(task_id=task_id, parameters={"num_inference_steps": 20}, kind=ModelKind.text_to_image,
-                    prompts=["p"], image_count=1, user_id=user_id, task_type="text_to_image", prompt="p",
-                    webhook=webhook)
+    return TaskSpec(
+        task_id=task_id,
+        parameters={"num_inference_steps": 20},
+        kind=ModelKind.text_to_image,
+        prompts=["p"],
+        image_count=1,
+        user_id=user_id,
+        task_type="text_to_image",
+        prompt="p",
+        webhook=webhook,
+    )
 
 
 def add_user(core) -> int:
@@ -59,9 +67,13 @@ def test_a_task_life_publishes_ordered_events_and_writes_its_outbox_with_each_st
         assert await core.mark_running("a", core.epoch, task.attempt)
         assert [d.event_type for d in outbox(core)] == ["task.started"]  # committed with the status
         await core.report_progress("a", core.epoch, task.attempt, 0, 10)
-        await core.report_preview("a", core.epoch, task.attempt, 0, {"step": 10, "total": 20, "width": 2,
-                                                                     "height": 1, "media_type": "image/webp",
-                                                                     "b64": "AA=="})
+        await core.report_preview(
+            "a",
+            core.epoch,
+            task.attempt,
+            0,
+            {"step": 10, "total": 20, "width": 2, "height": 1, "media_type": "image/webp", "b64": "AA=="},
+        )
         task.result = ResultLocation(result_path="results/a/x.png", result_filename="x.png", generation_seconds=1.25)
         core._finish(task, "completed", result_path="results/a/x.png", result_filename="x.png")
         return (await core.poll_events(core.epoch, cursor, 0))["events"]
@@ -72,8 +84,12 @@ def test_a_task_life_publishes_ordered_events_and_writes_its_outbox_with_each_st
     assert [e["id"] for e in mine] == sorted({e["id"] for e in mine})
     assert mine[0]["data"] == {"task_id": "a", "position": 1}
     assert mine[2]["data"] == {"task_id": "a", "step": 10, "total": 20, "percent": 50.0}
-    assert mine[4]["data"] == {"task_id": "a", "seed": core.tasks["a"].seed, "result_url": "/tasks/a/result",
-                               "generation_seconds": 1.25}
+    assert mine[4]["data"] == {
+        "task_id": "a",
+        "seed": core.tasks["a"].seed,
+        "result_url": "/tasks/a/result",
+        "generation_seconds": 1.25,
+    }
     assert any(e["event"] == ev.QUEUE_MOVED for e in events)
     with session_scope(core.engine) as session:
         record = session.exec(select(TaskRecord).where(TaskRecord.task_id == "a")).one()

@@ -19,12 +19,28 @@ def resolver_for(*addresses: str):
     return resolve
 
 
-@pytest.mark.parametrize("url", [
-    "http://127.0.0.1/hook", "http://127.8.9.10:9000/", "http://[::1]/", "http://10.0.0.5/", "http://172.16.3.4/",
-    "http://192.168.1.1/", "http://169.254.169.254/latest/meta-data/", "http://[fe80::1]/", "http://100.64.0.1/",
-    "http://0.0.0.0/", "http://[::]/", "http://224.0.0.1/", "http://[::ffff:127.0.0.1]/", "http://[fd00:ec2::254]/",
-    "http://192.0.2.10/", "http://240.0.0.1/", "http://[64:ff9b::a00:1]/",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/hook",
+        "http://127.8.9.10:9000/",
+        "http://[::1]/",
+        "http://10.0.0.5/",
+        "http://172.16.3.4/",
+        "http://192.168.1.1/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fe80::1]/",
+        "http://100.64.0.1/",
+        "http://0.0.0.0/",
+        "http://[::]/",
+        "http://224.0.0.1/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://[fd00:ec2::254]/",
+        "http://192.0.2.10/",
+        "http://240.0.0.1/",
+        "http://[64:ff9b::a00:1]/",
+    ],
+)
 def test_non_public_addresses_are_refused(url):
     with pytest.raises(RefusedURL):
         check_url(url, resolver=resolver_for("93.184.215.14"))
@@ -37,13 +53,22 @@ def test_odd_spellings_of_loopback_are_refused_after_real_resolution(url):
         check_url(url)
 
 
-@pytest.mark.parametrize("url, reason", [
-    ("ftp://example.com/", "http"), ("file:///etc/passwd", "http"), ("gopher://example.com/", "http"),
-    ("http://user:pw@example.com/", "credentials"), ("http:///nohost", "no host"), ("", "empty"),
-    ("http://example.com/a b", "whitespace"), ("http://localhost:8080/", "loopback"),
-    ("http://metadata.google.internal/", "not allowed"), ("http://example.com:99999/", "parsed"),
-    ("http://" + "a" * 3000 + ".com/", "longer"),
-])
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        ("ftp://example.com/", "http"),
+        ("file:///etc/passwd", "http"),
+        ("gopher://example.com/", "http"),
+        ("http://user:pw@example.com/", "credentials"),
+        ("http:///nohost", "no host"),
+        ("", "empty"),
+        ("http://example.com/a b", "whitespace"),
+        ("http://localhost:8080/", "loopback"),
+        ("http://metadata.google.internal/", "not allowed"),
+        ("http://example.com:99999/", "parsed"),
+        ("http://" + "a" * 3000 + ".com/", "longer"),
+    ],
+)
 def test_malformed_or_forbidden_urls_are_refused(url, reason):
     with pytest.raises(RefusedURL, match=reason):
         check_url(url, resolver=resolver_for("93.184.215.14"))
@@ -71,8 +96,13 @@ def test_allow_private_admits_local_receivers_but_never_metadata():
     assert check_url("http://127.0.0.1:9000/h", allow_private=True).ip == "127.0.0.1"
     assert check_url("http://10.0.0.5/h", allow_private=True).ip == "10.0.0.5"
     assert check_url("http://localhost:9/h", allow_private=True, resolver=resolver_for("127.0.0.1")).ip == "127.0.0.1"
-    for url in ("http://169.254.169.254/", "http://[fd00:ec2::254]/", "http://100.100.100.200/", "http://0.0.0.0/",
-                "http://224.0.0.1/"):
+    for url in (
+        "http://169.254.169.254/",
+        "http://[fd00:ec2::254]/",
+        "http://100.100.100.200/",
+        "http://0.0.0.0/",
+        "http://224.0.0.1/",
+    ):
         with pytest.raises(RefusedURL):
             check_url(url, allow_private=True)
 

@@ -33,9 +33,16 @@ def engine(tmp_path):
 
 
 def settings(tmp_path, **extra):
-    return load_settings({"data_dir": str(tmp_path), "webhook_allow_private_networks": True,
-                          "webhook_retry_schedule": [0.05, 0.05, 0.05], "webhook_retry_jitter": 0.0,
-                          "webhook_timeout_seconds": 1.0, **extra})
+    return load_settings(
+        {
+            "data_dir": str(tmp_path),
+            "webhook_allow_private_networks": True,
+            "webhook_retry_schedule": [0.05, 0.05, 0.05],
+            "webhook_retry_jitter": 0.0,
+            "webhook_timeout_seconds": 1.0,
+            **extra,
+        }
+    )
 
 
 def make_user_and_task(engine, name: str) -> tuple[int, str, str]:
@@ -43,8 +50,9 @@ def make_user_and_task(engine, name: str) -> tuple[int, str, str]:
         user = User(username=name, hashed_password="x")
         session.add(user)
         session.flush()
-        task = TaskRecord(task_id=f"task-{name}", user_id=user.id, task_type="text_to_image", prompt="p",
-                          status="completed")
+        task = TaskRecord(
+            task_id=f"task-{name}", user_id=user.id, task_type="text_to_image", prompt="p", status="completed"
+        )
         session.add(task)
         secret = get_or_create_secret(session, user.id).secret
         return user.id, task.task_id, secret
@@ -91,9 +99,17 @@ def test_500_twice_then_200_is_delivered_three_times_with_one_id_and_valid_signa
     assert [r.webhook_id for r in got] == [row.webhook_id] * 3
     assert all(r.verified for r in got)
     assert len({r.body for r in got}) == 1  # the same bytes every time
-    assert got[0].payload == {"type": "task.completed", "timestamp": got[0].payload["timestamp"],
-                              "data": {"task_id": task_id, "status": "completed", "seed": 7,
-                                       "result_url": f"/tasks/{task_id}/result", "error": None}}
+    assert got[0].payload == {
+        "type": "task.completed",
+        "timestamp": got[0].payload["timestamp"],
+        "data": {
+            "task_id": task_id,
+            "status": "completed",
+            "seed": 7,
+            "result_url": f"/tasks/{task_id}/result",
+            "error": None,
+        },
+    }
     log = deliveries(engine, task_id)[0]
     assert log["attempt_count"] == 3 and [a["status_code"] for a in log["attempts"]] == [500, 500, 200]
 
@@ -122,15 +138,17 @@ def test_410_stops_the_delivery_and_the_tasks_other_pending_ones_to_that_url(eng
 
 def test_a_hanging_receiver_times_out_and_does_not_hold_other_users_deliveries(engine, tmp_path):
     slow_user, slow_task, slow_secret = make_user_and_task(engine, "slow")
-    fast_user, fast_task, fast_secret = make_user_and_task(engine, "fast")
+    fast_user, fast_task, _ = make_user_and_task(engine, "fast")
     with Receiver(slow_secret) as receiver:
         receiver.answers["/hang"] = [("hang", 30)]
         for _ in range(3):
             enqueue(engine, slow_user, slow_task, receiver.url("/hang"))
 
         async def main():
-            sender = WebhookSender(engine, settings(tmp_path, webhook_max_per_user=2, webhook_max_concurrency=3,
-                                                    webhook_retry_schedule=[60]))
+            sender = WebhookSender(
+                engine,
+                settings(tmp_path, webhook_max_per_user=2, webhook_max_concurrency=3, webhook_retry_schedule=[60]),
+            )
             sender.start()
             await until(lambda: len(receiver.at("/hang")) == 2)
             # The slow user's receiver holds two attempts (its cap); another user's goes through.
@@ -197,8 +215,9 @@ def test_a_url_refused_at_delivery_fails_without_a_request(engine, tmp_path):
 
 
 def test_schedule_jitter_and_retry_after_parsing(tmp_path):
-    s = settings(tmp_path, webhook_retry_schedule=[10, 100], webhook_retry_jitter=0.2,
-                 webhook_max_retry_after_seconds=50)
+    s = settings(
+        tmp_path, webhook_retry_schedule=[10, 100], webhook_retry_jitter=0.2, webhook_max_retry_after_seconds=50
+    )
     rng = random.Random(1)
     delays = [next_delay(s, 1, None, rng) for _ in range(200)]
     assert 8 <= min(delays) < max(delays) <= 12 and len(set(delays)) > 100
