@@ -158,10 +158,12 @@ def streams_cpu(ctx: Context, cluster, streams: int, hold_s: float) -> None:
             "max_event_streams_per_user": streams + 10,
         },
     )
+    blockers: list[str] = []
+    ids: list[str] = []
     try:
         app.sign_up()
         # Two long tasks fill the replica (one running, one waiting on it); the rest stay queued.
-        submit_many(app, 2, concurrency=2, num_inference_steps=100)
+        blockers = submit_many(app, 2, concurrency=2, num_inference_steps=100)
         ids = submit_many(app, streams, concurrency=8)
         time.sleep(2.0)
         with CpuMeter() as quiet:
@@ -210,7 +212,13 @@ def streams_cpu(ctx: Context, cluster, streams: int, hold_s: float) -> None:
         if opened < streams:
             ctx.notes.append(f"events: only {opened} of {streams} streams opened: {summary}")
     finally:
-        cluster.remove(app)
+        # The queue would keep the replica busy for minutes: cancel it before the app goes.
+        for task_id in blockers + ids:
+            app.client.delete(f"/tasks/{task_id}", headers=app.headers, timeout=30)
+        try:
+            cluster.remove(app)
+        except TimeoutError as exc:
+            ctx.notes.append(f"events: removing the streams app: {exc}")
 
 
 def preview_cost(ctx: Context, cache_dir) -> None:
@@ -257,8 +265,8 @@ def figure_events(ctx: Context, cache_dir) -> None:
         webhook_lag(ctx, app, 4 if ctx.quick else 20)
     finally:
         cluster.remove(app)
-    streams_cpu(ctx, cluster, 50 if ctx.quick else STREAMS, 6.0 if ctx.quick else HOLD_S)
     preview_cost(ctx, cache_dir)
+    streams_cpu(ctx, cluster, 50 if ctx.quick else STREAMS, 6.0 if ctx.quick else HOLD_S)
 
 
 __all__ = ["figure_events"]
