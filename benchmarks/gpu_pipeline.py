@@ -17,6 +17,8 @@ images noise (and their values may overflow); the work per step is the real mode
 
     python benchmarks/gpu_pipeline.py                        # 50 steps, bf16, SDPA attention
     python benchmarks/gpu_pipeline.py --compile --attention _flash_3 --fp8 --cache
+    python benchmarks/gpu_pipeline.py --fast                 # Lightning mode: 4 steps, CFG off, its scheduler
+    python benchmarks/gpu_pipeline.py --lora 64 --cache taylorseer --compile regional
     python benchmarks/gpu_pipeline.py --tiny --steps 2       # the same code on the CPU, tiny profile
     python benchmarks/gpu_pipeline.py --check-configs        # parameter counts only (meta device, any machine)
 
@@ -171,22 +173,42 @@ def set_edit_mode(transformer, edit: bool) -> None:
     transformer.register_to_config(zero_cond_t=edit)
 
 
-def build_full_pipelines(device: str):
+def build_full_pipelines(device: str, layout: str = "one-transformer"):
+    """Both pipelines over one text encoder and VAE. ``one-transformer`` (the default) also shares
+    the transformer, flipping its edit mode: each model's own footprint, as in the separate layout.
+    ``shared`` gives the edit pipeline a transformer of its own: both models resident at once, as
+    the service's shared layout holds them."""
+    import copy
+
     import torch
-    from diffusers import QwenImageEditPlusPipeline, QwenImagePipeline
+    from diffusers import FlowMatchEulerDiscreteScheduler, QwenImageEditPlusPipeline, QwenImagePipeline, QwenImageTransformer2DModel
+
+    from models.tiny import SCHEDULER_CONFIG
 
     c = build_components(device, torch.bfloat16)
     shared = {k: c[k] for k in ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")}
     t2i = QwenImagePipeline(**shared)
+    if layout == "shared":
+        with created_on(device, torch.bfloat16):
+            edit_transformer = QwenImageTransformer2DModel(**copy.deepcopy(TRANSFORMER_CONFIG), zero_cond_t=True).eval()
+        edit = QwenImageEditPlusPipeline(
+            processor=c["processor"], **{**shared, "transformer": edit_transformer,
+                                         "scheduler": FlowMatchEulerDiscreteScheduler(**copy.deepcopy(SCHEDULER_CONFIG))})
+        return t2i, edit, lambda mode: None
     edit = QwenImageEditPlusPipeline(processor=c["processor"], **shared)
     return t2i, edit, lambda mode: set_edit_mode(c["transformer"], mode == "edit")
 
 
-def build_tiny_pipelines():
-    """The tiny profile's two pipelines (``models``), on the CPU."""
+def build_tiny_pipelines(layout: str = "one-transformer"):
+    """The tiny profile's two pipelines (``models``), on the CPU; ``shared``: as the service's
+    shared layout loads them."""
     from models import IMAGE_EDIT, TEXT_TO_IMAGE, get_profile, load
+    from models.shared import load_shared
 
     profile = get_profile("tiny")
+    if layout == "shared":
+        models = load_shared(profile)
+        return models[TEXT_TO_IMAGE].pipeline, models[IMAGE_EDIT].pipeline, lambda mode: None
     return load(profile, TEXT_TO_IMAGE).pipeline, load(profile, IMAGE_EDIT).pipeline, lambda mode: None
 
 
@@ -249,8 +271,68 @@ def apply_fp8(pipes, device: str, notes: list[str]) -> None:
     notes.append("fp8: torchao float8 dynamic activations and weights (per row) on the transformer's linear layers")
 
 
+def apply_offload(pipes, mode: Optional[str], device: str, notes: list[str]) -> None:
+    """Model CPU offload (whole components moved in turn) or group offloading (block by block,
+    prefetched on a CUDA stream), as the service's MEMORY_MODE settings do."""
+    if not mode:
+        return
+    if device == "cpu":
+        notes.append(f"offload {mode}: not applicable on the CPU")
+        return
+    import torch
+
+    done: set[int] = set()
+    for pipe in pipes:
+        if mode == "model":
+            pipe.enable_model_cpu_offload(device=device)
+        else:
+            shared = [name for name in ("text_encoder", "vae") if id(getattr(pipe, name)) in done]
+            pipe.enable_group_offload(onload_device=torch.device(device), offload_device=torch.device("cpu"),
+                                      offload_type="block_level", num_blocks_per_group=1, use_stream=True,
+                                      exclude_modules=shared or None)
+        done.update(id(getattr(pipe, name)) for name in ("text_encoder", "vae", "transformer"))
+    notes.append("offload: model CPU offload" if mode == "model"
+                 else "offload: group offloading, one block per group, CUDA stream prefetch")
+
+
+def apply_lora(pipes, rank: Optional[int], fast: bool, notes: list[str]) -> None:
+    """A random LoRA of ``rank`` on every attention projection, active at scale 1 (``--lora``), and
+    for ``--fast`` a rank-64 stand-in for the Lightning adapter plus its scheduler settings."""
+    if not rank and not fast:
+        return
+    import torch
+    from peft import LoraConfig
+
+    from models.adapters import lightning_scheduler
+    from models.tiny_lora import TARGET_MODULES
+
+    adapters = ([("user", rank)] if rank else []) + ([("lightning", 64)] if fast else [])
+    for transformer in transformers_of(pipes):
+        for name, r in adapters:
+            transformer.add_adapter(LoraConfig(r=r, lora_alpha=r, target_modules=TARGET_MODULES), adapter_name=name)
+        with torch.no_grad():
+            for name, parameter in transformer.named_parameters():
+                if "lora_B" in name:
+                    parameter.normal_(std=1e-3)
+        transformer.set_adapters([name for name, _ in adapters])
+    if fast:
+        for pipe in pipes:
+            pipe.scheduler = lightning_scheduler(pipe.scheduler)
+        notes.append("fast: a random rank-64 stand-in for the Lightning LoRA, its scheduler "
+                     "(base_shift = max_shift = log 3, no terminal shift), true CFG off")
+    if rank:
+        notes.append(f"lora: one random rank-{rank} adapter on every attention projection, scale 1 (peft, unmerged)")
+
+
 def apply_cache(pipes, kind: Optional[str], threshold: float, notes: list[str]) -> None:
     if not kind:
+        return
+    if kind == "taylorseer":
+        from diffusers import TaylorSeerCacheConfig
+
+        for transformer in transformers_of(pipes):
+            transformer.enable_cache(TaylorSeerCacheConfig())
+        notes.append("cache: diffusers TaylorSeer, default settings (random weights: indicative only)")
         return
     if kind == "cache-dit":
         try:
@@ -279,10 +361,10 @@ def apply_cache(pipes, kind: Optional[str], threshold: float, notes: list[str]) 
                  "decisions say nothing about real images: indicative only)")
 
 
-def apply_compile(pipes, notes: list[str]) -> None:
+def apply_compile(pipes, mode: str, notes: list[str]) -> None:
     what = "nothing"
     for transformer in transformers_of(pipes):
-        if hasattr(transformer, "compile_repeated_blocks"):
+        if mode == "regional" and hasattr(transformer, "compile_repeated_blocks"):
             transformer.compile_repeated_blocks(fullgraph=True)
             what = "the repeated transformer blocks (regional)"
         else:
@@ -302,8 +384,27 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_case(pipe, arguments: dict, steps: int, runs: int, device: str) -> dict:
-    """One warm-up call, then ``runs`` timed calls: seconds per image, per step, peak memory."""
+def image_quality(image, reference) -> dict[str, float]:
+    """PSNR (dB) and SSIM (8x8 windows, luminance) of ``image`` against ``reference``."""
+    import numpy as np
+
+    a = np.asarray(image.convert("L"), dtype=np.float64)
+    b = np.asarray(reference.convert("L"), dtype=np.float64)
+    mse = float(np.mean((a - b) ** 2))
+    psnr = float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+    h, w = (a.shape[0] // 8) * 8, (a.shape[1] // 8) * 8
+    wa = a[:h, :w].reshape(h // 8, 8, w // 8, 8).swapaxes(1, 2).reshape(-1, 64)
+    wb = b[:h, :w].reshape(h // 8, 8, w // 8, 8).swapaxes(1, 2).reshape(-1, 64)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    ma, mb = wa.mean(1), wb.mean(1)
+    cov = ((wa - ma[:, None]) * (wb - mb[:, None])).mean(1)
+    ssim = ((2 * ma * mb + c1) * (2 * cov + c2)) / ((ma**2 + mb**2 + c1) * (wa.var(1) + wb.var(1) + c2))
+    return {"psnr_db": psnr, "ssim": float(ssim.mean())}
+
+
+def time_case(pipe, arguments: dict, steps: int, runs: int, device: str, cfg: float = 4.0) -> dict:
+    """One warm-up call, then ``runs`` timed calls: seconds per image, per step, peak memory.
+    The last image is returned under ``image`` (for quality comparisons)."""
     import torch
 
     marks: list[float] = []
@@ -319,12 +420,15 @@ def time_case(pipe, arguments: dict, steps: int, runs: int, device: str) -> dict
         started = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # random weights: NaN pixels on cast
-            pipe(**arguments, num_inference_steps=steps, true_cfg_scale=4.0, negative_prompt=NEGATIVE_PROMPT,
-                 generator=torch.Generator(device="cpu").manual_seed(0), callback_on_step_end=on_step,
-                 output_type="pil")
+            images = pipe(**arguments, num_inference_steps=steps, true_cfg_scale=cfg, negative_prompt=NEGATIVE_PROMPT,
+                          generator=torch.Generator(device="cpu").manual_seed(0), callback_on_step_end=on_step,
+                          output_type="pil").images
         synchronize(device)
         total = time.perf_counter() - started
+        last_image[0] = images[0]
         return total, [b - a for a, b in zip(marks, marks[1:])]
+
+    last_image: list[Any] = [None]
 
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -339,6 +443,7 @@ def time_case(pipe, arguments: dict, steps: int, runs: int, device: str) -> dict
     if device.startswith("cuda"):
         out["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
         out["peak_gpu_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
+    out["image"] = last_image[0]
     return out
 
 
@@ -349,13 +454,22 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
     parser.add_argument("--runs", type=int, default=2, help="timed runs per case after one warm-up (default 2)")
     parser.add_argument("--only", default="t2i,edit", help="cases: t2i, edit or both (default t2i,edit)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the transformer")
+    parser.add_argument("--compile", nargs="?", const="regional", choices=["regional", "full"],
+                        help="torch.compile the transformer: its repeated blocks (regional, the default) or whole")
     parser.add_argument("--attention", default="sdpa",
                         help="attention backend via diffusers' set_attention_backend: sdpa (default), flash, "
                              "_flash_3, sage, flex, _native_cudnn, … (needs the kernel's package)")
     parser.add_argument("--fp8", action="store_true", help="FP8 linear layers in the transformer (torchao)")
-    parser.add_argument("--cache", nargs="?", const="fbc", choices=["fbc", "cache-dit"],
-                        help="a step cache: diffusers' FirstBlockCache (default) or cache-dit")
+    parser.add_argument("--cache", nargs="?", const="first_block", choices=["first_block", "fbc", "taylorseer", "cache-dit"],
+                        help="a step cache: diffusers' FirstBlockCache (first_block, the default; fbc is the old "
+                             "name), TaylorSeer, or cache-dit. Also times the uncached image and reports PSNR/SSIM")
+    parser.add_argument("--layout", choices=["one-transformer", "shared"], default="one-transformer",
+                        help="shared: both models resident at once over one text encoder and VAE (the service's "
+                             "shared layout); one-transformer (default): each model's own footprint")
+    parser.add_argument("--offload", choices=["model", "group"], help="model CPU offload or group offloading")
+    parser.add_argument("--lora", type=int, metavar="RANK", help="run with a random LoRA of this rank active")
+    parser.add_argument("--fast", action="store_true",
+                        help="fast mode: Lightning stand-in LoRA and scheduler, true CFG off (use with --steps 4)")
     parser.add_argument("--cache-threshold", type=float, default=0.08, help="FirstBlockCache threshold")
     parser.add_argument("--tiny", action="store_true",
                         help="run on the CPU with the tiny profile's components (a check that the script works)")
@@ -385,11 +499,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     notes: list[str] = []
     started = time.perf_counter()
     if args.tiny:
-        t2i, edit, set_mode = build_tiny_pipelines()
+        t2i, edit, set_mode = build_tiny_pipelines(args.layout)
         notes.append("tiny profile components, float32 on the CPU")
     else:
-        t2i, edit, set_mode = build_full_pipelines(device)
-        notes.append(f"full-size Qwen-Image, random weights, bfloat16 on {torch.cuda.get_device_name(device)}")
+        if args.layout == "shared" and args.offload == "model":
+            print("the shared layout cannot use model CPU offload (the service refuses it too): use --offload group",
+                  file=sys.stderr)
+            return 2
+        t2i, edit, set_mode = build_full_pipelines("cpu" if args.offload else device, args.layout)
+        notes.append(f"full-size Qwen-Image, random weights, bfloat16 on {torch.cuda.get_device_name(device)}, "
+                     f"layout {args.layout}")
     build_s = time.perf_counter() - started
     pipes = (t2i, edit)
     for pipe in pipes:
@@ -397,9 +516,27 @@ def main(argv: Optional[list[str]] = None) -> int:
     apply_attention(pipes, args.attention, notes)
     if args.fp8:
         apply_fp8(pipes, device, notes)
-    apply_cache(pipes, args.cache, args.cache_threshold, notes)
+    apply_lora(pipes, args.lora, args.fast, notes)
+    apply_offload(pipes, args.offload, device, notes)
+    cfg = 1.0 if args.fast else 4.0
+    cache = "first_block" if args.cache == "fbc" else args.cache
+    references: dict[str, Any] = {}
+    if cache:
+        # The uncached image of each case, the same seed, for the quality figures.
+        from PIL import Image as _Image
+
+        if "t2i" in cases:
+            set_mode("t2i")
+            references["t2i"] = time_case(t2i, {"prompt": PROMPT, "width": SIZE, "height": SIZE}, args.steps, args.runs,
+                                          device, cfg)
+        if "edit" in cases:
+            set_mode("edit")
+            references["edit_1img"] = time_case(edit, {"prompt": EDIT_PROMPT,
+                                                       "image": _Image.new("RGB", (SIZE, SIZE), (200, 60, 40))},
+                                                args.steps, args.runs, device, cfg)
+    apply_cache(pipes, cache, args.cache_threshold, notes)
     if args.compile:
-        apply_compile(pipes, notes)
+        apply_compile(pipes, args.compile, notes)
 
     from PIL import Image
 
@@ -409,15 +546,22 @@ def main(argv: Optional[list[str]] = None) -> int:
     if "t2i" in cases:
         set_mode("t2i")
         results["t2i"] = time_case(t2i, {"prompt": PROMPT, "width": SIZE, "height": SIZE}, args.steps, args.runs,
-                                   device)
+                                   device, cfg)
     if "edit" in cases:
         set_mode("edit")
         source = Image.new("RGB", (SIZE, SIZE), (200, 60, 40))
         results["edit_1img"] = time_case(edit, {"prompt": EDIT_PROMPT, "image": source}, args.steps, args.runs,
-                                         device)
+                                         device, cfg)
+    for key, reference in references.items():
+        if key in results:
+            results[key]["uncached_seconds_per_image"] = reference["seconds_per_image"]
+            results[key].update(image_quality(results[key]["image"], reference["image"]))
+    for key in ("t2i", "edit_1img"):
+        if key in results:
+            results[key].pop("image", None)
 
     print(f"\nQwen-Image {'tiny profile' if args.tiny else 'full size, random weights'}: "
-          f"{SIZE}x{SIZE}, {args.steps} steps, true CFG 4.0 (built in {build_s:.1f} s)")
+          f"{SIZE}x{SIZE}, {args.steps} steps, true CFG {cfg} (built in {build_s:.1f} s)")
     for note in notes:
         print(f"  {note}")
     if "weights_gpu_memory_gib" in results:
@@ -430,6 +574,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             if "peak_gpu_memory_gib" in r:
                 line += f"  peak {r['peak_gpu_memory_gib']:.1f} GiB"
             print(line)
+            if "psnr_db" in r:
+                print(f"  {'':<22} uncached {r['uncached_seconds_per_image']:.2f} s/image "
+                      f"({r['uncached_seconds_per_image'] / r['seconds_per_image']:.2f}x with the cache); "
+                      f"PSNR {r['psnr_db']:.1f} dB, SSIM {r['ssim']:.3f} against the uncached image")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
         print(f"wrote {args.json}")

@@ -23,6 +23,8 @@ from .profiles import (
     ModelLoadError,
     Profile,
     get_profile,
+    with_memory_options,
+    with_speed_options,
 )
 from .runtime import GenerationRequest, GenerationResult, LoadedModel, PreviewOptions, generate, load
 
@@ -49,6 +51,8 @@ __all__ = [
     "encode_result",
     "generate",
     "get_profile",
+    "with_memory_options",
+    "with_speed_options",
     "load",
     "png_metadata",
     "size_for_aspect_ratio",

@@ -29,6 +29,9 @@ class KindSpec:
     not_loaded_en: str  # the same for ``Accept-Language: en``
     capabilities: tuple[str, ...]  # what ``GET /models`` lists
     description: str  # production model's description in ``GET /models``
+    # The published 4-step Qwen-Image-Lightning LoRA (ModelTC, under lightx2v on the hub) that the
+    # ``qwen`` profile's fast mode uses: (hub id, file). LIGHTNING_<KIND> settings override it.
+    lightning: tuple[str, str] = ("", "")
 
 
 class ModelKind(str, enum.Enum):
@@ -59,6 +62,7 @@ _SPECS: dict[ModelKind, KindSpec] = {
         not_loaded_en="The text-to-image model is not loaded",
         capabilities=("text-to-image", "image generation"),
         description="Qwen-Image-2512 文生图模型",
+        lightning=("lightx2v/Qwen-Image-2512-Lightning", "Qwen-Image-2512-Lightning-4steps-V1.0-bf16.safetensors"),
     ),
     ModelKind.image_edit: KindSpec(
         deployment="ImageEdit",
@@ -72,6 +76,8 @@ _SPECS: dict[ModelKind, KindSpec] = {
         not_loaded_en="The image-edit model is not loaded",
         capabilities=("image-to-image", "image editing", "multi-image composition"),
         description="Qwen-Image-Edit-2511 图像编辑模型",
+        lightning=("lightx2v/Qwen-Image-Edit-2511-Lightning",
+                   "Qwen-Image-Edit-2511-Lightning-4steps-V1.0-bf16.safetensors"),
     ),
 }
 

@@ -108,6 +108,14 @@ def png_metadata(request: "GenerationRequest", result: "GenerationResult", model
     if ModelKind(model.kind).spec.takes_images:
         metadata["guidance_scale"] = _number(request.guidance_scale)
         settings.insert(3, f"Guidance scale: {_number(request.guidance_scale)}")
+    if request.adapters:
+        # A1111's "Lora hashes"-style line, by name and scale (the catalogue says where each came from).
+        loras = ", ".join(f"{use.name}:{_number(use.scale)}" for use in request.adapters)
+        metadata["loras"] = loras
+        settings.append(f"Loras: {loras}")
+    if request.fast:
+        metadata["speed"] = "fast"
+        settings.append("Speed: fast (Lightning)")
     lines = [request.prompt]
     if request.negative_prompt:
         lines.append(f"Negative prompt: {request.negative_prompt}")

@@ -37,6 +37,7 @@ CACHE_DIR_SETTING = "MODEL_CACHE_DIR"
 
 QWEN_MODEL_IDS = {kind.value: kind.spec.qwen_model_id for kind in ModelKind}
 PIPELINE_CLASSES = {kind.value: kind.spec.pipeline_class for kind in ModelKind}
+QWEN_LIGHTNING_SOURCES = {kind.value: kind.spec.lightning for kind in ModelKind}
 
 
 class ModelLoadError(RuntimeError):
@@ -72,6 +73,20 @@ class Profile:
     # the failures a prompt asks for happen (``models.faulty``); only the ``faulty`` profile
     faults: bool = False
     local_sources: dict[str, bool] = field(default_factory=dict)
+    # LoRA adapters, fast mode, step caching and compilation (models.adapters)
+    adapter_capacity: int = 4  # adapters kept loaded per pipeline (least recently used evicted)
+    adapter_max_mb: int = 0  # and at most this many MB of adapter weights (0: no byte bound)
+    # kind -> (hub id or local folder, weight file) of the fast mode's Lightning LoRA; the tiny
+    # profile builds its own in code
+    lightning_sources: dict[str, tuple[str, str]] = field(default_factory=dict)
+    step_cache: str | None = None  # "first_block" or "taylorseer"
+    step_cache_threshold: float | None = None  # FirstBlockCache's threshold
+    compile: bool = False  # regional torch.compile of the transformer blocks at load
+    # Memory (qwen profile): FP8 weight-only transformers (torchao) and group offloading with CUDA
+    # streams; cpu_offload above is model CPU offload.
+    fp8: bool = False
+    group_offload: bool = False
+    max_adapter_rank: int = 128  # with compile: adapters up to this rank hotswap without recompiling
 
     def info(self, kind: str) -> ModelInfo:
         """Return the ``ModelInfo`` of ``kind`` (one of ``KINDS``)."""
@@ -137,6 +152,62 @@ def get_profile(
     raise ValueError(f"unknown model profile {name!r}; use one of {', '.join(PROFILE_NAMES)}")
 
 
+STEP_CACHE_MODES = ("first_block", "taylorseer")
+
+
+def with_speed_options(
+    profile: Profile,
+    *,
+    adapter_capacity: int = 4,
+    adapter_max_mb: int = 0,
+    lightning_sources: dict[str, tuple[str, str]] | None = None,
+    step_cache: str | None = None,
+    step_cache_threshold: float | None = None,
+    compile: bool = False,
+) -> Profile:
+    """``profile`` with its LoRA, fast-mode, step-caching and compilation options set.
+
+    ``lightning_sources`` (kind -> (hub id or folder, file)) replaces the profile's Lightning LoRAs
+    for the kinds it names. Raises ``ValueError`` saying what to change for options that cannot
+    work together (checked again against the loaded transformer by ``models.load``).
+    """
+    import dataclasses
+
+    if adapter_capacity < 1:
+        raise ValueError(f"the adapter cache must hold at least 1 adapter, got {adapter_capacity}")
+    if adapter_max_mb < 0:
+        raise ValueError(f"the adapter cache's size in MB must be >= 0 (0: unbounded), got {adapter_max_mb}")
+    if step_cache is not None and step_cache not in STEP_CACHE_MODES:
+        raise ValueError(f"unknown step cache {step_cache!r}; use one of {', '.join(STEP_CACHE_MODES)} or none")
+    if step_cache_threshold is not None and step_cache != "first_block":
+        raise ValueError("a step cache threshold applies to the first_block step cache only")
+    if not profile.pipeline_classes and (step_cache or compile):
+        raise ValueError(f"the {profile.name} profile runs no model: step caching and compilation do not apply to it")
+    sources = dict(profile.lightning_sources)
+    for kind, source in (lightning_sources or {}).items():
+        check_kind(kind)
+        sources[kind] = source
+    return dataclasses.replace(
+        profile, adapter_capacity=adapter_capacity, adapter_max_mb=adapter_max_mb, lightning_sources=sources,
+        step_cache=step_cache, step_cache_threshold=step_cache_threshold, compile=compile,
+    )
+
+
+def with_memory_options(profile: Profile, *, fp8: bool = False, group_offload: bool = False) -> Profile:
+    """``profile`` with FP8 weight-only transformers and/or group offloading.
+
+    Raises ``ValueError`` saying what to change where the combination cannot work.
+    """
+    import dataclasses
+
+    if (fp8 or group_offload) and profile.name != "qwen":
+        raise ValueError(f"FP8 and group offloading apply to the qwen profile on a CUDA GPU, not to {profile.name!r}: "
+                         f"set MEMORY_MODE=bf16 (or MODEL_PROFILE=qwen)")
+    if group_offload and profile.cpu_offload:
+        raise ValueError("group offloading and model CPU offload exclude each other: choose one MEMORY_MODE")
+    return dataclasses.replace(profile, fp8=fp8, group_offload=group_offload)
+
+
 def default_tiny_cache_dir() -> str:
     """Where the ``tiny`` profile writes its components when no cache dir is configured."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -178,6 +249,7 @@ def _qwen_profile(cache_dir: str | None, paths: dict[str, str | None], cpu_offlo
         cache_dir=cache_dir,
         cpu_offload=cpu_offload,
         local_sources=local,
+        lightning_sources=dict(QWEN_LIGHTNING_SOURCES),
     )
 
 

@@ -58,6 +58,26 @@ class LoadedModel:
             self.rgb_map = map_for_vae(self.pipeline.vae)
             log.info("%s previews: latent→RGB map %s", self.kind, self.rgb_map.source)
         return self.rgb_map
+    # LoRA support (models.adapters): the adapters loaded in this pipeline, and for fast mode the
+    # Lightning adapter and its scheduler (a separate instance from the pipeline's own).
+    adapters: Any = None
+    lightning: Any = None
+    fast_scheduler: Any = None
+
+    def describe(self) -> dict[str, Any]:
+        """How this model is loaded: what ``/health`` and ``/models`` report."""
+        profile = self.profile
+        return {
+            "name": self.info.name,
+            "dtype": profile.dtype,
+            "quantization": "fp8" if profile.fp8 else "none",
+            "offload": "model" if profile.cpu_offload else "group" if profile.group_offload else "none",
+            "device": self.device,
+            "step_cache": profile.step_cache,
+            "compiled": profile.compile,
+            "adapters_loaded": self.adapters.loaded if self.adapters is not None else [],
+            "fast_mode": self.lightning is not None,
+        }
 
 
 @dataclass
@@ -74,6 +94,10 @@ class GenerationRequest:
     seed: int = -1
     num_images: int = 1
     images: list[Image.Image] = field(default_factory=list)
+    # LoRA adapters (models.adapters.AdapterUse) active for this run; none: the base model.
+    adapters: list[Any] = field(default_factory=list)
+    # Fast mode: the model's Lightning adapter and scheduler, true CFG off.
+    fast: bool = False
 
 
 @dataclass
@@ -98,12 +122,15 @@ class GenerationResult:
     seconds: float
 
 
-def load(profile: Profile, kind: str, device: str | None = None, num_threads: int | None = None) -> LoadedModel:
+def load(profile: Profile, kind: str, device: str | None = None, num_threads: int | None = None,
+         share: LoadedModel | None = None) -> LoadedModel:
     """Load ``kind`` (``text_to_image`` or ``image_edit``) of ``profile`` onto ``device``.
 
     ``device`` defaults to the profile's (``cuda`` for ``qwen``, ``cpu`` otherwise); ``num_threads``
     sets torch's thread count (the ``TORCH_NUM_THREADS`` setting). Raises ``ModelLoadError`` with a
     message saying what to do when the GPU or the weights are missing.
+    ``share``: another loaded model whose text encoder, tokenizer and VAE this one uses instead of
+    loading its own (``models.shared`` checks first that they are the same weights).
     """
     check_kind(kind)
     started = time.perf_counter()
@@ -112,14 +139,63 @@ def load(profile: Profile, kind: str, device: str | None = None, num_threads: in
     if not profile.pipeline_classes:  # sleep, faulty: no pipeline, no torch
         return LoadedModel(kind=kind, info=info, device="none", profile=profile)
     _apply_thread_setting(num_threads)
+    components = {}
+    if share is not None:
+        from .shared import SHARED_COMPONENTS
+
+        components = {name: getattr(share.pipeline, name) for name in SHARED_COMPONENTS}
     if profile.name == "tiny":
-        pipeline = _load_tiny(profile, kind, device)
+        pipeline = _load_tiny(profile, kind, device, components)
     else:
-        pipeline = _load_pretrained(profile, kind, device)
+        pipeline = _load_pretrained(profile, kind, device, components)
     pipeline.set_progress_bar_config(disable=True)
-    seconds = time.perf_counter() - started
-    log.info("loaded %s (%s) on %s in %.1f s", info.name, kind, device, seconds)
-    return LoadedModel(kind=kind, info=info, device=device, profile=profile, pipeline=pipeline, load_seconds=seconds)
+    model = LoadedModel(kind=kind, info=info, device=device, profile=profile, pipeline=pipeline)
+    _prepare_speed_options(model)
+    model.load_seconds = time.perf_counter() - started
+    log.info("loaded %s (%s) on %s in %.1f s", info.name, kind, device, model.load_seconds)
+    return model
+
+
+def _prepare_speed_options(model: LoadedModel) -> None:
+    """Adapters, fast mode, step caching and compilation as the profile asks (models.adapters)."""
+    from . import adapters
+
+    profile, pipeline = model.profile, model.pipeline
+    model.adapters = adapters.AdapterSet(
+        pipeline, capacity=profile.adapter_capacity + 1,  # + the Lightning adapter
+        max_bytes=profile.adapter_max_mb * 1024 * 1024, hotswap=profile.compile,
+    )
+    source = _lightning_source(profile, model.kind)
+    if source is not None:
+        model.lightning = adapters.AdapterUse("lightning", 1.0, source)
+        model.fast_scheduler = adapters.lightning_scheduler(pipeline.scheduler)
+    if profile.step_cache:
+        try:
+            adapters.enable_step_cache(pipeline, profile.step_cache, profile.step_cache_threshold)
+        except ValueError as error:
+            raise ModelLoadError(f"step cache {profile.step_cache!r} cannot be used with {model.info.name}: {error}. "
+                                 f"Set STEP_CACHE to another mode or leave it empty.") from error
+    if profile.compile:
+        adapters.compile_regionally(pipeline, max_adapter_rank=profile.max_adapter_rank)
+        warm_up = GenerationRequest(prompt="warm-up", num_inference_steps=2, seed=0)
+        if model.kind == IMAGE_EDIT:
+            warm_up.images = [Image.new("RGB", (1024, 1024))]
+        started = time.perf_counter()
+        generate(model, warm_up)
+        log.info("compiled %s's transformer blocks; warm-up took %.1f s", model.info.name, time.perf_counter() - started)
+
+
+def _lightning_source(profile: Profile, kind: str):
+    from .adapters import AdapterSource
+
+    if profile.name == "tiny":
+        from .tiny_lora import WEIGHT_NAME, ensure_tiny_lora
+
+        return AdapterSource("lightning", ensure_tiny_lora(kind, profile.cache_dir, "lightning"), WEIGHT_NAME)
+    if kind not in profile.lightning_sources:
+        return None
+    path, weight_name = profile.lightning_sources[kind]
+    return AdapterSource("lightning", path, weight_name)
 
 
 def generate(
@@ -170,6 +246,10 @@ def _check_request(model: LoadedModel, request: GenerationRequest) -> None:
             raise ValueError(f"image edit takes 1-{MAX_EDIT_INPUTS} input images, got {len(request.images)}")
     elif request.width % 16 or request.height % 16 or request.width <= 0 or request.height <= 0:
         raise ValueError(f"width and height must be positive multiples of 16, got {request.width}x{request.height}")
+    if (request.adapters or request.fast) and model.pipeline is not None and model.adapters is None:
+        raise ValueError("this model was loaded without adapter support")
+    if request.fast and model.pipeline is not None and model.lightning is None:
+        raise ValueError("this model has no fast mode (no Lightning adapter configured)")
 
 
 class _Stopped(Exception):
@@ -212,12 +292,16 @@ def _pipeline_generate(model, request, seed, on_step, should_stop, previews=None
     # A CPU generator draws the same noise whatever the device, so a seed means the same image.
     generator = torch.Generator(device="cpu").manual_seed(seed)
     transformer_config = pipeline.transformer.config
+    if model.adapters is not None:
+        # Every run sets its own adapters: after a load diffusers leaves only the newest active.
+        model.adapters.activate(list(request.adapters) + ([model.lightning] if request.fast else []))
     arguments = dict(
         prompt=request.prompt,
         # Always a string: the pipelines run true CFG only when negative_prompt is not None,
         # and they encode "" as a real (empty) negative prompt, so the default "" keeps CFG on.
         negative_prompt=request.negative_prompt or "",
-        true_cfg_scale=request.true_cfg_scale,
+        # The Lightning adapters are distilled to run without classifier-free guidance.
+        true_cfg_scale=1.0 if request.fast else request.true_cfg_scale,
         num_inference_steps=total,
         # Only guidance-distilled transformers read it; the others would just log a warning.
         guidance_scale=request.guidance_scale if transformer_config.guidance_embeds else None,
@@ -232,6 +316,9 @@ def _pipeline_generate(model, request, seed, on_step, should_stop, previews=None
         # Edit output size follows the pipeline's own rule (last input's aspect ratio, ~1 MP).
         images = [image.convert("RGB") for image in request.images]
         arguments.update(image=images if len(images) > 1 else images[0])
+    base_scheduler = pipeline.scheduler
+    if request.fast:
+        pipeline.scheduler = model.fast_scheduler
     try:
         output = pipeline(**arguments)
     except _Stopped:
@@ -242,6 +329,7 @@ def _pipeline_generate(model, request, seed, on_step, should_stop, previews=None
     finally:
         if previewer is not None:
             previewer.close()
+        pipeline.scheduler = base_scheduler
     return list(output.images), progress["steps"], False
 
 
@@ -268,6 +356,19 @@ def _sleep_generate(model, request, seed, on_step, should_stop):
     return images, steps, interrupted
 
 
+def _fp8_config():
+    """diffusers' quantization config for FP8 weight-only transformers (torchao)."""
+    try:
+        from diffusers import PipelineQuantizationConfig, TorchAoConfig
+        from torchao.quantization import Float8WeightOnlyConfig
+    except ImportError as error:
+        raise ModelLoadError(
+            f"FP8 needs torchao ({error}): install the GPU extra, pip install 'qwen-image-service[gpu]', "
+            f"or set MEMORY_MODE=bf16"
+        ) from error
+    return PipelineQuantizationConfig(quant_mapping={"transformer": TorchAoConfig(Float8WeightOnlyConfig())})
+
+
 def _apply_thread_setting(threads: int | None) -> None:
     if threads is None:
         return
@@ -292,7 +393,7 @@ def _dtype_argument() -> str:
     return "dtype" if Version(diffusers.__version__).release >= (0, 42) else "torch_dtype"
 
 
-def _load_tiny(profile: Profile, kind: str, device: str):
+def _load_tiny(profile: Profile, kind: str, device: str, components: dict):
     import torch
 
     from .profiles import default_tiny_cache_dir
@@ -306,12 +407,12 @@ def _load_tiny(profile: Profile, kind: str, device: str):
             f"Point {CACHE_DIR_SETTING} at a writable directory."
         ) from error
     pipeline = _pipeline_class(profile.pipeline_classes[kind]).from_pretrained(
-        path, local_files_only=True, **{_dtype_argument(): torch.float32}
+        path, local_files_only=True, **{_dtype_argument(): torch.float32}, **components
     )
     return pipeline.to(device)
 
 
-def _load_pretrained(profile: Profile, kind: str, device: str):
+def _load_pretrained(profile: Profile, kind: str, device: str, components: dict):
     import torch
 
     source = profile.sources[kind]
@@ -330,12 +431,15 @@ def _load_pretrained(profile: Profile, kind: str, device: str):
     local = profile.is_local_source(kind)
     if local and not os.path.isfile(os.path.join(source, "model_index.json")):
         raise ModelLoadError(f"no diffusers weights at {source} (model_index.json is missing): {download}")
+    quantization = {"quantization_config": _fp8_config()} if profile.fp8 else {}
     try:
         pipeline = _pipeline_class(profile.pipeline_classes[kind]).from_pretrained(
             source,
             cache_dir=profile.cache_dir,
             local_files_only=local,
             **{_dtype_argument(): getattr(torch, profile.dtype)},
+            **components,
+            **quantization,
         )
     except Exception as error:  # noqa: BLE001 - turned into advice; the cause stays chained
         reason = f"cannot load {source}: {type(error).__name__}: {error}"
@@ -346,6 +450,13 @@ def _load_pretrained(profile: Profile, kind: str, device: str):
     try:
         if profile.cpu_offload:
             pipeline.enable_model_cpu_offload(device=device)
+        elif profile.group_offload:
+            # Block by block, prefetched on a CUDA stream while the previous block computes.
+            # Shared modules already carry the first pipeline's hooks.
+            pipeline.enable_group_offload(
+                onload_device=torch.device(device), offload_device=torch.device("cpu"), offload_type="block_level",
+                num_blocks_per_group=1, use_stream=True, exclude_modules=list(components) or None,
+            )
         else:
             pipeline.to(device)
     except torch.cuda.OutOfMemoryError as error:

@@ -21,7 +21,7 @@ from auth.service import AuthConfig, AuthService
 from serving.errors import install_error_handlers
 from serving.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from serving.registry_client import Registry
-from serving.routes import events, generate, history, system, tasks, webhooks
+from serving.routes import events, generate, history, loras, system, tasks, webhooks
 from serving.settings import Settings
 from serving.state import ServiceState, read_deployment_status
 from storage import init_db, make_engine, open_result_store
@@ -49,6 +49,7 @@ def create_app(state: Optional[ServiceState] = None) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(tasks.router)
     app.include_router(generate.router)
+    app.include_router(loras.router)
     add_web_page(app)
     app.add_middleware(BodyLimitMiddleware, limit_for=lambda path: body_limit_for(state, path))
     app.add_middleware(SecurityHeadersMiddleware)
@@ -72,6 +73,8 @@ def add_web_page(app: FastAPI) -> None:
 def body_limit_for(state: Optional[ServiceState], path: str) -> int:
     """Upload routes may carry their files (≤ max_upload_mb each); everything else 1 MiB."""
     per_file = state.settings.max_upload_bytes if state else 20 * 1024 * 1024
+    if path.rstrip("/") == "/admin/loras" and state:
+        return state.settings.lora_max_upload_bytes + MULTIPART_OVERHEAD
     return UPLOAD_FILES.get(path.rstrip("/"), 0) * per_file + MULTIPART_OVERHEAD
 
 

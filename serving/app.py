@@ -15,7 +15,7 @@ from typing import Any, Optional
 from pydantic import BaseModel, Field
 from ray.serve import Application
 
-from serving.deployments import DEPLOYMENTS
+from serving.deployments import DEPLOYMENTS, SHARED
 from serving.ingress import Ingress
 from serving.settings import SECRET_FIELDS, load_settings
 
@@ -68,7 +68,10 @@ def build_app(args: Optional[dict[str, Any]] = None) -> Application:
             }
         return options
 
-    bound = {kind: DEPLOYMENTS[kind].options(**model_options()).bind(public) for kind in settings.enabled_models}
+    if settings.model_layout == "shared":
+        bound = {"models": SHARED.options(**model_options()).bind(public)}
+    else:
+        bound = {kind: DEPLOYMENTS[kind].options(**model_options()).bind(public) for kind in settings.enabled_models}
     return Ingress.options(
         num_replicas=deployment_args.ingress_replicas,
         max_ongoing_requests=deployment_args.ingress_max_ongoing_requests,

@@ -1,4 +1,9 @@
-"""The model deployments: each replica holds one loaded pipeline and runs one generation at a time.
+"""The model deployments: each replica holds its loaded pipeline(s) and runs one generation at a time.
+
+In the ``separate`` layout each model kind has its own deployment (one GPU per replica); in the
+``shared`` layout one deployment (``Models``) holds every enabled kind in each replica over one
+text encoder and VAE (``models.shared``), and a request of either kind waits for the device like
+any other.
 
 A request carries one prompt of one task. The replica tells the registry it started (or learns the
 task was cancelled and skips it), runs the pipeline with per-step progress reports whose answers
@@ -31,7 +36,7 @@ from serving import messages
 from serving.protocol import Cancelled, Failed, Generated, ModelOutcome, ModelRequest, Skipped
 from serving.registry import lookup_registry
 from serving.replica_router import ROUTER_PATH
-from serving.settings import load_settings
+from serving.settings import SHARED_DEPLOYMENT, load_settings
 from storage import open_result_store
 
 log = logging.getLogger("qwen_image.model")
@@ -39,12 +44,14 @@ log = logging.getLogger("qwen_image.model")
 # Progress goes to the registry at most this often (and at the last step): each report is an actor
 # call, and its answer is how a running task learns it was cancelled.
 PROGRESS_INTERVAL_S = 0.25
+# How often a replica tells the registry what it holds and its device memory (for /health).
+REPLICA_REPORT_INTERVAL_S = 10.0
 
 
 class ModelWorker:
-    """Shared body of the TextToImage and ImageEdit deployments."""
+    """Shared body of the model deployments: one per kind (separate layout) or one for all (shared)."""
 
-    kind: ModelKind
+    kinds: tuple[ModelKind, ...]
 
     def __init__(self, settings_dict: dict):
         import models
@@ -58,23 +65,70 @@ class ModelWorker:
             cpu_offload=self.settings.cpu_offload,
             sleep_seconds_per_step=self.settings.sleep_seconds_per_step,
         )
+        if profile.pipeline_classes:
+            profile = models.with_memory_options(
+                profile, fp8=self.settings.quantization == "fp8", group_offload=self.settings.offload_mode == "group")
+            profile = models.with_speed_options(
+                profile, adapter_capacity=self.settings.adapter_cache_size,
+                adapter_max_mb=self.settings.adapter_cache_mb, lightning_sources=self.settings.lightning_sources(),
+                step_cache=self.settings.step_cache, step_cache_threshold=self.settings.step_cache_threshold,
+                compile=self.settings.compile_transformer,
+            )
         started = time.perf_counter()
-        self.model = models.load(profile, self.kind.value, num_threads=self.settings.torch_num_threads)
+        self.kinds = tuple(kind for kind in type(self).kinds if kind.value in self.settings.enabled_models)
+        threads = self.settings.torch_num_threads
+        if len(self.kinds) > 1:
+            from models.shared import load_shared
+
+            loaded = load_shared(profile, num_threads=threads)
+            self.models = {kind: loaded[kind.value] for kind in self.kinds}
+        else:
+            self.models = {kind: models.load(profile, kind.value, num_threads=threads) for kind in self.kinds}
+        self.model = next(iter(self.models.values()))
         if str(self.model.device) == "cpu" and self.settings.torch_num_threads is None:
             # Ray gives fractional-CPU actors OMP_NUM_THREADS=1; a CPU pipeline should use the cores.
             import torch
 
             torch.set_num_threads(os.cpu_count() or 1)
-        log.info("%s: loaded %s on %s in %.1f s", self.kind, self.model.info.name, self.model.device,
-                 time.perf_counter() - started)
-        if self.settings.preview_every_steps > 0 and self.model.pipeline is not None:
-            self.model.preview_map()  # made now (fitted for the tiny VAE), not in the first task's time
+        log.info("%s: loaded %s on %s in %.1f s", ", ".join(k.value for k in self.kinds),
+                 ", ".join(m.info.name for m in self.models.values()), self.model.device, time.perf_counter() - started)
+        if self.settings.preview_every_steps > 0:
+            for loaded in self.models.values():
+                if loaded.pipeline is not None:
+                    loaded.preview_map()  # made now (fitted for the tiny VAE), not in the first task's time
         self.store = open_result_store(self.settings.result_store_url, self.settings.data_dir)
         self._registry = None
         self._device = asyncio.Lock()  # one generation at a time on this replica's device
+        self._start_reporting()
+
+    def _start_reporting(self) -> None:
+        """Tell the registry what this replica holds, now and every ``REPLICA_REPORT_INTERVAL_S``
+        (``/health`` and ``/models`` show it without a call that would queue behind generations)."""
+        try:
+            context = serve.get_replica_context()
+        except RuntimeError:  # constructed outside Serve (tests of the class itself)
+            return
+        app_name, replica_id = context.app_name, context.replica_id.unique_id
+        deployment = context.deployment
+
+        def report_forever() -> None:
+            while True:
+                try:
+                    registry = self._registry_for(app_name)
+                    ray.get(registry.report_replica.remote(replica_id, {"deployment": deployment, **self.info()}),
+                            timeout=10)
+                except Exception as exc:  # the registry is (re)starting: the next report finds it
+                    log.debug("replica report failed: %r", exc)
+                    self._registry = None
+                time.sleep(REPLICA_REPORT_INTERVAL_S)
+
+        threading.Thread(target=report_forever, name="replica-report", daemon=True).start()
 
     def info(self) -> dict:
-        return {"kind": self.kind.value, "name": self.model.info.name, "device": str(self.model.device)}
+        """What this replica holds and how (``/health`` and ``/models`` show it), with device memory."""
+        return {"layout": self.settings.model_layout, "device": str(self.model.device),
+                "models": {kind.value: model.describe() for kind, model in self.models.items()},
+                "device_memory": device_memory()}
 
     def _registry_for(self, app_name: str):
         if self._registry is None:
@@ -141,7 +195,7 @@ class ModelWorker:
             width=p.get("width", 1024), height=p.get("height", 1024),
             num_inference_steps=p["num_inference_steps"], true_cfg_scale=p["true_cfg_scale"],
             guidance_scale=p.get("guidance_scale", 1.0), seed=p["seed"], num_images=p.get("num_images", 1),
-            images=images,
+            images=images, adapters=_adapter_uses(task), fast=p.get("speed") == "fast",
         )
 
     def _generate(self, task: ModelRequest, request, registry, started: ray.ObjectRef, abandoned: threading.Event):
@@ -182,17 +236,30 @@ class ModelWorker:
             previews = models.PreviewOptions(
                 every=self.settings.preview_every_steps, sink=send_preview, max_side=self.settings.preview_max_side,
                 image_format=self.settings.preview_format, quality=self.settings.preview_quality)
-        return models.generate(self.model, request, on_step=on_step, should_stop=should_stop, previews=previews)
+        return models.generate(self.models[task.kind], request, on_step=on_step, should_stop=should_stop, previews=previews)
 
     def _store_images(self, task: ModelRequest, request, result) -> list[str]:
         import models
 
         keys = []
-        for n, data in enumerate(models.encode_result(self.model, request, result)):
+        for n, data in enumerate(models.encode_result(self.models[task.kind], request, result)):
             key = task.output_key or f"results/{task.task_id}/image_{task.index}_{n}.png"
             self.store.put(key, data)
             keys.append(key)
         return keys
+
+
+def _adapter_uses(task: ModelRequest) -> list:
+    """The request's adapters as ``models.adapters`` takes them; one named by the task but gone from
+    the catalogue since fails the task instead of silently running without it."""
+    from models.adapters import AdapterError, AdapterSource, AdapterUse
+
+    resolved = {ref.name: ref for ref in task.adapters}
+    missing = [entry["name"] for entry in task.parameters.get("loras") or [] if entry["name"] not in resolved]
+    if missing:
+        raise AdapterError(f"LoRA {', '.join(missing)} is no longer in the catalogue")
+    return [AdapterUse(ref.name, ref.scale, AdapterSource(ref.name, ref.path, ref.weight_name))
+            for ref in task.adapters]
 
 
 async def _outlast_cancellation(work: asyncio.Future) -> None:
@@ -237,14 +304,30 @@ def describe_failure(exc: BaseException) -> str:
 ROUTING = RequestRouterConfig(request_router_class=ROUTER_PATH)
 
 
-def _deployment(kind: ModelKind) -> Any:
-    """The Serve deployment of one model kind, named as its row of the kind table says."""
-    worker = type(kind.deployment, (ModelWorker,), {"kind": kind, "__module__": __name__,
-                                                    "__doc__": f"Model replica of the {kind.value} kind."})
+def _deployment(name: str, kinds: tuple[ModelKind, ...]) -> Any:
+    """The Serve deployment ``name`` whose replicas hold the models of ``kinds``."""
+    worker = type(name, (ModelWorker,), {"kinds": kinds, "__module__": __name__,
+                                         "__doc__": f"Model replica of {', '.join(k.value for k in kinds)}."})
     # Module attribute under the class's own name: Ray pickles replica classes by reference.
-    globals()[kind.deployment] = worker
-    return serve.deployment(name=kind.deployment, max_ongoing_requests=2, graceful_shutdown_timeout_s=60,
+    globals()[name] = worker
+    return serve.deployment(name=name, max_ongoing_requests=2, graceful_shutdown_timeout_s=60,
                             request_router_config=ROUTING)(worker)
 
 
-DEPLOYMENTS: dict[str, Any] = {kind.value: _deployment(kind) for kind in ModelKind}
+# The separate layout: one deployment per kind, named as its row of the kind table says.
+DEPLOYMENTS: dict[str, Any] = {kind.value: _deployment(kind.deployment, (kind,)) for kind in ModelKind}
+
+
+# The shared layout: one deployment whose replicas hold every enabled kind.
+SHARED = _deployment(SHARED_DEPLOYMENT, tuple(ModelKind))
+
+
+def device_memory() -> Optional[dict[str, int]]:
+    """Bytes of GPU memory this process has allocated and the device's total, on a CUDA device."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    free, total = torch.cuda.mem_get_info()
+    return {"allocated_bytes": torch.cuda.memory_allocated(), "reserved_bytes": torch.cuda.memory_reserved(),
+            "used_bytes": total - free, "total_bytes": total}

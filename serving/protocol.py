@@ -129,6 +129,17 @@ class RegistryIdentity:
 
 
 @dataclass(frozen=True)
+class AdapterRef:
+    """A LoRA adapter a request runs with: its catalogue name and scale, and where its weights are
+    (a hub repository id, or a folder under LORA_DIR) with the file in it."""
+
+    name: str
+    scale: float
+    path: str
+    weight_name: Optional[str] = None
+
+
+@dataclass(frozen=True)
 class ModelRequest:
     """One prompt of one task, sent to a replica of the task's model kind."""
 
@@ -142,6 +153,7 @@ class ModelRequest:
     output_key: Optional[str]  # where a single-image task's PNG goes; None: one key per image
     epoch: str = ""  # the registry incarnation that sent it; set at dispatch
     attempt: int = 0  # the dispatch generation; reports from older ones are ignored
+    adapters: list[AdapterRef] = field(default_factory=list)  # parameters["loras"], resolved by the registry
 
     @property
     def stamp(self) -> tuple[str, str, int]:

@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import logging
 import secrets
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -37,6 +38,7 @@ from serving.protocol import (
     Failed,
     Generated,
     ModelOutcome,
+    AdapterRef,
     ModelRequest,
     QueueFull,
     QueueInfo,
@@ -55,10 +57,15 @@ from serving.settings import load_settings
 from serving.webhooks import WebhookSender, outbox_rows, webhook_data
 from storage import TaskRecord, TaskStatus, init_db, make_engine, open_result_store, session_scope, utcnow
 from storage.tables import TaskWebhook
+from storage.adapters import adapters_named
 from storage.tasks import QuotaExceeded, create_task_within_quota, old_finished_tasks, unfinished_tasks
 from storage.webhooks import task_webhooks
 
 log = logging.getLogger("qwen_image.registry")
+
+# A model replica reports what it holds every REPLICA_REPORT_INTERVAL_S; one not heard from for
+# this long is gone (stopped, crashed) and leaves /health's replica list.
+REPLICA_REPORT_TTL_S = 60.0
 
 NAMESPACE = "qwen_image"
 FINISHED = FINISHED_STATUSES
@@ -93,11 +100,13 @@ def result_key(task_id: str, count: int) -> str:
 
 
 def model_requests(app_name: str, task_id: str, kind: ModelKind, prompts: list[str], params: dict[str, Any],
-                   input_keys: list[str], image_count: int) -> list[ModelRequest]:
+                   input_keys: list[str], image_count: int,
+                   adapters: Optional[list[AdapterRef]] = None) -> list[ModelRequest]:
     """The model requests of a task: one per prompt (a batch edit has several)."""
     return [
         ModelRequest(app_name=app_name, task_id=task_id, kind=kind, index=i, prompt=prompt, parameters=params,
-                     input_keys=input_keys, output_key=result_key(task_id, 1) if image_count == 1 else None)
+                     input_keys=input_keys, output_key=result_key(task_id, 1) if image_count == 1 else None,
+                     adapters=list(adapters or []))
         for i, prompt in enumerate(prompts)
     ]
 
@@ -164,6 +173,7 @@ class RegistryCore:
         self._status_counts: Counter[str] = Counter()
         self._pending: dict[ModelKind, dict[str, None]] = {kind: {} for kind in ModelKind}
         self._handles: dict[ModelKind, Any] = {}
+        self._replicas: dict[str, tuple[float, dict[str, Any]]] = {}  # replica id -> (when, its report)
         self._cleanup_loop: Optional[asyncio.Task] = None
         self.clock = ev.EventClock()
         self.journal = ev.EventJournal(self.epoch)
@@ -175,7 +185,7 @@ class RegistryCore:
         if kind not in self._handles:
             from ray import serve
 
-            self._handles[kind] = serve.get_deployment_handle(kind.deployment, app_name=self.app_name)
+            self._handles[kind] = serve.get_deployment_handle(self.settings.deployment_for(kind), app_name=self.app_name)
         return self._handles[kind]
 
     def _persist(self, task: LiveTask, outbox: tuple = (), **extra: Any) -> None:
@@ -298,7 +308,7 @@ class RegistryCore:
         params = record.parameters
         kind = kind_for_task_type(record.task_type)
         requests = model_requests(self.app_name, record.task_id, kind, params.get("prompts") or [record.prompt],
-                                  params, list(record.input_keys), record.image_count)
+                                  params, list(record.input_keys), record.image_count, self._adapters_of(params))
         return LiveTask(
             task_id=record.task_id, user_id=record.user_id, task_type=record.task_type, kind=kind,
             status=record.status, created_at=record.created_at, requests=requests,
@@ -317,6 +327,28 @@ class RegistryCore:
 
     # ------------------------------------------------------------------ creation and dispatch
 
+    def _adapters_of(self, params: dict[str, Any]) -> list[AdapterRef]:
+        """Where the weights of the task's adapters (``parameters["loras"]``) are, from the catalogue.
+        An adapter deleted since the task was accepted is left out; the replica then fails the task
+        saying so rather than running it without."""
+        named = params.get("loras") or []
+        if not named:
+            return []
+        with session_scope(self.engine) as session:
+            rows = adapters_named(session, [entry["name"] for entry in named])
+        lora_dir = self.settings.resolved_lora_dir
+        refs = []
+        for entry in named:
+            row = rows.get(entry["name"])
+            if row is None:
+                continue
+            if row.source_type == "hub":
+                refs.append(AdapterRef(row.name, float(entry["scale"]), row.source, row.weight_name))
+            else:
+                path = lora_dir / row.source
+                refs.append(AdapterRef(row.name, float(entry["scale"]), str(path.parent), path.name))
+        return refs
+
     async def create(self, spec: TaskSpec) -> CreateAnswer:
         """Create a task (idempotent by ``task_id``) and dispatch it; a refusal writes nothing."""
         task_id = spec.task_id
@@ -329,7 +361,7 @@ class RegistryCore:
         params["seed"] = seed
         input_keys = list(spec.input_keys)
         requests = model_requests(self.app_name, task_id, spec.kind, spec.prompts, params, input_keys,
-                                  spec.image_count)
+                                  spec.image_count, self._adapters_of(params))
         now = utcnow()
         record = TaskRecord(
             task_id=task_id, user_id=spec.user_id, task_type=spec.task_type, prompt=spec.prompt,
@@ -555,6 +587,17 @@ class RegistryCore:
     async def ping(self) -> RegistryIdentity:
         return RegistryIdentity(version=self.version, epoch=self.epoch)
 
+    async def report_replica(self, replica_id: str, info: dict[str, Any]) -> None:
+        """A model replica says what it holds and how much device memory it uses (every few seconds)."""
+        self._replicas[replica_id] = (time.monotonic(), info)
+
+    async def replica_info(self) -> dict[str, dict[str, Any]]:
+        """The latest report of each model replica heard from in the last ``REPLICA_REPORT_TTL_S``."""
+        now = time.monotonic()
+        for replica_id in [r for r, (stamp, _) in self._replicas.items() if now - stamp > REPLICA_REPORT_TTL_S]:
+            del self._replicas[replica_id]
+        return {replica_id: info for replica_id, (_, info) in self._replicas.items()}
+
     # ------------------------------------------------------------------ cancel and clean-up
 
     async def cancel(self, task_id: str, grace_seconds: float = 10.0) -> Union[TaskStatusView, AlreadyFinished, None]:
@@ -625,6 +668,12 @@ class TaskRegistry:
 
     async def ping(self) -> RegistryIdentity:
         return await (await self._ready()).ping()
+
+    async def report_replica(self, replica_id: str, info: dict[str, Any]) -> None:
+        return await (await self._ready()).report_replica(replica_id, info)
+
+    async def replica_info(self) -> dict[str, dict[str, Any]]:
+        return await (await self._ready()).replica_info()
 
     async def create(self, spec: TaskSpec) -> CreateAnswer:
         return await (await self._ready()).create(spec)

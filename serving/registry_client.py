@@ -54,6 +54,7 @@ class Registry(Protocol):
     async def user_events(self, user_id: Optional[int], after_id: int = 0) -> list[dict]: ...
 
     async def refresh_positions(self, task_ids: list[str]) -> int: ...
+    async def replica_info(self) -> dict[str, dict[str, Any]]: ...
 
 
 class RegistryClient:
@@ -112,3 +113,5 @@ class RegistryClient:
 
     async def refresh_positions(self, task_ids: list[str]) -> int:
         return await self._call(lambda h: h.refresh_positions.remote(task_ids))
+    async def replica_info(self) -> dict[str, dict[str, Any]]:
+        return await self._call(lambda h: h.replica_info.remote())

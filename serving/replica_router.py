@@ -28,6 +28,10 @@ overrides no private method and reads no private state.
   slot, and all but one would be refused); Serve's longest back-off (``max_backoff_s``) is the
   ceiling, so a wake-up that is missed (the replica set changed) costs no more than Serve's own
   back-off would.
+- **Adapters**: a replica keeps the LoRA adapters it ran in memory (an LRU), so within a rank the
+  replicas that ran all of a request's adapters come first (the router remembers what it sent
+  where). It never outranks idleness: an idle replica without the adapters goes before a busy one
+  with them, so no GPU idles while a request waits.
 - FIFO order and node locality are Serve's mixins. The router is set per deployment with
   ``request_router_config``.
 
@@ -56,6 +60,10 @@ from ray.serve.request_router import (
 )
 
 ROUTER_PATH = "serving.replica_router.LeastBusyRouter"
+# Adapters remembered per replica: as many as a replica keeps loaded by default (ADAPTER_CACHE_SIZE)
+# plus the Lightning adapter; a replica configured to keep fewer may have evicted some, which costs
+# a reload there, never a wrong image.
+_ADAPTERS_REMEMBERED = 5
 # Completions with no accepted request to match: refused attempts, and replies that reached this
 # router before the acceptance did. Remembered (by replica and request) so that a late
 # on_request_routed for the same pair is not counted; bounded, since only the most recent matter.
@@ -75,6 +83,8 @@ class LeastBusyRouter(FIFOMixin, LocalityMixin, RequestRouter):
         self._completed_unrouted: OrderedDict[tuple[ReplicaID, str], None] = OrderedDict()
         # Futures of choose_replicas calls waiting for a free slot, oldest first.
         self._waiting: deque[asyncio.Future] = deque()
+        # Adapters each replica was sent, least recently used first.
+        self._adapters: defaultdict[ReplicaID, OrderedDict[str, None]] = defaultdict(OrderedDict)
 
     # Ranking ------------------------------------------------------------------------------------
 
@@ -91,7 +101,14 @@ class LeastBusyRouter(FIFOMixin, LocalityMixin, RequestRouter):
                 if replica.replica_id in ids and self.ongoing(replica.replica_id) < replica.max_ongoing_requests]
         idle = [replica for replica in room if not self.ongoing(replica.replica_id)]
         busy = [replica for replica in room if self.ongoing(replica.replica_id)]
-        return [rank for rank in (idle, busy) if rank]
+        wanted = adapters_of(pending_request)
+        if not wanted:
+            return [rank for rank in (idle, busy) if rank]
+        ranks = []
+        for replicas in (idle, busy):
+            holding = [replica for replica in replicas if wanted <= self._adapters[replica.replica_id].keys()]
+            ranks += [holding, [replica for replica in replicas if replica not in holding]]
+        return [rank for rank in ranks if rank]
 
     async def choose_replicas(
         self,
@@ -139,6 +156,12 @@ class LeastBusyRouter(FIFOMixin, LocalityMixin, RequestRouter):
         """The replica accepted the request: one more ongoing there (unless it already completed)."""
         super().on_request_routed(pending_request, replica_id, result)
         request_id = pending_request.metadata.internal_request_id
+        held = self._adapters[replica_id]
+        for name in adapters_of(pending_request):
+            held[name] = None
+            held.move_to_end(name)
+        while len(held) > _ADAPTERS_REMEMBERED:
+            held.popitem(last=False)
         if (replica_id, request_id) in self._completed_unrouted:
             del self._completed_unrouted[replica_id, request_id]
         else:
@@ -167,3 +190,16 @@ class LeastBusyRouter(FIFOMixin, LocalityMixin, RequestRouter):
     def on_replica_actor_died(self, replica_id: ReplicaID) -> None:
         super().on_replica_actor_died(replica_id)
         self._accepted.pop(replica_id, None)
+        self._adapters.pop(replica_id, None)
+
+
+def adapters_of(pending_request: Optional[PendingRequest]) -> set[str]:
+    """The adapters a model request runs with (its LoRAs, and the Lightning adapter in fast mode)."""
+    request = pending_request.args[0] if pending_request is not None and pending_request.args else None
+    adapters = getattr(request, "adapters", None)
+    if not isinstance(adapters, list):
+        return set()
+    names = {adapter.name for adapter in adapters}
+    if getattr(request, "parameters", {}).get("speed") == "fast":
+        names.add("lightning")
+    return names

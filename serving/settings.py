@@ -13,6 +13,9 @@ from models.kinds import KIND_NAMES
 
 log = logging.getLogger("qwen_image")
 
+# The deployment of the shared layout: every enabled model in each replica.
+SHARED_DEPLOYMENT = "Models"
+
 # Fields that must never travel through Serve's deployment config (which is stored and shown).
 SECRET_FIELDS = {"jwt_secret", "admin_password", "database_url"}
 
@@ -50,10 +53,28 @@ class Settings(BaseSettings):
     text_to_image_model_path: Optional[str] = None
     image_edit_model_path: Optional[str] = None
     model_cache_dir: Optional[Path] = None
-    cpu_offload: bool = False
+    cpu_offload: bool = False  # the same as OFFLOAD=model (kept for existing configurations)
+    # separate: one deployment per model, one GPU per replica. shared: one deployment whose
+    # replicas hold every enabled model over one text encoder and VAE (a one-GPU workstation).
+    model_layout: Literal["separate", "shared"] = "separate"
+    quantization: Literal["none", "fp8"] = "none"  # fp8: FP8 weight-only transformers (torchao)
+    offload: Literal["none", "model", "group"] = "none"  # model CPU offload, or group offloading
     # torch threads of a CPU model replica; default: every core (Ray would give it one)
     torch_num_threads: Optional[int] = Field(default=None, ge=1)
     sleep_seconds_per_step: float = 0.01
+
+    # --- LoRA adapters, fast mode, step caching, compilation (models.adapters)
+    lora_dir: Optional[Path] = None  # default: <data_dir>/loras; local: sources and uploads live here
+    lora_max_upload_mb: int = Field(default=2048, ge=1)
+    adapter_cache_size: int = Field(default=4, ge=1)  # adapters kept loaded per replica (LRU)
+    adapter_cache_mb: int = Field(default=0, ge=0)  # and at most this many MB of them (0: no byte bound)
+    # The fast mode's Lightning LoRA per model, "<hub id or folder>:<file>"; empty: the published ones
+    lightning_text_to_image: Optional[str] = Field(default=None, pattern=r"^.+:[^:/]+\.safetensors$")
+    lightning_image_edit: Optional[str] = Field(default=None, pattern=r"^.+:[^:/]+\.safetensors$")
+    fast_steps: int = Field(default=4, ge=1, le=16)
+    step_cache: Optional[Literal["first_block", "taylorseer"]] = None
+    step_cache_threshold: Optional[float] = Field(default=None, gt=0, lt=1)
+    compile_transformer: bool = False  # regional torch.compile at load, with a warm-up
 
     # --- tasks
     max_queue_size: int = Field(default=1000, ge=1)
@@ -132,6 +153,31 @@ class Settings(BaseSettings):
         from storage.db import sqlite_url
 
         return sqlite_url(self.data_dir)
+
+    def lightning_sources(self) -> dict[str, tuple[str, str]]:
+        """The Lightning LoRA overrides, kind -> (hub id or folder, file)."""
+        sources = {}
+        for kind, value in (("text_to_image", self.lightning_text_to_image), ("image_edit", self.lightning_image_edit)):
+            if value:
+                path, _, weight_name = value.rpartition(":")
+                sources[kind] = (path, weight_name)
+        return sources
+
+    def deployment_for(self, kind: Any) -> str:
+        """The Serve deployment that runs ``kind`` (a ``ModelKind``) in this layout."""
+        return SHARED_DEPLOYMENT if self.model_layout == "shared" else kind.deployment
+
+    @property
+    def offload_mode(self) -> str:
+        return "model" if self.cpu_offload and self.offload == "none" else self.offload
+
+    @property
+    def resolved_lora_dir(self) -> Path:
+        return (self.lora_dir or self.data_dir / "loras").resolve()
+
+    @property
+    def lora_max_upload_bytes(self) -> int:
+        return self.lora_max_upload_mb * 1024 * 1024
 
     @property
     def max_upload_bytes(self) -> int:

@@ -178,3 +178,27 @@ class WebhookAttempt(SQLModel, table=True):
     duration_ms: float
     status_code: Optional[int] = None
     error: Optional[str] = Field(default=None, max_length=500)
+
+class LoraAdapter(SQLModel, table=True):
+    """A LoRA adapter in the catalogue: registered by an admin, named by requests."""
+
+    __tablename__ = "lora_adapters"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, unique=True, index=True)
+    # The model kind it applies to (text_to_image or image_edit)
+    model: str = Field(max_length=20)
+    # "hub": a Hugging Face repository id; "local": a path relative to LORA_DIR (uploads land there too)
+    source_type: str = Field(max_length=10)
+    source: str = Field(max_length=512)
+    weight_name: Optional[str] = Field(default=None, max_length=255)
+    default_scale: float = 1.0
+    description: str = Field(default="", max_length=1000)
+    trigger_words: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    size_bytes: Optional[int] = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    sha256: Optional[str] = Field(default=None, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    created_by: Optional[int] = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    )

@@ -17,6 +17,16 @@ def test_gpu_pipeline_benchmark_runs_on_the_tiny_profile():
     assert "edit, one 1024² input" in done.stdout
 
 
+def test_gpu_pipeline_benchmark_runs_shared_layout_lora_fast_mode_and_step_cache_on_the_tiny_profile():
+    done = subprocess.run([sys.executable, "benchmarks/gpu_pipeline.py", "--tiny", "--steps", "2", "--runs", "0",
+                           "--only", "t2i", "--lora", "4", "--fast", "--cache", "taylorseer",
+                           "--layout", "shared"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "true CFG 1.0" in done.stdout and "lora: one random rank-4 adapter" in done.stdout
+    assert "TaylorSeer" in done.stdout and "PSNR" in done.stdout and "SSIM" in done.stdout
+
+
 def test_benchmark_cli_lists_every_figure():
     done = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)

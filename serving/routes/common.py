@@ -33,9 +33,9 @@ async def require_model(state: ServiceState, kind: ModelKind) -> None:
     if kind.value not in state.settings.enabled_models:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, kind.spec.not_loaded)
     snapshot = await state.deployment_status()
-    if not model_available(snapshot, kind.deployment):
+    if not model_available(snapshot, state.settings.deployment_for(kind)):
         snapshot = await state.deployment_status(max_age=0)
-        if not model_available(snapshot, kind.deployment):
+        if not model_available(snapshot, state.settings.deployment_for(kind)):
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, kind.spec.not_loaded,
                                 headers={"Retry-After": "30"})
 

@@ -13,6 +13,7 @@ from models.aspect import ASPECT_RATIOS, DEFAULT_ASPECT_RATIO, size_for_aspect_r
 from models.kinds import ModelKind
 from models.seeds import MAX_SEED
 from serving import messages
+from serving.adapter_options import Loras, Speed, apply_adapter_options
 from serving.routes.common import submit
 from serving.state import StateDep
 from serving.uploads import decode_image, read_limited
@@ -74,6 +75,8 @@ async def text_to_image(
     async_mode: AsyncMode = True,
     webhook_url: WebhookUrl = None,
     webhook_events: WebhookEvents = None,
+    loras: Loras = None,
+    speed: Speed = "standard",
 ) -> Response:
     """Generate 1–4 images from a prompt with Qwen-Image-2512."""
     webhook = await webhook_spec(webhook_url, webhook_events,
@@ -87,6 +90,7 @@ async def text_to_image(
     parameters = {"negative_prompt": negative_prompt, "aspect_ratio": aspect_ratio, "width": width, "height": height,
                   "num_inference_steps": num_inference_steps, "true_cfg_scale": true_cfg_scale, "seed": seed,
                   "num_images": num_images}
+    await apply_adapter_options(state, ModelKind.text_to_image, parameters, loras, speed)
     return await submit(state, user, task_type="text_to_image", kind=ModelKind.text_to_image, prompt=prompt,
                         prompts=[prompt], parameters=parameters, image_count=num_images, inputs=[],
                         async_mode=async_mode, webhook=webhook)
@@ -106,6 +110,8 @@ async def image_edit(
     async_mode: AsyncMode = True,
     webhook_url: WebhookUrl = None,
     webhook_events: WebhookEvents = None,
+    loras: Loras = None,
+    speed: Speed = "standard",
 ) -> Response:
     """Edit one image, or compose two, with Qwen-Image-Edit-2511."""
     webhook = await webhook_spec(webhook_url, webhook_events,
@@ -116,6 +122,7 @@ async def image_edit(
                   "true_cfg_scale": true_cfg_scale, "guidance_scale": guidance_scale, "seed": seed,
                   "num_images": num_images, "input_count": len(inputs),
                   "input_sizes": [list(image.size) for image in inputs]}
+    await apply_adapter_options(state, ModelKind.image_edit, parameters, loras, speed)
     return await submit(state, user, task_type="image_edit", kind=ModelKind.image_edit, prompt=prompt, prompts=[prompt],
                         parameters=parameters, image_count=num_images, inputs=inputs, async_mode=async_mode,
                         webhook=webhook)
@@ -134,6 +141,8 @@ async def image_edit_batch(
     async_mode: AsyncMode = True,
     webhook_url: WebhookUrl = None,
     webhook_events: WebhookEvents = None,
+    loras: Loras = None,
+    speed: Speed = "standard",
 ) -> Response:
     """Apply several edit prompts to one image: one task, one result image per prompt."""
     webhook = await webhook_spec(webhook_url, webhook_events,
@@ -151,6 +160,7 @@ async def image_edit_batch(
     parameters = {"negative_prompt": negative_prompt, "num_inference_steps": num_inference_steps,
                   "true_cfg_scale": true_cfg_scale, "guidance_scale": 1.0, "seed": seed, "num_images": 1,
                   "prompts": prompt_list, "input_count": 1, "input_sizes": [list(inputs[0].size)]}
+    await apply_adapter_options(state, ModelKind.image_edit, parameters, loras, speed)
     return await submit(state, user, task_type="batch_edit", kind=ModelKind.image_edit, prompt=" | ".join(prompt_list),
                         prompts=prompt_list, parameters=parameters, image_count=len(prompt_list), inputs=inputs,
                         async_mode=async_mode, webhook=webhook)

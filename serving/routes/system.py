@@ -16,7 +16,7 @@ def _model_state(state, snapshot: dict, kind: ModelKind) -> str:
     """``loaded``, ``loading`` (deployment starting), ``not_loaded`` (failed or absent) or ``disabled``."""
     if kind.value not in state.settings.enabled_models:
         return "disabled"
-    dep = snapshot["deployments"].get(kind.deployment)
+    dep = snapshot["deployments"].get(state.settings.deployment_for(kind))
     if dep is None:
         return "not_loaded"
     if dep["running_replicas"] > 0:
@@ -24,11 +24,33 @@ def _model_state(state, snapshot: dict, kind: ModelKind) -> str:
     return "loading" if dep["status"] in ("UPDATING", "UPSCALING", "DEPLOYING") else "not_loaded"
 
 
+def _memory_settings(state, dtype: str) -> dict:
+    """How the models are laid out and held, as configured (the replicas' reports say it as loaded)."""
+    settings = state.settings
+    return {"layout": settings.model_layout, "dtype": dtype, "quantization": settings.quantization,
+            "offload": settings.offload_mode}
+
+
+async def _replica_reports(state) -> dict[str, dict]:
+    try:
+        return await state.registry.replica_info()
+    except Exception:  # the registry restarts: the reports come back with it
+        return {}
+
+
+def _replicas_of(reports: dict[str, dict], kind: ModelKind) -> list[dict]:
+    return [{"replica": replica_id, "deployment": report.get("deployment"), "device": report.get("device"),
+             "device_memory": report.get("device_memory"), **report.get("models", {}).get(kind.value, {})}
+            for replica_id, report in sorted(reports.items()) if kind.value in report.get("models", {})]
+
+
 @router.get("/health")
 async def health(state: StateDep) -> dict:
     """Service state: ``healthy`` when every enabled model has a running replica and the registry answers."""
     snapshot = await state.deployment_status(stale_ok=False)
     models = {kind.value: _model_state(state, snapshot, kind) for kind in ModelKind}
+    reports = await _replica_reports(state)
+    dtype = get_profile(state.settings.model_profile).dtype
     try:
         await state.registry.ping()
         registry = "up"
@@ -51,6 +73,11 @@ async def health(state: StateDep) -> dict:
         "models": models,
         "replicas": {name: d["running_replicas"] for name, d in snapshot["deployments"].items()},
         "task_registry": registry,
+        "model_layout": state.settings.model_layout,
+        # per model: the configured layout, dtype, quantization and offload; then what each replica
+        # holding it reported (device, GPU memory in use and total)
+        "model_memory": {kind.value: {**_memory_settings(state, dtype), "replicas": _replicas_of(reports, kind)}
+                         for kind in ModelKind if kind.value in state.settings.enabled_models},
     }
 
 
@@ -59,11 +86,13 @@ async def list_models(state: StateDep) -> dict:
     """What each model is and whether it is loaded (the tiny profile says it is a stand-in)."""
     profile = get_profile(state.settings.model_profile)
     snapshot = await state.deployment_status()
+    reports = await _replica_reports(state)
     out = {}
     for kind in ModelKind:
         info = profile.info(kind.value)
         out[kind.value] = {"name": info.name, "description": info.description, "capabilities": list(info.capabilities),
-                     "status": _model_state(state, snapshot, kind), "profile": profile.name}
+                     "status": _model_state(state, snapshot, kind), "profile": profile.name,
+                     **_memory_settings(state, profile.dtype), "replicas": _replicas_of(reports, kind)}
     return out
 
 

@@ -127,6 +127,8 @@ class StandInRegistry:
 
     async def refresh_positions(self, task_ids: list[str]) -> int:
         return await (await self._ready()).refresh_positions(task_ids)
+    async def replica_info(self) -> dict[str, dict[str, Any]]:
+        return await (await self._ready()).replica_info()
 
 
 def every_model_running(app_name: str) -> dict:

@@ -258,3 +258,36 @@ def test_the_ray_in_use_and_deployed_is_the_minor_version_pinned():
     minor = ".".join(ray.__version__.split(".")[:2])
     assert minor == lower and int(upper.split(".")[1]) == int(lower.split(".")[1]) + 1
     assert f'rayVersion: "{minor}.' in (root / "deploy/kuberay/rayservice.yaml").read_text()
+
+
+def model_request(*adapters: str, fast: bool = False) -> PendingRequest:
+    """A pending request carrying a model request with these adapters."""
+    from models.kinds import ModelKind
+    from serving.protocol import AdapterRef, ModelRequest
+
+    request = ModelRequest(app_name="test", task_id="t", kind=ModelKind.text_to_image, index=0, prompt="p",
+                           parameters={"speed": "fast"} if fast else {}, input_keys=[], output_key=None,
+                           adapters=[AdapterRef(name, 1.0, "/loras") for name in adapters])
+    request_id = f"request-{next(_ids)}"
+    return PendingRequest(args=[request], kwargs={}, metadata=RequestMetadata(request_id=request_id,
+                                                                              internal_request_id=request_id))
+
+
+def test_an_idle_replica_that_ran_the_adapters_goes_first_but_never_before_idleness():
+    async def scenario():
+        a, b, c = FakeReplica("a"), FakeReplica("b"), FakeReplica("c")
+        router = make_router([a, b, c])
+        await settle()
+        for replica, names in ((b, ("ink",)), (c, ("ink", "clay"))):
+            request = model_request(*names)
+            router.on_send_request(replica.replica_id)
+            router.on_request_routed(request, replica.replica_id, None)
+            router.on_request_completed(replica.replica_id, request.metadata.internal_request_id)
+        assert await choose(router, model_request("ink", "clay")) == [[c], [a, b]]
+        assert await choose(router, model_request("ink")) == [[b, c], [a]]
+        assert await choose(router, model_request()) == [[a, b, c]]  # no adapters: plain least busy
+        send(router, c)  # the replica holding both is busy now: idle ones still go first
+        assert await choose(router, model_request("ink", "clay")) == [[a, b], [c]]
+        assert await choose(router, model_request(fast=True)) == [[a, b], [c]]  # no one ran Lightning yet
+
+    asyncio.run(scenario())

@@ -3,7 +3,7 @@
 New tables only; deleting a task record deletes its webhook rows (ON DELETE CASCADE).
 
 Revision ID: 4a6fa33687a0
-Revises: 0001
+Revises: 0cf20d7a9a49
 Create Date: 2026-11-29 11:52:24.784355
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "4a6fa33687a0"
-down_revision: Union[str, Sequence[str], None] = "0001"
+down_revision: Union[str, Sequence[str], None] = "0cf20d7a9a49"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 

@@ -1,0 +1,269 @@
+"""LoRA adapters per request, the fast (Lightning) mode, step caching and regional compilation.
+
+Everything here works on a loaded diffusers Qwen-Image pipeline (both pipelines inherit
+``QwenImageLoraLoaderMixin``; adapters apply to the transformer only):
+
+- :class:`AdapterSet` keeps up to ``capacity`` adapters loaded in one pipeline (least recently
+  used evicted first, bounded in bytes too) and activates exactly a request's adapters with their
+  scales before each run; a run without adapters runs the base model. After every load diffusers
+  activates only the newest adapter, so the request's set is applied on every run.
+- With compilation the transformer's graph must not change when adapters come and go: the set
+  then works in *hotswap* mode — a fixed number of adapter slots prepared before compiling
+  (``enable_lora_hotswap``), each new adapter's weights swapped into the least recently used slot.
+- :func:`lightning_scheduler` builds the scheduler the Qwen-Image-Lightning LoRAs were distilled
+  with (a separate instance: a scheduler object is never shared between pipelines or modes).
+- :func:`enable_step_cache` turns on FirstBlockCache or TaylorSeer on the transformer.
+- :func:`compile_regionally` compiles the repeated transformer blocks (``torch.compile`` per
+  block: a much shorter cold compile than the whole model, the same steady state).
+
+Import cost: nothing heavy at import time; torch, diffusers and peft are imported by the functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .profiles import STEP_CACHE_MODES
+
+log = logging.getLogger(__name__)
+
+MAX_ADAPTERS_PER_REQUEST = 3
+MIN_SCALE = -2.0
+MAX_SCALE = 2.0
+
+# Qwen-Image-Lightning (ModelTC) was distilled with this scheduler: the base Qwen-Image config with
+# base_shift = max_shift = log(3), no terminal shift, exponential time shift, dynamic shifting.
+LIGHTNING_SCHEDULER_OVERRIDES: dict[str, Any] = {
+    "base_shift": math.log(3),
+    "max_shift": math.log(3),
+    "shift_terminal": None,
+    "time_shift_type": "exponential",
+    "use_dynamic_shifting": True,
+}
+LIGHTNING_TRUE_CFG_SCALE = 1.0
+
+
+class AdapterError(ValueError):
+    """An adapter cannot be used: unknown, for another model, unreadable or of the wrong format."""
+
+
+@dataclass(frozen=True)
+class AdapterSource:
+    """Where one named adapter's weights are: a local ``.safetensors`` file, or a folder / hub id
+    with ``weight_name`` naming the file inside it."""
+
+    name: str
+    path: str
+    weight_name: str | None = None
+
+    def size_bytes(self) -> int:
+        """The weights' size on disk (0 when unknown, e.g. a hub id not yet downloaded)."""
+        candidate = os.path.join(self.path, self.weight_name) if self.weight_name else self.path
+        try:
+            return os.path.getsize(candidate)
+        except OSError:
+            return 0
+
+
+@dataclass(frozen=True)
+class AdapterUse:
+    """One adapter of a request and the scale it runs at; ``source`` says where its weights are
+    (the service's catalogue resolves names to sources before a request reaches a replica)."""
+
+    name: str
+    scale: float = 1.0
+    source: AdapterSource | None = None
+
+
+def parse_adapter_uses(text: str, default_scale: Callable[[str], float] | None = None) -> list[AdapterUse]:
+    """Parse ``name:scale,name2:scale`` (a scale may be left out: the adapter's default, else 1).
+
+    Raises :class:`AdapterError` on a malformed list, a repeated name, more than
+    ``MAX_ADAPTERS_PER_REQUEST`` adapters or a scale outside ``[MIN_SCALE, MAX_SCALE]``.
+    """
+    uses: list[AdapterUse] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, sep, scale_text = part.partition(":")
+        name = name.strip()
+        if not name:
+            raise AdapterError(f"missing adapter name in {part!r}")
+        if sep:
+            try:
+                scale = float(scale_text)
+            except ValueError:
+                raise AdapterError(f"adapter {name!r}: scale {scale_text.strip()!r} is not a number") from None
+        else:
+            scale = default_scale(name) if default_scale else 1.0
+        if not math.isfinite(scale) or not MIN_SCALE <= scale <= MAX_SCALE:
+            raise AdapterError(f"adapter {name!r}: scale must be between {MIN_SCALE} and {MAX_SCALE}, got {scale}")
+        if any(use.name == name for use in uses):
+            raise AdapterError(f"adapter {name!r} is named twice")
+        uses.append(AdapterUse(name, scale))
+    if len(uses) > MAX_ADAPTERS_PER_REQUEST:
+        raise AdapterError(f"at most {MAX_ADAPTERS_PER_REQUEST} adapters per request, got {len(uses)}")
+    return uses
+
+
+class AdapterSet:
+    """The adapters loaded in one pipeline: an LRU bounded in count and bytes.
+
+    A use's weights come from its ``source``, else from ``resolve(name)``.
+    Not thread-safe: the owner runs one generation at a time on the pipeline, and calls
+    :meth:`activate` right before each run.
+    """
+
+    def __init__(
+        self,
+        pipeline: Any,
+        resolve: Callable[[str], AdapterSource] | None = None,
+        capacity: int = 4,
+        max_bytes: int = 0,
+        hotswap: bool = False,
+    ):
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        self.pipeline = pipeline
+        self.resolve = resolve
+        self.capacity = capacity
+        self.max_bytes = max_bytes  # 0: no byte bound
+        self.hotswap = hotswap
+        # name -> peft adapter name, least recently used first. Without hotswap the peft name is
+        # the adapter's own; with it, the slot ("slot0", …) its weights were swapped into.
+        self._loaded: OrderedDict[str, str] = OrderedDict()
+        self._bytes: dict[str, int] = {}
+        self._free_slots = [f"slot{i}" for i in range(capacity)] if hotswap else []
+        self._used_slots: set[str] = set()  # slots holding weights (later loads swap in place)
+
+    @property
+    def loaded(self) -> list[str]:
+        """Names of the adapters in memory, least recently used first."""
+        return list(self._loaded)
+
+    def activate(self, uses: Sequence[AdapterUse]) -> None:
+        """Make exactly ``uses`` active with their scales (none: the base model)."""
+        if len(uses) > self.capacity:
+            raise AdapterError(f"{len(uses)} adapters requested but only {self.capacity} can be loaded at once")
+        if not uses:
+            if self._loaded:
+                self.pipeline.disable_lora()
+            return
+        for use in uses:
+            self._ensure_loaded(use, keep={u.name for u in uses})
+        self.pipeline.enable_lora()
+        self.pipeline.set_adapters([self._loaded[use.name] for use in uses], adapter_weights=[use.scale for use in uses])
+
+    def _ensure_loaded(self, use: AdapterUse, keep: set[str]) -> None:
+        name = use.name
+        if name in self._loaded:
+            self._loaded.move_to_end(name)
+            return
+        source = use.source or (self.resolve(name) if self.resolve else None)
+        if source is None:
+            raise AdapterError(f"unknown adapter {name!r}")
+        size = source.size_bytes()
+        while self._loaded and (
+            len(self._loaded) >= self.capacity or (self.max_bytes and sum(self._bytes.values()) + size > self.max_bytes)
+        ):
+            victim = next((n for n in self._loaded if n not in keep), None)
+            if victim is None:
+                break
+            self._evict(victim)
+        slot = self._free_slots.pop(0) if self.hotswap else name
+        kwargs: dict[str, Any] = {"adapter_name": slot}
+        if source.weight_name:
+            kwargs["weight_name"] = source.weight_name
+        if self.hotswap and slot in self._used_slots:
+            kwargs["hotswap"] = True  # replace that slot's weights in place: no recompilation
+        try:
+            self.pipeline.load_lora_weights(source.path, **kwargs)
+        except Exception as error:
+            if self.hotswap:
+                self._free_slots.insert(0, slot)
+            raise AdapterError(f"adapter {name!r} cannot be loaded: {type(error).__name__}: {error}") from error
+        if self.hotswap:
+            self._used_slots.add(slot)
+        self._loaded[name] = slot
+        self._bytes[name] = size
+        log.info("adapter %s loaded (%d in memory)", name, len(self._loaded))
+
+    def _evict(self, name: str) -> None:
+        slot = self._loaded.pop(name)
+        self._bytes.pop(name, None)
+        if self.hotswap:
+            # The slot's weights stay in place (the compiled graph keeps its shape); the next
+            # adapter is swapped into it.
+            self._free_slots.append(slot)
+        else:
+            self.pipeline.delete_adapters(slot)
+        log.info("adapter %s evicted", name)
+
+
+def lightning_scheduler(base_scheduler: Any) -> Any:
+    """A new ``FlowMatchEulerDiscreteScheduler`` with the Lightning LoRAs' settings on top of
+    ``base_scheduler``'s configuration."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    config = {**dict(base_scheduler.config), **LIGHTNING_SCHEDULER_OVERRIDES}
+    return FlowMatchEulerDiscreteScheduler.from_config(config)
+
+
+def enable_step_cache(pipeline: Any, mode: str, threshold: float | None = None) -> None:
+    """Turn on step caching on ``pipeline``'s transformer: ``first_block`` (FirstBlockCache, whose
+    ``threshold`` is the relative change of the first block's output under which the rest is
+    reused; needs at least two blocks) or ``taylorseer`` (TaylorSeer; ``threshold`` unused)."""
+    from diffusers import FirstBlockCacheConfig, TaylorSeerCacheConfig
+
+    transformer = pipeline.transformer
+    if mode == "first_block":
+        blocks = len(getattr(transformer, "transformer_blocks", []))
+        if blocks < 2:
+            raise ValueError(f"first_block step caching needs a transformer with at least 2 blocks, this one has {blocks}")
+        transformer.enable_cache(FirstBlockCacheConfig(threshold=0.05 if threshold is None else threshold))
+    elif mode == "taylorseer":
+        transformer.enable_cache(TaylorSeerCacheConfig())
+    else:
+        raise ValueError(f"unknown step cache {mode!r}; use one of {', '.join(STEP_CACHE_MODES)}")
+
+
+def compile_regionally(pipeline: Any, max_adapter_rank: int | None = None) -> None:
+    """Compile the transformer's repeated blocks with ``torch.compile``.
+
+    With ``max_adapter_rank`` the pipeline is first prepared for adapter hotswapping up to that
+    rank, so loading adapters later swaps weights without recompiling (diffusers requires this
+    before compiling).
+    """
+    if max_adapter_rank:
+        pipeline.enable_lora_hotswap(target_rank=max_adapter_rank)
+    pipeline.transformer.compile_repeated_blocks(fullgraph=True)
+
+
+def check_lora_file(path: str) -> int:
+    """Check that ``path`` is a ``.safetensors`` file holding LoRA weights; return its tensor count.
+
+    Reads only the header (``safetensors.safe_open`` validates its offsets against the file's
+    size): never unpickles anything. Raises :class:`AdapterError` saying what is wrong.
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as weights:
+            keys = list(weights.keys())
+    except Exception as error:  # noqa: BLE001 - any parse failure means "not a safetensors file"
+        raise AdapterError(f"not a valid .safetensors file ({type(error).__name__}: {error})") from None
+    if not keys:
+        raise AdapterError("the .safetensors file holds no tensors")
+    if not any(marker in key for key in keys for marker in LORA_KEY_MARKERS):
+        raise AdapterError("the .safetensors file holds no LoRA weights (no lora_A/lora_B or lora_down/lora_up tensors)")
+    return len(keys)
+
+
+# Names LoRA tensors carry in the formats diffusers loads (peft, kohya/ComfyUI, …).
+LORA_KEY_MARKERS = ("lora_A", "lora_B", "lora_down", "lora_up", "lora.down", "lora.up")

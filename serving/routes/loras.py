@@ -1,0 +1,183 @@
+"""The LoRA adapter catalogue: admins register adapters by name, users list them, requests name them.
+
+Requests never carry paths or URLs: an adapter's weights come from where an admin said, which is
+one of a Hugging Face repository (id + file), a ``.safetensors`` file under ``LORA_DIR``, or a
+``.safetensors`` file uploaded here (streamed to disk under the size limit, checked to be a real
+safetensors file of LoRA weights, stored under ``LORA_DIR/uploads``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Optional
+
+from fastapi import APIRouter, File, Form, HTTPException, UploadFile, status
+from fastapi.responses import Response
+from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
+
+from auth.deps import AdminUser, CurrentUser, SessionDep
+from models.adapters import MAX_SCALE, MIN_SCALE, AdapterError, check_lora_file
+from serving.state import StateDep
+from storage.adapters import get_adapter, list_adapters
+from storage.tables import LoraAdapter
+
+router = APIRouter(tags=["loras"])
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+UPLOADS = "uploads"
+CHUNK = 1024 * 1024
+MODELS = ("text_to_image", "image_edit")
+
+
+class AdapterPublic(BaseModel):
+    """What every user sees of an adapter."""
+
+    name: str
+    model: str
+    default_scale: float
+    description: str
+    trigger_words: list[str]
+    created_at: datetime
+
+
+class AdapterAdmin(AdapterPublic):
+    """What admins see: where the weights come from too."""
+
+    source_type: str
+    source: str
+    weight_name: Optional[str]
+    size_bytes: Optional[int]
+    sha256: Optional[str]
+
+
+def bad(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_400_BAD_REQUEST, detail)
+
+
+@router.get("/loras", response_model=list[AdapterPublic])
+def list_loras(_: CurrentUser, session: SessionDep, model: Optional[str] = None) -> list[LoraAdapter]:
+    """The adapters requests may name (``loras=name:scale,…``), optionally of one model."""
+    return list_adapters(session, model)
+
+
+@router.get("/admin/loras", response_model=list[AdapterAdmin])
+def list_loras_admin(_: AdminUser, session: SessionDep) -> list[LoraAdapter]:
+    return list_adapters(session)
+
+
+@router.post("/admin/loras", status_code=status.HTTP_201_CREATED, response_model=AdapterAdmin)
+async def register_lora(
+    admin: AdminUser,
+    state: StateDep,
+    session: SessionDep,
+    name: Annotated[str, Form(pattern=NAME_PATTERN, description="how requests name it: lower case, digits, _ . -")],
+    model: Annotated[str, Form(description="text_to_image or image_edit")],
+    source: Annotated[Optional[str], Form(description="hub:<owner>/<repo> or local:<path under LORA_DIR>")] = None,
+    weight_name: Annotated[Optional[str], Form(max_length=255, description="the file in a hub repository")] = None,
+    file: Annotated[Optional[UploadFile], File(description="a .safetensors file instead of a source")] = None,
+    default_scale: Annotated[float, Form(ge=MIN_SCALE, le=MAX_SCALE)] = 1.0,
+    description: Annotated[str, Form(max_length=1000)] = "",
+    trigger_words: Annotated[str, Form(max_length=1000, description="comma-separated")] = "",
+) -> LoraAdapter:
+    """Register an adapter from a hub repository, a file under ``LORA_DIR`` or an upload."""
+    if model not in MODELS:
+        raise bad(f"参数 model 无效：可选 {', '.join(MODELS)}")
+    if (source is None) == (file is None):
+        raise bad("需要且只能提供 source 或 file 之一")
+    lora_dir = state.settings.resolved_lora_dir
+    row = LoraAdapter(
+        name=name, model=model, source_type="", source="", default_scale=default_scale, description=description,
+        trigger_words=[w.strip() for w in trigger_words.split(",") if w.strip()], created_by=admin.id,
+    )
+    if file is not None:
+        relative, size, digest = await _store_upload(file, lora_dir, name, state.settings.lora_max_upload_bytes)
+        row.source_type, row.source, row.size_bytes, row.sha256 = "local", relative, size, digest
+    elif source.startswith("hub:"):
+        repo = source[len("hub:"):]
+        if not HUB_ID.match(repo):
+            raise bad("参数 source 无效：hub: 之后应为 <owner>/<repo>")
+        if not weight_name or not weight_name.endswith(".safetensors") or ".." in weight_name:
+            raise bad("参数 weight_name 无效：hub 来源需要仓库中的 .safetensors 文件名")
+        row.source_type, row.source, row.weight_name = "hub", repo, weight_name
+    elif source.startswith("local:"):
+        path = _inside(lora_dir, source[len("local:"):])
+        try:
+            await asyncio.to_thread(check_lora_file, str(path))
+        except AdapterError as error:
+            raise bad(f"LoRA 文件 {source[len('local:'):]} 无效：{error}") from None
+        row.source_type, row.source, row.size_bytes = "local", str(path.relative_to(lora_dir)), path.stat().st_size
+    else:
+        raise bad("参数 source 无效：应以 hub: 或 local: 开头")
+    session.add(row)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        if file is not None:
+            (lora_dir / row.source).unlink(missing_ok=True)
+        raise HTTPException(status.HTTP_409_CONFLICT, f"LoRA {name} 已存在") from None
+    session.refresh(row)
+    return row
+
+
+@router.delete("/admin/loras/{name}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_lora(name: str, _: AdminUser, state: StateDep, session: SessionDep) -> Response:
+    """Remove an adapter from the catalogue (and its uploaded file). Replicas that hold it keep it
+    until it is evicted; no new request can name it."""
+    row = get_adapter(session, name)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"LoRA {name} 不存在")
+    session.delete(row)
+    session.commit()
+    if row.source_type == "local" and row.source.startswith(UPLOADS + "/"):
+        (state.settings.resolved_lora_dir / row.source).unlink(missing_ok=True)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _inside(root: Path, relative: str) -> Path:
+    """``relative`` under ``root``, refusing anything that leaves it (``..``, absolute paths, links out)."""
+    path = (root / relative).resolve()
+    if not relative or os.path.isabs(relative) or not path.is_relative_to(root.resolve()):
+        raise bad("参数 source 无效：local: 路径必须位于 LORA_DIR 之内")
+    if not path.is_file():
+        raise bad(f"参数 source 无效：LORA_DIR 中没有文件 {relative}")
+    return path
+
+
+async def _store_upload(upload: UploadFile, lora_dir: Path, name: str, limit: int) -> tuple[str, int, str]:
+    """Copy the upload under ``LORA_DIR/uploads`` (size limit counted while copying), check it, and
+    return its relative path, size and sha256. Nothing is left behind when it is refused."""
+    if not (upload.filename or "").lower().endswith(".safetensors"):
+        raise bad("LoRA 文件必须是 .safetensors 格式")
+    target_dir = lora_dir / UPLOADS
+    await asyncio.to_thread(target_dir.mkdir, parents=True, exist_ok=True)
+    handle, staging = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=target_dir)
+    digest, size = hashlib.sha256(), 0
+    try:
+        with os.fdopen(handle, "wb") as out:
+            while chunk := await upload.read(CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
+                                        f"上传内容过大：LoRA 文件最大 {limit // (1024 * 1024)} MB")
+                digest.update(chunk)
+                await asyncio.to_thread(out.write, chunk)
+        try:
+            await asyncio.to_thread(check_lora_file, staging)
+        except AdapterError as error:
+            raise bad(f"LoRA 文件 {upload.filename} 无效：{error}") from None
+        relative = f"{UPLOADS}/{name}-{digest.hexdigest()[:12]}.safetensors"
+        await asyncio.to_thread(shutil.move, staging, lora_dir / relative)
+        return relative, size, digest.hexdigest()
+    finally:
+        if os.path.exists(staging):
+            os.unlink(staging)

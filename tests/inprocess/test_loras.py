@@ -1,0 +1,142 @@
+"""The LoRA catalogue and the generation routes' ``loras``/``speed`` options, through the real app.
+
+Uploaded adapters are real ``.safetensors`` LoRA files for the tiny transformer (built in code);
+the registry's logic runs in this process and resolves each task's adapters from the catalogue.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import pytest
+from safetensors.torch import save
+
+from models.tiny_lora import build_tiny_lora
+from tests.inprocess.conftest import make_client, png
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def lora_bytes(tmp_path_factory) -> bytes:
+    path = build_tiny_lora("text_to_image", str(tmp_path_factory.mktemp("lora")), seed=5)
+    with open(path, "rb") as file:
+        return file.read()
+
+
+def register_upload(client, headers, name: str, data: bytes, model: str = "text_to_image", **fields):
+    return client.post("/admin/loras", headers=headers,
+                       data={"name": name, "model": model, **{k: str(v) for k, v in fields.items()}},
+                       files={"file": (f"{name}.safetensors", io.BytesIO(data), "application/octet-stream")})
+
+
+def submit(client, headers, path: str = "/text-to-image", files=None, **fields):
+    data = {"prompt": "a cat", "num_inference_steps": "20", **{k: str(v) for k, v in fields.items()}}
+    return client.post(path, headers=headers, data=data, files=files)
+
+
+def test_admin_registers_an_uploaded_adapter_and_users_see_it_without_its_source(client, admin, alice, lora_bytes):
+    response = register_upload(client, admin, "ink", lora_bytes, default_scale=0.8, description="ink wash",
+                               trigger_words="ink, wash")
+    assert response.status_code == 201, response.text
+    created = response.json()
+    assert created["source_type"] == "local" and created["source"].startswith("uploads/ink-")
+    assert created["size_bytes"] == len(lora_bytes) and len(created["sha256"]) == 64
+    listed = client.get("/loras", headers=alice).json()
+    assert listed == [{"name": "ink", "model": "text_to_image", "default_scale": 0.8, "description": "ink wash",
+                       "trigger_words": ["ink", "wash"], "created_at": created["created_at"]}]
+    assert client.get("/loras?model=image_edit", headers=alice).json() == []
+    assert client.get("/admin/loras", headers=admin).json()[0]["source"] == created["source"]
+
+
+def test_only_admins_manage_the_catalogue(client, alice, lora_bytes):
+    assert register_upload(client, alice, "ink", lora_bytes).status_code == 403
+    assert client.get("/admin/loras", headers=alice).status_code == 403
+    assert client.delete("/admin/loras/ink", headers=alice).status_code == 403
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"PK\x03\x04 a zip, not weights", "not a valid .safetensors file"),
+    (struct.pack("<Q", 2) + b"{}", "holds no tensors"),
+    (save({"transformer.proj.weight": __import__("torch").zeros(2, 2)}), "holds no LoRA weights"),
+])
+def test_uploads_that_are_not_lora_safetensors_are_refused_and_nothing_is_kept(client, admin, tmp_path, data, message):
+    response = register_upload(client, admin, "bogus", data)
+    assert response.status_code == 400 and message in response.json()["detail"], response.text
+    assert client.get("/admin/loras", headers=admin).json() == []
+    assert list((tmp_path / "loras" / "uploads").iterdir()) == []
+
+
+def test_an_upload_over_the_limit_is_413(tmp_path, lora_bytes):
+    with make_client(tmp_path, lora_max_upload_mb=1) as client:
+        admin = {"Authorization": "Bearer " + client.post(
+            "/auth/login", json={"username": "admin", "password": "admin123"}).json()["access_token"]}
+        response = register_upload(client, admin, "big", lora_bytes + b"\0" * (2 * 1024 * 1024))
+        assert response.status_code == 413
+
+
+def test_sources_are_checked_names_unique_and_paths_stay_inside_the_lora_dir(client, admin, lora_bytes, tmp_path):
+    (tmp_path / "loras" / "styles").mkdir(parents=True)
+    (tmp_path / "loras" / "styles" / "clay.safetensors").write_bytes(lora_bytes)
+    (tmp_path / "outside.safetensors").write_bytes(lora_bytes)
+    local = {"name": "clay", "model": "text_to_image", "source": "local:styles/clay.safetensors"}
+    assert client.post("/admin/loras", headers=admin, data=local).status_code == 201
+    assert client.post("/admin/loras", headers=admin, data=local).status_code == 409
+    for source in ("local:../outside.safetensors", f"local:{tmp_path}/outside.safetensors", "local:missing.safetensors",
+                   "ftp://example.com/x", "hub:not a repo"):
+        response = client.post("/admin/loras", headers=admin, data={**local, "name": "other", "source": source})
+        assert response.status_code == 400, source
+    hub = {"name": "lightning", "model": "image_edit", "source": "hub:lightx2v/Qwen-Image-Lightning",
+           "weight_name": "Qwen-Image-Lightning-4steps-V1.0.safetensors"}
+    assert client.post("/admin/loras", headers=admin, data=hub).status_code == 201
+    assert client.post("/admin/loras", headers=admin, data={**hub, "name": "Bad Name"}).status_code == 400
+    assert client.post("/admin/loras", headers=admin, data={**hub, "name": "x", "model": "video"}).status_code == 400
+
+
+def test_generation_records_its_adapters_and_the_registry_resolves_them(client, admin, alice, lora_bytes, tmp_path):
+    assert register_upload(client, admin, "ink", lora_bytes, default_scale=0.8).status_code == 201
+    response = submit(client, alice, loras="ink")
+    assert response.status_code == 202, response.text
+    task_id = response.json()["task_id"]
+    record = client.get(f"/tasks/history/{task_id}", headers=alice).json()
+    assert record["parameters"]["loras"] == [{"name": "ink", "scale": 0.8}]  # the adapter's default scale
+    core = client.app.state.service.registry.core
+    [request] = core.tasks[task_id].requests
+    [ref] = request.adapters
+    assert (ref.name, ref.scale) == ("ink", 0.8)
+    assert (tmp_path / "loras" / "uploads" / ref.weight_name).is_file() and ref.path.endswith("uploads")
+
+
+@pytest.mark.parametrize("loras, message", [
+    ("nobody:1", "未知的 LoRA nobody"),
+    ("ink:9", "between"),
+    ("ink,ink", "twice"),
+    ("a,b,c,d", "at most 3"),
+])
+def test_bad_adapter_lists_are_400_naming_the_problem(client, admin, alice, lora_bytes, loras, message):
+    assert register_upload(client, admin, "ink", lora_bytes).status_code == 201
+    response = submit(client, alice, loras=loras)
+    assert response.status_code == 400 and message in response.json()["detail"], response.text
+
+
+def test_an_adapter_of_the_other_model_is_400(client, admin, alice, lora_bytes):
+    assert register_upload(client, admin, "ink", lora_bytes).status_code == 201
+    response = submit(client, alice, "/image-edit", files={"images": ("a.png", png(), "image/png")}, loras="ink")
+    assert response.status_code == 400 and "text_to_image" in response.json()["detail"]
+
+
+def test_fast_mode_runs_the_fast_steps_without_cfg(client, alice):
+    response = submit(client, alice, speed="fast", true_cfg_scale=5)
+    assert response.status_code == 202, response.text
+    parameters = client.get(f"/tasks/history/{response.json()['task_id']}", headers=alice).json()["parameters"]
+    assert (parameters["speed"], parameters["num_inference_steps"], parameters["true_cfg_scale"]) == ("fast", 4, 1.0)
+    assert submit(client, alice, speed="turbo").status_code == 400
+
+
+def test_a_deleted_adapter_can_no_longer_be_named(client, admin, alice, lora_bytes, tmp_path):
+    assert register_upload(client, admin, "ink", lora_bytes).status_code == 201
+    assert client.delete("/admin/loras/ink", headers=admin).status_code == 204
+    assert client.delete("/admin/loras/ink", headers=admin).status_code == 404
+    assert list((tmp_path / "loras" / "uploads").iterdir()) == []  # its uploaded file went with it
+    assert submit(client, alice, loras="ink").status_code == 400
