@@ -26,7 +26,7 @@ from .profiles import (
     with_memory_options,
     with_speed_options,
 )
-from .runtime import GenerationRequest, GenerationResult, LoadedModel, generate, load
+from .runtime import GenerationRequest, GenerationResult, LoadedModel, PreviewOptions, generate, load
 
 __all__ = [
     "ASPECT_RATIOS",
@@ -44,6 +44,7 @@ __all__ = [
     "LoadedModel",
     "ModelInfo",
     "ModelLoadError",
+    "PreviewOptions",
     "Profile",
     "edit_output_size",
     "encode_png",

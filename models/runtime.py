@@ -47,6 +47,17 @@ class LoadedModel:
     profile: Profile
     pipeline: Any = None
     load_seconds: float = 0.0
+    # The latent→RGB map of live previews (models.preview), made on first use.
+    rgb_map: Any = None
+
+    def preview_map(self):
+        """The latent→RGB map for this model's VAE (published for 16 channels, fitted otherwise)."""
+        if self.rgb_map is None and self.pipeline is not None:
+            from .preview import map_for_vae
+
+            self.rgb_map = map_for_vae(self.pipeline.vae)
+            log.info("%s previews: latent→RGB map %s", self.kind, self.rgb_map.source)
+        return self.rgb_map
     # LoRA support (models.adapters): the adapters loaded in this pipeline, and for fast mode the
     # Lightning adapter and its scheduler (a separate instance from the pipeline's own).
     adapters: Any = None
@@ -89,6 +100,17 @@ class GenerationRequest:
     adapters: list[Any] = field(default_factory=list)
     # Fast mode: the model's Lightning adapter and scheduler, true CFG off.
     fast: bool = False
+
+
+@dataclass
+class PreviewOptions:
+    """Live previews of a generation: every ``every`` steps, handed to ``sink`` (see models.preview)."""
+
+    every: int
+    sink: Callable[[dict], None]
+    max_side: int = 512
+    image_format: str = "webp"
+    quality: int = 70
 
 
 @dataclass
@@ -185,6 +207,7 @@ def generate(
     request: GenerationRequest,
     on_step: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    previews: PreviewOptions | None = None,
 ) -> GenerationResult:
     """Run one generation with ``model``.
 
@@ -193,6 +216,7 @@ def generate(
     run stops after that step, without decoding, and the result has ``interrupted=True``,
     ``steps_completed`` set and no images.
     ``seed=-1`` picks a random seed; the result records the seed used.
+    ``previews`` asks for live previews of the latents (pipelines only; the sleep profile has none).
     """
     _check_request(model, request)
     if model.profile.faults:
@@ -204,7 +228,7 @@ def generate(
     if model.pipeline is None:
         images, steps, interrupted = _sleep_generate(model, request, seed, on_step, should_stop)
     else:
-        images, steps, interrupted = _pipeline_generate(model, request, seed, on_step, should_stop)
+        images, steps, interrupted = _pipeline_generate(model, request, seed, on_step, should_stop, previews)
     return GenerationResult(
         images=[] if interrupted else images,
         seed=seed,
@@ -238,17 +262,34 @@ class _Stopped(Exception):
     """Raised from the step callback to leave a pipeline run that should stop."""
 
 
-def _pipeline_generate(model, request, seed, on_step, should_stop):
+def _previewer(model: LoadedModel, request: GenerationRequest, options: PreviewOptions | None):
+    if options is None or options.every <= 0:
+        return None
+    from .preview import LatentPreviewer
+
+    if ModelKind(model.kind).spec.takes_images:
+        width, height = edit_output_size(*request.images[-1].size)
+    else:
+        width, height = request.width, request.height
+    return LatentPreviewer(model.preview_map(), width=width, height=height, every=options.every,
+                           sink=options.sink, max_side=options.max_side, image_format=options.image_format,
+                           quality=options.quality)
+
+
+def _pipeline_generate(model, request, seed, on_step, should_stop, previews=None):
     import torch
 
     pipeline = model.pipeline
     total = request.num_inference_steps
     progress = {"steps": 0}
+    previewer = _previewer(model, request, previews)
 
     def step_end(pipe, index, timestep, tensors):
         progress["steps"] = index + 1
         if on_step is not None:
             on_step(index + 1, total)
+        if previewer is not None and "latents" in tensors:
+            previewer.on_step(index + 1, total, tensors["latents"])
         if should_stop is not None and should_stop():
             # Leave the pipeline here: its own interrupt flag would still decode the latents.
             raise _Stopped
@@ -294,6 +335,8 @@ def _pipeline_generate(model, request, seed, on_step, should_stop):
         pipeline.maybe_free_model_hooks()
         return [], progress["steps"], True
     finally:
+        if previewer is not None:
+            previewer.close()
         pipeline.scheduler = base_scheduler
     return list(output.images), progress["steps"], False
 

@@ -26,7 +26,7 @@ from serving.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from serving.openai import routes as openai_routes
 from serving.openai.urls import UrlSigner
 from serving.registry_client import Registry
-from serving.routes import generate, history, loras, system, tasks
+from serving.routes import events, generate, history, loras, system, tasks, webhooks
 from serving.settings import Settings
 from serving.state import LongWaits, ServiceState, read_deployment_status
 from storage import init_db, make_engine, open_result_store
@@ -51,6 +51,8 @@ def create_app(state: Optional[ServiceState] = None) -> FastAPI:
     app.include_router(auth_router)
     app.include_router(api_keys_router)
     app.include_router(history.router)  # before tasks: /tasks/history/… must not match /tasks/{task_id}
+    app.include_router(events.router)  # before tasks too: /tasks/events
+    app.include_router(webhooks.router)
     app.include_router(tasks.router)
     app.include_router(generate.router)
     app.include_router(openai_routes.router)

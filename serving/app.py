@@ -37,6 +37,9 @@ class DeploymentArgs(BaseModel):
     ingress_replicas: int = Field(default=1, ge=1)
     ingress_max_queued_requests: int = Field(
         default=1024, ge=1, description="requests waiting in Serve's proxies for an ingress slot; beyond: 503")
+    # Each open event stream (GET /tasks/…/events) holds one of these for as long as it is open;
+    # requests beyond it wait in the proxy. Streams per user are capped by MAX_EVENT_STREAMS_PER_USER.
+    ingress_max_ongoing_requests: int = Field(default=2048, ge=1)
 
 
 def build_app(args: Optional[dict[str, Any]] = None) -> Application:
@@ -76,5 +79,6 @@ def build_app(args: Optional[dict[str, Any]] = None) -> Application:
     return Ingress.options(
         num_replicas=deployment_args.ingress_replicas, logging_config=SERVE_LOGGING,
         max_queued_requests=deployment_args.ingress_max_queued_requests,
+        max_ongoing_requests=deployment_args.ingress_max_ongoing_requests,
         ray_actor_options={"num_cpus": deployment_args.ingress_num_cpus},
     ).bind(public, **bound)

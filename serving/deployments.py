@@ -93,6 +93,10 @@ class ModelWorker:
             torch.set_num_threads(os.cpu_count() or 1)
         log.info("%s: loaded %s on %s in %.1f s", ", ".join(k.value for k in self.kinds),
                  ", ".join(m.info.name for m in self.models.values()), self.model.device, time.perf_counter() - started)
+        if self.settings.preview_every_steps > 0:
+            for loaded in self.models.values():
+                if loaded.pipeline is not None:
+                    loaded.preview_map()  # made now (fitted for the tiny VAE), not in the first task's time
         self.store = open_result_store(self.settings.result_store_url, self.settings.data_dir)
         self._registry = None
         self._device = asyncio.Lock()  # one generation at a time on this replica's device
@@ -236,7 +240,16 @@ class ModelWorker:
                         stop = stop or ray.get(ref)  # True: cancel requested
             return stop
 
-        return models.generate(self.models[task.kind], request, on_step=on_step, should_stop=should_stop)
+        def send_preview(preview: dict) -> None:
+            # From the preview encoder thread; the answer is not waited for.
+            registry.report_preview.remote(*stamp, index, preview)
+
+        previews = None
+        if self.settings.preview_every_steps > 0:
+            previews = models.PreviewOptions(
+                every=self.settings.preview_every_steps, sink=send_preview, max_side=self.settings.preview_max_side,
+                image_format=self.settings.preview_format, quality=self.settings.preview_quality)
+        return models.generate(self.models[task.kind], request, on_step=on_step, should_stop=should_stop, previews=previews)
 
     def _store_images(self, task: ModelRequest, request, result) -> list[str]:
         import models

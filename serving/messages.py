@@ -298,6 +298,14 @@ USER_DELETED = _entry("user_deleted", "用户 {username} 已删除", "User {user
 
 API_KEY_NOT_FOUND = _entry("api_key_not_found", "API 密钥不存在", "API key not found")
 API_KEY_REVOKED = _entry("api_key_revoked", "API 密钥已撤销", "API key revoked")
+# Event streams and webhooks
+EVENT_STREAMS_LIMIT = _entry("event_streams_limit", "打开的事件流过多（每个用户最多 {limit} 个），请先关闭一些",
+                             "Too many open event streams (at most {limit} per user); close some first")
+NOT_AN_EVENT_ID = _entry("not_an_event_id", "必须是非负整数", "it must be a non-negative integer")
+WEBHOOK_EVENT_UNKNOWN = _entry("webhook_event_unknown", "未知事件 {name}，可选：{choices}",
+                               "unknown event {name}; choose from {choices}")
+WEBHOOK_URL_REQUIRED = _entry("webhook_url_required", "需要同时提供 webhook_url", "it needs webhook_url as well")
+WEBHOOK_URL_REFUSED = _entry("webhook_url_refused", "不允许的地址（{reason}）", "this address is not allowed ({reason})")
 
 # For recognise(): fixed texts by their Chinese, then templates, the most literal text first (so
 # "任务执行失败: …" is read as a task failure before "{first}；{rest}" could split it).

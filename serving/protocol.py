@@ -25,6 +25,14 @@ FINISHED_STATUSES = frozenset(status.value for status in TaskStatus if status.fi
 
 
 @dataclass(frozen=True)
+class WebhookRequest:
+    """Where a task's webhooks go and for which events (checked by serving.ssrf at submission)."""
+
+    url: str
+    events: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """A task as a route submits it (the registry adds the seed and the timestamps)."""
 
@@ -37,6 +45,7 @@ class TaskSpec:
     parameters: dict[str, Any]
     image_count: int
     input_keys: list[str] = field(default_factory=list)
+    webhook: Optional[WebhookRequest] = None
 
 
 @dataclass(frozen=True)

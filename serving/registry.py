@@ -29,6 +29,7 @@ from sqlalchemy import update
 
 from models.kinds import ModelKind, kind_for_task_type
 from models.seeds import resolve_seed
+from serving import events as ev
 from serving import messages
 from serving.logs import REGISTRY_LOGGER, registry_events, task_event
 from serving.metrics import TaskMetrics
@@ -55,12 +56,16 @@ from serving.protocol import (
     TaskSpec,
     TaskStatusView,
     WaitAnswer,
+    WebhookRequest,
     task_status_view,
 )
 from serving.settings import load_settings
+from serving.webhooks import WebhookSender, outbox_rows, webhook_data
 from storage import TaskRecord, TaskStatus, init_db, make_engine, open_result_store, session_scope, utcnow
+from storage.tables import TaskWebhook
 from storage.adapters import adapters_named
 from storage.tasks import QuotaExceeded, create_task_within_quota, old_finished_tasks, unfinished_tasks
+from storage.webhooks import task_webhooks
 
 log = logging.getLogger("qwen_image.registry")
 # Task events as JSON lines (serving.logs); the actor gives this logger its handler.
@@ -142,6 +147,13 @@ class LiveTask:
     runner: Optional[asyncio.Task] = None
     # A completed task's file, and the pipelines' own time as the replicas measured it
     result: Optional[ResultLocation] = None
+    events: ev.TaskEventState = field(default_factory=ev.TaskEventState)
+    webhook: Optional[WebhookRequest] = None  # where and which events, when the submission asked
+    last_progress_webhook: float = 0.0
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_request * len(self.requests)
 
     def view(self, position: int) -> TaskStatusView:
         """``GET /tasks/{id}`` of this task (built like the one read from its record)."""
@@ -179,6 +191,9 @@ class RegistryCore:
         # Tasks whose last state the database has not taken yet (task id -> extra columns to write).
         self._unsaved: dict[str, dict[str, Any]] = {}
         self._save_retry: Optional[asyncio.Task] = None
+        self.clock = ev.EventClock()
+        self.journal = ev.EventJournal(self.epoch)
+        self.webhooks = WebhookSender(self.engine, self.settings)
 
     # ------------------------------------------------------------------ helpers
 
@@ -189,18 +204,47 @@ class RegistryCore:
             self._handles[kind] = serve.get_deployment_handle(self.settings.deployment_for(kind), app_name=self.app_name)
         return self._handles[kind]
 
-    def _persist(self, task: LiveTask, **extra: Any) -> None:
-        """Write the task's current state to its record (status, times, error, result): one UPDATE."""
+    def _persist(self, task: LiveTask, outbox: tuple = (), **extra: Any) -> None:
+        """Write the task's current state to its record (status, times, error, result): one UPDATE,
+        and in the same transaction the webhook deliveries (``outbox``) the change causes."""
         values = {"status": task.status, "started_at": task.started_at, "completed_at": task.completed_at,
                   "error_message": task.error, "execution_time": task.execution_time,
                   "attempts": task.attempts_started, **extra}
         with session_scope(self.engine) as session:
             session.exec(update(TaskRecord).where(TaskRecord.task_id == task.task_id).values(**values))
+            session.add_all(outbox)
+        if outbox:
+            self.webhooks.wake()
+
+    # ------------------------------------------------------------------ events
+
+    def _emit(self, task: LiveTask, event: str, event_id: Optional[int] = None, **data: Any) -> dict:
+        """Keep the event as the task's latest of its kind and publish it to the ingresses."""
+        record = ev.make_event(event_id or self.clock.next(), event, task.task_id, task.user_id, **data)
+        task.events.keep(record)
+        self.journal.publish(record)
+        return record
+
+    def _emit_queued(self, task: LiveTask) -> None:
+        self._emit(task, ev.QUEUED, position=self._position(task))
+
+    def _queue_moved(self, task: LiveTask) -> None:
+        """Tell the ingresses that positions in this task's queue changed (they ask only if they care)."""
+        self.journal.publish({"event": ev.QUEUE_MOVED, "kind": task.kind.value, "task_id": None, "user_id": None})
+
+    def _webhook_rows(self, task: LiveTask, event: str, moment: datetime, **extra: Any) -> list:
+        if task.webhook is None or event not in task.webhook.events:
+            return []
+        data = webhook_data(event, task.status, task.task_id, seed=task.seed, error=task.error,
+                            base_url=self.settings.public_base_url, **extra)
+        return outbox_rows(task.webhook, event, task_id=task.task_id, user_id=task.user_id, moment=moment, data=data)
 
     def _save(self, task: LiveTask, **extra: Any) -> None:
         """``_persist``, never raising: a failed write is retried in the background until it is stored,
         so no task is left hanging on a database error (waiters are released by the caller)."""
-        pending = {**self._unsaved.pop(task.task_id, {}), **extra}
+        earlier = self._unsaved.pop(task.task_id, {})
+        # Webhook deliveries of an earlier unsaved change go out with this one; nothing is dropped.
+        pending = {**earlier, **extra, "outbox": tuple(earlier.get("outbox", ())) + tuple(extra.get("outbox", ()))}
         try:
             self._persist(task, **pending)
         except Exception as exc:
@@ -271,14 +315,27 @@ class RegistryCore:
         return counts
 
     def _finish(self, task: LiveTask, status: str, error: Optional[str] = None, **extra: Any) -> None:
+        was_pending = task.status == TaskStatus.pending.value
         self._set_status(task, status)
         task.error = error
-        task.completed_at = utcnow()
+        # The terminal event's id is completed_at in microseconds: the same event can be rebuilt
+        # from the record, with the same id, once the task has left memory.
+        event_id = self.clock.next()
+        task.completed_at = ev.from_micros(event_id)
         if task.started_at is not None:
             task.execution_time = round((task.completed_at - task.started_at).total_seconds(), 3)
+        generation_seconds = task.result.generation_seconds if task.result else None
+        extra_data = {"generation_seconds": generation_seconds} if status == TaskStatus.completed.value else {}
+        outbox = self._webhook_rows(task, status, task.completed_at, **extra_data)
         try:
-            self._save(task, **extra)
+            self._save(task, outbox=tuple(outbox), **extra)
         finally:
+            terminal = ev.terminal_event(task.task_id, task.user_id, status, task.completed_at, seed=task.seed,
+                                         error=error, generation_seconds=generation_seconds)
+            task.events.keep(terminal)
+            self.journal.publish(terminal)
+            if was_pending:
+                self._queue_moved(task)
             task.done.set()
         self.metrics.finished(task.kind.value, status)
         self._event(task, status, level=logging.WARNING if status == TaskStatus.failed.value else logging.INFO,
@@ -290,8 +347,11 @@ class RegistryCore:
         """Reload unfinished tasks from the database and dispatch them again."""
         with session_scope(self.engine) as session:
             records = list(unfinished_tasks(session))
+            hooks = task_webhooks(session, [r.task_id for r in records])
         for record in records:
             task = self._live_from_record(record)
+            hook = hooks.get(record.task_id)
+            task.webhook = WebhookRequest(url=hook.url, events=tuple(hook.events)) if hook else None
             self._track(task)
             if task.kind.value not in self.settings.enabled_models:
                 # Its model was switched off across the restart: nothing would ever run it.
@@ -303,14 +363,18 @@ class RegistryCore:
                     continue
                 self._set_status(task, TaskStatus.pending.value)
                 task.started_at = None
+                self._emit_queued(task)
                 self._dispatch(task)
                 self._save(task)
                 continue
+            self._emit_queued(task)
             self._dispatch(task)
         if records:
             log.info("registry %s: recovered %d unfinished task(s)", self.epoch, len(records))
         if self.settings.cleanup_interval_seconds > 0:
             self._cleanup_loop = asyncio.create_task(self._periodic_cleanup())
+        # Deliveries left pending by an earlier registry go out now.
+        self.webhooks.start()
 
     def _live_from_record(self, record: TaskRecord) -> LiveTask:
         params = record.parameters
@@ -389,6 +453,8 @@ class RegistryCore:
                     default_monthly=self.settings.default_monthly_limit, now=now,
                     tz_name=self.settings.quota_timezone,
                 )
+                if spec.webhook is not None:
+                    session.add(TaskWebhook(task_id=task_id, url=spec.webhook.url, events=list(spec.webhook.events)))
         except QuotaExceeded as exc:
             self.metrics.refused(spec.kind.value, "quota")
             return QuotaRefused(period=exc.period, limit=exc.limit, used=exc.used,
@@ -397,11 +463,12 @@ class RegistryCore:
             task_id=task_id, user_id=spec.user_id, task_type=spec.task_type, kind=spec.kind,
             status=TaskStatus.pending.value, created_at=now, requests=requests,
             image_count=spec.image_count, seed=seed,
-            steps_per_request=int(params.get("num_inference_steps", 0)),
+            steps_per_request=int(params.get("num_inference_steps", 0)), webhook=spec.webhook,
         )
         self._track(task)
         self.metrics.submitted(task.kind.value)
         self._event(task, "queued", position=len(self._pending[task.kind]))
+        self._emit_queued(task)
         self._dispatch(task)
         return self._accepted(task)
 
@@ -433,6 +500,8 @@ class RegistryCore:
             elif task.attempts_started <= retries and task.attempt < 1 + retries + UNSTARTED_LOSSES_ALLOWED:
                 self._set_status(task, TaskStatus.pending.value)
                 task.started_at = None
+                task.events.reset_run()
+                self._emit_queued(task)
                 self._dispatch(task)  # first: a failed write must not leave it pending and never sent
                 self._save(task)
             else:
@@ -486,9 +555,14 @@ class RegistryCore:
             return False
         if task.status == TaskStatus.pending.value:
             self._set_status(task, TaskStatus.running.value)
-            task.started_at = utcnow()
+            event_id = self.clock.next()
+            task.started_at = ev.from_micros(event_id)
             task.attempts_started += 1
-            self._save(task)
+            started_at = task.started_at.isoformat()
+            self._save(task, outbox=tuple(self._webhook_rows(task, ev.STARTED, task.started_at,
+                                                             started_at=started_at)))
+            self._emit(task, ev.STARTED, event_id, started_at=started_at)
+            self._queue_moved(task)
             waited = (task.started_at - task.created_at).total_seconds()
             self.metrics.started(task.kind.value, waited)
             self._event(task, "started", wait_seconds=round(waited, 3))
@@ -500,7 +574,78 @@ class RegistryCore:
         if task is None:
             return True
         task.progress[index] = step
+        if task.status == TaskStatus.running.value:
+            done, total = sum(task.progress.values()), task.total_steps
+            progress = {"step": done, "total": total, "percent": round(100.0 * done / total, 1) if total else 0.0}
+            self._emit(task, ev.PROGRESS, **progress)
+            self._progress_webhook(task, progress)
         return task.cancel_requested
+
+    def _progress_webhook(self, task: LiveTask, progress: dict) -> None:
+        """Progress webhooks, at most one per ``webhook_progress_interval_seconds`` (own transaction:
+        progress changes no record)."""
+        if task.webhook is None or ev.PROGRESS not in task.webhook.events:
+            return
+        now = asyncio.get_running_loop().time()
+        if now - task.last_progress_webhook < self.settings.webhook_progress_interval_seconds:
+            return
+        task.last_progress_webhook = now
+        rows = self._webhook_rows(task, ev.PROGRESS, utcnow(), **progress)
+        with session_scope(self.engine) as session:
+            session.add_all(rows)
+        self.webhooks.wake()
+
+    async def report_preview(self, task_id: str, epoch: str, attempt: int, index: int, preview: dict) -> bool:
+        """A replica's preview of the latents ({step, total, width, height, media_type, b64})."""
+        task = self._current(task_id, epoch, attempt)
+        if task is None or task.status != TaskStatus.running.value:
+            return False
+        fields = {k: preview[k] for k in ("step", "total", "width", "height", "media_type", "b64")}
+        if len(task.requests) > 1:
+            fields["index"] = index
+        self._emit(task, ev.PREVIEW, **fields)
+        return True
+
+    # ------------------------------------------------------------------ event streams
+
+    async def poll_events(self, epoch: Optional[str], cursor: Optional[int], timeout: float) -> dict:
+        """The ingresses' long poll: events after ``cursor`` (see serving.events.EventJournal)."""
+        return await self.journal.poll(epoch, cursor, timeout)
+
+    async def task_events(self, task_id: str, after_id: int = 0) -> Optional[dict]:
+        """What a stream of one task starts with: the events describing its state after ``after_id``."""
+        task = self.tasks.get(task_id)
+        if task is None:
+            return None
+        return {"user_id": task.user_id, "finished": task.status in FINISHED,
+                "events": task.events.retained(after_id)}
+
+    async def user_events(self, user_id: Optional[int], after_id: int = 0) -> list[dict]:
+        """What a stream of all of a user's tasks starts with: without ``after_id`` the state of their
+        unfinished tasks; with it, everything after it that memory still holds."""
+        out: list[dict] = []
+        for task in self.tasks.values():
+            if task.user_id != user_id or (not after_id and task.status in FINISHED):
+                continue
+            out.extend(task.events.retained(after_id))
+        return sorted(out, key=lambda e: e["id"])
+
+    async def refresh_positions(self, task_ids: list[str]) -> int:
+        """New ``queued`` events for those of ``task_ids`` whose queue position changed."""
+        orders: dict[ModelKind, dict[str, int]] = {}
+        changed = 0
+        for task_id in task_ids:
+            task = self.tasks.get(task_id)
+            if task is None or task.status != TaskStatus.pending.value:
+                continue
+            if task.kind not in orders:
+                orders[task.kind] = {t: i + 1 for i, t in enumerate(self._pending[task.kind])}
+            position = orders[task.kind][task_id]
+            last = task.events.latest.get(ev.QUEUED)
+            if last is None or last["data"].get("position") != position:
+                self._emit(task, ev.QUEUED, position=position)
+                changed += 1
+        return changed
 
     # ------------------------------------------------------------------ queries
 
@@ -619,6 +764,13 @@ class TaskRegistry:
         registry_events(registry_name(app_name))
         self.core = RegistryCore(app_name, settings_dict, version)
         self._started: Optional[asyncio.Task] = None
+        # Start (recovery, pending webhook deliveries) as soon as this actor runs, not at the first
+        # caller's request: after a crash restart nobody may call for a while. The call is queued
+        # until this constructor has returned.
+        try:
+            ray.get_runtime_context().current_actor.ping.remote()
+        except Exception:  # not running as an actor (plain construction): start on first use
+            pass
 
     async def _ready(self) -> RegistryCore:
         if self._started is None:
@@ -646,6 +798,25 @@ class TaskRegistry:
 
     async def status(self, task_id: str) -> Optional[TaskStatusView]:
         return await (await self._ready()).status(task_id)
+
+    async def report_preview(self, task_id: str, epoch: str, attempt: int, index: int, preview: dict) -> bool:
+        return await (await self._ready()).report_preview(task_id, epoch, attempt, index, preview)
+
+    async def poll_events(self, epoch: Optional[str], cursor: Optional[int], timeout: float) -> dict:
+        return await (await self._ready()).poll_events(epoch, cursor, timeout)
+
+    async def task_events(self, task_id: str, after_id: int = 0) -> Optional[dict]:
+        return await (await self._ready()).task_events(task_id, after_id)
+
+    async def user_events(self, user_id: Optional[int], after_id: int = 0) -> list[dict]:
+        return await (await self._ready()).user_events(user_id, after_id)
+
+    async def refresh_positions(self, task_ids: list[str]) -> int:
+        return await (await self._ready()).refresh_positions(task_ids)
+
+    async def webhook_lags(self) -> list[float]:
+        """Milliseconds from outbox row to delivered, first attempts (for benchmarks)."""
+        return list((await self._ready()).webhooks.lags_ms)
 
     async def wait(self, task_id: str, timeout: float) -> Optional[WaitAnswer]:
         return await (await self._ready()).wait(task_id, timeout)

@@ -52,6 +52,14 @@ class Registry(Protocol):
 
     async def ping(self) -> RegistryIdentity: ...
 
+    # Task events (serving.events): the ingress's long poll and the state a new stream starts from.
+    async def poll_events(self, epoch: Optional[str], cursor: Optional[int], timeout: float) -> dict: ...
+
+    async def task_events(self, task_id: str, after_id: int = 0) -> Optional[dict]: ...
+
+    async def user_events(self, user_id: Optional[int], after_id: int = 0) -> list[dict]: ...
+
+    async def refresh_positions(self, task_ids: list[str]) -> int: ...
     async def replica_info(self) -> dict[str, dict[str, Any]]: ...
 
 
@@ -105,6 +113,17 @@ class RegistryClient:
     async def ping(self) -> RegistryIdentity:
         return await self._call(lambda h: h.ping.remote())
 
+    async def poll_events(self, epoch: Optional[str], cursor: Optional[int], timeout: float) -> dict:
+        return await self._call(lambda h: h.poll_events.remote(epoch, cursor, timeout))
+
+    async def task_events(self, task_id: str, after_id: int = 0) -> Optional[dict]:
+        return await self._call(lambda h: h.task_events.remote(task_id, after_id))
+
+    async def user_events(self, user_id: Optional[int], after_id: int = 0) -> list[dict]:
+        return await self._call(lambda h: h.user_events.remote(user_id, after_id))
+
+    async def refresh_positions(self, task_ids: list[str]) -> int:
+        return await self._call(lambda h: h.refresh_positions.remote(task_ids))
     async def replica_info(self) -> dict[str, dict[str, Any]]:
         return await self._call(lambda h: h.replica_info.remote())
 

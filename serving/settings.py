@@ -117,6 +117,40 @@ class Settings(BaseSettings):
     cleanup_max_age_hours: float = Field(default=24.0, ge=0)
     cleanup_max_age_days: float = Field(default=30.0, ge=0)
 
+    # --- live events and previews
+    preview_every_steps: int = Field(default=5, ge=0)  # a preview every k denoising steps; 0: none
+    preview_max_side: int = Field(default=512, ge=16, le=2048)  # previews are never longer than this
+    preview_format: Literal["webp", "jpeg"] = "webp"
+    preview_quality: int = Field(default=70, ge=1, le=100)
+    event_keepalive_seconds: float = Field(default=15.0, gt=0)  # comment lines on a quiet stream
+    max_event_streams_per_user: int = Field(default=8, ge=1)  # open event streams per user (and ingress)
+
+    # --- webhooks
+    webhook_allow_private_networks: bool = False  # true: receivers on loopback / private addresses
+    # Seconds between attempts (its length + 1 = attempts in all); each spread by ± jitter.
+    webhook_retry_schedule: list[float] = [5, 30, 120, 600, 1800, 3600, 7200, 14400]
+    webhook_retry_jitter: float = Field(default=0.2, ge=0, le=1)
+    webhook_max_retry_after_seconds: float = Field(default=3600.0, ge=0)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_max_concurrency: int = Field(default=32, ge=1)
+    webhook_max_per_user: int = Field(default=4, ge=1)
+    webhook_progress_interval_seconds: float = Field(default=2.0, ge=0)  # progress webhooks at most this often
+    public_base_url: Optional[str] = None  # makes webhooks' result_url absolute (e.g. https://img.example.com)
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _split_schedule(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [float(v) for v in value.replace(" ", "").split(",") if v]
+        return value
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _non_negative_schedule(cls, value: list[float]) -> list[float]:
+        if any(v < 0 for v in value):
+            raise ValueError("webhook_retry_schedule takes seconds >= 0")
+        return value
+
     @field_validator("enabled_models", mode="before")
     @classmethod
     def _split_models(cls, value: Any) -> Any:

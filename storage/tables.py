@@ -8,7 +8,7 @@ import unicodedata
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, ForeignKey, Index, Integer, TypeDecorator, event
+from sqlalchemy import JSON, BigInteger, Column, DateTime, ForeignKey, Index, Integer, String, TypeDecorator, event
 from sqlmodel import Field, SQLModel
 
 
@@ -156,6 +156,78 @@ class ApiKey(SQLModel, table=True):
     expires_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
     last_used_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
 
+
+# ---------------------------------------------------------------- webhooks
+# New tables (no change to existing ones): init_db creates them on start-up.
+
+
+class WebhookSecret(SQLModel, table=True):
+    """A user's Standard Webhooks signing secret (``whsec_`` + base64). Stored as is: it signs."""
+
+    __tablename__ = "webhook_secrets"
+
+    user_id: int = Field(sa_column=Column(Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True))
+    secret: str = Field(max_length=100)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class TaskWebhook(SQLModel, table=True):
+    """Where a task's events are delivered, and which of them (set at submission)."""
+
+    __tablename__ = "task_webhooks"
+
+    task_id: str = Field(sa_column=Column(String(36), ForeignKey("task_records.task_id", ondelete="CASCADE"),
+                                          primary_key=True))
+    url: str = Field(max_length=2048)
+    events: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """The outbox: one row per event to deliver, written in the transaction of the status change.
+
+    ``body`` is the exact JSON sent on every attempt, ``webhook_id`` the ``webhook-id`` header:
+    both stay the same across retries. ``status``: pending, delivered, failed (retries used up or
+    the URL refused), gone (the receiver answered 410).
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    webhook_id: str = Field(max_length=40, unique=True)
+    # Deleting a task record (clean-up) deletes its deliveries and their attempts with it.
+    task_id: str = Field(sa_column=Column(String(36), ForeignKey("task_records.task_id", ondelete="CASCADE"),
+                                          nullable=False, index=True))
+    user_id: Optional[int] = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    )
+    event_type: str = Field(max_length=40)
+    url: str = Field(max_length=2048)
+    body: str
+    status: str = Field(default="pending", max_length=10)
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    finished_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    last_status_code: Optional[int] = None
+    last_error: Optional[str] = Field(default=None, max_length=500)
+
+
+class WebhookAttempt(SQLModel, table=True):
+    """One try of a delivery: when, how long, what the receiver answered (the delivery log)."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    delivery_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), nullable=False, index=True),
+    )
+    attempt: int
+    started_at: datetime = Field(sa_type=UTCDateTime)
+    duration_ms: float
+    status_code: Optional[int] = None
+    error: Optional[str] = Field(default=None, max_length=500)
 
 class LoraAdapter(SQLModel, table=True):
     """A LoRA adapter in the catalogue: registered by an admin, named by requests."""

@@ -16,7 +16,7 @@ from sqlmodel import Session
 from models.kinds import ModelKind
 from serving import messages
 from serving.logs import replica_events, task_event
-from serving.protocol import Accepted, PendingLimit, QueueFull, QuotaRefused, ResultLocation, TaskSpec
+from serving.protocol import Accepted, PendingLimit, QueueFull, QuotaRefused, ResultLocation, TaskSpec, WebhookRequest
 from serving.registry import new_task_id
 from serving.state import ServiceState, model_available
 from serving.uploads import ValidatedUpload
@@ -46,9 +46,11 @@ async def require_model(state: ServiceState, kind: ModelKind) -> None:
 async def create_task(
     state: ServiceState, user: User, *, task_type: str, kind: ModelKind, prompt: str, prompts: list[str],
     parameters: dict[str, Any], image_count: int, inputs: list[ValidatedUpload], async_mode: bool = True,
+    webhook: Optional[WebhookRequest] = None,
 ) -> Accepted:
     """Store the inputs and have the registry create and dispatch the task; raises 503 (model,
-    queue) or 429 (quota, pending limit, too many long waits when ``async_mode`` is false)."""
+    queue) or 429 (quota, pending limit, too many long waits when ``async_mode`` is false).
+    ``webhook`` (from serving.webhooks.webhook_spec) asks for signed callbacks."""
     await require_model(state, kind)
     if not async_mode:
         with state.long_waits.hold(user.id):  # refused before a task exists, not after
@@ -58,7 +60,8 @@ async def create_task(
     if inputs:
         await asyncio.to_thread(_store_inputs, state, input_keys, inputs)
     spec = TaskSpec(task_id=task_id, user_id=user.id, task_type=task_type, kind=kind, prompt=prompt,
-                    prompts=prompts, parameters=parameters, image_count=image_count, input_keys=input_keys)
+                    prompts=prompts, parameters=parameters, image_count=image_count, input_keys=input_keys,
+                    webhook=webhook)
     try:
         answer = await state.registry.create(spec)
     except BaseException:
@@ -77,10 +80,12 @@ async def create_task(
 async def submit(
     state: ServiceState, user: User, *, task_type: str, kind: ModelKind, prompt: str, prompts: list[str],
     parameters: dict[str, Any], image_count: int, inputs: list[ValidatedUpload], async_mode: bool,
+    webhook: Optional[WebhookRequest] = None,
 ) -> Response:
     """Create the task, answer 202 or (``async_mode=False``) wait and answer with the result."""
     answer = await create_task(state, user, task_type=task_type, kind=kind, prompt=prompt, prompts=prompts,
-                               parameters=parameters, image_count=image_count, inputs=inputs, async_mode=async_mode)
+                               parameters=parameters, image_count=image_count, inputs=inputs, async_mode=async_mode,
+                               webhook=webhook)
     task_id = answer.task_id
     if async_mode:
         return JSONResponse(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Optional
 
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile, status
 from fastapi.responses import Response
@@ -17,6 +17,7 @@ from serving.adapter_options import Loras, Speed, apply_adapter_options
 from serving.routes.common import submit
 from serving.state import StateDep
 from serving.uploads import ValidatedUpload, read_limited, validate_upload
+from serving.webhooks import WEBHOOK_EVENTS, webhook_spec
 
 router = APIRouter(tags=["generation"])
 
@@ -33,6 +34,9 @@ Seed = Annotated[int, Form(ge=-1, le=MAX_SEED, description="-1 = random; the see
 NumImages = Annotated[int, Form(ge=1, le=4)]
 AsyncMode = Annotated[bool, Form(description="false waits and answers with the image(s)")]
 Steps = Annotated[int, Form(ge=20, le=100)]
+WebhookUrl = Annotated[Optional[str], Form(max_length=2048, description="http(s) URL called (signed) as the task moves on")]
+WebhookEvents = Annotated[Optional[str], Form(
+    max_length=200, description=f"comma-separated, of {', '.join(WEBHOOK_EVENTS)}; default the terminal ones")]
 
 RESULT_RESPONSES = {
     200: {"description": "PNG (one image) or ZIP (several)",
@@ -73,10 +77,14 @@ async def text_to_image(
     seed: Seed = -1,
     num_images: NumImages = 1,
     async_mode: AsyncMode = True,
+    webhook_url: WebhookUrl = None,
+    webhook_events: WebhookEvents = None,
     loras: Loras = None,
     speed: Speed = "standard",
 ) -> Response:
     """Generate 1–4 images from a prompt with Qwen-Image-2512."""
+    webhook = await webhook_spec(webhook_url, webhook_events,
+                                 allow_private=state.settings.webhook_allow_private_networks)
     prompt = _clean_prompt(prompt)
     if aspect_ratio not in ASPECT_RATIOS:
         raise HTTPException(status.HTTP_400_BAD_REQUEST,
@@ -89,7 +97,7 @@ async def text_to_image(
     await apply_adapter_options(state, ModelKind.text_to_image, parameters, loras, speed)
     return await submit(state, user, task_type="text_to_image", kind=ModelKind.text_to_image, prompt=prompt,
                         prompts=[prompt], parameters=parameters, image_count=num_images, inputs=[],
-                        async_mode=async_mode)
+                        async_mode=async_mode, webhook=webhook)
 
 
 @router.post("/image-edit", status_code=status.HTTP_202_ACCEPTED, responses=RESULT_RESPONSES)
@@ -104,10 +112,14 @@ async def image_edit(
     seed: Seed = -1,
     num_images: NumImages = 1,
     async_mode: AsyncMode = True,
+    webhook_url: WebhookUrl = None,
+    webhook_events: WebhookEvents = None,
     loras: Loras = None,
     speed: Speed = "standard",
 ) -> Response:
     """Edit one image, or compose two, with Qwen-Image-Edit-2511."""
+    webhook = await webhook_spec(webhook_url, webhook_events,
+                                 allow_private=state.settings.webhook_allow_private_networks)
     prompt = _clean_prompt(prompt)
     inputs = await _read_images(state, images, MAX_EDIT_IMAGES)
     parameters = {"negative_prompt": negative_prompt, "num_inference_steps": num_inference_steps,
@@ -116,7 +128,8 @@ async def image_edit(
                   "input_sizes": [list(image.size) for image in inputs]}
     await apply_adapter_options(state, ModelKind.image_edit, parameters, loras, speed)
     return await submit(state, user, task_type="image_edit", kind=ModelKind.image_edit, prompt=prompt, prompts=[prompt],
-                        parameters=parameters, image_count=num_images, inputs=inputs, async_mode=async_mode)
+                        parameters=parameters, image_count=num_images, inputs=inputs, async_mode=async_mode,
+                        webhook=webhook)
 
 
 @router.post("/image-edit/batch", status_code=status.HTTP_202_ACCEPTED, responses=RESULT_RESPONSES)
@@ -130,10 +143,14 @@ async def image_edit_batch(
     true_cfg_scale: TrueCfg = 4.0,
     seed: Seed = -1,
     async_mode: AsyncMode = True,
+    webhook_url: WebhookUrl = None,
+    webhook_events: WebhookEvents = None,
     loras: Loras = None,
     speed: Speed = "standard",
 ) -> Response:
     """Apply several edit prompts to one image: one task, one result image per prompt."""
+    webhook = await webhook_spec(webhook_url, webhook_events,
+                                 allow_private=state.settings.webhook_allow_private_networks)
     prompt_list = [p.strip() for p in prompts.split("|") if p.strip()]
     if not prompt_list:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.PARAM_EMPTY(field="prompts"))
@@ -150,4 +167,4 @@ async def image_edit_batch(
     await apply_adapter_options(state, ModelKind.image_edit, parameters, loras, speed)
     return await submit(state, user, task_type="batch_edit", kind=ModelKind.image_edit, prompt=" | ".join(prompt_list),
                         prompts=prompt_list, parameters=parameters, image_count=len(prompt_list), inputs=inputs,
-                        async_mode=async_mode)
+                        async_mode=async_mode, webhook=webhook)

@@ -117,6 +117,17 @@ class StandInRegistry:
     async def ping(self) -> RegistryIdentity:
         return await (await self._ready()).ping()
 
+    async def poll_events(self, epoch: Optional[str], cursor: Optional[int], timeout: float) -> dict:
+        return await (await self._ready()).poll_events(epoch, cursor, timeout)
+
+    async def task_events(self, task_id: str, after_id: int = 0) -> Optional[dict]:
+        return await (await self._ready()).task_events(task_id, after_id)
+
+    async def user_events(self, user_id: Optional[int], after_id: int = 0) -> list[dict]:
+        return await (await self._ready()).user_events(user_id, after_id)
+
+    async def refresh_positions(self, task_ids: list[str]) -> int:
+        return await (await self._ready()).refresh_positions(task_ids)
     async def replica_info(self) -> dict[str, dict[str, Any]]:
         return await (await self._ready()).replica_info()
 

@@ -1,0 +1,219 @@
+"""The ingress side of task events: one long poll to the registry per ingress replica, fanned out
+to the open event streams of this replica.
+
+An idle stream costs nothing but its open connection and a keep-alive comment now and then: the
+hub's single poll waits in the registry until something is published (or for
+``POLL_TIMEOUT_S``), and no poll runs at all while this replica has no stream open. Each stream
+starts from the registry's account of its task's state (``task_events``/``user_events``),
+registered *before* that read so that nothing published in between is lost; events are
+de-duplicated by id per task. After a registry restart (a new epoch) or a cursor that fell out of
+the journal, every open stream reads its state again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from serving import events as ev
+
+log = logging.getLogger("qwen_image.events")
+
+POLL_TIMEOUT_S = 25.0
+POSITIONS_DELAY_S = 0.5  # queue-position refreshes are gathered for this long
+QUEUE_LIMIT = 256  # events waiting for one slow client; beyond it, only terminal events are kept
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One open stream: of one task (``task_id``) or of all of a user's tasks."""
+
+    user_id: Optional[int]
+    task_id: Optional[str]
+    previews: bool
+    last_ids: dict[str, int] = field(default_factory=dict)
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    queued_tasks: set[str] = field(default_factory=set)  # tasks last seen queued (positions may move)
+
+    def offer(self, event: dict) -> None:
+        task_id = event["task_id"]
+        if event["id"] <= self.last_ids.get(task_id, 0):
+            return
+        if event["event"] == ev.PREVIEW and not self.previews:
+            return
+        if self.queue.qsize() >= QUEUE_LIMIT and event["event"] not in ev.TERMINAL:
+            return  # a client that does not read loses intermediate states, never the end
+        self.last_ids[task_id] = event["id"]
+        if event["event"] == ev.QUEUED:
+            self.queued_tasks.add(task_id)
+        else:
+            self.queued_tasks.discard(task_id)
+        self.queue.put_nowait(event)
+
+
+class TooManyStreams(Exception):
+    """The user already has the allowed number of streams open on this replica."""
+
+
+class EventHub:
+    """Fans the registry's events out to this replica's streams (one instance per ingress replica)."""
+
+    def __init__(self, state: Any, max_streams_per_user: int):
+        self.state = state
+        self.max_streams_per_user = max_streams_per_user
+        self.by_task: dict[str, set[Subscription]] = defaultdict(set)
+        self.by_user: dict[Optional[int], set[Subscription]] = defaultdict(set)
+        self.open_per_user: Counter[Optional[int]] = Counter()
+        self._epoch: Optional[str] = None
+        self._cursor: Optional[int] = None
+        self._synced = asyncio.Event()
+        self._wanted = asyncio.Event()
+        self._loop_task: Optional[asyncio.Task] = None
+        self._positions_task: Optional[asyncio.Task] = None
+        self.polls = 0  # long polls sent (benchmarks read it)
+
+    # ------------------------------------------------------------------ streams
+
+    def reserve(self, user_id: Optional[int]) -> None:
+        """Count one more stream of ``user_id``; raises TooManyStreams beyond the cap."""
+        if self.open_per_user[user_id] >= self.max_streams_per_user:
+            raise TooManyStreams
+        self.open_per_user[user_id] += 1
+
+    def release(self, user_id: Optional[int]) -> None:
+        self.open_per_user[user_id] -= 1
+        if self.open_per_user[user_id] <= 0:
+            del self.open_per_user[user_id]
+
+    async def subscribe(self, sub: Subscription) -> None:
+        """Start delivering published events to ``sub`` (the caller reads the initial state after)."""
+        self._ensure_loop()
+        if sub.task_id is not None:
+            self.by_task[sub.task_id].add(sub)
+        else:
+            self.by_user[sub.user_id].add(sub)
+        self._wanted.set()
+        # Wait until the poll has a cursor from before this subscription: from then on nothing
+        # published can be missed (what came earlier is in the state the caller reads next).
+        await self._synced.wait()
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        if sub.task_id is not None:
+            subs = self.by_task.get(sub.task_id)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self.by_task[sub.task_id]
+        else:
+            subs = self.by_user.get(sub.user_id)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self.by_user[sub.user_id]
+        if not self.by_task and not self.by_user:
+            self._wanted.clear()
+
+    async def initial_state(self, sub: Subscription, after_id: int) -> Optional[dict]:
+        """Read the subscription's starting events from the registry and offer them."""
+        if sub.task_id is not None:
+            answer = await self.state.registry.task_events(sub.task_id, after_id)
+            if answer is not None:
+                for event in answer["events"]:
+                    sub.offer(event)
+            return answer
+        for event in await self.state.registry.user_events(sub.user_id, after_id):
+            sub.offer(event)
+        return {}
+
+    # ------------------------------------------------------------------ the long poll
+
+    def _ensure_loop(self) -> None:
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            if not self.by_task and not self.by_user:
+                # Nobody listens here: no poll at all. The cursor is dropped, and the next stream
+                # waits for a fresh one (what happened meanwhile is in the state it reads).
+                self._synced.clear()
+                self._cursor = None
+                await self._wanted.wait()
+            try:
+                answer = await self.state.registry.poll_events(
+                    self._epoch, self._cursor, 0.0 if self._cursor is None else POLL_TIMEOUT_S
+                )
+                failures = 0
+            except Exception as exc:  # the registry restarts (a 503 from its client): try again soon
+                failures += 1
+                if failures == 1 or failures % 50 == 0:
+                    log.warning("event poll failed (%d in a row): %r", failures, exc)
+                await asyncio.sleep(min(0.2 * failures, 2.0))
+                continue
+            self.polls += 1
+            first = self._cursor is None
+            self._epoch, self._cursor = answer["epoch"], answer["cursor"]
+            for event in answer["events"]:
+                self._dispatch(event)
+            if answer["reset"] and not first:
+                await self._resync()
+            self._synced.set()
+
+    async def _resync(self) -> None:
+        """After a registry restart or an overflow: read every open stream's state again."""
+        subs = [s for group in (*self.by_task.values(), *self.by_user.values()) for s in group]
+        for sub in subs:
+            try:
+                if sub.task_id is None:
+                    after = min(sub.last_ids.values(), default=0)
+                else:
+                    after = sub.last_ids.get(sub.task_id, 0)
+                answer = await self.initial_state(sub, after)
+                if sub.task_id is not None and answer is None:
+                    # The new registry no longer holds the task: it finished; its record says how.
+                    terminal = await asyncio.to_thread(self._terminal_from_db, sub.task_id)
+                    if terminal is not None:
+                        sub.offer(terminal)
+            except Exception:
+                log.exception("re-reading a stream's state failed")
+
+    def _terminal_from_db(self, task_id: str) -> Optional[dict]:
+        from sqlmodel import Session
+
+        from storage.tasks import get_task_record
+
+        with Session(self.state.engine) as session:
+            record = get_task_record(session, task_id)
+            return ev.terminal_event_from_record(record) if record else None
+
+    def _dispatch(self, event: dict) -> None:
+        if event["event"] == ev.QUEUE_MOVED:
+            self._schedule_positions()
+            return
+        for sub in self.by_task.get(event["task_id"], ()):
+            sub.offer(event)
+        for sub in self.by_user.get(event["user_id"], ()):
+            sub.offer(event)
+
+    def _schedule_positions(self) -> None:
+        if self._positions_task is None or self._positions_task.done():
+            self._positions_task = asyncio.create_task(self._refresh_positions())
+
+    async def _refresh_positions(self) -> None:
+        """Ask for new positions of the queued tasks streamed here (their events come by the poll)."""
+        await asyncio.sleep(POSITIONS_DELAY_S)
+        queued = {
+            t for group in (*self.by_task.values(), *self.by_user.values()) for s in group for t in s.queued_tasks
+        }
+        if queued:
+            try:
+                await self.state.registry.refresh_positions(sorted(queued))
+            except Exception as exc:
+                log.warning("refreshing queue positions failed: %r", exc)
+
+
+__all__ = ["EventHub", "Subscription", "TooManyStreams", "POLL_TIMEOUT_S"]

@@ -1,0 +1,167 @@
+"""Server-sent event streams of task progress: ``GET /tasks/{id}/events`` and ``GET /tasks/events``.
+
+Each event has ``id:`` (increasing per task; microseconds since the epoch), ``event:`` (queued,
+started, progress, preview, completed, failed, cancelled) and ``data:`` JSON with ``task_id``.
+A task's stream ends after its one terminal event; a finished task answers that event at once. A
+client reconnecting with ``Last-Event-ID`` gets what describes the task's state after that id
+(the terminal event included). ``?previews=false`` leaves previews out. Comment lines keep a
+quiet stream open. Closing a stream does nothing to its task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated, Optional
+
+from fastapi import APIRouter, Header, HTTPException, Query, status
+from fastapi.responses import StreamingResponse
+from sqlmodel import Session
+
+from auth.deps import CurrentUser
+from serving import events as ev
+from serving import messages
+from serving.event_hub import EventHub, Subscription, TooManyStreams
+from serving.routes.common import not_found, owned_record, owns
+from serving.state import ServiceState, StateDep
+
+router = APIRouter(prefix="/tasks", tags=["events"])
+
+RECONNECT_MS = 2000
+HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+STREAM_RESPONSES = {
+    200: {"description": "server-sent events", "content": {"text/event-stream": {}}},
+    429: {"description": "too many open streams"},
+}
+
+_hubs: dict[int, EventHub] = {}
+
+
+def hub_for(state: ServiceState) -> EventHub:
+    """This process's hub (one per ingress replica)."""
+    hub = _hubs.get(id(state))
+    if hub is None:
+        hub = _hubs[id(state)] = EventHub(state, state.settings.max_event_streams_per_user)
+    return hub
+
+
+BAD_LAST_EVENT_ID = messages.PARAM_INVALID(field="Last-Event-ID", reason=messages.NOT_AN_EVENT_ID)
+
+
+def _after(last_event_id: Optional[str]) -> int:
+    if last_event_id is None or not last_event_id.strip():
+        return 0
+    try:
+        value = int(last_event_id.strip())
+    except ValueError:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, BAD_LAST_EVENT_ID) from None
+    if value < 0:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, BAD_LAST_EVENT_ID)
+    return value
+
+
+LastEventId = Annotated[Optional[str], Header(alias="Last-Event-ID", description="resume after this event id")]
+Previews = Annotated[bool, Query(description="false leaves preview events out")]
+
+
+@router.get("/events", responses=STREAM_RESPONSES, response_class=StreamingResponse)
+async def all_task_events(
+    user: CurrentUser, state: StateDep, last_event_id: LastEventId = None, previews: Previews = True
+) -> StreamingResponse:
+    """One stream of all the caller's tasks: the state of the unfinished ones, then every change."""
+    after = _after(last_event_id)
+    hub = hub_for(state)
+    sub = Subscription(user_id=user.id, task_id=None, previews=previews)
+    await _open(hub, sub, after)
+    return _response(state, hub, sub, ends_with_task=False)
+
+
+@router.get("/{task_id}/events", responses=STREAM_RESPONSES, response_class=StreamingResponse)
+async def task_events(
+    task_id: str, user: CurrentUser, state: StateDep, last_event_id: LastEventId = None, previews: Previews = True
+) -> StreamingResponse:
+    """One task's events until its terminal event (at once for a finished task)."""
+    after = _after(last_event_id)
+    hub = hub_for(state)
+    sub = Subscription(user_id=user.id, task_id=task_id, previews=previews)
+    answer = await _open(hub, sub, after)
+    try:
+        if answer is None:
+            # Not in the registry's memory: a task that ended long ago (or none of this user's).
+            terminal = await asyncio.to_thread(_stored_terminal, state, user, task_id)
+            if terminal is not None and terminal["id"] > after:
+                sub.offer(terminal)
+            elif terminal is not None:
+                # The client saw the end already; the stream still ends with it.
+                sub.queue.put_nowait(terminal)
+        elif not owns(user, answer["user_id"]):
+            raise not_found()
+        elif answer["finished"]:
+            # A finished task answers its terminal event alone, whatever came before it.
+            terminal = [e for e in answer["events"] if e["event"] in ev.TERMINAL]
+            while not sub.queue.empty():
+                sub.queue.get_nowait()
+            for event in terminal:
+                sub.queue.put_nowait(event)
+    except BaseException:
+        _close(hub, sub)
+        raise
+    return _response(state, hub, sub, ends_with_task=True)
+
+
+async def _open(hub: EventHub, sub: Subscription, after: int) -> Optional[dict]:
+    try:
+        hub.reserve(sub.user_id)
+    except TooManyStreams:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            messages.EVENT_STREAMS_LIMIT(limit=hub.max_streams_per_user),
+            headers={"Retry-After": "5"},
+        ) from None
+    try:
+        await hub.subscribe(sub)
+        if sub.task_id is not None:
+            sub.last_ids[sub.task_id] = after
+        return await hub.initial_state(sub, after)
+    except BaseException:
+        _close(hub, sub)
+        raise
+
+
+def _close(hub: EventHub, sub: Subscription) -> None:
+    hub.unsubscribe(sub)
+    hub.release(sub.user_id)
+
+
+def _stored_terminal(state: ServiceState, user, task_id: str) -> Optional[dict]:
+    with Session(state.engine) as session:
+        record = owned_record(session, user, task_id)  # 404 unless the caller's (or an admin's)
+        return ev.terminal_event_from_record(record)
+
+
+def _response(state: ServiceState, hub: EventHub, sub: Subscription, *, ends_with_task: bool) -> StreamingResponse:
+    return StreamingResponse(
+        _stream(hub, sub, state.settings.event_keepalive_seconds, ends_with_task),
+        media_type="text/event-stream",
+        headers=HEADERS,
+    )
+
+
+async def _stream(hub: EventHub, sub: Subscription, keepalive: float, ends_with_task: bool) -> AsyncIterator[str]:
+    try:
+        yield f"retry: {RECONNECT_MS}\n\n"
+        while True:
+            try:
+                event = await asyncio.wait_for(sub.queue.get(), timeout=keepalive)
+            except asyncio.TimeoutError:
+                yield ": keep-alive\n\n"
+                continue
+            yield ev.format_sse(event)
+            if ends_with_task and event["event"] in ev.TERMINAL:
+                return
+    finally:
+        # A client going away ends only its stream; the task carries on.
+        _close(hub, sub)
+
+
+__all__ = ["router", "hub_for"]

@@ -1,0 +1,91 @@
+"""The webhook signing secret (``GET``/``POST /auth/webhook-secret``) and a task's delivery log
+(``GET /tasks/{id}/webhooks``)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Optional
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+from sqlmodel import Session
+
+from auth.deps import CurrentUser
+from serving.routes.common import owned_record
+from serving.state import StateDep
+from storage import session_scope
+from storage.webhooks import delivery_log, get_or_create_secret, rotate_secret
+
+router = APIRouter(tags=["webhooks"])
+
+
+class WebhookSecretPublic(BaseModel):
+    secret: str
+    created_at: datetime
+
+
+class WebhookAttemptPublic(BaseModel):
+    attempt: int
+    started_at: datetime
+    duration_ms: float
+    status_code: Optional[int]
+    error: Optional[str]
+
+
+class WebhookDeliveryPublic(BaseModel):
+    webhook_id: str
+    event_type: str
+    url: str
+    status: str
+    attempt_count: int
+    created_at: datetime
+    finished_at: Optional[datetime]
+    next_attempt_at: Optional[datetime]
+    last_status_code: Optional[int]
+    last_error: Optional[str]
+    attempts: list[WebhookAttemptPublic]
+
+
+class WebhookLog(BaseModel):
+    task_id: str
+    deliveries: list[WebhookDeliveryPublic]
+
+
+@router.get("/auth/webhook-secret", response_model=WebhookSecretPublic)
+async def read_webhook_secret(user: CurrentUser, state: StateDep) -> WebhookSecretPublic:
+    """The caller's Standard Webhooks secret (``whsec_…``), made on first read."""
+
+    def read() -> WebhookSecretPublic:
+        with session_scope(state.engine) as session:
+            row = get_or_create_secret(session, user.id)
+            return WebhookSecretPublic(secret=row.secret, created_at=row.created_at)
+
+    return await asyncio.to_thread(read)
+
+
+@router.post("/auth/webhook-secret", response_model=WebhookSecretPublic)
+async def rotate_webhook_secret(user: CurrentUser, state: StateDep) -> WebhookSecretPublic:
+    """A new secret; every delivery attempt from now on (retries included) is signed with it."""
+
+    def rotate() -> WebhookSecretPublic:
+        with session_scope(state.engine) as session:
+            row = rotate_secret(session, user.id)
+            return WebhookSecretPublic(secret=row.secret, created_at=row.created_at)
+
+    return await asyncio.to_thread(rotate)
+
+
+@router.get("/tasks/{task_id}/webhooks", response_model=WebhookLog)
+async def task_webhook_log(task_id: str, user: CurrentUser, state: StateDep) -> WebhookLog:
+    """Every webhook delivery of the task: status, attempts with their times and answers."""
+
+    def read() -> WebhookLog:
+        with Session(state.engine) as session:
+            owned_record(session, user, task_id)  # 404 unless the caller's (or an admin's)
+            return WebhookLog(task_id=task_id, deliveries=delivery_log(session, task_id))
+
+    return await asyncio.to_thread(read)
+
+
+__all__ = ["router"]

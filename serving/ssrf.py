@@ -1,0 +1,153 @@
+"""The guard on outbound requests to user-given URLs (webhooks): no way into the service's own network.
+
+A URL is checked by resolving its host once and refusing it when any address it resolves to is
+not a public unicast address: loopback, private (RFC 1918, unique-local), link-local, shared
+(100.64/10), multicast, unspecified, reserved, documentation ranges, and the cloud metadata
+addresses. The caller then connects to the *checked address* (``CheckedURL.ip``), never to the
+name again, so a second, different DNS answer cannot redirect the request (DNS rebinding).
+Only ``http`` and ``https``, no user-info in the URL, and the sender follows no redirects.
+
+``allow_private=True`` (setting ``WEBHOOK_ALLOW_PRIVATE_NETWORKS``) admits loopback, private,
+link-local and shared addresses, for receivers inside one's own network (and for tests); the
+metadata endpoints, multicast and unspecified addresses stay refused even then.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Optional
+from urllib.parse import urlsplit
+
+MAX_URL_LENGTH = 2048
+SCHEMES = {"http": 80, "https": 443}
+# Instance-metadata services of the common clouds (AWS, GCP, Azure, OpenStack: 169.254.169.254;
+# AWS over IPv6; Alibaba; Oracle). Refused whatever the settings say.
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254",
+        "169.254.170.2",
+        "fd00:ec2::254",
+        "100.100.100.200",
+        "192.0.0.192",
+    )
+)
+METADATA_HOSTNAMES = frozenset({"metadata.google.internal", "metadata", "instance-data"})
+
+Resolver = Callable[[str, int], list[str]]
+
+
+class RefusedURL(ValueError):
+    """The URL may not be called; the message says why (safe to show the user)."""
+
+
+@dataclass(frozen=True)
+class CheckedURL:
+    """A URL that passed the guard, with the one address it may be called at."""
+
+    url: str
+    scheme: str
+    host: str  # as written (what the Host header and TLS's SNI name carry)
+    port: int
+    ip: str  # the checked address to connect to
+    target: str  # path and query
+
+    def pinned_url(self) -> str:
+        """The URL with the checked address in place of the host name."""
+        address = f"[{self.ip}]" if ":" in self.ip else self.ip
+        return f"{self.scheme}://{address}:{self.port}{self.target}"
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == SCHEMES[self.scheme] else f"{host}:{self.port}"
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """All addresses ``host`` resolves to (blocking: call it from a thread in async code)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(info[4][0] for info in infos))
+
+
+def address_refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_private: bool) -> Optional[str]:
+    """Why ``ip`` may not be called, or None when it may."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        # IPv4 inside IPv6 (::ffff:a.b.c.d, 64:ff9b::/96, 6to4) is judged as the IPv4 address.
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is None and ip in ipaddress.ip_network("64:ff9b::/96"):
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None:
+            return address_refusal(embedded, allow_private)
+    if ip in METADATA_ADDRESSES:
+        return "a cloud metadata address"
+    if ip.is_unspecified:
+        return "an unspecified address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip.is_global:
+        return None
+    if allow_private and (
+        ip.is_private or ip.is_loopback or ip.is_link_local or ip in ipaddress.ip_network("100.64.0.0/10")
+    ):
+        return None
+    if ip.is_loopback:
+        return "a loopback address"
+    if ip.is_link_local:
+        return "a link-local address"
+    if ip.is_private:
+        return "a private address"
+    return "a reserved or non-public address"
+
+
+def check_url(url: str, *, allow_private: bool = False, resolver: Resolver = system_resolver) -> CheckedURL:
+    """Check ``url`` and pick the address to call; raises :class:`RefusedURL` with the reason."""
+    if not isinstance(url, str) or not url:
+        raise RefusedURL("the URL is empty")
+    if len(url) > MAX_URL_LENGTH:
+        raise RefusedURL(f"the URL is longer than {MAX_URL_LENGTH} characters")
+    if any(ch.isspace() or ord(ch) < 0x20 for ch in url):
+        raise RefusedURL("the URL contains whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise RefusedURL(f"the URL cannot be parsed ({exc})") from None
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        raise RefusedURL("only http and https URLs are allowed")
+    if parts.username is not None or parts.password is not None:
+        raise RefusedURL("credentials in the URL are not allowed")
+    host = (parts.hostname or "").rstrip(".").lower()
+    if not host:
+        raise RefusedURL("the URL has no host")
+    if host in METADATA_HOSTNAMES:
+        raise RefusedURL(f"the host {host} is not allowed")
+    if (host == "localhost" or host.endswith(".localhost")) and not allow_private:
+        raise RefusedURL(f"the host {host} is a loopback name")
+    port = port or SCHEMES[scheme]
+    try:
+        literal = ipaddress.ip_address(host)
+        addresses = [str(literal)]
+    except ValueError:
+        try:
+            addresses = resolver(host, port)
+        except (OSError, UnicodeError) as exc:
+            raise RefusedURL(f"the host {host} cannot be resolved") from exc
+    if not addresses:
+        raise RefusedURL(f"the host {host} cannot be resolved")
+    for address in addresses:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
+        reason = address_refusal(ip, allow_private)
+        if reason is not None:
+            # Any refused answer refuses the URL: the name may be balanced across both kinds.
+            raise RefusedURL(f"the host {host} resolves to {reason}")
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    return CheckedURL(url=url, scheme=scheme, host=host, port=port, ip=addresses[0].split("%", 1)[0], target=target)
+
+
+__all__ = ["RefusedURL", "CheckedURL", "check_url", "address_refusal", "system_resolver", "METADATA_ADDRESSES"]

@@ -1,0 +1,186 @@
+"""The registry's events and outbox on a real SQLite database, without Ray.
+
+Dispatching to model deployments needs Ray, so these tests replace ``_dispatch`` with a no-op
+(isolating the registry's bookkeeping) and drive the replica reports by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlmodel import select
+
+from models.kinds import ModelKind
+from serving import events as ev
+from serving.protocol import ResultLocation, TaskSpec, WebhookRequest
+from serving.registry import RegistryCore
+from storage import TaskRecord, User, session_scope
+from storage.tables import TaskWebhook, WebhookDelivery
+
+
+def core_for(tmp_path) -> RegistryCore:
+    core = RegistryCore("unit", {"data_dir": str(tmp_path), "cleanup_interval_seconds": 0}, "v1")
+    core._dispatch = lambda task: setattr(task, "attempt", task.attempt + 1)  # no model deployments here
+    core.webhooks.start = lambda: None  # nothing is delivered in these tests; the outbox is what is checked
+    return core
+
+
+def spec(task_id: str, user_id: int, webhook=None) -> TaskSpec:
+    return TaskSpec(
+        task_id=task_id,
+        parameters={"num_inference_steps": 20},
+        kind=ModelKind.text_to_image,
+        prompts=["p"],
+        image_count=1,
+        user_id=user_id,
+        task_type="text_to_image",
+        prompt="p",
+        webhook=webhook,
+    )
+
+
+def add_user(core) -> int:
+    with session_scope(core.engine) as session:
+        user = User(username="u", hashed_password="x")
+        session.add(user)
+        session.flush()
+        return user.id
+
+
+def outbox(core) -> list[WebhookDelivery]:
+    with session_scope(core.engine) as session:
+        return list(session.exec(select(WebhookDelivery).order_by(WebhookDelivery.id)))
+
+
+def test_a_task_life_publishes_ordered_events_and_writes_its_outbox_with_each_status(tmp_path):
+    core = core_for(tmp_path)
+    user_id = add_user(core)
+    hook = WebhookRequest(url="https://hooks.example.com/in", events=("started", "completed"))
+
+    async def scenario():
+        await core.start()
+        poll = await core.poll_events(None, None, 0)
+        cursor = poll["cursor"]
+        await core.create(spec("a", user_id, hook))
+        await core.create(spec("b", user_id))
+        task = core.tasks["a"]
+        assert await core.mark_running("a", core.epoch, task.attempt)
+        assert [d.event_type for d in outbox(core)] == ["task.started"]  # committed with the status
+        await core.report_progress("a", core.epoch, task.attempt, 0, 10)
+        await core.report_preview(
+            "a",
+            core.epoch,
+            task.attempt,
+            0,
+            {"step": 10, "total": 20, "width": 2, "height": 1, "media_type": "image/webp", "b64": "AA=="},
+        )
+        task.result = ResultLocation(result_path="results/a/x.png", result_filename="x.png", generation_seconds=1.25)
+        core._finish(task, "completed", result_path="results/a/x.png", result_filename="x.png")
+        return (await core.poll_events(core.epoch, cursor, 0))["events"]
+
+    events = asyncio.run(scenario())
+    mine = [e for e in events if e["task_id"] == "a"]
+    assert [e["event"] for e in mine] == ["queued", "started", "progress", "preview", "completed"]
+    assert [e["id"] for e in mine] == sorted({e["id"] for e in mine})
+    assert mine[0]["data"] == {"task_id": "a", "position": 1}
+    assert mine[2]["data"] == {"task_id": "a", "step": 10, "total": 20, "percent": 50.0}
+    assert mine[4]["data"] == {
+        "task_id": "a",
+        "seed": core.tasks["a"].seed,
+        "result_url": "/tasks/a/result",
+        "generation_seconds": 1.25,
+    }
+    assert any(e["event"] == ev.QUEUE_MOVED for e in events)
+    with session_scope(core.engine) as session:
+        record = session.exec(select(TaskRecord).where(TaskRecord.task_id == "a")).one()
+        assert session.get(TaskWebhook, "a").events == ["started", "completed"]
+    # The terminal event rebuilt from the record is the very same event.
+    rebuilt = ev.terminal_event_from_record(record)
+    assert rebuilt["id"] == mine[4]["id"] and rebuilt["event"] == "completed"
+    assert ev.micros(record.started_at) == mine[1]["id"]
+    rows = outbox(core)
+    assert [d.event_type for d in rows] == ["task.started", "task.completed"]
+    assert len({d.webhook_id for d in rows}) == 2 and '"result_url":"/tasks/a/result"' in rows[1].body
+
+
+def test_resume_gets_only_what_describes_the_state_after_the_given_id(tmp_path):
+    core = core_for(tmp_path)
+    user_id = add_user(core)
+
+    async def scenario():
+        await core.start()
+        await core.create(spec("a", user_id))
+        task = core.tasks["a"]
+        await core.mark_running("a", core.epoch, task.attempt)
+        for step in (5, 10, 15):
+            await core.report_progress("a", core.epoch, task.attempt, 0, step)
+        seen = (await core.task_events("a"))["events"]
+        started_id = seen[1]["id"]
+        core._finish(task, "failed", "boom")
+        return seen, await core.task_events("a", started_id)
+
+    seen, resumed = asyncio.run(scenario())
+    assert [e["event"] for e in seen] == ["queued", "started", "progress"]
+    assert seen[2]["data"]["step"] == 15  # only the latest progress is kept
+    assert resumed["finished"] and [e["event"] for e in resumed["events"]] == ["progress", "failed"]
+    assert resumed["events"][-1]["data"] == {"task_id": "a", "error": "boom"}
+
+
+def test_event_ids_keep_growing_across_a_registry_restart(tmp_path):
+    first = core_for(tmp_path)
+    user_id = add_user(first)
+
+    async def before():
+        await first.start()
+        await first.create(spec("a", user_id))
+        return (await first.task_events("a"))["events"][-1]["id"]
+
+    last_seen = asyncio.run(before())
+    second = core_for(tmp_path)
+
+    async def after():
+        await second.start()
+        return await second.task_events("a", last_seen)
+
+    answer = asyncio.run(after())
+    assert [e["event"] for e in answer["events"]] == ["queued"] and answer["events"][0]["id"] > last_seen
+
+
+def test_journal_poll_waits_for_a_publish_and_resets_stale_cursors(tmp_path):
+    async def scenario():
+        journal = ev.EventJournal("e1", capacity=3)
+        first = await journal.poll(None, None, 0)
+        assert first["reset"] and first["cursor"] == 0
+        waiting = asyncio.create_task(journal.poll("e1", 0, 5))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # nothing published: the poll waits
+        journal.publish({"id": 1, "event": "queued", "task_id": "t", "user_id": 1, "data": {}})
+        answer = await waiting
+        assert [e["id"] for e in answer["events"]] == [1] and answer["cursor"] == 1
+        for n in range(2, 7):
+            journal.publish({"id": n, "event": "progress", "task_id": "t", "user_id": 1, "data": {}})
+        assert (await journal.poll("e1", 1, 0))["reset"]  # fell out of the 3-entry journal
+        assert [e["id"] for e in (await journal.poll("e1", 4, 0))["events"]] == [5, 6]
+        assert (await journal.poll("other-epoch", 4, 0))["reset"]
+        timed_out = await journal.poll("e1", 6, 0.01)
+        assert timed_out["events"] == [] and not timed_out["reset"]
+
+    asyncio.run(scenario())
+
+
+def test_queue_positions_are_refreshed_only_when_asked_and_changed(tmp_path):
+    core = core_for(tmp_path)
+    user_id = add_user(core)
+
+    async def scenario():
+        await core.start()
+        for name in ("a", "b", "c"):
+            await core.create(spec(name, user_id))
+        await core.cancel("a")
+        changed = await core.refresh_positions(["b", "c"])
+        again = await core.refresh_positions(["b", "c"])
+        return changed, again, (await core.task_events("c"))["events"]
+
+    changed, again, events = asyncio.run(scenario())
+    assert (changed, again) == (2, 0)
+    assert events[-1]["event"] == "queued" and events[-1]["data"]["position"] == 2
