@@ -145,7 +145,10 @@ def delete_lora(name: str, _: AdminUser, state: StateDep, session: SessionDep) -
 
 def _inside(root: Path, relative: str) -> Path:
     """``relative`` under ``root``, refusing anything that leaves it (``..``, absolute paths, links out)."""
-    path = (root / relative).resolve()
+    try:
+        path = (root / relative).resolve()
+    except (ValueError, OSError):  # a NUL byte, a link loop: no such file, not a server error
+        raise bad("参数 source 无效：local: 路径无法解析") from None
     if not relative or os.path.isabs(relative) or not path.is_relative_to(root.resolve()):
         raise bad("参数 source 无效：local: 路径必须位于 LORA_DIR 之内")
     if not path.is_file():

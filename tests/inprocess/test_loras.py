@@ -84,7 +84,7 @@ def test_sources_are_checked_names_unique_and_paths_stay_inside_the_lora_dir(cli
     assert client.post("/admin/loras", headers=admin, data=local).status_code == 201
     assert client.post("/admin/loras", headers=admin, data=local).status_code == 409
     for source in ("local:../outside.safetensors", f"local:{tmp_path}/outside.safetensors", "local:missing.safetensors",
-                   "ftp://example.com/x", "hub:not a repo"):
+                   "local:styles/clay\x00.safetensors", "ftp://example.com/x", "hub:not a repo"):
         response = client.post("/admin/loras", headers=admin, data={**local, "name": "other", "source": source})
         assert response.status_code == 400, source
     hub = {"name": "lightning", "model": "image_edit", "source": "hub:lightx2v/Qwen-Image-Lightning",
