@@ -47,6 +47,8 @@ LIGHTNING_SCHEDULER_OVERRIDES: dict[str, Any] = {
     "use_dynamic_shifting": True,
 }
 LIGHTNING_TRUE_CFG_SCALE = 1.0
+# The name the fast mode's Lightning adapter is held under in a replica (catalogue names may not take it).
+LIGHTNING_ADAPTER = "lightning"
 
 
 class AdapterError(ValueError):

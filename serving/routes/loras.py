@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 
 from auth.deps import AdminUser, CurrentUser, SessionDep
-from models.adapters import MAX_SCALE, MIN_SCALE, AdapterError, check_lora_file
+from models.adapters import LIGHTNING_ADAPTER, MAX_SCALE, MIN_SCALE, AdapterError, check_lora_file
 from serving.state import StateDep
 from storage.adapters import get_adapter, list_adapters
 from storage.tables import LoraAdapter
@@ -36,6 +36,7 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 UPLOADS = "uploads"
 CHUNK = 1024 * 1024
 MODELS = ("text_to_image", "image_edit")
+RESERVED_NAMES = {LIGHTNING_ADAPTER}
 
 
 class AdapterPublic(BaseModel):
@@ -91,6 +92,10 @@ async def register_lora(
     """Register an adapter from a hub repository, a file under ``LORA_DIR`` or an upload."""
     if model not in MODELS:
         raise bad(f"参数 model 无效：可选 {', '.join(MODELS)}")
+    if name in RESERVED_NAMES:
+        # The replicas hold the fast mode's adapter under this name; a catalogue entry of the same
+        # name would share its place in their adapter cache.
+        raise bad(f"参数 name 无效：{name} 是保留名称（speed=fast 使用的 Lightning LoRA）")
     if (source is None) == (file is None):
         raise bad("需要且只能提供 source 或 file 之一")
     lora_dir = state.settings.resolved_lora_dir
