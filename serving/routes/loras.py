@@ -82,7 +82,7 @@ async def register_lora(
     session: SessionDep,
     name: Annotated[str, Form(pattern=NAME_PATTERN, description="how requests name it: lower case, digits, _ . -")],
     model: Annotated[str, Form(description="text_to_image or image_edit")],
-    source: Annotated[Optional[str], Form(description="hub:<owner>/<repo> or local:<path under LORA_DIR>")] = None,
+    source: Annotated[Optional[str], Form(max_length=512, description="hub:<owner>/<repo> or local:<path under LORA_DIR>")] = None,
     weight_name: Annotated[Optional[str], Form(max_length=255, description="the file in a hub repository")] = None,
     file: Annotated[Optional[UploadFile], File(description="a .safetensors file instead of a source")] = None,
     default_scale: Annotated[float, Form(ge=MIN_SCALE, le=MAX_SCALE)] = 1.0,

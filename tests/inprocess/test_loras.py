@@ -91,6 +91,9 @@ def test_sources_are_checked_names_unique_and_paths_stay_inside_the_lora_dir(cli
            "weight_name": "Qwen-Image-Lightning-4steps-V1.0.safetensors"}
     assert client.post("/admin/loras", headers=admin, data=hub).status_code == 201
     assert client.post("/admin/loras", headers=admin, data={**hub, "name": "Bad Name"}).status_code == 400
+    # Longer than the catalogue's column (PostgreSQL would refuse the row with a server error).
+    assert client.post("/admin/loras", headers=admin, data={**hub, "name": "long", "source": "hub:o/" + "r" * 600}
+                       ).status_code == 400
     # The fast mode's adapter is held under this name in the replicas: a catalogue entry may not share it.
     reserved = client.post("/admin/loras", headers=admin, data={**hub, "name": "lightning"})
     assert reserved.status_code == 400 and "lightning" in reserved.json()["detail"]
