@@ -273,7 +273,7 @@ def apply_fp8(pipes, device: str, notes: list[str]) -> None:
 
 def apply_offload(pipes, mode: Optional[str], device: str, notes: list[str]) -> None:
     """Model CPU offload (whole components moved in turn) or group offloading (block by block,
-    prefetched on a CUDA stream), as the service's MEMORY_MODE settings do."""
+    prefetched on a CUDA stream), as the service's QUANTIZATION and OFFLOAD settings do."""
     if not mode:
         return
     if device == "cpu":

@@ -47,6 +47,8 @@ LIGHTNING_SCHEDULER_OVERRIDES: dict[str, Any] = {
     "use_dynamic_shifting": True,
 }
 LIGHTNING_TRUE_CFG_SCALE = 1.0
+# The name the fast mode's Lightning adapter is held under in a replica (catalogue names may not take it).
+LIGHTNING_ADAPTER = "lightning"
 
 
 class AdapterError(ValueError):
@@ -139,6 +141,7 @@ class AdapterSet:
         # the adapter's own; with it, the slot ("slot0", …) its weights were swapped into.
         self._loaded: OrderedDict[str, str] = OrderedDict()
         self._bytes: dict[str, int] = {}
+        self._sources: dict[str, AdapterSource] = {}  # where each loaded adapter's weights came from
         self._free_slots = [f"slot{i}" for i in range(capacity)] if hotswap else []
         self._used_slots: set[str] = set()  # slots holding weights (later loads swap in place)
 
@@ -151,6 +154,8 @@ class AdapterSet:
         """Make exactly ``uses`` active with their scales (none: the base model)."""
         if len(uses) > self.capacity:
             raise AdapterError(f"{len(uses)} adapters requested but only {self.capacity} can be loaded at once")
+        if len({use.name for use in uses}) < len(uses):
+            raise AdapterError(f"an adapter is named twice in {[use.name for use in uses]}")
         if not uses:
             if self._loaded:
                 self.pipeline.disable_lora()
@@ -162,10 +167,14 @@ class AdapterSet:
 
     def _ensure_loaded(self, use: AdapterUse, keep: set[str]) -> None:
         name = use.name
-        if name in self._loaded:
-            self._loaded.move_to_end(name)
-            return
         source = use.source or (self.resolve(name) if self.resolve else None)
+        if name in self._loaded:
+            if source is None or self._sources.get(name) == source:
+                self._loaded.move_to_end(name)
+                return
+            # The same name now means other weights (the catalogue entry was deleted and registered
+            # again, or a catalogue adapter shares a name with this one): never run the old ones.
+            self._evict(name)
         if source is None:
             raise AdapterError(f"unknown adapter {name!r}")
         size = source.size_bytes()
@@ -192,11 +201,13 @@ class AdapterSet:
             self._used_slots.add(slot)
         self._loaded[name] = slot
         self._bytes[name] = size
+        self._sources[name] = source
         log.info("adapter %s loaded (%d in memory)", name, len(self._loaded))
 
     def _evict(self, name: str) -> None:
         slot = self._loaded.pop(name)
         self._bytes.pop(name, None)
+        self._sources.pop(name, None)
         if self.hotswap:
             # The slot's weights stay in place (the compiled graph keeps its shape); the next
             # adapter is swapped into it.

@@ -202,9 +202,10 @@ def with_memory_options(profile: Profile, *, fp8: bool = False, group_offload: b
 
     if (fp8 or group_offload) and profile.name != "qwen":
         raise ValueError(f"FP8 and group offloading apply to the qwen profile on a CUDA GPU, not to {profile.name!r}: "
-                         f"set MEMORY_MODE=bf16 (or MODEL_PROFILE=qwen)")
+                         f"set QUANTIZATION=none and OFFLOAD=none (or MODEL_PROFILE=qwen)")
     if group_offload and profile.cpu_offload:
-        raise ValueError("group offloading and model CPU offload exclude each other: choose one MEMORY_MODE")
+        raise ValueError("group offloading and model CPU offload exclude each other: "
+                         "set OFFLOAD=group with CPU_OFFLOAD=false, or OFFLOAD=model")
     return dataclasses.replace(profile, fp8=fp8, group_offload=group_offload)
 
 

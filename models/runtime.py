@@ -169,7 +169,7 @@ def _prepare_speed_options(model: LoadedModel) -> None:
     )
     source = _lightning_source(profile, model.kind)
     if source is not None:
-        model.lightning = adapters.AdapterUse("lightning", 1.0, source)
+        model.lightning = adapters.AdapterUse(adapters.LIGHTNING_ADAPTER, 1.0, source)
         model.fast_scheduler = adapters.lightning_scheduler(pipeline.scheduler)
     if profile.step_cache:
         try:
@@ -372,7 +372,7 @@ def _fp8_config():
     except ImportError as error:
         raise ModelLoadError(
             f"FP8 needs torchao ({error}): install the GPU extra, pip install 'qwen-image-service[gpu]', "
-            f"or set MEMORY_MODE=bf16"
+            f"or set QUANTIZATION=none"
         ) from error
     mapping: dict[str, Any] = {"transformer": TorchAoConfig(Float8WeightOnlyConfig())}
     return PipelineQuantizationConfig(quant_mapping=mapping)

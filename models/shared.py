@@ -42,7 +42,7 @@ def load_shared(profile: Profile, device: str | None = None, num_threads: int | 
     if profile.cpu_offload:
         raise ModelLoadError(
             "the shared layout cannot use model CPU offload (its hooks belong to one pipeline, and both "
-            "pipelines would move the shared text encoder): use group offload (MEMORY_MODE=group_offload) "
+            "pipelines would move the shared text encoder): use group offload (OFFLOAD=group) "
             "or the separate layout"
         )
     check_shareable(profile)

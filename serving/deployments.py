@@ -58,23 +58,7 @@ class ModelWorker:
         import models
 
         self.settings = load_settings(settings_dict)
-        profile = models.get_profile(
-            self.settings.model_profile,
-            cache_dir=str(self.settings.model_cache_dir or self.settings.data_dir / "model_cache"),
-            text_to_image_path=self.settings.text_to_image_model_path,
-            image_edit_path=self.settings.image_edit_model_path,
-            cpu_offload=self.settings.cpu_offload,
-            sleep_seconds_per_step=self.settings.sleep_seconds_per_step,
-        )
-        if profile.pipeline_classes:
-            profile = models.with_memory_options(
-                profile, fp8=self.settings.quantization == "fp8", group_offload=self.settings.offload_mode == "group")
-            profile = models.with_speed_options(
-                profile, adapter_capacity=self.settings.adapter_cache_size,
-                adapter_max_mb=self.settings.adapter_cache_mb, lightning_sources=self.settings.lightning_sources(),
-                step_cache=self.settings.step_cache, step_cache_threshold=self.settings.step_cache_threshold,
-                compile=self.settings.compile_transformer,
-            )
+        profile = replica_profile(self.settings)
         started = time.perf_counter()
         self.kinds = tuple(kind for kind in type(self).kinds if kind.value in self.settings.enabled_models)
         threads = self.settings.torch_num_threads
@@ -260,6 +244,31 @@ class ModelWorker:
             self.store.put(key, data)
             keys.append(key)
         return keys
+
+
+def replica_profile(settings) -> Any:
+    """The model profile a replica loads, with the memory, adapter and speed settings applied."""
+    import models
+
+    profile = models.get_profile(
+        settings.model_profile,
+        cache_dir=str(settings.model_cache_dir or settings.data_dir / "model_cache"),
+        text_to_image_path=settings.text_to_image_model_path,
+        image_edit_path=settings.image_edit_model_path,
+        # OFFLOAD=model and the older CPU_OFFLOAD=true both mean model CPU offload.
+        cpu_offload=settings.cpu_offload or settings.offload == "model",
+        sleep_seconds_per_step=settings.sleep_seconds_per_step,
+    )
+    if profile.pipeline_classes:
+        profile = models.with_memory_options(
+            profile, fp8=settings.quantization == "fp8", group_offload=settings.offload_mode == "group")
+        profile = models.with_speed_options(
+            profile, adapter_capacity=settings.adapter_cache_size,
+            adapter_max_mb=settings.adapter_cache_mb, lightning_sources=settings.lightning_sources(),
+            step_cache=settings.step_cache, step_cache_threshold=settings.step_cache_threshold,
+            compile=settings.compile_transformer,
+        )
+    return profile
 
 
 def _adapter_uses(task: ModelRequest) -> list:

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 
 from auth.deps import AdminUser, CurrentUser, SessionDep
-from models.adapters import MAX_SCALE, MIN_SCALE, AdapterError, check_lora_file
+from models.adapters import LIGHTNING_ADAPTER, MAX_SCALE, MIN_SCALE, AdapterError, check_lora_file
 from serving.state import StateDep
 from storage.adapters import get_adapter, list_adapters
 from storage.tables import LoraAdapter
@@ -36,6 +36,7 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 UPLOADS = "uploads"
 CHUNK = 1024 * 1024
 MODELS = ("text_to_image", "image_edit")
+RESERVED_NAMES = {LIGHTNING_ADAPTER}
 
 
 class AdapterPublic(BaseModel):
@@ -81,7 +82,8 @@ async def register_lora(
     session: SessionDep,
     name: Annotated[str, Form(pattern=NAME_PATTERN, description="how requests name it: lower case, digits, _ . -")],
     model: Annotated[str, Form(description="text_to_image or image_edit")],
-    source: Annotated[Optional[str], Form(description="hub:<owner>/<repo> or local:<path under LORA_DIR>")] = None,
+    source: Annotated[Optional[str], Form(max_length=512,
+                                          description="hub:<owner>/<repo> or local:<path under LORA_DIR>")] = None,
     weight_name: Annotated[Optional[str], Form(max_length=255, description="the file in a hub repository")] = None,
     file: Annotated[Optional[UploadFile], File(description="a .safetensors file instead of a source")] = None,
     default_scale: Annotated[float, Form(ge=MIN_SCALE, le=MAX_SCALE)] = 1.0,
@@ -91,6 +93,10 @@ async def register_lora(
     """Register an adapter from a hub repository, a file under ``LORA_DIR`` or an upload."""
     if model not in MODELS:
         raise bad(f"参数 model 无效：可选 {', '.join(MODELS)}")
+    if name in RESERVED_NAMES:
+        # The replicas hold the fast mode's adapter under this name; a catalogue entry of the same
+        # name would share its place in their adapter cache.
+        raise bad(f"参数 name 无效：{name} 是保留名称（speed=fast 使用的 Lightning LoRA）")
     if (source is None) == (file is None):
         raise bad("需要且只能提供 source 或 file 之一")
     lora_dir = state.settings.resolved_lora_dir
@@ -145,7 +151,10 @@ def delete_lora(name: str, _: AdminUser, state: StateDep, session: SessionDep) -
 
 def _inside(root: Path, relative: str) -> Path:
     """``relative`` under ``root``, refusing anything that leaves it (``..``, absolute paths, links out)."""
-    path = (root / relative).resolve()
+    try:
+        path = (root / relative).resolve()
+    except (ValueError, OSError):  # a NUL byte, a link loop: no such file, not a server error
+        raise bad("参数 source 无效：local: 路径无法解析") from None
     if not relative or os.path.isabs(relative) or not path.is_relative_to(root.resolve()):
         raise bad("参数 source 无效：local: 路径必须位于 LORA_DIR 之内")
     if not path.is_file():

@@ -84,13 +84,19 @@ def test_sources_are_checked_names_unique_and_paths_stay_inside_the_lora_dir(cli
     assert client.post("/admin/loras", headers=admin, data=local).status_code == 201
     assert client.post("/admin/loras", headers=admin, data=local).status_code == 409
     for source in ("local:../outside.safetensors", f"local:{tmp_path}/outside.safetensors", "local:missing.safetensors",
-                   "ftp://example.com/x", "hub:not a repo"):
+                   "local:styles/clay\x00.safetensors", "ftp://example.com/x", "hub:not a repo"):
         response = client.post("/admin/loras", headers=admin, data={**local, "name": "other", "source": source})
         assert response.status_code == 400, source
-    hub = {"name": "lightning", "model": "image_edit", "source": "hub:lightx2v/Qwen-Image-Lightning",
+    hub = {"name": "lightning-2511", "model": "image_edit", "source": "hub:lightx2v/Qwen-Image-Lightning",
            "weight_name": "Qwen-Image-Lightning-4steps-V1.0.safetensors"}
     assert client.post("/admin/loras", headers=admin, data=hub).status_code == 201
     assert client.post("/admin/loras", headers=admin, data={**hub, "name": "Bad Name"}).status_code == 400
+    # Longer than the catalogue's column (PostgreSQL would refuse the row with a server error).
+    assert client.post("/admin/loras", headers=admin, data={**hub, "name": "long", "source": "hub:o/" + "r" * 600}
+                       ).status_code == 400
+    # The fast mode's adapter is held under this name in the replicas: a catalogue entry may not share it.
+    reserved = client.post("/admin/loras", headers=admin, data={**hub, "name": "lightning"})
+    assert reserved.status_code == 400 and "lightning" in reserved.json()["detail"]
     assert client.post("/admin/loras", headers=admin, data={**hub, "name": "x", "model": "video"}).status_code == 400
 
 

@@ -86,6 +86,15 @@ def test_the_least_recently_used_adapter_is_evicted(tiny_cache_dir, sources):
     assert np.array_equal(reloaded, run(fresh_model(tiny_cache_dir), use(sources, "ink")))
 
 
+def test_a_name_that_now_means_other_weights_loads_them(model, sources, tiny_cache_dir):
+    # A catalogue entry deleted and registered again under its name with another file: a replica
+    # that still holds the old weights under that name must not run them.
+    run(model, use(sources, "ink"))
+    renamed = AdapterUse("ink", 1.0, sources["clay"])
+    assert np.array_equal(run(model, renamed), run(fresh_model(tiny_cache_dir), use(sources, "clay")))
+    assert model.adapters.loaded.count("ink") == 1
+
+
 def test_a_file_that_is_not_a_lora_is_refused_and_the_model_keeps_working(model, sources, tmp_path):
     bogus = tmp_path / "bogus.safetensors"
     bogus.write_bytes(b"not a safetensors file")
