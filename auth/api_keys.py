@@ -61,12 +61,19 @@ def create_api_key(body: ApiKeyCreate, user: CurrentUser, session: SessionDep) -
     key = new_api_key()
     now = utcnow()
     expires_at = now + timedelta(days=body.expires_in_days) if body.expires_in_days else None
-    row = ApiKey(user_id=user.id, name=body.name.strip() or body.name, prefix=key[:API_KEY_DISPLAY_CHARS],
-                 key_hash=hash_api_key(key), created_at=now, expires_at=expires_at)
+    row = ApiKey(
+        user_id=user.id,
+        name=body.name.strip() or body.name,
+        prefix=key[:API_KEY_DISPLAY_CHARS],
+        key_hash=hash_api_key(key),
+        created_at=now,
+        expires_at=expires_at,
+    )
     session.add(row)
     session.commit()
-    return ApiKeyCreated(id=row.id, name=row.name, key=key, prefix=row.prefix, created_at=row.created_at,
-                         expires_at=row.expires_at)
+    return ApiKeyCreated(
+        id=row.id, name=row.name, key=key, prefix=row.prefix, created_at=row.created_at, expires_at=row.expires_at
+    )
 
 
 @router.get("", response_model=list[ApiKeyPublic])
@@ -76,15 +83,17 @@ def read_api_keys(user: CurrentUser, session: SessionDep) -> list[ApiKey]:
 
 
 @router.get("/all", response_model=list[ApiKeyPublic])
-def read_all_api_keys(_: AdminUser, session: SessionDep,
-                      user_id: Annotated[Optional[int], Query(ge=1, le=MAX_DB_INT)] = None) -> list[ApiKey]:
+def read_all_api_keys(
+    _: AdminUser, session: SessionDep, user_id: Annotated[Optional[int], Query(ge=1, le=MAX_DB_INT)] = None
+) -> list[ApiKey]:
     """(admin) Every user's keys, or one user's with ``user_id``."""
     return list(list_keys(session, user_id))
 
 
 @router.delete("/{key_id}", response_model=Message)
-def revoke_api_key(key_id: Annotated[int, Path(ge=1, le=MAX_DB_INT)], user: CurrentUser,
-                   session: SessionDep) -> Message:
+def revoke_api_key(
+    key_id: Annotated[int, Path(ge=1, le=MAX_DB_INT)], user: CurrentUser, session: SessionDep
+) -> Message:
     """Revoke a key at once: the caller's own, or (admin) anyone's. Someone else's key is a 404."""
     if not delete_key(session, key_id, None if user.is_admin else user.id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, KEY_NOT_FOUND)

@@ -31,17 +31,21 @@ CSRF_VALUE = "qwen-image"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 _bearer = HTTPBearer(auto_error=False, description="JWT from POST /auth/login")
-_cookie = APIKeyCookie(name=SESSION_COOKIE, auto_error=False,
-                       description="browser session from POST /auth/session (state-changing requests also "
-                                   "need the header X-Requested-With: qwen-image)")
+_cookie = APIKeyCookie(
+    name=SESSION_COOKIE,
+    auto_error=False,
+    description="browser session from POST /auth/session (state-changing requests also "
+    "need the header X-Requested-With: qwen-image)",
+)
 
 
 async def get_auth(request: Request) -> AuthService:
     """The AuthService of the app serving ``request`` (``app.state.auth``, set when the app is built)."""
     service = getattr(request.app.state, "auth", None)
     if service is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, messages.SERVICE_STARTING,
-                            headers={"Retry-After": "2"})
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, messages.SERVICE_STARTING, headers={"Retry-After": "2"}
+        )
     return service
 
 
@@ -57,12 +61,12 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 
 def unauthorized() -> HTTPException:
-    return HTTPException(status.HTTP_401_UNAUTHORIZED, INVALID_CREDENTIALS,
-                         headers={"WWW-Authenticate": "Bearer"})
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, INVALID_CREDENTIALS, headers={"WWW-Authenticate": "Bearer"})
 
 
-def session_token(request: Request, credentials: Optional[HTTPAuthorizationCredentials],
-                  cookie: Optional[str]) -> Optional[str]:
+def session_token(
+    request: Request, credentials: Optional[HTTPAuthorizationCredentials], cookie: Optional[str]
+) -> Optional[str]:
     """The token to check: ``Authorization: Bearer`` first, else the browser session cookie.
 
     A cookie is sent by the browser on its own, so a request it authenticates that changes state
@@ -79,9 +83,12 @@ def session_token(request: Request, credentials: Optional[HTTPAuthorizationCrede
     return cookie
 
 
-async def current_user(auth: AuthDep, request: Request,
-                       credentials: Annotated[Optional[HTTPAuthorizationCredentials], Depends(_bearer)],
-                       cookie: Annotated[Optional[str], Depends(_cookie)]) -> User:
+async def current_user(
+    auth: AuthDep,
+    request: Request,
+    credentials: Annotated[Optional[HTTPAuthorizationCredentials], Depends(_bearer)],
+    cookie: Annotated[Optional[str], Depends(_cookie)],
+) -> User:
     try:
         if not auth.config.enabled:
             return await run_in_threadpool(_in_session, auth, auth.default_admin)

@@ -55,12 +55,14 @@ def _login(body: LoginRequest, request: Request, auth: AuthService, session) -> 
         return auth.login(session, body.username, body.password, client)
     except AuthError as exc:
         if exc.code == "throttled":
-            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, TOO_MANY_ATTEMPTS,
-                                headers={"Retry-After": str(exc.retry_after)}) from None
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS, TOO_MANY_ATTEMPTS, headers={"Retry-After": str(exc.retry_after)}
+            ) from None
         if exc.code == "disabled":
             raise HTTPException(status.HTTP_403_FORBIDDEN, USER_DISABLED) from None
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, BAD_CREDENTIALS,
-                            headers={"WWW-Authenticate": "Bearer"}) from None
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, BAD_CREDENTIALS, headers={"WWW-Authenticate": "Bearer"}
+        ) from None
 
 
 @router.post("/login", response_model=Token)
@@ -73,14 +75,22 @@ def _over_https(request: Request) -> bool:
 
 
 @router.post("/session", response_model=UserPublic)
-def create_session(body: LoginRequest, request: Request, response: Response, auth: AuthDep,
-                   session: SessionDep) -> User:
+def create_session(
+    body: LoginRequest, request: Request, response: Response, auth: AuthDep, session: SessionDep
+) -> User:
     """Browser log-in: the same checks as ``/auth/login``, but the token goes into an HttpOnly,
     SameSite=Strict cookie (Secure over https) that page scripts cannot read; answers the user."""
     token = _login(body, request, auth, session)
     user = auth.user_for_token(session, token)
-    response.set_cookie(SESSION_COOKIE, token, max_age=auth.tokens.ttl_seconds, path="/", httponly=True,
-                        samesite="strict", secure=_over_https(request))
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=auth.tokens.ttl_seconds,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=_over_https(request),
+    )
     return user
 
 
@@ -134,9 +144,12 @@ def change_password(body: ChangePasswordRequest, user: CurrentUser, auth: AuthDe
 
 
 @router.get("/users", response_model=list[UserPublic])
-def read_users(_: AdminUser, session: SessionDep,
-               skip: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
-               limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[User]:
+def read_users(
+    _: AdminUser,
+    session: SessionDep,
+    skip: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[User]:
     return list(list_users(session, skip, limit))
 
 
@@ -157,8 +170,7 @@ def _other_user(session, admin: User, user_id: int) -> User:
 
 def _commit_keeping_an_active_admin(session) -> None:
     session.flush()
-    remaining = session.exec(select(func.count()).select_from(User)
-                             .where(User.is_admin, User.is_active)).one()
+    remaining = session.exec(select(func.count()).select_from(User).where(User.is_admin, User.is_active)).one()
     if remaining == 0:
         session.rollback()
         raise HTTPException(status.HTTP_400_BAD_REQUEST, LAST_ADMIN)

@@ -80,11 +80,17 @@ class Tokens:
     def decode(self, token: str) -> TokenClaims:
         try:
             payload = jwt.decode(
-                token, self._secret, algorithms=[ALGORITHM],
-                options={"require": ["exp", "iat", "sub"]}, leeway=CLOCK_SKEW_LEEWAY_S,
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                options={"require": ["exp", "iat", "sub"]},
+                leeway=CLOCK_SKEW_LEEWAY_S,
             )
             return TokenClaims(
-                int(payload["sub"]), int(payload.get("ver", 0)), int(payload["iat"]), int(payload["exp"]),
+                int(payload["sub"]),
+                int(payload.get("ver", 0)),
+                int(payload["iat"]),
+                int(payload["exp"]),
                 str(payload.get("key", "")),
             )
         except (jwt.PyJWTError, ValueError, TypeError) as exc:

@@ -53,8 +53,9 @@ class AuthConfig:
 
 
 class AuthService:
-    def __init__(self, engine: Engine, secret: str, config: AuthConfig,
-                 on_login_failure: Optional[Callable[[str], None]] = None):
+    def __init__(
+        self, engine: Engine, secret: str, config: AuthConfig, on_login_failure: Optional[Callable[[str], None]] = None
+    ):
         self.engine = engine
         self.config = config
         # Told the reason (an AuthError code) of every refused log-in: the service counts them.
@@ -63,10 +64,12 @@ class AuthService:
         self.tokens = Tokens(secret, config.token_ttl_seconds)
         # Per (account, address) (guessing one account from somewhere, without holding up its owner
         # elsewhere) and per address (spraying many accounts); growing delays, kept in the database.
-        self.account_throttle = LoginThrottle(engine, config.login_max_failures, config.login_window_seconds,
-                                              config.login_max_delay_seconds)
-        self.address_throttle = LoginThrottle(engine, config.login_max_failures_per_address,
-                                              config.login_window_seconds, config.login_max_delay_seconds)
+        self.account_throttle = LoginThrottle(
+            engine, config.login_max_failures, config.login_window_seconds, config.login_max_delay_seconds
+        )
+        self.address_throttle = LoginThrottle(
+            engine, config.login_max_failures_per_address, config.login_window_seconds, config.login_max_delay_seconds
+        )
 
     # ------------------------------------------------------------ start-up
 
@@ -80,21 +83,31 @@ class AuthService:
         with session_scope(self.engine) as session:
             if count_users(session) == 0:
                 if password == DEFAULT_ADMIN_PASSWORD:
-                    log.warning("SECURITY: creating user %r with the default password; set ADMIN_PASSWORD",
-                                self.config.admin_username)
+                    log.warning(
+                        "SECURITY: creating user %r with the default password; set ADMIN_PASSWORD",
+                        self.config.admin_username,
+                    )
                 try:
-                    session.add(User(username=self.config.admin_username,
-                                     hashed_password=self.passwords.hash(password), is_admin=True))
+                    session.add(
+                        User(
+                            username=self.config.admin_username,
+                            hashed_password=self.passwords.hash(password),
+                            is_admin=True,
+                        )
+                    )
                     session.flush()
                 except IntegrityError:
                     session.rollback()  # another replica created it first
             admin = get_user_by_username(session, self.config.admin_username)
-            using_default = (admin is not None
-                             and self.passwords.verify(admin.hashed_password, DEFAULT_ADMIN_PASSWORD)[0])
+            using_default = (
+                admin is not None and self.passwords.verify(admin.hashed_password, DEFAULT_ADMIN_PASSWORD)[0]
+            )
         if using_default:
             log.warning(
                 "SECURITY: user %r still has the default password; set ADMIN_PASSWORD before first "
-                "start or change it with POST /auth/change-password", self.config.admin_username)
+                "start or change it with POST /auth/change-password",
+                self.config.admin_username,
+            )
 
     # ------------------------------------------------------------ log-in and tokens
 
@@ -138,8 +151,12 @@ class AuthService:
         except InvalidToken:
             raise AuthError("invalid_token") from None
         user = get_user(session, claims.user_id)
-        if (user is None or not user.is_active or user.token_version != claims.token_version
-                or not secrets.compare_digest(user.token_key, claims.key)):
+        if (
+            user is None
+            or not user.is_active
+            or user.token_version != claims.token_version
+            or not secrets.compare_digest(user.token_key, claims.key)
+        ):
             raise AuthError("invalid_token")
         return user
 

@@ -34,8 +34,14 @@ def throttle_key(*parts: str) -> str:
 class LoginThrottle:
     """Failures per key in the ``login_failures`` table; ``max_failures`` of 0 turns it off."""
 
-    def __init__(self, engine: Engine, free_failures: int = 10, window_seconds: float = 300.0,
-                 max_delay_seconds: Optional[float] = None, clock: Callable[[], datetime] = utcnow):
+    def __init__(
+        self,
+        engine: Engine,
+        free_failures: int = 10,
+        window_seconds: float = 300.0,
+        max_delay_seconds: Optional[float] = None,
+        clock: Callable[[], datetime] = utcnow,
+    ):
         self.engine = engine
         self.free_failures = free_failures
         self.window = timedelta(seconds=window_seconds)
@@ -72,8 +78,11 @@ class LoginThrottle:
                 row = session.get(LoginFailure, key, with_for_update=True)
                 if row is not None:
                     fresh = now - row.last_failure_at > self.window
-                    session.exec(update(LoginFailure).where(col(LoginFailure.key) == key).values(
-                        failures=1 if fresh else LoginFailure.failures + 1, last_failure_at=now))
+                    session.exec(
+                        update(LoginFailure)
+                        .where(col(LoginFailure.key) == key)
+                        .values(failures=1 if fresh else LoginFailure.failures + 1, last_failure_at=now)
+                    )
                     return
             try:
                 with session_scope(self.engine) as session:

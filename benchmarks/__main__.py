@@ -42,8 +42,19 @@ LOGICAL_GPUS = 8
 TIME_BUDGET_S = {False: 17 * 60, True: 5 * 60}
 # About how long each figure takes in a full run (seconds), start-ups included: what is left of
 # the budget after them is all the waiting --wait-quiet may do.
-EXPECTED_S = {"status": 120, "submit": 35, "overhead": 70, "duty": 15, "tiny": 60, "scale": 220, "autoscale": 170,
-              "memory": 15, "openai": 30, "events": 150, "start": 25}
+EXPECTED_S = {
+    "status": 120,
+    "submit": 35,
+    "overhead": 70,
+    "duty": 15,
+    "tiny": 60,
+    "scale": 220,
+    "autoscale": 170,
+    "memory": 15,
+    "openai": 30,
+    "events": 150,
+    "start": 25,
+}
 
 
 def _log(message: str) -> None:
@@ -70,17 +81,26 @@ def wait_quiet(limit_s: float, threshold_pct: float = 20.0) -> Optional[float]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[2:]))
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[2:]),
+    )
     parser.add_argument("--quick", action="store_true", help="a few seconds per figure (smoke test; < 90 s)")
     parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(FIGURES)}")
-    parser.add_argument("--output", type=Path,
-                        help="JSON file (default benchmarks/results/latest.json, or quick.json with --quick)")
-    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
-                        help="before each figure, wait up to this long for processes outside the benchmark "
-                             "to leave the CPU alone (a shared machine); all the waiting together stays within "
-                             "what the 17-minute budget leaves")
+    parser.add_argument(
+        "--output", type=Path, help="JSON file (default benchmarks/results/latest.json, or quick.json with --quick)"
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each figure, wait up to this long for processes outside the benchmark "
+        "to leave the CPU alone (a shared machine); all the waiting together stays within "
+        "what the 17-minute budget leaves",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary data directory")
     args = parser.parse_args(argv)
     only = FIGURES if not args.only else tuple(n.strip() for n in args.only.split(",") if n.strip())
@@ -108,8 +128,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         quiet = other_cpu_pct(1.0)
     ctx.put("other_processes_cpu_pct_at_start", quiet)
     if quiet > 20:
-        ctx.notes.append(f"processes outside the benchmark used {quiet:.0f}% of a core at the start: "
-                         f"figures are pessimistic")
+        ctx.notes.append(
+            f"processes outside the benchmark used {quiet:.0f}% of a core at the start: figures are pessimistic"
+        )
 
     def step(name: str, fn, *fargs) -> None:
         if time.monotonic() - began > budget:
@@ -171,8 +192,16 @@ def run_cluster_figures(ctx, only, cache_dir: Path, step) -> None:
     cluster = ctx.cluster
     # The tiny application: the embedded default (both models, on the CPU).
     if "memory" in only or "overhead" in only:
-        tiny = cluster.deploy("tiny", {"model_profile": "tiny", "model_num_gpus": 0, "model_replicas": 1,
-                                       "model_num_cpus": 0.25, "model_cache_dir": str(cache_dir)})
+        tiny = cluster.deploy(
+            "tiny",
+            {
+                "model_profile": "tiny",
+                "model_num_gpus": 0,
+                "model_replicas": 1,
+                "model_num_cpus": 0.25,
+                "model_cache_dir": str(cache_dir),
+            },
+        )
         try:
             tiny.sign_up()
             if "memory" in only:
@@ -189,8 +218,16 @@ def run_cluster_figures(ctx, only, cache_dir: Path, step) -> None:
             cluster.remove(tiny)
     # The sleep application: the serving layer with a model that costs no CPU.
     if set(only) & {"status", "submit", "overhead", "duty", "openai"}:
-        app = cluster.deploy("serving", {"model_profile": "sleep", "sleep_seconds_per_step": f.SLEEP_STEP_S,
-                                         "model_num_gpus": 0, "model_replicas": 1, "model_num_cpus": 0.1})
+        app = cluster.deploy(
+            "serving",
+            {
+                "model_profile": "sleep",
+                "sleep_seconds_per_step": f.SLEEP_STEP_S,
+                "model_num_gpus": 0,
+                "model_replicas": 1,
+                "model_num_cpus": 0.1,
+            },
+        )
         try:
             app.sign_up()
             ctx.put("service_idle_cpu_pct_of_core", f.idle_service_cpu_pct(0.5 if ctx.quick else 3.0))
@@ -260,13 +297,20 @@ def write_json(ctx, output: Path, only, elapsed: float, failures: list[str]) -> 
     body = {
         **rounded(ctx.results),
         "meta": {
-            "quick": ctx.quick, "figures": list(only), "failed": failures, "elapsed_s": round(elapsed, 1),
+            "quick": ctx.quick,
+            "figures": list(only),
+            "failed": failures,
+            "elapsed_s": round(elapsed, 1),
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "cpus": os.cpu_count(), "python": platform.python_version(), "ray": ray_version,
-            "load_average": os.getloadavg(), "logical_gpus": LOGICAL_GPUS,
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "ray": ray_version,
+            "load_average": os.getloadavg(),
+            "logical_gpus": LOGICAL_GPUS,
         },
-        "goals": {f"{r.figure}: {r.label}": {"value": r.value, "goal": r.goal, "met": r.ok}
-                  for r in ctx.rows if r.goal},
+        "goals": {
+            f"{r.figure}: {r.label}": {"value": r.value, "goal": r.goal, "met": r.ok} for r in ctx.rows if r.goal
+        },
         "notes": ctx.notes,
     }
     output.parent.mkdir(parents=True, exist_ok=True)

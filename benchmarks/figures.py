@@ -10,9 +10,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import httpx
 import psutil
@@ -46,12 +47,38 @@ class Sizes:
     tiny_steps: int
 
 
-FULL = Sizes(status_s=15, submit_s=10, submit_max=2000, overhead_runs=8, duty_tasks=12, scale_ns=(1, 2, 4, 8),
-             scale_tasks=96, scale_step_s=0.05, autoscale_ns=(2, 4, 8), autoscale_task_step_s=0.1,
-             autoscale_up_bound_s=90, autoscale_down_bound_s=120, tiny_runs=3, tiny_steps=20)
-QUICK = Sizes(status_s=0.5, submit_s=0.5, submit_max=100, overhead_runs=1, duty_tasks=4, scale_ns=(1, 2),
-              scale_tasks=8, scale_step_s=0.01, autoscale_ns=(2,), autoscale_task_step_s=0.01,
-              autoscale_up_bound_s=2, autoscale_down_bound_s=2, tiny_runs=0, tiny_steps=2)
+FULL = Sizes(
+    status_s=15,
+    submit_s=10,
+    submit_max=2000,
+    overhead_runs=8,
+    duty_tasks=12,
+    scale_ns=(1, 2, 4, 8),
+    scale_tasks=96,
+    scale_step_s=0.05,
+    autoscale_ns=(2, 4, 8),
+    autoscale_task_step_s=0.1,
+    autoscale_up_bound_s=90,
+    autoscale_down_bound_s=120,
+    tiny_runs=3,
+    tiny_steps=20,
+)
+QUICK = Sizes(
+    status_s=0.5,
+    submit_s=0.5,
+    submit_max=100,
+    overhead_runs=1,
+    duty_tasks=4,
+    scale_ns=(1, 2),
+    scale_tasks=8,
+    scale_step_s=0.01,
+    autoscale_ns=(2,),
+    autoscale_task_step_s=0.01,
+    autoscale_up_bound_s=2,
+    autoscale_down_bound_s=2,
+    tiny_runs=0,
+    tiny_steps=2,
+)
 
 
 @dataclass
@@ -103,11 +130,35 @@ def run_json(module: str, *args: str, timeout: float, nice: int = 0) -> dict:
     return json.loads(lines[-1])
 
 
-def load(url: str, clients: int, duration_s: float, *, max_requests: int = 1_000_000, headers: dict = None,
-         method: str = "GET", form: dict = None, expect: str = "200", warmup: int = 2) -> dict:
+def load(
+    url: str,
+    clients: int,
+    duration_s: float,
+    *,
+    max_requests: int = 1_000_000,
+    headers: dict = None,
+    method: str = "GET",
+    form: dict = None,
+    expect: str = "200",
+    warmup: int = 2,
+) -> dict:
     """One bounded run of the load generator in its own process."""
-    args = ["--url", url, "--clients", str(clients), "--duration", str(duration_s), "--max-requests",
-            str(max_requests), "--method", method, "--expect", expect, "--warmup", str(warmup)]
+    args = [
+        "--url",
+        url,
+        "--clients",
+        str(clients),
+        "--duration",
+        str(duration_s),
+        "--max-requests",
+        str(max_requests),
+        "--method",
+        method,
+        "--expect",
+        expect,
+        "--warmup",
+        str(warmup),
+    ]
     for key, value in (headers or {}).items():
         args += ["--header", f"{key}: {value}"]
     for key, value in (form or {}).items():
@@ -122,8 +173,9 @@ def idle_service_cpu_pct(seconds: float) -> float:
     return meter.use.pct(meter.use.service_s) or 0.0
 
 
-def metered_load(ctx: Context, url: str, clients: int, duration_s: float, server_pid: Optional[int] = None,
-                 **kwargs: Any) -> dict:
+def metered_load(
+    ctx: Context, url: str, clients: int, duration_s: float, server_pid: Optional[int] = None, **kwargs: Any
+) -> dict:
     """A load run plus who used the CPU meanwhile. The service's CPU per request leaves out what
     the idle service uses anyway (``ctx.results['service_idle_cpu_pct_of_core']``)."""
     with CpuMeter(watch=[server_pid] if server_pid else ()) as meter:
@@ -138,12 +190,15 @@ def metered_load(ctx: Context, url: str, clients: int, duration_s: float, server
     result["server_cpu_ms_per_request"] = 1000.0 * server_cpu / sent if sent else None
     result["server_cpu_pct_of_core"] = use.pct(server_cpu)
     result["other_processes_cpu_pct_of_core"] = use.pct(use.others_s)
-    result["server_cpu_ms_per_request_by_process"] = {t: 1000.0 * v / sent for t, v in use.by_title.items()
-                                                      if sent and v / sent > 1e-5}
+    result["server_cpu_ms_per_request_by_process"] = {
+        t: 1000.0 * v / sent for t, v in use.by_title.items() if sent and v / sent > 1e-5
+    }
     if (result["other_processes_cpu_pct_of_core"] or 0) > 25:
-        ctx.notes.append(f"{url} ({clients} clients): processes outside the benchmark used "
-                         f"{result['other_processes_cpu_pct_of_core']:.0f}% of a core meanwhile "
-                         f"(CPU seconds: {use.top_others})")
+        ctx.notes.append(
+            f"{url} ({clients} clients): processes outside the benchmark used "
+            f"{result['other_processes_cpu_pct_of_core']:.0f}% of a core meanwhile "
+            f"(CPU seconds: {use.top_others})"
+        )
     if result["statuses"] and set(result["statuses"]) - set(kwargs.get("expect", "200").split(",")):
         ctx.notes.append(f"{url} ({clients} clients): unexpected answers {result['statuses']} {result['errors'][:2]}")
     return result
@@ -157,8 +212,16 @@ def figure_status(ctx: Context, app: App, task_id: str) -> None:
     s = ctx.sizes
     plain_port = free_port()
     plain_log = tempfile.TemporaryFile()
-    plain = python_module("benchmarks.plain_server", "--data-dir", str(app.data_dir), "--port", str(plain_port),
-                          nice=PLAIN_SERVER_NICE, stdout=subprocess.DEVNULL, stderr=plain_log)
+    plain = python_module(
+        "benchmarks.plain_server",
+        "--data-dir",
+        str(app.data_dir),
+        "--port",
+        str(plain_port),
+        nice=PLAIN_SERVER_NICE,
+        stdout=subprocess.DEVNULL,
+        stderr=plain_log,
+    )
     try:
         plain_base = f"http://127.0.0.1:{plain_port}"
         _wait_http(plain_base + "/ping", plain, 60, plain_log)
@@ -172,7 +235,9 @@ def figure_status(ctx: Context, app: App, task_id: str) -> None:
         theirs = httpx.get(targets["plain"][0], headers=app.headers, timeout=30, trust_env=False).json()
         for key in ("task_id", "status", "created_at", "started_at", "completed_at", "execution_time_seconds"):
             if ours.get(key) != theirs.get(key):
-                ctx.notes.append(f"plain server and service disagree on {key}: {theirs.get(key)!r} vs {ours.get(key)!r}")
+                ctx.notes.append(
+                    f"plain server and service disagree on {key}: {theirs.get(key)!r} vs {ours.get(key)!r}"
+                )
         for clients in (1, 32):
             for name, (url, headers, pid) in targets.items():
                 ctx.log(f"  status poll: {name}, {clients} client(s), {s.status_s:.0f} s")
@@ -200,21 +265,30 @@ def figure_status(ctx: Context, app: App, task_id: str) -> None:
     ctx.put("status_poll_p50_ms", res["status_task_c1_p50_ms"])
     ctx.put("status_poll_p99_ms", res["status_task_c1_p99_ms"])
     for clients in (1, 32):
-        ctx.put(f"status_task_over_ping_c{clients}_rps_ratio",
-                ratio(res[f"status_task_c{clients}_rps"], res[f"status_ping_c{clients}_rps"]))
-        ctx.put(f"status_task_over_plain_c{clients}_rps_ratio",
-                ratio(res[f"status_task_c{clients}_rps"], res[f"status_plain_c{clients}_rps"]))
-    labels = {"ping": "(a) GET /ping        proxy→ingress",
-              "task": "(b) GET /tasks/{id}  proxy→ingress→registry",
-              "plain": "(c) GET /tasks/{id}  plain uvicorn+SQLite"}
+        ctx.put(
+            f"status_task_over_ping_c{clients}_rps_ratio",
+            ratio(res[f"status_task_c{clients}_rps"], res[f"status_ping_c{clients}_rps"]),
+        )
+        ctx.put(
+            f"status_task_over_plain_c{clients}_rps_ratio",
+            ratio(res[f"status_task_c{clients}_rps"], res[f"status_plain_c{clients}_rps"]),
+        )
+    labels = {
+        "ping": "(a) GET /ping        proxy→ingress",
+        "task": "(b) GET /tasks/{id}  proxy→ingress→registry",
+        "plain": "(c) GET /tasks/{id}  plain uvicorn+SQLite",
+    }
     fig = "1 status poll"
     for clients in (1, 32):
         for name, label in labels.items():
             p = f"status_{name}_c{clients}"
-            ctx.row(fig, f"{label}, {clients:>2} client(s)",
-                    f"{fmt(res[p + '_rps'], 'req/s', 0)}, p50 {fmt(res[p + '_p50_ms'], 'ms')}, "
-                    f"p99 {fmt(res[p + '_p99_ms'], 'ms')}; server {fmt(res[p + '_server_cpu_ms_per_request'], 'ms', 2)}"
-                    f" CPU/req; client {fmt(res[p + '_client_cpu_pct_of_core'], '%', 0)} of a core")
+            ctx.row(
+                fig,
+                f"{label}, {clients:>2} client(s)",
+                f"{fmt(res[p + '_rps'], 'req/s', 0)}, p50 {fmt(res[p + '_p50_ms'], 'ms')}, "
+                f"p99 {fmt(res[p + '_p99_ms'], 'ms')}; server {fmt(res[p + '_server_cpu_ms_per_request'], 'ms', 2)}"
+                f" CPU/req; client {fmt(res[p + '_client_cpu_pct_of_core'], '%', 0)} of a core",
+            )
     p50 = res["status_task_c1_p50_ms"]
     ctx.row(fig, "(b) p50 with one client", fmt(p50, "ms"), "< 10 ms", p50 is not None and p50 < 10)
     for clients in (1, 32):
@@ -249,8 +323,18 @@ def figure_submit(ctx: Context, app: App) -> None:
     fig = "2 submission"
     for clients in (1, 32):
         ctx.log(f"  submission: {clients} client(s), ≤ {s.submit_s:.0f} s, ≤ {s.submit_max} tasks")
-        r = metered_load(ctx, app.base_url + "/text-to-image", clients, s.submit_s, max_requests=s.submit_max,
-                         headers=app.headers, method="POST", form=form, expect="202", warmup=1)
+        r = metered_load(
+            ctx,
+            app.base_url + "/text-to-image",
+            clients,
+            s.submit_s,
+            max_requests=s.submit_max,
+            headers=app.headers,
+            method="POST",
+            form=form,
+            expect="202",
+            warmup=1,
+        )
         prefix = f"submit_c{clients}"
         ctx.put(f"{prefix}_p50_ms", r["latency_ms"]["p50"])
         ctx.put(f"{prefix}_p99_ms", r["latency_ms"]["p99"])
@@ -261,11 +345,14 @@ def figure_submit(ctx: Context, app: App) -> None:
         ctx.put(f"{prefix}_client_cpu_pct_of_core", r["client_cpu_pct_of_core"])
         ctx.put(f"{prefix}_server_cpu_ms_per_request", r["server_cpu_ms_per_request"])
         ctx.put(f"{prefix}_server_cpu_ms_per_request_by_process", r["server_cpu_ms_per_request_by_process"])
-        ctx.row(fig, f"POST /text-to-image (async), {clients:>2} client(s)",
-                f"p50 {fmt(r['latency_ms']['p50'], 'ms')}, p99 {fmt(r['latency_ms']['p99'], 'ms')}, "
-                f"{fmt(r['ok_rps'], 'tasks/s', 0)} ({r['ok']} tasks; p50 first/last fifth "
-                f"{fmt(r['first_fifth_p50_ms'])}/{fmt(r['last_fifth_p50_ms'])} ms); "
-                f"server {fmt(r['server_cpu_ms_per_request'], 'ms', 1)} CPU/req")
+        ctx.row(
+            fig,
+            f"POST /text-to-image (async), {clients:>2} client(s)",
+            f"p50 {fmt(r['latency_ms']['p50'], 'ms')}, p99 {fmt(r['latency_ms']['p99'], 'ms')}, "
+            f"{fmt(r['ok_rps'], 'tasks/s', 0)} ({r['ok']} tasks; p50 first/last fifth "
+            f"{fmt(r['first_fifth_p50_ms'])}/{fmt(r['last_fifth_p50_ms'])} ms); "
+            f"server {fmt(r['server_cpu_ms_per_request'], 'ms', 1)} CPU/req",
+        )
     ctx.put("submit_unfinished_after_tasks", app.count_unfinished())
 
 
@@ -285,12 +372,17 @@ def sync_request(app: App) -> dict:
     task_id = response.headers["x-task-id"]
     status = app.client.get(f"/tasks/{task_id}", headers=app.headers).json()
     created, began, ended = (_posix(status[k]) for k in ("created_at", "started_at", "completed_at"))
-    return {"e2e_s": e2e, "execution_s": status["execution_time_seconds"], "png": response.content,
-            # the pipeline's own time as the model replica measured it (no cross-process guess)
-            "generation_s": float(response.headers["x-generation-seconds"]),
-            # the same clock on both sides (one machine): where the time outside the run goes
-            "to_created_s": created - sent_at, "created_to_started_s": began - created,
-            "completed_to_received_s": received_at - ended}
+    return {
+        "e2e_s": e2e,
+        "execution_s": status["execution_time_seconds"],
+        "png": response.content,
+        # the pipeline's own time as the model replica measured it (no cross-process guess)
+        "generation_s": float(response.headers["x-generation-seconds"]),
+        # the same clock on both sides (one machine): where the time outside the run goes
+        "to_created_s": created - sent_at,
+        "created_to_started_s": began - created,
+        "completed_to_received_s": received_at - ended,
+    }
 
 
 def _posix(iso: str) -> float:
@@ -349,22 +441,34 @@ def overhead_rows(ctx: Context) -> None:
     pipeline time, then where it goes."""
     res = ctx.results
     fig = "3 overhead per task"
-    labels = {"sleep": f"sleep profile (20×{SLEEP_STEP_S * 1000:.0f} ms)", "tiny": "tiny profile (1024², 20 steps, CFG)"}
+    labels = {
+        "sleep": f"sleep profile (20×{SLEEP_STEP_S * 1000:.0f} ms)",
+        "tiny": "tiny profile (1024², 20 steps, CFG)",
+    }
     for profile in ("sleep", "tiny"):
         key = f"overhead_{profile}"
         if f"{key}_p50_ms" not in res:
             continue
         p50 = res[f"{key}_p50_ms"]
-        ctx.row(fig, f"{labels[profile]}: sync e2e − pipeline",
-                f"p50 {fmt(p50, 'ms')}, p99 {fmt(res[f'{key}_p99_ms'], 'ms')} (e2e p50 {fmt(res[f'{key}_e2e_p50_ms'], 'ms', 0)},"
-                f" pipeline {fmt(res[f'{key}_pipeline_p50_ms'], 'ms', 0)})",
-                *(("< 50 ms p50", p50 < 50) if profile == "tiny" else ()))
-        ctx.row(fig, "  outside started..completed / inside beyond the pipeline (PNG encoding in it)",
-                f"p50 {fmt(res[f'{key}_outside_run_p50_ms'], 'ms')} / {fmt(res[f'{key}_inside_run_p50_ms'], 'ms')}"
-                f" ({fmt(res[f'{key}_png_encode_ms'], 'ms')}, {res[f'{key}_response_bytes'] / 1e6:.2f} MB)")
-        ctx.row(fig, "  outside: request→created / created→started / completed→response",
-                f"p50 {fmt(res[f'{key}_to_created_p50_ms'], 'ms')} / {fmt(res[f'{key}_created_to_started_p50_ms'], 'ms')}"
-                f" / {fmt(res[f'{key}_completed_to_received_p50_ms'], 'ms')}")
+        ctx.row(
+            fig,
+            f"{labels[profile]}: sync e2e − pipeline",
+            f"p50 {fmt(p50, 'ms')}, p99 {fmt(res[f'{key}_p99_ms'], 'ms')} (e2e p50 {fmt(res[f'{key}_e2e_p50_ms'], 'ms', 0)},"
+            f" pipeline {fmt(res[f'{key}_pipeline_p50_ms'], 'ms', 0)})",
+            *(("< 50 ms p50", p50 < 50) if profile == "tiny" else ()),
+        )
+        ctx.row(
+            fig,
+            "  outside started..completed / inside beyond the pipeline (PNG encoding in it)",
+            f"p50 {fmt(res[f'{key}_outside_run_p50_ms'], 'ms')} / {fmt(res[f'{key}_inside_run_p50_ms'], 'ms')}"
+            f" ({fmt(res[f'{key}_png_encode_ms'], 'ms')}, {res[f'{key}_response_bytes'] / 1e6:.2f} MB)",
+        )
+        ctx.row(
+            fig,
+            "  outside: request→created / created→started / completed→response",
+            f"p50 {fmt(res[f'{key}_to_created_p50_ms'], 'ms')} / {fmt(res[f'{key}_created_to_started_p50_ms'], 'ms')}"
+            f" / {fmt(res[f'{key}_completed_to_received_p50_ms'], 'ms')}",
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,8 +479,15 @@ def openai_request(app: App) -> tuple[float, float]:
     """One ``POST /v1/images/generations`` doing what :meth:`App.submit` asks of ``/text-to-image``
     (1024², 20 steps, the same prompts, CFG and seed), answered as base64 JSON:
     (end-to-end s, the pipeline's own s)."""
-    body = {"prompt": "a lighthouse at dusk", "negative_prompt": "blurry", "num_inference_steps": 20,
-            "true_cfg_scale": 4.0, "seed": 1, "size": "1024x1024", "response_format": "b64_json"}
+    body = {
+        "prompt": "a lighthouse at dusk",
+        "negative_prompt": "blurry",
+        "num_inference_steps": 20,
+        "true_cfg_scale": 4.0,
+        "seed": 1,
+        "size": "1024x1024",
+        "response_format": "b64_json",
+    }
     started = time.perf_counter()
     response = app.client.post("/v1/images/generations", headers=app.headers, json=body, timeout=600)
     e2e = time.perf_counter() - started
@@ -401,11 +512,17 @@ def figure_openai(ctx: Context, app: App, profile: str) -> None:
     v1_p50 = ctx.put(f"{key}_v1_overhead_p50_ms", summary_ms(compatible)["p50"])
     extra = ctx.put(f"{key}_extra_p50_ms", v1_p50 - native_p50)
     paired = ctx.put(f"{key}_paired_extra_p50_ms", summary_ms([b - a for a, b in zip(native, compatible)])["p50"])
-    labels = {"sleep": f"sleep profile (1024², 20×{SLEEP_STEP_S * 1000:.0f} ms)", "tiny": "tiny profile (1024², 20 steps, CFG)"}
-    ctx.row("8 OpenAI API overhead", f"{labels[profile]}: /v1 b64_json − native sync PNG",
-            f"p50 {fmt(extra, 'ms')} (paired p50 {fmt(paired, 'ms')}; overhead {fmt(v1_p50, 'ms')} vs "
-            f"{fmt(native_p50, 'ms')}, {len(native)} pairs)",
-            *(("< 10 ms p50", extra < 10) if profile == "sleep" else ()))
+    labels = {
+        "sleep": f"sleep profile (1024², 20×{SLEEP_STEP_S * 1000:.0f} ms)",
+        "tiny": "tiny profile (1024², 20 steps, CFG)",
+    }
+    ctx.row(
+        "8 OpenAI API overhead",
+        f"{labels[profile]}: /v1 b64_json − native sync PNG",
+        f"p50 {fmt(extra, 'ms')} (paired p50 {fmt(paired, 'ms')}; overhead {fmt(v1_p50, 'ms')} vs "
+        f"{fmt(native_p50, 'ms')}, {len(native)} pairs)",
+        *(("< 10 ms p50", extra < 10) if profile == "sleep" else ()),
+    )
 
 
 def sleep_pipeline_seconds(runs: int) -> list[float]:
@@ -421,6 +538,7 @@ def sleep_pipeline_seconds(runs: int) -> list[float]:
 
 def submit_many(app: App, count: int, concurrency: int = 8, **fields: Any) -> list[str]:
     """Submit ``count`` async tasks, ``concurrency`` at a time; returns their ids."""
+
     def one(_: int) -> str:
         response = app.submit(**fields)
         if response.status_code != 202:
@@ -456,14 +574,24 @@ def figure_duty(ctx: Context, app: App, pipeline_s: list[float]) -> None:
     ctx.put("duty_execution_p50_ms", summary_ms([r["execution_time"] for r in rows])["p50"])
     fig = "4 duty cycle"
     gap = ctx.results["duty_gap_p50_ms"]
-    ctx.row(fig, f"idle gap last step→next started ({n} queued, 1 replica)",
-            f"p50 {fmt(gap, 'ms')}, p99 {fmt(ctx.results['duty_gap_p99_ms'], 'ms')}", "< 20 ms p50",
-            gap is not None and gap < 20)
-    ctx.row(fig, "  completed→next started (< 0: PNG written while the next one runs)",
-            f"p50 {fmt(ctx.results['duty_completed_to_next_started_p50_ms'], 'ms')}")
-    ctx.row(fig, "  model busy (pipeline time / span)",
-            f"{fmt(ctx.results['duty_cycle_pct'], '%')} (one task every {fmt(ctx.results['duty_task_period_ms'], 'ms', 0)}"
-            f", pipeline {fmt(pipe * 1000, 'ms', 0)}, started..completed p50 {fmt(ctx.results['duty_execution_p50_ms'], 'ms', 0)})")
+    ctx.row(
+        fig,
+        f"idle gap last step→next started ({n} queued, 1 replica)",
+        f"p50 {fmt(gap, 'ms')}, p99 {fmt(ctx.results['duty_gap_p99_ms'], 'ms')}",
+        "< 20 ms p50",
+        gap is not None and gap < 20,
+    )
+    ctx.row(
+        fig,
+        "  completed→next started (< 0: PNG written while the next one runs)",
+        f"p50 {fmt(ctx.results['duty_completed_to_next_started_p50_ms'], 'ms')}",
+    )
+    ctx.row(
+        fig,
+        "  model busy (pipeline time / span)",
+        f"{fmt(ctx.results['duty_cycle_pct'], '%')} (one task every {fmt(ctx.results['duty_task_period_ms'], 'ms', 0)}"
+        f", pipeline {fmt(pipe * 1000, 'ms', 0)}, started..completed p50 {fmt(ctx.results['duty_execution_p50_ms'], 'ms', 0)})",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -480,11 +608,27 @@ class TinyPipelineRun:
         self.ctx = ctx
         self.path = ctx.root / "tiny_pipeline.json"
         if ctx.quick:
-            args = ["-m", "benchmarks.pipeline_time", "tiny-cases", "--runs", str(s.tiny_runs), "--steps",
-                    str(s.tiny_steps), "--cache-dir", str(cache_dir)]
+            args = [
+                "-m",
+                "benchmarks.pipeline_time",
+                "tiny-cases",
+                "--runs",
+                str(s.tiny_runs),
+                "--steps",
+                str(s.tiny_steps),
+                "--cache-dir",
+                str(cache_dir),
+            ]
         else:
-            args = [str(REPO / "benchmarks" / "tiny_pipeline.py"), "--runs", str(s.tiny_runs), "--json",
-                    str(self.path), "--cache-dir", str(cache_dir)]
+            args = [
+                str(REPO / "benchmarks" / "tiny_pipeline.py"),
+                "--runs",
+                str(s.tiny_runs),
+                "--json",
+                str(self.path),
+                "--cache-dir",
+                str(cache_dir),
+            ]
         self._out = tempfile.TemporaryFile()
         self._err = tempfile.TemporaryFile()
         env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -510,8 +654,11 @@ class TinyPipelineRun:
             out = json.loads(self.path.read_text())
         s = self.ctx.sizes
         fig = "5 tiny pipeline"
-        labels = {"tiny_t2i_1024_s": "text-to-image 1024²", "tiny_edit_1img_s": "edit, 1 input 1024²",
-                  "tiny_edit_2img_s": "edit, 2 inputs 1024²"}
+        labels = {
+            "tiny_t2i_1024_s": "text-to-image 1024²",
+            "tiny_edit_1img_s": "edit, 1 input 1024²",
+            "tiny_edit_2img_s": "edit, 2 inputs 1024²",
+        }
         for key, label in labels.items():
             value = out.get(key)
             self.ctx.put(key, value)
@@ -523,8 +670,13 @@ class TinyPipelineRun:
 
 
 def scale_app_args(step_s: float) -> dict[str, Any]:
-    return {"model_profile": "sleep", "sleep_seconds_per_step": step_s, "model_num_gpus": 1, "model_num_cpus": 0.1,
-            "enabled_models": ["text_to_image"]}
+    return {
+        "model_profile": "sleep",
+        "sleep_seconds_per_step": step_s,
+        "model_num_gpus": 1,
+        "model_num_cpus": 0.1,
+        "enabled_models": ["text_to_image"],
+    }
 
 
 def figure_scale(ctx: Context) -> None:
@@ -535,15 +687,25 @@ def figure_scale(ctx: Context) -> None:
     base = None
     for n in s.scale_ns:
         ctx.log(f"  throughput: {n} replica(s) on {n} logical GPU(s), {s.scale_tasks} tasks of {task_s:.2f} s")
-        app = cluster.deploy(f"scale{n}", {**scale_app_args(s.scale_step_s), "model_replicas": n},
-                             route_prefix=f"/scale{n}")
+        app = cluster.deploy(
+            f"scale{n}", {**scale_app_args(s.scale_step_s), "model_replicas": n}, route_prefix=f"/scale{n}"
+        )
         try:
             app.sign_up()
             warm_up(app)
             form = {"prompt": "a lighthouse at dusk", "num_inference_steps": "20", "async_mode": "true"}
             with CpuMeter() as meter:
-                r = load(app.base_url + "/text-to-image", min(16, s.scale_tasks), 120, max_requests=s.scale_tasks,
-                         headers=app.headers, method="POST", form=form, expect="202", warmup=0)
+                r = load(
+                    app.base_url + "/text-to-image",
+                    min(16, s.scale_tasks),
+                    120,
+                    max_requests=s.scale_tasks,
+                    headers=app.headers,
+                    method="POST",
+                    form=form,
+                    expect="202",
+                    warmup=0,
+                )
                 if r["ok"] != s.scale_tasks:
                     ctx.notes.append(f"scale N={n}: {r['ok']} of {s.scale_tasks} submissions accepted: {r['statuses']}")
                 wait_all_finished(app, 60 + s.scale_tasks * task_s * 2)
@@ -567,11 +729,15 @@ def figure_scale(ctx: Context) -> None:
         linear = per_min / (n * base)
         ctx.put(f"scale_n{n}_vs_linear_ratio", linear)
         ok = linear >= 0.95 if n > 1 else None
-        ctx.row(fig, f"{n} replica(s): tasks/min ({s.scale_tasks} tasks × {task_s:.2f} s)",
-                f"{fmt(per_min, '', 1)} (ideal {fmt(60.0 * n / task_s, '', 0)}); ×{fmt(linear, '', 2)} of {n}×N=1; "
-                f"replicas busy {fmt(100.0 * busy, '%', 0)}; service CPU {fmt(meter.use.pct(meter.use.service_s), '%', 0)}"
-                f" of a core",
-                "≥ 0.95·N×" if n > 1 else "", ok)
+        ctx.row(
+            fig,
+            f"{n} replica(s): tasks/min ({s.scale_tasks} tasks × {task_s:.2f} s)",
+            f"{fmt(per_min, '', 1)} (ideal {fmt(60.0 * n / task_s, '', 0)}); ×{fmt(linear, '', 2)} of {n}×N=1; "
+            f"replicas busy {fmt(100.0 * busy, '%', 0)}; service CPU {fmt(meter.use.pct(meter.use.service_s), '%', 0)}"
+            f" of a core",
+            "≥ 0.95·N×" if n > 1 else "",
+            ok,
+        )
 
 
 def warm_up(app: App) -> None:
@@ -593,12 +759,22 @@ def figure_autoscale(ctx: Context, n: int) -> None:
     tasks = 6 + 3 * n
     upscale_delay, downscale_delay, look_back = 1.0, 5.0, 5.0
     name = f"auto{n}"
-    ctx.log(f"  autoscaling 1→{n}→1: {tasks} tasks of {20 * step:.1f} s, upscale/downscale delay "
-            f"{upscale_delay:.0f}/{downscale_delay:.0f} s, look-back {look_back:.0f} s")
-    app = cluster.deploy(name, {**scale_app_args(step), "model_min_replicas": 1, "model_max_replicas": n,
-                                "upscale_delay_s": upscale_delay, "downscale_delay_s": downscale_delay,
-                                "look_back_period_s": look_back},
-                         route_prefix=f"/{name}")
+    ctx.log(
+        f"  autoscaling 1→{n}→1: {tasks} tasks of {20 * step:.1f} s, upscale/downscale delay "
+        f"{upscale_delay:.0f}/{downscale_delay:.0f} s, look-back {look_back:.0f} s"
+    )
+    app = cluster.deploy(
+        name,
+        {
+            **scale_app_args(step),
+            "model_min_replicas": 1,
+            "model_max_replicas": n,
+            "upscale_delay_s": upscale_delay,
+            "downscale_delay_s": downscale_delay,
+            "look_back_period_s": look_back,
+        },
+        route_prefix=f"/{name}",
+    )
     up_s = first_new_s = down_s = None
     try:
         app.sign_up()
@@ -630,17 +806,23 @@ def figure_autoscale(ctx: Context, n: int) -> None:
     ctx.put(f"autoscale_n{n}_down_s", down_s)
     ctx.put(f"autoscale_n{n}_upscale_delay_s", upscale_delay)
     ctx.put(f"autoscale_n{n}_downscale_delay_s", downscale_delay)
-    ctx.row("6 scale by simulation", f"autoscale 1→{n}: first new replica / all {n} running",
-            f"{fmt(first_new_s, 's')} / {fmt(up_s, 's') if up_s else f'not within {s.autoscale_up_bound_s:.0f} s'}"
-            f" (upscale_delay_s {upscale_delay:.0f})")
+    ctx.row(
+        "6 scale by simulation",
+        f"autoscale 1→{n}: first new replica / all {n} running",
+        f"{fmt(first_new_s, 's')} / {fmt(up_s, 's') if up_s else f'not within {s.autoscale_up_bound_s:.0f} s'}"
+        f" (upscale_delay_s {upscale_delay:.0f})",
+    )
     if first_new_s is None:
         down_text = "n/a (never scaled up)"
     elif down_s is None:
         down_text = f"not within {s.autoscale_down_bound_s:.0f} s"
     else:
         down_text = fmt(down_s, "s")
-    ctx.row("6 scale by simulation", f"autoscale {n}→1 after the queue drained",
-            f"{down_text} (downscale_delay_s {downscale_delay:.0f}, look_back_period_s {look_back:.0f})")
+    ctx.row(
+        "6 scale by simulation",
+        f"autoscale {n}→1 after the queue drained",
+        f"{down_text} (downscale_delay_s {downscale_delay:.0f}, look_back_period_s {look_back:.0f})",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -655,8 +837,15 @@ def memory_snapshot() -> list[dict]:
     for p in service_processes():
         try:
             full = p.memory_full_info()
-            out.append({"pid": p.pid, "title": _title(p), "rss": full.rss, "pss": getattr(full, "pss", full.rss),
-                        "uss": full.uss})
+            out.append(
+                {
+                    "pid": p.pid,
+                    "title": _title(p),
+                    "rss": full.rss,
+                    "pss": getattr(full, "pss", full.rss),
+                    "uss": full.uss,
+                }
+            )
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return out
@@ -695,9 +884,12 @@ def figure_memory_idle(ctx: Context, app: App) -> None:
     rss = replica.memory_info().rss / mib if replica else None
     ctx.put("memory_tiny_replica_idle_rss_mib", rss)
     fig = "7 memory"
-    ctx.row(fig, f"whole service at idle (tiny profile, {len(snap)} Ray processes)",
-            f"RSS {fmt(ctx.results['memory_service_rss_mib'], 'MiB', 0)}, PSS {fmt(ctx.results['memory_service_pss_mib'], 'MiB', 0)}"
-            f" (+ launcher process {fmt(ctx.results['memory_driver_rss_mib'], 'MiB', 0)})")
+    ctx.row(
+        fig,
+        f"whole service at idle (tiny profile, {len(snap)} Ray processes)",
+        f"RSS {fmt(ctx.results['memory_service_rss_mib'], 'MiB', 0)}, PSS {fmt(ctx.results['memory_service_pss_mib'], 'MiB', 0)}"
+        f" (+ launcher process {fmt(ctx.results['memory_driver_rss_mib'], 'MiB', 0)})",
+    )
     ctx.row(fig, "one tiny TextToImage replica, idle after start", fmt(rss, "MiB RSS", 0))
 
 
@@ -709,6 +901,9 @@ def figure_memory_after(ctx: Context, app: App) -> None:
     ctx.put("memory_tiny_replica_after_rss_mib", replica.memory_info().rss / mib)
     hwm = peak_rss(replica)
     ctx.put("memory_tiny_replica_peak_rss_mib", hwm / mib if hwm else None)
-    ctx.row("7 memory", "one tiny TextToImage replica after 1024² generations",
-            f"RSS {fmt(ctx.results['memory_tiny_replica_after_rss_mib'], 'MiB', 0)}, "
-            f"peak {fmt(ctx.results['memory_tiny_replica_peak_rss_mib'], 'MiB', 0)}")
+    ctx.row(
+        "7 memory",
+        "one tiny TextToImage replica after 1024² generations",
+        f"RSS {fmt(ctx.results['memory_tiny_replica_after_rss_mib'], 'MiB', 0)}, "
+        f"peak {fmt(ctx.results['memory_tiny_replica_peak_rss_mib'], 'MiB', 0)}",
+    )

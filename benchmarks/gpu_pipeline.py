@@ -70,10 +70,42 @@ VAE_CONFIG: dict[str, Any] = {
     "attn_scales": [],
     "temperal_downsample": [False, True, True],
     "dropout": 0.0,
-    "latents_mean": [-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
-                     0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921],
-    "latents_std": [2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
-                    3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160],
+    "latents_mean": [
+        -0.7571,
+        -0.7089,
+        -0.9113,
+        0.1075,
+        -0.1745,
+        0.9653,
+        -0.1517,
+        1.5508,
+        0.4134,
+        -0.0715,
+        0.5517,
+        -0.3632,
+        -0.1922,
+        -0.9497,
+        0.2503,
+        -0.2921,
+    ],
+    "latents_std": [
+        2.8184,
+        1.4541,
+        2.3275,
+        2.6558,
+        1.2196,
+        1.7708,
+        2.6052,
+        2.0743,
+        3.2687,
+        2.1526,
+        2.8652,
+        1.5579,
+        1.6382,
+        1.1253,
+        2.8251,
+        1.9160,
+    ],
 }
 
 # Qwen2.5-VL-7B-Instruct
@@ -135,12 +167,19 @@ def build_text_encoder(tokenizer):
     from models.tiny import SPECIAL_TOKENS
 
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
-    text = dict(TEXT_CONFIG, bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
-                pad_token_id=ids["<|endoftext|>"])
+    text = dict(
+        TEXT_CONFIG,
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+    )
     config = Qwen2_5_VLConfig(
-        text_config=text, vision_config=dict(VISION_CONFIG),
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        text_config=text,
+        vision_config=dict(VISION_CONFIG),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
     )
     return Qwen2_5_VLForConditionalGeneration(config).eval()
 
@@ -158,9 +197,14 @@ def build_components(device: str, dtype) -> dict:
         transformer = QwenImageTransformer2DModel(**copy.deepcopy(TRANSFORMER_CONFIG)).eval()
         vae = AutoencoderKLQwenImage(**copy.deepcopy(VAE_CONFIG)).eval()
         text_encoder = build_text_encoder(tokenizer)
-    return {"transformer": transformer, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer,
-            "scheduler": FlowMatchEulerDiscreteScheduler(**copy.deepcopy(SCHEDULER_CONFIG)),
-            "processor": build_processor(tokenizer)}
+    return {
+        "transformer": transformer,
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+        "scheduler": FlowMatchEulerDiscreteScheduler(**copy.deepcopy(SCHEDULER_CONFIG)),
+        "processor": build_processor(tokenizer),
+    }
 
 
 def set_edit_mode(transformer, edit: bool) -> None:
@@ -181,7 +225,12 @@ def build_full_pipelines(device: str, layout: str = "one-transformer"):
     import copy
 
     import torch
-    from diffusers import FlowMatchEulerDiscreteScheduler, QwenImageEditPlusPipeline, QwenImagePipeline, QwenImageTransformer2DModel
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        QwenImageEditPlusPipeline,
+        QwenImagePipeline,
+        QwenImageTransformer2DModel,
+    )
 
     from models.tiny import SCHEDULER_CONFIG
 
@@ -192,8 +241,13 @@ def build_full_pipelines(device: str, layout: str = "one-transformer"):
         with created_on(device, torch.bfloat16):
             edit_transformer = QwenImageTransformer2DModel(**copy.deepcopy(TRANSFORMER_CONFIG), zero_cond_t=True).eval()
         edit = QwenImageEditPlusPipeline(
-            processor=c["processor"], **{**shared, "transformer": edit_transformer,
-                                         "scheduler": FlowMatchEulerDiscreteScheduler(**copy.deepcopy(SCHEDULER_CONFIG))})
+            processor=c["processor"],
+            **{
+                **shared,
+                "transformer": edit_transformer,
+                "scheduler": FlowMatchEulerDiscreteScheduler(**copy.deepcopy(SCHEDULER_CONFIG)),
+            },
+        )
         return t2i, edit, lambda mode: None
     edit = QwenImageEditPlusPipeline(processor=c["processor"], **shared)
     return t2i, edit, lambda mode: set_edit_mode(c["transformer"], mode == "edit")
@@ -287,12 +341,20 @@ def apply_offload(pipes, mode: Optional[str], device: str, notes: list[str]) -> 
             pipe.enable_model_cpu_offload(device=device)
         else:
             shared = [name for name in ("text_encoder", "vae") if id(getattr(pipe, name)) in done]
-            pipe.enable_group_offload(onload_device=torch.device(device), offload_device=torch.device("cpu"),
-                                      offload_type="block_level", num_blocks_per_group=1, use_stream=True,
-                                      exclude_modules=shared or None)
+            pipe.enable_group_offload(
+                onload_device=torch.device(device),
+                offload_device=torch.device("cpu"),
+                offload_type="block_level",
+                num_blocks_per_group=1,
+                use_stream=True,
+                exclude_modules=shared or None,
+            )
         done.update(id(getattr(pipe, name)) for name in ("text_encoder", "vae", "transformer"))
-    notes.append("offload: model CPU offload" if mode == "model"
-                 else "offload: group offloading, one block per group, CUDA stream prefetch")
+    notes.append(
+        "offload: model CPU offload"
+        if mode == "model"
+        else "offload: group offloading, one block per group, CUDA stream prefetch"
+    )
 
 
 def apply_lora(pipes, rank: Optional[int], fast: bool, notes: list[str]) -> None:
@@ -318,8 +380,10 @@ def apply_lora(pipes, rank: Optional[int], fast: bool, notes: list[str]) -> None
     if fast:
         for pipe in pipes:
             pipe.scheduler = lightning_scheduler(pipe.scheduler)
-        notes.append("fast: a random rank-64 stand-in for the Lightning LoRA, its scheduler "
-                     "(base_shift = max_shift = log 3, no terminal shift), true CFG off")
+        notes.append(
+            "fast: a random rank-64 stand-in for the Lightning LoRA, its scheduler "
+            "(base_shift = max_shift = log 3, no terminal shift), true CFG off"
+        )
     if rank:
         notes.append(f"lora: one random rank-{rank} adapter on every attention projection, scale 1 (peft, unmerged)")
 
@@ -347,18 +411,24 @@ def apply_cache(pipes, kind: Optional[str], threshold: float, notes: list[str]) 
     try:
         from diffusers import FirstBlockCacheConfig
     except ImportError:
-        notes.append("cache: this diffusers has no FirstBlockCacheConfig and cache-dit was not asked for; "
-                     "running without a cache")
+        notes.append(
+            "cache: this diffusers has no FirstBlockCacheConfig and cache-dit was not asked for; "
+            "running without a cache"
+        )
         return
     try:
         for transformer in transformers_of(pipes):
             transformer.enable_cache(FirstBlockCacheConfig(threshold=threshold))
     except (IndexError, ValueError) as exc:  # e.g. the tiny transformer has one block, FBC needs two
-        notes.append(f"cache: FirstBlockCache does not apply to this transformer ({type(exc).__name__}: {exc}); "
-                     "running without a cache")
+        notes.append(
+            f"cache: FirstBlockCache does not apply to this transformer ({type(exc).__name__}: {exc}); "
+            "running without a cache"
+        )
         return
-    notes.append(f"cache: diffusers FirstBlockCache, threshold {threshold} (with random weights the skip "
-                 "decisions say nothing about real images: indicative only)")
+    notes.append(
+        f"cache: diffusers FirstBlockCache, threshold {threshold} (with random weights the skip "
+        "decisions say nothing about real images: indicative only)"
+    )
 
 
 def apply_compile(pipes, mode: str, notes: list[str]) -> None:
@@ -420,9 +490,15 @@ def time_case(pipe, arguments: dict, steps: int, runs: int, device: str, cfg: fl
         started = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # random weights: NaN pixels on cast
-            images = pipe(**arguments, num_inference_steps=steps, true_cfg_scale=cfg, negative_prompt=NEGATIVE_PROMPT,
-                          generator=torch.Generator(device="cpu").manual_seed(0), callback_on_step_end=on_step,
-                          output_type="pil").images
+            images = pipe(
+                **arguments,
+                num_inference_steps=steps,
+                true_cfg_scale=cfg,
+                negative_prompt=NEGATIVE_PROMPT,
+                generator=torch.Generator(device="cpu").manual_seed(0),
+                callback_on_step_end=on_step,
+                output_type="pil",
+            ).images
         synchronize(device)
         total = time.perf_counter() - started
         last_image[0] = images[0]
@@ -438,8 +514,11 @@ def time_case(pipe, arguments: dict, steps: int, runs: int, device: str, cfg: fl
         total, steps_s = call()
         totals.append(total)
         step_times.extend(steps_s)
-    out = {"first_call_s": first, "seconds_per_image": statistics.median(totals) if totals else first,
-           "seconds_per_step": statistics.median(step_times) if step_times else None}
+    out = {
+        "first_call_s": first,
+        "seconds_per_image": statistics.median(totals) if totals else first,
+        "seconds_per_step": statistics.median(step_times) if step_times else None,
+    }
     if device.startswith("cuda"):
         out["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
         out["peak_gpu_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
@@ -448,34 +527,62 @@ def time_case(pipe, arguments: dict, steps: int, runs: int, device: str, cfg: fl
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[2:]))
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[2:]),
+    )
     parser.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
     parser.add_argument("--runs", type=int, default=2, help="timed runs per case after one warm-up (default 2)")
     parser.add_argument("--only", default="t2i,edit", help="cases: t2i, edit or both (default t2i,edit)")
-    parser.add_argument("--compile", nargs="?", const="regional", choices=["regional", "full"],
-                        help="torch.compile the transformer: its repeated blocks (regional, the default) or whole")
-    parser.add_argument("--attention", default="sdpa",
-                        help="attention backend via diffusers' set_attention_backend: sdpa (default), flash, "
-                             "_flash_3, sage, flex, _native_cudnn, … (needs the kernel's package)")
+    parser.add_argument(
+        "--compile",
+        nargs="?",
+        const="regional",
+        choices=["regional", "full"],
+        help="torch.compile the transformer: its repeated blocks (regional, the default) or whole",
+    )
+    parser.add_argument(
+        "--attention",
+        default="sdpa",
+        help="attention backend via diffusers' set_attention_backend: sdpa (default), flash, "
+        "_flash_3, sage, flex, _native_cudnn, … (needs the kernel's package)",
+    )
     parser.add_argument("--fp8", action="store_true", help="FP8 linear layers in the transformer (torchao)")
-    parser.add_argument("--cache", nargs="?", const="first_block", choices=["first_block", "fbc", "taylorseer", "cache-dit"],
-                        help="a step cache: diffusers' FirstBlockCache (first_block, the default; fbc is the old "
-                             "name), TaylorSeer, or cache-dit. Also times the uncached image and reports PSNR/SSIM")
-    parser.add_argument("--layout", choices=["one-transformer", "shared"], default="one-transformer",
-                        help="shared: both models resident at once over one text encoder and VAE (the service's "
-                             "shared layout); one-transformer (default): each model's own footprint")
+    parser.add_argument(
+        "--cache",
+        nargs="?",
+        const="first_block",
+        choices=["first_block", "fbc", "taylorseer", "cache-dit"],
+        help="a step cache: diffusers' FirstBlockCache (first_block, the default; fbc is the old "
+        "name), TaylorSeer, or cache-dit. Also times the uncached image and reports PSNR/SSIM",
+    )
+    parser.add_argument(
+        "--layout",
+        choices=["one-transformer", "shared"],
+        default="one-transformer",
+        help="shared: both models resident at once over one text encoder and VAE (the service's "
+        "shared layout); one-transformer (default): each model's own footprint",
+    )
     parser.add_argument("--offload", choices=["model", "group"], help="model CPU offload or group offloading")
     parser.add_argument("--lora", type=int, metavar="RANK", help="run with a random LoRA of this rank active")
-    parser.add_argument("--fast", action="store_true",
-                        help="fast mode: Lightning stand-in LoRA and scheduler, true CFG off (use with --steps 4)")
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="fast mode: Lightning stand-in LoRA and scheduler, true CFG off (use with --steps 4)",
+    )
     parser.add_argument("--cache-threshold", type=float, default=0.08, help="FirstBlockCache threshold")
-    parser.add_argument("--tiny", action="store_true",
-                        help="run on the CPU with the tiny profile's components (a check that the script works)")
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="run on the CPU with the tiny profile's components (a check that the script works)",
+    )
     parser.add_argument("--device", default="cuda", help="CUDA device for the full-size model (default cuda)")
-    parser.add_argument("--check-configs", action="store_true",
-                        help="build the full-size components on the meta device and print parameter counts")
+    parser.add_argument(
+        "--check-configs",
+        action="store_true",
+        help="build the full-size components on the meta device and print parameter counts",
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
 
@@ -492,8 +599,11 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     device = "cpu" if args.tiny else args.device
     if not args.tiny and not torch.cuda.is_available():
-        print("no CUDA device: the full-size model needs an NVIDIA GPU with ~60 GB of memory "
-              "(use --tiny to run the same code on the CPU, or --check-configs)", file=sys.stderr)
+        print(
+            "no CUDA device: the full-size model needs an NVIDIA GPU with ~60 GB of memory "
+            "(use --tiny to run the same code on the CPU, or --check-configs)",
+            file=sys.stderr,
+        )
         return 2
     cases = [c.strip() for c in args.only.split(",") if c.strip()]
     notes: list[str] = []
@@ -503,12 +613,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         notes.append("tiny profile components, float32 on the CPU")
     else:
         if args.layout == "shared" and args.offload == "model":
-            print("the shared layout cannot use model CPU offload (the service refuses it too): use --offload group",
-                  file=sys.stderr)
+            print(
+                "the shared layout cannot use model CPU offload (the service refuses it too): use --offload group",
+                file=sys.stderr,
+            )
             return 2
         t2i, edit, set_mode = build_full_pipelines("cpu" if args.offload else device, args.layout)
-        notes.append(f"full-size Qwen-Image, random weights, bfloat16 on {torch.cuda.get_device_name(device)}, "
-                     f"layout {args.layout}")
+        notes.append(
+            f"full-size Qwen-Image, random weights, bfloat16 on {torch.cuda.get_device_name(device)}, "
+            f"layout {args.layout}"
+        )
     build_s = time.perf_counter() - started
     pipes = (t2i, edit)
     for pipe in pipes:
@@ -527,13 +641,19 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         if "t2i" in cases:
             set_mode("t2i")
-            references["t2i"] = time_case(t2i, {"prompt": PROMPT, "width": SIZE, "height": SIZE}, args.steps, args.runs,
-                                          device, cfg)
+            references["t2i"] = time_case(
+                t2i, {"prompt": PROMPT, "width": SIZE, "height": SIZE}, args.steps, args.runs, device, cfg
+            )
         if "edit" in cases:
             set_mode("edit")
-            references["edit_1img"] = time_case(edit, {"prompt": EDIT_PROMPT,
-                                                       "image": _Image.new("RGB", (SIZE, SIZE), (200, 60, 40))},
-                                                args.steps, args.runs, device, cfg)
+            references["edit_1img"] = time_case(
+                edit,
+                {"prompt": EDIT_PROMPT, "image": _Image.new("RGB", (SIZE, SIZE), (200, 60, 40))},
+                args.steps,
+                args.runs,
+                device,
+                cfg,
+            )
     apply_cache(pipes, cache, args.cache_threshold, notes)
     if args.compile:
         apply_compile(pipes, args.compile, notes)
@@ -545,13 +665,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         results["weights_gpu_memory_gib"] = torch.cuda.memory_allocated() / 2**30
     if "t2i" in cases:
         set_mode("t2i")
-        results["t2i"] = time_case(t2i, {"prompt": PROMPT, "width": SIZE, "height": SIZE}, args.steps, args.runs,
-                                   device, cfg)
+        results["t2i"] = time_case(
+            t2i, {"prompt": PROMPT, "width": SIZE, "height": SIZE}, args.steps, args.runs, device, cfg
+        )
     if "edit" in cases:
         set_mode("edit")
         source = Image.new("RGB", (SIZE, SIZE), (200, 60, 40))
-        results["edit_1img"] = time_case(edit, {"prompt": EDIT_PROMPT, "image": source}, args.steps, args.runs,
-                                         device, cfg)
+        results["edit_1img"] = time_case(
+            edit, {"prompt": EDIT_PROMPT, "image": source}, args.steps, args.runs, device, cfg
+        )
     for key, reference in references.items():
         if key in results:
             results[key]["uncached_seconds_per_image"] = reference["seconds_per_image"]
@@ -560,8 +682,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         if key in results:
             results[key].pop("image", None)
 
-    print(f"\nQwen-Image {'tiny profile' if args.tiny else 'full size, random weights'}: "
-          f"{SIZE}x{SIZE}, {args.steps} steps, true CFG {cfg} (built in {build_s:.1f} s)")
+    print(
+        f"\nQwen-Image {'tiny profile' if args.tiny else 'full size, random weights'}: "
+        f"{SIZE}x{SIZE}, {args.steps} steps, true CFG {cfg} (built in {build_s:.1f} s)"
+    )
     for note in notes:
         print(f"  {note}")
     if "weights_gpu_memory_gib" in results:
@@ -569,15 +693,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     for key, label in (("t2i", "text-to-image"), ("edit_1img", "edit, one 1024² input")):
         if key in results:
             r = results[key]
-            line = (f"  {label:<22} {r['seconds_per_image']:8.2f} s/image  "
-                    f"{(r['seconds_per_step'] or 0) * 1000:8.1f} ms/step  (first call {r['first_call_s']:.1f} s)")
+            line = (
+                f"  {label:<22} {r['seconds_per_image']:8.2f} s/image  "
+                f"{(r['seconds_per_step'] or 0) * 1000:8.1f} ms/step  (first call {r['first_call_s']:.1f} s)"
+            )
             if "peak_gpu_memory_gib" in r:
                 line += f"  peak {r['peak_gpu_memory_gib']:.1f} GiB"
             print(line)
             if "psnr_db" in r:
-                print(f"  {'':<22} uncached {r['uncached_seconds_per_image']:.2f} s/image "
-                      f"({r['uncached_seconds_per_image'] / r['seconds_per_image']:.2f}x with the cache); "
-                      f"PSNR {r['psnr_db']:.1f} dB, SSIM {r['ssim']:.3f} against the uncached image")
+                print(
+                    f"  {'':<22} uncached {r['uncached_seconds_per_image']:.2f} s/image "
+                    f"({r['uncached_seconds_per_image'] / r['seconds_per_image']:.2f}x with the cache); "
+                    f"PSNR {r['psnr_db']:.1f} dB, SSIM {r['ssim']:.3f} against the uncached image"
+                )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
         print(f"wrote {args.json}")

@@ -158,11 +158,20 @@ def main(argv: Optional[list[str]] = None) -> None:
         uvloop.install()
     except ImportError:
         pass
-    result = asyncio.run(run_load(
-        args.url, clients=args.clients, duration_s=args.duration, max_requests=args.max_requests,
-        method=args.method.upper(), headers=_parse_pairs(args.header, ":"), form=_parse_pairs(args.form, "=") or None,
-        expect=tuple(int(c) for c in args.expect.split(",")), warmup_per_client=args.warmup, timeout_s=args.timeout,
-    ))
+    result = asyncio.run(
+        run_load(
+            args.url,
+            clients=args.clients,
+            duration_s=args.duration,
+            max_requests=args.max_requests,
+            method=args.method.upper(),
+            headers=_parse_pairs(args.header, ":"),
+            form=_parse_pairs(args.form, "=") or None,
+            expect=tuple(int(c) for c in args.expect.split(",")),
+            warmup_per_client=args.warmup,
+            timeout_s=args.timeout,
+        )
+    )
     sys.stdout.write(json.dumps(result) + "\n")
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import resource
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Optional
 
 import psutil
 
@@ -102,7 +103,7 @@ class CpuMeter:
             out[p.pid] = _cpu(p)
         return out
 
-    def __enter__(self) -> "CpuMeter":
+    def __enter__(self) -> CpuMeter:
         self._titles: dict[int, str] = {}
         self._all = self._everyone()
         self._t = time.perf_counter()
@@ -136,5 +137,6 @@ class CpuMeter:
                     title = "?"
                 outside.append((cpu - self._all.get(pid, 0.0), f"{pid} {title}"))
         top = {name: round(seconds, 3) for seconds, name in sorted(outside, reverse=True)[:5]}
-        self.use = CpuUse(wall, service, driver, reaped, others,
-                          dict(sorted(by_title.items(), key=lambda kv: -kv[1])), top, watched)
+        self.use = CpuUse(
+            wall, service, driver, reaped, others, dict(sorted(by_title.items(), key=lambda kv: -kv[1])), top, watched
+        )

@@ -38,8 +38,15 @@ def _service_model(profile_name: str, steps: int, cache_dir: Optional[str], slee
 
     profile = get_profile(profile_name, cache_dir=cache_dir, sleep_seconds_per_step=sleep_seconds_per_step)
     model = load(profile, TEXT_TO_IMAGE)
-    request = GenerationRequest(prompt=SERVICE_PROMPT, negative_prompt=SERVICE_NEGATIVE, width=1024, height=1024,
-                                num_inference_steps=steps, true_cfg_scale=4.0, seed=1)
+    request = GenerationRequest(
+        prompt=SERVICE_PROMPT,
+        negative_prompt=SERVICE_NEGATIVE,
+        width=1024,
+        height=1024,
+        num_inference_steps=steps,
+        true_cfg_scale=4.0,
+        seed=1,
+    )
     generate(model, request)  # warm-up
 
     def once() -> float:
@@ -50,8 +57,9 @@ def _service_model(profile_name: str, steps: int, cache_dir: Optional[str], slee
     return once
 
 
-def service_request(profile_name: str, runs: int, steps: int, cache_dir: Optional[str],
-                    sleep_seconds_per_step: float) -> dict:
+def service_request(
+    profile_name: str, runs: int, steps: int, cache_dir: Optional[str], sleep_seconds_per_step: float
+) -> dict:
     once = _service_model(profile_name, steps, cache_dir, sleep_seconds_per_step)
     seconds = [once() for _ in range(runs)]
     return {"seconds": seconds, "threads": _threads(), "profile": profile_name, "steps": steps}
@@ -63,8 +71,9 @@ def tiny_cases(runs: int, steps: int, cache_dir: Optional[str]) -> dict:
     profile = tp.get_profile("tiny", cache_dir=cache_dir)
     text_to_image = tp.load(profile, tp.TEXT_TO_IMAGE)
     image_edit = tp.load(profile, tp.IMAGE_EDIT)
-    common = dict(prompt=tp.PROMPT, negative_prompt=tp.NEGATIVE_PROMPT, num_inference_steps=steps,
-                  true_cfg_scale=4.0, seed=1)
+    common = dict(
+        prompt=tp.PROMPT, negative_prompt=tp.NEGATIVE_PROMPT, num_inference_steps=steps, true_cfg_scale=4.0, seed=1
+    )
     red, blue = tp.input_image((200, 60, 40)), tp.input_image((40, 90, 200))
     cases = {
         "tiny_t2i_1024_s": (text_to_image, tp.GenerationRequest(width=1024, height=1024, **common)),

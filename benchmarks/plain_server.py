@@ -41,8 +41,9 @@ def create_app(data_dir: Path) -> FastAPI:
         return {"ok": True}
 
     @app.get("/tasks/{task_id}")
-    def get_task(task_id: str,
-                 credentials: Annotated[Optional[HTTPAuthorizationCredentials], Depends(_bearer)]) -> dict:
+    def get_task(
+        task_id: str, credentials: Annotated[Optional[HTTPAuthorizationCredentials], Depends(_bearer)]
+    ) -> dict:
         if credentials is None:
             raise HTTPException(401, "无效的认证凭据", headers={"WWW-Authenticate": "Bearer"})
         with Session(engine, expire_on_commit=False) as session:
@@ -67,8 +68,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--port", type=int, default=8123)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    uvicorn.run(create_app(args.data_dir.resolve()), host=args.host, port=args.port, log_level="warning",
-                access_log=False)
+    uvicorn.run(
+        create_app(args.data_dir.resolve()), host=args.host, port=args.port, log_level="warning", access_log=False
+    )
 
 
 if __name__ == "__main__":

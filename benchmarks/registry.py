@@ -58,8 +58,9 @@ class _Call:
         if not await self.core.mark_running(*request.stamp):
             raise RuntimeError("told to skip")
         await self.core.report_progress(*request.stamp, request.index, 1)
-        return Generated(index=request.index, keys=[request.output_key or f"results/{request.task_id}/x.png"],
-                         seed=1, seconds=0.0)
+        return Generated(
+            index=request.index, keys=[request.output_key or f"results/{request.task_id}/x.png"], seed=1, seconds=0.0
+        )
 
 
 @dataclass
@@ -73,8 +74,14 @@ def rss_bytes() -> int:
 
 
 def make_core(database_url: str, data_dir: Path) -> RegistryCore:
-    settings = {"data_dir": str(data_dir), "database_url": database_url, "cleanup_interval_seconds": 0,
-                "max_queue_size": 1_000_000, "default_daily_limit": 10**9, "default_monthly_limit": 10**9}
+    settings = {
+        "data_dir": str(data_dir),
+        "database_url": database_url,
+        "cleanup_interval_seconds": 0,
+        "max_queue_size": 1_000_000,
+        "default_daily_limit": 10**9,
+        "default_monthly_limit": 10**9,
+    }
     core = RegistryCore("bench", settings, "bench")
     for kind in ModelKind:
         core._handles[kind] = StandInHandle(_Call(core))
@@ -94,18 +101,35 @@ def add_history(core: RegistryCore, user_id: int, count: int) -> None:
     now = utcnow()
     batch = 20_000
     for start in range(0, count, batch):
-        rows = [dict(task_id=str(uuid.uuid4()), user_id=user_id, task_type="text_to_image", prompt="p",
-                     parameters={"num_inference_steps": 20}, image_count=1, status="completed",
-                     created_at=now - timedelta(seconds=(start + i) * 17 % (20 * 86400)), input_keys=[])
-                for i in range(min(batch, count - start))]
+        rows = [
+            dict(
+                task_id=str(uuid.uuid4()),
+                user_id=user_id,
+                task_type="text_to_image",
+                prompt="p",
+                parameters={"num_inference_steps": 20},
+                image_count=1,
+                status="completed",
+                created_at=now - timedelta(seconds=(start + i) * 17 % (20 * 86400)),
+                input_keys=[],
+            )
+            for i in range(min(batch, count - start))
+        ]
         with session_scope(core.engine) as session:
             session.exec(insert(TaskRecord), params=rows)
 
 
 def spec(user_id: int) -> TaskSpec:
-    return TaskSpec(task_id=str(uuid.uuid4()), user_id=user_id, task_type="text_to_image",
-                    kind=ModelKind.text_to_image, prompt="p", prompts=["p"],
-                    parameters={"num_inference_steps": 20, "seed": 1}, image_count=1)
+    return TaskSpec(
+        task_id=str(uuid.uuid4()),
+        user_id=user_id,
+        task_type="text_to_image",
+        kind=ModelKind.text_to_image,
+        prompt="p",
+        prompts=["p"],
+        parameters={"num_inference_steps": 20, "seed": 1},
+        image_count=1,
+    )
 
 
 async def life_cycles(core: RegistryCore, users: list[int], count: int) -> tuple[float, list[str]]:

@@ -14,10 +14,11 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import httpx
 
@@ -95,10 +96,18 @@ class App:
         self.token = response.json()["access_token"]
 
     def submit(self, steps: int = 20, async_mode: bool = True, **fields: Any) -> httpx.Response:
-        data = {"prompt": "a lighthouse at dusk", "negative_prompt": "blurry", "num_inference_steps": steps,
-                "true_cfg_scale": 4.0, "seed": 1, "async_mode": "true" if async_mode else "false", **fields}
-        return self.client.post("/text-to-image", headers=self.headers, data={k: str(v) for k, v in data.items()},
-                                timeout=600)
+        data = {
+            "prompt": "a lighthouse at dusk",
+            "negative_prompt": "blurry",
+            "num_inference_steps": steps,
+            "true_cfg_scale": 4.0,
+            "seed": 1,
+            "async_mode": "true" if async_mode else "false",
+            **fields,
+        }
+        return self.client.post(
+            "/text-to-image", headers=self.headers, data={k: str(v) for k, v in data.items()}, timeout=600
+        )
 
     def wait_task(self, task_id: str, timeout: float = 120.0) -> dict:
         def finished() -> Optional[dict]:
@@ -115,7 +124,8 @@ class App:
             db.row_factory = sqlite3.Row
             rows = db.execute(
                 "SELECT task_id, status, created_at, started_at, completed_at, execution_time "
-                "FROM task_records ORDER BY id").fetchall()
+                "FROM task_records ORDER BY id"
+            ).fetchall()
         return [{k: (_parse_time(row[k]) if k.endswith("_at") else row[k]) for k in row.keys()} for row in rows]
 
     def count_unfinished(self) -> int:
@@ -133,8 +143,14 @@ def _parse_time(value: Optional[str]) -> Optional[float]:
 class Cluster:
     """Ray (no dashboard, logical GPUs) and Serve on a free loopback port."""
 
-    def __init__(self, root: Path, num_gpus: int, num_cpus: Optional[int] = None,
-                 log: Callable[[str], None] = lambda message: None, blocking_delete: bool = True):
+    def __init__(
+        self,
+        root: Path,
+        num_gpus: int,
+        num_cpus: Optional[int] = None,
+        log: Callable[[str], None] = lambda message: None,
+        blocking_delete: bool = True,
+    ):
         import ray
         from ray import serve
 
@@ -143,8 +159,14 @@ class Cluster:
         self.blocking_delete = blocking_delete
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         started = time.perf_counter()
-        ray.init(include_dashboard=False, num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus,
-                 namespace="benchmarks", logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(
+            include_dashboard=False,
+            num_cpus=num_cpus or os.cpu_count(),
+            num_gpus=num_gpus,
+            namespace="benchmarks",
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
         self.port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": self.port, "request_timeout_s": 900})
         self.start_seconds = time.perf_counter() - started

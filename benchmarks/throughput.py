@@ -25,16 +25,25 @@ def run(tasks: int, submitters: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="qis-throughput-") as root:
         cluster = Cluster(Path(root), num_gpus=0)
         try:
-            app = cluster.deploy("throughput", {"model_profile": "tiny", "model_num_gpus": 0, "model_replicas": 1,
-                                                "model_num_cpus": 0.25, "enabled_models": ["text_to_image"]})
+            app = cluster.deploy(
+                "throughput",
+                {
+                    "model_profile": "tiny",
+                    "model_num_gpus": 0,
+                    "model_replicas": 1,
+                    "model_num_cpus": 0.25,
+                    "enabled_models": ["text_to_image"],
+                },
+            )
             app.sign_up()
             app.submit(steps=20, async_mode=False)  # warm-up, not counted
             warm = len(app.task_rows())
             with ThreadPoolExecutor(submitters) as pool:
                 codes = list(pool.map(lambda _: app.submit(steps=20).status_code, range(tasks)))
             assert codes.count(202) == tasks, codes
-            wait_until(lambda: app.count_unfinished() == 0, timeout=60 + tasks * 20, interval=0.5,
-                       what="every task to finish")
+            wait_until(
+                lambda: app.count_unfinished() == 0, timeout=60 + tasks * 20, interval=0.5, what="every task to finish"
+            )
             rows = app.task_rows()[warm:]
         finally:
             cluster.shutdown()

@@ -19,9 +19,9 @@ from pathlib import Path
 # Run as a script from anywhere: make the repository's packages importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from models import IMAGE_EDIT, TEXT_TO_IMAGE, GenerationRequest, generate, get_profile, load  # noqa: E402
+from models import IMAGE_EDIT, TEXT_TO_IMAGE, GenerationRequest, generate, get_profile, load
 
 STEPS = 20
 PROMPT = "a lighthouse on a cliff at dusk, waves, dramatic sky"

@@ -11,8 +11,8 @@ The API is four steps::
 Importing this package does not import torch or diffusers; ``load`` and ``generate`` do.
 """
 
-from .kinds import KIND_NAMES, KindSpec, ModelKind, kind_for_task_type
 from .aspect import ASPECT_RATIOS, DEFAULT_ASPECT_RATIO, edit_output_size, size_for_aspect_ratio
+from .kinds import KIND_NAMES, KindSpec, ModelKind, kind_for_task_type
 from .png import encode_png, encode_result, png_metadata
 from .profiles import (
     IMAGE_EDIT,

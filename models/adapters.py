@@ -163,7 +163,9 @@ class AdapterSet:
         for use in uses:
             self._ensure_loaded(use, keep={u.name for u in uses})
         self.pipeline.enable_lora()
-        self.pipeline.set_adapters([self._loaded[use.name] for use in uses], adapter_weights=[use.scale for use in uses])
+        self.pipeline.set_adapters(
+            [self._loaded[use.name] for use in uses], adapter_weights=[use.scale for use in uses]
+        )
 
     def _ensure_loaded(self, use: AdapterUse, keep: set[str]) -> None:
         name = use.name
@@ -236,7 +238,9 @@ def enable_step_cache(pipeline: Any, mode: str, threshold: float | None = None) 
     if mode == "first_block":
         blocks = len(getattr(transformer, "transformer_blocks", []))
         if blocks < 2:
-            raise ValueError(f"first_block step caching needs a transformer with at least 2 blocks, this one has {blocks}")
+            raise ValueError(
+                f"first_block step caching needs a transformer with at least 2 blocks, this one has {blocks}"
+            )
         transformer.enable_cache(FirstBlockCacheConfig(threshold=0.05 if threshold is None else threshold))
     elif mode == "taylorseer":
         transformer.enable_cache(TaylorSeerCacheConfig())
@@ -267,12 +271,14 @@ def check_lora_file(path: str) -> int:
     try:
         with safe_open(path, framework="pt") as weights:
             keys = list(weights.keys())
-    except Exception as error:  # noqa: BLE001 - any parse failure means "not a safetensors file"
+    except Exception as error:
         raise AdapterError(f"not a valid .safetensors file ({type(error).__name__}: {error})") from None
     if not keys:
         raise AdapterError("the .safetensors file holds no tensors")
     if not any(marker in key for key in keys for marker in LORA_KEY_MARKERS):
-        raise AdapterError("the .safetensors file holds no LoRA weights (no lora_A/lora_B or lora_down/lora_up tensors)")
+        raise AdapterError(
+            "the .safetensors file holds no LoRA weights (no lora_A/lora_B or lora_down/lora_up tensors)"
+        )
     return len(keys)
 
 

@@ -57,7 +57,7 @@ def before_encoding(prompt: str) -> None:
 
 def _crash_step(prompt: str, state_dir: Optional[str]) -> Optional[int]:
     if prompt.startswith(CRASH):
-        return int(prompt[len(CRASH):].split("_")[0])
+        return int(prompt[len(CRASH) :].split("_")[0])
     if prompt.startswith(CRASH_ONCE):
         folder = os.path.join(state_dir or tempfile.gettempdir(), "faulty-profile")
         os.makedirs(folder, exist_ok=True)
@@ -67,5 +67,5 @@ def _crash_step(prompt: str, state_dir: Optional[str]) -> Optional[int]:
                 pass
         except FileExistsError:
             return None  # crashed once already: this run succeeds
-        return int(prompt[len(CRASH_ONCE):].split("_")[0])
+        return int(prompt[len(CRASH_ONCE) :].split("_")[0])
     return None

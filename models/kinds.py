@@ -76,8 +76,10 @@ _SPECS: dict[ModelKind, KindSpec] = {
         not_loaded_en="The image-edit model is not loaded",
         capabilities=("image-to-image", "image editing", "multi-image composition"),
         description="Qwen-Image-Edit-2511 图像编辑模型",
-        lightning=("lightx2v/Qwen-Image-Edit-2511-Lightning",
-                   "Qwen-Image-Edit-2511-Lightning-4steps-V1.0-bf16.safetensors"),
+        lightning=(
+            "lightx2v/Qwen-Image-Edit-2511-Lightning",
+            "Qwen-Image-Edit-2511-Lightning-4steps-V1.0-bf16.safetensors",
+        ),
     ),
 }
 

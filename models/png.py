@@ -47,10 +47,9 @@ def encode_png(image: Image.Image, metadata: dict[str, str]) -> bytes:
     np.subtract(pixels[1:], pixels[:-1], out=rows[1:, 1:])  # wraps modulo 256, as PNG wants
     deflate = zlib.compressobj(COMPRESS_LEVEL, zlib.DEFLATED, zlib.MAX_WBITS, 8, COMPRESS_TYPE)
     data = deflate.compress(rows.data) + deflate.flush()
-    out = [b"\x89PNG\r\n\x1a\n",
-           _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0))]
+    out = [b"\x89PNG\r\n\x1a\n", _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0))]
     out += [_text_chunk(key, str(value)) for key, value in metadata.items()]
-    out += [_chunk(b"IDAT", data[i:i + IDAT_CHUNK]) for i in range(0, len(data), IDAT_CHUNK)]
+    out += [_chunk(b"IDAT", data[i : i + IDAT_CHUNK]) for i in range(0, len(data), IDAT_CHUNK)]
     out.append(_chunk(b"IEND", b""))
     return b"".join(out)
 
@@ -79,7 +78,7 @@ def _encode_with_pillow(image: Image.Image, metadata: dict[str, str]) -> bytes:
     return buffer.getvalue()
 
 
-def png_metadata(request: "GenerationRequest", result: "GenerationResult", model: "LoadedModel") -> dict[str, str]:
+def png_metadata(request: GenerationRequest, result: GenerationResult, model: LoadedModel) -> dict[str, str]:
     """The text chunks for an image of ``result``: one key per parameter plus ``parameters``.
 
     ``parameters`` follows the A1111 layout that other image tools read: the prompt, a

@@ -188,8 +188,13 @@ def with_speed_options(
         check_kind(kind)
         sources[kind] = source
     return dataclasses.replace(
-        profile, adapter_capacity=adapter_capacity, adapter_max_mb=adapter_max_mb, lightning_sources=sources,
-        step_cache=step_cache, step_cache_threshold=step_cache_threshold, compile=compile,
+        profile,
+        adapter_capacity=adapter_capacity,
+        adapter_max_mb=adapter_max_mb,
+        lightning_sources=sources,
+        step_cache=step_cache,
+        step_cache_threshold=step_cache_threshold,
+        compile=compile,
     )
 
 
@@ -201,11 +206,15 @@ def with_memory_options(profile: Profile, *, fp8: bool = False, group_offload: b
     import dataclasses
 
     if (fp8 or group_offload) and profile.name != "qwen":
-        raise ValueError(f"FP8 and group offloading apply to the qwen profile on a CUDA GPU, not to {profile.name!r}: "
-                         f"set QUANTIZATION=none and OFFLOAD=none (or MODEL_PROFILE=qwen)")
+        raise ValueError(
+            f"FP8 and group offloading apply to the qwen profile on a CUDA GPU, not to {profile.name!r}: "
+            f"set QUANTIZATION=none and OFFLOAD=none (or MODEL_PROFILE=qwen)"
+        )
     if group_offload and profile.cpu_offload:
-        raise ValueError("group offloading and model CPU offload exclude each other: "
-                         "set OFFLOAD=group with CPU_OFFLOAD=false, or OFFLOAD=model")
+        raise ValueError(
+            "group offloading and model CPU offload exclude each other: "
+            "set OFFLOAD=group with CPU_OFFLOAD=false, or OFFLOAD=model"
+        )
     return dataclasses.replace(profile, fp8=fp8, group_offload=group_offload)
 
 
@@ -259,12 +268,12 @@ def _tiny_profile(cache_dir: str | None) -> Profile:
         name="tiny",
         description="tiny random-weight Qwen-Image pipelines built in code, float32 on the CPU",
         models=_model_infos("tiny", "（微型随机权重版，用于测试与演示，输出为噪声图像）"),
-        sources={kind: "" for kind in KINDS},
+        sources=dict.fromkeys(KINDS, ""),
         pipeline_classes=dict(PIPELINE_CLASSES),
         dtype="float32",
         device="cpu",
         cache_dir=cache_dir or default_tiny_cache_dir(),
-        local_sources={kind: True for kind in KINDS},
+        local_sources=dict.fromkeys(KINDS, True),
     )
 
 
@@ -273,7 +282,7 @@ def _sleep_profile(seconds_per_step: float) -> Profile:
         name="sleep",
         description=f"benchmark stand-in: sleeps {seconds_per_step} s per step, returns solid-colour images",
         models=_model_infos("sleep", "（基准测试专用：每步休眠，输出纯色图像）"),
-        sources={kind: "" for kind in KINDS},
+        sources=dict.fromkeys(KINDS, ""),
         pipeline_classes={},
         dtype="none",
         device="cpu",
@@ -287,7 +296,7 @@ def _faulty_profile(seconds_per_step: float, state_dir: str | None) -> Profile:
         name="faulty",
         description=f"test stand-in: the sleep profile ({seconds_per_step} s per step) with failures on request",
         models=_model_infos("faulty", "（测试专用：按提示词制造故障）"),
-        sources={kind: "" for kind in KINDS},
+        sources=dict.fromkeys(KINDS, ""),
         pipeline_classes={},
         dtype="none",
         device="cpu",

@@ -10,15 +10,15 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from PIL import Image
 
-from .aspect import edit_output_size
 from . import faulty
+from .aspect import edit_output_size
 from .kinds import ModelKind
-from .seeds import MAX_SEED, resolve_seed
 from .profiles import (
     CACHE_DIR_SETTING,
     PATH_SETTINGS,
@@ -29,6 +29,7 @@ from .profiles import (
     Profile,
     check_kind,
 )
+from .seeds import MAX_SEED, resolve_seed
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class LoadedModel:
             self.rgb_map = map_for_vae(self.pipeline.vae)
             log.info("%s previews: latent→RGB map %s", self.kind, self.rgb_map.source)
         return self.rgb_map
+
     # LoRA support (models.adapters): the adapters loaded in this pipeline, and for fast mode the
     # Lightning adapter and its scheduler (a separate instance from the pipeline's own).
     adapters: Any = None
@@ -124,8 +126,13 @@ class GenerationResult:
     seconds: float
 
 
-def load(profile: Profile, kind: str, device: str | None = None, num_threads: int | None = None,
-         share: LoadedModel | None = None) -> LoadedModel:
+def load(
+    profile: Profile,
+    kind: str,
+    device: str | None = None,
+    num_threads: int | None = None,
+    share: LoadedModel | None = None,
+) -> LoadedModel:
     """Load ``kind`` (``text_to_image`` or ``image_edit``) of ``profile`` onto ``device``.
 
     ``device`` defaults to the profile's (``cuda`` for ``qwen``, ``cpu`` otherwise); ``num_threads``
@@ -164,8 +171,10 @@ def _prepare_speed_options(model: LoadedModel) -> None:
 
     profile, pipeline = model.profile, model.pipeline
     model.adapters = adapters.AdapterSet(
-        pipeline, capacity=profile.adapter_capacity + 1,  # + the Lightning adapter
-        max_bytes=profile.adapter_max_mb * 1024 * 1024, hotswap=profile.compile,
+        pipeline,
+        capacity=profile.adapter_capacity + 1,  # + the Lightning adapter
+        max_bytes=profile.adapter_max_mb * 1024 * 1024,
+        hotswap=profile.compile,
     )
     source = _lightning_source(profile, model.kind)
     if source is not None:
@@ -175,8 +184,10 @@ def _prepare_speed_options(model: LoadedModel) -> None:
         try:
             adapters.enable_step_cache(pipeline, profile.step_cache, profile.step_cache_threshold)
         except ValueError as error:
-            raise ModelLoadError(f"step cache {profile.step_cache!r} cannot be used with {model.info.name}: {error}. "
-                                 f"Set STEP_CACHE to another mode or leave it empty.") from error
+            raise ModelLoadError(
+                f"step cache {profile.step_cache!r} cannot be used with {model.info.name}: {error}. "
+                f"Set STEP_CACHE to another mode or leave it empty."
+            ) from error
     if profile.compile:
         adapters.compile_regionally(pipeline, max_adapter_rank=profile.max_adapter_rank)
         warm_up = GenerationRequest(prompt="warm-up", num_inference_steps=2, seed=0)
@@ -184,7 +195,9 @@ def _prepare_speed_options(model: LoadedModel) -> None:
             warm_up.images = [Image.new("RGB", (1024, 1024))]
         started = time.perf_counter()
         generate(model, warm_up)
-        log.info("compiled %s's transformer blocks; warm-up took %.1f s", model.info.name, time.perf_counter() - started)
+        log.info(
+            "compiled %s's transformer blocks; warm-up took %.1f s", model.info.name, time.perf_counter() - started
+        )
 
 
 def _lightning_source(profile: Profile, kind: str):
@@ -271,9 +284,16 @@ def _previewer(model: LoadedModel, request: GenerationRequest, options: PreviewO
         width, height = edit_output_size(*request.images[-1].size)
     else:
         width, height = request.width, request.height
-    return LatentPreviewer(model.preview_map(), width=width, height=height, every=options.every,
-                           sink=options.sink, max_side=options.max_side, image_format=options.image_format,
-                           quality=options.quality)
+    return LatentPreviewer(
+        model.preview_map(),
+        width=width,
+        height=height,
+        every=options.every,
+        sink=options.sink,
+        max_side=options.max_side,
+        image_format=options.image_format,
+        quality=options.quality,
+    )
 
 
 def _pipeline_generate(model, request, seed, on_step, should_stop, previews=None):
@@ -450,7 +470,7 @@ def _load_pretrained(profile: Profile, kind: str, device: str, components: dict)
             **components,
             **quantization,
         )
-    except Exception as error:  # noqa: BLE001 - turned into advice; the cause stays chained
+    except Exception as error:
         reason = f"cannot load {source}: {type(error).__name__}: {error}"
         if isinstance(error, ImportError) or "torchvision" in str(error):
             # Qwen2-VL's processor (edit model) needs torchvision built for the installed torch.
@@ -463,8 +483,12 @@ def _load_pretrained(profile: Profile, kind: str, device: str, components: dict)
             # Block by block, prefetched on a CUDA stream while the previous block computes.
             # Shared modules already carry the first pipeline's hooks.
             pipeline.enable_group_offload(
-                onload_device=torch.device(device), offload_device=torch.device("cpu"), offload_type="block_level",
-                num_blocks_per_group=1, use_stream=True, exclude_modules=list(components) or None,
+                onload_device=torch.device(device),
+                offload_device=torch.device("cpu"),
+                offload_type="block_level",
+                num_blocks_per_group=1,
+                use_stream=True,
+                exclude_modules=list(components) or None,
             )
         else:
             pipeline.to(device)

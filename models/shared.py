@@ -57,7 +57,8 @@ def check_shareable(profile: Profile) -> None:
         digests = {kind: component_digests(profile, kind, component) for kind in (TEXT_TO_IMAGE, IMAGE_EDIT)}
         if digests[TEXT_TO_IMAGE] != digests[IMAGE_EDIT]:
             differing = sorted(
-                name for name in set(digests[TEXT_TO_IMAGE]) | set(digests[IMAGE_EDIT])
+                name
+                for name in set(digests[TEXT_TO_IMAGE]) | set(digests[IMAGE_EDIT])
                 if digests[TEXT_TO_IMAGE].get(name) != digests[IMAGE_EDIT].get(name)
             )
             raise ModelLoadError(
@@ -99,9 +100,12 @@ def _checkpoint_dir(profile: Profile, kind: str) -> str:
     try:
         from huggingface_hub import snapshot_download
 
-        return snapshot_download(source, cache_dir=profile.cache_dir,
-                                 allow_patterns=[f"{c}/*" for c in SHARED_COMPONENTS] + ["model_index.json"])
-    except Exception as error:  # noqa: BLE001 - turned into advice
+        return snapshot_download(
+            source,
+            cache_dir=profile.cache_dir,
+            allow_patterns=[f"{c}/*" for c in SHARED_COMPONENTS] + ["model_index.json"],
+        )
+    except Exception as error:
         raise ModelLoadError(
             f"cannot read {source}'s files to check that they can be shared ({type(error).__name__}: {error}); "
             f"download both checkpoints first, or use MODEL_LAYOUT=separate"

@@ -19,8 +19,9 @@ WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"]
 
 
-def build_tiny_lora(kind: str, directory: str, *, seed: int, rank: int = 4, strength: float = 0.5,
-                    num_layers: int | None = None) -> str:
+def build_tiny_lora(
+    kind: str, directory: str, *, seed: int, rank: int = 4, strength: float = 0.5, num_layers: int | None = None
+) -> str:
     """Write a tiny LoRA for the tiny ``kind`` transformer into ``directory``; return the file's path.
 
     ``strength`` is the standard deviation of the random LoRA weights: large enough that the

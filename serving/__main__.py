@@ -23,8 +23,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=settings.host)
     parser.add_argument("--port", type=int, default=settings.port)
-    parser.add_argument("--num-gpus", type=float, default=settings.num_gpus,
-                        help="GPUs Ray may use (0: the tiny profile on CPU)")
+    parser.add_argument(
+        "--num-gpus", type=float, default=settings.num_gpus, help="GPUs Ray may use (0: the tiny profile on CPU)"
+    )
     options = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -47,9 +48,11 @@ def main() -> None:
         # On CPU one replica per model: more would only share the same cores.
         shape = {} if options.num_gpus else {"model_num_gpus": 0, "model_replicas": 1}
         serve.run(build_app(shape), name=APP_NAME, route_prefix="/", blocking=False)
-        print(f"\nQwen Image Service is up on http://{options.host}:{options.port} "
-              f"(profile {settings.model_profile}, data in {settings.data_dir}). Ctrl-C stops it.\n",
-              flush=True)
+        print(
+            f"\nQwen Image Service is up on http://{options.host}:{options.port} "
+            f"(profile {settings.model_profile}, data in {settings.data_dir}). Ctrl-C stops it.\n",
+            flush=True,
+        )
         stop.wait()
     finally:
         print("shutting down…", flush=True)

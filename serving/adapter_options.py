@@ -19,14 +19,28 @@ from serving.state import ServiceState
 from storage.adapters import adapters_named
 from storage.tables import LoraAdapter
 
-Loras = Annotated[Optional[str], Form(max_length=1000, description=(
-    "LoRA adapters from GET /loras: name:scale,name2:scale (at most 3, scales -2…2; no scale: the adapter's default)"))]
-Speed = Annotated[Literal["standard", "fast"], Form(description=(
-    "fast: the model's Lightning adapter, FAST_STEPS steps (default 4), true CFG off; steps and CFG given are ignored"))]
+Loras = Annotated[
+    Optional[str],
+    Form(
+        max_length=1000,
+        description=(
+            "LoRA adapters from GET /loras: name:scale,name2:scale (at most 3, scales -2…2; no scale: the adapter's default)"
+        ),
+    ),
+]
+Speed = Annotated[
+    Literal["standard", "fast"],
+    Form(
+        description=(
+            "fast: the model's Lightning adapter, FAST_STEPS steps (default 4), true CFG off; steps and CFG given are ignored"
+        )
+    ),
+]
 
 
-async def apply_adapter_options(state: ServiceState, kind: str, parameters: dict[str, Any],
-                                loras: Optional[str], speed: str) -> None:
+async def apply_adapter_options(
+    state: ServiceState, kind: str, parameters: dict[str, Any], loras: Optional[str], speed: str
+) -> None:
     """Validate ``loras`` against the catalogue and set the task's ``loras``/``speed`` parameters.
 
     400 with a ``detail`` for a malformed list, an unknown adapter or one of another model.
@@ -35,16 +49,21 @@ async def apply_adapter_options(state: ServiceState, kind: str, parameters: dict
         names = [part.split(":", 1)[0].strip() for part in loras.split(",") if part.strip()]
         rows = await asyncio.to_thread(_lookup, state, names)
         try:
-            uses = parse_adapter_uses(loras, default_scale=lambda name: rows[name].default_scale if name in rows else 1.0)
+            uses = parse_adapter_uses(
+                loras, default_scale=lambda name: rows[name].default_scale if name in rows else 1.0
+            )
         except AdapterError as error:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, f"参数 loras 无效：{error}") from None
         for use in uses:
             row = rows.get(use.name)
             if row is None:
-                raise HTTPException(status.HTTP_400_BAD_REQUEST, f"参数 loras 无效：未知的 LoRA {use.name}（见 GET /loras）")
+                raise HTTPException(
+                    status.HTTP_400_BAD_REQUEST, f"参数 loras 无效：未知的 LoRA {use.name}（见 GET /loras）"
+                )
             if row.model != kind:
-                raise HTTPException(status.HTTP_400_BAD_REQUEST,
-                                    f"参数 loras 无效：LoRA {use.name} 适用于 {row.model}，不能用于 {kind}")
+                raise HTTPException(
+                    status.HTTP_400_BAD_REQUEST, f"参数 loras 无效：LoRA {use.name} 适用于 {row.model}，不能用于 {kind}"
+                )
         parameters["loras"] = [{"name": use.name, "scale": use.scale} for use in uses]
     if speed == "fast":
         parameters.update(speed="fast", num_inference_steps=state.settings.fast_steps, true_cfg_scale=1.0)

@@ -44,7 +44,7 @@ def create_app(state: Optional[ServiceState] = None) -> FastAPI:
         title="Qwen Image Service",
         version="2.0.0",
         description="Text-to-image (Qwen-Image-2512) and image editing (Qwen-Image-Edit-2511) on Ray Serve. "
-                    "Compatible with the v1.3.0 API.",
+        "Compatible with the v1.3.0 API.",
     )
     install_error_handlers(app)
     app.include_router(system.router)
@@ -85,29 +85,42 @@ def body_limit_for(state: Optional[ServiceState], path: str) -> int:
     return UPLOAD_FILES.get(path.rstrip("/"), 0) * per_file + MULTIPART_OVERHEAD
 
 
-def build_service_state(settings: Settings, registry: Registry, app_name: str,
-                        read_status: Callable[[str], dict] = read_deployment_status) -> ServiceState:
+def build_service_state(
+    settings: Settings, registry: Registry, app_name: str, read_status: Callable[[str], dict] = read_deployment_status
+) -> ServiceState:
     """The database, the auth service (with the default admin) and the result store, from ``settings``."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url)
     init_db(engine)
-    secret = (settings.jwt_secret.get_secret_value() if settings.jwt_secret
-              else load_or_create_secret(settings.data_dir))
-    auth = AuthService(engine, secret, AuthConfig(
-        enabled=settings.auth_enabled, allow_registration=settings.allow_registration,
-        admin_username=settings.admin_username,
-        admin_password=settings.admin_password.get_secret_value() if settings.admin_password else None,
-        token_ttl_seconds=settings.token_ttl_seconds, hash_profile=settings.password_hash_profile,
-        login_max_failures=settings.login_max_failures,
-        login_max_failures_per_address=settings.login_max_failures_per_address,
-        login_window_seconds=settings.login_window_seconds,
-        login_max_delay_seconds=settings.login_max_delay_seconds,
-    ), on_login_failure=metrics.ingress().login_failed)
+    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else load_or_create_secret(settings.data_dir)
+    auth = AuthService(
+        engine,
+        secret,
+        AuthConfig(
+            enabled=settings.auth_enabled,
+            allow_registration=settings.allow_registration,
+            admin_username=settings.admin_username,
+            admin_password=settings.admin_password.get_secret_value() if settings.admin_password else None,
+            token_ttl_seconds=settings.token_ttl_seconds,
+            hash_profile=settings.password_hash_profile,
+            login_max_failures=settings.login_max_failures,
+            login_max_failures_per_address=settings.login_max_failures_per_address,
+            login_window_seconds=settings.login_window_seconds,
+            login_max_delay_seconds=settings.login_max_delay_seconds,
+        ),
+        on_login_failure=metrics.ingress().login_failed,
+    )
     auth.ensure_default_admin()
     if not settings.auth_enabled:
         log.warning("AUTH_ENABLED=false: every request acts as %r", settings.admin_username)
-    return ServiceState(settings=settings, engine=engine, auth=auth,
-                        store=open_result_store(settings.result_store_url, settings.data_dir),
-                        registry=registry, app_name=app_name, read_status=read_status,
-                        long_waits=LongWaits(settings.max_waits_per_user, settings.max_waits),
-                        url_signer=UrlSigner(secret, settings.image_url_ttl_seconds))
+    return ServiceState(
+        settings=settings,
+        engine=engine,
+        auth=auth,
+        store=open_result_store(settings.result_store_url, settings.data_dir),
+        registry=registry,
+        app_name=app_name,
+        read_status=read_status,
+        long_waits=LongWaits(settings.max_waits_per_user, settings.max_waits),
+        url_signer=UrlSigner(secret, settings.image_url_ttl_seconds),
+    )

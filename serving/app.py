@@ -16,8 +16,8 @@ from pydantic import BaseModel, Field
 from ray.serve import Application
 
 from serving.deployments import DEPLOYMENTS, SHARED
-from serving.logs import SERVE_LOGGING
 from serving.ingress import Ingress
+from serving.logs import SERVE_LOGGING
 from serving.settings import SECRET_FIELDS, SECRET_WITH_CREDENTIALS, carries_credentials, load_settings
 
 
@@ -36,7 +36,8 @@ class DeploymentArgs(BaseModel):
     look_back_period_s: float = Field(default=30.0, gt=0, description="window the autoscaler averages the queue over")
     ingress_replicas: int = Field(default=1, ge=1)
     ingress_max_queued_requests: int = Field(
-        default=1024, ge=1, description="requests waiting in Serve's proxies for an ingress slot; beyond: 503")
+        default=1024, ge=1, description="requests waiting in Serve's proxies for an ingress slot; beyond: 503"
+    )
     # Each open event stream (GET /tasks/…/events) holds one of these for as long as it is open;
     # requests beyond it wait in the proxy. Streams per user are capped by MAX_EVENT_STREAMS_PER_USER.
     ingress_max_ongoing_requests: int = Field(default=2048, ge=1)
@@ -56,8 +57,10 @@ def build_app(args: Optional[dict[str, Any]] = None) -> Application:
     cpus = deployment_args.model_num_cpus if deployment_args.model_num_cpus is not None else (4 if production else 0.25)
 
     def model_options() -> dict[str, Any]:
-        options: dict[str, Any] = {"ray_actor_options": {"num_gpus": gpus, "num_cpus": cpus},
-                                   "logging_config": SERVE_LOGGING}
+        options: dict[str, Any] = {
+            "ray_actor_options": {"num_gpus": gpus, "num_cpus": cpus},
+            "logging_config": SERVE_LOGGING,
+        }
         if deployment_args.model_replicas is not None:
             options["num_replicas"] = deployment_args.model_replicas
         else:
@@ -77,7 +80,8 @@ def build_app(args: Optional[dict[str, Any]] = None) -> Application:
     else:
         bound = {kind: DEPLOYMENTS[kind].options(**model_options()).bind(public) for kind in settings.enabled_models}
     return Ingress.options(
-        num_replicas=deployment_args.ingress_replicas, logging_config=SERVE_LOGGING,
+        num_replicas=deployment_args.ingress_replicas,
+        logging_config=SERVE_LOGGING,
         max_queued_requests=deployment_args.ingress_max_queued_requests,
         max_ongoing_requests=deployment_args.ingress_max_ongoing_requests,
         ray_actor_options={"num_cpus": deployment_args.ingress_num_cpus},

@@ -75,8 +75,13 @@ class ModelWorker:
             import torch
 
             torch.set_num_threads(os.cpu_count() or 1)
-        log.info("%s: loaded %s on %s in %.1f s", ", ".join(k.value for k in self.kinds),
-                 ", ".join(m.info.name for m in self.models.values()), self.model.device, time.perf_counter() - started)
+        log.info(
+            "%s: loaded %s on %s in %.1f s",
+            ", ".join(k.value for k in self.kinds),
+            ", ".join(m.info.name for m in self.models.values()),
+            self.model.device,
+            time.perf_counter() - started,
+        )
         if self.settings.preview_every_steps > 0:
             for loaded in self.models.values():
                 if loaded.pipeline is not None:
@@ -101,8 +106,10 @@ class ModelWorker:
             while True:
                 try:
                     registry = self._registry_for(app_name)
-                    ray.get(registry.report_replica.remote(replica_id, {"deployment": deployment, **self.info()}),
-                            timeout=10)
+                    ray.get(
+                        registry.report_replica.remote(replica_id, {"deployment": deployment, **self.info()}),
+                        timeout=10,
+                    )
                 except Exception as exc:  # the registry is (re)starting: the next report finds it
                     log.debug("replica report failed: %r", exc)
                     self._registry = None
@@ -112,9 +119,12 @@ class ModelWorker:
 
     def info(self) -> dict:
         """What this replica holds and how (``/health`` and ``/models`` show it), with device memory."""
-        return {"layout": self.settings.model_layout, "device": str(self.model.device),
-                "models": {kind.value: model.describe() for kind, model in self.models.items()},
-                "device_memory": device_memory()}
+        return {
+            "layout": self.settings.model_layout,
+            "device": str(self.model.device),
+            "models": {kind.value: model.describe() for kind, model in self.models.items()},
+            "device_memory": device_memory(),
+        }
 
     def _registry_for(self, app_name: str):
         if self._registry is None:
@@ -122,8 +132,17 @@ class ModelWorker:
         return self._registry
 
     def _event(self, task: ModelRequest, event: str, level: int = logging.INFO, **fields: Any) -> None:
-        task_event(replica_events(), event, task_id=task.task_id, user_id=task.user_id, kind=task.kind.value,
-                   level=level, attempt=task.attempt, index=task.index, **fields)
+        task_event(
+            replica_events(),
+            event,
+            task_id=task.task_id,
+            user_id=task.user_id,
+            kind=task.kind.value,
+            level=level,
+            attempt=task.attempt,
+            index=task.index,
+            **fields,
+        )
 
     async def run(self, task: ModelRequest) -> ModelOutcome:
         registry = self._registry_for(task.app_name)
@@ -169,13 +188,20 @@ class ModelWorker:
             keys = await asyncio.to_thread(self._store_images, task, request, result)
         except OSError as exc:  # the store's ResultStoreError, or a failed write on the way
             self._event(task, "result_write_failed", logging.ERROR, error=str(exc))
-            return Failed(index=index, error=messages.without_server_paths(
-                f"{messages.RESULT_WRITE_FAILED}: {exc.strerror or exc}"))
+            return Failed(
+                index=index,
+                error=messages.without_server_paths(f"{messages.RESULT_WRITE_FAILED}: {exc.strerror or exc}"),
+            )
         except Exception as exc:
             self._event(task, "result_write_failed", logging.ERROR, exc_info=True)
             return Failed(index=index, error=describe_failure(exc))
-        self._event(task, "generation_finished", steps=result.steps_completed,
-                    generation_seconds=round(result.seconds, 4), images=len(keys))
+        self._event(
+            task,
+            "generation_finished",
+            steps=result.steps_completed,
+            generation_seconds=round(result.seconds, 4),
+            images=len(keys),
+        )
         return Generated(index=index, keys=keys, seed=result.seed, seconds=result.seconds)
 
     # ------------------------------------------------------------------ the blocking parts
@@ -187,11 +213,18 @@ class ModelWorker:
         p = task.parameters
         images = [open_input(self.store.get(key)) for key in task.input_keys]
         return models.GenerationRequest(
-            prompt=task.prompt, negative_prompt=p.get("negative_prompt", ""),
-            width=p.get("width", 1024), height=p.get("height", 1024),
-            num_inference_steps=p["num_inference_steps"], true_cfg_scale=p["true_cfg_scale"],
-            guidance_scale=p.get("guidance_scale", 1.0), seed=p["seed"], num_images=p.get("num_images", 1),
-            images=images, adapters=_adapter_uses(task), fast=p.get("speed") == "fast",
+            prompt=task.prompt,
+            negative_prompt=p.get("negative_prompt", ""),
+            width=p.get("width", 1024),
+            height=p.get("height", 1024),
+            num_inference_steps=p["num_inference_steps"],
+            true_cfg_scale=p["true_cfg_scale"],
+            guidance_scale=p.get("guidance_scale", 1.0),
+            seed=p["seed"],
+            num_images=p.get("num_images", 1),
+            images=images,
+            adapters=_adapter_uses(task),
+            fast=p.get("speed") == "fast",
             edit_size=tuple(p["output_size"]) if p.get("output_size") else None,
         )
 
@@ -231,9 +264,15 @@ class ModelWorker:
         previews = None
         if self.settings.preview_every_steps > 0:
             previews = models.PreviewOptions(
-                every=self.settings.preview_every_steps, sink=send_preview, max_side=self.settings.preview_max_side,
-                image_format=self.settings.preview_format, quality=self.settings.preview_quality)
-        return models.generate(self.models[task.kind], request, on_step=on_step, should_stop=should_stop, previews=previews)
+                every=self.settings.preview_every_steps,
+                sink=send_preview,
+                max_side=self.settings.preview_max_side,
+                image_format=self.settings.preview_format,
+                quality=self.settings.preview_quality,
+            )
+        return models.generate(
+            self.models[task.kind], request, on_step=on_step, should_stop=should_stop, previews=previews
+        )
 
     def _store_images(self, task: ModelRequest, request, result) -> list[str]:
         import models
@@ -261,11 +300,15 @@ def replica_profile(settings) -> Any:
     )
     if profile.pipeline_classes:
         profile = models.with_memory_options(
-            profile, fp8=settings.quantization == "fp8", group_offload=settings.offload_mode == "group")
+            profile, fp8=settings.quantization == "fp8", group_offload=settings.offload_mode == "group"
+        )
         profile = models.with_speed_options(
-            profile, adapter_capacity=settings.adapter_cache_size,
-            adapter_max_mb=settings.adapter_cache_mb, lightning_sources=settings.lightning_sources(),
-            step_cache=settings.step_cache, step_cache_threshold=settings.step_cache_threshold,
+            profile,
+            adapter_capacity=settings.adapter_cache_size,
+            adapter_max_mb=settings.adapter_cache_mb,
+            lightning_sources=settings.lightning_sources(),
+            step_cache=settings.step_cache,
+            step_cache_threshold=settings.step_cache_threshold,
             compile=settings.compile_transformer,
         )
     return profile
@@ -280,8 +323,9 @@ def _adapter_uses(task: ModelRequest) -> list:
     missing = [entry["name"] for entry in task.parameters.get("loras") or [] if entry["name"] not in resolved]
     if missing:
         raise AdapterError(f"LoRA {', '.join(missing)} is no longer in the catalogue")
-    return [AdapterUse(ref.name, ref.scale, AdapterSource(ref.name, ref.path, ref.weight_name))
-            for ref in task.adapters]
+    return [
+        AdapterUse(ref.name, ref.scale, AdapterSource(ref.name, ref.path, ref.weight_name)) for ref in task.adapters
+    ]
 
 
 async def _outlast_cancellation(work: asyncio.Future) -> None:
@@ -328,12 +372,16 @@ ROUTING = RequestRouterConfig(request_router_class=ROUTER_PATH)
 
 def _deployment(name: str, kinds: tuple[ModelKind, ...]) -> Any:
     """The Serve deployment ``name`` whose replicas hold the models of ``kinds``."""
-    worker = type(name, (ModelWorker,), {"kinds": kinds, "__module__": __name__,
-                                         "__doc__": f"Model replica of {', '.join(k.value for k in kinds)}."})
+    worker = type(
+        name,
+        (ModelWorker,),
+        {"kinds": kinds, "__module__": __name__, "__doc__": f"Model replica of {', '.join(k.value for k in kinds)}."},
+    )
     # Module attribute under the class's own name: Ray pickles replica classes by reference.
     globals()[name] = worker
-    return serve.deployment(name=name, max_ongoing_requests=2, graceful_shutdown_timeout_s=60,
-                            request_router_config=ROUTING)(worker)
+    return serve.deployment(
+        name=name, max_ongoing_requests=2, graceful_shutdown_timeout_s=60, request_router_config=ROUTING
+    )(worker)
 
 
 # The separate layout: one deployment per kind, named as its row of the kind table says.
@@ -351,5 +399,9 @@ def device_memory() -> Optional[dict[str, int]]:
     if not torch.cuda.is_available():
         return None
     free, total = torch.cuda.mem_get_info()
-    return {"allocated_bytes": torch.cuda.memory_allocated(), "reserved_bytes": torch.cuda.memory_reserved(),
-            "used_bytes": total - free, "total_bytes": total}
+    return {
+        "allocated_bytes": torch.cuda.memory_allocated(),
+        "reserved_bytes": torch.cuda.memory_reserved(),
+        "used_bytes": total - free,
+        "total_bytes": total,
+    }

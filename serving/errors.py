@@ -26,8 +26,11 @@ def describe_validation_error(exc: RequestValidationError) -> messages.Message:
         loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path", "form")]
         field = ".".join(loc)
         if not field or field == "request":
-            parts.append(messages.BODY_NOT_OBJECT if error.get("type") in ("dict_type", "model_attributes_type")
-                         else messages.BODY_INVALID(reason=error.get("msg", "")))
+            parts.append(
+                messages.BODY_NOT_OBJECT
+                if error.get("type") in ("dict_type", "model_attributes_type")
+                else messages.BODY_INVALID(reason=error.get("msg", ""))
+            )
         elif error.get("type") == "missing":
             parts.append(messages.PARAM_MISSING(field=field))
         else:
@@ -42,7 +45,7 @@ def _localized(request: Request, detail: object) -> object:
 
 def is_openai_path(path: str, root_path: str = "") -> bool:
     if root_path and path.startswith(root_path):
-        path = path[len(root_path):]
+        path = path[len(root_path) :]
     return path == "/v1" or path.startswith("/v1/")
 
 
@@ -57,11 +60,15 @@ def _openai_text(request: Request, message: object) -> str:
     return str(messages.render(message, "zh" if chinese else "en"))
 
 
-def openai_response(request: Request, status_code: int, message: object, *, param=None, code=None,
-                    error_type=None, headers=None) -> JSONResponse:
+def openai_response(
+    request: Request, status_code: int, message: object, *, param=None, code=None, error_type=None, headers=None
+) -> JSONResponse:
     merged = {**(headers or {}), **retry_header(status_code)}
-    return JSONResponse(error_body(status_code, _openai_text(request, message), param, code, error_type),
-                        status_code=status_code, headers=merged)
+    return JSONResponse(
+        error_body(status_code, _openai_text(request, message), param, code, error_type),
+        status_code=status_code,
+        headers=merged,
+    )
 
 
 def _validation_param(exc: RequestValidationError) -> str | None:
@@ -78,11 +85,20 @@ def _openai_validation(request: Request, exc: RequestValidationError) -> JSONRes
     param = _validation_param(exc)
     first = exc.errors()[0] if exc.errors() else {}
     missing = first.get("type") == "missing"
-    message = (f"Missing required parameter: '{param}'" if missing and param
-               else f"Invalid value for '{param}': {first.get('msg', '')}" if param
-               else f"The request body must be a JSON object ({first.get('msg', 'invalid')})")
-    return openai_response(request, status.HTTP_400_BAD_REQUEST, message, param=param,
-                           code="missing_required_parameter" if missing else "invalid_value")
+    message = (
+        f"Missing required parameter: '{param}'"
+        if missing and param
+        else f"Invalid value for '{param}': {first.get('msg', '')}"
+        if param
+        else f"The request body must be a JSON object ({first.get('msg', 'invalid')})"
+    )
+    return openai_response(
+        request,
+        status.HTTP_400_BAD_REQUEST,
+        message,
+        param=param,
+        code="missing_required_parameter" if missing else "invalid_value",
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -90,8 +106,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         if _openai_request(request):
             return _openai_validation(request, exc)
-        return JSONResponse({"detail": _localized(request, describe_validation_error(exc))},
-                            status_code=status.HTTP_400_BAD_REQUEST)
+        return JSONResponse(
+            {"detail": _localized(request, describe_validation_error(exc))}, status_code=status.HTTP_400_BAD_REQUEST
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -99,16 +116,24 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == status.HTTP_400_BAD_REQUEST and detail == "There was an error parsing the body":
             detail = messages.BODY_UNPARSABLE
         if _openai_request(request):
-            return openai_response(request, exc.status_code, detail, param=getattr(exc, "param", None),
-                                   code=getattr(exc, "code", None), error_type=getattr(exc, "error_type", None),
-                                   headers=getattr(exc, "headers", None))
-        return JSONResponse({"detail": _localized(request, detail)}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+            return openai_response(
+                request,
+                exc.status_code,
+                detail,
+                param=getattr(exc, "param", None),
+                code=getattr(exc, "code", None),
+                error_type=getattr(exc, "error_type", None),
+                headers=getattr(exc, "headers", None),
+            )
+        return JSONResponse(
+            {"detail": _localized(request, detail)}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         if _openai_request(request):
             return openai_response(request, status.HTTP_500_INTERNAL_SERVER_ERROR, messages.INTERNAL_ERROR)
-        return JSONResponse({"detail": _localized(request, messages.INTERNAL_ERROR)},
-                            status_code=status.HTTP_500_INTERNAL_SERVER_ERROR)
+        return JSONResponse(
+            {"detail": _localized(request, messages.INTERNAL_ERROR)}, status_code=status.HTTP_500_INTERNAL_SERVER_ERROR
+        )

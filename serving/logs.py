@@ -30,8 +30,17 @@ SERVE_EXTRA_FIELDS = "ray_serve_extra_fields"
 REGISTRY_LOGGER = "qwen_image.events"
 
 
-def task_event(logger: logging.Logger, event: str, *, task_id: str, user_id: Optional[int], kind: str,
-               level: int = logging.INFO, exc_info: Any = None, **fields: Any) -> None:
+def task_event(
+    logger: logging.Logger,
+    event: str,
+    *,
+    task_id: str,
+    user_id: Optional[int],
+    kind: str,
+    level: int = logging.INFO,
+    exc_info: Any = None,
+    **fields: Any,
+) -> None:
     """Log one task event as structured fields (the message repeats the event for text readers)."""
     if logger.isEnabledFor(level):
         record = {"event": event, "task_id": task_id, "user_id": user_id, "kind": kind, **fields}
@@ -57,8 +66,12 @@ class JSONLines(logging.Formatter):
         self.replica = replica
 
     def format(self, record: logging.LogRecord) -> str:
-        line = {"asctime": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
-                "levelname": record.levelname, "message": record.getMessage(), "replica": self.replica}
+        line = {
+            "asctime": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "levelname": record.levelname,
+            "message": record.getMessage(),
+            "replica": self.replica,
+        }
         line.update((k, v) for k, v in vars(record).items() if k not in self.STANDARD)
         if record.exc_info:
             line["exc_text"] = self.formatException(record.exc_info)

@@ -187,47 +187,76 @@ SEVERAL = _entry("several", "{first}；{rest}", "{first}; {rest}")
 TASK_ACCEPTED = _entry("task_accepted", "任务已提交", "The task was accepted")
 TASK_NOT_FOUND = _entry("task_not_found", "任务不存在", "Task not found")
 # Each model kind's "not loaded" message lives in its row of the kind table (models.kinds).
-MODEL_NOT_LOADED = {kind: _entry(f"{kind.value}_not_loaded", kind.spec.not_loaded, kind.spec.not_loaded_en)
-                    for kind in ModelKind}
-REGISTRY_UNAVAILABLE = _entry("registry_unavailable", "任务服务正在重启，请稍后重试",
-                              "The task service is restarting; retry shortly")
+MODEL_NOT_LOADED = {
+    kind: _entry(f"{kind.value}_not_loaded", kind.spec.not_loaded, kind.spec.not_loaded_en) for kind in ModelKind
+}
+REGISTRY_UNAVAILABLE = _entry(
+    "registry_unavailable", "任务服务正在重启，请稍后重试", "The task service is restarting; retry shortly"
+)
 QUEUE_FULL = _entry("queue_full", "任务队列已满，请稍后重试", "The task queue is full; retry later")
-TOO_MANY_WAITS = _entry("too_many_waits", "同时等待结果的请求过多（每个用户最多 {limit} 个），请稍后重试或使用异步模式",
-                        "Too many of your requests are waiting for results at once (at most {limit}); "
-                        "retry later or use async mode")
+TOO_MANY_WAITS = _entry(
+    "too_many_waits",
+    "同时等待结果的请求过多（每个用户最多 {limit} 个），请稍后重试或使用异步模式",
+    "Too many of your requests are waiting for results at once (at most {limit}); retry later or use async mode",
+)
 SERVER_BUSY = _entry("server_busy", "服务繁忙，请稍后重试", "The server is busy; retry shortly")
-TOO_MANY_PENDING = _entry("too_many_pending", "排队中的任务过多（每个用户最多 {limit} 个），请等待已提交的任务完成",
-                          "Too many of your tasks are waiting (at most {limit}); wait for them to finish")
+TOO_MANY_PENDING = _entry(
+    "too_many_pending",
+    "排队中的任务过多（每个用户最多 {limit} 个），请等待已提交的任务完成",
+    "Too many of your tasks are waiting (at most {limit}); wait for them to finish",
+)
 WAIT_TIMEOUT = _entry("wait_timeout", "等待任务结果超时", "Timed out waiting for the task result")
 TASK_CANCELLED = _entry("task_cancelled", "任务已取消", "The task was cancelled")
-CANCEL_REQUESTED = _entry("cancel_requested", "已请求取消，任务将在下一步停止",
-                          "Cancellation requested; the task stops at its next step")
+CANCEL_REQUESTED = _entry(
+    "cancel_requested", "已请求取消，任务将在下一步停止", "Cancellation requested; the task stops at its next step"
+)
 TASK_FAILED = _entry("task_failed", "任务执行失败", "The task failed")
 TASK_FAILED_BECAUSE = _entry("task_failed_because", "任务执行失败: {error}", "The task failed: {error}")
-TASK_ALREADY_FINISHED = _entry("task_already_finished", "任务已结束，无法取消",
-                               "The task has already finished and cannot be cancelled")
-TASKS_CLEANED = _entry("tasks_cleaned", "已清理 {memory_count} 个内存任务记录，{db_count} 个数据库历史记录",
-                       "Removed {memory_count} task records from memory and {db_count} history records "
-                       "from the database")
+TASK_ALREADY_FINISHED = _entry(
+    "task_already_finished", "任务已结束，无法取消", "The task has already finished and cannot be cancelled"
+)
+TASKS_CLEANED = _entry(
+    "tasks_cleaned",
+    "已清理 {memory_count} 个内存任务记录，{db_count} 个数据库历史记录",
+    "Removed {memory_count} task records from memory and {db_count} history records from the database",
+)
 RESULT_MISSING = _entry("result_missing", "任务结果文件不存在", "The task's result file is missing")
-QUOTA_DAILY = _entry("quota_daily", "已达到每日配额上限（{limit}），将于 {resets_at} 重置",
-                     "The daily quota ({limit}) is used up; it resets at {resets_at}")
-QUOTA_MONTHLY = _entry("quota_monthly", "已达到每月配额上限（{limit}），将于 {resets_at} 重置",
-                       "The monthly quota ({limit}) is used up; it resets at {resets_at}")
+QUOTA_DAILY = _entry(
+    "quota_daily",
+    "已达到每日配额上限（{limit}），将于 {resets_at} 重置",
+    "The daily quota ({limit}) is used up; it resets at {resets_at}",
+)
+QUOTA_MONTHLY = _entry(
+    "quota_monthly",
+    "已达到每月配额上限（{limit}），将于 {resets_at} 重置",
+    "The monthly quota ({limit}) is used up; it resets at {resets_at}",
+)
 
 # Why a task failed (stored with the task, shown in its status and in a synchronous answer)
-REPLICA_CRASHED = _entry("replica_crashed", "模型副本在执行任务时崩溃（已重试）",
-                         "The model replica crashed while running the task (it was retried)")
-MODEL_DISABLED = _entry("model_disabled", "任务所需的模型已停用，任务无法执行",
-                        "The model this task needs has been switched off; the task cannot run")
-INTERRUPTED_BY_RESTART = _entry("interrupted_by_restart", "服务重启时任务正在执行，已达到重试次数上限",
-                                "The task was running when the service restarted, and it has been retried "
-                                "as often as allowed")
+REPLICA_CRASHED = _entry(
+    "replica_crashed",
+    "模型副本在执行任务时崩溃（已重试）",
+    "The model replica crashed while running the task (it was retried)",
+)
+MODEL_DISABLED = _entry(
+    "model_disabled",
+    "任务所需的模型已停用，任务无法执行",
+    "The model this task needs has been switched off; the task cannot run",
+)
+INTERRUPTED_BY_RESTART = _entry(
+    "interrupted_by_restart",
+    "服务重启时任务正在执行，已达到重试次数上限",
+    "The task was running when the service restarted, and it has been retried as often as allowed",
+)
 RESULT_WRITE_FAILED = _entry("result_write_failed", "结果写入失败", "Writing the result failed")
-RESULT_WRITE_FAILED_BECAUSE = _entry("result_write_failed_because", "结果写入失败: {reason}",
-                                     "Writing the result failed: {reason}")
-OUT_OF_MEMORY = _entry("out_of_memory", "显存或内存不足，请减少图片数量或稍后重试 ({error})",
-                       "Not enough GPU or host memory; request fewer images or retry later ({error})")
+RESULT_WRITE_FAILED_BECAUSE = _entry(
+    "result_write_failed_because", "结果写入失败: {reason}", "Writing the result failed: {reason}"
+)
+OUT_OF_MEMORY = _entry(
+    "out_of_memory",
+    "显存或内存不足，请减少图片数量或稍后重试 ({error})",
+    "Not enough GPU or host memory; request fewer images or retry later ({error})",
+)
 GENERATION_FAILED = _entry("generation_failed", "生成失败 ({error})", "Generation failed ({error})")
 
 # Service
@@ -236,55 +265,84 @@ SERVICE_STARTING = _entry("service_starting", "服务正在启动", "The service
 
 # Request validation
 BODY_UNPARSABLE = _entry("body_unparsable", "请求体无法解析", "The request body could not be parsed")
-BODY_NOT_OBJECT = _entry("body_not_object", "请求体格式错误：此接口需要 JSON 对象",
-                         "Malformed request body: this endpoint takes a JSON object")
+BODY_NOT_OBJECT = _entry(
+    "body_not_object",
+    "请求体格式错误：此接口需要 JSON 对象",
+    "Malformed request body: this endpoint takes a JSON object",
+)
 BODY_INVALID = _entry("body_invalid", "请求体无效：{reason}", "Invalid request body: {reason}")
 PARAM_MISSING = _entry("param_missing", "缺少必填参数 {field}", "Missing required parameter {field}")
 PARAM_INVALID = _entry("param_invalid", "参数 {field} 无效：{reason}", "Parameter {field}: {reason}")
 PARAMS_INVALID = _entry("params_invalid", "请求参数无效", "Invalid request parameters")
 PARAM_EMPTY = _entry("param_empty", "参数 {field} 不能为空", "Parameter {field} must not be empty")
-ASPECT_RATIO_UNSUPPORTED = _entry("aspect_ratio_unsupported", "不支持的宽高比 {aspect_ratio}，可选：{choices}",
-                                  "Unsupported aspect ratio {aspect_ratio}; choose one of: {choices}")
-TOO_MANY_PROMPTS = _entry("too_many_prompts", "参数 prompts 最多 {limit} 条，收到 {count} 条",
-                          "Parameter prompts takes at most {limit} prompts, got {count}")
-PROMPT_TOO_LONG = _entry("prompt_too_long", "参数 prompts 每条最多 {limit} 个字符",
-                         "Each of the prompts may have at most {limit} characters")
+ASPECT_RATIO_UNSUPPORTED = _entry(
+    "aspect_ratio_unsupported",
+    "不支持的宽高比 {aspect_ratio}，可选：{choices}",
+    "Unsupported aspect ratio {aspect_ratio}; choose one of: {choices}",
+)
+TOO_MANY_PROMPTS = _entry(
+    "too_many_prompts",
+    "参数 prompts 最多 {limit} 条，收到 {count} 条",
+    "Parameter prompts takes at most {limit} prompts, got {count}",
+)
+PROMPT_TOO_LONG = _entry(
+    "prompt_too_long", "参数 prompts 每条最多 {limit} 个字符", "Each of the prompts may have at most {limit} characters"
+)
 
 # Uploads
 IMAGE_REQUIRED = _entry("image_required", "至少需要上传 1 张图片", "Upload at least 1 image")
 TOO_MANY_IMAGES = _entry("too_many_images", "最多上传 {limit} 张图片", "Upload at most {limit} images")
-UPLOAD_TOO_LARGE = _entry("upload_too_large", "上传内容过大：每个文件最大 {limit_mb} MB",
-                          "Upload too large: at most {limit_mb} MB per file")
+UPLOAD_TOO_LARGE = _entry(
+    "upload_too_large", "上传内容过大：每个文件最大 {limit_mb} MB", "Upload too large: at most {limit_mb} MB per file"
+)
 IMAGE_INVALID = _entry("image_invalid", "图片 {name} 无效：{reason}", "Image {name} is invalid: {reason}")
 # … the reasons, which fill IMAGE_INVALID's {reason}
 IMAGE_EMPTY = _entry("image_empty", "文件为空", "the file is empty")
-IMAGE_FORMAT = _entry("image_format", "不支持的格式 {format}，仅支持 JPEG、PNG、WebP",
-                      "unsupported format {format}; only JPEG, PNG and WebP are accepted")
-IMAGE_TOO_MANY_PIXELS = _entry("image_too_many_pixels", "尺寸 {width}×{height} 超过上限 {max_pixels} 像素",
-                               "its size {width}×{height} exceeds the limit of {max_pixels} pixels")
-IMAGE_TOO_SMALL = _entry("image_too_small", "尺寸 {width}×{height} 过小（每边至少 {min_side} 像素）",
-                         "its size {width}×{height} is too small (at least {min_side} pixels a side)")
+IMAGE_FORMAT = _entry(
+    "image_format",
+    "不支持的格式 {format}，仅支持 JPEG、PNG、WebP",
+    "unsupported format {format}; only JPEG, PNG and WebP are accepted",
+)
+IMAGE_TOO_MANY_PIXELS = _entry(
+    "image_too_many_pixels",
+    "尺寸 {width}×{height} 超过上限 {max_pixels} 像素",
+    "its size {width}×{height} exceeds the limit of {max_pixels} pixels",
+)
+IMAGE_TOO_SMALL = _entry(
+    "image_too_small",
+    "尺寸 {width}×{height} 过小（每边至少 {min_side} 像素）",
+    "its size {width}×{height} is too small (at least {min_side} pixels a side)",
+)
 IMAGE_DECODES_TOO_LARGE = _entry(
-    "image_decodes_too_large", "尺寸 {width}×{height} 解码后约 {decoded_mb} MB，超过上限 {max_mb} MB",
-    "its size {width}×{height} would take about {decoded_mb} MB once decoded, over the limit of {max_mb} MB")
-IMAGE_TRAILING_DATA = _entry("image_trailing_data", "图片结尾之后还有多余数据（疑似伪装的复合文件）",
-                             "there is data after the image's end (possibly a disguised polyglot file)")
+    "image_decodes_too_large",
+    "尺寸 {width}×{height} 解码后约 {decoded_mb} MB，超过上限 {max_mb} MB",
+    "its size {width}×{height} would take about {decoded_mb} MB once decoded, over the limit of {max_mb} MB",
+)
+IMAGE_TRAILING_DATA = _entry(
+    "image_trailing_data",
+    "图片结尾之后还有多余数据（疑似伪装的复合文件）",
+    "there is data after the image's end (possibly a disguised polyglot file)",
+)
 IMAGE_BOMB = _entry("image_bomb", "疑似解压炸弹（像素数过大）", "it looks like a decompression bomb (too many pixels)")
-IMAGE_UNDECODABLE = _entry("image_undecodable", "无法解析为图片（{error}）",
-                           "it cannot be decoded as an image ({error})")
+IMAGE_UNDECODABLE = _entry(
+    "image_undecodable", "无法解析为图片（{error}）", "it cannot be decoded as an image ({error})"
+)
 
 # Accounts
 INVALID_CREDENTIALS = _entry("invalid_credentials", "无效的认证凭据", "Invalid authentication credentials")
 ADMIN_REQUIRED = _entry("admin_required", "需要管理员权限", "Administrator privileges are required")
 CSRF_HEADER_MISSING = _entry(
-    "csrf_header_missing", "浏览器会话的修改请求需要请求头 X-Requested-With: qwen-image",
-    "Requests that change state with a browser session need the header X-Requested-With: qwen-image")
+    "csrf_header_missing",
+    "浏览器会话的修改请求需要请求头 X-Requested-With: qwen-image",
+    "Requests that change state with a browser session need the header X-Requested-With: qwen-image",
+)
 USERNAME_TAKEN = _entry("username_taken", "用户名已存在", "The username is already taken")
 REGISTRATION_CLOSED = _entry("registration_closed", "当前不允许用户注册", "Registration is currently closed")
 BAD_CREDENTIALS = _entry("bad_credentials", "用户名或密码错误", "Incorrect username or password")
 USER_DISABLED = _entry("user_disabled", "用户已被禁用", "This user is disabled")
-TOO_MANY_ATTEMPTS = _entry("too_many_attempts", "登录失败次数过多，请稍后再试",
-                           "Too many failed logins; try again later")
+TOO_MANY_ATTEMPTS = _entry(
+    "too_many_attempts", "登录失败次数过多，请稍后再试", "Too many failed logins; try again later"
+)
 WRONG_OLD_PASSWORD = _entry("wrong_old_password", "原密码错误", "The old password is incorrect")
 USER_NOT_FOUND = _entry("user_not_found", "用户不存在", "User not found")
 NOT_ON_SELF = _entry("not_on_self", "不能对自己的账号执行此操作", "Administrators cannot do this to their own account")
@@ -299,16 +357,24 @@ USER_DELETED = _entry("user_deleted", "用户 {username} 已删除", "User {user
 API_KEY_NOT_FOUND = _entry("api_key_not_found", "API 密钥不存在", "API key not found")
 API_KEY_REVOKED = _entry("api_key_revoked", "API 密钥已撤销", "API key revoked")
 # Event streams and webhooks
-EVENT_STREAMS_LIMIT = _entry("event_streams_limit", "打开的事件流过多（每个用户最多 {limit} 个），请先关闭一些",
-                             "Too many open event streams (at most {limit} per user); close some first")
+EVENT_STREAMS_LIMIT = _entry(
+    "event_streams_limit",
+    "打开的事件流过多（每个用户最多 {limit} 个），请先关闭一些",
+    "Too many open event streams (at most {limit} per user); close some first",
+)
 NOT_AN_EVENT_ID = _entry("not_an_event_id", "必须是非负整数", "it must be a non-negative integer")
-WEBHOOK_EVENT_UNKNOWN = _entry("webhook_event_unknown", "未知事件 {name}，可选：{choices}",
-                               "unknown event {name}; choose from {choices}")
+WEBHOOK_EVENT_UNKNOWN = _entry(
+    "webhook_event_unknown", "未知事件 {name}，可选：{choices}", "unknown event {name}; choose from {choices}"
+)
 WEBHOOK_URL_REQUIRED = _entry("webhook_url_required", "需要同时提供 webhook_url", "it needs webhook_url as well")
-WEBHOOK_URL_REFUSED = _entry("webhook_url_refused", "不允许的地址（{reason}）", "this address is not allowed ({reason})")
+WEBHOOK_URL_REFUSED = _entry(
+    "webhook_url_refused", "不允许的地址（{reason}）", "this address is not allowed ({reason})"
+)
 
 # For recognise(): fixed texts by their Chinese, then templates, the most literal text first (so
 # "任务执行失败: …" is read as a task failure before "{first}；{rest}" could split it).
 _BY_TEXT = {template.texts["zh"]: template() for template in CATALOGUE.values() if not template.fields}
-_TEMPLATES = sorted((template for template in CATALOGUE.values() if template.fields),
-                    key=lambda template: -len(re.sub(r"\{\w+\}", "", template.texts["zh"])))
+_TEMPLATES = sorted(
+    (template for template in CATALOGUE.values() if template.fields),
+    key=lambda template: -len(re.sub(r"\{\w+\}", "", template.texts["zh"])),
+)

@@ -49,15 +49,23 @@ class TaskMetrics:
         self._completed = counter("tasks_completed", "Tasks that finished with a result.")
         self._failed = counter("tasks_failed", "Tasks that finished with an error.")
         self._cancelled = counter("tasks_cancelled", "Tasks cancelled by their owner.")
-        self._refused = counter("tasks_refused", "Submissions refused, by reason (quota, queue_full).",
-                                keys=("application", "kind", "reason"))
-        self._pending = metrics.Gauge(PREFIX + "tasks_pending", description="Tasks waiting for a model replica.",
-                                      tag_keys=tags)
-        self._running = metrics.Gauge(PREFIX + "tasks_running", description="Tasks a model replica is running.",
-                                      tag_keys=tags)
+        self._refused = counter(
+            "tasks_refused",
+            "Submissions refused, by reason (quota, queue_full).",
+            keys=("application", "kind", "reason"),
+        )
+        self._pending = metrics.Gauge(
+            PREFIX + "tasks_pending", description="Tasks waiting for a model replica.", tag_keys=tags
+        )
+        self._running = metrics.Gauge(
+            PREFIX + "tasks_running", description="Tasks a model replica is running.", tag_keys=tags
+        )
         self._queue_wait = metrics.Histogram(
-            PREFIX + "queue_wait_seconds", description="Seconds from submission to the start of generation.",
-            boundaries=QUEUE_WAIT_BUCKETS, tag_keys=tags)
+            PREFIX + "queue_wait_seconds",
+            description="Seconds from submission to the start of generation.",
+            boundaries=QUEUE_WAIT_BUCKETS,
+            tag_keys=tags,
+        )
         for made in (self._pending, self._running, self._queue_wait):
             made.set_default_tags(default)
         self._finished = {"completed": self._completed, "failed": self._failed, "cancelled": self._cancelled}
@@ -93,13 +101,19 @@ class ModelMetrics:
         if not self.enabled:
             return
         self._seconds = metrics.Histogram(
-            PREFIX + "generation_seconds", description="Seconds one pipeline run held the device.",
-            boundaries=GENERATION_BUCKETS, tag_keys=("kind",))
+            PREFIX + "generation_seconds",
+            description="Seconds one pipeline run held the device.",
+            boundaries=GENERATION_BUCKETS,
+            tag_keys=("kind",),
+        )
         self._steps_per_second = metrics.Gauge(
-            PREFIX + "denoising_steps_per_second", description="Denoising steps per second of the last run.",
-            tag_keys=("kind",))
-        self._steps = metrics.Counter(PREFIX + "denoising_steps", description="Denoising steps run.",
-                                      tag_keys=("kind",))
+            PREFIX + "denoising_steps_per_second",
+            description="Denoising steps per second of the last run.",
+            tag_keys=("kind",),
+        )
+        self._steps = metrics.Counter(
+            PREFIX + "denoising_steps", description="Denoising steps run.", tag_keys=("kind",)
+        )
 
     def generated(self, kind: str, steps: int, seconds: float) -> None:
         if not self.enabled:
@@ -119,8 +133,10 @@ class IngressMetrics:
         if not self.enabled:
             return
         self._login_failures = metrics.Counter(
-            PREFIX + "login_failures", description="Refused log-ins, by reason (bad_credentials, throttled, disabled).",
-            tag_keys=("reason",))
+            PREFIX + "login_failures",
+            description="Refused log-ins, by reason (bad_credentials, throttled, disabled).",
+            tag_keys=("reason",),
+        )
 
     def login_failed(self, reason: str) -> None:
         if self.enabled:

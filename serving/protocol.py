@@ -233,10 +233,21 @@ class TaskStatusView(BaseModel):
 
 
 def task_status_view(
-    *, task_id: str, user_id: Optional[int], task_type: str, status: str, error: Optional[str],
-    created_at: datetime, started_at: Optional[datetime], completed_at: Optional[datetime],
-    execution_time: Optional[float], steps_done: int, total_steps: int, seed: Optional[int],
-    position: int, now: datetime,
+    *,
+    task_id: str,
+    user_id: Optional[int],
+    task_type: str,
+    status: str,
+    error: Optional[str],
+    created_at: datetime,
+    started_at: Optional[datetime],
+    completed_at: Optional[datetime],
+    execution_time: Optional[float],
+    steps_done: int,
+    total_steps: int,
+    seed: Optional[int],
+    position: int,
+    now: datetime,
 ) -> TaskStatusView:
     """Build the status of a task from what both the registry and the database know of it.
 
@@ -258,13 +269,22 @@ def task_status_view(
     else:
         done = steps_done
     return TaskStatusView(
-        task_id=task_id, user_id=user_id, task_type=task_type, status=status, error=error,
-        created_at=created_at, started_at=started_at, completed_at=completed_at,
+        task_id=task_id,
+        user_id=user_id,
+        task_type=task_type,
+        status=status,
+        error=error,
+        created_at=created_at,
+        started_at=started_at,
+        completed_at=completed_at,
         position_in_queue=position if status == TaskStatus.pending.value else 0,
         wait_time_seconds=wait,
         execution_time_seconds=round(execution, 3) if execution is not None else None,
-        progress=Progress(current_step=done, total_steps=total_steps,
-                          percent=round(100.0 * done / total_steps, 1) if total_steps else 0.0),
+        progress=Progress(
+            current_step=done,
+            total_steps=total_steps,
+            percent=round(100.0 * done / total_steps, 1) if total_steps else 0.0,
+        ),
         seed=seed,
     )
 

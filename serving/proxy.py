@@ -43,9 +43,13 @@ def configure_environment(environ: MutableMapping[str, str] = os.environ) -> Non
 
 def proxy_middlewares() -> list[Middleware]:
     """The proxy callback (``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH``)."""
-    return [Middleware(GuardedRequests,
-                       body_timeout_s=float(os.environ.get("REQUEST_BODY_TIMEOUT_SECONDS", DEFAULT_BODY_TIMEOUT_S)),
-                       max_body_bytes=int(float(os.environ.get("PROXY_MAX_BODY_MB", DEFAULT_MAX_BODY_MB)) * 2**20))]
+    return [
+        Middleware(
+            GuardedRequests,
+            body_timeout_s=float(os.environ.get("REQUEST_BODY_TIMEOUT_SECONDS", DEFAULT_BODY_TIMEOUT_S)),
+            max_body_bytes=int(float(os.environ.get("PROXY_MAX_BODY_MB", DEFAULT_MAX_BODY_MB)) * 2**20),
+        )
+    ]
 
 
 class GuardedRequests:
@@ -55,8 +59,12 @@ class GuardedRequests:
     client holds a connection of the proxy, never a slot of the ingress deployment.
     """
 
-    def __init__(self, app: ASGIApp, body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
-                 max_body_bytes: int = DEFAULT_MAX_BODY_MB * 2**20):
+    def __init__(
+        self,
+        app: ASGIApp,
+        body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+        max_body_bytes: int = DEFAULT_MAX_BODY_MB * 2**20,
+    ):
         self.app = app
         self.body_timeout_s = body_timeout_s
         self.max_body_bytes = max_body_bytes
@@ -110,7 +118,15 @@ class GuardedRequests:
 
 async def _respond(send: Send, status_code: int, detail: str) -> None:
     body = json.dumps({"detail": detail}, ensure_ascii=False).encode()
-    await send({"type": "http.response.start", "status": status_code,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status_code,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -36,6 +36,7 @@ from serving.metrics import TaskMetrics
 from serving.protocol import (
     FINISHED_STATUSES,
     Accepted,
+    AdapterRef,
     AlreadyFinished,
     Cancelled,
     CleanupCounts,
@@ -43,7 +44,6 @@ from serving.protocol import (
     Failed,
     Generated,
     ModelOutcome,
-    AdapterRef,
     ModelRequest,
     PendingLimit,
     QueueFull,
@@ -62,8 +62,8 @@ from serving.protocol import (
 from serving.settings import load_settings
 from serving.webhooks import WebhookSender, outbox_rows, webhook_data
 from storage import TaskRecord, TaskStatus, init_db, make_engine, open_result_store, session_scope, utcnow
-from storage.tables import TaskWebhook
 from storage.adapters import adapters_named
+from storage.tables import TaskWebhook
 from storage.tasks import QuotaExceeded, create_task_within_quota, old_finished_tasks, unfinished_tasks
 from storage.webhooks import task_webhooks
 
@@ -109,14 +109,31 @@ def result_key(task_id: str, count: int) -> str:
     return f"results/{task_id}/{result_filename(task_id, count)}"
 
 
-def model_requests(app_name: str, task_id: str, kind: ModelKind, prompts: list[str], params: dict[str, Any],
-                   input_keys: list[str], image_count: int,
-                   adapters: Optional[list[AdapterRef]] = None, user_id: Optional[int] = None) -> list[ModelRequest]:
+def model_requests(
+    app_name: str,
+    task_id: str,
+    kind: ModelKind,
+    prompts: list[str],
+    params: dict[str, Any],
+    input_keys: list[str],
+    image_count: int,
+    adapters: Optional[list[AdapterRef]] = None,
+    user_id: Optional[int] = None,
+) -> list[ModelRequest]:
     """The model requests of a task: one per prompt (a batch edit has several)."""
     return [
-        ModelRequest(app_name=app_name, task_id=task_id, kind=kind, index=i, prompt=prompt, parameters=params,
-                     input_keys=input_keys, output_key=result_key(task_id, 1) if image_count == 1 else None,
-                     adapters=list(adapters or []), user_id=user_id)
+        ModelRequest(
+            app_name=app_name,
+            task_id=task_id,
+            kind=kind,
+            index=i,
+            prompt=prompt,
+            parameters=params,
+            input_keys=input_keys,
+            output_key=result_key(task_id, 1) if image_count == 1 else None,
+            adapters=list(adapters or []),
+            user_id=user_id,
+        )
         for i, prompt in enumerate(prompts)
     ]
 
@@ -158,11 +175,20 @@ class LiveTask:
     def view(self, position: int) -> TaskStatusView:
         """``GET /tasks/{id}`` of this task (built like the one read from its record)."""
         return task_status_view(
-            task_id=self.task_id, user_id=self.user_id, task_type=self.task_type, status=self.status,
-            error=self.error, created_at=self.created_at, started_at=self.started_at,
-            completed_at=self.completed_at, execution_time=self.execution_time,
-            steps_done=sum(self.progress.values()), total_steps=self.steps_per_request * len(self.requests),
-            seed=self.seed, position=position, now=utcnow(),
+            task_id=self.task_id,
+            user_id=self.user_id,
+            task_type=self.task_type,
+            status=self.status,
+            error=self.error,
+            created_at=self.created_at,
+            started_at=self.started_at,
+            completed_at=self.completed_at,
+            execution_time=self.execution_time,
+            steps_done=sum(self.progress.values()),
+            total_steps=self.steps_per_request * len(self.requests),
+            seed=self.seed,
+            position=position,
+            now=utcnow(),
         )
 
 
@@ -201,15 +227,23 @@ class RegistryCore:
         if kind not in self._handles:
             from ray import serve
 
-            self._handles[kind] = serve.get_deployment_handle(self.settings.deployment_for(kind), app_name=self.app_name)
+            self._handles[kind] = serve.get_deployment_handle(
+                self.settings.deployment_for(kind), app_name=self.app_name
+            )
         return self._handles[kind]
 
     def _persist(self, task: LiveTask, outbox: tuple = (), **extra: Any) -> None:
         """Write the task's current state to its record (status, times, error, result): one UPDATE,
         and in the same transaction the webhook deliveries (``outbox``) the change causes."""
-        values = {"status": task.status, "started_at": task.started_at, "completed_at": task.completed_at,
-                  "error_message": task.error, "execution_time": task.execution_time,
-                  "attempts": task.attempts_started, **extra}
+        values = {
+            "status": task.status,
+            "started_at": task.started_at,
+            "completed_at": task.completed_at,
+            "error_message": task.error,
+            "execution_time": task.execution_time,
+            "attempts": task.attempts_started,
+            **extra,
+        }
         with session_scope(self.engine) as session:
             session.exec(update(TaskRecord).where(TaskRecord.task_id == task.task_id).values(**values))
             session.add_all(outbox)
@@ -235,8 +269,15 @@ class RegistryCore:
     def _webhook_rows(self, task: LiveTask, event: str, moment: datetime, **extra: Any) -> list:
         if task.webhook is None or event not in task.webhook.events:
             return []
-        data = webhook_data(event, task.status, task.task_id, seed=task.seed, error=task.error,
-                            base_url=self.settings.public_base_url, **extra)
+        data = webhook_data(
+            event,
+            task.status,
+            task.task_id,
+            seed=task.seed,
+            error=task.error,
+            base_url=self.settings.public_base_url,
+            **extra,
+        )
         return outbox_rows(task.webhook, event, task_id=task.task_id, user_id=task.user_id, moment=moment, data=data)
 
     def _save(self, task: LiveTask, **extra: Any) -> None:
@@ -248,8 +289,9 @@ class RegistryCore:
         try:
             self._persist(task, **pending)
         except Exception as exc:
-            log.warning("task %s: could not store its state (%r); retrying every %.0f s",
-                        task.task_id, exc, SAVE_RETRY_S)
+            log.warning(
+                "task %s: could not store its state (%r); retrying every %.0f s", task.task_id, exc, SAVE_RETRY_S
+            )
             self._unsaved[task.task_id] = pending
             if self._save_retry is None or self._save_retry.done():
                 self._save_retry = asyncio.get_running_loop().create_task(self._retry_saves())
@@ -300,8 +342,16 @@ class RegistryCore:
         self.metrics.depth(kind.value, len(self._pending[kind]), self._running[kind])
 
     def _event(self, task: LiveTask, event: str, level: int = logging.INFO, **fields: Any) -> None:
-        task_event(events, event, task_id=task.task_id, user_id=task.user_id, kind=task.kind.value, level=level,
-                   attempt=task.attempt, **fields)
+        task_event(
+            events,
+            event,
+            task_id=task.task_id,
+            user_id=task.user_id,
+            kind=task.kind.value,
+            level=level,
+            attempt=task.attempt,
+            **fields,
+        )
 
     def _position(self, task: LiveTask) -> int:
         """1-based place among pending tasks of the same model; 0 once running or finished."""
@@ -330,16 +380,28 @@ class RegistryCore:
         try:
             self._save(task, outbox=tuple(outbox), **extra)
         finally:
-            terminal = ev.terminal_event(task.task_id, task.user_id, status, task.completed_at, seed=task.seed,
-                                         error=error, generation_seconds=generation_seconds)
+            terminal = ev.terminal_event(
+                task.task_id,
+                task.user_id,
+                status,
+                task.completed_at,
+                seed=task.seed,
+                error=error,
+                generation_seconds=generation_seconds,
+            )
             task.events.keep(terminal)
             self.journal.publish(terminal)
             if was_pending:
                 self._queue_moved(task)
             task.done.set()
         self.metrics.finished(task.kind.value, status)
-        self._event(task, status, level=logging.WARNING if status == TaskStatus.failed.value else logging.INFO,
-                    error=error, execution_seconds=task.execution_time)
+        self._event(
+            task,
+            status,
+            level=logging.WARNING if status == TaskStatus.failed.value else logging.INFO,
+            error=error,
+            execution_seconds=task.execution_time,
+        )
 
     # ------------------------------------------------------------------ life cycle
 
@@ -379,15 +441,30 @@ class RegistryCore:
     def _live_from_record(self, record: TaskRecord) -> LiveTask:
         params = record.parameters
         kind = kind_for_task_type(record.task_type)
-        requests = model_requests(self.app_name, record.task_id, kind, params.get("prompts") or [record.prompt],
-                                  params, list(record.input_keys), record.image_count, self._adapters_of(params),
-                                  user_id=record.user_id)
+        requests = model_requests(
+            self.app_name,
+            record.task_id,
+            kind,
+            params.get("prompts") or [record.prompt],
+            params,
+            list(record.input_keys),
+            record.image_count,
+            self._adapters_of(params),
+            user_id=record.user_id,
+        )
         return LiveTask(
-            task_id=record.task_id, user_id=record.user_id, task_type=record.task_type, kind=kind,
-            status=record.status, created_at=record.created_at, requests=requests,
-            image_count=record.image_count, seed=record.seed,
+            task_id=record.task_id,
+            user_id=record.user_id,
+            task_type=record.task_type,
+            kind=kind,
+            status=record.status,
+            created_at=record.created_at,
+            requests=requests,
+            image_count=record.image_count,
+            seed=record.seed,
             steps_per_request=int(params.get("num_inference_steps", 0)),
-            started_at=record.started_at, attempts_started=record.attempts,
+            started_at=record.started_at,
+            attempts_started=record.attempts,
         )
 
     async def _periodic_cleanup(self) -> None:
@@ -437,33 +514,57 @@ class RegistryCore:
         seed = resolve_seed(params.get("seed"))
         params["seed"] = seed
         input_keys = list(spec.input_keys)
-        requests = model_requests(self.app_name, task_id, spec.kind, spec.prompts, params, input_keys,
-                                  spec.image_count, self._adapters_of(params), user_id=spec.user_id)
+        requests = model_requests(
+            self.app_name,
+            task_id,
+            spec.kind,
+            spec.prompts,
+            params,
+            input_keys,
+            spec.image_count,
+            self._adapters_of(params),
+            user_id=spec.user_id,
+        )
         now = utcnow()
         record = TaskRecord(
-            task_id=task_id, user_id=spec.user_id, task_type=spec.task_type, prompt=spec.prompt,
+            task_id=task_id,
+            user_id=spec.user_id,
+            task_type=spec.task_type,
+            prompt=spec.prompt,
             negative_prompt=params.get("negative_prompt") or None,
-            parameters=params, image_count=spec.image_count, seed=seed,
-            input_keys=input_keys, created_at=now,
+            parameters=params,
+            image_count=spec.image_count,
+            seed=seed,
+            input_keys=input_keys,
+            created_at=now,
         )
         try:
             with session_scope(self.engine) as session:
                 create_task_within_quota(
-                    session, record, default_daily=self.settings.default_daily_limit,
-                    default_monthly=self.settings.default_monthly_limit, now=now,
+                    session,
+                    record,
+                    default_daily=self.settings.default_daily_limit,
+                    default_monthly=self.settings.default_monthly_limit,
+                    now=now,
                     tz_name=self.settings.quota_timezone,
                 )
                 if spec.webhook is not None:
                     session.add(TaskWebhook(task_id=task_id, url=spec.webhook.url, events=list(spec.webhook.events)))
         except QuotaExceeded as exc:
             self.metrics.refused(spec.kind.value, "quota")
-            return QuotaRefused(period=exc.period, limit=exc.limit, used=exc.used,
-                                resets_at=exc.resets_at.isoformat())
+            return QuotaRefused(period=exc.period, limit=exc.limit, used=exc.used, resets_at=exc.resets_at.isoformat())
         task = LiveTask(
-            task_id=task_id, user_id=spec.user_id, task_type=spec.task_type, kind=spec.kind,
-            status=TaskStatus.pending.value, created_at=now, requests=requests,
-            image_count=spec.image_count, seed=seed,
-            steps_per_request=int(params.get("num_inference_steps", 0)), webhook=spec.webhook,
+            task_id=task_id,
+            user_id=spec.user_id,
+            task_type=spec.task_type,
+            kind=spec.kind,
+            status=TaskStatus.pending.value,
+            created_at=now,
+            requests=requests,
+            image_count=spec.image_count,
+            seed=seed,
+            steps_per_request=int(params.get("num_inference_steps", 0)),
+            webhook=spec.webhook,
         )
         self._track(task)
         self.metrics.submitted(task.kind.value)
@@ -474,8 +575,11 @@ class RegistryCore:
 
     def _accepted(self, task: LiveTask) -> Accepted:
         counts = self._counts()
-        return Accepted(task_id=task.task_id, status=task.status,
-                        queue_info=QueueInfo(pending_tasks=counts["pending"], running_tasks=counts["running"]))
+        return Accepted(
+            task_id=task.task_id,
+            status=task.status,
+            queue_info=QueueInfo(pending_tasks=counts["pending"], running_tasks=counts["running"]),
+        )
 
     def _dispatch(self, task: LiveTask) -> None:
         task.attempt += 1
@@ -486,8 +590,9 @@ class RegistryCore:
     async def _run(self, task: LiveTask, attempt: int) -> None:
         """Send the task's requests to its model deployment and record how they end."""
         handle = self._handle(task.kind)
-        responses = [handle.run.remote(replace(request, epoch=self.epoch, attempt=attempt))
-                     for request in task.requests]
+        responses = [
+            handle.run.remote(replace(request, epoch=self.epoch, attempt=attempt)) for request in task.requests
+        ]
         answers: list[Union[ModelOutcome, BaseException]] = await asyncio.gather(*responses, return_exceptions=True)
         if task.status in FINISHED or attempt != task.attempt:
             return  # cancelled while pending, or superseded
@@ -520,13 +625,21 @@ class RegistryCore:
         try:
             key = keys[0] if len(keys) == 1 else await asyncio.to_thread(self._zip_results, task, keys)
         except OSError as exc:
-            self._finish(task, TaskStatus.failed.value,
-                         messages.without_server_paths(f"{messages.RESULT_WRITE_FAILED}: {exc}"))
+            self._finish(
+                task, TaskStatus.failed.value, messages.without_server_paths(f"{messages.RESULT_WRITE_FAILED}: {exc}")
+            )
             return
-        task.result = ResultLocation(result_path=key, result_filename=key.rsplit("/", 1)[-1],
-                                     generation_seconds=round(sum(o.seconds for o in generated), 4))
-        self._finish(task, TaskStatus.completed.value, result_path=task.result.result_path,
-                     result_filename=task.result.result_filename)
+        task.result = ResultLocation(
+            result_path=key,
+            result_filename=key.rsplit("/", 1)[-1],
+            generation_seconds=round(sum(o.seconds for o in generated), 4),
+        )
+        self._finish(
+            task,
+            TaskStatus.completed.value,
+            result_path=task.result.result_path,
+            result_filename=task.result.result_filename,
+        )
 
     def _zip_results(self, task: LiveTask, keys: list[str]) -> str:
         import io
@@ -559,8 +672,7 @@ class RegistryCore:
             task.started_at = ev.from_micros(event_id)
             task.attempts_started += 1
             started_at = task.started_at.isoformat()
-            self._save(task, outbox=tuple(self._webhook_rows(task, ev.STARTED, task.started_at,
-                                                             started_at=started_at)))
+            self._save(task, outbox=tuple(self._webhook_rows(task, ev.STARTED, task.started_at, started_at=started_at)))
             self._emit(task, ev.STARTED, event_id, started_at=started_at)
             self._queue_moved(task)
             waited = (task.started_at - task.created_at).total_seconds()
@@ -617,8 +729,7 @@ class RegistryCore:
         task = self.tasks.get(task_id)
         if task is None:
             return None
-        return {"user_id": task.user_id, "finished": task.status in FINISHED,
-                "events": task.events.retained(after_id)}
+        return {"user_id": task.user_id, "finished": task.status in FINISHED, "events": task.events.retained(after_id)}
 
     async def user_events(self, user_id: Optional[int], after_id: int = 0) -> list[dict]:
         """What a stream of all of a user's tasks starts with: without ``after_id`` the state of their
@@ -708,8 +819,11 @@ class RegistryCore:
         ``max_age_days`` are deleted with their result and input files."""
         now = utcnow()
         memory_cutoff = now - timedelta(hours=max_age_hours)
-        forget = [t.task_id for t in self.tasks.values()
-                  if t.status in FINISHED and (t.completed_at or t.created_at) < memory_cutoff]
+        forget = [
+            t.task_id
+            for t in self.tasks.values()
+            if t.status in FINISHED and (t.completed_at or t.created_at) < memory_cutoff
+        ]
         for task_id in forget:
             self._forget(task_id)
         deleted = await asyncio.to_thread(self._delete_old_records, now - timedelta(days=max_age_days))
@@ -738,8 +852,9 @@ class RegistryCore:
 RESTART_DELAY_S = 1.0
 
 
-async def start_or_exit(core: RegistryCore, exit: Callable[[int], Any] = os._exit,
-                        delay_s: float = RESTART_DELAY_S) -> None:
+async def start_or_exit(
+    core: RegistryCore, exit: Callable[[int], Any] = os._exit, delay_s: float = RESTART_DELAY_S
+) -> None:
     """``core.start()``; when it fails, the process exits so Ray restarts the actor from scratch.
 
     A failed start must not be kept and re-raised to every caller (a 500 on every request until
@@ -840,7 +955,10 @@ async def get_or_create_registry_async(app_name: str, settings_dict: dict):
     near_caller = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
     for _ in range(5):
         actor = TaskRegistry.options(
-            name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+            name=name,
+            namespace=NAMESPACE,
+            lifetime="detached",
+            get_if_exists=True,
             scheduling_strategy=near_caller,
         ).remote(app_name, settings_dict, version)
         try:
@@ -864,5 +982,12 @@ def new_task_id() -> str:
     return str(uuid.uuid4())
 
 
-__all__ = ["TaskRegistry", "RegistryCore", "get_or_create_registry_async", "lookup_registry", "new_task_id",
-           "registry_name", "NAMESPACE"]
+__all__ = [
+    "TaskRegistry",
+    "RegistryCore",
+    "get_or_create_registry_async",
+    "lookup_registry",
+    "new_task_id",
+    "registry_name",
+    "NAMESPACE",
+]

@@ -89,8 +89,9 @@ class RegistryClient:
                     except ValueError:
                         pass
                 break
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, messages.REGISTRY_UNAVAILABLE,
-                            headers={"Retry-After": "2"})
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, messages.REGISTRY_UNAVAILABLE, headers={"Retry-After": "2"}
+        )
 
     async def create(self, spec: TaskSpec) -> CreateAnswer:
         return await self._call(lambda h: h.create.remote(spec))
@@ -124,6 +125,7 @@ class RegistryClient:
 
     async def refresh_positions(self, task_ids: list[str]) -> int:
         return await self._call(lambda h: h.refresh_positions.remote(task_ids))
+
     async def replica_info(self) -> dict[str, dict[str, Any]]:
         return await self._call(lambda h: h.replica_info.remote())
 

@@ -92,13 +92,17 @@ class LeastBusyRouter(FIFOMixin, LocalityMixin, RequestRouter):
         """Requests this router has had accepted by the replica and not yet seen complete."""
         return len(self._accepted.get(replica_id, ()))
 
-    def rank(self, candidate_replicas: list[RunningReplica],
-             pending_request: Optional[PendingRequest] = None) -> list[list[RunningReplica]]:
+    def rank(
+        self, candidate_replicas: list[RunningReplica], pending_request: Optional[PendingRequest] = None
+    ) -> list[list[RunningReplica]]:
         """Idle replicas, then busy ones; replicas known to be full left out; empty ranks dropped."""
         # Locality first (same node, then zone, then all); it also decides when waiting is due.
         ids = self.apply_locality_routing(pending_request=pending_request)
-        room = [replica for replica in candidate_replicas
-                if replica.replica_id in ids and self.ongoing(replica.replica_id) < replica.max_ongoing_requests]
+        room = [
+            replica
+            for replica in candidate_replicas
+            if replica.replica_id in ids and self.ongoing(replica.replica_id) < replica.max_ongoing_requests
+        ]
         idle = [replica for replica in room if not self.ongoing(replica.replica_id)]
         busy = [replica for replica in room if self.ongoing(replica.replica_id)]
         wanted = adapters_of(pending_request)
@@ -151,8 +155,7 @@ class LeastBusyRouter(FIFOMixin, LocalityMixin, RequestRouter):
 
     # Serve's hooks ------------------------------------------------------------------------------
 
-    def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID,
-                          result: ReplicaResult) -> None:
+    def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID, result: ReplicaResult) -> None:
         """The replica accepted the request: one more ongoing there (unless it already completed)."""
         super().on_request_routed(pending_request, replica_id, result)
         request_id = pending_request.metadata.internal_request_id

@@ -43,8 +43,11 @@ class LongWaits:
     @contextlib.contextmanager
     def hold(self, user_id: Optional[int]) -> Iterator[None]:
         if self._by_user[user_id] >= self.per_user:
-            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, messages.TOO_MANY_WAITS.format(limit=self.per_user),
-                                headers={"Retry-After": "5"})
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                messages.TOO_MANY_WAITS.format(limit=self.per_user),
+                headers={"Retry-After": "5"},
+            )
         if self._all >= self.total:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, messages.SERVER_BUSY, headers={"Retry-After": "5"})
         self._by_user[user_id] += 1
@@ -125,8 +128,10 @@ def read_deployment_status(app_name: str) -> dict:
     if app is not None:
         for name, dep in app.deployments.items():
             states = {str(getattr(k, "value", k)): v for k, v in (dep.replica_states or {}).items()}
-            result["deployments"][name] = {"status": str(getattr(dep.status, "value", dep.status)),
-                                           "running_replicas": states.get("RUNNING", 0)}
+            result["deployments"][name] = {
+                "status": str(getattr(dep.status, "value", dep.status)),
+                "running_replicas": states.get("RUNNING", 0),
+            }
     return result
 
 
@@ -134,8 +139,9 @@ async def get_state(request: Request) -> ServiceState:
     """The ServiceState of the app serving ``request`` (``app.state.service``); 503 until it has one."""
     state = getattr(request.app.state, "service", None)
     if state is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, messages.SERVICE_STARTING,
-                            headers={"Retry-After": "2"})
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, messages.SERVICE_STARTING, headers={"Retry-After": "2"}
+        )
     return state
 
 

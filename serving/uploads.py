@@ -31,8 +31,9 @@ class ValidatedUpload(NamedTuple):
 
 class BodyTooLarge(HTTPException):
     def __init__(self, limit_bytes: int):
-        super().__init__(status.HTTP_413_CONTENT_TOO_LARGE,
-                         messages.UPLOAD_TOO_LARGE(limit_mb=limit_bytes // (1024 * 1024)))
+        super().__init__(
+            status.HTTP_413_CONTENT_TOO_LARGE, messages.UPLOAD_TOO_LARGE(limit_mb=limit_bytes // (1024 * 1024))
+        )
 
 
 def bad_upload(name: str, reason: messages.Message) -> HTTPException:
@@ -64,8 +65,9 @@ def trailing_bytes(data: bytes, fmt: str) -> int:
     return 0
 
 
-def decode_image(data: bytes, name: str, max_pixels: int,
-                 max_decoded_bytes: Optional[int] = DEFAULT_MAX_DECODED_BYTES) -> Image.Image:
+def decode_image(
+    data: bytes, name: str, max_pixels: int, max_decoded_bytes: Optional[int] = DEFAULT_MAX_DECODED_BYTES
+) -> Image.Image:
     """Decodes JPEG/PNG/WebP bytes (whatever Content-Type claimed), applies EXIF orientation, returns RGB.
 
     Sizes are checked from the header, before the pixels are decoded; the image is turned in place
@@ -81,14 +83,19 @@ def decode_image(data: bytes, name: str, max_pixels: int,
                 raise bad_upload(name, messages.IMAGE_FORMAT(format=image.format))
             width, height = image.size
             if width * height > max_pixels:
-                raise bad_upload(name, messages.IMAGE_TOO_MANY_PIXELS(width=width, height=height,
-                                                                          max_pixels=max_pixels))
+                raise bad_upload(
+                    name, messages.IMAGE_TOO_MANY_PIXELS(width=width, height=height, max_pixels=max_pixels)
+                )
             if min(width, height) < MIN_SIDE:
                 raise bad_upload(name, messages.IMAGE_TOO_SMALL(width=width, height=height, min_side=MIN_SIDE))
             decoded = width * height * max(3, len(image.getbands()))
             if max_decoded_bytes is not None and decoded > max_decoded_bytes:
-                raise bad_upload(name, messages.IMAGE_DECODES_TOO_LARGE(
-                    width=width, height=height, decoded_mb=decoded // 2**20, max_mb=max_decoded_bytes // 2**20))
+                raise bad_upload(
+                    name,
+                    messages.IMAGE_DECODES_TOO_LARGE(
+                        width=width, height=height, decoded_mb=decoded // 2**20, max_mb=max_decoded_bytes // 2**20
+                    ),
+                )
             image.load()
             extra = trailing_bytes(data, image.format)
             if extra > 0 and data[-extra:].strip(b"\0"):  # zero padding is harmless; anything else is not
@@ -103,8 +110,9 @@ def decode_image(data: bytes, name: str, max_pixels: int,
         raise bad_upload(name, messages.IMAGE_UNDECODABLE(error=type(exc).__name__)) from None
 
 
-def validate_upload(data: bytes, name: str, max_pixels: int,
-                    max_decoded_bytes: Optional[int] = DEFAULT_MAX_DECODED_BYTES) -> ValidatedUpload:
+def validate_upload(
+    data: bytes, name: str, max_pixels: int, max_decoded_bytes: Optional[int] = DEFAULT_MAX_DECODED_BYTES
+) -> ValidatedUpload:
     """Every check of :func:`decode_image`; keeps the bytes as sent and lets the decoded pixels go.
 
     Inputs are stored as uploaded (at most the upload limit; no re-encode, which for a photo could

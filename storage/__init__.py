@@ -5,7 +5,18 @@ from storage.results import FsspecResultStore, LocalResultStore, MemoryResultSto
 from storage.tables import ApiKey, TaskRecord, TaskStatus, TaskType, User, utcnow
 
 __all__ = [
-    "make_engine", "init_db", "session_scope",
-    "ApiKey", "User", "TaskRecord", "TaskStatus", "TaskType", "utcnow",
-    "ResultStore", "LocalResultStore", "MemoryResultStore", "FsspecResultStore", "open_result_store",
+    "make_engine",
+    "init_db",
+    "session_scope",
+    "ApiKey",
+    "User",
+    "TaskRecord",
+    "TaskStatus",
+    "TaskType",
+    "utcnow",
+    "ResultStore",
+    "LocalResultStore",
+    "MemoryResultStore",
+    "FsspecResultStore",
+    "open_result_store",
 ]

@@ -14,8 +14,9 @@ from storage.tables import ApiKey, User
 
 def find_key_with_user(session: Session, key_hash: str) -> Optional[tuple[ApiKey, User]]:
     """The key with this hash and its owner, in one query (a deleted user's keys are gone with it)."""
-    return session.exec(select(ApiKey, User).join(User, User.id == ApiKey.user_id)
-                        .where(ApiKey.key_hash == key_hash)).first()
+    return session.exec(
+        select(ApiKey, User).join(User, User.id == ApiKey.user_id).where(ApiKey.key_hash == key_hash)
+    ).first()
 
 
 def list_keys(session: Session, user_id: Optional[int]) -> Sequence[ApiKey]:

@@ -59,8 +59,14 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     # A database that does not answer fails a connection after PG_CONNECT_TIMEOUT_S, and a request
     # waiting for a pooled connection after POOL_TIMEOUT_S, instead of hanging its caller.
     connect_args = {"connect_timeout": PG_CONNECT_TIMEOUT_S} if url.startswith("postgresql") else {}
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
-                         pool_timeout=POOL_TIMEOUT_S, connect_args=connect_args)
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_timeout=POOL_TIMEOUT_S,
+        connect_args=connect_args,
+    )
 
 
 def _create_private_file(path: str | None) -> None:

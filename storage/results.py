@@ -199,7 +199,7 @@ def open_result_store(url: str | None, data_dir: Path | str) -> ResultStore:
     if url.startswith("memory://"):
         return MemoryResultStore()
     if url.startswith("file://"):
-        return LocalResultStore(url[len("file://"):])
+        return LocalResultStore(url[len("file://") :])
     if "://" in url:
         return FsspecResultStore.from_url(url)
     return LocalResultStore(url)

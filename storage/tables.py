@@ -148,7 +148,9 @@ class ApiKey(SQLModel, table=True):
     __tablename__ = "api_keys"
 
     id: Optional[int] = Field(default=None, primary_key=True)
-    user_id: int = Field(sa_column=Column(Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True))
+    user_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
     name: str = Field(max_length=100)
     prefix: str = Field(max_length=16)
     key_hash: str = Field(max_length=64, unique=True, index=True)
@@ -176,8 +178,9 @@ class TaskWebhook(SQLModel, table=True):
 
     __tablename__ = "task_webhooks"
 
-    task_id: str = Field(sa_column=Column(String(36), ForeignKey("task_records.task_id", ondelete="CASCADE"),
-                                          primary_key=True))
+    task_id: str = Field(
+        sa_column=Column(String(36), ForeignKey("task_records.task_id", ondelete="CASCADE"), primary_key=True)
+    )
     url: str = Field(max_length=2048)
     events: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
 
@@ -196,8 +199,9 @@ class WebhookDelivery(SQLModel, table=True):
     id: Optional[int] = Field(default=None, primary_key=True)
     webhook_id: str = Field(max_length=40, unique=True)
     # Deleting a task record (clean-up) deletes its deliveries and their attempts with it.
-    task_id: str = Field(sa_column=Column(String(36), ForeignKey("task_records.task_id", ondelete="CASCADE"),
-                                          nullable=False, index=True))
+    task_id: str = Field(
+        sa_column=Column(String(36), ForeignKey("task_records.task_id", ondelete="CASCADE"), nullable=False, index=True)
+    )
     user_id: Optional[int] = Field(
         default=None,
         sa_column=Column(Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
@@ -228,6 +232,7 @@ class WebhookAttempt(SQLModel, table=True):
     duration_ms: float
     status_code: Optional[int] = None
     error: Optional[str] = Field(default=None, max_length=500)
+
 
 class LoraAdapter(SQLModel, table=True):
     """A LoRA adapter in the catalogue: registered by an admin, named by requests."""

@@ -35,8 +35,12 @@ def quota_periods(now: datetime, tz_name: str = "UTC") -> Periods:
     month = day.replace(day=1)
     next_month = (month + timedelta(days=32)).replace(day=1)
     to_utc = lambda d: d.replace(tzinfo=tz).astimezone(timezone.utc)  # noqa: E731
-    return Periods(to_utc(day.replace(tzinfo=None)), to_utc(next_day.replace(tzinfo=None)),
-                   to_utc(month.replace(tzinfo=None)), to_utc(next_month.replace(tzinfo=None)))
+    return Periods(
+        to_utc(day.replace(tzinfo=None)),
+        to_utc(next_day.replace(tzinfo=None)),
+        to_utc(month.replace(tzinfo=None)),
+        to_utc(next_month.replace(tzinfo=None)),
+    )
 
 
 def _counts_toward_quota():
@@ -255,10 +259,19 @@ def old_finished_tasks(session: Session, before: datetime, limit: int = 1000) ->
     ).all()
 
 
-
-
 __all__ = [
-    "Periods", "quota_periods", "Usage", "quota_usage", "QuotaExceeded", "effective_limits",
-    "create_task_within_quota", "HistoryFilter", "Page", "history_page", "get_task_record",
-    "statistics", "unfinished_tasks", "old_finished_tasks",
+    "Periods",
+    "quota_periods",
+    "Usage",
+    "quota_usage",
+    "QuotaExceeded",
+    "effective_limits",
+    "create_task_within_quota",
+    "HistoryFilter",
+    "Page",
+    "history_page",
+    "get_task_record",
+    "statistics",
+    "unfinished_tasks",
+    "old_finished_tasks",
 ]

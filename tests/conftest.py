@@ -17,8 +17,8 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import httpx
 import pytest
@@ -70,18 +70,31 @@ def data_root(tmp_path_factory) -> Path:
 
 def main_app_args(data_root: Path) -> dict:
     return {
-        "model_profile": "tiny", "model_num_gpus": 1, "model_replicas": 2, "model_num_cpus": 0.25,
-        "data_dir": str(data_root / "main"), "model_cache_dir": str(data_root / "model_cache"),
-        "password_hash_profile": "cheapest", "cleanup_interval_seconds": 0,
-        "login_max_failures": 5, "login_window_seconds": 60,
+        "model_profile": "tiny",
+        "model_num_gpus": 1,
+        "model_replicas": 2,
+        "model_num_cpus": 0.25,
+        "data_dir": str(data_root / "main"),
+        "model_cache_dir": str(data_root / "model_cache"),
+        "password_hash_profile": "cheapest",
+        "cleanup_interval_seconds": 0,
+        "login_max_failures": 5,
+        "login_window_seconds": 60,
     }
 
 
 def open_app_args(data_root: Path) -> dict:
     return {
-        "model_profile": "sleep", "sleep_seconds_per_step": 0.05, "model_num_gpus": 0, "model_replicas": 1,
-        "model_num_cpus": 0.1, "data_dir": str(data_root / "open"), "password_hash_profile": "cheapest",
-        "auth_enabled": False, "allow_registration": False, "max_queue_size": OPEN_QUEUE_LIMIT,
+        "model_profile": "sleep",
+        "sleep_seconds_per_step": 0.05,
+        "model_num_gpus": 0,
+        "model_replicas": 1,
+        "model_num_cpus": 0.1,
+        "data_dir": str(data_root / "open"),
+        "password_hash_profile": "cheapest",
+        "auth_enabled": False,
+        "allow_registration": False,
+        "max_queue_size": OPEN_QUEUE_LIMIT,
         "cleanup_interval_seconds": 0,
     }
 
@@ -97,8 +110,14 @@ def serve_instance(data_root) -> Iterator[str]:
 
     configure_environment()
     port = free_port()
-    ray.init(num_cpus=8, num_gpus=LOGICAL_GPUS, include_dashboard=False, namespace="tests",
-             logging_level="WARNING", log_to_driver=bool(os.environ.get("TEST_RAY_LOGS")))
+    ray.init(
+        num_cpus=8,
+        num_gpus=LOGICAL_GPUS,
+        include_dashboard=False,
+        namespace="tests",
+        logging_level="WARNING",
+        log_to_driver=bool(os.environ.get("TEST_RAY_LOGS")),
+    )
     serve.start(http_options={"host": "127.0.0.1", "port": port, "request_timeout_s": 300})
     serve.run(build_app(main_app_args(data_root)), name="main", route_prefix="/", blocking=False)
     serve.run(build_app(open_app_args(data_root)), name="open", route_prefix="/open", blocking=False)
@@ -111,9 +130,17 @@ def serve_instance(data_root) -> Iterator[str]:
 
 def sleep_app_args(data_root: Path, name: str, **extra) -> dict:
     """A light application on the ``sleep`` benchmark profile (no torch work), with auth on."""
-    return {"model_profile": "sleep", "sleep_seconds_per_step": 0.002, "model_num_gpus": 0, "model_replicas": 2,
-            "model_num_cpus": 0.1, "data_dir": str(data_root / name), "password_hash_profile": "cheapest",
-            "cleanup_interval_seconds": 0, **extra}
+    return {
+        "model_profile": "sleep",
+        "sleep_seconds_per_step": 0.002,
+        "model_num_gpus": 0,
+        "model_replicas": 2,
+        "model_num_cpus": 0.1,
+        "data_dir": str(data_root / name),
+        "password_hash_profile": "cheapest",
+        "cleanup_interval_seconds": 0,
+        **extra,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -135,8 +162,16 @@ def deploy_app(serve_instance) -> Callable[[str, dict], str]:
 @pytest.fixture(scope="session")
 def faulty_client(deploy_app, data_root) -> Iterator[httpx.Client]:
     """A client of ``/faulty``: the ``faulty`` profile (sleep steps of 50 ms plus failures on request)."""
-    url = deploy_app("faulty", sleep_app_args(data_root, "faulty", model_profile="faulty", sleep_seconds_per_step=0.05,
-                                              model_cache_dir=str(data_root / "faulty-state")))
+    url = deploy_app(
+        "faulty",
+        sleep_app_args(
+            data_root,
+            "faulty",
+            model_profile="faulty",
+            sleep_seconds_per_step=0.05,
+            model_cache_dir=str(data_root / "faulty-state"),
+        ),
+    )
     with httpx.Client(base_url=url, timeout=120) as c:
         yield c
 
@@ -147,7 +182,7 @@ def faulty_admin_headers(faulty_client) -> dict[str, str]:
 
 
 @pytest.fixture
-def faulty_user(faulty_client) -> "TestUser":
+def faulty_user(faulty_client) -> TestUser:
     return TestUser(faulty_client)
 
 

@@ -73,16 +73,42 @@ class PostgresServer:
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
 
-    def start(self) -> "PostgresServer":
-        self._run(str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", SUPERUSER,
-                  "--auth=trust", "--encoding=UTF8", "--no-locale", "--no-sync")
-        options = " ".join([
-            f"-p {self.port}", f"-k {self.sockdir}", "-c listen_addresses=127.0.0.1",
-            "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off",
-            "-c max_connections=200",
-        ])
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.root / "server.log"),
-                  "-o", options, "-w", "-t", "60", "start")
+    def start(self) -> PostgresServer:
+        self._run(
+            str(self.bindir / "initdb"),
+            "-D",
+            str(self.datadir),
+            "-U",
+            SUPERUSER,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-locale",
+            "--no-sync",
+        )
+        options = " ".join(
+            [
+                f"-p {self.port}",
+                f"-k {self.sockdir}",
+                "-c listen_addresses=127.0.0.1",
+                "-c fsync=off",
+                "-c synchronous_commit=off",
+                "-c full_page_writes=off",
+                "-c max_connections=200",
+            ]
+        )
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.datadir),
+            "-l",
+            str(self.root / "server.log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         return self
 
     def stop(self) -> None:
@@ -100,8 +126,9 @@ class PostgresServer:
     def _admin(self, sql: str) -> None:
         import psycopg
 
-        with psycopg.connect(host="127.0.0.1", port=self.port, user=SUPERUSER, dbname="postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            host="127.0.0.1", port=self.port, user=SUPERUSER, dbname="postgres", autocommit=True
+        ) as conn:
             conn.execute(sql)
 
     def create_schema(self) -> str:

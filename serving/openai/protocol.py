@@ -75,8 +75,16 @@ class ImageRequest(BaseModel):
 class OpenAIError(HTTPException):
     """An error answered in OpenAI's body; ``param`` names the request field at fault."""
 
-    def __init__(self, status_code: int, message: str, *, param: Optional[str] = None, code: Optional[str] = None,
-                 error_type: Optional[str] = None, headers: Optional[dict[str, str]] = None):
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        *,
+        param: Optional[str] = None,
+        code: Optional[str] = None,
+        error_type: Optional[str] = None,
+        headers: Optional[dict[str, str]] = None,
+    ):
         super().__init__(status_code, message, headers=headers)
         self.param, self.code, self.error_type = param, code, error_type
 
@@ -85,22 +93,49 @@ def invalid(param: str, message: str, code: str = "invalid_value") -> OpenAIErro
     return OpenAIError(status.HTTP_400_BAD_REQUEST, message, param=param, code=code)
 
 
-ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
-               404: "invalid_request_error", 408: "timeout_error", 409: "conflict_error", 413: "invalid_request_error",
-               429: "insufficient_quota", 503: "server_error"}
-ERROR_CODES = {401: "invalid_api_key", 403: "forbidden", 404: "not_found", 408: "timeout", 409: "conflict",
-               413: "payload_too_large", 429: "insufficient_quota", 500: "server_error",
-               503: "service_unavailable"}
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    408: "timeout_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    429: "insufficient_quota",
+    503: "server_error",
+}
+ERROR_CODES = {
+    401: "invalid_api_key",
+    403: "forbidden",
+    404: "not_found",
+    408: "timeout",
+    409: "conflict",
+    413: "payload_too_large",
+    429: "insufficient_quota",
+    500: "server_error",
+    503: "service_unavailable",
+}
 # Statuses the SDKs retry by default where a retry is safe: nothing was created (queue full, model
 # or registry not ready). Every other /v1 error says ``x-should-retry: false``: a retry either
 # cannot help (bad input, quota spent) or could start a second generation (failed, timed out).
 RETRYABLE = {502, 503, 504}
 
 
-def error_body(status_code: int, message: str, param: Optional[str] = None, code: Optional[str] = None,
-               error_type: Optional[str] = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": error_type or ERROR_TYPES.get(status_code, "server_error"),
-                      "param": param, "code": code or ERROR_CODES.get(status_code)}}
+def error_body(
+    status_code: int,
+    message: str,
+    param: Optional[str] = None,
+    code: Optional[str] = None,
+    error_type: Optional[str] = None,
+) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": message,
+            "type": error_type or ERROR_TYPES.get(status_code, "server_error"),
+            "param": param,
+            "code": code or ERROR_CODES.get(status_code),
+        }
+    }
 
 
 def retry_header(status_code: int) -> dict[str, str]:
@@ -112,8 +147,9 @@ def resolve_model(requested: Optional[str], route_kind: str) -> str:
     if requested is None or requested == "":
         return TEXT_TO_IMAGE_MODEL if route_kind == "text_to_image" else EDIT_MODEL
     if requested not in MODEL_ALIASES:
-        raise OpenAIError(status.HTTP_404_NOT_FOUND, f"The model '{requested}' does not exist",
-                          param="model", code="model_not_found")
+        raise OpenAIError(
+            status.HTTP_404_NOT_FOUND, f"The model '{requested}' does not exist", param="model", code="model_not_found"
+        )
     model, kind = MODEL_ALIASES[requested]
     if kind != route_kind:
         route = "/v1/images/generations" if kind == "text_to_image" else "/v1/images/edits"
@@ -127,8 +163,10 @@ def parse_size(size: str, kind: str) -> Optional[tuple[int, int]]:
     if size == "auto":
         return AUTO_TEXT_TO_IMAGE_SIZE if kind == "text_to_image" else None
     match = SIZE_PATTERN.match(size)
-    rule = (f"sizes are 'auto' or WxH with each side a multiple of {SIDE_MULTIPLE} "
-            f"from {MIN_SIDE} to {MAX_SIDE}, e.g. 1024x1024, 1664x928, 1024x1536")
+    rule = (
+        f"sizes are 'auto' or WxH with each side a multiple of {SIDE_MULTIPLE} "
+        f"from {MIN_SIDE} to {MAX_SIDE}, e.g. 1024x1024, 1664x928, 1024x1536"
+    )
     if not match:
         raise invalid("size", f"Invalid value: '{size}'. {rule[0].upper()}{rule[1:]}")
     width, height = int(match.group(1)), int(match.group(2))

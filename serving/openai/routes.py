@@ -51,8 +51,10 @@ MAX_EDIT_IMAGES = 2
 # While a stream waits for its task, a comment line this often keeps proxies from closing it.
 KEEPALIVE_S = 15.0
 FINISHED = {TaskStatus.completed.value, TaskStatus.failed.value, TaskStatus.cancelled.value}
-ERROR_RESPONSES = {code: {"description": "OpenAI error body {\"error\": {message, type, param, code}}"}
-                   for code in (400, 401, 404, 429, 503)}
+ERROR_RESPONSES = {
+    code: {"description": 'OpenAI error body {"error": {message, type, param, code}}'}
+    for code in (400, 401, 404, 429, 503)
+}
 
 
 # ------------------------------------------------------------------------------------------ models
@@ -65,16 +67,19 @@ def _model_object(model: str) -> dict[str, Any]:
 @router.get("/models", responses=ERROR_RESPONSES)
 async def list_models(_: CurrentUser, state: StateDep) -> dict:
     """The enabled models: ``qwen-image`` (text-to-image) and ``qwen-image-edit`` (edit)."""
-    return {"object": "list", "data": [_model_object(model) for model, kind in MODEL_KIND.items()
-                                       if kind in state.settings.enabled_models]}
+    return {
+        "object": "list",
+        "data": [_model_object(model) for model, kind in MODEL_KIND.items() if kind in state.settings.enabled_models],
+    }
 
 
 @router.get("/models/{model:path}", responses=ERROR_RESPONSES)
 async def retrieve_model(model: str, _: CurrentUser, state: StateDep) -> dict:
     kind = MODEL_KIND.get(model)
     if kind is None or kind not in state.settings.enabled_models:
-        raise OpenAIError(status.HTTP_404_NOT_FOUND, f"The model '{model}' does not exist", param="model",
-                          code="model_not_found")
+        raise OpenAIError(
+            status.HTTP_404_NOT_FOUND, f"The model '{model}' does not exist", param="model", code="model_not_found"
+        )
     return _model_object(model)
 
 
@@ -95,25 +100,34 @@ EDIT_FORM_SCHEMA = {
     "required": ["image", "prompt"],
     "properties": {
         "image": {"type": "string", "format": "binary", "description": "the image (JPEG, PNG, WebP; ≤ 20 MB)"},
-        "image[]": {"type": "array", "items": {"type": "string", "format": "binary"},
-                    "description": "1–2 images, as the official SDKs send a list"},
+        "image[]": {
+            "type": "array",
+            "items": {"type": "string", "format": "binary"},
+            "description": "1–2 images, as the official SDKs send a list",
+        },
         **ImageRequest.model_json_schema()["properties"],
     },
 }
 
 
-@router.post("/images/edits", responses=ERROR_RESPONSES,
-             openapi_extra={"requestBody": {"required": True,
-                                            "content": {"multipart/form-data": {"schema": EDIT_FORM_SCHEMA}}}})
+@router.post(
+    "/images/edits",
+    responses=ERROR_RESPONSES,
+    openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": EDIT_FORM_SCHEMA}}}},
+)
 async def edit_image(request: Request, user: CurrentUser, state: StateDep) -> Response:
     """Edit one image or compose two (OpenAI's ``images.edit``); multipart with ``image`` or ``image[]``."""
     form = await request.form(max_files=MAX_EDIT_IMAGES + 2, max_fields=64)
     uploads = form.getlist("image") + form.getlist("image[]")
     if form.get("mask") is not None:
-        raise invalid("mask", "masks are not supported: Qwen-Image-Edit edits the whole image from the prompt",
-                      code="unsupported_parameter")
-    fields = {key: value for key, value in form.multi_items()
-              if isinstance(value, str) and key not in ("image", "image[]")}
+        raise invalid(
+            "mask",
+            "masks are not supported: Qwen-Image-Edit edits the whole image from the prompt",
+            code="unsupported_parameter",
+        )
+    fields = {
+        key: value for key, value in form.multi_items() if isinstance(value, str) and key not in ("image", "image[]")
+    }
     try:
         body = ImageRequest.model_validate(fields)
     except ValidationError as exc:
@@ -131,45 +145,84 @@ async def edit_image(request: Request, user: CurrentUser, state: StateDep) -> Re
             raise invalid("image", "image must be a file upload")
         data = await read_limited(upload, state.settings.max_upload_bytes)
         try:
-            inputs.append(await asyncio.to_thread(validate_upload, data, upload.filename or f"#{n}",
-                                                  state.settings.max_image_pixels, state.settings.max_decoded_mb * 2**20))
+            inputs.append(
+                await asyncio.to_thread(
+                    validate_upload,
+                    data,
+                    upload.filename or f"#{n}",
+                    state.settings.max_image_pixels,
+                    state.settings.max_decoded_mb * 2**20,
+                )
+            )
         except HTTPException as exc:
             raise invalid("image", str(exc.detail)) from None
     return await _run(state, request, user, body, "image_edit", model, size, inputs)
 
 
-async def _run(state: ServiceState, request: Request, user, body: ImageRequest, kind: str, model: str,
-               size: Optional[tuple[int, int]], inputs: list) -> Response:
+async def _run(
+    state: ServiceState,
+    request: Request,
+    user,
+    body: ImageRequest,
+    kind: str,
+    model: str,
+    size: Optional[tuple[int, int]],
+    inputs: list,
+) -> Response:
     """Create the task; answer with the images (JSON) or, with ``stream``, an event stream."""
     prompt = body.prompt.strip()
     parameters: dict[str, Any] = {
-        "negative_prompt": body.negative_prompt, "num_inference_steps": steps_for(body, kind),
-        "true_cfg_scale": body.true_cfg_scale, "seed": body.seed, "num_images": body.n,
-        "api": "openai", "model": model, "size": body.size, "quality": body.quality,
-        "output_format": body.output_format, "response_format": body.response_format,
+        "negative_prompt": body.negative_prompt,
+        "num_inference_steps": steps_for(body, kind),
+        "true_cfg_scale": body.true_cfg_scale,
+        "seed": body.seed,
+        "num_images": body.n,
+        "api": "openai",
+        "model": model,
+        "size": body.size,
+        "quality": body.quality,
+        "output_format": body.output_format,
+        "response_format": body.response_format,
     }
     if body.user or body.safety_identifier:
         parameters["end_user"] = body.safety_identifier or body.user
     if kind == "text_to_image":
         parameters.update(width=size[0], height=size[1])
     else:
-        parameters.update(guidance_scale=body.guidance_scale, input_count=len(inputs),
-                          input_sizes=[list(image.size) for image in inputs])
+        parameters.update(
+            guidance_scale=body.guidance_scale,
+            input_count=len(inputs),
+            input_sizes=[list(image.size) for image in inputs],
+        )
         if size is not None:
             parameters["output_size"] = list(size)
-    accepted = await create_task(state, user, task_type=kind, kind=ModelKind(kind), prompt=prompt, prompts=[prompt],
-                                 parameters=parameters, image_count=body.n, inputs=inputs, async_mode=False)
+    accepted = await create_task(
+        state,
+        user,
+        task_type=kind,
+        kind=ModelKind(kind),
+        prompt=prompt,
+        prompts=[prompt],
+        parameters=parameters,
+        image_count=body.n,
+        inputs=inputs,
+        async_mode=False,
+    )
     task_id = accepted.task_id
     if body.stream:
-        return StreamingResponse(_stream(state, task_id, body, kind), media_type="text/event-stream",
-                                 headers={"X-Task-Id": task_id, "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            _stream(state, task_id, body, kind),
+            media_type="text/event-stream",
+            headers={"X-Task-Id": task_id, "X-Accel-Buffering": "no"},
+        )
     with state.long_waits.hold(user.id):  # one of the user's capped long waits, like a native sync call
         final = await state.registry.wait(task_id, wait_budget(request, state.settings.sync_timeout_seconds))
     try:
         if final is None:  # forgotten between creation and the wait (a clean-up with max age 0)
             raise OpenAIError(status.HTTP_404_NOT_FOUND, "The task no longer exists", code="not_found")
-        found = await read_result(state, task_id, final.status.status, final.status.error, final.result,
-                                  final.status.seed)
+        found = await read_result(
+            state, task_id, final.status.status, final.status.error, final.result, final.status.seed
+        )
     except HTTPException as exc:
         # Failed, cancelled or still running: the client can still find (or later fetch) the task.
         exc.headers = {**(exc.headers or {}), "X-Task-Id": task_id}
@@ -179,8 +232,14 @@ async def _run(state: ServiceState, request: Request, user, body: ImageRequest, 
         data = [{"url": _signed_url(state, request, task_id, index, body)} for index in range(len(pictures))]
     else:
         data = [{"b64_json": base64.b64encode(picture).decode()} for picture in pictures]
-    content = {"created": int(time.time()), "data": data, "output_format": body.output_format,
-               "size": f"{width}x{height}", "quality": resolved_quality(body.quality), "background": "opaque"}
+    content = {
+        "created": int(time.time()),
+        "data": data,
+        "output_format": body.output_format,
+        "size": f"{width}x{height}",
+        "quality": resolved_quality(body.quality),
+        "background": "opaque",
+    }
     return JSONResponse(content, headers=result_headers(task_id, found))
 
 
@@ -219,11 +278,16 @@ def _signed_url(state: ServiceState, request: Request, task_id: str, index: int,
     return str(request.url_for("image_file", task_id=task_id, filename=filename).include_query_params(**query))
 
 
-@router.get("/images/files/{task_id}/{filename}", name="image_file",
-            responses={200: {"content": {mime: {} for mime in MEDIA_TYPES.values()}}, 403: {}, 404: {}})
+@router.get(
+    "/images/files/{task_id}/{filename}",
+    name="image_file",
+    responses={200: {"content": {mime: {} for mime in MEDIA_TYPES.values()}}, 403: {}, 404: {}},
+)
 async def image_file(
-    task_id: Annotated[str, Path(max_length=36)], filename: Annotated[str, Path(max_length=16)],
-    state: StateDep, expires: Annotated[int, Query(ge=0, le=2**62)],
+    task_id: Annotated[str, Path(max_length=36)],
+    filename: Annotated[str, Path(max_length=16)],
+    state: StateDep,
+    expires: Annotated[int, Query(ge=0, le=2**62)],
     signature: Annotated[str, Query(pattern="^[0-9a-f]{64}$")],
     compression: Annotated[Optional[int], Query(ge=0, le=100)] = None,
 ) -> Response:
@@ -236,9 +300,13 @@ async def image_file(
     record = await asyncio.to_thread(_record, state, task_id)
     if record is None or record.status != TaskStatus.completed.value or not record.result_path:
         raise OpenAIError(status.HTTP_404_NOT_FOUND, "The image no longer exists", code="not_found")
-    found = await read_result(state, task_id, record.status, None,
-                              ResultLocation(result_path=record.result_path,
-                                             result_filename=record.result_filename or f"{task_id}.png"))
+    found = await read_result(
+        state,
+        task_id,
+        record.status,
+        None,
+        ResultLocation(result_path=record.result_path, result_filename=record.result_filename or f"{task_id}.png"),
+    )
     pngs = await asyncio.to_thread(images.split_result, found.data, found.filename)
     if not index.isdigit() or int(index) >= len(pngs) or output_format not in MEDIA_TYPES:
         raise OpenAIError(status.HTTP_404_NOT_FOUND, "The image no longer exists", code="not_found")
@@ -274,9 +342,16 @@ async def task_events(state: ServiceState, task_id: str) -> AsyncIterator[dict]:
             yield {"event": "failed", "data": {"task_id": task_id, "status": "failed", "error": "task not found"}}
             return
         if final.status.status in FINISHED:
-            yield {"event": final.status.status,
-                   "data": {"task_id": task_id, "status": final.status.status, "error": final.status.error,
-                            "seed": final.status.seed, "result": final.result}}
+            yield {
+                "event": final.status.status,
+                "data": {
+                    "task_id": task_id,
+                    "status": final.status.status,
+                    "error": final.status.error,
+                    "seed": final.status.seed,
+                    "result": final.result,
+                },
+            }
             return
         yield {"event": "keepalive", "data": {"task_id": task_id}}
 
@@ -298,26 +373,43 @@ async def _stream(state: ServiceState, task_id: str, body: ImageRequest, kind: s
                 yield ": keep-alive\n\n"
             elif name == "preview" and preview_is_due(data["step"], data["total"], sent, body.partial_images):
                 picture = await asyncio.to_thread(_preview_picture, data, body)
-                yield _sse(f"{prefix}.partial_image", {
-                    "type": f"{prefix}.partial_image", "b64_json": base64.b64encode(picture).decode(),
-                    "created_at": int(time.time()), "size": f"{data['width']}x{data['height']}",
-                    "partial_image_index": sent, **common})
+                yield _sse(
+                    f"{prefix}.partial_image",
+                    {
+                        "type": f"{prefix}.partial_image",
+                        "b64_json": base64.b64encode(picture).decode(),
+                        "created_at": int(time.time()),
+                        "size": f"{data['width']}x{data['height']}",
+                        "partial_image_index": sent,
+                        **common,
+                    },
+                )
                 sent += 1
             elif name in FINISHED:
-                found = await read_result(state, task_id, data["status"], data.get("error"), data.get("result"),
-                                          data.get("seed"))
+                found = await read_result(
+                    state, task_id, data["status"], data.get("error"), data.get("result"), data.get("seed")
+                )
                 as_b64 = body.model_copy(update={"response_format": "b64_json"})
                 pictures = await asyncio.to_thread(_pictures, found, as_b64)
                 for picture in pictures:
                     width, height = await asyncio.to_thread(images.image_size, picture)
-                    yield _sse(f"{prefix}.completed", {
-                        "type": f"{prefix}.completed", "b64_json": base64.b64encode(picture).decode(),
-                        "created_at": int(time.time()), "size": f"{width}x{height}", **common})
+                    yield _sse(
+                        f"{prefix}.completed",
+                        {
+                            "type": f"{prefix}.completed",
+                            "b64_json": base64.b64encode(picture).decode(),
+                            "created_at": int(time.time()),
+                            "size": f"{width}x{height}",
+                            **common,
+                        },
+                    )
                 return
     except HTTPException as exc:
         # The answer has started (200): the failure travels as an error event, which the SDKs raise.
-        yield _sse("error", error_body(exc.status_code, str(exc.detail), getattr(exc, "param", None),
-                                       getattr(exc, "code", None)))
+        yield _sse(
+            "error",
+            error_body(exc.status_code, str(exc.detail), getattr(exc, "param", None), getattr(exc, "code", None)),
+        )
 
 
 def _preview_picture(preview: dict, body: ImageRequest) -> bytes:

@@ -34,8 +34,15 @@ class UrlSigner:
             query["compression"] = str(compression)
         return query
 
-    def check(self, task_id: str, filename: str, compression: Optional[int], expires: int, signature: str,
-              now: Optional[float] = None) -> Optional[str]:
+    def check(
+        self,
+        task_id: str,
+        filename: str,
+        compression: Optional[int],
+        expires: int,
+        signature: str,
+        now: Optional[float] = None,
+    ) -> Optional[str]:
         """None when the URL is genuine and current; otherwise why not ("signature" or "expired")."""
         # Bytes: compare_digest refuses str with non-ASCII characters, and a URL can hold anything.
         if not hmac.compare_digest(self._mac(task_id, filename, compression, expires).encode(), signature.encode()):

@@ -39,13 +39,23 @@ async def require_model(state: ServiceState, kind: ModelKind) -> None:
     if not model_available(snapshot, state.settings.deployment_for(kind)):
         snapshot = await state.deployment_status(max_age=0)
         if not model_available(snapshot, state.settings.deployment_for(kind)):
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, kind.spec.not_loaded,
-                                headers={"Retry-After": "30"})
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE, kind.spec.not_loaded, headers={"Retry-After": "30"}
+            )
 
 
 async def create_task(
-    state: ServiceState, user: User, *, task_type: str, kind: ModelKind, prompt: str, prompts: list[str],
-    parameters: dict[str, Any], image_count: int, inputs: list[ValidatedUpload], async_mode: bool = True,
+    state: ServiceState,
+    user: User,
+    *,
+    task_type: str,
+    kind: ModelKind,
+    prompt: str,
+    prompts: list[str],
+    parameters: dict[str, Any],
+    image_count: int,
+    inputs: list[ValidatedUpload],
+    async_mode: bool = True,
     webhook: Optional[WebhookRequest] = None,
 ) -> Accepted:
     """Store the inputs and have the registry create and dispatch the task; raises 503 (model,
@@ -59,58 +69,111 @@ async def create_task(
     input_keys = [f"inputs/{task_id}/{i}.{upload.extension}" for i, upload in enumerate(inputs)]
     if inputs:
         await asyncio.to_thread(_store_inputs, state, input_keys, inputs)
-    spec = TaskSpec(task_id=task_id, user_id=user.id, task_type=task_type, kind=kind, prompt=prompt,
-                    prompts=prompts, parameters=parameters, image_count=image_count, input_keys=input_keys,
-                    webhook=webhook)
+    spec = TaskSpec(
+        task_id=task_id,
+        user_id=user.id,
+        task_type=task_type,
+        kind=kind,
+        prompt=prompt,
+        prompts=prompts,
+        parameters=parameters,
+        image_count=image_count,
+        input_keys=input_keys,
+        webhook=webhook,
+    )
     try:
         answer = await state.registry.create(spec)
     except BaseException:
         await asyncio.to_thread(state.store.delete_prefix, f"inputs/{task_id}")
         raise
     if not isinstance(answer, Accepted):
-        task_event(replica_events(), "refused", task_id=task_id, user_id=user.id, kind=kind.value,
-                   reason="quota" if isinstance(answer, QuotaRefused) else "queue_full")
+        task_event(
+            replica_events(),
+            "refused",
+            task_id=task_id,
+            user_id=user.id,
+            kind=kind.value,
+            reason="quota" if isinstance(answer, QuotaRefused) else "queue_full",
+        )
         await asyncio.to_thread(state.store.delete_prefix, f"inputs/{task_id}")
         raise refusal(answer)
-    task_event(replica_events(), "submitted", task_id=task_id, user_id=user.id, kind=kind.value,
-               task_type=task_type, image_count=image_count, async_mode=async_mode)
+    task_event(
+        replica_events(),
+        "submitted",
+        task_id=task_id,
+        user_id=user.id,
+        kind=kind.value,
+        task_type=task_type,
+        image_count=image_count,
+        async_mode=async_mode,
+    )
     return answer
 
 
 async def submit(
-    state: ServiceState, user: User, *, task_type: str, kind: ModelKind, prompt: str, prompts: list[str],
-    parameters: dict[str, Any], image_count: int, inputs: list[ValidatedUpload], async_mode: bool,
+    state: ServiceState,
+    user: User,
+    *,
+    task_type: str,
+    kind: ModelKind,
+    prompt: str,
+    prompts: list[str],
+    parameters: dict[str, Any],
+    image_count: int,
+    inputs: list[ValidatedUpload],
+    async_mode: bool,
     webhook: Optional[WebhookRequest] = None,
 ) -> Response:
     """Create the task, answer 202 or (``async_mode=False``) wait and answer with the result."""
-    answer = await create_task(state, user, task_type=task_type, kind=kind, prompt=prompt, prompts=prompts,
-                               parameters=parameters, image_count=image_count, inputs=inputs, async_mode=async_mode,
-                               webhook=webhook)
+    answer = await create_task(
+        state,
+        user,
+        task_type=task_type,
+        kind=kind,
+        prompt=prompt,
+        prompts=prompts,
+        parameters=parameters,
+        image_count=image_count,
+        inputs=inputs,
+        async_mode=async_mode,
+        webhook=webhook,
+    )
     task_id = answer.task_id
     if async_mode:
         return JSONResponse(
             status_code=status.HTTP_202_ACCEPTED,
-            content={"message": messages.TASK_ACCEPTED, "task_id": task_id, "status_url": f"/tasks/{task_id}",
-                     "result_url": f"/tasks/{task_id}/result", "queue_info": asdict(answer.queue_info)},
+            content={
+                "message": messages.TASK_ACCEPTED,
+                "task_id": task_id,
+                "status_url": f"/tasks/{task_id}",
+                "result_url": f"/tasks/{task_id}/result",
+                "queue_info": asdict(answer.queue_info),
+            },
         )
     with state.long_waits.hold(user.id):
         final = await state.registry.wait(task_id, state.settings.sync_timeout_seconds)
     if final is None:  # forgotten between creation and the wait (a clean-up with max age 0)
         raise not_found()
-    return await result_response(state, task_id, final.status.status, final.status.error, final.result,
-                                 final.status.seed)
+    return await result_response(
+        state, task_id, final.status.status, final.status.error, final.result, final.status.seed
+    )
 
 
 def refusal(answer: Union[QuotaRefused, QueueFull, PendingLimit]) -> HTTPException:
     if isinstance(answer, PendingLimit):
-        return HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, messages.TOO_MANY_PENDING.format(limit=answer.limit),
-                             headers={"Retry-After": str(answer.retry_after)})
+        return HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            messages.TOO_MANY_PENDING.format(limit=answer.limit),
+            headers={"Retry-After": str(answer.retry_after)},
+        )
     if isinstance(answer, QuotaRefused):
         template = messages.QUOTA_DAILY if answer.period == "daily" else messages.QUOTA_MONTHLY
-        return HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
-                             template.format(limit=answer.limit, resets_at=answer.resets_at))
-    return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, messages.QUEUE_FULL,
-                         headers={"Retry-After": str(answer.retry_after)})
+        return HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS, template.format(limit=answer.limit, resets_at=answer.resets_at)
+        )
+    return HTTPException(
+        status.HTTP_503_SERVICE_UNAVAILABLE, messages.QUEUE_FULL, headers={"Retry-After": str(answer.retry_after)}
+    )
 
 
 def _store_inputs(state: ServiceState, keys: list[str], uploads: list[ValidatedUpload]) -> None:
@@ -149,17 +212,24 @@ class TaskResult:
             return self.stream.read()
 
 
-async def read_result(state: ServiceState, task_id: str, task_status: str, error: Optional[str],
-                      result: Optional[ResultLocation] = None, seed: Optional[int] = None) -> TaskResult:
+async def read_result(
+    state: ServiceState,
+    task_id: str,
+    task_status: str,
+    error: Optional[str],
+    result: Optional[ResultLocation] = None,
+    seed: Optional[int] = None,
+) -> TaskResult:
     """The result of a completed task; a clear error for failed, cancelled or unfinished ones.
 
     ``result`` (where the file is) and ``seed`` come from the registry when it just finished the
     task; otherwise the task's record is read.
     """
     if task_status == TaskStatus.failed.value:
-        raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR,
-                            messages.TASK_FAILED_BECAUSE(error=messages.recognise(error)) if error
-                            else messages.TASK_FAILED)
+        raise HTTPException(
+            status.HTTP_500_INTERNAL_SERVER_ERROR,
+            messages.TASK_FAILED_BECAUSE(error=messages.recognise(error)) if error else messages.TASK_FAILED,
+        )
     if task_status == TaskStatus.cancelled.value:
         raise HTTPException(status.HTTP_409_CONFLICT, messages.TASK_CANCELLED)
     if task_status != TaskStatus.completed.value:
@@ -168,8 +238,10 @@ async def read_result(state: ServiceState, task_id: str, task_status: str, error
         record = await asyncio.to_thread(_load_record, state, task_id)
         if record is None or not record.result_path:
             raise HTTPException(status.HTTP_404_NOT_FOUND, messages.RESULT_MISSING)
-        result = ResultLocation(result_path=record.result_path,
-                                result_filename=record.result_filename or record.result_path.rsplit("/", 1)[-1])
+        result = ResultLocation(
+            result_path=record.result_path,
+            result_filename=record.result_filename or record.result_path.rsplit("/", 1)[-1],
+        )
         seed = record.seed
     path = result.result_path
     try:
@@ -187,8 +259,14 @@ def result_headers(task_id: str, found: TaskResult) -> dict[str, str]:
     return headers
 
 
-async def result_response(state: ServiceState, task_id: str, task_status: str, error: Optional[str],
-                          result: Optional[ResultLocation] = None, seed: Optional[int] = None) -> Response:
+async def result_response(
+    state: ServiceState,
+    task_id: str,
+    task_status: str,
+    error: Optional[str],
+    result: Optional[ResultLocation] = None,
+    seed: Optional[int] = None,
+) -> Response:
     """The PNG or ZIP of a completed task, streamed; a clear error for failed or cancelled ones."""
     found = await read_result(state, task_id, task_status, error, result, seed)
     headers = {"Content-Disposition": f'attachment; filename="{found.filename}"', **result_headers(task_id, found)}

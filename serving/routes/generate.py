@@ -34,13 +34,16 @@ Seed = Annotated[int, Form(ge=-1, le=MAX_SEED, description="-1 = random; the see
 NumImages = Annotated[int, Form(ge=1, le=4)]
 AsyncMode = Annotated[bool, Form(description="false waits and answers with the image(s)")]
 Steps = Annotated[int, Form(ge=20, le=100)]
-WebhookUrl = Annotated[Optional[str], Form(max_length=2048, description="http(s) URL called (signed) as the task moves on")]
-WebhookEvents = Annotated[Optional[str], Form(
-    max_length=200, description=f"comma-separated, of {', '.join(WEBHOOK_EVENTS)}; default the terminal ones")]
+WebhookUrl = Annotated[
+    Optional[str], Form(max_length=2048, description="http(s) URL called (signed) as the task moves on")
+]
+WebhookEvents = Annotated[
+    Optional[str],
+    Form(max_length=200, description=f"comma-separated, of {', '.join(WEBHOOK_EVENTS)}; default the terminal ones"),
+]
 
 RESULT_RESPONSES = {
-    200: {"description": "PNG (one image) or ZIP (several)",
-          "content": {"image/png": {}, "application/zip": {}}},
+    200: {"description": "PNG (one image) or ZIP (several)", "content": {"image/png": {}, "application/zip": {}}},
     202: {"description": "task accepted"},
 }
 
@@ -62,14 +65,19 @@ async def _read_images(state, uploads: list[UploadFile], max_count: int) -> list
     for n, upload in enumerate(uploads, start=1):
         data = await read_limited(upload, state.settings.max_upload_bytes)
         name = upload.filename or f"#{n}"
-        images.append(await asyncio.to_thread(validate_upload, data, name, state.settings.max_image_pixels,
-                                              state.settings.max_decoded_mb * 2**20))
+        images.append(
+            await asyncio.to_thread(
+                validate_upload, data, name, state.settings.max_image_pixels, state.settings.max_decoded_mb * 2**20
+            )
+        )
     return images
 
 
 @router.post("/text-to-image", status_code=status.HTTP_202_ACCEPTED, responses=RESULT_RESPONSES)
 async def text_to_image(
-    user: CurrentUser, state: StateDep, prompt: Prompt,
+    user: CurrentUser,
+    state: StateDep,
+    prompt: Prompt,
     negative_prompt: NegativePrompt = "",
     aspect_ratio: Annotated[str, Form(description="one of GET /text-to-image/aspect-ratios")] = DEFAULT_ASPECT_RATIO,
     num_inference_steps: Steps = ModelKind.text_to_image.spec.default_steps,
@@ -83,26 +91,46 @@ async def text_to_image(
     speed: Speed = "standard",
 ) -> Response:
     """Generate 1–4 images from a prompt with Qwen-Image-2512."""
-    webhook = await webhook_spec(webhook_url, webhook_events,
-                                 allow_private=state.settings.webhook_allow_private_networks)
+    webhook = await webhook_spec(
+        webhook_url, webhook_events, allow_private=state.settings.webhook_allow_private_networks
+    )
     prompt = _clean_prompt(prompt)
     if aspect_ratio not in ASPECT_RATIOS:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST,
-                            messages.ASPECT_RATIO_UNSUPPORTED(aspect_ratio=aspect_ratio,
-                                                              choices=", ".join(ASPECT_RATIOS)))
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            messages.ASPECT_RATIO_UNSUPPORTED(aspect_ratio=aspect_ratio, choices=", ".join(ASPECT_RATIOS)),
+        )
     width, height = size_for_aspect_ratio(aspect_ratio)
-    parameters = {"negative_prompt": negative_prompt, "aspect_ratio": aspect_ratio, "width": width, "height": height,
-                  "num_inference_steps": num_inference_steps, "true_cfg_scale": true_cfg_scale, "seed": seed,
-                  "num_images": num_images}
+    parameters = {
+        "negative_prompt": negative_prompt,
+        "aspect_ratio": aspect_ratio,
+        "width": width,
+        "height": height,
+        "num_inference_steps": num_inference_steps,
+        "true_cfg_scale": true_cfg_scale,
+        "seed": seed,
+        "num_images": num_images,
+    }
     await apply_adapter_options(state, ModelKind.text_to_image, parameters, loras, speed)
-    return await submit(state, user, task_type="text_to_image", kind=ModelKind.text_to_image, prompt=prompt,
-                        prompts=[prompt], parameters=parameters, image_count=num_images, inputs=[],
-                        async_mode=async_mode, webhook=webhook)
+    return await submit(
+        state,
+        user,
+        task_type="text_to_image",
+        kind=ModelKind.text_to_image,
+        prompt=prompt,
+        prompts=[prompt],
+        parameters=parameters,
+        image_count=num_images,
+        inputs=[],
+        async_mode=async_mode,
+        webhook=webhook,
+    )
 
 
 @router.post("/image-edit", status_code=status.HTTP_202_ACCEPTED, responses=RESULT_RESPONSES)
 async def image_edit(
-    user: CurrentUser, state: StateDep,
+    user: CurrentUser,
+    state: StateDep,
     images: Annotated[list[UploadFile], File(description="1–2 images (JPEG, PNG, WebP; ≤ 20 MB each)")],
     prompt: Prompt,
     negative_prompt: NegativePrompt = "",
@@ -118,26 +146,52 @@ async def image_edit(
     speed: Speed = "standard",
 ) -> Response:
     """Edit one image, or compose two, with Qwen-Image-Edit-2511."""
-    webhook = await webhook_spec(webhook_url, webhook_events,
-                                 allow_private=state.settings.webhook_allow_private_networks)
+    webhook = await webhook_spec(
+        webhook_url, webhook_events, allow_private=state.settings.webhook_allow_private_networks
+    )
     prompt = _clean_prompt(prompt)
     inputs = await _read_images(state, images, MAX_EDIT_IMAGES)
-    parameters = {"negative_prompt": negative_prompt, "num_inference_steps": num_inference_steps,
-                  "true_cfg_scale": true_cfg_scale, "guidance_scale": guidance_scale, "seed": seed,
-                  "num_images": num_images, "input_count": len(inputs),
-                  "input_sizes": [list(image.size) for image in inputs]}
+    parameters = {
+        "negative_prompt": negative_prompt,
+        "num_inference_steps": num_inference_steps,
+        "true_cfg_scale": true_cfg_scale,
+        "guidance_scale": guidance_scale,
+        "seed": seed,
+        "num_images": num_images,
+        "input_count": len(inputs),
+        "input_sizes": [list(image.size) for image in inputs],
+    }
     await apply_adapter_options(state, ModelKind.image_edit, parameters, loras, speed)
-    return await submit(state, user, task_type="image_edit", kind=ModelKind.image_edit, prompt=prompt, prompts=[prompt],
-                        parameters=parameters, image_count=num_images, inputs=inputs, async_mode=async_mode,
-                        webhook=webhook)
+    return await submit(
+        state,
+        user,
+        task_type="image_edit",
+        kind=ModelKind.image_edit,
+        prompt=prompt,
+        prompts=[prompt],
+        parameters=parameters,
+        image_count=num_images,
+        inputs=inputs,
+        async_mode=async_mode,
+        webhook=webhook,
+    )
 
 
 @router.post("/image-edit/batch", status_code=status.HTTP_202_ACCEPTED, responses=RESULT_RESPONSES)
 async def image_edit_batch(
-    request: Request, user: CurrentUser, state: StateDep,
+    request: Request,
+    user: CurrentUser,
+    state: StateDep,
     image: Annotated[UploadFile, File(description="one image (JPEG, PNG, WebP; ≤ 20 MB)")],
-    prompts: Annotated[str, Form(min_length=1, max_length=MAX_PROMPT * MAX_BATCH_PROMPTS, pattern=NO_NUL,
-                                 description="edit prompts separated by |, at most 10")],
+    prompts: Annotated[
+        str,
+        Form(
+            min_length=1,
+            max_length=MAX_PROMPT * MAX_BATCH_PROMPTS,
+            pattern=NO_NUL,
+            description="edit prompts separated by |, at most 10",
+        ),
+    ],
     negative_prompt: NegativePrompt = "",
     num_inference_steps: Steps = ModelKind.image_edit.spec.default_steps,
     true_cfg_scale: TrueCfg = 4.0,
@@ -149,22 +203,42 @@ async def image_edit_batch(
     speed: Speed = "standard",
 ) -> Response:
     """Apply several edit prompts to one image: one task, one result image per prompt."""
-    webhook = await webhook_spec(webhook_url, webhook_events,
-                                 allow_private=state.settings.webhook_allow_private_networks)
+    webhook = await webhook_spec(
+        webhook_url, webhook_events, allow_private=state.settings.webhook_allow_private_networks
+    )
     prompt_list = [p.strip() for p in prompts.split("|") if p.strip()]
     if not prompt_list:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.PARAM_EMPTY(field="prompts"))
     if len(prompt_list) > MAX_BATCH_PROMPTS:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST,
-                            messages.TOO_MANY_PROMPTS(limit=MAX_BATCH_PROMPTS, count=len(prompt_list)))
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, messages.TOO_MANY_PROMPTS(limit=MAX_BATCH_PROMPTS, count=len(prompt_list))
+        )
     if any(len(p) > MAX_PROMPT for p in prompt_list):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.PROMPT_TOO_LONG(limit=MAX_PROMPT))
     # FastAPI binds one of several same-named parts; the contract allows exactly one image.
     inputs = await _read_images(state, (await request.form()).getlist("image"), 1)
-    parameters = {"negative_prompt": negative_prompt, "num_inference_steps": num_inference_steps,
-                  "true_cfg_scale": true_cfg_scale, "guidance_scale": 1.0, "seed": seed, "num_images": 1,
-                  "prompts": prompt_list, "input_count": 1, "input_sizes": [list(inputs[0].size)]}
+    parameters = {
+        "negative_prompt": negative_prompt,
+        "num_inference_steps": num_inference_steps,
+        "true_cfg_scale": true_cfg_scale,
+        "guidance_scale": 1.0,
+        "seed": seed,
+        "num_images": 1,
+        "prompts": prompt_list,
+        "input_count": 1,
+        "input_sizes": [list(inputs[0].size)],
+    }
     await apply_adapter_options(state, ModelKind.image_edit, parameters, loras, speed)
-    return await submit(state, user, task_type="batch_edit", kind=ModelKind.image_edit, prompt=" | ".join(prompt_list),
-                        prompts=prompt_list, parameters=parameters, image_count=len(prompt_list), inputs=inputs,
-                        async_mode=async_mode, webhook=webhook)
+    return await submit(
+        state,
+        user,
+        task_type="batch_edit",
+        kind=ModelKind.image_edit,
+        prompt=" | ".join(prompt_list),
+        prompts=prompt_list,
+        parameters=parameters,
+        image_count=len(prompt_list),
+        inputs=inputs,
+        async_mode=async_mode,
+        webhook=webhook,
+    )

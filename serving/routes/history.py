@@ -73,8 +73,13 @@ def _aware(value: Optional[datetime]) -> Optional[datetime]:
 
 def _page(session, f: HistoryFilter, page: int, page_size: int) -> HistoryPage:
     result = history_page(session, f, page, page_size)
-    return HistoryPage(items=[TaskRecordPublic.model_validate(r) for r in result.items], total=result.total,
-                       page=result.page, page_size=result.page_size, total_pages=result.total_pages)
+    return HistoryPage(
+        items=[TaskRecordPublic.model_validate(r) for r in result.items],
+        total=result.total,
+        page=result.page,
+        page_size=result.page_size,
+        total_pages=result.total_pages,
+    )
 
 
 Page = Annotated[int, Query(ge=1, le=1_000_000)]
@@ -87,23 +92,39 @@ DateFilter = Annotated[Optional[datetime], Query(description="ISO 8601; without 
 
 
 @router.get("/tasks/history/me", response_model=HistoryPage)
-def my_history(user: CurrentUser, session: SessionDep, page: Page = 1, page_size: PageSize = 20,
-               status_: StatusFilter = None, task_type: TypeFilter = None,
-               start_date: DateFilter = None, end_date: DateFilter = None) -> HistoryPage:
+def my_history(
+    user: CurrentUser,
+    session: SessionDep,
+    page: Page = 1,
+    page_size: PageSize = 20,
+    status_: StatusFilter = None,
+    task_type: TypeFilter = None,
+    start_date: DateFilter = None,
+    end_date: DateFilter = None,
+) -> HistoryPage:
     """The caller's tasks, newest first."""
-    f = HistoryFilter(user.id, status_ and status_.value, task_type and task_type.value,
-                      _aware(start_date), _aware(end_date))
+    f = HistoryFilter(
+        user.id, status_ and status_.value, task_type and task_type.value, _aware(start_date), _aware(end_date)
+    )
     return _page(session, f, page, page_size)
 
 
 @router.get("/tasks/history/all", response_model=HistoryPage)
-def all_history(_: AdminUser, session: SessionDep, page: Page = 1, page_size: PageSize = 20,
-                status_: StatusFilter = None, task_type: TypeFilter = None,
-                start_date: DateFilter = None, end_date: DateFilter = None,
-                user_id: Annotated[Optional[int], Query(ge=1, le=MAX_DB_INT)] = None) -> HistoryPage:
+def all_history(
+    _: AdminUser,
+    session: SessionDep,
+    page: Page = 1,
+    page_size: PageSize = 20,
+    status_: StatusFilter = None,
+    task_type: TypeFilter = None,
+    start_date: DateFilter = None,
+    end_date: DateFilter = None,
+    user_id: Annotated[Optional[int], Query(ge=1, le=MAX_DB_INT)] = None,
+) -> HistoryPage:
     """Every user's tasks (admin), optionally one user's."""
-    f = HistoryFilter(user_id, status_ and status_.value, task_type and task_type.value,
-                      _aware(start_date), _aware(end_date))
+    f = HistoryFilter(
+        user_id, status_ and status_.value, task_type and task_type.value, _aware(start_date), _aware(end_date)
+    )
     return _page(session, f, page, page_size)
 
 
@@ -129,11 +150,16 @@ def quota_body(session, user: User, state) -> dict:
     periods = quota_periods(utcnow(), state.settings.quota_timezone)
     usage = quota_usage(session, user.id, periods)
     return {
-        "user_id": user.id, "daily_limit": daily, "monthly_limit": monthly,
-        "used_today": usage.used_today, "used_this_month": usage.used_this_month, "total_used": usage.total_used,
+        "user_id": user.id,
+        "daily_limit": daily,
+        "monthly_limit": monthly,
+        "used_today": usage.used_today,
+        "used_this_month": usage.used_this_month,
+        "total_used": usage.total_used,
         "remaining_today": max(daily - usage.used_today, 0),
         "remaining_this_month": max(monthly - usage.used_this_month, 0),
-        "daily_resets_at": periods.day_end, "monthly_resets_at": periods.month_end,
+        "daily_resets_at": periods.day_end,
+        "monthly_resets_at": periods.month_end,
         "timezone": state.settings.quota_timezone,
     }
 

@@ -82,8 +82,9 @@ async def register_lora(
     session: SessionDep,
     name: Annotated[str, Form(pattern=NAME_PATTERN, description="how requests name it: lower case, digits, _ . -")],
     model: Annotated[str, Form(description="text_to_image or image_edit")],
-    source: Annotated[Optional[str], Form(max_length=512,
-                                          description="hub:<owner>/<repo> or local:<path under LORA_DIR>")] = None,
+    source: Annotated[
+        Optional[str], Form(max_length=512, description="hub:<owner>/<repo> or local:<path under LORA_DIR>")
+    ] = None,
     weight_name: Annotated[Optional[str], Form(max_length=255, description="the file in a hub repository")] = None,
     file: Annotated[Optional[UploadFile], File(description="a .safetensors file instead of a source")] = None,
     default_scale: Annotated[float, Form(ge=MIN_SCALE, le=MAX_SCALE)] = 1.0,
@@ -101,25 +102,31 @@ async def register_lora(
         raise bad("需要且只能提供 source 或 file 之一")
     lora_dir = state.settings.resolved_lora_dir
     row = LoraAdapter(
-        name=name, model=model, source_type="", source="", default_scale=default_scale, description=description,
-        trigger_words=[w.strip() for w in trigger_words.split(",") if w.strip()], created_by=admin.id,
+        name=name,
+        model=model,
+        source_type="",
+        source="",
+        default_scale=default_scale,
+        description=description,
+        trigger_words=[w.strip() for w in trigger_words.split(",") if w.strip()],
+        created_by=admin.id,
     )
     if file is not None:
         relative, size, digest = await _store_upload(file, lora_dir, name, state.settings.lora_max_upload_bytes)
         row.source_type, row.source, row.size_bytes, row.sha256 = "local", relative, size, digest
     elif source.startswith("hub:"):
-        repo = source[len("hub:"):]
+        repo = source[len("hub:") :]
         if not HUB_ID.match(repo):
             raise bad("参数 source 无效：hub: 之后应为 <owner>/<repo>")
         if not weight_name or not weight_name.endswith(".safetensors") or ".." in weight_name:
             raise bad("参数 weight_name 无效：hub 来源需要仓库中的 .safetensors 文件名")
         row.source_type, row.source, row.weight_name = "hub", repo, weight_name
     elif source.startswith("local:"):
-        path = _inside(lora_dir, source[len("local:"):])
+        path = _inside(lora_dir, source[len("local:") :])
         try:
             await asyncio.to_thread(check_lora_file, str(path))
         except AdapterError as error:
-            raise bad(f"LoRA 文件 {source[len('local:'):]} 无效：{error}") from None
+            raise bad(f"LoRA 文件 {source[len('local:') :]} 无效：{error}") from None
         row.source_type, row.source, row.size_bytes = "local", str(path.relative_to(lora_dir)), path.stat().st_size
     else:
         raise bad("参数 source 无效：应以 hub: 或 local: 开头")
@@ -176,8 +183,9 @@ async def _store_upload(upload: UploadFile, lora_dir: Path, name: str, limit: in
             while chunk := await upload.read(CHUNK):
                 size += len(chunk)
                 if size > limit:
-                    raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
-                                        f"上传内容过大：LoRA 文件最大 {limit // (1024 * 1024)} MB")
+                    raise HTTPException(
+                        status.HTTP_413_CONTENT_TOO_LARGE, f"上传内容过大：LoRA 文件最大 {limit // (1024 * 1024)} MB"
+                    )
                 digest.update(chunk)
                 await asyncio.to_thread(out.write, chunk)
         try:

@@ -31,8 +31,12 @@ def _model_state(state, snapshot: dict, kind: ModelKind) -> str:
 def _memory_settings(state, dtype: str) -> dict:
     """How the models are laid out and held, as configured (the replicas' reports say it as loaded)."""
     settings = state.settings
-    return {"layout": settings.model_layout, "dtype": dtype, "quantization": settings.quantization,
-            "offload": settings.offload_mode}
+    return {
+        "layout": settings.model_layout,
+        "dtype": dtype,
+        "quantization": settings.quantization,
+        "offload": settings.offload_mode,
+    }
 
 
 async def _replica_reports(state) -> dict[str, dict]:
@@ -43,9 +47,17 @@ async def _replica_reports(state) -> dict[str, dict]:
 
 
 def _replicas_of(reports: dict[str, dict], kind: ModelKind) -> list[dict]:
-    return [{"replica": replica_id, "deployment": report.get("deployment"), "device": report.get("device"),
-             "device_memory": report.get("device_memory"), **report.get("models", {}).get(kind.value, {})}
-            for replica_id, report in sorted(reports.items()) if kind.value in report.get("models", {})]
+    return [
+        {
+            "replica": replica_id,
+            "deployment": report.get("deployment"),
+            "device": report.get("device"),
+            "device_memory": report.get("device_memory"),
+            **report.get("models", {}).get(kind.value, {}),
+        }
+        for replica_id, report in sorted(reports.items())
+        if kind.value in report.get("models", {})
+    ]
 
 
 @router.get("/health")
@@ -82,8 +94,11 @@ async def health(state: StateDep) -> dict:
         "model_layout": state.settings.model_layout,
         # per model: the configured layout, dtype, quantization and offload; then what each replica
         # holding it reported (device, GPU memory in use and total)
-        "model_memory": {kind.value: {**_memory_settings(state, dtype), "replicas": _replicas_of(reports, kind)}
-                         for kind in ModelKind if kind.value in state.settings.enabled_models},
+        "model_memory": {
+            kind.value: {**_memory_settings(state, dtype), "replicas": _replicas_of(reports, kind)}
+            for kind in ModelKind
+            if kind.value in state.settings.enabled_models
+        },
     }
 
 
@@ -96,9 +111,15 @@ async def list_models(state: StateDep) -> dict:
     out = {}
     for kind in ModelKind:
         info = profile.info(kind.value)
-        out[kind.value] = {"name": info.name, "description": info.description, "capabilities": list(info.capabilities),
-                     "status": _model_state(state, snapshot, kind), "profile": profile.name,
-                     **_memory_settings(state, profile.dtype), "replicas": _replicas_of(reports, kind)}
+        out[kind.value] = {
+            "name": info.name,
+            "description": info.description,
+            "capabilities": list(info.capabilities),
+            "status": _model_state(state, snapshot, kind),
+            "profile": profile.name,
+            **_memory_settings(state, profile.dtype),
+            "replicas": _replicas_of(reports, kind),
+        }
     return out
 
 

@@ -24,10 +24,20 @@ router = APIRouter(prefix="/tasks", tags=["tasks"])
 def status_from_record(record: TaskRecord) -> TaskStatusView:
     """``GET /tasks/{id}`` for a task the registry no longer keeps in memory."""
     return task_status_view(
-        task_id=record.task_id, user_id=record.user_id, task_type=record.task_type, status=record.status,
-        error=record.error_message, created_at=record.created_at, started_at=record.started_at,
-        completed_at=record.completed_at, execution_time=record.execution_time,
-        steps_done=0, total_steps=total_steps(record.parameters), seed=record.seed, position=0, now=utcnow(),
+        task_id=record.task_id,
+        user_id=record.user_id,
+        task_type=record.task_type,
+        status=record.status,
+        error=record.error_message,
+        created_at=record.created_at,
+        started_at=record.started_at,
+        completed_at=record.completed_at,
+        execution_time=record.execution_time,
+        steps_done=0,
+        total_steps=total_steps(record.parameters),
+        seed=record.seed,
+        position=0,
+        now=utcnow(),
     )
 
 
@@ -51,8 +61,13 @@ async def queue(user: CurrentUser, state: StateDep) -> dict:
     """Queue and worker state."""
     snapshot, live = await asyncio.gather(state.deployment_status(), state.registry.queue())
     workers = sum(d["running_replicas"] for name, d in snapshot["deployments"].items() if name != "Ingress")
-    return {"is_running": True, "gpu_count": snapshot["gpu_count"], "max_workers": workers,
-            "queue_size": live.queue_size, "tasks": live.tasks}
+    return {
+        "is_running": True,
+        "gpu_count": snapshot["gpu_count"],
+        "max_workers": workers,
+        "queue_size": live.queue_size,
+        "tasks": live.tasks,
+    }
 
 
 @router.get("/{task_id}", response_model=TaskStatusView)
@@ -63,7 +78,9 @@ async def get_task(task_id: str, user: CurrentUser, state: StateDep) -> TaskStat
 
 @router.get("/{task_id}/result", responses={200: {"content": {"image/png": {}, "application/zip": {}}}})
 async def get_result(
-    task_id: str, user: CurrentUser, state: StateDep,
+    task_id: str,
+    user: CurrentUser,
+    state: StateDep,
     wait: bool = False,
     timeout: Annotated[float, Query(gt=0, le=3600)] = 300.0,
 ) -> Response:
@@ -97,13 +114,15 @@ async def cancel_task(task_id: str, user: CurrentUser, state: StateDep) -> dict:
 
 @router.post("/cleanup")
 async def cleanup(
-    _: AdminUser, state: StateDep,
+    _: AdminUser,
+    state: StateDep,
     max_age_hours: Annotated[float, Query(ge=0, le=24 * 365)] = 24,
     max_age_days: Annotated[float, Query(ge=0, le=3650)] = 30,
 ) -> dict:
     """Finished tasks older than ``max_age_hours`` leave memory; records older than ``max_age_days``
     are deleted with their files. Pending and running tasks are never touched."""
     counts = await state.registry.cleanup(max_age_hours, max_age_days)
-    return {"message": messages.TASKS_CLEANED(memory_count=counts.memory_cleaned_count,
-                                              db_count=counts.db_cleaned_count),
-            **asdict(counts)}
+    return {
+        "message": messages.TASKS_CLEANED(memory_count=counts.memory_cleaned_count, db_count=counts.db_cleaned_count),
+        **asdict(counts),
+    }

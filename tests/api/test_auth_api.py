@@ -25,10 +25,12 @@ def test_register_duplicate_username_is_400(client, user):
 
 
 def test_register_validation_errors_are_400_naming_the_field(client):
-    for body, field in (({"username": "ab", "password": "secret1"}, "username"),
-                        ({"username": unique_name(), "password": "12345"}, "password"),
-                        ({"password": "secret1"}, "username"),
-                        ({"username": "x" * 51, "password": "secret1"}, "username")):
+    for body, field in (
+        ({"username": "ab", "password": "secret1"}, "username"),
+        ({"username": unique_name(), "password": "12345"}, "password"),
+        ({"password": "secret1"}, "username"),
+        ({"username": "x" * 51, "password": "secret1"}, "username"),
+    ):
         response = client.post("/auth/register", json=body)
         assert response.status_code == 400, body
         assert field in response.json()["detail"]
@@ -85,14 +87,17 @@ def test_update_me_with_a_new_password_revokes_older_tokens(client, user):
 
 
 def test_change_password_checks_the_old_one_and_revokes_tokens(client, user):
-    bad = client.post("/auth/change-password", headers=user.headers,
-                      json={"old_password": "wrong-old", "new_password": "another-1"})
+    bad = client.post(
+        "/auth/change-password", headers=user.headers, json={"old_password": "wrong-old", "new_password": "another-1"}
+    )
     assert bad.status_code == 400
-    short = client.post("/auth/change-password", headers=user.headers,
-                        json={"old_password": user.password, "new_password": "123"})
+    short = client.post(
+        "/auth/change-password", headers=user.headers, json={"old_password": user.password, "new_password": "123"}
+    )
     assert short.status_code == 400 and "new_password" in short.json()["detail"]
-    ok = client.post("/auth/change-password", headers=user.headers,
-                     json={"old_password": user.password, "new_password": "another-1"})
+    ok = client.post(
+        "/auth/change-password", headers=user.headers, json={"old_password": user.password, "new_password": "another-1"}
+    )
     assert ok.status_code == 200 and ok.json() == {"message": "密码修改成功"}
     assert client.get("/auth/me", headers=user.headers).status_code == 401
     assert client.post("/auth/login", json={"username": user.username, "password": user.password}).status_code == 401
@@ -101,10 +106,16 @@ def test_change_password_checks_the_old_one_and_revokes_tokens(client, user):
 
 def test_admin_endpoints_refuse_non_admins_with_403(client, user, make_user):
     other = make_user()
-    calls = [("GET", "/auth/users"), ("PUT", f"/auth/users/{other.id}/toggle-active"),
-             ("PUT", f"/auth/users/{other.id}/toggle-admin"), ("DELETE", f"/auth/users/{other.id}"),
-             ("GET", "/tasks/history/all"), ("GET", "/tasks/statistics/global"), ("POST", "/tasks/cleanup"),
-             ("GET", f"/auth/users/{other.id}/quota")]
+    calls = [
+        ("GET", "/auth/users"),
+        ("PUT", f"/auth/users/{other.id}/toggle-active"),
+        ("PUT", f"/auth/users/{other.id}/toggle-admin"),
+        ("DELETE", f"/auth/users/{other.id}"),
+        ("GET", "/tasks/history/all"),
+        ("GET", "/tasks/statistics/global"),
+        ("POST", "/tasks/cleanup"),
+        ("GET", f"/auth/users/{other.id}/quota"),
+    ]
     for method, path in calls:
         response = client.request(method, path, headers=user.headers)
         assert response.status_code == 403, path
@@ -188,6 +199,8 @@ def test_accept_language_en_gets_english_error_details(client, user):
     assert missing.json() == {"detail": "Task not found"}
     bad = client.post("/text-to-image", headers={**user.headers, **english}, data={"prompt": "x", "num_images": "9"})
     assert bad.status_code == 400 and bad.json()["detail"].startswith("Parameter num_images: Input should be")
-    ratio = client.post("/text-to-image", headers={**user.headers, **english}, data={"prompt": "x", "aspect_ratio": "5x4"})
+    ratio = client.post(
+        "/text-to-image", headers={**user.headers, **english}, data={"prompt": "x", "aspect_ratio": "5x4"}
+    )
     assert ratio.json()["detail"].startswith("Unsupported aspect ratio 5x4; choose one of: 1:1")
     assert client.get("/auth/me").json() == {"detail": "无效的认证凭据"}  # Chinese stays the default

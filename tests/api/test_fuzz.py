@@ -34,8 +34,9 @@ def test_no_generated_input_causes_a_server_error(fuzz_url, fuzz_headers):
         if (operation.method.upper(), operation.path) in (("POST", "/auth/change-password"), ("PUT", "/auth/me")):
             continue  # would change the admin's own password and lock the rest of the run out with 401s
 
-        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
-                  database=None)
+        @settings(
+            max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None
+        )
         @given(case=operation.as_strategy())
         def exercise(case):
             response = case.call(base_url=fuzz_url, headers=fuzz_headers, timeout=60)

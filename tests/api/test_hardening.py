@@ -26,10 +26,18 @@ FREE_FAILURES_PER_ADDRESS = 4
 
 @pytest.fixture(scope="module")
 def hard_url(deploy_app, data_root) -> str:
-    return deploy_app("hard", sleep_app_args(
-        data_root, "hard", sleep_seconds_per_step=0.05, max_waits_per_user=WAITS_PER_USER,
-        login_max_failures=FREE_FAILURES, login_max_failures_per_address=FREE_FAILURES_PER_ADDRESS,
-        login_window_seconds=120))
+    return deploy_app(
+        "hard",
+        sleep_app_args(
+            data_root,
+            "hard",
+            sleep_seconds_per_step=0.05,
+            max_waits_per_user=WAITS_PER_USER,
+            login_max_failures=FREE_FAILURES,
+            login_max_failures_per_address=FREE_FAILURES_PER_ADDRESS,
+            login_window_seconds=120,
+        ),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +55,11 @@ def _register(client: httpx.Client, prefix: str = "h") -> tuple[str, str, dict]:
 
 def _client_from(base_url: str, address: str) -> httpx.Client:
     """A client whose connections come from ``address`` (any 127.x.y.z is loopback on Linux)."""
-    return httpx.Client(base_url=base_url, timeout=60,
-                        transport=httpx.HTTPTransport(local_address=address))
+    return httpx.Client(base_url=base_url, timeout=60, transport=httpx.HTTPTransport(local_address=address))
 
 
 # ------------------------------------------------------------ finding 1
+
 
 def test_a_deleted_users_token_never_logs_in_as_the_next_user(hard, client, admin_headers):
     """On the main application (SQLite): delete a user, register the next, replay the old token."""
@@ -65,9 +73,13 @@ def test_a_deleted_users_token_never_logs_in_as_the_next_user(hard, client, admi
 
 # ------------------------------------------------------------ finding 10: input that used to be a 500
 
+
 def test_a_date_filter_past_the_calendars_end_is_not_a_500(client, user):
-    response = client.get("/tasks/history/me", headers=user.headers,
-                          params={"end_date": "9999-12-31T23:00:00-14:00", "start_date": "0001-01-01T00:30:00+14:00"})
+    response = client.get(
+        "/tasks/history/me",
+        headers=user.headers,
+        params={"end_date": "9999-12-31T23:00:00-14:00", "start_date": "0001-01-01T00:30:00+14:00"},
+    )
     assert response.status_code == 200, response.text
 
 
@@ -87,11 +99,14 @@ def test_a_username_differing_only_in_case_or_width_is_taken(client):
 
 # ------------------------------------------------------------ finding 7
 
+
 def test_failures_from_one_address_slow_that_address_only_not_the_owner(hard_url, hard):
     name, password, _ = _register(hard, "own")
     with _client_from(hard_url, "127.0.0.2") as attacker, _client_from(hard_url, "127.0.0.3") as owner:
-        codes = [attacker.post("/auth/login", json={"username": name, "password": "wrong"}).status_code
-                 for _ in range(FREE_FAILURES + 1)]
+        codes = [
+            attacker.post("/auth/login", json={"username": name, "password": "wrong"}).status_code
+            for _ in range(FREE_FAILURES + 1)
+        ]
         assert codes[:FREE_FAILURES] == [401] * FREE_FAILURES and codes[-1] == 429
         slowed = attacker.post("/auth/login", json={"username": name, "password": password})
         assert slowed.status_code == 429 and int(slowed.headers["retry-after"]) >= 1
@@ -100,11 +115,14 @@ def test_failures_from_one_address_slow_that_address_only_not_the_owner(hard_url
 
 # ------------------------------------------------------------ finding 2
 
+
 def test_a_client_header_cannot_shorten_or_switch_off_the_proxys_timeout(hard):
     _, _, headers = _register(hard, "hdr")
-    response = hard.post("/text-to-image", headers={**headers, "x-request-timeout-seconds": "0.2",
-                                                    "x-request-disconnect-disabled": "?1"},
-                         data={"prompt": "slow", "num_inference_steps": "20", "async_mode": "false"})
+    response = hard.post(
+        "/text-to-image",
+        headers={**headers, "x-request-timeout-seconds": "0.2", "x-request-disconnect-disabled": "?1"},
+        data={"prompt": "slow", "num_inference_steps": "20", "async_mode": "false"},
+    )
     assert response.status_code == 200, response.text  # the proxy's own timeout (300 s) applied, not 0.2 s
 
 
@@ -138,8 +156,12 @@ def test_one_users_long_waits_are_capped_with_429_and_others_still_wait(hard):
 def _stalled_upload(host: str, port: int, path: str) -> socket.socket:
     """Headers promising a body, a tenth of it sent, then nothing."""
     sock = socket.create_connection((host, port), timeout=30)
-    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-                 f"Content-Length: 1000\r\n\r\n".encode() + b"{" + b" " * 99)
+    sock.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: 1000\r\n\r\n".encode()
+        + b"{"
+        + b" " * 99
+    )
     return sock
 
 
@@ -164,6 +186,7 @@ def test_hundreds_of_stalled_uploads_do_not_stop_health_or_other_users(hard_url,
 
 # ------------------------------------------------------------ finding 3
 
+
 def test_a_registry_whose_start_fails_recovers_by_itself_once_the_database_is_back(hard, data_root):
     """A database error during the registry's start used to be kept: a 500 on every call until a manual restart."""
     import ray
@@ -185,20 +208,29 @@ def test_a_registry_whose_start_fails_recovers_by_itself_once_the_database_is_ba
         with engine.begin() as conn:
             conn.execute(text("ALTER TABLE task_records_away RENAME TO task_records"))
         engine.dispose()
-    wait_for(lambda: hard.get("/tasks/queue", headers=headers).status_code == 200, timeout=60,
-             what="the registry to start again")
+    wait_for(
+        lambda: hard.get("/tasks/queue", headers=headers).status_code == 200,
+        timeout=60,
+        what="the registry to start again",
+    )
     task_id = submit_t2i(hard, headers)
     assert wait_status(hard, headers, task_id)["status"] == "completed"
 
 
 # ------------------------------------------------------------ finding 7, last: it slows logins from 127.0.0.1 here
 
+
 def test_x_forwarded_for_from_an_untrusted_client_does_not_change_its_address(hard):
     """Spraying accounts with a new X-Forwarded-For each time is still one address, and is slowed.
 
     From loopback, which uvicorn trusts by default: the service trusts only ``TRUSTED_PROXIES``.
     """
-    codes = [hard.post("/auth/login", headers={"X-Forwarded-For": f"198.51.100.{n}"},
-                       json={"username": f"nobody{n}", "password": "wrong"}).status_code
-             for n in range(FREE_FAILURES_PER_ADDRESS + 1)]
+    codes = [
+        hard.post(
+            "/auth/login",
+            headers={"X-Forwarded-For": f"198.51.100.{n}"},
+            json={"username": f"nobody{n}", "password": "wrong"},
+        ).status_code
+        for n in range(FREE_FAILURES_PER_ADDRESS + 1)
+    ]
     assert codes[-1] == 429, codes

@@ -23,8 +23,12 @@ SECONDS = float(os.environ.get("LOAD_TEST_SECONDS", "60"))
 
 @pytest.fixture(scope="module")
 def load_url(deploy_app, data_root) -> str:
-    return deploy_app("load", sleep_app_args(data_root, "load", sleep_seconds_per_step=0.002,
-                                             default_daily_limit=DAILY_LIMIT, max_queue_size=10_000))
+    return deploy_app(
+        "load",
+        sleep_app_args(
+            data_root, "load", sleep_seconds_per_step=0.002, default_daily_limit=DAILY_LIMIT, max_queue_size=10_000
+        ),
+    )
 
 
 async def _register(http: httpx.AsyncClient, n: int) -> dict:
@@ -37,7 +41,9 @@ async def _register(http: httpx.AsyncClient, n: int) -> dict:
 async def _client(http: httpx.AsyncClient, headers: dict, deadline: float, codes: Counter) -> list[str]:
     accepted: list[str] = []
     while time.monotonic() < deadline:
-        response = await http.post("/text-to-image", headers=headers, data={"prompt": "load", "num_inference_steps": "20"})
+        response = await http.post(
+            "/text-to-image", headers=headers, data={"prompt": "load", "num_inference_steps": "20"}
+        )
         codes[response.status_code] += 1
         if response.status_code == 202:
             task_id = response.json()["task_id"]
@@ -61,8 +67,9 @@ async def _run(load_url: str):
         codes: Counter = Counter()
         deadline = time.monotonic() + SECONDS
         accepted = await asyncio.gather(*(_client(http, h, deadline, codes) for h in users))
-        histories = await asyncio.gather(*(http.get("/tasks/history/me", headers=h, params={"page_size": 100})
-                                           for h in users))
+        histories = await asyncio.gather(
+            *(http.get("/tasks/history/me", headers=h, params={"page_size": 100}) for h in users)
+        )
         quotas = await asyncio.gather(*(http.get("/tasks/quota/me", headers=h) for h in users))
     return accepted, codes, [r.json() for r in histories], [q.json() for q in quotas]
 

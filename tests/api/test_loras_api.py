@@ -20,16 +20,25 @@ from serving.deployments import REPLICA_REPORT_INTERVAL_S
 def ink(client, admin_headers, tmp_path_factory) -> str:
     path = build_tiny_lora("text_to_image", str(tmp_path_factory.mktemp("ink")), seed=21, strength=2.0)
     with open(path, "rb") as file:
-        response = client.post("/admin/loras", headers=admin_headers,
-                               data={"name": "ink-api", "model": "text_to_image", "default_scale": "0.5"},
-                               files={"file": ("ink.safetensors", file, "application/octet-stream")})
+        response = client.post(
+            "/admin/loras",
+            headers=admin_headers,
+            data={"name": "ink-api", "model": "text_to_image", "default_scale": "0.5"},
+            files={"file": ("ink.safetensors", file, "application/octet-stream")},
+        )
     assert response.status_code == 201, response.text
     return "ink-api"
 
 
 def generate(client, headers, **fields) -> bytes:
-    data = {"prompt": "a lighthouse", "num_inference_steps": "20", "seed": "99", "async_mode": "false",
-            "aspect_ratio": "1:1", **fields}
+    data = {
+        "prompt": "a lighthouse",
+        "num_inference_steps": "20",
+        "seed": "99",
+        "async_mode": "false",
+        "aspect_ratio": "1:1",
+        **fields,
+    }
     response = client.post("/text-to-image", headers=headers, data=data)
     assert response.status_code == 200, response.text
     return response.content

@@ -43,10 +43,19 @@ def value(samples, name: str, **labels) -> float:
 def scraped(deploy_app, data_root) -> dict:
     """Tasks of every outcome and every refusal on a fresh application, then the scrape that shows them."""
     # The faulty profile: the sleep profile, plus a failure when a prompt asks for one.
-    url = deploy_app(APP, sleep_app_args(data_root, APP, model_profile="faulty", model_replicas=1,
-                                         sleep_seconds_per_step=0.02, max_queue_size=1,
-                                         default_daily_limit=DAILY_LIMIT,
-                                         model_cache_dir=str(data_root / f"{APP}-state")))
+    url = deploy_app(
+        APP,
+        sleep_app_args(
+            data_root,
+            APP,
+            model_profile="faulty",
+            model_replicas=1,
+            sleep_seconds_per_step=0.02,
+            max_queue_size=1,
+            default_daily_limit=DAILY_LIMIT,
+            model_cache_dir=str(data_root / f"{APP}-state"),
+        ),
+    )
     with httpx.Client(base_url=url, timeout=60) as client:
         first, second = TestUser(client, "metered"), TestUser(client, "metered")
         assert client.post("/auth/login", json={"username": first.username, "password": "wrong"}).status_code == 401
@@ -71,10 +80,20 @@ def scraped(deploy_app, data_root) -> dict:
         assert over.status_code == 429, over.text
 
     # Ray's metrics agent exports what the processes reported at their last interval (seconds).
-    return wait_for(lambda: (lambda s: s if value(s, "ray_qis_tasks_completed_total", **KIND) == 2
-                             and value(s, "ray_qis_login_failures_total") == 1
-                             and value(s, "ray_qis_generation_seconds_count", **KIND) == 2 else None)(scrape()),
-                    timeout=90, interval=2, what="the tasks' metrics on the endpoint")
+    return wait_for(
+        lambda: (
+            lambda s: (
+                s
+                if value(s, "ray_qis_tasks_completed_total", **KIND) == 2
+                and value(s, "ray_qis_login_failures_total") == 1
+                and value(s, "ray_qis_generation_seconds_count", **KIND) == 2
+                else None
+            )
+        )(scrape()),
+        timeout=90,
+        interval=2,
+        what="the tasks' metrics on the endpoint",
+    )
 
 
 def test_task_outcomes_are_counted_by_kind(scraped):
@@ -110,8 +129,9 @@ def test_queue_wait_counts_each_started_task_and_generation_each_finished_run(sc
     assert value(scraped, "ray_qis_generation_seconds_bucket", le="+Inf", **KIND) == 2
     assert value(scraped, "ray_qis_generation_seconds_sum", **KIND) > 0
     assert value(scraped, "ray_qis_denoising_steps_total", **KIND) == 40
-    [(labels, rate)] = [(found, v) for found, v in scraped["ray_qis_denoising_steps_per_second"]
-                        if found.get("application") == APP]
+    [(labels, rate)] = [
+        (found, v) for found, v in scraped["ray_qis_denoising_steps_per_second"] if found.get("application") == APP
+    ]
     assert 0 < rate <= 1 / 0.02
     assert labels["deployment"] == "TextToImage" and labels["replica"]
 

@@ -115,15 +115,17 @@ def test_generate_b64_images_with_a_seed_is_reproducible_counted_and_in_history(
 
     def generate():
         raw = keyed.sdk.images.with_raw_response.generate(
-            model="qwen-image", prompt="一只猫", n=2, size="256x512", extra_body={**FAST, "seed": 7})
+            model="qwen-image", prompt="一只猫", n=2, size="256x512", extra_body={**FAST, "seed": 7}
+        )
         return raw.headers["x-task-id"], raw.parse()
 
     task_id, result = generate()
     assert result.size == "256x512" and result.output_format == "png" and result.background == "opaque"
     pictures = [base64.b64decode(item.b64_json) for item in result.data]
     assert len(pictures) == 2 and pictures[0] != pictures[1]
-    assert all(decoded(item.b64_json).format == "PNG" and decoded(item.b64_json).size == (256, 512)
-               for item in result.data)
+    assert all(
+        decoded(item.b64_json).format == "PNG" and decoded(item.b64_json).size == (256, 512) for item in result.data
+    )
     assert [base64.b64decode(item.b64_json) for item in generate()[1].data] == pictures
 
     record = client.get(f"/tasks/history/{task_id}", headers=keyed.headers).json()
@@ -137,8 +139,14 @@ def test_generate_url_is_fetched_without_credentials_and_refused_when_tampered_o
     from serving.openai.urls import UrlSigner
 
     raw = keyed.sdk.images.with_raw_response.generate(
-        prompt="a fox", size="512x256", response_format="url", output_format="jpeg", output_compression=40,
-        quality="low", extra_body=FAST)
+        prompt="a fox",
+        size="512x256",
+        response_format="url",
+        output_format="jpeg",
+        output_compression=40,
+        quality="low",
+        extra_body=FAST,
+    )
     result = raw.parse()
     assert result.output_format == "jpeg" and result.quality == "low" and result.data[0].b64_json is None
     url = result.data[0].url
@@ -156,8 +164,13 @@ def test_generate_url_is_fetched_without_credentials_and_refused_when_tampered_o
 
 
 def test_generate_webp_with_extras(keyed):
-    result = keyed.sdk.images.generate(prompt="海边", size="256x256", output_format="webp", quality="hd",
-                                       extra_body={**FAST, "negative_prompt": "blurry", "true_cfg_scale": 2.5})
+    result = keyed.sdk.images.generate(
+        prompt="海边",
+        size="256x256",
+        output_format="webp",
+        quality="hd",
+        extra_body={**FAST, "negative_prompt": "blurry", "true_cfg_scale": 2.5},
+    )
     image = decoded(result.data[0].b64_json)
     assert image.format == "WEBP" and image.size == (256, 256) and result.quality == "high"
 
@@ -165,9 +178,16 @@ def test_generate_webp_with_extras(keyed):
 def test_edit_composes_two_images_sent_as_image_list(keyed):
     # One image (the ``image`` part) is edited in the stream test below.
     two = keyed.sdk.images.edit(
-        model="Qwen/Qwen-Image-Edit-2511", prompt="合成两张图", size="512x256", output_format="jpeg",
-        image=[("a.png", image_bytes((64, 64)), "image/png"),
-               ("b.webp", image_bytes((64, 64), fmt="WEBP"), "image/webp")], extra_body=FAST)
+        model="Qwen/Qwen-Image-Edit-2511",
+        prompt="合成两张图",
+        size="512x256",
+        output_format="jpeg",
+        image=[
+            ("a.png", image_bytes((64, 64)), "image/png"),
+            ("b.webp", image_bytes((64, 64), fmt="WEBP"), "image/webp"),
+        ],
+        extra_body=FAST,
+    )
     picture = decoded(two.data[0].b64_json)
     assert picture.format == "JPEG" and picture.size == (512, 256) and two.size == "512x256"
 
@@ -176,8 +196,11 @@ def test_edit_composes_two_images_sent_as_image_list(keyed):
 
 
 def test_stream_ends_with_the_completed_images_for_generations_and_edits(keyed):
-    events = list(keyed.sdk.images.generate(prompt="streamed", size="256x256", n=2, stream=True, partial_images=2,
-                                            extra_body=FAST))
+    events = list(
+        keyed.sdk.images.generate(
+            prompt="streamed", size="256x256", n=2, stream=True, partial_images=2, extra_body=FAST
+        )
+    )
     partial = [e for e in events if e.type == "image_generation.partial_image"]
     completed = [e for e in events if e.type == "image_generation.completed"]
     # Partial images are "up to" partial_images: previews of the latents, once the registry publishes them.
@@ -185,9 +208,17 @@ def test_stream_ends_with_the_completed_images_for_generations_and_edits(keyed):
     assert len(completed) == 2 and events[-1].type == "image_generation.completed"
     assert all(decoded(e.b64_json).size == (256, 256) and e.size == "256x256" for e in completed)
 
-    edits = list(keyed.sdk.images.edit(model="qwen-image-edit", image=("in.png", image_bytes((96, 64)), "image/png"),
-                                       prompt="把背景换成蓝色", size="256x256", stream=True, partial_images=1,
-                                       extra_body=FAST))
+    edits = list(
+        keyed.sdk.images.edit(
+            model="qwen-image-edit",
+            image=("in.png", image_bytes((96, 64)), "image/png"),
+            prompt="把背景换成蓝色",
+            size="256x256",
+            stream=True,
+            partial_images=1,
+            extra_body=FAST,
+        )
+    )
     assert edits[-1].type == "image_edit.completed" and decoded(edits[-1].b64_json).size == (256, 256)
 
 
@@ -221,24 +252,37 @@ def test_error_bodies_over_plain_http(client, keyed):
     missing = client.post("/v1/images/generations", json={"prompt": "x"})
     assert openai_error(missing, 401)["code"] == "invalid_api_key"
     assert missing.headers["x-should-retry"] == "false" and missing.headers["www-authenticate"] == "Bearer"
-    not_json = client.post("/v1/images/generations", headers={**headers, "Content-Type": "application/json"},
-                           content=b"{nope")
+    not_json = client.post(
+        "/v1/images/generations", headers={**headers, "Content-Type": "application/json"}, content=b"{nope"
+    )
     openai_error(not_json, 400)
-    assert openai_error(client.post("/v1/images/generations", headers=headers, json={}), 400, "prompt")["code"] \
+    assert (
+        openai_error(client.post("/v1/images/generations", headers=headers, json={}), 400, "prompt")["code"]
         == "missing_required_parameter"
+    )
     openai_error(client.post("/v1/images/generations", headers=headers, json={"prompt": "x", "n": 9}), 400, "n")
-    openai_error(client.post("/v1/images/generations", headers=headers,
-                             json={"prompt": "x", "response_format": "gif"}), 400, "response_format")
+    openai_error(
+        client.post("/v1/images/generations", headers=headers, json={"prompt": "x", "response_format": "gif"}),
+        400,
+        "response_format",
+    )
     no_image = client.post("/v1/images/edits", headers=headers, data={"prompt": "x"})
     openai_error(no_image, 400, "image")
     three = [("image[]", (f"{n}.png", image_bytes(), "image/png")) for n in range(3)]
     openai_error(client.post("/v1/images/edits", headers=headers, data={"prompt": "x"}, files=three), 400, "image")
-    masked = client.post("/v1/images/edits", headers=headers, data={"prompt": "x"},
-                         files=[("image", ("a.png", image_bytes(), "image/png")),
-                                ("mask", ("m.png", image_bytes(), "image/png"))])
+    masked = client.post(
+        "/v1/images/edits",
+        headers=headers,
+        data={"prompt": "x"},
+        files=[("image", ("a.png", image_bytes(), "image/png")), ("mask", ("m.png", image_bytes(), "image/png"))],
+    )
     openai_error(masked, 400, "mask")
-    broken = client.post("/v1/images/edits", headers=headers, data={"prompt": "x"},
-                         files=[("image", ("a.png", b"not an image", "image/png"))])
+    broken = client.post(
+        "/v1/images/edits",
+        headers=headers,
+        data={"prompt": "x"},
+        files=[("image", ("a.png", b"not an image", "image/png"))],
+    )
     openai_error(broken, 400, "image")
     assert openai_error(client.get("/v1/models/dall-e-2", headers=headers), 404, "model")["code"] == "model_not_found"
     chinese = client.post("/v1/images/generations", headers={"Accept-Language": "zh"}, json={"prompt": "x"})
@@ -253,8 +297,10 @@ def t2i_only(deploy_app, data_root) -> Iterator[str]:
     """Text-to-image only, on the sleep profile with slow steps, under a route prefix."""
     from ray import serve
 
-    yield deploy_app("oai", sleep_app_args(data_root, "oai", enabled_models="text_to_image", model_replicas=1,
-                                           sleep_seconds_per_step=0.05))
+    yield deploy_app(
+        "oai",
+        sleep_app_args(data_root, "oai", enabled_models="text_to_image", model_replicas=1, sleep_seconds_per_step=0.05),
+    )
     serve.delete("oai")
 
 
@@ -293,8 +339,9 @@ def test_a_call_outlasting_the_sdk_timeout_answers_first_and_is_not_retried(t2i_
         before = http.get("/tasks/history/me", headers=headers).json()["total"]
         # 100 steps of 50 ms against a 3 s read timeout, with the SDK's default two retries.
         with pytest.raises(openai.APIStatusError) as slow:
-            sdk(t2i_only, token, timeout=3.0).images.generate(prompt="slow", size="256x256",
-                                                              extra_body={"num_inference_steps": 100})
+            sdk(t2i_only, token, timeout=3.0).images.generate(
+                prompt="slow", size="256x256", extra_body={"num_inference_steps": 100}
+            )
         assert slow.value.status_code == 408 and slow.value.response.headers["x-should-retry"] == "false"
         task_id = slow.value.response.headers["x-task-id"]
         assert http.get("/tasks/history/me", headers=headers).json()["total"] == before + 1

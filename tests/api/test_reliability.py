@@ -28,8 +28,9 @@ def test_replica_crash_mid_task_is_retried_once_on_another_replica(faulty_client
     assert client.get(f"/tasks/{task_id}/result", headers=user.headers).status_code == 200
 
 
-def test_replica_crashing_twice_fails_the_task_with_a_clear_error_and_the_deployment_recovers(faulty_client,
-                                                                                              faulty_user):
+def test_replica_crashing_twice_fails_the_task_with_a_clear_error_and_the_deployment_recovers(
+    faulty_client, faulty_user
+):
     client, user = faulty_client, faulty_user
     task_id = submit_t2i(client, user.headers, prompt="__fault_crash_at_step_2__ cat")
     final = wait_status(client, user.headers, task_id, timeout=180)
@@ -70,8 +71,12 @@ def test_failed_result_write_fails_the_task_and_serves_no_partial_file(faulty_cl
 
 def test_client_disconnecting_from_a_sync_request_does_not_lose_the_task(client, user, base_url):
     with pytest.raises(httpx.TimeoutException):
-        httpx.post(base_url + "/text-to-image", headers=user.headers, timeout=0.5,
-                   data={"prompt": "impatient", "num_inference_steps": "60", "async_mode": "false"})
+        httpx.post(
+            base_url + "/text-to-image",
+            headers=user.headers,
+            timeout=0.5,
+            data={"prompt": "impatient", "num_inference_steps": "60", "async_mode": "false"},
+        )
     items = []
     deadline = time.monotonic() + 10
     while not items and time.monotonic() < deadline:

@@ -9,13 +9,14 @@ cancelled without ever running.
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.api.helpers import TERMINAL, submit_t2i, wait_status
-from tests.conftest import TestUser as User, sleep_app_args
+from tests.conftest import TestUser as User
+from tests.conftest import sleep_app_args
 
 SECONDS_PER_STEP = 0.2
 LONG_STEPS, SHORT_STEPS = 100, 20  # 20 s and 4 s on the sleep profile; the contract allows 20–100
@@ -24,8 +25,16 @@ LONG_STEPS, SHORT_STEPS = 100, 20  # 20 s and 4 s on the sleep profile; the cont
 def _app(deploy_app, data_root, name: str, replicas: int) -> Iterator[httpx.Client]:
     from ray import serve
 
-    url = deploy_app(name, sleep_app_args(data_root, name, sleep_seconds_per_step=SECONDS_PER_STEP,
-                                          model_replicas=replicas, enabled_models="text_to_image"))
+    url = deploy_app(
+        name,
+        sleep_app_args(
+            data_root,
+            name,
+            sleep_seconds_per_step=SECONDS_PER_STEP,
+            model_replicas=replicas,
+            enabled_models="text_to_image",
+        ),
+    )
     with httpx.Client(base_url=url, timeout=60) as http:
         yield http
     serve.delete(name)
@@ -75,8 +84,11 @@ def test_a_replica_generates_one_task_at_a_time_and_its_waiting_task_can_be_canc
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         a, c = (http.get(f"/tasks/{t}", headers=owner.headers).json() for t in (first, behind))
-        if c["status"] == "running" and a["status"] == "running" and \
-                a["progress"]["current_step"] < a["progress"]["total_steps"]:
+        if (
+            c["status"] == "running"
+            and a["status"] == "running"
+            and a["progress"]["current_step"] < a["progress"]["total_steps"]
+        ):
             seen_together.append((a["progress"], c["progress"]))
         if c["status"] in TERMINAL:
             break

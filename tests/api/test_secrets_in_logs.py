@@ -12,8 +12,17 @@ import ray
 from tests.api.helpers import submit_t2i, wait_status
 from tests.conftest import bearer, login, unique_name
 
-SECRET_FIELD_NAMES = {"password", "new_password", "old_password", "token", "access_token", "authorization",
-                      "api_key", "secret", "jwt_secret"}
+SECRET_FIELD_NAMES = {
+    "password",
+    "new_password",
+    "old_password",
+    "token",
+    "access_token",
+    "authorization",
+    "api_key",
+    "secret",
+    "jwt_secret",
+}
 
 
 def _logs_dir() -> Path:
@@ -33,14 +42,21 @@ def test_passwords_tokens_and_the_jwt_secret_never_appear_in_logs(client, data_r
     client.delete(f"/auth/api-keys/{api_key['id']}", headers=bearer(token))
     client.get("/v1/models", headers=bearer(api_key["key"]))  # revoked: a 401 that must not log the key
     client.post("/auth/login", json={"username": name, "password": password + "-wrong"})
-    client.post("/auth/change-password", headers=bearer(token),
-                json={"old_password": password, "new_password": password + "-2"})
+    client.post(
+        "/auth/change-password", headers=bearer(token), json={"old_password": password, "new_password": password + "-2"}
+    )
     client.get("/auth/me", headers=bearer(token))  # now revoked: a 401 that must not log the token
     time.sleep(2)  # let the workers flush their log files
     jwt_secret = (data_root / "main" / "jwt_secret").read_text().strip()
-    secrets = {"password": password, "new password": password + "-2", "token": token,
-               "token signature": token.rsplit(".", 1)[-1], "jwt secret": jwt_secret,
-               "api key": api_key["key"], "api key secret part": api_key["key"][12:]}
+    secrets = {
+        "password": password,
+        "new password": password + "-2",
+        "token": token,
+        "token signature": token.rsplit(".", 1)[-1],
+        "jwt secret": jwt_secret,
+        "api key": api_key["key"],
+        "api key secret part": api_key["key"][12:],
+    }
     files = [p for p in _logs_dir().rglob("*") if p.is_file()]
     assert files, "no Ray log files found"
     events = []

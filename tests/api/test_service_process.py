@@ -32,10 +32,22 @@ def _ray_daemons() -> set[int]:
 
 def _start(data_dir: Path, port: int) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
-    env.update(PORT=str(port), DATA_DIR=str(data_dir), MODEL_PROFILE="sleep", SLEEP_SECONDS_PER_STEP="0.05",
-               PASSWORD_HASH_PROFILE="cheapest", CLEANUP_INTERVAL_SECONDS="0")
-    return subprocess.Popen([sys.executable, "-m", "serving"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    env.update(
+        PORT=str(port),
+        DATA_DIR=str(data_dir),
+        MODEL_PROFILE="sleep",
+        SLEEP_SECONDS_PER_STEP="0.05",
+        PASSWORD_HASH_PROFILE="cheapest",
+        CLEANUP_INTERVAL_SECONDS="0",
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "serving"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def _healthy(base: str) -> bool:
@@ -65,13 +77,17 @@ def test_ctrl_c_stops_cleanly_and_a_restart_keeps_users_tokens_results_and_pendi
         assert client.post("/auth/register", json={"username": "carol", "password": "carol-pw"}).status_code == 201
         token = client.post("/auth/login", json={"username": "carol", "password": "carol-pw"}).json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
-        first = client.post("/text-to-image", headers=headers, data={"prompt": "a", "num_inference_steps": "20",
-                                                                     "async_mode": "false"})
+        first = client.post(
+            "/text-to-image", headers=headers, data={"prompt": "a", "num_inference_steps": "20", "async_mode": "false"}
+        )
         assert first.status_code == 200
         first_id = first.headers["x-task-id"]
-        queued = [client.post("/text-to-image", headers=headers,
-                              data={"prompt": f"q{i}", "num_inference_steps": "60"}).json()["task_id"]
-                  for i in range(4)]
+        queued = [
+            client.post(
+                "/text-to-image", headers=headers, data={"prompt": f"q{i}", "num_inference_steps": "60"}
+            ).json()["task_id"]
+            for i in range(4)
+        ]
     finally:
         code = _stop(proc)
     assert code == 0

@@ -16,12 +16,20 @@ from tests.conftest import TestUser, wait_for
 
 @pytest.fixture(scope="module")
 def shared_url(deploy_app, data_root) -> str:
-    return deploy_app("shared", {
-        "model_profile": "tiny", "model_layout": "shared", "model_num_gpus": 0, "model_replicas": 1,
-        "model_num_cpus": 0.25, "data_dir": str(data_root / "shared"),
-        "model_cache_dir": str(data_root / "model_cache"), "password_hash_profile": "cheapest",
-        "cleanup_interval_seconds": 0,
-    })
+    return deploy_app(
+        "shared",
+        {
+            "model_profile": "tiny",
+            "model_layout": "shared",
+            "model_num_gpus": 0,
+            "model_replicas": 1,
+            "model_num_cpus": 0.25,
+            "data_dir": str(data_root / "shared"),
+            "model_cache_dir": str(data_root / "model_cache"),
+            "password_hash_profile": "cheapest",
+            "cleanup_interval_seconds": 0,
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +53,9 @@ def test_one_replica_serves_both_models_and_reports_them(shared):
     assert (memory["text_to_image"]["layout"], memory["text_to_image"]["dtype"]) == ("shared", "float32")
     assert t2i["device"] == "cpu" and t2i["device_memory"] is None  # no GPU here
     models = shared.get("/models").json()
-    assert models["image_edit"]["layout"] == "shared" and models["image_edit"]["replicas"][0]["replica"] == t2i["replica"]
+    assert (
+        models["image_edit"]["layout"] == "shared" and models["image_edit"]["replicas"][0]["replica"] == t2i["replica"]
+    )
 
 
 def test_a_request_of_one_kind_waits_for_the_others_generation(shared):
@@ -53,13 +63,19 @@ def test_a_request_of_one_kind_waits_for_the_others_generation(shared):
     answers: dict[str, httpx.Response] = {}
 
     def text_to_image():
-        answers["t2i"] = shared.post("/text-to-image", headers=user.headers, data={
-            "prompt": "a lighthouse", "num_inference_steps": "40", "async_mode": "false"})
+        answers["t2i"] = shared.post(
+            "/text-to-image",
+            headers=user.headers,
+            data={"prompt": "a lighthouse", "num_inference_steps": "40", "async_mode": "false"},
+        )
 
     def edit():
-        answers["edit"] = shared.post("/image-edit", headers=user.headers, files={
-            "images": ("a.png", image_bytes((320, 240)), "image/png")}, data={
-            "prompt": "make it snow", "num_inference_steps": "20", "async_mode": "false"})
+        answers["edit"] = shared.post(
+            "/image-edit",
+            headers=user.headers,
+            files={"images": ("a.png", image_bytes((320, 240)), "image/png")},
+            data={"prompt": "make it snow", "num_inference_steps": "20", "async_mode": "false"},
+        )
 
     threads = [threading.Thread(target=text_to_image), threading.Thread(target=edit)]
     for thread in threads:

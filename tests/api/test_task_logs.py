@@ -33,8 +33,13 @@ def events_of(task_id: str) -> list[dict]:
 
 
 def lines_naming(task_id: str) -> list[tuple[str, str]]:
-    return [(path.name, line[:400]) for path in logs_dir().rglob("*") if path.is_file()
-            for line in path.read_bytes().decode("utf-8", "replace").splitlines() if task_id in line]
+    return [
+        (path.name, line[:400])
+        for path in logs_dir().rglob("*")
+        if path.is_file()
+        for line in path.read_bytes().decode("utf-8", "replace").splitlines()
+        if task_id in line
+    ]
 
 
 def test_one_task_is_followed_by_its_id_across_ingress_registry_and_replica(open_client):

@@ -77,8 +77,12 @@ def test_result_of_unfinished_task_is_202_and_wait_times_out_with_408(client, us
 def test_another_users_task_is_404_everywhere(client, user, make_user, admin_headers):
     task_id = submit_t2i(client, user.headers)
     intruder = make_user("intruder")
-    for method, path in (("GET", f"/tasks/{task_id}"), ("GET", f"/tasks/{task_id}/result"),
-                         ("DELETE", f"/tasks/{task_id}"), ("GET", f"/tasks/history/{task_id}")):
+    for method, path in (
+        ("GET", f"/tasks/{task_id}"),
+        ("GET", f"/tasks/{task_id}/result"),
+        ("DELETE", f"/tasks/{task_id}"),
+        ("GET", f"/tasks/history/{task_id}"),
+    ):
         response = intruder_response = client.request(method, path, headers=intruder.headers)
         assert response.status_code == 404, path
         assert intruder_response.json() == {"detail": "任务不存在"}

@@ -90,12 +90,20 @@ def test_hs_rs_confusion_is_rejected():
     rs_token = jwt.encode({"sub": "1", "ver": 0, "iat": now, "exp": now + 60}, key, algorithm="RS256")
     with pytest.raises(InvalidToken):
         Tokens(SECRET).decode(rs_token)
-    public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    public_pem = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     # The classic confusion: an HS256 token "signed" with the public key as the HMAC secret.
     with pytest.raises(InvalidToken):
-        Tokens(SECRET).decode(jwt.api_jws.PyJWS().encode(
-            json.dumps({"sub": "1", "iat": now, "exp": now + 60}).encode(), public_pem.encode()[:64], algorithm=ALGORITHM))
+        Tokens(SECRET).decode(
+            jwt.api_jws.PyJWS().encode(
+                json.dumps({"sub": "1", "iat": now, "exp": now + 60}).encode(),
+                public_pem.encode()[:64],
+                algorithm=ALGORITHM,
+            )
+        )
 
 
 def test_token_missing_required_claims_is_rejected():

@@ -97,8 +97,9 @@ def test_token_issued_before_a_password_change_is_refused(service):
 def test_failed_logins_are_throttled_per_account_and_address_and_per_address(tmp_path):
     engine = make_engine(sqlite_url(tmp_path))
     init_db(engine)
-    svc = AuthService(engine, "k" * 48, AuthConfig(hash_profile="cheapest", login_max_failures=2,
-                                                   login_max_failures_per_address=3))
+    svc = AuthService(
+        engine, "k" * 48, AuthConfig(hash_profile="cheapest", login_max_failures=2, login_max_failures_per_address=3)
+    )
     _add_user(svc)
     with session_scope(engine) as session:
         for _ in range(2):
@@ -155,8 +156,7 @@ def test_throttle_delays_grow_after_the_free_failures_and_then_expire(tmp_path):
     engine = make_engine(sqlite_url(tmp_path))
     init_db(engine)
     now = [datetime(2026, 1, 1, tzinfo=timezone.utc)]
-    throttle = LoginThrottle(engine, free_failures=2, window_seconds=300, max_delay_seconds=8,
-                             clock=lambda: now[0])
+    throttle = LoginThrottle(engine, free_failures=2, window_seconds=300, max_delay_seconds=8, clock=lambda: now[0])
     waits = []
     for _ in range(6):
         throttle.record_failure("k")
@@ -172,6 +172,7 @@ def test_throttle_delays_grow_after_the_free_failures_and_then_expire(tmp_path):
 
 
 # ------------------------------------------------------------ audit findings (hardening)
+
 
 def test_token_of_a_deleted_user_does_not_log_in_as_the_next_user_to_register(service):
     """Finding 1: SQLite used to hand the deleted user's id to the next user, and the old token with it."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -22,8 +23,12 @@ def serve_config() -> dict[str, Any]:
 
 
 def kuberay_documents() -> list[tuple[Path, dict[str, Any]]]:
-    return [(path, doc) for path in sorted(KUBERAY_DIR.glob("*.yaml"))
-            for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+    return [
+        (path, doc)
+        for path in sorted(KUBERAY_DIR.glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc is not None
+    ]
 
 
 def the(kind: str) -> dict[str, Any]:

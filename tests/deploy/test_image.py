@@ -35,8 +35,11 @@ CA_BUNDLE = os.environ.get("PIP_CERT") or certifi_bundle()
 
 def instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) per instruction, continuation lines joined, comments dropped."""
-    text = re.sub(r"\\\n", " ", "\n".join(line for line in DOCKERFILE.read_text().splitlines()
-                                          if not line.lstrip().startswith("#")))
+    text = re.sub(
+        r"\\\n",
+        " ",
+        "\n".join(line for line in DOCKERFILE.read_text().splitlines() if not line.lstrip().startswith("#")),
+    )
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in text.splitlines() if line.strip()]
 
 
@@ -111,8 +114,11 @@ def test_image_pins_ray_to_the_base_images_version_and_installs_the_postgres_ext
 
 
 def test_every_file_the_image_copies_exists_and_is_not_docker_ignored():
-    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
+    ignored = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     copies = [args.split() for op, args in instructions() if op in {"COPY", "ADD"}]
     assert copies
     for words in copies:
@@ -134,14 +140,34 @@ def test_what_the_image_installs_exists_on_pypi_and_agrees(tmp_path):
     requirement one of them (the project included) has on another is met by the version installed.
     Only the top level is fetched (a full resolution takes minutes of index requests); the image
     build resolves the rest."""
-    requirements = [str(ROOT) + word[1:] if word.startswith(".[") else word
-                    for command in pip_installs() for word in requirements_of(command)]
+    requirements = [
+        str(ROOT) + word[1:] if word.startswith(".[") else word
+        for command in pip_installs()
+        for word in requirements_of(command)
+    ]
     extras = project()["optional-dependencies"]["postgres"]
     report = tmp_path / "report.json"
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "--isolated", "--cert", CA_BUNDLE, "install", "--dry-run", "--no-deps",
-         "--ignore-installed", "--quiet", "--report", str(report), *requirements, *extras],
-        capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--isolated",
+            "--cert",
+            CA_BUNDLE,
+            "install",
+            "--dry-run",
+            "--no-deps",
+            "--ignore-installed",
+            "--quiet",
+            "--report",
+            str(report),
+            *requirements,
+            *extras,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     installed = json.loads(report.read_text())["install"]

@@ -136,8 +136,9 @@ def test_gpu_workers_have_one_gpu_each_and_room_for_every_model_replica(service,
 
 def test_gpu_workers_outlive_a_graceful_replica_shutdown(service, embedded):
     [group] = service["spec"]["rayClusterConfig"]["workerGroupSpecs"]
-    longest = max(deployments(embedded["applications"][0])[name]["graceful_shutdown_timeout_s"]
-                  for name in MODEL_DEPLOYMENTS)
+    longest = max(
+        deployments(embedded["applications"][0])[name]["graceful_shutdown_timeout_s"] for name in MODEL_DEPLOYMENTS
+    )
     assert group["template"]["spec"]["terminationGracePeriodSeconds"] > longest
 
 
@@ -175,7 +176,8 @@ def test_only_model_replicas_fit_on_gpu_workers(service, embedded):
     ingress = app["Ingress"]
     assert ingress["ray_actor_options"]["num_cpus"] > 0
     assert float(cluster["headGroupSpec"]["rayStartParams"]["num-cpus"]) >= (
-        ingress["num_replicas"] * ingress["ray_actor_options"]["num_cpus"])
+        ingress["num_replicas"] * ingress["ray_actor_options"]["num_cpus"]
+    )
 
 
 # ---------------------------------------------------------------- KubeRay's CRD schema
@@ -191,8 +193,11 @@ def without_pruning(schema: dict) -> dict:
 
     def close(node):
         if isinstance(node, dict):
-            if ("properties" in node and "additionalProperties" not in node
-                    and not node.get("x-kubernetes-preserve-unknown-fields")):
+            if (
+                "properties" in node
+                and "additionalProperties" not in node
+                and not node.get("x-kubernetes-preserve-unknown-fields")
+            ):
                 node["additionalProperties"] = False
             for value in node.values():
                 close(value)
@@ -219,11 +224,14 @@ def test_rayservice_is_valid_for_kuberay_and_nothing_in_it_would_be_pruned(servi
     assert violations(rayservice_validator, service) == []
 
 
-@pytest.mark.parametrize("path, field", [
-    (("spec", "rayClusterConfig", "workerGroupSpecs", 0), "rayStartParam"),  # misspelt: would vanish
-    (("spec", "rayClusterConfig", "headGroupSpec", "template", "spec", "containers", 0), "readinessprobe"),
-    (("spec",), "serveConfig"),  # the v1alpha1 field
-])
+@pytest.mark.parametrize(
+    "path, field",
+    [
+        (("spec", "rayClusterConfig", "workerGroupSpecs", 0), "rayStartParam"),  # misspelt: would vanish
+        (("spec", "rayClusterConfig", "headGroupSpec", "template", "spec", "containers", 0), "readinessprobe"),
+        (("spec",), "serveConfig"),  # the v1alpha1 field
+    ],
+)
 def test_a_field_kubernetes_would_prune_is_reported(service, rayservice_validator, path, field):
     broken = copy.deepcopy(service)
     node = broken

@@ -6,7 +6,11 @@ import pytest
 from ray.serve import Application
 from ray.serve.config import AutoscalingConfig
 from ray.serve.schema import (
-    DeploymentSchema, HTTPOptionsSchema, RayActorOptionsSchema, ServeApplicationSchema, ServeDeploySchema,
+    DeploymentSchema,
+    HTTPOptionsSchema,
+    RayActorOptionsSchema,
+    ServeApplicationSchema,
+    ServeDeploySchema,
 )
 
 from serving.app import build_app

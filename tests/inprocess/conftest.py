@@ -128,19 +128,27 @@ class StandInRegistry:
 
     async def refresh_positions(self, task_ids: list[str]) -> int:
         return await (await self._ready()).refresh_positions(task_ids)
+
     async def replica_info(self) -> dict[str, dict[str, Any]]:
         return await (await self._ready()).replica_info()
 
 
 def every_model_running(app_name: str) -> dict:
     """Stand-in for Serve's controller: one running replica per model deployment."""
-    return {"gpu_count": 1, "deployments": {kind.deployment: {"status": "HEALTHY", "running_replicas": 1}
-                                            for kind in ModelKind}}
+    return {
+        "gpu_count": 1,
+        "deployments": {kind.deployment: {"status": "HEALTHY", "running_replicas": 1} for kind in ModelKind},
+    }
 
 
 def make_client(tmp_path, **settings: Any) -> TestClient:
-    values = {"data_dir": str(tmp_path), "password_hash_profile": "cheapest", "cleanup_interval_seconds": 0,
-              "model_profile": "sleep", **settings}
+    values = {
+        "data_dir": str(tmp_path),
+        "password_hash_profile": "cheapest",
+        "cleanup_interval_seconds": 0,
+        "model_profile": "sleep",
+        **settings,
+    }
     loaded = load_settings(values)
     registry = StandInRegistry(loaded.public_dict())
     return TestClient(create_app(build_service_state(loaded, registry, APP_NAME, read_status=every_model_running)))

@@ -74,16 +74,18 @@ def test_bad_generation_fields_are_400_with_a_detail(client, alice):
     assert ratio.status_code == 400 and ratio.json()["detail"].startswith("不支持的宽高比 5:1")
     seed = client.post("/text-to-image", headers=alice, data={"prompt": "x", "seed": str(2**32)})
     assert seed.status_code == 400
-    english = client.post("/text-to-image", headers={**alice, "Accept-Language": "en"}, data={"prompt": "x",
-                                                                                              "aspect_ratio": "5:1"})
+    english = client.post(
+        "/text-to-image", headers={**alice, "Accept-Language": "en"}, data={"prompt": "x", "aspect_ratio": "5:1"}
+    )
     assert english.json()["detail"].startswith("Unsupported aspect ratio 5:1")
 
 
 def test_a_disabled_model_answers_503_with_the_contracts_message(tmp_path):
     with make_client(tmp_path, enabled_models="text_to_image") as client:
         headers = register(client, "dave")
-        response = client.post("/image-edit", headers=headers, data={"prompt": "x"},
-                               files={"images": ("a.png", png(), "image/png")})
+        response = client.post(
+            "/image-edit", headers=headers, data={"prompt": "x"}, files={"images": ("a.png", png(), "image/png")}
+        )
         assert response.status_code == 503 and response.json() == {"detail": "图像编辑模型未加载"}
         health = client.get("/health").json()
         assert (health["models"]["text_to_image"], health["models"]["image_edit"]) == ("loaded", "disabled")
@@ -94,11 +96,16 @@ def test_a_disabled_model_answers_503_with_the_contracts_message(tmp_path):
 
 
 def test_uploads_that_are_not_images_or_too_many_are_refused_and_nothing_is_stored(client, alice, tmp_path):
-    html = client.post("/image-edit", headers=alice, data={"prompt": "x"},
-                       files={"images": ("a.png", b"<html>hi</html>", "image/png")})
+    html = client.post(
+        "/image-edit", headers=alice, data={"prompt": "x"}, files={"images": ("a.png", b"<html>hi</html>", "image/png")}
+    )
     assert html.status_code == 400 and "a.png" in html.json()["detail"]
-    three = client.post("/image-edit", headers=alice, data={"prompt": "x"},
-                        files=[("images", (f"{n}.png", png(), "image/png")) for n in range(3)])
+    three = client.post(
+        "/image-edit",
+        headers=alice,
+        data={"prompt": "x"},
+        files=[("images", (f"{n}.png", png(), "image/png")) for n in range(3)],
+    )
     assert three.status_code == 400 and three.json() == {"detail": "最多上传 2 张图片"}
     assert not (tmp_path / "store" / "inputs").exists()
     assert client.get("/tasks/history/me", headers=alice).json()["total"] == 0
@@ -110,8 +117,12 @@ def test_an_oversized_body_is_413_before_it_is_read(client, alice):
 
 
 def test_an_edit_with_a_real_image_completes_and_its_input_is_kept(client, alice, tmp_path):
-    response = client.post("/image-edit", headers=alice, data={"prompt": "make it blue", "num_inference_steps": "20"},
-                           files={"images": ("in.png", png(), "image/png")})
+    response = client.post(
+        "/image-edit",
+        headers=alice,
+        data={"prompt": "make it blue", "num_inference_steps": "20"},
+        files={"images": ("in.png", png(), "image/png")},
+    )
     assert response.status_code == 202, response.text
     task_id = response.json()["task_id"]
     assert finished(client, alice, task_id)["status"] == "completed"
@@ -124,8 +135,11 @@ def test_an_edit_with_a_real_image_completes_and_its_input_is_kept(client, alice
 
 
 def test_sync_submission_answers_the_png_with_its_seed(client, alice):
-    response = client.post("/text-to-image", headers=alice,
-                           data={"prompt": "a cat", "num_inference_steps": "20", "seed": "42", "async_mode": "false"})
+    response = client.post(
+        "/text-to-image",
+        headers=alice,
+        data={"prompt": "a cat", "num_inference_steps": "20", "seed": "42", "async_mode": "false"},
+    )
     assert response.status_code == 200 and response.headers["content-type"] == "image/png"
     assert response.headers["x-seed"] == "42" and response.content.startswith(b"\x89PNG")
 

@@ -26,9 +26,12 @@ def lora_bytes(tmp_path_factory) -> bytes:
 
 
 def register_upload(client, headers, name: str, data: bytes, model: str = "text_to_image", **fields):
-    return client.post("/admin/loras", headers=headers,
-                       data={"name": name, "model": model, **{k: str(v) for k, v in fields.items()}},
-                       files={"file": (f"{name}.safetensors", io.BytesIO(data), "application/octet-stream")})
+    return client.post(
+        "/admin/loras",
+        headers=headers,
+        data={"name": name, "model": model, **{k: str(v) for k, v in fields.items()}},
+        files={"file": (f"{name}.safetensors", io.BytesIO(data), "application/octet-stream")},
+    )
 
 
 def submit(client, headers, path: str = "/text-to-image", files=None, **fields):
@@ -37,15 +40,24 @@ def submit(client, headers, path: str = "/text-to-image", files=None, **fields):
 
 
 def test_admin_registers_an_uploaded_adapter_and_users_see_it_without_its_source(client, admin, alice, lora_bytes):
-    response = register_upload(client, admin, "ink", lora_bytes, default_scale=0.8, description="ink wash",
-                               trigger_words="ink, wash")
+    response = register_upload(
+        client, admin, "ink", lora_bytes, default_scale=0.8, description="ink wash", trigger_words="ink, wash"
+    )
     assert response.status_code == 201, response.text
     created = response.json()
     assert created["source_type"] == "local" and created["source"].startswith("uploads/ink-")
     assert created["size_bytes"] == len(lora_bytes) and len(created["sha256"]) == 64
     listed = client.get("/loras", headers=alice).json()
-    assert listed == [{"name": "ink", "model": "text_to_image", "default_scale": 0.8, "description": "ink wash",
-                       "trigger_words": ["ink", "wash"], "created_at": created["created_at"]}]
+    assert listed == [
+        {
+            "name": "ink",
+            "model": "text_to_image",
+            "default_scale": 0.8,
+            "description": "ink wash",
+            "trigger_words": ["ink", "wash"],
+            "created_at": created["created_at"],
+        }
+    ]
     assert client.get("/loras?model=image_edit", headers=alice).json() == []
     assert client.get("/admin/loras", headers=admin).json()[0]["source"] == created["source"]
 
@@ -56,11 +68,14 @@ def test_only_admins_manage_the_catalogue(client, alice, lora_bytes):
     assert client.delete("/admin/loras/ink", headers=alice).status_code == 403
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"PK\x03\x04 a zip, not weights", "not a valid .safetensors file"),
-    (struct.pack("<Q", 2) + b"{}", "holds no tensors"),
-    (save({"transformer.proj.weight": __import__("torch").zeros(2, 2)}), "holds no LoRA weights"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"PK\x03\x04 a zip, not weights", "not a valid .safetensors file"),
+        (struct.pack("<Q", 2) + b"{}", "holds no tensors"),
+        (save({"transformer.proj.weight": __import__("torch").zeros(2, 2)}), "holds no LoRA weights"),
+    ],
+)
 def test_uploads_that_are_not_lora_safetensors_are_refused_and_nothing_is_kept(client, admin, tmp_path, data, message):
     response = register_upload(client, admin, "bogus", data)
     assert response.status_code == 400 and message in response.json()["detail"], response.text
@@ -70,8 +85,10 @@ def test_uploads_that_are_not_lora_safetensors_are_refused_and_nothing_is_kept(c
 
 def test_an_upload_over_the_limit_is_413(tmp_path, lora_bytes):
     with make_client(tmp_path, lora_max_upload_mb=1) as client:
-        admin = {"Authorization": "Bearer " + client.post(
-            "/auth/login", json={"username": "admin", "password": "admin123"}).json()["access_token"]}
+        admin = {
+            "Authorization": "Bearer "
+            + client.post("/auth/login", json={"username": "admin", "password": "admin123"}).json()["access_token"]
+        }
         response = register_upload(client, admin, "big", lora_bytes + b"\0" * (2 * 1024 * 1024))
         assert response.status_code == 413
 
@@ -83,17 +100,31 @@ def test_sources_are_checked_names_unique_and_paths_stay_inside_the_lora_dir(cli
     local = {"name": "clay", "model": "text_to_image", "source": "local:styles/clay.safetensors"}
     assert client.post("/admin/loras", headers=admin, data=local).status_code == 201
     assert client.post("/admin/loras", headers=admin, data=local).status_code == 409
-    for source in ("local:../outside.safetensors", f"local:{tmp_path}/outside.safetensors", "local:missing.safetensors",
-                   "local:styles/clay\x00.safetensors", "ftp://example.com/x", "hub:not a repo"):
+    for source in (
+        "local:../outside.safetensors",
+        f"local:{tmp_path}/outside.safetensors",
+        "local:missing.safetensors",
+        "local:styles/clay\x00.safetensors",
+        "ftp://example.com/x",
+        "hub:not a repo",
+    ):
         response = client.post("/admin/loras", headers=admin, data={**local, "name": "other", "source": source})
         assert response.status_code == 400, source
-    hub = {"name": "lightning-2511", "model": "image_edit", "source": "hub:lightx2v/Qwen-Image-Lightning",
-           "weight_name": "Qwen-Image-Lightning-4steps-V1.0.safetensors"}
+    hub = {
+        "name": "lightning-2511",
+        "model": "image_edit",
+        "source": "hub:lightx2v/Qwen-Image-Lightning",
+        "weight_name": "Qwen-Image-Lightning-4steps-V1.0.safetensors",
+    }
     assert client.post("/admin/loras", headers=admin, data=hub).status_code == 201
     assert client.post("/admin/loras", headers=admin, data={**hub, "name": "Bad Name"}).status_code == 400
     # Longer than the catalogue's column (PostgreSQL would refuse the row with a server error).
-    assert client.post("/admin/loras", headers=admin, data={**hub, "name": "long", "source": "hub:o/" + "r" * 600}
-                       ).status_code == 400
+    assert (
+        client.post(
+            "/admin/loras", headers=admin, data={**hub, "name": "long", "source": "hub:o/" + "r" * 600}
+        ).status_code
+        == 400
+    )
     # The fast mode's adapter is held under this name in the replicas: a catalogue entry may not share it.
     reserved = client.post("/admin/loras", headers=admin, data={**hub, "name": "lightning"})
     assert reserved.status_code == 400 and "lightning" in reserved.json()["detail"]
@@ -114,12 +145,15 @@ def test_generation_records_its_adapters_and_the_registry_resolves_them(client, 
     assert (tmp_path / "loras" / "uploads" / ref.weight_name).is_file() and ref.path.endswith("uploads")
 
 
-@pytest.mark.parametrize("loras, message", [
-    ("nobody:1", "未知的 LoRA nobody"),
-    ("ink:9", "between"),
-    ("ink,ink", "twice"),
-    ("a,b,c,d", "at most 3"),
-])
+@pytest.mark.parametrize(
+    "loras, message",
+    [
+        ("nobody:1", "未知的 LoRA nobody"),
+        ("ink:9", "between"),
+        ("ink,ink", "twice"),
+        ("a,b,c,d", "at most 3"),
+    ],
+)
 def test_bad_adapter_lists_are_400_naming_the_problem(client, admin, alice, lora_bytes, loras, message):
     assert register_upload(client, admin, "ink", lora_bytes).status_code == 201
     response = submit(client, alice, loras=loras)

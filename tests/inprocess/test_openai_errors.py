@@ -14,8 +14,9 @@ ERROR_FIELDS = {"message", "type", "param", "code"}
 def test_a_disabled_model_is_503_and_may_be_retried(tmp_path):
     with make_client(tmp_path, enabled_models="text_to_image") as client:
         headers = register(client, "dave")
-        response = client.post("/v1/images/edits", headers=headers, data={"prompt": "x"},
-                               files={"image": ("a.png", png(), "image/png")})
+        response = client.post(
+            "/v1/images/edits", headers=headers, data={"prompt": "x"}, files={"image": ("a.png", png(), "image/png")}
+        )
         assert response.status_code == 503 and set(response.json()["error"]) == ERROR_FIELDS
         assert response.json()["error"]["message"] == "The image-edit model is not loaded"
         assert "x-should-retry" not in response.headers  # nothing was created: a retry is harmless
@@ -23,15 +24,21 @@ def test_a_disabled_model_is_503_and_may_be_retried(tmp_path):
 
 
 def test_an_oversized_body_is_413_in_openais_shape(client, alice):
-    response = client.post("/v1/images/generations", headers={**alice, "Content-Type": "application/json"},
-                           content=b'{"prompt": "' + b"x" * (2 * 1024 * 1024) + b'"}')
+    response = client.post(
+        "/v1/images/generations",
+        headers={**alice, "Content-Type": "application/json"},
+        content=b'{"prompt": "' + b"x" * (2 * 1024 * 1024) + b'"}',
+    )
     assert response.status_code == 413 and response.headers["x-should-retry"] == "false"
     assert response.json()["error"]["code"] == "payload_too_large"
 
 
 def test_a_failed_task_is_500_not_retried_and_names_the_task(client, alice):
-    response = client.post("/v1/images/generations", headers=alice,
-                           json={"prompt": f"{FAIL} now", "size": "256x256", "num_inference_steps": 2})
+    response = client.post(
+        "/v1/images/generations",
+        headers=alice,
+        json={"prompt": f"{FAIL} now", "size": "256x256", "num_inference_steps": 2},
+    )
     assert response.status_code == 500 and response.headers["x-should-retry"] == "false"
     task_id = response.headers["x-task-id"]
     assert client.get(f"/tasks/{task_id}", headers=alice).json()["status"] == "failed"

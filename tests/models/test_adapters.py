@@ -23,16 +23,19 @@ def pixels(image: Image.Image) -> np.ndarray:
 
 
 def request(**overrides) -> GenerationRequest:
-    values = dict(prompt="a red fox in snow", negative_prompt="blurry", width=256, height=256,
-                  num_inference_steps=3, seed=11)
+    values = dict(
+        prompt="a red fox in snow", negative_prompt="blurry", width=256, height=256, num_inference_steps=3, seed=11
+    )
     values.update(overrides)
     return GenerationRequest(**values)
 
 
 @pytest.fixture(scope="module")
 def sources(tiny_cache_dir) -> dict[str, AdapterSource]:
-    return {name: AdapterSource(name, ensure_tiny_lora(TEXT_TO_IMAGE, tiny_cache_dir, name), WEIGHT_NAME)
-            for name in ("ink", "neon", "clay")}
+    return {
+        name: AdapterSource(name, ensure_tiny_lora(TEXT_TO_IMAGE, tiny_cache_dir, name), WEIGHT_NAME)
+        for name in ("ink", "neon", "clay")
+    }
 
 
 def use(sources, name: str, scale: float = 1.0) -> AdapterUse:
@@ -168,11 +171,14 @@ def test_first_block_cache_is_refused_at_load_where_it_cannot_apply(tiny_cache_d
         fresh_model(tiny_cache_dir, step_cache="first_block")
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"step_cache": "teacache"}, "unknown step cache"),
-    ({"step_cache": "taylorseer", "step_cache_threshold": 0.1}, "first_block step cache only"),
-    ({"adapter_capacity": 0}, "at least 1"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"step_cache": "teacache"}, "unknown step cache"),
+        ({"step_cache": "taylorseer", "step_cache_threshold": 0.1}, "first_block step cache only"),
+        ({"adapter_capacity": 0}, "at least 1"),
+    ],
+)
 def test_speed_options_that_cannot_work_are_refused(options, message):
     with pytest.raises(ValueError, match=message):
         with_speed_options(get_profile("tiny"), **options)

@@ -29,8 +29,11 @@ def test_only_the_faulty_profile_fails_on_request(tmp_path):
 def test_exceptions_and_out_of_memory_happen_before_the_first_step(faulty):
     steps = []
     with pytest.raises(RuntimeError, match="injected pipeline failure"):
-        generate(faulty, GenerationRequest(prompt="__fault_raise__ x", num_inference_steps=2, width=16, height=16),
-                 on_step=lambda step, total: steps.append(step))
+        generate(
+            faulty,
+            GenerationRequest(prompt="__fault_raise__ x", num_inference_steps=2, width=16, height=16),
+            on_step=lambda step, total: steps.append(step),
+        )
     with pytest.raises(MemoryError, match="out of memory"):
         generate(faulty, GenerationRequest(prompt="__fault_oom__", num_inference_steps=2, width=16, height=16))
     assert steps == []

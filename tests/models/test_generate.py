@@ -106,8 +106,12 @@ def test_a_stopped_run_leaves_without_decoding_and_the_model_is_usable_again(tex
     original = vae.decode
     monkeypatch.setattr(vae, "decode", lambda *a, **k: decodes.append(1) or original(*a, **k))  # counts, then decodes
     seen = []
-    stopped = generate(text_to_image_model, small(num_inference_steps=4), on_step=lambda step, total: seen.append(step),
-                       should_stop=lambda: bool(seen))
+    stopped = generate(
+        text_to_image_model,
+        small(num_inference_steps=4),
+        on_step=lambda step, total: seen.append(step),
+        should_stop=lambda: bool(seen),
+    )
     assert (stopped.steps_completed, stopped.interrupted, decodes) == (1, True, [])
     result = generate(text_to_image_model, small(num_inference_steps=3))
     assert (result.steps_completed, result.interrupted, len(result.images), len(decodes)) == (3, False, 1, 1)

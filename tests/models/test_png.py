@@ -27,8 +27,10 @@ def test_png_round_trips_pixels_and_every_metadata_item():
     assert np.array_equal(np.asarray(decoded.convert("RGB")), np.asarray(image))
 
 
-@pytest.mark.parametrize("mode, shape", [("RGB", (1, 1, 3)), ("RGB", (7, 300, 3)), ("RGBA", (33, 17, 4)),
-                                         ("L", (64, 5)), ("RGB", (1024, 1024, 3))])
+@pytest.mark.parametrize(
+    "mode, shape",
+    [("RGB", (1, 1, 3)), ("RGB", (7, 300, 3)), ("RGBA", (33, 17, 4)), ("L", (64, 5)), ("RGB", (1024, 1024, 3))],
+)
 def test_every_row_and_channel_survives_the_fast_encoder(mode, shape):
     pixels = np.random.default_rng(len(shape) + shape[0]).integers(0, 256, shape, dtype=np.uint8)
     image = Image.fromarray(pixels, mode)

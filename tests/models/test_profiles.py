@@ -60,9 +60,7 @@ def test_qwen_profile_names_the_published_models_pipelines_and_bfloat16_on_cuda(
 def test_qwen_profile_takes_local_directories_cache_dir_and_offload(tmp_path):
     weights = tmp_path / "Qwen-Image-2512"
     weights.mkdir()
-    profile = get_profile(
-        "qwen", cache_dir=str(tmp_path / "hf"), text_to_image_path=str(weights), cpu_offload=True
-    )
+    profile = get_profile("qwen", cache_dir=str(tmp_path / "hf"), text_to_image_path=str(weights), cpu_offload=True)
     assert profile.sources[TEXT_TO_IMAGE] == str(weights)
     assert profile.is_local_source(TEXT_TO_IMAGE)
     assert profile.sources[IMAGE_EDIT] == "Qwen/Qwen-Image-Edit-2511"

@@ -46,9 +46,16 @@ def test_shared_modules_are_the_same_tensors_and_keep_their_dtype(shared):
 def test_shared_models_make_the_same_images_as_separate_ones(shared, text_to_image_model, image_edit_model):
     source = Image.fromarray(np.random.default_rng(3).integers(0, 255, (96, 128, 3), dtype=np.uint8))
     cases = [
-        (TEXT_TO_IMAGE, text_to_image_model, GenerationRequest(prompt="a fox", width=256, height=256,
-                                                               num_inference_steps=2, seed=4)),
-        (IMAGE_EDIT, image_edit_model, GenerationRequest(prompt="snow", num_inference_steps=2, seed=4, images=[source])),
+        (
+            TEXT_TO_IMAGE,
+            text_to_image_model,
+            GenerationRequest(prompt="a fox", width=256, height=256, num_inference_steps=2, seed=4),
+        ),
+        (
+            IMAGE_EDIT,
+            image_edit_model,
+            GenerationRequest(prompt="snow", num_inference_steps=2, seed=4, images=[source]),
+        ),
     ]
     for kind, separate, request in cases:
         together = generate(shared[kind], request).images[0]
@@ -77,10 +84,13 @@ def test_shared_layout_refuses_model_cpu_offload(tiny_profile):
         load_shared(dataclasses.replace(tiny_profile, cpu_offload=True))
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"fp8": True}, "qwen profile on a CUDA GPU"),
-    ({"group_offload": True}, "qwen profile on a CUDA GPU"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"fp8": True}, "qwen profile on a CUDA GPU"),
+        ({"group_offload": True}, "qwen profile on a CUDA GPU"),
+    ],
+)
 def test_memory_modes_that_cannot_work_here_are_refused(tiny_profile, options, message):
     with pytest.raises(ValueError, match=message):
         with_memory_options(tiny_profile, **options)
@@ -106,8 +116,9 @@ print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
 
 def test_one_shared_process_takes_less_memory_than_two_separate_ones(tiny_cache_dir):
     def peak_kib(what: str) -> int:
-        done = subprocess.run([sys.executable, "-c", MEASURE, what, tiny_cache_dir], cwd=ROOT, capture_output=True,
-                              text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-c", MEASURE, what, tiny_cache_dir], cwd=ROOT, capture_output=True, text=True, timeout=300
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         return json.loads(done.stdout.strip().splitlines()[-1])
 

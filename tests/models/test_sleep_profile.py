@@ -33,11 +33,15 @@ def test_sleep_profile_reports_every_step_and_takes_the_configured_time(sleep_pr
 
 
 def test_sleep_profile_makes_images_of_the_requested_and_edit_sizes(sleep_profile):
-    text = generate(load(sleep_profile, TEXT_TO_IMAGE), GenerationRequest(prompt="x", width=1664, height=928,
-                                                                          num_inference_steps=1, num_images=3))
+    text = generate(
+        load(sleep_profile, TEXT_TO_IMAGE),
+        GenerationRequest(prompt="x", width=1664, height=928, num_inference_steps=1, num_images=3),
+    )
     assert [image.size for image in text.images] == [(1664, 928)] * 3
-    edit = generate(load(sleep_profile, IMAGE_EDIT), GenerationRequest(prompt="x", num_inference_steps=1,
-                                                                      images=[Image.new("RGB", (1024, 768))]))
+    edit = generate(
+        load(sleep_profile, IMAGE_EDIT),
+        GenerationRequest(prompt="x", num_inference_steps=1, images=[Image.new("RGB", (1024, 768))]),
+    )
     assert [image.size for image in edit.images] == [(1184, 896)]
 
 

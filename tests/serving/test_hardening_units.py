@@ -16,8 +16,7 @@ def test_task_errors_do_not_carry_absolute_server_paths():
     error = FileNotFoundError(2, "No such file or directory", "/srv/qwen/data/model_cache/tiny/model.safetensors")
     message = describe_failure(error)
     assert "/srv/qwen" not in message and "model.safetensors" in message
-    assert without_server_paths("write failed: /var/lib/qwen/store/results/a.png.tmp") == \
-        "write failed: …/a.png.tmp"
+    assert without_server_paths("write failed: /var/lib/qwen/store/results/a.png.tmp") == "write failed: …/a.png.tmp"
 
 
 @pytest.mark.parametrize("url", ["s3://AKIA:secret@bucket/prefix", "az://container/p?sig=token"])
@@ -71,6 +70,7 @@ def test_a_users_pending_limit_is_a_429_with_retry_after():
 
 
 # ------------------------------------------------------------ finding 5
+
 
 class _StuckRegistryHandle:
     """Stands in for the registry actor's handle when the registry is stuck on a slow database: no call returns."""

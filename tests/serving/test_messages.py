@@ -57,11 +57,15 @@ def test_the_chinese_texts_are_the_contracts_and_a_message_is_that_string():
     assert messages.TASK_ACCEPTED == "任务已提交"
     assert messages.MODEL_NOT_LOADED[ModelKind.text_to_image] == "文生图模型未加载"
     assert messages.MODEL_NOT_LOADED[ModelKind.image_edit] == "图像编辑模型未加载"
-    assert messages.QUOTA_DAILY.format(limit=100, resets_at="2026-01-02T00:00:00+00:00") == \
-        "已达到每日配额上限（100），将于 2026-01-02T00:00:00+00:00 重置"
+    assert (
+        messages.QUOTA_DAILY.format(limit=100, resets_at="2026-01-02T00:00:00+00:00")
+        == "已达到每日配额上限（100），将于 2026-01-02T00:00:00+00:00 重置"
+    )
     assert messages.IMAGE_INVALID(name="a.png", reason=messages.IMAGE_EMPTY) == "图片 a.png 无效：文件为空"
-    assert messages.join([messages.PARAM_MISSING(field="prompt"), messages.PARAM_INVALID(field="seed", reason="x")]) \
+    assert (
+        messages.join([messages.PARAM_MISSING(field="prompt"), messages.PARAM_INVALID(field="seed", reason="x")])
         == "缺少必填参数 prompt；参数 seed 无效：x"
+    )
     assert isinstance(messages.TASK_NOT_FOUND, str) and str(messages.TASK_NOT_FOUND) == "任务不存在"
 
 
@@ -81,11 +85,23 @@ def test_a_message_survives_pickling_with_its_parameters():
     assert copy == message and copy.render("en") == "The task failed: Generation failed (RuntimeError: boom)"
 
 
-@pytest.mark.parametrize("header, expected", [
-    (None, "zh"), ("", "zh"), ("*", "zh"), ("en", "en"), ("en-US,en;q=0.9", "en"), ("EN-gb", "en"),
-    ("zh-CN,zh;q=0.9,en;q=0.8", "zh"), ("fr-FR, en;q=0.5", "en"), ("zh;q=0.2, en;q=0.3", "en"), ("de", "zh"),
-    ("en;q=0", "zh"), ("en;q=bad", "zh"),
-])
+@pytest.mark.parametrize(
+    "header, expected",
+    [
+        (None, "zh"),
+        ("", "zh"),
+        ("*", "zh"),
+        ("en", "en"),
+        ("en-US,en;q=0.9", "en"),
+        ("EN-gb", "en"),
+        ("zh-CN,zh;q=0.9,en;q=0.8", "zh"),
+        ("fr-FR, en;q=0.5", "en"),
+        ("zh;q=0.2, en;q=0.3", "en"),
+        ("de", "zh"),
+        ("en;q=0", "zh"),
+        ("en;q=bad", "zh"),
+    ],
+)
 def test_the_language_follows_accept_language(header, expected):
     assert messages.language(header) == expected
 
@@ -135,13 +151,22 @@ def _bmp() -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.parametrize("content, chinese, english", [
-    (_bmp(), "图片 holiday.bmp 无效：不支持的格式 BMP，仅支持 JPEG、PNG、WebP",
-     "Image holiday.bmp is invalid: unsupported format BMP; only JPEG, PNG and WebP are accepted"),
-    (_png(), "图片 holiday.bmp 无效：尺寸 8×8 过小（每边至少 16 像素）",
-     "Image holiday.bmp is invalid: its size 8×8 is too small (at least 16 pixels a side)"),
-    (b"", "图片 holiday.bmp 无效：文件为空", "Image holiday.bmp is invalid: the file is empty"),
-])
+@pytest.mark.parametrize(
+    "content, chinese, english",
+    [
+        (
+            _bmp(),
+            "图片 holiday.bmp 无效：不支持的格式 BMP，仅支持 JPEG、PNG、WebP",
+            "Image holiday.bmp is invalid: unsupported format BMP; only JPEG, PNG and WebP are accepted",
+        ),
+        (
+            _png(),
+            "图片 holiday.bmp 无效：尺寸 8×8 过小（每边至少 16 像素）",
+            "Image holiday.bmp is invalid: its size 8×8 is too small (at least 16 pixels a side)",
+        ),
+        (b"", "图片 holiday.bmp 无效：文件为空", "Image holiday.bmp is invalid: the file is empty"),
+    ],
+)
 def test_an_upload_error_with_a_file_name_is_one_language(client, content, chinese, english):
     files = {"image": ("holiday.bmp", content, "image/bmp")}
     default = client.post("/upload", files=files)

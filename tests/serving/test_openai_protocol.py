@@ -28,8 +28,10 @@ def _png(size=(32, 16), color=(10, 200, 30)) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("size, expected", [("auto", (1024, 1024)), ("1664x928", (1664, 928)),
-                                            ("1024x1536", (1024, 1536)), ("256x2048", (256, 2048))])
+@pytest.mark.parametrize(
+    "size, expected",
+    [("auto", (1024, 1024)), ("1664x928", (1664, 928)), ("1024x1536", (1024, 1536)), ("256x2048", (256, 2048))],
+)
 def test_sizes_within_the_rule_are_accepted(size, expected):
     assert parse_size(size, "text_to_image") == expected
 
@@ -46,8 +48,10 @@ def test_sizes_outside_the_rule_are_refused_naming_size(size):
 
 
 def test_quality_maps_to_steps_and_explicit_steps_win():
-    steps = {q: steps_for(ImageRequest(prompt="p", quality=q), "text_to_image")
-             for q in ("low", "medium", "high", "standard", "hd", "auto")}
+    steps = {
+        q: steps_for(ImageRequest(prompt="p", quality=q), "text_to_image")
+        for q in ("low", "medium", "high", "standard", "hd", "auto")
+    }
     assert steps == {"low": 20, "medium": 30, "high": 50, "standard": 30, "hd": 50, "auto": 50}
     assert steps_for(ImageRequest(prompt="p", quality="auto"), "image_edit") == 40
     assert steps_for(ImageRequest(prompt="p", quality="high", num_inference_steps=4), "text_to_image") == 4
@@ -66,7 +70,8 @@ def test_models_resolve_by_id_or_hugging_face_name_and_unknown_is_404():
 
 def test_error_body_and_retry_advice():
     assert error_body(400, "bad", "size", "invalid_value") == {
-        "error": {"message": "bad", "type": "invalid_request_error", "param": "size", "code": "invalid_value"}}
+        "error": {"message": "bad", "type": "invalid_request_error", "param": "size", "code": "invalid_value"}
+    }
     assert retry_header(429) == retry_header(500) == retry_header(400) == {"x-should-retry": "false"}
     assert retry_header(503) == {}
 
@@ -98,8 +103,14 @@ def test_partial_images_spread_over_the_run():
 def test_a_latent_preview_becomes_a_partial_image_in_the_requested_format():
     buffer = io.BytesIO()
     Image.new("RGB", (16, 16), (1, 2, 3)).save(buffer, format="WEBP")
-    preview = {"step": 5, "total": 20, "width": 16, "height": 16, "media_type": "image/webp",
-               "b64": base64.b64encode(buffer.getvalue()).decode()}
+    preview = {
+        "step": 5,
+        "total": 20,
+        "width": 16,
+        "height": 16,
+        "media_type": "image/webp",
+        "b64": base64.b64encode(buffer.getvalue()).decode(),
+    }
     picture = _preview_picture(preview, ImageRequest(prompt="p", output_format="jpeg"))
     assert Image.open(io.BytesIO(picture)).format == "JPEG"
 

@@ -67,17 +67,23 @@ def test_a_body_is_handed_on_whole_only_once_it_has_all_arrived():
 
 def test_a_body_that_stalls_is_answered_408_and_never_reaches_the_application():
     inner = Recorder()
-    sent = _run(GuardedRequests(inner, body_timeout_s=0.2), _scope(),
-                [{"type": "http.request", "body": b"{", "more_body": True}], hang_after=True)
+    sent = _run(
+        GuardedRequests(inner, body_timeout_s=0.2),
+        _scope(),
+        [{"type": "http.request", "body": b"{", "more_body": True}],
+        hang_after=True,
+    )
     assert sent[0]["status"] == 408 and inner.calls == []
 
 
 def test_a_body_over_the_cap_is_413_whether_declared_or_streamed():
     inner = Recorder()
     declared = _run(GuardedRequests(inner, max_body_bytes=10), _scope(headers=[(b"content-length", b"11")]), [])
-    streamed = _run(GuardedRequests(inner, max_body_bytes=10), _scope(),
-                    [{"type": "http.request", "body": b"x" * 6, "more_body": True},
-                     {"type": "http.request", "body": b"x" * 6}])
+    streamed = _run(
+        GuardedRequests(inner, max_body_bytes=10),
+        _scope(),
+        [{"type": "http.request", "body": b"x" * 6, "more_body": True}, {"type": "http.request", "body": b"x" * 6}],
+    )
     assert declared[0]["status"] == streamed[0]["status"] == 413 and inner.calls == []
     assert b"MB" in declared[1]["body"]
 

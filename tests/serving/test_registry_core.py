@@ -23,13 +23,29 @@ def _core(tmp_path, **settings) -> RegistryCore:
 
 
 def _spec(task_id: str, steps: int = 20) -> TaskSpec:
-    return TaskSpec(task_id=task_id, user_id=None, task_type="text_to_image", kind=ModelKind.text_to_image,
-                    prompt="p", prompts=["p"], parameters={"num_inference_steps": steps, "seed": -1}, image_count=1)
+    return TaskSpec(
+        task_id=task_id,
+        user_id=None,
+        task_type="text_to_image",
+        kind=ModelKind.text_to_image,
+        prompt="p",
+        prompts=["p"],
+        parameters={"num_inference_steps": steps, "seed": -1},
+        image_count=1,
+    )
 
 
 def _record(task_id: str, status: str, age: timedelta = timedelta(0), attempts: int = 0) -> TaskRecord:
-    return TaskRecord(task_id=task_id, user_id=None, task_type="text_to_image", prompt="p", status=status,
-                      parameters={"num_inference_steps": 20}, created_at=utcnow() - age, attempts=attempts)
+    return TaskRecord(
+        task_id=task_id,
+        user_id=None,
+        task_type="text_to_image",
+        prompt="p",
+        status=status,
+        parameters={"num_inference_steps": 20},
+        created_at=utcnow() - age,
+        attempts=attempts,
+    )
 
 
 def test_task_running_when_the_registry_died_with_no_retries_left_is_failed_with_a_reason(tmp_path):
@@ -206,8 +222,17 @@ def test_tasks_of_a_model_disabled_across_a_restart_fail_with_a_clear_reason(tmp
     """Finding 4: they were reloaded as pending and dispatched to a deployment that no longer exists."""
     core = _core(tmp_path, enabled_models=["text_to_image"])
     with session_scope(core.engine) as session:
-        session.add(TaskRecord(task_id="edit-1", user_id=None, task_type="image_edit", prompt="p",
-                               status="pending", parameters={"num_inference_steps": 20}, input_keys=["inputs/x.png"]))
+        session.add(
+            TaskRecord(
+                task_id="edit-1",
+                user_id=None,
+                task_type="image_edit",
+                prompt="p",
+                status="pending",
+                parameters={"num_inference_steps": 20},
+                input_keys=["inputs/x.png"],
+            )
+        )
     asyncio.run(core.start())
     with session_scope(core.engine) as session:
         stored = session.exec(select(TaskRecord).where(TaskRecord.task_id == "edit-1")).one()

@@ -51,8 +51,13 @@ class FakeReplica:
 
 def make_router(replicas: list[FakeReplica], max_backoff_s: float = 3600.0, **locality) -> LeastBusyRouter:
     """A router as Serve's handle builds it (queue-length cache on); ``max_backoff_s`` is the wait ceiling."""
-    router = LeastBusyRouter(deployment_id=DEPLOYMENT, handle_source=DeploymentHandleSource.UNKNOWN,
-                             use_replica_queue_len_cache=True, max_backoff_s=max_backoff_s, **locality)
+    router = LeastBusyRouter(
+        deployment_id=DEPLOYMENT,
+        handle_source=DeploymentHandleSource.UNKNOWN,
+        use_replica_queue_len_cache=True,
+        max_backoff_s=max_backoff_s,
+        **locality,
+    )
     router.initialize_state()
     router.update_replicas(replicas)
     return router
@@ -60,8 +65,9 @@ def make_router(replicas: list[FakeReplica], max_backoff_s: float = 3600.0, **lo
 
 def pending() -> PendingRequest:
     request_id = f"request-{next(_ids)}"
-    return PendingRequest(args=[], kwargs={}, metadata=RequestMetadata(request_id=request_id,
-                                                                       internal_request_id=request_id))
+    return PendingRequest(
+        args=[], kwargs={}, metadata=RequestMetadata(request_id=request_id, internal_request_id=request_id)
+    )
 
 
 def send(router: LeastBusyRouter, replica: FakeReplica, accepted: bool = True) -> str:
@@ -252,8 +258,11 @@ def test_the_ray_in_use_and_deployed_is_the_minor_version_pinned():
     import tomllib
 
     root = Path(__file__).resolve().parents[2]
-    [pin] = [d for d in tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
-             if d.startswith("ray[serve]")]
+    [pin] = [
+        d
+        for d in tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+        if d.startswith("ray[serve]")
+    ]
     lower, upper = re.fullmatch(r"ray\[serve\]>=(\d+\.\d+),<(\d+\.\d+)", pin).groups()
     minor = ".".join(ray.__version__.split(".")[:2])
     assert minor == lower and int(upper.split(".")[1]) == int(lower.split(".")[1]) + 1
@@ -265,12 +274,21 @@ def model_request(*adapters: str, fast: bool = False) -> PendingRequest:
     from models.kinds import ModelKind
     from serving.protocol import AdapterRef, ModelRequest
 
-    request = ModelRequest(app_name="test", task_id="t", kind=ModelKind.text_to_image, index=0, prompt="p",
-                           parameters={"speed": "fast"} if fast else {}, input_keys=[], output_key=None,
-                           adapters=[AdapterRef(name, 1.0, "/loras") for name in adapters])
+    request = ModelRequest(
+        app_name="test",
+        task_id="t",
+        kind=ModelKind.text_to_image,
+        index=0,
+        prompt="p",
+        parameters={"speed": "fast"} if fast else {},
+        input_keys=[],
+        output_key=None,
+        adapters=[AdapterRef(name, 1.0, "/loras") for name in adapters],
+    )
     request_id = f"request-{next(_ids)}"
-    return PendingRequest(args=[request], kwargs={}, metadata=RequestMetadata(request_id=request_id,
-                                                                              internal_request_id=request_id))
+    return PendingRequest(
+        args=[request], kwargs={}, metadata=RequestMetadata(request_id=request_id, internal_request_id=request_id)
+    )
 
 
 def test_an_idle_replica_that_ran_the_adapters_goes_first_but_never_before_idleness():

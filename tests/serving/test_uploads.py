@@ -63,6 +63,7 @@ def test_zero_padding_after_the_image_is_accepted():
 
 # ------------------------------------------------------------ audit finding 6
 
+
 def _solid_png(side: int) -> bytes:
     """A solid-colour square: a few hundred KB that decodes to side² × 3 bytes."""
     import io as _io

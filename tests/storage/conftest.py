@@ -6,7 +6,7 @@ schema of its own, dropped afterwards, and each SQLite test a file of its own.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy.engine import Engine

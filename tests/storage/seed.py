@@ -23,9 +23,16 @@ def add_user(engine: Engine, username: Optional[str] = None, **fields) -> User:
         return user
 
 
-def task(user_id: Optional[int], created_at: datetime, status: str = TaskStatus.completed.value,
-         task_type: str = TaskType.text_to_image.value, image_count: int = 1,
-         execution_time: Optional[float] = None, started: Optional[bool] = None, **fields) -> TaskRecord:
+def task(
+    user_id: Optional[int],
+    created_at: datetime,
+    status: str = TaskStatus.completed.value,
+    task_type: str = TaskType.text_to_image.value,
+    image_count: int = 1,
+    execution_time: Optional[float] = None,
+    started: Optional[bool] = None,
+    **fields,
+) -> TaskRecord:
     """A record with consistent times: started unless pending (or cancelled with ``started=False``)."""
     if started is None:
         started = status not in (TaskStatus.pending.value, TaskStatus.cancelled.value)
@@ -35,9 +42,17 @@ def task(user_id: Optional[int], created_at: datetime, status: str = TaskStatus.
         execution_time = 10.0
     completed_at = (started_at or created_at) + timedelta(seconds=execution_time or 0) if finished else None
     return TaskRecord(
-        task_id=str(uuid.uuid4()), user_id=user_id, task_type=task_type, prompt="a cat",
-        status=status, created_at=created_at, started_at=started_at, completed_at=completed_at,
-        execution_time=execution_time, image_count=image_count, **fields,
+        task_id=str(uuid.uuid4()),
+        user_id=user_id,
+        task_type=task_type,
+        prompt="a cat",
+        status=status,
+        created_at=created_at,
+        started_at=started_at,
+        completed_at=completed_at,
+        execution_time=execution_time,
+        image_count=image_count,
+        **fields,
     )
 
 

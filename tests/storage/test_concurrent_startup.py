@@ -40,16 +40,24 @@ init_db(engine, attempts=1)  # the lock alone must make this work, without retri
 
 # A fresh SQLite file and a 2.0.0 PostgreSQL database: each backend's lock, and both the create
 # and the stamp path, without paying for all four combinations (each run starts Python 3 times).
-@pytest.mark.parametrize(("backend", "legacy"), [("sqlite", False), ("postgresql", True)],
-                         ids=["sqlite-fresh", "postgresql-from-2.0.0"])
+@pytest.mark.parametrize(
+    ("backend", "legacy"), [("sqlite", False), ("postgresql", True)], ids=["sqlite-fresh", "postgresql-from-2.0.0"]
+)
 def test_several_processes_starting_at_once_all_succeed(blank_engine, legacy, tmp_path):
     """Ingress replicas and the registry start together; each upgrades the same database."""
     if legacy:
         create_legacy_database(blank_engine)
     url = blank_engine.url.render_as_string(hide_password=False)
     go = tmp_path / "go"
-    starters = [subprocess.Popen([sys.executable, "-c", STARTER, url, str(tmp_path / f"ready{i}"), str(go)],
-                                 cwd=REPO, stderr=subprocess.PIPE, text=True) for i in range(STARTERS)]
+    starters = [
+        subprocess.Popen(
+            [sys.executable, "-c", STARTER, url, str(tmp_path / f"ready{i}"), str(go)],
+            cwd=REPO,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(STARTERS)
+    ]
     try:
         deadline = time.monotonic() + 120
         while not all((tmp_path / f"ready{i}").exists() for i in range(STARTERS)):

@@ -40,10 +40,9 @@ def test_init_db_creates_the_tables_and_indexes(blank_engine):
     assert not TABLES & set(inspect(blank_engine).get_table_names())
     init_db(blank_engine)
     inspector = inspect(blank_engine)
-    assert TABLES <= set(inspector.get_table_names())
+    assert set(inspector.get_table_names()) >= TABLES
     indexes = {ix["name"] for ix in inspector.get_indexes("task_records")}
-    assert {"ix_task_records_user_created", "ix_task_records_status_created",
-            "ix_task_records_type_created"} <= indexes
+    assert {"ix_task_records_user_created", "ix_task_records_status_created", "ix_task_records_type_created"} <= indexes
 
 
 def test_init_db_twice_keeps_existing_rows(engine):
@@ -70,7 +69,7 @@ def test_init_db_from_several_threads_at_once_succeeds(blank_engine):
     for t in threads:
         t.join()
     assert errors == []
-    assert TABLES <= set(inspect(blank_engine).get_table_names())
+    assert set(inspect(blank_engine).get_table_names()) >= TABLES
     add_user(blank_engine, "after-concurrent-init")
 
 
@@ -93,15 +92,13 @@ def test_raw_stored_value_is_the_utc_wall_time(engine):
 
 
 def test_naive_timestamps_are_refused(engine):
-    with pytest.raises(StatementError, match="naive datetimes are ambiguous"):
-        with session_scope(engine) as session:
-            session.add(task(None, datetime(2024, 3, 1, 8, 30)))
+    with pytest.raises(StatementError, match="naive datetimes are ambiguous"), session_scope(engine) as session:
+        session.add(task(None, datetime(2024, 3, 1, 8, 30)))
 
 
 def test_naive_timestamps_are_refused_in_filters_too(engine):
-    with Session(engine) as session:
-        with pytest.raises(StatementError, match="naive"):
-            session.exec(select(TaskRecord).where(TaskRecord.created_at >= datetime(2024, 1, 1))).all()
+    with Session(engine) as session, pytest.raises(StatementError, match="naive"):
+        session.exec(select(TaskRecord).where(TaskRecord.created_at >= datetime(2024, 1, 1))).all()
 
 
 def test_task_of_unknown_user_is_refused_by_the_foreign_key(engine):
@@ -119,10 +116,9 @@ def test_deleting_a_user_keeps_their_tasks_without_owner(engine):
 
 
 def test_session_scope_rolls_back_on_error(engine):
-    with pytest.raises(RuntimeError):
-        with session_scope(engine) as session:
-            session.add(User(username="ghost", hashed_password="x"))
-            session.flush()
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), session_scope(engine) as session:
+        session.add(User(username="ghost", hashed_password="x"))
+        session.flush()
+        raise RuntimeError("boom")
     with Session(engine) as session:
         assert session.exec(select(User).where(User.username == "ghost")).first() is None

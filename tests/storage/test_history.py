@@ -122,10 +122,19 @@ def test_filter_by_user_sees_only_that_users_records(engine, seeded):
 
 def test_filters_combine(engine, seeded):
     users, records = seeded
-    f = HistoryFilter(user_id=users[1], status="completed", task_type="text_to_image",
-                      start_date=T0 + timedelta(hours=3))
-    expected = newest_first([r for r in records if r.user_id == users[1] and r.status == "completed"
-                             and r.task_type == "text_to_image" and r.created_at >= f.start_date])
+    f = HistoryFilter(
+        user_id=users[1], status="completed", task_type="text_to_image", start_date=T0 + timedelta(hours=3)
+    )
+    expected = newest_first(
+        [
+            r
+            for r in records
+            if r.user_id == users[1]
+            and r.status == "completed"
+            and r.task_type == "text_to_image"
+            and r.created_at >= f.start_date
+        ]
+    )
     with Session(engine) as session:
         page = history_page(session, f, 1, 100)
     assert [r.task_id for r in page.items] == [r.task_id for r in expected]

@@ -17,8 +17,10 @@ CUTOFF = T0
 
 def test_old_finished_tasks_are_the_finished_ones_created_before_the_cutoff(engine):
     me = add_user(engine).id
-    old = [task(me, CUTOFF - timedelta(days=d), status=s)
-           for d, s in [(40, "completed"), (35, "failed"), (31, "cancelled")]]
+    old = [
+        task(me, CUTOFF - timedelta(days=d), status=s)
+        for d, s in [(40, "completed"), (35, "failed"), (31, "cancelled")]
+    ]
     old_unfinished = [task(me, CUTOFF - timedelta(days=50), status=s) for s in ("pending", "running")]
     recent = [task(me, CUTOFF, status="completed"), task(me, CUTOFF + timedelta(days=1), status="failed")]
     add_tasks(engine, *old, *old_unfinished, *recent)
@@ -29,8 +31,10 @@ def test_old_finished_tasks_are_the_finished_ones_created_before_the_cutoff(engi
 
 def test_old_finished_tasks_never_include_pending_or_running_ones(engine):
     me = add_user(engine).id
-    add_tasks(engine, *[task(me, CUTOFF - timedelta(days=100 + i), status=s)
-                        for i, s in enumerate(["pending", "running"] * 5)])
+    add_tasks(
+        engine,
+        *[task(me, CUTOFF - timedelta(days=100 + i), status=s) for i, s in enumerate(["pending", "running"] * 5)],
+    )
     with Session(engine) as session:
         assert old_finished_tasks(session, CUTOFF + timedelta(days=365)) == []
 

@@ -122,9 +122,13 @@ def test_users_revision_keys_existing_accounts_and_stops_id_reuse(blank_engine):
 
     create_legacy_database(blank_engine)
     with blank_engine.begin() as conn:  # a look-alike pair the 2.0.0 code allowed
-        conn.execute(text("INSERT INTO users (id, username, hashed_password, is_active, is_admin, created_at, "
-                          "token_version) VALUES (3, 'ALICE', 'x', true, false, :t, 0)"),
-                     {"t": datetime(2024, 3, 5)})
+        conn.execute(
+            text(
+                "INSERT INTO users (id, username, hashed_password, is_active, is_admin, created_at, "
+                "token_version) VALUES (3, 'ALICE', 'x', true, false, :t, 0)"
+            ),
+            {"t": datetime(2024, 3, 5)},
+        )
         if blank_engine.dialect.name == "postgresql":
             conn.exec_driver_sql("SELECT setval(pg_get_serial_sequence('users', 'id'), 3)")
     init_db(blank_engine)

@@ -25,42 +25,101 @@ def utc(*args) -> datetime:
 # ------------------------------------------------------------------ periods
 
 PERIOD_CASES = {
-    "utc mid-month": ("UTC", utc(2024, 6, 15, 12),
-                      utc(2024, 6, 15), utc(2024, 6, 16), utc(2024, 6, 1), utc(2024, 7, 1)),
-    "utc last instant of the year": ("UTC", utc(2024, 12, 31, 23, 59, 59, 999999),
-                                     utc(2024, 12, 31), utc(2025, 1, 1), utc(2024, 12, 1), utc(2025, 1, 1)),
-    "utc first instant of the year": ("UTC", utc(2025, 1, 1),
-                                      utc(2025, 1, 1), utc(2025, 1, 2), utc(2025, 1, 1), utc(2025, 2, 1)),
-    "utc leap day": ("UTC", utc(2024, 2, 29, 10),
-                     utc(2024, 2, 29), utc(2024, 3, 1), utc(2024, 2, 1), utc(2024, 3, 1)),
-    "utc 31st of a month": ("UTC", utc(2025, 1, 31, 18),
-                            utc(2025, 1, 31), utc(2025, 2, 1), utc(2025, 1, 1), utc(2025, 2, 1)),
-    "shanghai evening": ("Asia/Shanghai", utc(2024, 6, 15, 12),
-                         utc(2024, 6, 14, 16), utc(2024, 6, 15, 16), utc(2024, 5, 31, 16), utc(2024, 6, 30, 16)),
+    "utc mid-month": (
+        "UTC",
+        utc(2024, 6, 15, 12),
+        utc(2024, 6, 15),
+        utc(2024, 6, 16),
+        utc(2024, 6, 1),
+        utc(2024, 7, 1),
+    ),
+    "utc last instant of the year": (
+        "UTC",
+        utc(2024, 12, 31, 23, 59, 59, 999999),
+        utc(2024, 12, 31),
+        utc(2025, 1, 1),
+        utc(2024, 12, 1),
+        utc(2025, 1, 1),
+    ),
+    "utc first instant of the year": (
+        "UTC",
+        utc(2025, 1, 1),
+        utc(2025, 1, 1),
+        utc(2025, 1, 2),
+        utc(2025, 1, 1),
+        utc(2025, 2, 1),
+    ),
+    "utc leap day": ("UTC", utc(2024, 2, 29, 10), utc(2024, 2, 29), utc(2024, 3, 1), utc(2024, 2, 1), utc(2024, 3, 1)),
+    "utc 31st of a month": (
+        "UTC",
+        utc(2025, 1, 31, 18),
+        utc(2025, 1, 31),
+        utc(2025, 2, 1),
+        utc(2025, 1, 1),
+        utc(2025, 2, 1),
+    ),
+    "shanghai evening": (
+        "Asia/Shanghai",
+        utc(2024, 6, 15, 12),
+        utc(2024, 6, 14, 16),
+        utc(2024, 6, 15, 16),
+        utc(2024, 5, 31, 16),
+        utc(2024, 6, 30, 16),
+    ),
     "shanghai new year already, utc not yet": (
-        "Asia/Shanghai", utc(2024, 12, 31, 16, 30),
-        utc(2024, 12, 31, 16), utc(2025, 1, 1, 16), utc(2024, 12, 31, 16), utc(2025, 1, 31, 16)),
+        "Asia/Shanghai",
+        utc(2024, 12, 31, 16, 30),
+        utc(2024, 12, 31, 16),
+        utc(2025, 1, 1, 16),
+        utc(2024, 12, 31, 16),
+        utc(2025, 1, 31, 16),
+    ),
     "shanghai last second of december": (
-        "Asia/Shanghai", utc(2024, 12, 31, 15, 59, 59),
-        utc(2024, 12, 30, 16), utc(2024, 12, 31, 16), utc(2024, 11, 30, 16), utc(2024, 12, 31, 16)),
+        "Asia/Shanghai",
+        utc(2024, 12, 31, 15, 59, 59),
+        utc(2024, 12, 30, 16),
+        utc(2024, 12, 31, 16),
+        utc(2024, 11, 30, 16),
+        utc(2024, 12, 31, 16),
+    ),
     "shanghai first of a leap february": (
-        "Asia/Shanghai", utc(2024, 1, 31, 16, 30),
-        utc(2024, 1, 31, 16), utc(2024, 2, 1, 16), utc(2024, 1, 31, 16), utc(2024, 2, 29, 16)),
+        "Asia/Shanghai",
+        utc(2024, 1, 31, 16, 30),
+        utc(2024, 1, 31, 16),
+        utc(2024, 2, 1, 16),
+        utc(2024, 1, 31, 16),
+        utc(2024, 2, 29, 16),
+    ),
     "new york spring-forward day is 23 h": (
-        "America/New_York", utc(2024, 3, 10, 12),
-        utc(2024, 3, 10, 5), utc(2024, 3, 11, 4), utc(2024, 3, 1, 5), utc(2024, 4, 1, 4)),
+        "America/New_York",
+        utc(2024, 3, 10, 12),
+        utc(2024, 3, 10, 5),
+        utc(2024, 3, 11, 4),
+        utc(2024, 3, 1, 5),
+        utc(2024, 4, 1, 4),
+    ),
     "new york fall-back day is 25 h": (
-        "America/New_York", utc(2024, 11, 3, 12),
-        utc(2024, 11, 3, 4), utc(2024, 11, 4, 5), utc(2024, 11, 1, 4), utc(2024, 12, 1, 5)),
+        "America/New_York",
+        utc(2024, 11, 3, 12),
+        utc(2024, 11, 3, 4),
+        utc(2024, 11, 4, 5),
+        utc(2024, 11, 1, 4),
+        utc(2024, 12, 1, 5),
+    ),
 }
 
 
-@pytest.mark.parametrize("tz, now, day_start, day_end, month_start, month_end",
-                         PERIOD_CASES.values(), ids=PERIOD_CASES.keys())
+@pytest.mark.parametrize(
+    "tz, now, day_start, day_end, month_start, month_end", PERIOD_CASES.values(), ids=PERIOD_CASES.keys()
+)
 def test_quota_periods(tz, now, day_start, day_end, month_start, month_end):
     periods = quota_periods(now, tz)
     assert (periods.day_start, periods.day_end, periods.month_start, periods.month_end) == (
-        day_start, day_end, month_start, month_end)
+        day_start,
+        day_end,
+        month_start,
+        month_end,
+    )
     for edge in (periods.day_start, periods.day_end, periods.month_start, periods.month_end):
         assert edge.utcoffset() == timedelta(0)
     assert periods.month_start <= periods.day_start <= now < periods.day_end <= periods.month_end
@@ -68,8 +127,9 @@ def test_quota_periods(tz, now, day_start, day_end, month_start, month_end):
 
 def test_quota_periods_accept_now_in_any_zone():
     now = utc(2024, 6, 15, 12)
-    assert quota_periods(now.astimezone(ZoneInfo("America/Los_Angeles")), "Asia/Shanghai") == \
-        quota_periods(now, "Asia/Shanghai")
+    assert quota_periods(now.astimezone(ZoneInfo("America/Los_Angeles")), "Asia/Shanghai") == quota_periods(
+        now, "Asia/Shanghai"
+    )
 
 
 # ------------------------------------------------------------------ usage
@@ -121,8 +181,13 @@ def test_quota_day_boundary_is_inclusive(engine):
 def submit(engine, user_id, now=NOW, image_count=1, daily=3, monthly=100, tz="UTC") -> TaskRecord:
     with session_scope(engine) as session:
         return create_task_within_quota(
-            session, task(user_id, now, status="pending", image_count=image_count),
-            default_daily=daily, default_monthly=monthly, now=now, tz_name=tz)
+            session,
+            task(user_id, now, status="pending", image_count=image_count),
+            default_daily=daily,
+            default_monthly=monthly,
+            now=now,
+            tz_name=tz,
+        )
 
 
 def count_tasks(engine, user_id) -> int:
@@ -238,8 +303,9 @@ def race(engine, user_id: int, submitters: int, daily: int, one_at_a_time: bool 
 
     def transaction() -> None:
         with session_scope(engine) as session:
-            create_task_within_quota(session, task(user_id, NOW, status="pending"),
-                                     default_daily=daily, default_monthly=1000, now=NOW)
+            create_task_within_quota(
+                session, task(user_id, NOW, status="pending"), default_daily=daily, default_monthly=1000, now=NOW
+            )
 
     def submit_one() -> None:
         try:

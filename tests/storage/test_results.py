@@ -12,7 +12,11 @@ import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
 from storage.results import (
-    FsspecResultStore, LocalResultStore, MemoryResultStore, ResultStoreError, open_result_store,
+    FsspecResultStore,
+    LocalResultStore,
+    MemoryResultStore,
+    ResultStoreError,
+    open_result_store,
 )
 
 pytestmark = pytest.mark.unit
@@ -114,8 +118,20 @@ def test_objects_can_be_written_again_after_their_prefix_was_deleted(store):
     assert store.get("results/t1/a.png") == b"2"
 
 
-BAD_KEYS = ["../escape.png", "results/../../etc/passwd", "/etc/passwd", "results//x.png", "results/./x.png",
-            "", "results/", "..", "results\\x.png", "results/a b.png", "results/ünïcode.png", "results/x\n.png"]
+BAD_KEYS = [
+    "../escape.png",
+    "results/../../etc/passwd",
+    "/etc/passwd",
+    "results//x.png",
+    "results/./x.png",
+    "",
+    "results/",
+    "..",
+    "results\\x.png",
+    "results/a b.png",
+    "results/ünïcode.png",
+    "results/x\n.png",
+]
 
 
 @pytest.mark.parametrize("key", BAD_KEYS)

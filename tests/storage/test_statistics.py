@@ -29,8 +29,15 @@ def seeded(engine):
         status = rng.choice(STATUSES)
         # Failed and cancelled tasks may carry an execution time: it must not count.
         seconds = round(rng.uniform(1, 40), 2) if status in ("completed", "failed", "cancelled") else None
-        records.append(task(rng.choice(users + [None]), TODAY - timedelta(days=2) + timedelta(hours=i),
-                            status=status, task_type=rng.choice(TYPES), execution_time=seconds))
+        records.append(
+            task(
+                rng.choice(users + [None]),
+                TODAY - timedelta(days=2) + timedelta(hours=i),
+                status=status,
+                task_type=rng.choice(TYPES),
+                execution_time=seconds,
+            )
+        )
     add_tasks(engine, *records)
     return users, records
 
@@ -76,12 +83,14 @@ def test_each_users_statistics_match_their_own_records(engine, seeded):
 
 def test_average_is_over_completed_tasks_only(engine):
     user = add_user(engine).id
-    add_tasks(engine,
-              task(user, T0, status="completed", execution_time=10.0),
-              task(user, T0, status="completed", execution_time=20.0),
-              task(user, T0, status="failed", execution_time=1000.0),
-              task(user, T0, status="cancelled", execution_time=500.0),
-              task(user, T0, status="running"))
+    add_tasks(
+        engine,
+        task(user, T0, status="completed", execution_time=10.0),
+        task(user, T0, status="completed", execution_time=20.0),
+        task(user, T0, status="failed", execution_time=1000.0),
+        task(user, T0, status="cancelled", execution_time=500.0),
+        task(user, T0, status="running"),
+    )
     with Session(engine) as session:
         stats = statistics(session, user)
     assert stats["avg_execution_time"] == pytest.approx(15.0)
@@ -100,10 +109,12 @@ def test_no_tasks_gives_zeros_not_nulls(engine):
 
 def test_today_counts_from_today_start_inclusive(engine):
     users = [add_user(engine).id for _ in range(2)]
-    add_tasks(engine,
-              task(users[0], TODAY - timedelta(microseconds=1)),
-              task(users[0], TODAY),
-              task(users[1], TODAY + timedelta(hours=5), status="pending"))
+    add_tasks(
+        engine,
+        task(users[0], TODAY - timedelta(microseconds=1)),
+        task(users[0], TODAY),
+        task(users[1], TODAY + timedelta(hours=5), status="pending"),
+    )
     with Session(engine) as session:
         stats = statistics(session, today_start=TODAY)
     assert stats["today_tasks"] == 2

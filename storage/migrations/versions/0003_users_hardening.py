@@ -64,9 +64,7 @@ def upgrade() -> None:
             key = f"{key}#{user_id}"
         taken.add(key)
         bind.execute(
-            users.update()
-            .where(users.c.id == user_id)
-            .values(username_key=key, token_key=secrets.token_urlsafe(16))
+            users.update().where(users.c.id == user_id).values(username_key=key, token_key=secrets.token_urlsafe(16))
         )
 
     sqlite = bind.dialect.name == "sqlite"

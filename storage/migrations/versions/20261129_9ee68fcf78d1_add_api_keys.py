@@ -10,7 +10,8 @@ Create Date: 2026-11-29 11:56:19.783092
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 import sqlalchemy as sa
 from alembic import op

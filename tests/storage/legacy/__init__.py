@@ -27,32 +27,95 @@ HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 # Rows as the 2.0.0 code wrote them: naive UTC timestamps, JSON as text, every column used.
 USERS = [
-    {"id": 1, "username": "alice", "email": "alice@example.com",
-     "hashed_password": "$argon2id$v=19$m=65536,t=3,p=4$abc", "is_active": True, "is_admin": True,
-     "created_at": datetime(2024, 3, 1, 0, 30, 15, 250000),
-     "token_version": 3, "daily_limit": 50, "monthly_limit": 900},
-    {"id": 2, "username": "李雷", "email": None, "hashed_password": "$argon2id$v=19$m=65536,t=3,p=4$def",
-     "is_active": False, "is_admin": False, "created_at": datetime(2024, 3, 2, 23, 59, 59),
-     "token_version": 0, "daily_limit": None, "monthly_limit": None},
+    {
+        "id": 1,
+        "username": "alice",
+        "email": "alice@example.com",
+        "hashed_password": "$argon2id$v=19$m=65536,t=3,p=4$abc",
+        "is_active": True,
+        "is_admin": True,
+        "created_at": datetime(2024, 3, 1, 0, 30, 15, 250000),
+        "token_version": 3,
+        "daily_limit": 50,
+        "monthly_limit": 900,
+    },
+    {
+        "id": 2,
+        "username": "李雷",
+        "email": None,
+        "hashed_password": "$argon2id$v=19$m=65536,t=3,p=4$def",
+        "is_active": False,
+        "is_admin": False,
+        "created_at": datetime(2024, 3, 2, 23, 59, 59),
+        "token_version": 0,
+        "daily_limit": None,
+        "monthly_limit": None,
+    },
 ]
 TASKS = [
-    {"id": 1, "task_id": "6f1c2b1e-8a7d-4c36-9a57-0c9d8f1e2a3b", "user_id": 1, "task_type": "text_to_image",
-     "prompt": "a cat, 一只猫", "negative_prompt": "blurry", "parameters": {"width": 1328, "height": 1328, "steps": 50},
-     "status": "completed", "result_path": "results/6f1c.png", "result_filename": "6f1c.png", "error_message": None,
-     "created_at": datetime(2024, 3, 1, 1, 0), "started_at": datetime(2024, 3, 1, 1, 0, 1),
-     "completed_at": datetime(2024, 3, 1, 1, 0, 31), "execution_time": 30.25, "image_count": 2,
-     "seed": 2**53 + 7, "attempts": 1, "input_keys": []},
-    {"id": 2, "task_id": "0b0e4b8e-3a44-4f55-8e0a-8d1a2c3b4d5e", "user_id": 2, "task_type": "batch_edit",
-     "prompt": "make it snow", "negative_prompt": None, "parameters": {"prompts": ["snow", "rain"], "cfg": 4.0},
-     "status": "failed", "result_path": None, "result_filename": None, "error_message": "out of memory",
-     "created_at": datetime(2024, 3, 3, 8, 0), "started_at": datetime(2024, 3, 3, 8, 0, 2),
-     "completed_at": datetime(2024, 3, 3, 8, 0, 3), "execution_time": None, "image_count": 2,
-     "seed": None, "attempts": 2, "input_keys": ["inputs/a.png", "inputs/b.png"]},
-    {"id": 3, "task_id": "9d2c5e6f-1111-4222-8333-944455566677", "user_id": None, "task_type": "image_edit",
-     "prompt": "owner deleted", "negative_prompt": None, "parameters": {}, "status": "pending",
-     "result_path": None, "result_filename": None, "error_message": None, "created_at": datetime(2024, 3, 4, 12, 0),
-     "started_at": None, "completed_at": None, "execution_time": None, "image_count": 1, "seed": 0, "attempts": 0,
-     "input_keys": ["inputs/c.png"]},
+    {
+        "id": 1,
+        "task_id": "6f1c2b1e-8a7d-4c36-9a57-0c9d8f1e2a3b",
+        "user_id": 1,
+        "task_type": "text_to_image",
+        "prompt": "a cat, 一只猫",
+        "negative_prompt": "blurry",
+        "parameters": {"width": 1328, "height": 1328, "steps": 50},
+        "status": "completed",
+        "result_path": "results/6f1c.png",
+        "result_filename": "6f1c.png",
+        "error_message": None,
+        "created_at": datetime(2024, 3, 1, 1, 0),
+        "started_at": datetime(2024, 3, 1, 1, 0, 1),
+        "completed_at": datetime(2024, 3, 1, 1, 0, 31),
+        "execution_time": 30.25,
+        "image_count": 2,
+        "seed": 2**53 + 7,
+        "attempts": 1,
+        "input_keys": [],
+    },
+    {
+        "id": 2,
+        "task_id": "0b0e4b8e-3a44-4f55-8e0a-8d1a2c3b4d5e",
+        "user_id": 2,
+        "task_type": "batch_edit",
+        "prompt": "make it snow",
+        "negative_prompt": None,
+        "parameters": {"prompts": ["snow", "rain"], "cfg": 4.0},
+        "status": "failed",
+        "result_path": None,
+        "result_filename": None,
+        "error_message": "out of memory",
+        "created_at": datetime(2024, 3, 3, 8, 0),
+        "started_at": datetime(2024, 3, 3, 8, 0, 2),
+        "completed_at": datetime(2024, 3, 3, 8, 0, 3),
+        "execution_time": None,
+        "image_count": 2,
+        "seed": None,
+        "attempts": 2,
+        "input_keys": ["inputs/a.png", "inputs/b.png"],
+    },
+    {
+        "id": 3,
+        "task_id": "9d2c5e6f-1111-4222-8333-944455566677",
+        "user_id": None,
+        "task_type": "image_edit",
+        "prompt": "owner deleted",
+        "negative_prompt": None,
+        "parameters": {},
+        "status": "pending",
+        "result_path": None,
+        "result_filename": None,
+        "error_message": None,
+        "created_at": datetime(2024, 3, 4, 12, 0),
+        "started_at": None,
+        "completed_at": None,
+        "execution_time": None,
+        "image_count": 1,
+        "seed": 0,
+        "attempts": 0,
+        "input_keys": ["inputs/c.png"],
+    },
 ]
 TABLE_ROWS = {"users": USERS, "task_records": TASKS}
 JSON_COLUMNS = {"parameters", "input_keys"}
@@ -79,8 +142,10 @@ def create_legacy_database(engine: Engine) -> None:
 def read_rows(engine: Engine) -> dict[str, list[dict[str, Any]]]:
     """Every row of the 2.0.0 tables, as the driver returns them (no ORM in between)."""
     with engine.connect() as conn:
-        return {table: [dict(r._mapping) for r in conn.execute(text(f"SELECT * FROM {table} ORDER BY id"))]
-                for table in TABLE_ROWS}
+        return {
+            table: [dict(r._mapping) for r in conn.execute(text(f"SELECT * FROM {table} ORDER BY id"))]
+            for table in TABLE_ROWS
+        }
 
 
 def schema_differences(engine: Engine) -> list:
