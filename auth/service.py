@@ -170,7 +170,9 @@ class AuthService:
         now = utcnow()
         if not user.is_active or (api_key.expires_at is not None and api_key.expires_at <= now):
             raise AuthError("invalid_token")
-        if api_key.last_used_at is None or now - api_key.last_used_at >= LAST_USED_RESOLUTION:
+        if api_key.id is not None and (
+            api_key.last_used_at is None or now - api_key.last_used_at >= LAST_USED_RESOLUTION
+        ):
             touch_key(session, api_key.id, now)
             session.commit()
         return user

@@ -4,6 +4,7 @@ in the key) and table rows, and keeps every load loop bounded in request count a
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import json
 import os
 import subprocess
@@ -23,7 +24,8 @@ from benchmarks.service import REPO, App, Cluster, free_port, python_module, wai
 from benchmarks.stats import percentile, ratio, summary_ms
 
 SLEEP_STEP_S = 0.01  # the sleep profile's step for the serving-layer figures: 20 steps = 200 ms
-RAY_WORKER_NICE = int(os.environ.get("RAY_worker_niceness", "15"))  # Ray's default for worker processes
+# Ray's own spelling of the variable (its config names are lower case); 15 is its default for workers.
+RAY_WORKER_NICE = int(os.environ.get("RAY_worker_niceness", "15"))  # noqa: SIM112
 PLAIN_SERVER_NICE = RAY_WORKER_NICE  # the comparison server runs at the same priority as Serve's workers
 
 
@@ -136,9 +138,9 @@ def load(
     duration_s: float,
     *,
     max_requests: int = 1_000_000,
-    headers: dict = None,
+    headers: dict | None = None,
     method: str = "GET",
-    form: dict = None,
+    form: dict | None = None,
     expect: str = "200",
     warmup: int = 2,
 ) -> dict:
@@ -211,7 +213,7 @@ def metered_load(
 def figure_status(ctx: Context, app: App, task_id: str) -> None:
     s = ctx.sizes
     plain_port = free_port()
-    plain_log = tempfile.TemporaryFile()
+    plain_log = tempfile.TemporaryFile()  # noqa: SIM115 - the server's output, read after it stops
     plain = python_module(
         "benchmarks.plain_server",
         "--data-dir",
@@ -453,7 +455,8 @@ def overhead_rows(ctx: Context) -> None:
         ctx.row(
             fig,
             f"{labels[profile]}: sync e2e − pipeline",
-            f"p50 {fmt(p50, 'ms')}, p99 {fmt(res[f'{key}_p99_ms'], 'ms')} (e2e p50 {fmt(res[f'{key}_e2e_p50_ms'], 'ms', 0)},"
+            f"p50 {fmt(p50, 'ms')}, p99 {fmt(res[f'{key}_p99_ms'], 'ms')}"
+            f" (e2e p50 {fmt(res[f'{key}_e2e_p50_ms'], 'ms', 0)},"
             f" pipeline {fmt(res[f'{key}_pipeline_p50_ms'], 'ms', 0)})",
             *(("< 50 ms p50", p50 < 50) if profile == "tiny" else ()),
         )
@@ -511,7 +514,9 @@ def figure_openai(ctx: Context, app: App, profile: str) -> None:
     native_p50 = ctx.put(f"{key}_native_overhead_p50_ms", summary_ms(native)["p50"])
     v1_p50 = ctx.put(f"{key}_v1_overhead_p50_ms", summary_ms(compatible)["p50"])
     extra = ctx.put(f"{key}_extra_p50_ms", v1_p50 - native_p50)
-    paired = ctx.put(f"{key}_paired_extra_p50_ms", summary_ms([b - a for a, b in zip(native, compatible)])["p50"])
+    paired = ctx.put(
+        f"{key}_paired_extra_p50_ms", summary_ms([b - a for a, b in zip(native, compatible, strict=False)])["p50"]
+    )
     labels = {
         "sleep": f"sleep profile (1024², 20×{SLEEP_STEP_S * 1000:.0f} ms)",
         "tiny": "tiny profile (1024², 20 steps, CFG)",
@@ -561,9 +566,9 @@ def figure_duty(ctx: Context, app: App, pipeline_s: list[float]) -> None:
     pipe = percentile(pipeline_s, 50)
     # The device is idle from one task's last step (its start plus the pipeline's own time) to the
     # next task's start, both stamped by the registry when the replica reports them.
-    gaps = [b["started_at"] - a["started_at"] - pipe for a, b in zip(rows, rows[1:])]
+    gaps = [b["started_at"] - a["started_at"] - pipe for a, b in itertools.pairwise(rows)]
     # A negative figure here: the next task started while the previous one's PNG was being written.
-    finish_gaps = [b["started_at"] - a["completed_at"] for a, b in zip(rows, rows[1:])]
+    finish_gaps = [b["started_at"] - a["completed_at"] for a, b in itertools.pairwise(rows)]
     span = rows[-1]["completed_at"] - rows[0]["started_at"]
     ctx.put("duty_gap_p50_ms", summary_ms(gaps)["p50"])
     ctx.put("duty_gap_p99_ms", summary_ms(gaps)["p99"])
@@ -590,7 +595,8 @@ def figure_duty(ctx: Context, app: App, pipeline_s: list[float]) -> None:
         fig,
         "  model busy (pipeline time / span)",
         f"{fmt(ctx.results['duty_cycle_pct'], '%')} (one task every {fmt(ctx.results['duty_task_period_ms'], 'ms', 0)}"
-        f", pipeline {fmt(pipe * 1000, 'ms', 0)}, started..completed p50 {fmt(ctx.results['duty_execution_p50_ms'], 'ms', 0)})",
+        f", pipeline {fmt(pipe * 1000, 'ms', 0)},"
+        f" started..completed p50 {fmt(ctx.results['duty_execution_p50_ms'], 'ms', 0)})",
     )
 
 
@@ -629,8 +635,9 @@ class TinyPipelineRun:
                 "--cache-dir",
                 str(cache_dir),
             ]
-        self._out = tempfile.TemporaryFile()
-        self._err = tempfile.TemporaryFile()
+        # The process's output, read when it ends (closed then).
+        self._out = tempfile.TemporaryFile()  # noqa: SIM115
+        self._err = tempfile.TemporaryFile()  # noqa: SIM115
         env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         self.proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=self._out, stderr=self._err)
         from benchmarks.meter import HELPER_PIDS
@@ -887,7 +894,8 @@ def figure_memory_idle(ctx: Context, app: App) -> None:
     ctx.row(
         fig,
         f"whole service at idle (tiny profile, {len(snap)} Ray processes)",
-        f"RSS {fmt(ctx.results['memory_service_rss_mib'], 'MiB', 0)}, PSS {fmt(ctx.results['memory_service_pss_mib'], 'MiB', 0)}"
+        f"RSS {fmt(ctx.results['memory_service_rss_mib'], 'MiB', 0)},"
+        f" PSS {fmt(ctx.results['memory_service_pss_mib'], 'MiB', 0)}"
         f" (+ launcher process {fmt(ctx.results['memory_driver_rss_mib'], 'MiB', 0)})",
     )
     ctx.row(fig, "one tiny TextToImage replica, idle after start", fmt(rss, "MiB RSS", 0))

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import statistics
 import sys
@@ -502,7 +503,7 @@ def time_case(pipe, arguments: dict, steps: int, runs: int, device: str, cfg: fl
         synchronize(device)
         total = time.perf_counter() - started
         last_image[0] = images[0]
-        return total, [b - a for a, b in zip(marks, marks[1:])]
+        return total, [b - a for a, b in itertools.pairwise(marks)]
 
     last_image: list[Any] = [None]
 

@@ -126,7 +126,8 @@ def get_profile(
 
     ``cache_dir`` is the Hugging Face cache for ``qwen`` and the folder the built components go
     to for ``tiny`` (default ``~/.cache/qwen-image-service``). ``text_to_image_path`` and
-    ``image_edit_path`` (or ``model_paths``, by kind) override the ``qwen`` weights with a local directory (an absolute or
+    ``image_edit_path`` (or ``model_paths``, by kind) override the ``qwen`` weights with a local directory
+    (an absolute or
     ``./`` path, or any existing directory) or another hub id. ``cpu_offload`` keeps ``qwen``
     components in CPU memory and moves each to the GPU only while it runs.
     ``sleep_seconds_per_step`` is the ``sleep`` and ``faulty`` profiles' time per denoising step;

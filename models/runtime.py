@@ -259,9 +259,8 @@ def _check_request(model: LoadedModel, request: GenerationRequest) -> None:
     if request.seed > MAX_SEED:
         raise ValueError(f"seed must be at most {MAX_SEED}, got {request.seed}")  # before any work
     takes_images = ModelKind(model.kind).spec.takes_images
-    if takes_images:
-        if not 1 <= len(request.images) <= MAX_EDIT_INPUTS:
-            raise ValueError(f"image edit takes 1-{MAX_EDIT_INPUTS} input images, got {len(request.images)}")
+    if takes_images and not 1 <= len(request.images) <= MAX_EDIT_INPUTS:
+        raise ValueError(f"image edit takes 1-{MAX_EDIT_INPUTS} input images, got {len(request.images)}")
     size = request.edit_size if takes_images else (request.width, request.height)
     if size is not None and (size[0] % 16 or size[1] % 16 or size[0] <= 0 or size[1] <= 0):
         raise ValueError(f"width and height must be positive multiples of 16, got {size[0]}x{size[1]}")

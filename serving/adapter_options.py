@@ -24,7 +24,8 @@ Loras = Annotated[
     Form(
         max_length=1000,
         description=(
-            "LoRA adapters from GET /loras: name:scale,name2:scale (at most 3, scales -2…2; no scale: the adapter's default)"
+            "LoRA adapters from GET /loras: name:scale,name2:scale "
+            "(at most 3, scales -2…2; no scale: the adapter's default)"
         ),
     ),
 ]
@@ -32,7 +33,8 @@ Speed = Annotated[
     Literal["standard", "fast"],
     Form(
         description=(
-            "fast: the model's Lightning adapter, FAST_STEPS steps (default 4), true CFG off; steps and CFG given are ignored"
+            "fast: the model's Lightning adapter, FAST_STEPS steps (default 4), true CFG off; "
+            "steps and CFG given are ignored"
         )
     ),
 ]

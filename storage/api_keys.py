@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Optional
 
-from sqlalchemy import delete, update
-from sqlmodel import Session, select
+from sqlalchemy import CursorResult, delete, update
+from sqlmodel import Session, col, select
 
 from storage.tables import ApiKey, User
 
@@ -15,13 +15,13 @@ from storage.tables import ApiKey, User
 def find_key_with_user(session: Session, key_hash: str) -> Optional[tuple[ApiKey, User]]:
     """The key with this hash and its owner, in one query (a deleted user's keys are gone with it)."""
     return session.exec(
-        select(ApiKey, User).join(User, User.id == ApiKey.user_id).where(ApiKey.key_hash == key_hash)
+        select(ApiKey, User).join(User, col(User.id) == col(ApiKey.user_id)).where(col(ApiKey.key_hash) == key_hash)
     ).first()
 
 
 def list_keys(session: Session, user_id: Optional[int]) -> Sequence[ApiKey]:
     """One user's keys, or everyone's for ``user_id=None``, newest first."""
-    query = select(ApiKey).order_by(ApiKey.id.desc())
+    query = select(ApiKey).order_by(col(ApiKey.id).desc())
     if user_id is not None:
         query = query.where(ApiKey.user_id == user_id)
     return session.exec(query).all()
@@ -29,11 +29,12 @@ def list_keys(session: Session, user_id: Optional[int]) -> Sequence[ApiKey]:
 
 def delete_key(session: Session, key_id: int, owner_id: Optional[int]) -> bool:
     """Deletes the key (of ``owner_id`` only, unless ``None``); False when there is no such key."""
-    query = delete(ApiKey).where(ApiKey.id == key_id)
+    query = delete(ApiKey).where(col(ApiKey.id) == key_id)
     if owner_id is not None:
-        query = query.where(ApiKey.user_id == owner_id)
-    return session.execute(query).rowcount > 0
+        query = query.where(col(ApiKey.user_id) == owner_id)
+    result: CursorResult = session.execute(query)  # type: ignore[assignment]  # a DELETE's result has rowcount
+    return result.rowcount > 0
 
 
 def touch_key(session: Session, key_id: int, now: datetime) -> None:
-    session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
+    session.execute(update(ApiKey).where(col(ApiKey.id) == key_id).values(last_used_at=now))

@@ -41,7 +41,7 @@ def test_history_lists_own_tasks_newest_first_with_filters(faulty_client, faulty
     client, user = faulty_client, faulty_user
     done = [submit_t2i(client, user.headers, prompt=f"p{i}") for i in range(3)]
     failed = submit_t2i(client, user.headers, prompt="__fault_raise__ boom")
-    for t in done + [failed]:
+    for t in [*done, failed]:
         wait_status(client, user.headers, t)
     other = TestUser(client)
     submit_t2i(client, other.headers)

@@ -79,7 +79,7 @@ def test_fifty_clients_for_a_minute_lose_nothing_and_quotas_stay_exact(load_url)
     assert not [c for c in codes if c >= 500], codes
     all_ids = [t for ids in accepted for t in ids]
     assert len(all_ids) == len(set(all_ids)), "a task id was handed out twice"
-    for ids, history, quota in zip(accepted, histories, quotas):
+    for ids, history, quota in zip(accepted, histories, quotas, strict=False):
         assert len(ids) == DAILY_LIMIT  # each client reached its quota exactly, never past it
         assert {i["task_id"] for i in history["items"]} == set(ids) and history["total"] == len(ids)
         assert all(i["status"] == "completed" for i in history["items"])

@@ -89,5 +89,5 @@ def test_a_request_of_one_kind_waits_for_the_others_generation(shared):
         record = shared.get(f"/tasks/history/{response.headers['x-task-id']}", headers=user.headers).json()
         started = datetime.fromisoformat(record["started_at"]).timestamp()
         runs.append((started, started + float(response.headers["x-generation-seconds"])))
-    (first_start, first_end), (second_start, _) = sorted(runs)
+    (_first_start, first_end), (second_start, _) = sorted(runs)
     assert len(runs) == 2 and second_start >= first_end - 0.05  # never on the device at the same time

@@ -75,7 +75,7 @@ def test_sharing_is_refused_when_the_vaes_differ(tiny_cache_dir, tmp_path):
     with torch.no_grad():
         next(vae.parameters()).add_(0.01)  # another checkpoint: the same architecture, other weights
     vae.save_pretrained(edit_vae)
-    with pytest.raises(ModelLoadError, match="vae of .* differ .*MODEL_LAYOUT=separate"):
+    with pytest.raises(ModelLoadError, match=r"vae of .* differ .*MODEL_LAYOUT=separate"):
         load_shared(get_profile("tiny", cache_dir=str(cache)))
 
 

@@ -142,7 +142,7 @@ def test_filters_combine(engine, seeded):
 
 
 def test_start_date_includes_a_record_created_exactly_then(engine, seeded):
-    _, records = seeded
+    _, _records = seeded
     boundary = T0 + timedelta(hours=10)
     with Session(engine) as session:
         at = history_page(session, HistoryFilter(start_date=boundary), 1, 100)

@@ -6,6 +6,7 @@ import errno
 import importlib.util
 import os
 import uuid
+from typing import ClassVar
 
 import fsspec
 import pytest
@@ -236,8 +237,8 @@ class ObjectStoreFS(MemoryFileSystem):
     """An fsspec backend registered under a scheme of its own, as s3fs or gcsfs register theirs."""
 
     protocol = (OBJECTS_SCHEME,)
-    store: dict = {}  # its own objects, apart from the "memory" filesystem's
-    pseudo_dirs = [""]
+    store: ClassVar[dict] = {}  # its own objects, apart from the "memory" filesystem's
+    pseudo_dirs: ClassVar[list[str]] = [""]
 
     @classmethod
     def _strip_protocol(cls, path):

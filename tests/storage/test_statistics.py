@@ -31,7 +31,7 @@ def seeded(engine):
         seconds = round(rng.uniform(1, 40), 2) if status in ("completed", "failed", "cancelled") else None
         records.append(
             task(
-                rng.choice(users + [None]),
+                rng.choice([*users, None]),
                 TODAY - timedelta(days=2) + timedelta(hours=i),
                 status=status,
                 task_type=rng.choice(TYPES),
