@@ -6,7 +6,7 @@ Pure Python (no torch): the ingress imports it.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from fastapi import HTTPException, status
 from pydantic import BaseModel, ConfigDict, Field
@@ -70,6 +70,36 @@ class ImageRequest(BaseModel):
     true_cfg_scale: float = Field(default=4.0, ge=1.0, le=10.0)
     guidance_scale: float = Field(default=1.0, ge=1.0, le=10.0)
     seed: int = Field(default=-1, ge=-1, le=2**32 - 1)
+    # The native routes' options: LoRA adapters from GET /loras ("name:scale,…", or a list of
+    # "name:scale" strings or {"name", "scale"} objects), fast mode (also what quality=low means),
+    # and signed webhooks.
+    loras: Optional[Union[str, list[Union[str, dict[str, Any]]]]] = None
+    speed: Optional[Literal["standard", "fast"]] = None
+    webhook_url: Optional[str] = Field(default=None, max_length=2048)
+    webhook_events: Optional[Union[str, list[str]]] = None
+
+
+def lora_list_text(loras: Any) -> Optional[str]:
+    """The ``loras`` extra as the native routes' ``name:scale,…`` text."""
+    if loras is None or isinstance(loras, str):
+        return loras
+    parts = []
+    for item in loras:
+        if isinstance(item, dict):
+            name, scale = item.get("name"), item.get("scale")
+            if not isinstance(name, str) or not name:
+                raise invalid("loras", "each adapter needs a name")
+            parts.append(name if scale is None else f"{name}:{scale}")
+        else:
+            parts.append(str(item))
+    return ",".join(parts)
+
+
+def speed_for(request: ImageRequest) -> str:
+    """``speed`` if given; otherwise ``quality=low`` is fast mode (the Lightning adapter)."""
+    if request.speed is not None:
+        return request.speed
+    return "fast" if request.quality == "low" else "standard"
 
 
 class OpenAIError(HTTPException):

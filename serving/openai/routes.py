@@ -23,6 +23,7 @@ from starlette.datastructures import UploadFile
 
 from auth.deps import CurrentUser
 from models.kinds import ModelKind
+from serving.adapter_options import apply_adapter_options
 from serving.openai import images
 from serving.openai.protocol import (
     MEDIA_TYPES,
@@ -33,15 +34,18 @@ from serving.openai.protocol import (
     check_common,
     error_body,
     invalid,
+    lora_list_text,
     parse_size,
     resolve_model,
     resolved_quality,
+    speed_for,
     steps_for,
 )
 from serving.protocol import ResultLocation
 from serving.routes.common import create_task, read_result, result_headers
 from serving.state import ServiceState, StateDep
 from serving.uploads import read_limited, validate_upload
+from serving.webhooks import webhook_spec
 from storage import TaskStatus
 from storage.tasks import get_task_record
 
@@ -196,6 +200,18 @@ async def _run(
         )
         if size is not None:
             parameters["output_size"] = list(size)
+    try:
+        await apply_adapter_options(state, ModelKind(kind), parameters, lora_list_text(body.loras), speed_for(body))
+    except OpenAIError:
+        raise
+    except HTTPException as exc:
+        raise invalid("loras", str(exc.detail)) from None
+    try:
+        webhook = await webhook_spec(
+            body.webhook_url, body.webhook_events, allow_private=state.settings.webhook_allow_private_networks
+        )
+    except HTTPException as exc:
+        raise invalid("webhook_url" if body.webhook_url else "webhook_events", str(exc.detail)) from None
     accepted = await create_task(
         state,
         user,
@@ -207,11 +223,12 @@ async def _run(
         image_count=body.n,
         inputs=inputs,
         async_mode=False,
+        webhook=webhook,
     )
     task_id = accepted.task_id
     if body.stream:
         return StreamingResponse(
-            _stream(state, task_id, body, kind),
+            _stream(state, task_id, body, kind, user.id),
             media_type="text/event-stream",
             headers={"X-Task-Id": task_id, "X-Accel-Buffering": "no"},
         )
@@ -328,32 +345,44 @@ def _sse(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-async def task_events(state: ServiceState, task_id: str) -> AsyncIterator[dict]:
-    """The task's events as ``{"event": …, "data": {…}}`` in the shape of ``GET /tasks/{id}/events``,
-    ending with the terminal one; ``keepalive`` while nothing happens for KEEPALIVE_S.
+async def task_events(state: ServiceState, task_id: str, user_id: Optional[int]) -> AsyncIterator[dict]:
+    """The task's events as ``{"event": …, "data": {…}}``, from the same per-ingress event hub as
+    ``GET /tasks/{id}/events`` (previews included), ending with the terminal one; ``keepalive``
+    while nothing happens for KEEPALIVE_S."""
+    from serving import events as ev
+    from serving.event_hub import Subscription
+    from serving.routes.events import _close, _open, hub_for
 
-    Today these come from waiting on the registry, which publishes no ``preview`` events yet; once
-    it does, this reads its event stream instead and :func:`_stream` turns the previews into
-    partial images with no other change.
-    """
-    while True:
-        final = await state.registry.wait(task_id, KEEPALIVE_S)
-        if final is None:
+    hub = hub_for(state)
+    sub = Subscription(user_id=user_id, task_id=task_id, previews=True)
+    answer = await _open(hub, sub, 0)  # 429 beyond the user's open streams, before the response starts
+    try:
+        if answer is None:  # gone from the registry between creation and now: read how it ended
             yield {"event": "failed", "data": {"task_id": task_id, "status": "failed", "error": "task not found"}}
             return
-        if final.status.status in FINISHED:
-            yield {
-                "event": final.status.status,
-                "data": {
-                    "task_id": task_id,
-                    "status": final.status.status,
-                    "error": final.status.error,
-                    "seed": final.status.seed,
-                    "result": final.result,
-                },
-            }
-            return
-        yield {"event": "keepalive", "data": {"task_id": task_id}}
+        while True:
+            try:
+                event = await asyncio.wait_for(sub.queue.get(), timeout=KEEPALIVE_S)
+            except asyncio.TimeoutError:
+                yield {"event": "keepalive", "data": {"task_id": task_id}}
+                continue
+            name, data = event["event"], event["data"]
+            if name in ev.TERMINAL:
+                # The result's location is read from the task's record (read_result does).
+                yield {
+                    "event": name,
+                    "data": {
+                        "task_id": task_id,
+                        "status": name,
+                        "error": data.get("error"),
+                        "seed": data.get("seed"),
+                        "result": None,
+                    },
+                }
+                return
+            yield {"event": name, "data": data}
+    finally:
+        _close(hub, sub)
 
 
 def preview_is_due(step: int, total: int, sent: int, wanted: int) -> bool:
@@ -362,12 +391,14 @@ def preview_is_due(step: int, total: int, sent: int, wanted: int) -> bool:
     return sent < wanted and total > 0 and step * (wanted + 1) >= (sent + 1) * total
 
 
-async def _stream(state: ServiceState, task_id: str, body: ImageRequest, kind: str) -> AsyncIterator[str]:
+async def _stream(
+    state: ServiceState, task_id: str, body: ImageRequest, kind: str, user_id: Optional[int]
+) -> AsyncIterator[str]:
     prefix = "image_generation" if kind == "text_to_image" else "image_edit"
     common = {"background": "opaque", "output_format": body.output_format, "quality": resolved_quality(body.quality)}
     sent = 0
     try:
-        async for event in task_events(state, task_id):
+        async for event in task_events(state, task_id, user_id):
             name, data = event["event"], event["data"]
             if name == "keepalive":
                 yield ": keep-alive\n\n"

@@ -222,6 +222,38 @@ def test_stream_ends_with_the_completed_images_for_generations_and_edits(keyed):
     assert edits[-1].type == "image_edit.completed" and decoded(edits[-1].b64_json).size == (256, 256)
 
 
+def test_a_stream_carries_partial_images_from_the_latent_previews(keyed):
+    # Previews come every PREVIEW_EVERY_STEPS (5) steps; two partial images are spread over the run.
+    events = list(
+        keyed.sdk.images.generate(
+            prompt="a partial fox",
+            size="384x256",
+            stream=True,
+            partial_images=2,
+            extra_body={"num_inference_steps": 20},
+        )
+    )
+    partial = [e for e in events if e.type == "image_generation.partial_image"]
+    assert [e.partial_image_index for e in partial] == [0, 1]
+    for event in partial:
+        width, height = decoded(event.b64_json).size
+        assert abs(width / height - 384 / 256) < 0.05  # a preview of this image's shape
+    assert events[-1].type == "image_generation.completed"
+
+
+def test_quality_low_is_fast_mode_and_extras_reach_the_native_options(client, keyed):
+    response = keyed.sdk.images.with_raw_response.generate(prompt="quick", size="256x256", quality="low")
+    task_id = response.headers["x-task-id"]
+    parameters = client.get(f"/tasks/history/{task_id}", headers=keyed.headers).json()["parameters"]
+    assert (parameters["speed"], parameters["num_inference_steps"], parameters["true_cfg_scale"]) == ("fast", 4, 1.0)
+    with pytest.raises(openai.BadRequestError) as refused:
+        keyed.sdk.images.generate(prompt="x", size="256x256", extra_body={"loras": ["nobody:0.5"]})
+    assert refused.value.body["param"] == "loras"
+    with pytest.raises(openai.BadRequestError) as refused:
+        keyed.sdk.images.generate(prompt="x", size="256x256", extra_body={"webhook_url": "http://127.0.0.1:9/hook"})
+    assert refused.value.body["param"] == "webhook_url"
+
+
 # ------------------------------------------------------------------------------------------ errors
 
 
