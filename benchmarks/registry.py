@@ -81,6 +81,8 @@ def make_core(database_url: str, data_dir: Path) -> RegistryCore:
         "max_queue_size": 1_000_000,
         "default_daily_limit": 10**9,
         "default_monthly_limit": 10**9,
+        # One user submits every task here: the per-user pending cap would refuse most of them.
+        "max_pending_per_user": 1_000_000,
     }
     core = RegistryCore("bench", settings, "bench")
     for kind in ModelKind:

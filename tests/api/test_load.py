@@ -34,7 +34,9 @@ def load_url(deploy_app, data_root) -> str:
 async def _register(http: httpx.AsyncClient, n: int) -> dict:
     name, password = f"load{n}", f"pw-load-{n}"
     assert (await http.post("/auth/register", json={"username": name, "password": password})).status_code == 201
-    token = (await http.post("/auth/login", json={"username": name, "password": password})).json()["access_token"]
+    login = await http.post("/auth/login", json={"username": name, "password": password})
+    assert login.status_code == 200, login.text
+    token = login.json()["access_token"]
     return {"Authorization": f"Bearer {token}"}
 
 
