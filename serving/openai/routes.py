@@ -351,11 +351,11 @@ async def task_events(state: ServiceState, task_id: str, user_id: Optional[int])
     while nothing happens for KEEPALIVE_S."""
     from serving import events as ev
     from serving.event_hub import Subscription
-    from serving.routes.events import _close, _open, hub_for
+    from serving.routes.events import close_stream, hub_for, open_stream
 
     hub = hub_for(state)
     sub = Subscription(user_id=user_id, task_id=task_id, previews=True)
-    answer = await _open(hub, sub, 0)  # 429 beyond the user's open streams, before the response starts
+    answer = await open_stream(hub, sub, 0)  # beyond the user's open streams: a 429, sent as an error event
     try:
         if answer is None:  # gone from the registry between creation and now: read how it ended
             yield {"event": "failed", "data": {"task_id": task_id, "status": "failed", "error": "task not found"}}
@@ -382,7 +382,7 @@ async def task_events(state: ServiceState, task_id: str, user_id: Optional[int])
                 return
             yield {"event": name, "data": data}
     finally:
-        _close(hub, sub)
+        close_stream(hub, sub)
 
 
 def preview_is_due(step: int, total: int, sent: int, wanted: int) -> bool:

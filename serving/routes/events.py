@@ -72,7 +72,7 @@ async def all_task_events(
     after = _after(last_event_id)
     hub = hub_for(state)
     sub = Subscription(user_id=user.id, task_id=None, previews=previews)
-    await _open(hub, sub, after)
+    await open_stream(hub, sub, after)
     return _response(state, hub, sub, ends_with_task=False)
 
 
@@ -84,7 +84,7 @@ async def task_events(
     after = _after(last_event_id)
     hub = hub_for(state)
     sub = Subscription(user_id=user.id, task_id=task_id, previews=previews)
-    answer = await _open(hub, sub, after)
+    answer = await open_stream(hub, sub, after)
     try:
         if answer is None:
             # Not in the registry's memory: a task that ended long ago (or none of this user's).
@@ -104,12 +104,13 @@ async def task_events(
             for event in terminal:
                 sub.queue.put_nowait(event)
     except BaseException:
-        _close(hub, sub)
+        close_stream(hub, sub)
         raise
     return _response(state, hub, sub, ends_with_task=True)
 
 
-async def _open(hub: EventHub, sub: Subscription, after: int) -> Optional[dict]:
+async def open_stream(hub: EventHub, sub: Subscription, after: int) -> Optional[dict]:
+    """Register a stream (429 past the user's cap) and read its task's state; shared with /v1 streams."""
     try:
         hub.reserve(sub.user_id)
     except TooManyStreams:
@@ -124,11 +125,11 @@ async def _open(hub: EventHub, sub: Subscription, after: int) -> Optional[dict]:
             sub.last_ids[sub.task_id] = after
         return await hub.initial_state(sub, after)
     except BaseException:
-        _close(hub, sub)
+        close_stream(hub, sub)
         raise
 
 
-def _close(hub: EventHub, sub: Subscription) -> None:
+def close_stream(hub: EventHub, sub: Subscription) -> None:
     hub.unsubscribe(sub)
     hub.release(sub.user_id)
 
@@ -161,7 +162,7 @@ async def _stream(hub: EventHub, sub: Subscription, keepalive: float, ends_with_
                 return
     finally:
         # A client going away ends only its stream; the task carries on.
-        _close(hub, sub)
+        close_stream(hub, sub)
 
 
-__all__ = ["router", "hub_for"]
+__all__ = ["router", "hub_for", "open_stream", "close_stream"]
