@@ -451,18 +451,24 @@ async function loadAdmin() {
   await guarded(async () => {
     const [users, stats] = await Promise.all([api("auth/users", { query: { limit: 1000 } }), api("tasks/statistics/global")]);
     renderStats($("#global-stats"), stats);
-    const body = $("#users-table tbody");
-    body.replaceChildren();
-    for (const user of users) body.append(await userRow(user));
+    // All rows are built before the table changes, so it never shows half a list.
+    const rows = await Promise.all(users.map(userRow));
+    $("#users-table tbody").replaceChildren(...rows);
   });
 }
 
 async function userRow(user) {
   const self = user.id === state.user.id;
+  let row;
+  // An action changes one user: only that row is rebuilt (or removed), not the whole list.
   const button = (text, action) => {
     const b = el("button", { text, cls: "ghost", attrs: { type: "button" } });
     b.disabled = self;
-    b.addEventListener("click", () => guarded(async () => { await action(); await loadAdmin(); }));
+    b.addEventListener("click", () => guarded(async () => {
+      const changed = await action();
+      if (changed === null) row.remove();
+      else if (changed) row.replaceWith(await userRow({ ...user, ...changed }));
+    }));
     return b;
   };
   const quota = await api(`auth/users/${user.id}/quota`).catch(() => null);
@@ -476,15 +482,24 @@ async function userRow(user) {
     showNotice(t("admin.saved"));
   }));
   const actions = el("div", { cls: "row" }, [
-    button(user.is_active ? t("admin.disable") : t("admin.enable"), () => api(`auth/users/${user.id}/toggle-active`, { method: "PUT" })),
-    button(user.is_admin ? t("admin.dropAdmin") : t("admin.makeAdmin"), () => api(`auth/users/${user.id}/toggle-admin`, { method: "PUT" })),
+    button(user.is_active ? t("admin.disable") : t("admin.enable"), async () => {
+      const answer = await api(`auth/users/${user.id}/toggle-active`, { method: "PUT" });
+      return { is_active: answer.is_active };
+    }),
+    button(user.is_admin ? t("admin.dropAdmin") : t("admin.makeAdmin"), async () => {
+      const answer = await api(`auth/users/${user.id}/toggle-admin`, { method: "PUT" });
+      return { is_admin: answer.is_admin };
+    }),
     button(t("admin.delete"), async () => {
-      if (confirm(t("admin.confirmDelete", { name: user.username }))) await api(`auth/users/${user.id}`, { method: "DELETE" });
+      if (!confirm(t("admin.confirmDelete", { name: user.username }))) return undefined;
+      await api(`auth/users/${user.id}`, { method: "DELETE" });
+      return null;
     }),
   ]);
-  return el("tr", {}, [el("td", { text: user.id }), el("td", { text: user.username }),
+  row = el("tr", {}, [el("td", { text: user.id }), el("td", { text: user.username }),
     el("td", { text: user.is_active ? t("yes") : t("no") }), el("td", { text: user.is_admin ? t("yes") : t("no") }),
     el("td", {}, [el("div", { cls: "row" }, [daily, monthly, save])]), el("td", {}, [actions])]);
+  return row;
 }
 
 async function cleanup(event) {
