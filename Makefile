@@ -25,7 +25,7 @@ run: install
 
 ## Run the whole test suite (what CI runs).
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
 
 ## The fast tier: tests marked unit, no Ray (under a minute).
 test-unit: install

@@ -37,6 +37,7 @@ def register(body: UserCreate, auth: AuthDep, session: SessionDep) -> User:
         raise HTTPException(status.HTTP_403_FORBIDDEN, REGISTRATION_CLOSED)
     if get_user_by_username(session, body.username) is not None:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, USERNAME_TAKEN)
+    session.commit()  # no connection held through the slow hash below
     user = User(username=body.username, email=body.email, hashed_password=auth.passwords.hash(body.password))
     session.add(user)
     try:

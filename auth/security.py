@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,24 +30,30 @@ HASH_PROFILES = {
 class Passwords:
     """Hashes and verifies passwords; reports when a stored hash should be upgraded."""
 
-    def __init__(self, profile: str = "rfc_9106_low_memory"):
+    def __init__(self, profile: str = "rfc_9106_low_memory", max_concurrent: Optional[int] = None):
         self._hasher = PasswordHasher.from_parameters(HASH_PROFILES[profile])
+        # Each argon2 computation takes the profile's memory (64 MiB) and its lanes' threads: a
+        # burst of log-ins waits here for a turn instead of claiming one of those per request
+        # thread at once (40 threads would be 2.5 GiB and a starved CPU).
+        self._turns = threading.BoundedSemaphore(max_concurrent or max(2, os.cpu_count() or 2))
         # Verifying against this when a user does not exist keeps login timing uniform.
         self._dummy_hash = self._hasher.hash(secrets.token_hex(16))
 
     def hash(self, password: str) -> str:
-        return self._hasher.hash(password)
+        with self._turns:
+            return self._hasher.hash(password)
 
     def verify(self, stored_hash: Optional[str], password: str) -> tuple[bool, Optional[str]]:
         """Returns (ok, new_hash): ``new_hash`` is set when the parameters changed since hashing."""
         try:
-            self._hasher.verify(stored_hash or self._dummy_hash, password)
+            with self._turns:
+                self._hasher.verify(stored_hash or self._dummy_hash, password)
         except (VerificationError, InvalidHashError):
             return False, None
         if stored_hash is None:
             return False, None
         if self._hasher.check_needs_rehash(stored_hash):
-            return True, self._hasher.hash(password)
+            return True, self.hash(password)
         return True, None
 
 

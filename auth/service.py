@@ -127,6 +127,9 @@ class AuthService:
         if wait is not None:
             raise AuthError("throttled", retry_after=wait)
         user = get_user_by_username(session, username)
+        # Give the connection back before the slow hash: the throttle below takes its own, and a
+        # burst of log-ins each holding one while waiting for another would drain the pool.
+        session.commit()
         ok, new_hash = self.passwords.verify(user.hashed_password if user else None, password)
         if not ok or user is None:  # verify() never accepts a missing user; this tells the type checker
             self.account_throttle.record_failure(pair_key)

@@ -12,12 +12,17 @@ import logging
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving import messages
 from serving.openai.protocol import error_body, retry_header
 
 log = logging.getLogger("qwen_image.ingress")
+
+# What a 503 for a busy or unreachable database tells the client to wait before trying again.
+DATABASE_RETRY_AFTER_S = 2
 
 
 def describe_validation_error(exc: RequestValidationError) -> messages.Message:
@@ -127,6 +132,23 @@ def install_error_handlers(app: FastAPI) -> None:
             )
         return JSONResponse(
             {"detail": _localized(request, detail)}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(SQLAlchemyTimeoutError)
+    @app.exception_handler(OperationalError)
+    async def _database_busy(request: Request, exc: Exception) -> JSONResponse:
+        # No free connection in the pool, or the database unreachable or locked: the request did
+        # nothing it has not rolled back, so the client may simply try again.
+        log.warning("database busy or unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+        headers = {"Retry-After": str(DATABASE_RETRY_AFTER_S)}
+        if _openai_request(request):
+            return openai_response(
+                request, status.HTTP_503_SERVICE_UNAVAILABLE, messages.DATABASE_BUSY, headers=headers
+            )
+        return JSONResponse(
+            {"detail": _localized(request, messages.DATABASE_BUSY)},
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers=headers,
         )
 
     @app.exception_handler(Exception)

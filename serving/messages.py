@@ -261,6 +261,11 @@ GENERATION_FAILED = _entry("generation_failed", "生成失败 ({error})", "Gener
 
 # Service
 INTERNAL_ERROR = _entry("internal_error", "服务器内部错误", "Internal server error")
+DATABASE_BUSY = _entry(
+    "database_busy",
+    "数据库繁忙或暂时不可用，请稍后重试",
+    "The database is busy or briefly unavailable; try again shortly",
+)
 SERVICE_STARTING = _entry("service_starting", "服务正在启动", "The service is starting")
 
 # Request validation

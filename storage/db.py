@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -37,13 +37,24 @@ def sqlite_url(data_dir: Path | str) -> str:
     return f"sqlite:///{Path(data_dir).resolve() / 'qwen_image.db'}"
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
-    """Create an engine; SQLite gets WAL, a busy timeout and foreign keys on every connection."""
+def make_engine(
+    url: str, *, pool_size: int = 10, max_overflow: Optional[int] = None, pool_timeout: float = POOL_TIMEOUT_S
+) -> Engine:
+    """Create an engine; SQLite gets WAL, a busy timeout and foreign keys on every connection.
+
+    The pool holds ``pool_size`` connections plus ``max_overflow`` (default: as many again) at
+    busy times; a caller waits ``pool_timeout`` seconds for one, then gets SQLAlchemy's TimeoutError
+    (answered 503 by the API).
+    """
+    overflow = pool_size if max_overflow is None else max_overflow
     if url.startswith("sqlite"):
         _create_private_file(make_url(url).database)
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            pool_size=pool_size,
+            max_overflow=overflow,
+            pool_timeout=pool_timeout,
         )
 
         @event.listens_for(engine, "connect")
@@ -62,9 +73,9 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     return create_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=overflow,
         pool_pre_ping=True,
-        pool_timeout=POOL_TIMEOUT_S,
+        pool_timeout=pool_timeout,
         connect_args=connect_args,
     )
 

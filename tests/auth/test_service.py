@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from auth.security import load_or_create_secret
+from auth.security import Passwords, load_or_create_secret
 from auth.service import AuthConfig, AuthError, AuthService
 from storage import User, init_db, make_engine, session_scope
 from storage.db import sqlite_url
@@ -252,3 +255,52 @@ def test_sqlite_database_file_is_private(tmp_path):
     init_db(engine)
     mode = stat.S_IMODE((tmp_path / "qwen_image.db").stat().st_mode)
     assert mode == 0o600, oct(mode)
+
+
+def test_log_ins_work_with_a_single_pooled_connection(tmp_path):
+    # Each log-in used to hold its request's connection through the hash while the throttle asked
+    # for another: with the pool drained, a burst of log-ins waited for each other until the pool's
+    # timeout and answered 500. One connection in all must now be enough.
+    engine = make_engine(sqlite_url(tmp_path), pool_size=1, max_overflow=0, pool_timeout=3)
+    init_db(engine)
+    svc = AuthService(engine, "k" * 48, AuthConfig(hash_profile="cheapest", login_max_failures=5))
+    _add_user(svc, "bob", "pw123456")
+    with session_scope(engine) as session:
+        assert svc.login(session, "bob", "pw123456", "10.0.0.1")
+    with session_scope(engine) as session, pytest.raises(AuthError):
+        svc.login(session, "bob", "wrong-password", "10.0.0.1")
+
+    def one_login(n: int) -> str:
+        with session_scope(engine) as session:
+            return svc.login(session, "bob", "pw123456", f"10.0.1.{n}")
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(one_login, range(16)))
+
+
+def test_password_hashing_runs_a_bounded_number_at_once():
+    passwords = Passwords("cheapest", max_concurrent=2)
+    inner = passwords._hasher  # a recording wrapper around the real hasher, to watch concurrency
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    class Recording:
+        def __getattr__(self, name):
+            return getattr(inner, name)
+
+        def verify(self, stored, password):
+            nonlocal running, most
+            with lock:
+                running += 1
+                most = max(most, running)
+            time.sleep(0.05)
+            with lock:
+                running -= 1
+            return inner.verify(stored, password)
+
+    passwords._hasher = Recording()
+    stored = inner.hash("pw123456")
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: passwords.verify(stored, "pw123456")[0], range(16)))
+    assert all(results)
+    assert most == 2

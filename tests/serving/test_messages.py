@@ -11,6 +11,7 @@ import pickle
 import re
 
 import pytest
+import sqlalchemy.exc
 from fastapi import FastAPI, Form, UploadFile
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -205,3 +206,31 @@ def test_a_stored_task_failure_is_english(client):
     assert answer.status_code == 500
     assert answer.json() == {"detail": "The task failed: Writing the result failed: [Errno 28] No space left"}
     assert client.post("/failed").json() == {"detail": "任务执行失败: 结果写入失败: [Errno 28] No space left"}
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        sqlalchemy.exc.TimeoutError("QueuePool limit of size 5 overflow 10 reached"),
+        sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("connection refused at /var/run/secret.sock")),
+    ],
+    ids=["pool-drained", "database-unreachable"],
+)
+@pytest.mark.parametrize("path", ["/native", "/v1/native"])
+def test_a_busy_or_unreachable_database_is_a_503_to_retry_not_a_500(error, path):
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get(path)
+    def broken():
+        raise error
+
+    answer = TestClient(app, raise_server_exceptions=False).get(path, headers={"Accept-Language": "en"})
+    assert answer.status_code == 503
+    assert answer.headers["retry-after"] == "2"
+    text = answer.text
+    assert "try again" in text and "QueuePool" not in text and "secret.sock" not in text
+    if path.startswith("/v1"):
+        assert answer.json()["error"]["message"].startswith("The database is busy")
+    else:
+        assert answer.json() == {"detail": "The database is busy or briefly unavailable; try again shortly"}
