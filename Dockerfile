@@ -23,7 +23,10 @@ COPY --chown=ray serving ./serving
 COPY --chown=ray models ./models
 COPY --chown=ray auth ./auth
 COPY --chown=ray storage ./storage
+COPY --chown=ray web ./web
+COPY --chown=ray cli ./cli
 
-# The project with the PostgreSQL driver (DATABASE_URL=postgresql+psycopg://… on a cluster). Ray is
-# held at the base image's version so pip never replaces the Ray the cluster runs.
-RUN pip install --no-cache-dir "ray[serve]==${RAY_VERSION}" ".[postgres]"
+# The project with the PostgreSQL driver (DATABASE_URL=postgresql+psycopg://… on a cluster) and the
+# GPU extra (torchao, for MEMORY_MODE=fp8). Ray is held at the base image's version so pip never
+# replaces the Ray the cluster runs.
+RUN pip install --no-cache-dir "ray[serve]==${RAY_VERSION}" ".[postgres,gpu]"

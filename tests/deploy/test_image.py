@@ -104,13 +104,33 @@ def test_rayservice_runs_the_images_ray_version():
     assert the("RayService")["spec"]["rayClusterConfig"]["rayVersion"] == tag.split("-")[0]
 
 
-def test_image_pins_ray_to_the_base_images_version_and_installs_the_postgres_extra():
+IMAGE_EXTRAS = ".[postgres,gpu]"
+
+
+def test_image_pins_ray_to_the_base_images_version_and_installs_the_postgres_and_gpu_extras():
     requirements = [word for command in pip_installs() for word in requirements_of(command)]
     assert f"ray[serve]=={ray.__version__}" in requirements
-    assert ".[postgres]" in requirements
-    names = {Requirement(r).name for r in requirements if r != ".[postgres]"}
+    assert IMAGE_EXTRAS in requirements
+    names = {Requirement(r).name for r in requirements if r != IMAGE_EXTRAS}
     assert {"torch", "torchvision"} <= names
     assert "psycopg" in {Requirement(r).name for r in project()["optional-dependencies"]["postgres"]}
+    assert "torchao" in {Requirement(r).name for r in project()["optional-dependencies"]["gpu"]}
+
+
+def test_the_image_copies_every_package_the_project_installs():
+    # `pip install .` in the image packs only what was copied in: a package left out (the web page's
+    # files, say) would be missing from the image without any error.
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {pattern.rstrip("*") for pattern in patterns}
+    copied = {
+        source.rstrip("/")
+        for op, args in instructions()
+        if op == "COPY"
+        for source in [w for w in args.split()[:-1] if not w.startswith("--")]
+    }
+    assert packages <= copied, sorted(packages - copied)
+    for package in packages:
+        assert (ROOT / package).is_dir(), package
 
 
 def test_every_file_the_image_copies_exists_and_is_not_docker_ignored():
@@ -145,7 +165,7 @@ def test_what_the_image_installs_exists_on_pypi_and_agrees(tmp_path):
         for command in pip_installs()
         for word in requirements_of(command)
     ]
-    extras = project()["optional-dependencies"]["postgres"]
+    extras = [*project()["optional-dependencies"]["postgres"], *project()["optional-dependencies"]["gpu"]]
     report = tmp_path / "report.json"
     done = subprocess.run(
         [
@@ -173,7 +193,7 @@ def test_what_the_image_installs_exists_on_pypi_and_agrees(tmp_path):
     installed = json.loads(report.read_text())["install"]
     chosen = {item["metadata"]["name"].lower(): Version(item["metadata"]["version"]) for item in installed}
     assert chosen["ray"] == Version(ray.__version__)
-    assert {"torch", "torchvision", "psycopg", "qwen-image-service"} <= set(chosen)
+    assert {"torch", "torchvision", "psycopg", "torchao", "qwen-image-service"} <= set(chosen)
     for item in installed:
         for line in item["metadata"].get("requires_dist", []):
             needed = Requirement(line)
