@@ -66,9 +66,30 @@ async def apply_adapter_options(
                 raise HTTPException(
                     status.HTTP_400_BAD_REQUEST, f"参数 loras 无效：LoRA {use.name} 适用于 {row.model}，不能用于 {kind}"
                 )
+        check_replicas_can_hold(state, [rows[use.name] for use in uses])
         parameters["loras"] = [{"name": use.name, "scale": use.scale} for use in uses]
     if speed == "fast":
         parameters.update(speed="fast", num_inference_steps=state.settings.fast_steps, true_cfg_scale=1.0)
+
+
+def check_replicas_can_hold(state: ServiceState, rows: list[LoraAdapter]) -> None:
+    """400 when a replica could never hold these adapters at once: more of them than its adapter
+    cache keeps (``ADAPTER_CACHE_SIZE``; the fast mode's adapter has a place of its own), or more MB
+    of them than ``ADAPTER_CACHE_MB`` (sizes of hub adapters are unknown here and not counted)."""
+    settings = state.settings
+    if len(rows) > settings.adapter_cache_size:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            f"参数 loras 无效：需要同时加载 {len(rows)} 个 LoRA，但每个副本最多保留 {settings.adapter_cache_size} 个"
+            f"（ADAPTER_CACHE_SIZE）",
+        )
+    total = sum(row.size_bytes or 0 for row in rows)
+    if settings.adapter_cache_mb and total > settings.adapter_cache_mb * 1024 * 1024:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            f"参数 loras 无效：这些 LoRA 共 {total / 2**20:.1f} MB，超过每个副本的 LoRA 缓存 "
+            f"{settings.adapter_cache_mb} MB（ADAPTER_CACHE_MB）",
+        )
 
 
 def _lookup(state: ServiceState, names: list[str]) -> dict[str, LoraAdapter]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 from sqlmodel import Session, col, select
@@ -26,3 +27,12 @@ def adapters_named(session: Session, names: list[str]) -> dict[str, LoraAdapter]
 
 def get_adapter(session: Session, name: str) -> Optional[LoraAdapter]:
     return session.exec(select(LoraAdapter).where(LoraAdapter.name == name)).first()
+
+
+def others_reading(session: Session, row: LoraAdapter) -> list[LoraAdapter]:
+    """The other local adapters whose weights are ``row``'s file (e.g. an uploaded file registered
+    again as ``local:uploads/…``)."""
+    if row.source_type != "local":
+        return []
+    query = select(LoraAdapter).where(LoraAdapter.source_type == "local", LoraAdapter.name != row.name)
+    return [other for other in session.exec(query) if os.path.normpath(other.source) == os.path.normpath(row.source)]

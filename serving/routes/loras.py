@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from auth.deps import AdminUser, CurrentUser, SessionDep
 from models.adapters import LIGHTNING_ADAPTER, MAX_SCALE, MIN_SCALE, AdapterError, check_lora_file
 from serving.state import StateDep
-from storage.adapters import get_adapter, list_adapters
+from storage.adapters import get_adapter, list_adapters, others_reading
 from storage.tables import LoraAdapter
 
 router = APIRouter(tags=["loras"])
@@ -130,6 +130,13 @@ async def register_lora(
         row.source_type, row.source, row.size_bytes = "local", str(path.relative_to(lora_dir)), path.stat().st_size
     else:
         raise bad("参数 source 无效：应以 hub: 或 local: 开头")
+    cache_mb = state.settings.adapter_cache_mb
+    if cache_mb and row.size_bytes and row.size_bytes > cache_mb * 1024 * 1024:
+        # No replica could ever load it: refused now rather than failing every request naming it.
+        if file is not None:
+            (lora_dir / row.source).unlink(missing_ok=True)
+        size_mb = row.size_bytes / 2**20
+        raise bad(f"LoRA 文件 {size_mb:.1f} MB，超过每个副本的 LoRA 缓存 {cache_mb} MB（ADAPTER_CACHE_MB）")
     session.add(row)
     try:
         session.commit()
@@ -144,14 +151,15 @@ async def register_lora(
 
 @router.delete("/admin/loras/{name}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_lora(name: str, _: AdminUser, state: StateDep, session: SessionDep) -> Response:
-    """Remove an adapter from the catalogue (and its uploaded file). Replicas that hold it keep it
-    until it is evicted; no new request can name it."""
+    """Remove an adapter from the catalogue, and its uploaded file unless another entry reads that
+    file too (``local:uploads/…``). Replicas that hold it keep it until it is evicted; no new
+    request can name it."""
     row = get_adapter(session, name)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"LoRA {name} 不存在")
     session.delete(row)
     session.commit()
-    if row.source_type == "local" and row.source.startswith(UPLOADS + "/"):
+    if row.source_type == "local" and row.source.startswith(UPLOADS + "/") and not others_reading(session, row):
         (state.settings.resolved_lora_dir / row.source).unlink(missing_ok=True)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

@@ -13,7 +13,7 @@ import pytest
 from safetensors.torch import save
 
 from models.tiny_lora import build_tiny_lora
-from tests.inprocess.conftest import make_client, png
+from tests.inprocess.conftest import login, make_client, png
 
 pytestmark = pytest.mark.unit
 
@@ -180,3 +180,46 @@ def test_a_deleted_adapter_can_no_longer_be_named(client, admin, alice, lora_byt
     assert client.delete("/admin/loras/ink", headers=admin).status_code == 404
     assert list((tmp_path / "loras" / "uploads").iterdir()) == []  # its uploaded file went with it
     assert submit(client, alice, loras="ink").status_code == 400
+
+
+def test_deleting_an_upload_keeps_its_file_while_another_entry_reads_it(client, admin, alice, lora_bytes, tmp_path):
+    created = register_upload(client, admin, "ink", lora_bytes).json()
+    again = {"name": "ink-again", "model": "text_to_image", "source": f"local:{created['source']}"}
+    assert client.post("/admin/loras", headers=admin, data=again).status_code == 201
+    assert client.delete("/admin/loras/ink", headers=admin).status_code == 204
+    stored = tmp_path / "loras" / created["source"]
+    assert stored.is_file()  # "ink-again" still reads it
+    assert submit(client, alice, loras="ink-again").status_code == 202
+    assert client.delete("/admin/loras/ink-again", headers=admin).status_code == 204
+    assert not stored.exists()  # an uploaded file goes with the last entry reading it
+
+
+def lora_of_mb(megabytes: float) -> bytes:
+    """A valid LoRA .safetensors file of about ``megabytes`` (its size is all these tests look at)."""
+    import torch
+
+    columns = int(megabytes * 2**20 / 4 / 4)
+    return save({"transformer.transformer_blocks.0.attn.to_q.lora_A.weight": torch.zeros(4, columns)})
+
+
+def test_adapters_a_replica_cannot_hold_at_once_are_refused_at_submission(tmp_path):
+    with make_client(tmp_path, adapter_cache_size=2, adapter_cache_mb=4) as client:
+        admin = login(client, "admin", "admin123")
+        for name in ("ink", "neon", "clay"):
+            assert register_upload(client, admin, name, lora_of_mb(1.5)).status_code == 201, name
+        assert submit(client, admin, loras="ink,neon").status_code == 202  # 3 MB in 2 places: they fit
+        assert submit(client, admin, loras="ink", speed="fast").status_code == 202  # Lightning has a place of its own
+        too_many = submit(client, admin, loras="ink,neon,clay")
+        assert too_many.status_code == 400 and "ADAPTER_CACHE_SIZE" in too_many.json()["detail"]
+        assert register_upload(client, admin, "wide", lora_of_mb(2.5)).status_code == 201
+        too_big = submit(client, admin, loras="ink,wide")  # 4 MB and more
+        assert too_big.status_code == 400 and "ADAPTER_CACHE_MB" in too_big.json()["detail"]
+        # A file larger than the whole cache could never be loaded: refused when registered, not kept.
+        huge = register_upload(client, admin, "huge", lora_of_mb(4.5))
+        assert huge.status_code == 400 and "ADAPTER_CACHE_MB" in huge.json()["detail"]
+        assert sorted(path.name.split("-")[0] for path in (tmp_path / "loras" / "uploads").iterdir()) == [
+            "clay",
+            "ink",
+            "neon",
+            "wide",
+        ]
