@@ -8,8 +8,14 @@ Everything here works on a loaded diffusers Qwen-Image pipeline (both pipelines 
   scales before each run; a run without adapters runs the base model. After every load diffusers
   activates only the newest adapter, so the request's set is applied on every run.
 - With compilation the transformer's graph must not change when adapters come and go: the set
-  then works in *hotswap* mode — a fixed number of adapter slots prepared before compiling
-  (``enable_lora_hotswap``), each new adapter's weights swapped into the least recently used slot.
+  then works in *hotswap* mode (:meth:`AdapterSet.prepare_hotswap`, before compiling). Every slot
+  is filled at load with an all-zero adapter of the highest rank allowed on every linear layer of
+  the transformer blocks, and its scales become tensors (what ``enable_lora_hotswap`` prepares,
+  for every slot rather than the first one loaded). All slots stay active for good; a request's
+  adapters are swapped into free slots (``hotswap=True``: weights copied in place) and the
+  scales are written into those tensors, 0 for a slot the request does not use. Neither the set
+  of LoRA layers, nor the active adapters, nor a tensor's shape ever changes, so nothing
+  recompiles; the price is memory fixed at load and every slot's (small) matmuls on every run.
 - :func:`lightning_scheduler` builds the scheduler the Qwen-Image-Lightning LoRAs were distilled
   with (a separate instance: a scheduler object is never shared between pipelines or modes).
 - :func:`enable_step_cache` turns on FirstBlockCache or TaylorSeer on the transformer.
@@ -65,11 +71,21 @@ class AdapterSource:
     weight_name: str | None = None
 
     def size_bytes(self) -> int:
-        """The weights' size on disk (0 when unknown, e.g. a hub id not yet downloaded)."""
+        """The weights' size on disk: a local file's, or a hub file's in the local Hugging Face cache
+        (0 when unknown, e.g. a hub file not downloaded yet; the loaded size is measured after)."""
         candidate = os.path.join(self.path, self.weight_name) if self.weight_name else self.path
         try:
             return os.path.getsize(candidate)
         except OSError:
+            pass
+        if not self.weight_name or os.path.isabs(self.path) or self.path.count("/") != 1:
+            return 0
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(self.path, self.weight_name)
+            return os.path.getsize(cached) if isinstance(cached, str) else 0
+        except Exception:  # a malformed id, an unreadable cache: no estimate
             return 0
 
 
@@ -120,6 +136,10 @@ class AdapterSet:
     A use's weights come from its ``source``, else from ``resolve(name)``.
     Not thread-safe: the owner runs one generation at a time on the pipeline, and calls
     :meth:`activate` right before each run.
+
+    Bytes are what the loaded LoRA tensors take in memory, measured after each load whatever the
+    source (local file, upload or hub); before a load the file's size is the estimate that makes
+    room. In hotswap mode the slots' memory is fixed at :meth:`prepare_hotswap` instead.
     """
 
     def __init__(
@@ -138,17 +158,64 @@ class AdapterSet:
         self.max_bytes = max_bytes  # 0: no byte bound
         self.hotswap = hotswap
         # name -> peft adapter name, least recently used first. Without hotswap the peft name is
-        # the adapter's own; with it, the slot ("slot0", …) its weights were swapped into.
+        # the adapter's own; with it, the slot ("slot00", …) its weights were swapped into.
         self._loaded: OrderedDict[str, str] = OrderedDict()
         self._bytes: dict[str, int] = {}
         self._sources: dict[str, AdapterSource] = {}  # where each loaded adapter's weights came from
-        self._free_slots = [f"slot{i}" for i in range(capacity)] if hotswap else []
-        self._used_slots: set[str] = set()  # slots holding weights (later loads swap in place)
+        # Hotswap mode. Slot names are never substrings of each other (peft finds a slot's tensors
+        # by substring).
+        self._slots = [f"slot{i:02d}" for i in range(capacity)] if hotswap else []
+        self._free_slots = list(self._slots)
+        self._prepared = False
+        # slot -> (scaling tensor, the loaded adapter's own scaling) of every LoRA layer
+        self._slot_scalings: dict[str, list[tuple[Any, float]]] = {}
+        self._slot_weight: dict[str, float | None] = {}  # the weight each slot's scales now hold
+        self.slot_bytes = 0  # hotswap: the memory all slots take
 
     @property
     def loaded(self) -> list[str]:
         """Names of the adapters in memory, least recently used first."""
         return list(self._loaded)
+
+    @property
+    def loaded_bytes(self) -> int:
+        """Bytes the loaded adapters take (hotswap: the slots' fixed size)."""
+        return self.slot_bytes if self.hotswap else sum(self._bytes.values())
+
+    def prepare_hotswap(self, target_rank: int) -> int:
+        """Fill every slot with an all-zero adapter of rank ``target_rank`` on every linear layer of
+        the transformer blocks, activate them all at scale 0 with tensor scales; return the bytes
+        the slots take. Call once, before compiling and before any :meth:`activate`.
+
+        Later adapters of rank up to ``target_rank`` on any of those layers swap in without
+        changing the graph; one of higher rank or on other layers is refused when it is loaded.
+        """
+        from peft import LoraConfig
+        from peft.utils.hotswap import prepare_model_for_compiled_hotswap
+
+        if not self.hotswap or self._prepared:
+            raise RuntimeError("prepare_hotswap applies once, to an adapter set made with hotswap=True")
+        transformer = self.pipeline.transformer
+        targets = hotswap_targets(transformer)
+        for slot in self._slots:
+            # peft's default initialisation: lora_B is zero, so a slot changes nothing until filled.
+            config = LoraConfig(r=target_rank, lora_alpha=target_rank, target_modules=targets)
+            transformer.add_adapter(config, adapter_name=slot)
+        transformer.set_adapters(list(self._slots), weights=[0.0] * len(self._slots))
+        # Scales become tensors (changed in place from now on); ranks are target_rank already.
+        prepare_model_for_compiled_hotswap(transformer, target_rank=target_rank, check_compiled="error")
+        for slot in self._slots:
+            self._slot_scalings[slot] = [(tensor, 0.0) for tensor in self._scaling_tensors(slot)]
+            self._slot_weight[slot] = 0.0
+        self.slot_bytes = sum(self._adapter_bytes(slot) for slot in self._slots)
+        self._prepared = True
+        log.info(
+            "%d adapter slots of rank %d ready for hotswapping (%.1f MB)",
+            len(self._slots),
+            target_rank,
+            self.slot_bytes / 2**20,
+        )
+        return self.slot_bytes
 
     def activate(self, uses: Sequence[AdapterUse]) -> None:
         """Make exactly ``uses`` active with their scales (none: the base model)."""
@@ -156,12 +223,20 @@ class AdapterSet:
             raise AdapterError(f"{len(uses)} adapters requested but only {self.capacity} can be loaded at once")
         if len({use.name for use in uses}) < len(uses):
             raise AdapterError(f"an adapter is named twice in {[use.name for use in uses]}")
+        if self.hotswap and not self._prepared:
+            raise RuntimeError("an adapter set in hotswap mode needs prepare_hotswap before use")
+        keep = {use.name for use in uses}
+        for use in uses:
+            self._ensure_loaded(use, keep=keep)
+        if self.hotswap:
+            weights = {self._loaded[use.name]: use.scale for use in uses}
+            for slot in self._slots:
+                self._set_slot_weight(slot, weights.get(slot, 0.0))
+            return
         if not uses:
             if self._loaded:
                 self.pipeline.disable_lora()
             return
-        for use in uses:
-            self._ensure_loaded(use, keep={u.name for u in uses})
         self.pipeline.enable_lora()
         self.pipeline.set_adapters(
             [self._loaded[use.name] for use in uses], adapter_weights=[use.scale for use in uses]
@@ -179,44 +254,100 @@ class AdapterSet:
             self._evict(name)
         if source is None:
             raise AdapterError(f"unknown adapter {name!r}")
-        size = source.size_bytes()
-        while self._loaded and (
-            len(self._loaded) >= self.capacity or (self.max_bytes and sum(self._bytes.values()) + size > self.max_bytes)
-        ):
-            victim = next((n for n in self._loaded if n not in keep), None)
-            if victim is None:
-                break
-            self._evict(victim)
+        self._make_room(1, source.size_bytes(), keep)
         slot = self._free_slots.pop(0) if self.hotswap else name
         kwargs: dict[str, Any] = {"adapter_name": slot}
         if source.weight_name:
             kwargs["weight_name"] = source.weight_name
-        if self.hotswap and slot in self._used_slots:
-            kwargs["hotswap"] = True  # replace that slot's weights in place: no recompilation
+        if self.hotswap:
+            kwargs["hotswap"] = True  # every slot holds weights: replace them in place, no recompilation
         try:
             self.pipeline.load_lora_weights(source.path, **kwargs)
         except Exception as error:
             if self.hotswap:
+                # The swap may have stopped half way: the slot's scales go to 0 so that whatever it
+                # holds has no effect, and the slot is free again.
+                self._slot_scalings[slot] = [(tensor, 0.0) for tensor in self._scaling_tensors(slot)]
+                self._slot_weight[slot] = None
+                self._set_slot_weight(slot, 0.0)
                 self._free_slots.insert(0, slot)
             raise AdapterError(f"adapter {name!r} cannot be loaded: {type(error).__name__}: {error}") from error
         if self.hotswap:
-            self._used_slots.add(slot)
+            # The swap wrote the new adapter's own scaling into the slot's tensors: remember it, the
+            # request's weight multiplies it.
+            tensors = self._scaling_tensors(slot)
+            self._slot_scalings[slot] = [(tensor, float(tensor)) for tensor in tensors]
+            self._slot_weight[slot] = None
         self._loaded[name] = slot
-        self._bytes[name] = size
+        self._bytes[name] = self.slot_bytes // len(self._slots) if self.hotswap else self._adapter_bytes(slot)
         self._sources[name] = source
-        log.info("adapter %s loaded (%d in memory)", name, len(self._loaded))
+        if not self.hotswap:
+            self._make_room(0, 0, keep)  # the measured size may exceed the estimate
+        log.info("adapter %s loaded (%d in memory, %.1f MB)", name, len(self._loaded), self.loaded_bytes / 2**20)
+
+    def _make_room(self, adding: int, incoming: int, keep: set[str]) -> None:
+        """Evict the least recently used adapters not in ``keep`` until ``adding`` more adapters and
+        ``incoming`` more bytes fit."""
+        while self._loaded:
+            over_count = len(self._loaded) + adding > self.capacity
+            over_bytes = bool(
+                not self.hotswap and self.max_bytes and sum(self._bytes.values()) + incoming > self.max_bytes
+            )
+            if not (over_count or over_bytes):
+                return
+            victim = next((n for n in self._loaded if n not in keep), None)
+            if victim is None:
+                return  # the request's own adapters exceed the bound: they run, and go first next time
+            self._evict(victim)
 
     def _evict(self, name: str) -> None:
         slot = self._loaded.pop(name)
         self._bytes.pop(name, None)
         self._sources.pop(name, None)
         if self.hotswap:
-            # The slot's weights stay in place (the compiled graph keeps its shape); the next
-            # adapter is swapped into it.
+            # The slot's weights stay in place (the compiled graph keeps its shape) at scale 0; the
+            # next adapter is swapped into it.
+            self._set_slot_weight(slot, 0.0)
             self._free_slots.append(slot)
         else:
             self.pipeline.delete_adapters(slot)
         log.info("adapter %s evicted", name)
+
+    def _set_slot_weight(self, slot: str, weight: float) -> None:
+        if self._slot_weight.get(slot) == weight:
+            return
+        for tensor, own in self._slot_scalings[slot]:
+            tensor.fill_(own * weight)
+        self._slot_weight[slot] = weight
+
+    def _scaling_tensors(self, slot: str) -> list[Any]:
+        from peft.tuners.lora import LoraLayer
+
+        return [
+            module.scaling[slot]
+            for module in self.pipeline.transformer.modules()
+            if isinstance(module, LoraLayer) and slot in module.scaling
+        ]
+
+    def _adapter_bytes(self, peft_name: str) -> int:
+        """Bytes of the LoRA tensors of ``peft_name`` in the transformer."""
+        marker = f".{peft_name}."
+        return sum(
+            parameter.numel() * parameter.element_size()
+            for key, parameter in self.pipeline.transformer.named_parameters()
+            if "lora_" in key and marker in key
+        )
+
+
+def hotswap_targets(transformer: Any) -> list[str]:
+    """The linear layers of a transformer block (names relative to the block) that hotswap slots
+    cover: every one, so an adapter on any of them (attention, feed-forward, modulation) fits."""
+    import torch
+
+    blocks = getattr(transformer, "transformer_blocks", None)
+    if not blocks:
+        raise ValueError("the transformer has no transformer_blocks to hold adapters")
+    return sorted(name for name, module in blocks[0].named_modules() if isinstance(module, torch.nn.Linear))
 
 
 def lightning_scheduler(base_scheduler: Any) -> Any:
@@ -248,15 +379,12 @@ def enable_step_cache(pipeline: Any, mode: str, threshold: float | None = None) 
         raise ValueError(f"unknown step cache {mode!r}; use one of {', '.join(STEP_CACHE_MODES)}")
 
 
-def compile_regionally(pipeline: Any, max_adapter_rank: int | None = None) -> None:
+def compile_regionally(pipeline: Any) -> None:
     """Compile the transformer's repeated blocks with ``torch.compile``.
 
-    With ``max_adapter_rank`` the pipeline is first prepared for adapter hotswapping up to that
-    rank, so loading adapters later swaps weights without recompiling (diffusers requires this
-    before compiling).
+    Adapters hotswapped later must have their slots prepared first (:meth:`AdapterSet.prepare_hotswap`):
+    a LoRA layer added after compiling changes the graph and recompiles.
     """
-    if max_adapter_rank:
-        pipeline.enable_lora_hotswap(target_rank=max_adapter_rank)
     pipeline.transformer.compile_repeated_blocks(fullgraph=True)
 
 

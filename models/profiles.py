@@ -87,6 +87,7 @@ class Profile:
     fp8: bool = False
     group_offload: bool = False
     max_adapter_rank: int = 128  # with compile: adapters up to this rank hotswap without recompiling
+    compile_warm_up_size: int = 1024  # with compile: the warm-up generation's width and height
 
     def info(self, kind: str) -> ModelInfo:
         """Return the ``ModelInfo`` of ``kind`` (one of ``KINDS``)."""
@@ -165,11 +166,14 @@ def with_speed_options(
     step_cache: str | None = None,
     step_cache_threshold: float | None = None,
     compile: bool = False,
+    max_adapter_rank: int | None = None,
+    compile_warm_up_size: int | None = None,
 ) -> Profile:
     """``profile`` with its LoRA, fast-mode, step-caching and compilation options set.
 
     ``lightning_sources`` (kind -> (hub id or folder, file)) replaces the profile's Lightning LoRAs
-    for the kinds it names. Raises ``ValueError`` saying what to change for options that cannot
+    for the kinds it names; ``max_adapter_rank`` and ``compile_warm_up_size`` (None: the profile's)
+    apply with ``compile``. Raises ``ValueError`` saying what to change for options that cannot
     work together (checked again against the loaded transformer by ``models.load``).
     """
     import dataclasses
@@ -182,6 +186,10 @@ def with_speed_options(
         raise ValueError(f"unknown step cache {step_cache!r}; use one of {', '.join(STEP_CACHE_MODES)} or none")
     if step_cache_threshold is not None and step_cache != "first_block":
         raise ValueError("a step cache threshold applies to the first_block step cache only")
+    if max_adapter_rank is not None and max_adapter_rank < 1:
+        raise ValueError(f"the highest adapter rank must be at least 1, got {max_adapter_rank}")
+    if compile_warm_up_size is not None and (compile_warm_up_size < 16 or compile_warm_up_size % 16):
+        raise ValueError(f"the warm-up size must be a positive multiple of 16, got {compile_warm_up_size}")
     if not profile.pipeline_classes and (step_cache or compile):
         raise ValueError(f"the {profile.name} profile runs no model: step caching and compilation do not apply to it")
     sources = dict(profile.lightning_sources)
@@ -196,6 +204,8 @@ def with_speed_options(
         step_cache=step_cache,
         step_cache_threshold=step_cache_threshold,
         compile=compile,
+        max_adapter_rank=profile.max_adapter_rank if max_adapter_rank is None else max_adapter_rank,
+        compile_warm_up_size=profile.compile_warm_up_size if compile_warm_up_size is None else compile_warm_up_size,
     )
 
 

@@ -78,6 +78,7 @@ class LoadedModel:
             "step_cache": profile.step_cache,
             "compiled": profile.compile,
             "adapters_loaded": self.adapters.loaded if self.adapters is not None else [],
+            "adapter_capacity": self.adapters.capacity if self.adapters is not None else 0,
             "fast_mode": self.lightning is not None,
         }
 
@@ -180,6 +181,16 @@ def _prepare_speed_options(model: LoadedModel) -> None:
     if source is not None:
         model.lightning = adapters.AdapterUse(adapters.LIGHTNING_ADAPTER, 1.0, source)
         model.fast_scheduler = adapters.lightning_scheduler(pipeline.scheduler)
+    if profile.compile:
+        # Before anything else touches the transformer's layers: the hotswap slots are LoRA layers
+        # the compiled graph is built with (models.adapters.AdapterSet.prepare_hotswap).
+        slot_bytes = model.adapters.prepare_hotswap(profile.max_adapter_rank)
+        if profile.adapter_max_mb and slot_bytes > profile.adapter_max_mb * 1024 * 1024:
+            raise ModelLoadError(
+                f"with compilation {model.adapters.capacity} adapter slots of rank {profile.max_adapter_rank} take "
+                f"{slot_bytes / 2**20:.0f} MB, more than ADAPTER_CACHE_MB={profile.adapter_max_mb}: raise "
+                f"ADAPTER_CACHE_MB, or lower ADAPTER_CACHE_SIZE or MAX_ADAPTER_RANK"
+            )
     if profile.step_cache:
         try:
             adapters.enable_step_cache(pipeline, profile.step_cache, profile.step_cache_threshold)
@@ -189,10 +200,13 @@ def _prepare_speed_options(model: LoadedModel) -> None:
                 f"Set STEP_CACHE to another mode or leave it empty."
             ) from error
     if profile.compile:
-        adapters.compile_regionally(pipeline, max_adapter_rank=profile.max_adapter_rank)
-        warm_up = GenerationRequest(prompt="warm-up", num_inference_steps=2, seed=0)
+        adapters.compile_regionally(pipeline)
+        # The first call compiles; made here, at load, so that no user request pays for it (the
+        # replica is not ready, and /health says "starting", until it is done).
+        side = profile.compile_warm_up_size
+        warm_up = GenerationRequest(prompt="warm-up", num_inference_steps=2, seed=0, width=side, height=side)
         if ModelKind(model.kind).spec.takes_images:
-            warm_up.images = [Image.new("RGB", (1024, 1024))]
+            warm_up.images = [Image.new("RGB", (side, side))]
         started = time.perf_counter()
         generate(model, warm_up)
         log.info(

@@ -89,6 +89,33 @@ def test_the_least_recently_used_adapter_is_evicted(tiny_cache_dir, sources):
     assert np.array_equal(reloaded, run(fresh_model(tiny_cache_dir), use(sources, "ink")))
 
 
+class UnknownSize(AdapterSource):
+    """A source whose size is unknown before loading, as a hub adapter's is until it is in the local
+    Hugging Face cache (a stand-in: no hub is reachable here). Its weights are a local file."""
+
+    def size_bytes(self) -> int:
+        return 0
+
+
+def test_the_byte_bound_counts_what_adapters_take_once_loaded_whatever_their_source(tiny_cache_dir, sources):
+    from models.adapters import AdapterSet
+
+    model = fresh_model(tiny_cache_dir)
+    model.adapters.activate([use(sources, "ink")])
+    one = model.adapters.loaded_bytes
+    assert one > 0 and model.adapters.loaded == ["ink"]
+    model.adapters.activate([])
+    model.adapters._evict("ink")
+    # Room for one adapter by bytes (three by count): a second one pushes the first out.
+    model.adapters = AdapterSet(model.pipeline, capacity=3, max_bytes=one + one // 2)
+    for name in ("ink", "neon", "clay"):
+        unknown = AdapterUse(name, 1.0, UnknownSize(name, sources[name].path, WEIGHT_NAME))
+        image = run(model, unknown)
+        assert model.adapters.loaded == [name] and model.adapters.loaded_bytes == one
+    assert np.array_equal(image, run(fresh_model(tiny_cache_dir), use(sources, "clay")))
+    assert sorted(model.pipeline.get_list_adapters()["transformer"]) == ["clay"]
+
+
 def test_a_name_that_now_means_other_weights_loads_them(model, sources, tiny_cache_dir):
     # A catalogue entry deleted and registered again under its name with another file: a replica
     # that still holds the old weights under that name must not run them.
@@ -182,3 +209,40 @@ def test_first_block_cache_is_refused_at_load_where_it_cannot_apply(tiny_cache_d
 def test_speed_options_that_cannot_work_are_refused(options, message):
     with pytest.raises(ValueError, match=message):
         with_speed_options(get_profile("tiny"), **options)
+
+
+def test_with_compilation_adapters_swap_in_without_recompiling(tiny_cache_dir, sources):
+    """Compiled at load with prepared hotswap slots: swapping adapters in and out, changing their
+    scales, running the base model and fast mode never recompile, and each run matches a fresh
+    uncompiled pipeline with the same adapters (to within the compiler's rounding)."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    side = 64  # the warm-up's size: every run below has the shapes the warm-up compiled
+    model = fresh_model(tiny_cache_dir, adapter_capacity=2, compile=True, max_adapter_rank=8, compile_warm_up_size=side)
+    assert model.adapters.hotswap and model.adapters.slot_bytes > 0
+
+    def sized(*uses, **overrides):
+        return run(model, *uses, width=side, height=side, **overrides)
+
+    sized(use(sources, "ink"))  # this prompt's text length: the one shape the warm-up could not know
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs >= 1  # the blocks were compiled
+    runs = [
+        (),
+        (use(sources, "neon", 0.8),),
+        (use(sources, "clay"),),
+        (use(sources, "ink", 0.7), use(sources, "neon", 0.5)),
+    ]
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        compiled = [sized(*uses) for uses in runs]  # 3 adapters through 2 slots: one is swapped out
+        fast = pixels(generate(model, request(fast=True, num_inference_steps=4, width=side, height=side)).images[0])
+    assert counters["stats"]["unique_graphs"] == graphs  # nor was anything new compiled beside
+    assert len(model.adapters.loaded) <= 3  # 2 slots + the Lightning adapter's
+    eager = fresh_model(tiny_cache_dir)
+    for uses, image in zip(runs, compiled, strict=True):
+        expected = run(eager, *uses, width=side, height=side)
+        assert np.abs(image - expected).max() <= 2, [u.name for u in uses]
+    assert np.abs(compiled[1] - compiled[0]).mean() > 0.01  # the adapters really changed the output
+    fast_request = request(fast=True, num_inference_steps=4, width=side, height=side)
+    assert np.abs(fast - pixels(generate(eager, fast_request).images[0])).max() <= 2
