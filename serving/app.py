@@ -14,10 +14,12 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, Field
 from ray.serve import Application
+from ray.serve.config import RequestRouterConfig
 
 from serving.deployments import DEPLOYMENTS, SHARED
 from serving.ingress import Ingress
 from serving.logs import SERVE_LOGGING
+from serving.replica_router import ROUTER_PATH
 from serving.settings import SECRET_FIELDS, SECRET_WITH_CREDENTIALS, carries_credentials, load_settings
 
 
@@ -60,6 +62,11 @@ def build_app(args: Optional[dict[str, Any]] = None) -> Application:
         options: dict[str, Any] = {
             "ray_actor_options": {"num_gpus": gpus, "num_cpus": cpus},
             "logging_config": SERVE_LOGGING,
+            # The router takes a replica to keep this many adapters until the replica reports its own.
+            "request_router_config": RequestRouterConfig(
+                request_router_class=ROUTER_PATH,
+                request_router_kwargs={"adapter_capacity": settings.adapter_cache_size + 1},  # + Lightning
+            ),
         }
         if deployment_args.model_replicas is not None:
             options["num_replicas"] = deployment_args.model_replicas

@@ -59,6 +59,7 @@ from serving.protocol import (
     WebhookRequest,
     task_status_view,
 )
+from serving.replica_router import observe_replica
 from serving.settings import load_settings
 from serving.webhooks import WebhookSender, outbox_rows, webhook_data
 from storage import TaskRecord, TaskStatus, init_db, make_engine, open_result_store, session_scope, utcnow
@@ -786,6 +787,7 @@ class RegistryCore:
     async def report_replica(self, replica_id: str, info: dict[str, Any]) -> None:
         """A model replica says what it holds and how much device memory it uses (every few seconds)."""
         self._replicas[replica_id] = (time.monotonic(), info)
+        observe_replica(replica_id, info)  # the routers in this process learn which adapters it holds
 
     async def replica_info(self) -> dict[str, dict[str, Any]]:
         """The latest report of each model replica heard from in the last ``REPLICA_REPORT_TTL_S``."""

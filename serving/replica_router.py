@@ -29,9 +29,13 @@ overrides no private method and reads no private state.
   ceiling, so a wake-up that is missed (the replica set changed) costs no more than Serve's own
   back-off would.
 - **Adapters**: a replica keeps the LoRA adapters it ran in memory (an LRU), so within a rank the
-  replicas that ran all of a request's adapters come first (the router remembers what it sent
-  where). It never outranks idleness: an idle replica without the adapters goes before a busy one
-  with them, so no GPU idles while a request waits.
+  replicas that hold all of a request's adapters come first. It never outranks idleness: an idle
+  replica without the adapters goes before a busy one with them, so no GPU idles while a request
+  waits. What a replica holds is what it last reported (every ``REPLICA_REPORT_INTERVAL_S``, through
+  the registry, which lives in this process: :func:`observe_replica`) plus what was sent to it
+  since, least recently used first and bounded by the size of its adapter cache (reported, else
+  the configured ``adapter_capacity`` router argument). A guess that is wrong costs a reload on
+  that replica, never a wrong image.
 - FIFO order and node locality are Serve's mixins. The router is set per deployment with
   ``request_router_config``.
 
@@ -46,6 +50,7 @@ fewest-requests choice decides, probing full replicas as its default router does
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import OrderedDict, defaultdict, deque
 from typing import Optional
 
@@ -59,11 +64,34 @@ from ray.serve.request_router import (
     RunningReplica,
 )
 
+from models.adapters import LIGHTNING_ADAPTER
+
 ROUTER_PATH = "serving.replica_router.LeastBusyRouter"
-# Adapters remembered per replica: as many as a replica keeps loaded by default (ADAPTER_CACHE_SIZE)
-# plus the Lightning adapter; a replica configured to keep fewer may have evicted some, which costs
-# a reload there, never a wrong image.
-_ADAPTERS_REMEMBERED = 5
+# Adapters a replica keeps when neither its report nor the router's arguments say: the default
+# ADAPTER_CACHE_SIZE (4) plus the Lightning adapter.
+DEFAULT_ADAPTER_CAPACITY = 5
+
+# What each model replica last reported holding, by replica id: kind -> (adapters loaded, least
+# recently used first; how many its cache keeps), and a number that grows with every report.
+_reported: dict[str, tuple[int, dict[str, tuple[list[str], int]]]] = {}
+_reports = itertools.count(1)
+
+
+def observe_replica(replica_id: str, info: dict) -> None:
+    """Record what a model replica reports holding (its ``ModelWorker.info()``); the routers of this
+    process read it. Called by the registry with every replica report."""
+    held = {}
+    for kind, model in (info.get("models") or {}).items():
+        if isinstance(model, dict) and "adapters_loaded" in model:
+            held[kind] = (list(model["adapters_loaded"]), int(model.get("adapter_capacity") or 0))
+    _reported[replica_id] = (next(_reports), held)
+
+
+def forget_replica(replica_id: str) -> None:
+    """Drop a replica's report (it is gone)."""
+    _reported.pop(replica_id, None)
+
+
 # Completions with no accepted request to match: refused attempts, and replies that reached this
 # router before the acceptance did. Remembered (by replica and request) so that a late
 # on_request_routed for the same pair is not counted; bounded, since only the most recent matter.
@@ -75,16 +103,23 @@ _UNMATCHED_COMPLETIONS = 1024
 class LeastBusyRouter(FIFOMixin, LocalityMixin, RequestRouter):
     """Least-outstanding-requests routing, woken by completions instead of a back-off timer."""
 
-    def initialize_state(self, **kwargs) -> None:
-        """Called by Serve once, before any request, with ``request_router_kwargs`` (none are used)."""
+    def initialize_state(self, adapter_capacity: int = DEFAULT_ADAPTER_CAPACITY, **kwargs) -> None:
+        """Called by Serve once, before any request, with ``request_router_kwargs``: ``adapter_capacity``
+        is how many adapters a replica keeps loaded (ADAPTER_CACHE_SIZE + the Lightning adapter),
+        until its own report says."""
         super().initialize_state(**kwargs)
+        self._adapter_capacity = adapter_capacity
         # Requests accepted by each replica and not yet completed, by Serve's internal request id.
         self._accepted: defaultdict[ReplicaID, set[str]] = defaultdict(set)
         self._completed_unrouted: OrderedDict[tuple[ReplicaID, str], None] = OrderedDict()
         # Futures of choose_replicas calls waiting for a free slot, oldest first.
         self._waiting: deque[asyncio.Future] = deque()
-        # Adapters each replica was sent, least recently used first.
-        self._adapters: defaultdict[ReplicaID, OrderedDict[str, None]] = defaultdict(OrderedDict)
+        # (kind, adapter) each replica holds as far as known, least recently used first; the number
+        # of the replica's report it starts from; and the adapters sent to it since that report.
+        self._adapters: defaultdict[ReplicaID, OrderedDict[tuple[str, str], None]] = defaultdict(OrderedDict)
+        self._report_seen: dict[ReplicaID, int] = {}
+        self._sent_since_report: defaultdict[ReplicaID, OrderedDict[tuple[str, str], None]] = defaultdict(OrderedDict)
+        self._capacity: dict[tuple[ReplicaID, str], int] = {}
 
     # Ranking ------------------------------------------------------------------------------------
 
@@ -110,7 +145,7 @@ class LeastBusyRouter(FIFOMixin, LocalityMixin, RequestRouter):
             return [rank for rank in (idle, busy) if rank]
         ranks = []
         for replicas in (idle, busy):
-            holding = [replica for replica in replicas if wanted <= self._adapters[replica.replica_id].keys()]
+            holding = [replica for replica in replicas if wanted <= self.adapters_held(replica.replica_id)]
             ranks += [holding, [replica for replica in replicas if replica not in holding]]
         return [rank for rank in ranks if rank]
 
@@ -159,12 +194,13 @@ class LeastBusyRouter(FIFOMixin, LocalityMixin, RequestRouter):
         """The replica accepted the request: one more ongoing there (unless it already completed)."""
         super().on_request_routed(pending_request, replica_id, result)
         request_id = pending_request.metadata.internal_request_id
-        held = self._adapters[replica_id]
-        for name in adapters_of(pending_request):
-            held[name] = None
-            held.move_to_end(name)
-        while len(held) > _ADAPTERS_REMEMBERED:
-            held.popitem(last=False)
+        self.adapters_held(replica_id)  # brought up to date with the replica's latest report first
+        sent = adapters_of(pending_request)
+        for key in sorted(sent):
+            for record in (self._adapters[replica_id], self._sent_since_report[replica_id]):
+                record[key] = None
+                record.move_to_end(key)
+        self._trim(replica_id)
         if (replica_id, request_id) in self._completed_unrouted:
             del self._completed_unrouted[replica_id, request_id]
         else:
@@ -194,15 +230,48 @@ class LeastBusyRouter(FIFOMixin, LocalityMixin, RequestRouter):
         super().on_replica_actor_died(replica_id)
         self._accepted.pop(replica_id, None)
         self._adapters.pop(replica_id, None)
+        self._sent_since_report.pop(replica_id, None)
+        forget_replica(replica_id.unique_id)
+
+    # Adapters -----------------------------------------------------------------------------------
+
+    def adapters_held(self, replica_id: ReplicaID) -> set[tuple[str, str]]:
+        """The (kind, adapter) pairs the replica is taken to hold: its latest report, then what was
+        sent to it since (a report may predate those requests), each kind bounded by its cache."""
+        report = _reported.get(replica_id.unique_id)
+        if report is not None and report[0] != self._report_seen.get(replica_id):
+            number, held = report
+            self._report_seen[replica_id] = number
+            record: OrderedDict[tuple[str, str], None] = OrderedDict()
+            for kind, (names, capacity) in held.items():
+                record.update(((kind, name), None) for name in names)
+                if capacity:
+                    self._capacity[replica_id, kind] = capacity
+            for key in self._sent_since_report.pop(replica_id, OrderedDict()):
+                record[key] = None
+                record.move_to_end(key)
+            self._adapters[replica_id] = record
+            self._trim(replica_id)
+        return set(self._adapters[replica_id])
+
+    def _trim(self, replica_id: ReplicaID) -> None:
+        record = self._adapters[replica_id]
+        for kind in {kind for kind, _ in record}:
+            capacity = self._capacity.get((replica_id, kind), self._adapter_capacity)
+            keys = [key for key in record if key[0] == kind]
+            for key in keys[: max(0, len(keys) - capacity)]:
+                del record[key]
 
 
-def adapters_of(pending_request: Optional[PendingRequest]) -> set[str]:
-    """The adapters a model request runs with (its LoRAs, and the Lightning adapter in fast mode)."""
+def adapters_of(pending_request: Optional[PendingRequest]) -> set[tuple[str, str]]:
+    """The (kind, adapter) pairs a model request runs with: its LoRAs, and the Lightning adapter in
+    fast mode (each kind's model has its own adapters, the shared layout's replicas two sets)."""
     request = pending_request.args[0] if pending_request is not None and pending_request.args else None
     adapters = getattr(request, "adapters", None)
     if not isinstance(adapters, list):
         return set()
+    kind = getattr(getattr(request, "kind", None), "value", "")
     names = {adapter.name for adapter in adapters}
     if getattr(request, "parameters", {}).get("speed") == "fast":
-        names.add("lightning")
-    return names
+        names.add(LIGHTNING_ADAPTER)
+    return {(kind, name) for name in names}

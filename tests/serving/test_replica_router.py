@@ -19,7 +19,7 @@ import pytest
 from ray.serve._private.common import DeploymentHandleSource, DeploymentID, RequestMetadata
 from ray.serve.request_router import PendingRequest, ReplicaID
 
-from serving.replica_router import ROUTER_PATH, LeastBusyRouter
+from serving.replica_router import ROUTER_PATH, LeastBusyRouter, observe_replica
 
 pytestmark = pytest.mark.unit
 
@@ -49,8 +49,11 @@ class FakeReplica:
         return self.replica_id.unique_id
 
 
-def make_router(replicas: list[FakeReplica], max_backoff_s: float = 3600.0, **locality) -> LeastBusyRouter:
-    """A router as Serve's handle builds it (queue-length cache on); ``max_backoff_s`` is the wait ceiling."""
+def make_router(
+    replicas: list[FakeReplica], max_backoff_s: float = 3600.0, router_kwargs: Optional[dict] = None, **locality
+) -> LeastBusyRouter:
+    """A router as Serve's handle builds it (queue-length cache on); ``max_backoff_s`` is the wait
+    ceiling, ``router_kwargs`` the deployment's ``request_router_kwargs``."""
     router = LeastBusyRouter(
         deployment_id=DEPLOYMENT,
         handle_source=DeploymentHandleSource.UNKNOWN,
@@ -58,7 +61,7 @@ def make_router(replicas: list[FakeReplica], max_backoff_s: float = 3600.0, **lo
         max_backoff_s=max_backoff_s,
         **locality,
     )
-    router.initialize_state()
+    router.initialize_state(**(router_kwargs or {}))
     router.update_replicas(replicas)
     return router
 
@@ -307,5 +310,59 @@ def test_an_idle_replica_that_ran_the_adapters_goes_first_but_never_before_idlen
         send(router, c)  # the replica holding both is busy now: idle ones still go first
         assert await choose(router, model_request("ink", "clay")) == [[a, b], [c]]
         assert await choose(router, model_request(fast=True)) == [[a, b], [c]]  # no one ran Lightning yet
+
+    asyncio.run(scenario())
+
+
+def ran(router: LeastBusyRouter, replica: FakeReplica, *adapters: str) -> None:
+    """A request with these adapters was sent to ``replica`` and has completed."""
+    request = model_request(*adapters)
+    router.on_send_request(replica.replica_id)
+    router.on_request_routed(request, replica.replica_id, None)
+    router.on_request_completed(replica.replica_id, request.metadata.internal_request_id)
+
+
+def report(replica: FakeReplica, loaded: list[str], capacity: int) -> None:
+    """What the registry passes on from a replica's report (ModelWorker.info(), the parts read here)."""
+    observe_replica(
+        replica.replica_id.unique_id,
+        {"models": {"text_to_image": {"adapters_loaded": loaded, "adapter_capacity": capacity}}, "device": "cpu"},
+    )
+
+
+def test_the_router_takes_a_replica_to_keep_as_many_adapters_as_configured():
+    async def scenario():
+        x, y = FakeReplica("keep-x"), FakeReplica("keep-y")
+        router = make_router([x, y], router_kwargs={"adapter_capacity": 2})
+        await settle()
+        for name in ("ink", "neon", "clay"):
+            ran(router, x, name)
+        assert await choose(router, model_request("clay")) == [[x], [y]]
+        assert await choose(router, model_request("neon")) == [[x], [y]]
+        assert await choose(router, model_request("ink")) == [[x, y]]  # a cache of 2 has evicted it
+
+    asyncio.run(scenario())
+
+
+def test_what_a_replica_reports_holding_overrides_what_the_router_guessed():
+    async def scenario():
+        x, y = FakeReplica("report-x"), FakeReplica("report-y")
+        router = make_router([x, y], router_kwargs={"adapter_capacity": 5})
+        await settle()
+        # Held without this router having sent it (the registry restarted, or another handle sent it).
+        report(y, ["ink"], capacity=3)
+        assert await choose(router, model_request("ink")) == [[y], [x]]
+        ran(router, x, "neon")
+        report(x, [], capacity=3)  # x's report predates the request that loaded neon there ...
+        assert await choose(router, model_request("neon")) == [[x], [y]]  # ... so neon is still taken as held
+        report(x, [], capacity=3)  # a later report without it: evicted (its byte bound, a failed load)
+        assert await choose(router, model_request("neon")) == [[x, y]]
+        # y reports a cache of 3: after three more adapters its oldest is taken as gone.
+        for name in ("a1", "a2", "a3"):
+            ran(router, y, name)
+        assert await choose(router, model_request("ink")) == [[x, y]]
+        assert await choose(router, model_request("a1", "a3")) == [[y], [x]]
+        router.on_replica_actor_died(y.replica_id)
+        assert router.adapters_held(y.replica_id) == set()  # its report is forgotten too
 
     asyncio.run(scenario())
