@@ -388,10 +388,11 @@ def compile_regionally(pipeline: Any) -> None:
     pipeline.transformer.compile_repeated_blocks(fullgraph=True)
 
 
-def check_lora_file(path: str) -> int:
+def check_lora_file(path: str, max_rank: int | None = None) -> int:
     """Check that ``path`` is a ``.safetensors`` file holding LoRA weights; return its tensor count.
 
-    Reads only the header (``safetensors.safe_open`` validates its offsets against the file's
+    ``max_rank``: refuse an adapter of a higher rank (with compilation, the rank the hotswap slots
+    hold). Reads only the header (``safetensors.safe_open`` validates its offsets against the file's
     size): never unpickles anything. Raises :class:`AdapterError` saying what is wrong.
     """
     from safetensors import safe_open
@@ -399,6 +400,12 @@ def check_lora_file(path: str) -> int:
     try:
         with safe_open(path, framework="pt") as weights:
             keys = list(weights.keys())
+            # The rank is the first dimension of the down projections (lora_A / lora_down).
+            ranks = [
+                weights.get_slice(key).get_shape()[0]
+                for key in keys
+                if any(marker in key for marker in ("lora_A", "lora_down", "lora.down"))
+            ]
     except Exception as error:
         raise AdapterError(f"not a valid .safetensors file ({type(error).__name__}: {error})") from None
     if not keys:
@@ -406,6 +413,11 @@ def check_lora_file(path: str) -> int:
     if not any(marker in key for key in keys for marker in LORA_KEY_MARKERS):
         raise AdapterError(
             "the .safetensors file holds no LoRA weights (no lora_A/lora_B or lora_down/lora_up tensors)"
+        )
+    if max_rank is not None and ranks and max(ranks) > max_rank:
+        raise AdapterError(
+            f"its rank {max(ranks)} is higher than {max_rank}, "
+            f"the highest the compiled replicas take (MAX_ADAPTER_RANK)"
         )
     return len(keys)
 

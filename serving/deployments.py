@@ -310,6 +310,7 @@ def replica_profile(settings) -> Any:
             step_cache=settings.step_cache,
             step_cache_threshold=settings.step_cache_threshold,
             compile=settings.compile_transformer,
+            max_adapter_rank=settings.max_adapter_rank,
         )
     return profile
 

@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     step_cache: Optional[Literal["first_block", "taylorseer"]] = None
     step_cache_threshold: Optional[float] = Field(default=None, gt=0, lt=1)
     compile_transformer: bool = False  # regional torch.compile at load, with a warm-up
+    # With compilation: the highest LoRA rank that hotswaps into the prepared slots (memory: every slot is this rank)
+    max_adapter_rank: int = Field(default=128, ge=1, le=1024)
 
     # --- tasks
     max_queue_size: int = Field(default=1000, ge=1)

@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 
 from auth.deps import AdminUser, CurrentUser, SessionDep
 from models.adapters import LIGHTNING_ADAPTER, MAX_SCALE, MIN_SCALE, AdapterError, check_lora_file
-from serving.state import StateDep
+from serving.state import ServiceState, StateDep
 from storage.adapters import get_adapter, list_adapters, others_reading
 from storage.tables import LoraAdapter
 
@@ -112,7 +112,9 @@ async def register_lora(
         created_by=admin.id,
     )
     if file is not None:
-        relative, size, digest = await _store_upload(file, lora_dir, name, state.settings.lora_max_upload_bytes)
+        relative, size, digest = await _store_upload(
+            file, lora_dir, name, state.settings.lora_max_upload_bytes, hotswap_rank(state)
+        )
         row.source_type, row.source, row.size_bytes, row.sha256 = "local", relative, size, digest
     elif source.startswith("hub:"):
         repo = source[len("hub:") :]
@@ -124,7 +126,7 @@ async def register_lora(
     elif source.startswith("local:"):
         path = _inside(lora_dir, source[len("local:") :])
         try:
-            await asyncio.to_thread(check_lora_file, str(path))
+            await asyncio.to_thread(check_lora_file, str(path), hotswap_rank(state))
         except AdapterError as error:
             raise bad(f"LoRA 文件 {source[len('local:') :]} 无效：{error}") from None
         row.source_type, row.source, row.size_bytes = "local", str(path.relative_to(lora_dir)), path.stat().st_size
@@ -164,6 +166,12 @@ def delete_lora(name: str, _: AdminUser, state: StateDep, session: SessionDep) -
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+def hotswap_rank(state: ServiceState) -> Optional[int]:
+    """With compilation, the highest adapter rank the replicas' prepared slots take; else no limit."""
+    settings = state.settings
+    return settings.max_adapter_rank if settings.compile_transformer else None
+
+
 def _inside(root: Path, relative: str) -> Path:
     """``relative`` under ``root``, refusing anything that leaves it (``..``, absolute paths, links out)."""
     try:
@@ -177,7 +185,9 @@ def _inside(root: Path, relative: str) -> Path:
     return path
 
 
-async def _store_upload(upload: UploadFile, lora_dir: Path, name: str, limit: int) -> tuple[str, int, str]:
+async def _store_upload(
+    upload: UploadFile, lora_dir: Path, name: str, limit: int, max_rank: Optional[int]
+) -> tuple[str, int, str]:
     """Copy the upload under ``LORA_DIR/uploads`` (size limit counted while copying), check it, and
     return its relative path, size and sha256. Nothing is left behind when it is refused."""
     if not (upload.filename or "").lower().endswith(".safetensors"):
@@ -197,7 +207,7 @@ async def _store_upload(upload: UploadFile, lora_dir: Path, name: str, limit: in
                 digest.update(chunk)
                 await asyncio.to_thread(out.write, chunk)
         try:
-            await asyncio.to_thread(check_lora_file, staging)
+            await asyncio.to_thread(check_lora_file, staging, max_rank)
         except AdapterError as error:
             raise bad(f"LoRA 文件 {upload.filename} 无效：{error}") from None
         relative = f"{UPLOADS}/{name}-{digest.hexdigest()[:12]}.safetensors"

@@ -223,3 +223,16 @@ def test_adapters_a_replica_cannot_hold_at_once_are_refused_at_submission(tmp_pa
             "neon",
             "wide",
         ]
+
+
+def test_with_compilation_an_adapter_of_a_rank_the_slots_cannot_take_is_refused_when_registered(tmp_path, lora_bytes):
+    with make_client(tmp_path, compile_transformer=True, max_adapter_rank=2) as client:
+        admin = login(client, "admin", "admin123")
+        refused = register_upload(client, admin, "ink", lora_bytes)  # rank 4
+        assert refused.status_code == 400 and "MAX_ADAPTER_RANK" in refused.json()["detail"]
+        (tmp_path / "loras" / "styles").mkdir(parents=True)
+        (tmp_path / "loras" / "styles" / "ink.safetensors").write_bytes(lora_bytes)
+        local = {"name": "ink", "model": "text_to_image", "source": "local:styles/ink.safetensors"}
+        assert client.post("/admin/loras", headers=admin, data=local).status_code == 400
+    with make_client(tmp_path, compile_transformer=True, max_adapter_rank=4) as client:
+        assert register_upload(client, login(client, "admin", "admin123"), "ink", lora_bytes).status_code == 201
