@@ -261,6 +261,9 @@ class LeastBusyRouter(FIFOMixin, LocalityMixin, RequestRouter):
             keys = [key for key in record if key[0] == kind]
             for key in keys[: max(0, len(keys) - capacity)]:
                 del record[key]
+        sent = self._sent_since_report.get(replica_id)
+        for key in [key for key in sent or () if key not in record]:
+            del sent[key]  # evicted since by the replica's LRU as well
 
 
 def adapters_of(pending_request: Optional[PendingRequest]) -> set[tuple[str, str]]:
