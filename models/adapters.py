@@ -162,9 +162,10 @@ class AdapterSet:
         self._loaded: OrderedDict[str, str] = OrderedDict()
         self._bytes: dict[str, int] = {}
         self._sources: dict[str, AdapterSource] = {}  # where each loaded adapter's weights came from
-        # Hotswap mode. Slot names are never substrings of each other (peft finds a slot's tensors
-        # by substring).
-        self._slots = [f"slot{i:02d}" for i in range(capacity)] if hotswap else []
+        # Hotswap mode. Slot names of one width are never substrings of each other (peft finds a
+        # slot's tensors by substring).
+        width = max(2, len(str(capacity - 1)))
+        self._slots = [f"slot{i:0{width}d}" for i in range(capacity)] if hotswap else []
         self._free_slots = list(self._slots)
         self._prepared = False
         # slot -> (scaling tensor, the loaded adapter's own scaling) of every LoRA layer
