@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections import OrderedDict, defaultdict, deque
 from typing import Optional
 
@@ -75,6 +76,9 @@ DEFAULT_ADAPTER_CAPACITY = 5
 # recently used first; how many its cache keeps), and a number that grows with every report.
 _reported: dict[str, tuple[int, dict[str, tuple[list[str], int]]]] = {}
 _reports = itertools.count(1)
+_reported_at: dict[str, float] = {}
+# A replica silent this long is gone (scaled down, moved): its report is dropped.
+REPORT_TTL_S = 60.0
 
 
 def observe_replica(replica_id: str, info: dict) -> None:
@@ -84,12 +88,17 @@ def observe_replica(replica_id: str, info: dict) -> None:
     for kind, model in (info.get("models") or {}).items():
         if isinstance(model, dict) and "adapters_loaded" in model:
             held[kind] = (list(model["adapters_loaded"]), int(model.get("adapter_capacity") or 0))
+    now = time.monotonic()
+    for gone in [other for other, at in _reported_at.items() if now - at > REPORT_TTL_S]:
+        forget_replica(gone)
     _reported[replica_id] = (next(_reports), held)
+    _reported_at[replica_id] = now
 
 
 def forget_replica(replica_id: str) -> None:
     """Drop a replica's report (it is gone)."""
     _reported.pop(replica_id, None)
+    _reported_at.pop(replica_id, None)
 
 
 # Completions with no accepted request to match: refused attempts, and replies that reached this
