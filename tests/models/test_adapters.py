@@ -246,3 +246,9 @@ def test_with_compilation_adapters_swap_in_without_recompiling(tiny_cache_dir, s
     assert np.abs(compiled[1] - compiled[0]).mean() > 0.01  # the adapters really changed the output
     fast_request = request(fast=True, num_inference_steps=4, width=side, height=side)
     assert np.abs(fast - pixels(generate(eager, fast_request).images[0])).max() <= 2
+
+
+def test_with_compilation_slots_larger_than_the_adapter_cache_are_refused_at_load(tiny_cache_dir):
+    # The slots' memory is taken at load; over ADAPTER_CACHE_MB the replica says so instead of starting.
+    with pytest.raises(ModelLoadError, match="ADAPTER_CACHE_MB"):
+        fresh_model(tiny_cache_dir, adapter_capacity=4, adapter_max_mb=1, compile=True, max_adapter_rank=1024)
