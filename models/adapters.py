@@ -380,13 +380,18 @@ def enable_step_cache(pipeline: Any, mode: str, threshold: float | None = None) 
         raise ValueError(f"unknown step cache {mode!r}; use one of {', '.join(STEP_CACHE_MODES)}")
 
 
+# torch.compile's backend. Whether a change recompiles is decided by dynamo's guards, the same for
+# every backend, so tests of that may use "aot_eager" and skip inductor's code generation (minutes on CPU).
+COMPILE_BACKEND = "inductor"
+
+
 def compile_regionally(pipeline: Any) -> None:
     """Compile the transformer's repeated blocks with ``torch.compile``.
 
     Adapters hotswapped later must have their slots prepared first (:meth:`AdapterSet.prepare_hotswap`):
     a LoRA layer added after compiling changes the graph and recompiles.
     """
-    pipeline.transformer.compile_repeated_blocks(fullgraph=True)
+    pipeline.transformer.compile_repeated_blocks(fullgraph=True, backend=COMPILE_BACKEND)
 
 
 def check_lora_file(path: str, max_rank: int | None = None) -> int:

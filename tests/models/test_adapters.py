@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import models.adapters as adapters_module
 from models import TEXT_TO_IMAGE, GenerationRequest, ModelLoadError, generate, get_profile, load
 from models.adapters import AdapterError, AdapterSource, AdapterUse, parse_adapter_uses
 from models.profiles import with_speed_options
@@ -211,12 +212,18 @@ def test_speed_options_that_cannot_work_are_refused(options, message):
         with_speed_options(get_profile("tiny"), **options)
 
 
-def test_with_compilation_adapters_swap_in_without_recompiling(tiny_cache_dir, sources):
+def test_with_compilation_adapters_swap_in_without_recompiling(tiny_cache_dir, sources, monkeypatch):
     """Compiled at load with prepared hotswap slots: swapping adapters in and out, changing their
     scales, running the base model and fast mode never recompile, and each run matches a fresh
-    uncompiled pipeline with the same adapters (to within the compiler's rounding)."""
+    uncompiled pipeline with the same adapters (to within the compiler's rounding).
+
+    Compiled with the ``aot_eager`` backend: dynamo's tracing and guards, which decide whether a
+    swap recompiles, are those of the real compilation; inductor's code generation is left out (it
+    took ~90 s on this CPU and changes nothing about recompiling)."""
     import torch._dynamo
     from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(adapters_module, "COMPILE_BACKEND", "aot_eager")
 
     side = 64  # the warm-up's size: every run below has the shapes the warm-up compiled
     model = fresh_model(tiny_cache_dir, adapter_capacity=2, compile=True, max_adapter_rank=8, compile_warm_up_size=side)
