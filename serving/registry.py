@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import os
 import secrets
@@ -31,6 +32,7 @@ from models.kinds import ModelKind, kind_for_task_type
 from models.seeds import resolve_seed
 from serving import events as ev
 from serving import messages
+from serving.fair_share import fair_order
 from serving.logs import REGISTRY_LOGGER, registry_events, task_event
 from serving.metrics import TaskMetrics
 from serving.protocol import (
@@ -211,6 +213,12 @@ class RegistryCore:
         self._pending: dict[ModelKind, dict[str, None]] = {kind: {} for kind in ModelKind}
         self._pending_by_user: Counter[Optional[int]] = Counter()
         self._running: Counter[ModelKind] = Counter()  # running tasks by kind, for the queue-depth gauges
+        # Fair share (serving.fair_share): running tasks by (kind, user), when a user's task last started,
+        # and the queue order they give, rebuilt when the queue or the running tasks change.
+        self._running_by_user: Counter[tuple[ModelKind, Optional[int]]] = Counter()
+        self._last_start: dict[tuple[ModelKind, Optional[int]], int] = {}
+        self._starts = itertools.count(1)
+        self._order: dict[ModelKind, dict[str, int]] = {}
         self.metrics = TaskMetrics(app_name)
         self._handles: dict[ModelKind, Any] = {}
         self._replicas: dict[str, tuple[float, dict[str, Any]]] = {}  # replica id -> (when, its report)
@@ -313,6 +321,7 @@ class RegistryCore:
             self._pending[task.kind][task.task_id] = None
             self._pending_by_user[task.user_id] += 1
         self._running[task.kind] += task.status == TaskStatus.running.value
+        self._running_by_user[task.kind, task.user_id] += task.status == TaskStatus.running.value
         self._depth_changed(task.kind)
 
     def _forget(self, task_id: str) -> None:
@@ -325,6 +334,7 @@ class RegistryCore:
             if task.status == TaskStatus.pending.value:
                 self._pending_by_user[task.user_id] -= 1
             self._running[task.kind] -= task.status == TaskStatus.running.value
+            self._running_by_user[task.kind, task.user_id] -= task.status == TaskStatus.running.value
             self._depth_changed(task.kind)
 
     def _set_status(self, task: LiveTask, status: str) -> None:
@@ -335,11 +345,16 @@ class RegistryCore:
         self._pending[task.kind].pop(task.task_id, None)
         if status == TaskStatus.pending.value:
             self._pending[task.kind][task.task_id] = None
-        self._running[task.kind] += (status == TaskStatus.running.value) - (task.status == TaskStatus.running.value)
+        started = (status == TaskStatus.running.value) - (task.status == TaskStatus.running.value)
+        self._running[task.kind] += started
+        self._running_by_user[task.kind, task.user_id] += started
+        if started > 0:
+            self._last_start[task.kind, task.user_id] = next(self._starts)
         task.status = status
         self._depth_changed(task.kind)
 
     def _depth_changed(self, kind: ModelKind) -> None:
+        self._order.pop(kind, None)  # the queue or the running tasks changed: positions are rebuilt
         self.metrics.depth(kind.value, len(self._pending[kind]), self._running[kind])
 
     def _event(self, task: LiveTask, event: str, level: int = logging.INFO, **fields: Any) -> None:
@@ -355,10 +370,21 @@ class RegistryCore:
         )
 
     def _position(self, task: LiveTask) -> int:
-        """1-based place among pending tasks of the same model; 0 once running or finished."""
+        """1-based place among pending tasks of the same model in the order the fair share will start
+        them (serving.fair_share); 0 once running or finished."""
         if task.status != TaskStatus.pending.value:
             return 0
-        return 1 + list(self._pending[task.kind]).index(task.task_id)
+        return self._queue_order(task.kind)[task.task_id]
+
+    def _queue_order(self, kind: ModelKind) -> dict[str, int]:
+        """Positions of the pending tasks of ``kind``: the router's rule applied to the running tasks."""
+        order = self._order.get(kind)
+        if order is None:
+            waiting = ((task_id, self.tasks[task_id].user_id) for task_id in self._pending[kind])
+            running = {user: n for (k, user), n in self._running_by_user.items() if k == kind and n > 0}
+            last = {user: turn for (k, user), turn in self._last_start.items() if k == kind}
+            order = self._order[kind] = fair_order(waiting, running, last)
+        return order
 
     def _counts(self) -> dict[str, int]:
         counts = {s.value: self._status_counts[s.value] for s in TaskStatus}
@@ -569,7 +595,7 @@ class RegistryCore:
         )
         self._track(task)
         self.metrics.submitted(task.kind.value)
-        self._event(task, "queued", position=len(self._pending[task.kind]))
+        self._event(task, "queued", position=self._position(task))
         self._emit_queued(task)
         self._dispatch(task)
         return self._accepted(task)
@@ -751,7 +777,7 @@ class RegistryCore:
             if task is None or task.status != TaskStatus.pending.value:
                 continue
             if task.kind not in orders:
-                orders[task.kind] = {t: i + 1 for i, t in enumerate(self._pending[task.kind])}
+                orders[task.kind] = self._queue_order(task.kind)
             position = orders[task.kind][task_id]
             last = task.events.latest.get(ev.QUEUED)
             if last is None or last["data"].get("position") != position:

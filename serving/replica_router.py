@@ -10,9 +10,9 @@ running generation (tens of seconds on a real GPU) instead of on the idle GPU. A
 replica is full it retries with exponential back-off, 25 ms doubling to 0.5 s, so a replica that
 frees up waits on the router's timer.
 
-:class:`LeastBusyRouter` is built only on Serve's public request-router API (``ray.serve.request_router``:
-``choose_replicas``, the ``on_*`` hooks, ``initialize_state``, the FIFO and locality mixins); it
-overrides no private method and reads no private state.
+:class:`LeastBusyRouter` is built on Serve's public request-router API (``ray.serve.request_router``:
+``choose_replicas``, the ``on_*`` hooks, ``initialize_state``, the locality mixin); the one exception
+is fair share (:mod:`serving.fair_share`), which overrides the method Serve's FIFO mixin overrides.
 
 - **Its own count** of each replica's requests: those the replica accepted (``on_request_routed``)
   and that have not completed (``on_request_completed``), by request id. It is exact because the
@@ -36,8 +36,10 @@ overrides no private method and reads no private state.
   since, least recently used first and bounded by the size of its adapter cache (reported, else
   the configured ``adapter_capacity`` router argument). A guess that is wrong costs a reload on
   that replica, never a wrong image.
-- FIFO order and node locality are Serve's mixins. The router is set per deployment with
-  ``request_router_config``.
+- **Fair share** (:class:`serving.fair_share.FairShareMixin`): the replica that has room goes to the
+  waiting request of the user with the fewest requests on the replicas, round robin among users,
+  instead of the oldest request. Node locality is Serve's mixin. The router is set per deployment
+  with ``request_router_config``.
 
 What the public API leaves out, and what that costs: a change of the replica set has no hook other
 than overriding ``update_replicas`` (public, but the framework's own bookkeeping), so requests
@@ -56,7 +58,6 @@ from collections import OrderedDict, defaultdict, deque
 from typing import Optional
 
 from ray.serve.request_router import (
-    FIFOMixin,
     LocalityMixin,
     PendingRequest,
     ReplicaID,
@@ -66,6 +67,7 @@ from ray.serve.request_router import (
 )
 
 from models.adapters import LIGHTNING_ADAPTER
+from serving.fair_share import FairShareMixin
 
 ROUTER_PATH = "serving.replica_router.LeastBusyRouter"
 # Adapters a replica keeps when neither its report nor the router's arguments say: the default
@@ -109,8 +111,9 @@ def forget_replica(replica_id: str) -> None:
 _UNMATCHED_COMPLETIONS = 1024
 
 
-class LeastBusyRouter(FIFOMixin, LocalityMixin, RequestRouter):
-    """Least-outstanding-requests routing, woken by completions instead of a back-off timer."""
+class LeastBusyRouter(FairShareMixin, LocalityMixin, RequestRouter):
+    """Least-outstanding-requests routing, woken by completions instead of a back-off timer; a free
+    replica goes to the fairest waiting request (:mod:`serving.fair_share`)."""
 
     def initialize_state(self, adapter_capacity: int = DEFAULT_ADAPTER_CAPACITY, **kwargs) -> None:
         """Called by Serve once, before any request, with ``request_router_kwargs``: ``adapter_capacity``
