@@ -66,6 +66,7 @@ from serving.settings import load_settings
 from serving.webhooks import WebhookSender, outbox_rows, webhook_data
 from storage import TaskRecord, TaskStatus, init_db, make_engine, open_result_store, session_scope, utcnow
 from storage.adapters import adapters_named
+from storage.results import write_zip
 from storage.tables import TaskWebhook
 from storage.tasks import QuotaExceeded, create_task_within_quota, old_finished_tasks, unfinished_tasks
 from storage.webhooks import task_webhooks
@@ -669,15 +670,9 @@ class RegistryCore:
         )
 
     def _zip_results(self, task: LiveTask, keys: list[str]) -> str:
-        import io
-        import zipfile
-
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-            for key in keys:
-                archive.writestr(key.rsplit("/", 1)[-1], self.store.get(key))
+        """The batch's PNGs as one ZIP in the store, built piece by piece (storage.results.write_zip)."""
         key = result_key(task.task_id, len(keys))
-        self.store.put(key, buffer.getvalue())
+        write_zip(self.store, key, keys)
         return key
 
     # ------------------------------------------------------------------ reports from model replicas

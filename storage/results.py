@@ -14,12 +14,19 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import tempfile
 import threading
+import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 _KEY = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+
+
+# Objects are copied in pieces of this size (ZIP members, uploads of local files).
+COPY_CHUNK = 256 * 1024
 
 
 class ResultStoreError(OSError):
@@ -42,6 +49,9 @@ class ResultStore(Protocol):
     def open(self, key: str) -> BinaryIO:
         """An object to read in pieces (a response streams it); FileNotFoundError if absent."""
 
+    def put_path(self, key: str, path: Path | str) -> None:
+        """Write a local file's content as the object, atomically, in pieces (never whole in memory)."""
+
     def exists(self, key: str) -> bool: ...
 
     def delete_prefix(self, prefix: str) -> int:
@@ -59,12 +69,23 @@ class LocalResultStore:
         return self.root / check_key(key)
 
     def put(self, key: str, data: bytes) -> None:
+        self._write(key, lambda fh: fh.write(data))
+
+    def put_path(self, key: str, path: Path | str) -> None:
+        def copy(fh: BinaryIO) -> None:
+            with open(path, "rb") as source:
+                shutil.copyfileobj(source, fh, COPY_CHUNK)
+
+        self._write(key, copy)
+
+    def _write(self, key: str, fill: Any) -> None:
+        """Write to a temporary file beside the object, then rename it into place."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+                fill(fh)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
@@ -122,6 +143,9 @@ class MemoryResultStore:
     def open(self, key: str) -> BinaryIO:
         return io.BytesIO(self.get(key))
 
+    def put_path(self, key: str, path: Path | str) -> None:
+        self.put(key, Path(path).read_bytes())  # this store holds everything in memory anyway
+
     def exists(self, key: str) -> bool:
         with self._lock:
             return check_key(key) in self._objects
@@ -171,6 +195,13 @@ class FsspecResultStore:
         except OSError as exc:
             raise ResultStoreError(f"could not write {key}: {exc.strerror or exc}") from exc
 
+    def put_path(self, key: str, path: Path | str) -> None:
+        """An upload from the local file (multipart where the backend has it), visible once complete."""
+        try:
+            self.fs.put_file(str(path), self._path(key))
+        except OSError as exc:
+            raise ResultStoreError(f"could not write {key}: {exc.strerror or exc}") from exc
+
     def get(self, key: str) -> bytes:
         return self.fs.cat_file(self._path(key))
 
@@ -185,6 +216,19 @@ class FsspecResultStore:
         if paths:
             self.fs.rm(paths)
         return len(paths)
+
+
+def write_zip(store: ResultStore, key: str, members: Iterable[str]) -> None:
+    """Store under ``key`` a ZIP (stored, uncompressed: PNGs do not shrink) of the objects ``members``,
+    each named by the last part of its key. It is built member by member in a temporary file and
+    stored from there, so neither a member nor the archive is ever whole in memory."""
+    with tempfile.NamedTemporaryFile(prefix="qwen-zip-", suffix=".zip") as spool:
+        with zipfile.ZipFile(spool, "w", zipfile.ZIP_STORED) as archive:
+            for member in members:
+                with store.open(member) as source, archive.open(member.rsplit("/", 1)[-1], "w") as target:
+                    shutil.copyfileobj(source, target, COPY_CHUNK)
+        spool.flush()
+        store.put_path(key, spool.name)
 
 
 def open_result_store(url: str | None, data_dir: Path | str) -> ResultStore:

@@ -210,7 +210,9 @@ def test_queue_positions_follow_the_fair_share_order(tmp_path):
     core._dispatch = lambda task: None  # stand-in: nothing runs the tasks
 
     with session_scope(core.engine) as session:
-        session.add_all([User(id=1, username="one", hashed_password="x"), User(id=2, username="two", hashed_password="x")])
+        session.add_all(
+            [User(id=1, username="one", hashed_password="x"), User(id=2, username="two", hashed_password="x")]
+        )
 
     async def scenario():
         await core.start()

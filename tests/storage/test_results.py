@@ -81,6 +81,29 @@ def test_empty_object_round_trips(store):
     assert store.exists("results/t1/empty.bin") and store.get("results/t1/empty.bin") == b""
 
 
+def test_put_path_stores_a_local_files_content(store, tmp_path):
+    local = tmp_path / "archive.zip"
+    local.write_bytes(PNG * 40)  # several copy pieces
+    store.put_path("results/t1/generated_t1.zip", local)
+    assert store.get("results/t1/generated_t1.zip") == PNG * 40
+    assert local.read_bytes() == PNG * 40  # the source is left as it was
+
+
+def test_write_zip_holds_each_member_under_its_name(store):
+    import io
+    import zipfile
+
+    from storage.results import write_zip
+
+    store.put("results/t1/image_0_0.png", PNG)
+    store.put("results/t1/image_1_0.png", PNG[::-1])
+    write_zip(store, "results/t1/generated_t1.zip", ["results/t1/image_0_0.png", "results/t1/image_1_0.png"])
+    with zipfile.ZipFile(io.BytesIO(store.get("results/t1/generated_t1.zip"))) as archive:
+        assert archive.namelist() == ["image_0_0.png", "image_1_0.png"]
+        assert archive.read("image_0_0.png") == PNG and archive.read("image_1_0.png") == PNG[::-1]
+        assert {info.compress_type for info in archive.infolist()} == {zipfile.ZIP_STORED}
+
+
 def test_missing_object_is_file_not_found(store):
     assert not store.exists("results/none/x.png")
     with pytest.raises(FileNotFoundError):
