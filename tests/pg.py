@@ -85,6 +85,10 @@ class PostgresServer:
             "--no-locale",
             "--no-sync",
         )
+        self._pg_ctl_start()
+        return self
+
+    def _pg_ctl_start(self) -> None:
         options = " ".join(
             [
                 f"-p {self.port}",
@@ -109,7 +113,14 @@ class PostgresServer:
             "60",
             "start",
         )
-        return self
+
+    def pause(self) -> None:
+        """Stop the server as an outage would (fast shutdown: every connection is cut), keeping its data."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the server again after :meth:`pause`, on the same port with the same data."""
+        self._pg_ctl_start()
 
     def stop(self) -> None:
         try:
