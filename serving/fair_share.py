@@ -9,12 +9,13 @@ by this router and not completed: running, or waiting on a replica's device lock
 as many, the one served longest ago (round robin); a user's own requests keep their order.
 
 The one place Serve lets a router decide which waiting request a chosen replica goes to is
-``_fulfill_next_pending_request`` (the method Serve's own ``FIFOMixin`` and locality routers
-override); :class:`FairShareMixin` overrides it the same way, through the same helpers. The user is
-read from the request itself (``ModelRequest.user_id``); requests without one share one turn.
+``_fulfill_next_pending_request`` (the method Serve's own ``FIFOMixin`` overrides);
+:class:`FairShareMixin` overrides it the same way, through the same helpers, and in its place. The
+user is read from the request itself (``ModelRequest.user_id``); requests without one share a turn.
 
-The registry computes queue positions with the same rule (:func:`fair_order`), from the tasks it
-knows to be running, so the position a user sees is the order the router will start them in.
+The registry computes queue positions with the same rule (:func:`fair_order`) from the tasks it
+knows to be running, so the position a user sees is the order the router will start them in (a
+request already held beside a running one on a replica still counts as waiting there).
 """
 
 from __future__ import annotations
