@@ -257,3 +257,33 @@ class LoraAdapter(SQLModel, table=True):
         default=None,
         sa_column=Column(Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
     )
+
+
+# ---------------------------------------------------------------- quota usage counters
+
+
+class UsageCounter(SQLModel, table=True):
+    """Images a user has used that count toward quotas, per period: what the quota check reads, so it
+    costs the same at any history length. Kept in the transaction of each task-record change that
+    moves usage (creation, a task failed or cancelled before it started, clean-up deleting records).
+
+    ``period``: ``day`` (``start`` = local date, ``YYYY-MM-DD``), ``month`` (``YYYY-MM``) or ``total``
+    (``start`` = ""); days and months in the time zone named in :class:`UsageCounterZone`.
+    """
+
+    __tablename__ = "usage_counters"
+
+    user_id: int = Field(sa_column=Column(Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True))
+    period: str = Field(primary_key=True, max_length=5)
+    start: str = Field(primary_key=True, max_length=10)
+    images: int = 0
+
+
+class UsageCounterZone(SQLModel, table=True):
+    """One row: the time zone whose days and months the counters are kept in (``QUOTA_TIMEZONE``);
+    "" while the counters have not been built. A different zone rebuilds them from the records."""
+
+    __tablename__ = "usage_counter_zone"
+
+    id: int = Field(default=1, primary_key=True)
+    zone: str = Field(default="", max_length=64)

@@ -13,6 +13,7 @@ from sqlalchemy import and_, case, not_
 from sqlmodel import Session, col, func, select
 
 from storage.tables import UNFINISHED, TaskRecord, TaskStatus, TaskType, User
+from storage.usage import Usage, counted_usage, counter_zone, records_added
 
 # ---------------------------------------------------------------- quota periods and usage
 
@@ -51,14 +52,9 @@ def _counts_toward_quota():
     )
 
 
-@dataclass(frozen=True)
-class Usage:
-    used_today: int
-    used_this_month: int
-    total_used: int
-
-
 def quota_usage(session: Session, user_id: int, periods: Periods) -> Usage:
+    """Usage counted over the user's rows: the reference the counters (:mod:`storage.usage`) equal,
+    and what they are rebuilt from; it reads the whole history, so the quota check reads counters."""
     counted = func.coalesce(func.sum(TaskRecord.image_count), 0)
     base = and_(col(TaskRecord.user_id) == user_id, _counts_toward_quota())
 
@@ -73,6 +69,14 @@ def quota_usage(session: Session, user_id: int, periods: Periods) -> Usage:
         ).where(base)
     ).one()
     return Usage(int(today), int(month), int(total))
+
+
+def current_usage(session: Session, user_id: int, now: datetime, tz_name: str = "UTC") -> Usage:
+    """What ``/tasks/quota/me`` shows: the counters when they are kept in ``tz_name`` (a read only;
+    the registry's next quota check rebuilds them otherwise), else the count over the rows."""
+    if counter_zone(session.connection()) == tz_name:
+        return counted_usage(session, user_id, now, tz_name)
+    return quota_usage(session, user_id, quota_periods(now, tz_name))
 
 
 class QuotaExceeded(Exception):
@@ -97,26 +101,37 @@ def create_task_within_quota(
     default_monthly: int,
     now: datetime,
     tz_name: str = "UTC",
+    write_lock_held: bool = False,
 ) -> TaskRecord:
-    """Insert ``record`` unless its images would exceed the user's daily or monthly limit.
+    """Insert ``record`` unless its images would exceed the user's daily or monthly limit, and count
+    them in the user's usage counters in the same transaction.
 
     The user's row is locked (``SELECT … FOR UPDATE`` on PostgreSQL; on SQLite the transaction
     starts with ``BEGIN IMMEDIATE``, taking the write lock before the usage is read) so two
-    concurrent submissions cannot both take the last unit.
+    concurrent submissions cannot both take the last unit. ``write_lock_held``: the caller's
+    transaction began with :func:`begin_write` (several writes in one transaction).
     """
     if record.user_id is not None:
-        _begin_immediate_on_sqlite(session)
+        if not write_lock_held:
+            _begin_immediate_on_sqlite(session)
         user = session.exec(select(User).where(User.id == record.user_id).with_for_update()).one()
         daily, monthly = effective_limits(user, default_daily, default_monthly)
         periods = quota_periods(now, tz_name)
-        usage = quota_usage(session, user.id, periods)
+        usage = counted_usage(session, user.id, now, tz_name)
         if usage.used_today + record.image_count > daily:
             raise QuotaExceeded("daily", daily, usage.used_today, periods.day_end)
         if usage.used_this_month + record.image_count > monthly:
             raise QuotaExceeded("monthly", monthly, usage.used_this_month, periods.month_end)
     session.add(record)
     session.flush()
+    records_added(session, [record])
     return record
+
+
+def begin_write(session: Session) -> None:
+    """Start the session's transaction holding SQLite's write lock (``BEGIN IMMEDIATE``), as a quota
+    check needs; nothing on other databases (the check locks the user's row there)."""
+    _begin_immediate_on_sqlite(session)
 
 
 def _begin_immediate_on_sqlite(session: Session) -> None:
@@ -264,9 +279,11 @@ __all__ = [
     "quota_periods",
     "Usage",
     "quota_usage",
+    "current_usage",
     "QuotaExceeded",
     "effective_limits",
     "create_task_within_quota",
+    "begin_write",
     "HistoryFilter",
     "Page",
     "history_page",

@@ -18,7 +18,7 @@ from serving.routes.common import owned_record
 from serving.state import StateDep
 from storage import TaskRecord, TaskStatus, utcnow
 from storage.tables import User
-from storage.tasks import HistoryFilter, effective_limits, history_page, quota_periods, quota_usage, statistics
+from storage.tasks import HistoryFilter, current_usage, effective_limits, history_page, quota_periods, statistics
 from storage.users import get_user
 
 router = APIRouter(tags=["history"])
@@ -147,8 +147,9 @@ def global_statistics(_: AdminUser, session: SessionDep, state: StateDep) -> dic
 
 def quota_body(session, user: User, state) -> dict:
     daily, monthly = effective_limits(user, state.settings.default_daily_limit, state.settings.default_monthly_limit)
-    periods = quota_periods(utcnow(), state.settings.quota_timezone)
-    usage = quota_usage(session, user.id, periods)
+    now = utcnow()
+    periods = quota_periods(now, state.settings.quota_timezone)
+    usage = current_usage(session, user.id, now, state.settings.quota_timezone)
     return {
         "user_id": user.id,
         "daily_limit": daily,

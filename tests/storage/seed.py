@@ -10,6 +10,7 @@ from typing import Optional
 from sqlalchemy.engine import Engine
 
 from storage import TaskRecord, TaskStatus, TaskType, User, session_scope
+from storage.usage import records_added
 
 T0 = datetime(2024, 6, 15, 12, 0, tzinfo=timezone.utc)
 _names = itertools.count()
@@ -57,7 +58,9 @@ def task(
 
 
 def add_tasks(engine: Engine, *records: TaskRecord) -> list[TaskRecord]:
+    """Insert ``records``, counting their images in the usage counters as every writer of records does."""
     with session_scope(engine) as session:
         session.add_all(records)
         session.flush()
+        records_added(session, records)
         return list(records)

@@ -142,3 +142,42 @@ def test_users_revision_keys_existing_accounts_and_stops_id_reuse(blank_engine):
         session.delete(session.get(User, newest.id))
         session.commit()
     assert add_user(blank_engine, "after-delete").id > newest.id
+
+
+def test_usage_counters_revision_fills_the_counters_from_existing_rows(blank_engine):
+    """The counters of the rows written before the revision equal a count over those rows."""
+    from alembic import command
+
+    from storage.db import _schema_lock
+    from storage.tasks import quota_periods, quota_usage
+    from storage.usage import counted_usage, counter_zone
+    from tests.storage.seed import T0, add_user, task
+
+    config = alembic_config()
+    with _schema_lock(blank_engine) as connection:  # the schema as it was before the counters
+        config.attributes["connection"] = connection
+        command.upgrade(config, "4a6fa33687a0")
+    owner, other = add_user(blank_engine, "owner").id, add_user(blank_engine, "other").id
+    rows = [
+        task(owner, T0, image_count=2),
+        task(owner, T0.replace(day=1), image_count=3),
+        task(owner, T0.replace(month=5), image_count=4),
+        task(owner, T0, status="failed", image_count=5),
+        task(owner, T0, status="cancelled", started=False, image_count=6),
+        task(owner, T0, status="cancelled", started=True, image_count=7),
+        task(owner, T0, status="pending"),
+        task(other, T0, status="running", image_count=8),
+        task(None, T0, image_count=9),
+    ]
+    with Session(blank_engine) as session:  # straight rows: no counters exist yet
+        session.add_all(rows)
+        session.commit()
+    init_db(blank_engine)
+    assert revision(blank_engine) == HEAD
+    with Session(blank_engine) as session:
+        assert counter_zone(session.connection()) == "UTC"
+        for user in (owner, other):
+            counted = counted_usage(session, user, T0, "UTC")
+            assert counted == quota_usage(session, user, quota_periods(T0)), user
+        mine = counted_usage(session, owner, T0, "UTC")
+    assert (mine.used_today, mine.used_this_month, mine.total_used) == (2 + 7 + 1, 2 + 3 + 7 + 1, 2 + 3 + 4 + 7 + 1)

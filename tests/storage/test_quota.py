@@ -352,3 +352,84 @@ def test_submissions_from_separate_sessions_one_at_a_time_stop_at_the_quota(engi
     assert errors == []
     assert (accepted, refused) == (remaining, 8 - remaining)
     assert count_tasks(engine, me) == daily
+
+
+# ------------------------------------------------------------------ usage counters
+
+
+def counters_and_rows(engine, user_id: int, now=NOW, tz="UTC"):
+    """(what the counters say, what a count over the rows says) for ``user_id`` at ``now``."""
+    from storage.usage import counted_usage
+
+    with session_scope(engine) as session:
+        counted = counted_usage(session, user_id, now, tz)
+        recounted = quota_usage(session, user_id, quota_periods(now, tz))
+    return counted, recounted
+
+
+def test_usage_counters_equal_a_recount_from_the_rows_after_creations_failures_cancellations_and_cleanup(engine):
+    """Every write that moves usage, as the registry makes it; the counters never drift from the rows."""
+    from sqlalchemy import update
+
+    from storage.tasks import old_finished_tasks
+    from storage.usage import records_deleted, task_changed
+
+    me, other = add_user(engine).id, add_user(engine).id
+    moments = [NOW - timedelta(days=40), NOW - timedelta(days=20), NOW - timedelta(days=1), NOW - timedelta(hours=1)]
+    created = []
+    for n, moment in enumerate(moments * 3):
+        user = me if n % 4 else other
+        created.append(submit(engine, user, now=moment, image_count=1 + n % 3, daily=100, monthly=1000))
+
+    def change(record, **values):
+        with session_scope(engine) as session:
+            task_changed(session, record.task_id, values)
+            session.exec(update(TaskRecord).where(TaskRecord.task_id == record.task_id).values(**values))
+
+    started = NOW - timedelta(minutes=30)
+    change(created[0], status="running", started_at=started)
+    change(created[0], status="completed", started_at=started)
+    change(created[1], status="failed", started_at=None)  # failed before starting: given back
+    change(created[2], status="running", started_at=started)
+    change(created[2], status="failed", started_at=started)  # failed while running: given back too
+    change(created[2], status="failed", started_at=started)  # the same write again (a retried save)
+    change(created[3], status="cancelled", started_at=None)  # cancelled while pending: given back
+    change(created[5], status="running", started_at=started)
+    change(created[5], status="cancelled", started_at=started)  # it ran: it counts
+    change(created[6], status="completed", started_at=started)
+    for user in (me, other):
+        counted, recounted = counters_and_rows(engine, user)
+        assert counted == recounted and counted.total_used > 0
+
+    with session_scope(engine) as session:  # clean-up deletes finished records older than 30 days
+        old = list(old_finished_tasks(session, NOW - timedelta(days=30)))
+        assert old
+        records_deleted(session, old)
+        for record in old:
+            session.delete(record)
+    for user in (me, other):
+        counted, recounted = counters_and_rows(engine, user)
+        assert counted == recounted
+    for later in (NOW + timedelta(days=1), NOW + timedelta(days=40)):  # other days and months
+        assert counters_and_rows(engine, me, now=later)[0] == counters_and_rows(engine, me, now=later)[1]
+
+
+def test_counters_follow_a_change_of_the_quota_time_zone_by_rebuilding_from_the_rows(engine):
+    me = add_user(engine).id
+    late_evening_in_shanghai = utc(2024, 6, 15, 15, 30)  # 23:30 local
+    for _ in range(2):
+        submit(engine, me, now=late_evening_in_shanghai, tz="UTC", daily=10)
+    counted, recounted = counters_and_rows(engine, me, now=utc(2024, 6, 15, 16, 30), tz="Asia/Shanghai")
+    assert counted == recounted and counted.used_today == 0  # a new day in Shanghai
+    counted, recounted = counters_and_rows(engine, me, now=utc(2024, 6, 15, 16, 30), tz="UTC")
+    assert counted == recounted and counted.used_today == 2
+
+
+def test_the_quota_check_reads_counters_not_rows(engine):
+    """Rows written behind the counters' back are not seen: the check no longer sums the history."""
+    me = add_user(engine).id
+    submit(engine, me)
+    with session_scope(engine) as session:  # a row inserted without counting it (no writer does this)
+        session.add(task(me, NOW, status="completed"))
+    counted, recounted = counters_and_rows(engine, me)
+    assert (counted.used_today, recounted.used_today) == (1, 2)

@@ -1,0 +1,186 @@
+"""Quota usage counters: what a user has used today, this month and in total, read in three primary-key
+look-ups instead of summed over their whole history.
+
+Every change of a task record that moves usage calls in here in its own transaction: a task created
+(+ its images), a task failed or cancelled before it started (its images given back), records deleted
+by clean-up (their images leave the counts, as they leave a count of the rows). The counters then
+always equal :func:`storage.tasks.quota_usage`, the count over the rows, which stays as the reference.
+
+Days and months are those of one time zone (``QUOTA_TIMEZONE``), named in ``usage_counter_zone``. A
+check in another zone rebuilds the counters from the records once (under the write lock the quota
+check holds), so the counts are exact after a change of the setting too.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Optional
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlmodel import Session
+
+from storage.tables import TaskRecord, TaskStatus, UsageCounter, UsageCounterZone
+
+COUNTERS = UsageCounter.__table__
+ZONE = UsageCounterZone.__table__
+TASKS = TaskRecord.__table__
+
+
+@dataclass(frozen=True)
+class Usage:
+    used_today: int
+    used_this_month: int
+    total_used: int
+
+
+def counts_toward_quota(status: str, started_at: Optional[datetime]) -> bool:
+    """Failed tasks and cancelled tasks that never started give their quota back."""
+    if status == TaskStatus.failed.value:
+        return False
+    return not (status == TaskStatus.cancelled.value and started_at is None)
+
+
+def period_keys(moment: datetime, zone: str) -> tuple[str, str]:
+    """The day (``YYYY-MM-DD``) and month (``YYYY-MM``) of ``moment`` in ``zone``."""
+    if moment.tzinfo is None:  # a naive value read without the column type is UTC
+        moment = moment.replace(tzinfo=timezone.utc)
+    local = moment.astimezone(ZoneInfo(zone))
+    return local.date().isoformat(), local.strftime("%Y-%m")
+
+
+def _keys(user_id: int, created_at: datetime, zone: str) -> list[tuple[int, str, str]]:
+    day, month = period_keys(created_at, zone)
+    return [(user_id, "day", day), (user_id, "month", month), (user_id, "total", "")]
+
+
+def _upsert(connection: Connection, amounts: Counter[tuple[int, str, str]]) -> None:
+    """Add each amount to its counter, creating counters that do not exist yet."""
+    rows = [dict(user_id=u, period=p, start=s, images=n) for (u, p, s), n in amounts.items() if n]
+    if not rows:
+        return
+    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    for first in range(0, len(rows), 1000):  # within SQLite's limit on bound parameters
+        statement = insert(COUNTERS).values(rows[first : first + 1000])
+        statement = statement.on_conflict_do_update(
+            index_elements=["user_id", "period", "start"],
+            set_={"images": COUNTERS.c.images + statement.excluded.images},
+        )
+        connection.execute(statement)
+
+
+def counter_zone(connection: Connection) -> str:
+    """The zone the counters are kept in; "" while they have not been built."""
+    return connection.execute(select(ZONE.c.zone).where(ZONE.c.id == 1)).scalar() or ""
+
+
+def add_usage(session: Session, changes: Iterable[tuple[Optional[int], datetime, int]]) -> None:
+    """Move the counters by ``(user_id, created_at, images)`` (images < 0 gives them back)."""
+    connection = session.connection()
+    zone = counter_zone(connection)
+    if not zone:
+        return  # not built yet: the first quota check builds them from the records, these included
+    amounts: Counter[tuple[int, str, str]] = Counter()
+    for user_id, created_at, images in changes:
+        if user_id is not None and images:
+            for key in _keys(user_id, created_at, zone):
+                amounts[key] += images
+    _upsert(connection, amounts)
+
+
+def rebuild_counters(connection: Connection, zone: str) -> None:
+    """Every counter recounted from the task records, days and months in ``zone``."""
+    amounts: Counter[tuple[int, str, str]] = Counter()
+    rows = connection.execute(
+        select(TASKS.c.user_id, TASKS.c.created_at, TASKS.c.image_count, TASKS.c.status, TASKS.c.started_at).where(
+            TASKS.c.user_id.is_not(None)
+        )
+    )
+    for user_id, created_at, images, status, started_at in rows:
+        if counts_toward_quota(status, started_at):
+            for key in _keys(user_id, created_at, zone):
+                amounts[key] += images
+    connection.execute(delete(COUNTERS))
+    _upsert(connection, amounts)
+    if connection.execute(update(ZONE).where(ZONE.c.id == 1).values(zone=zone)).rowcount == 0:
+        connection.execute(ZONE.insert().values(id=1, zone=zone))
+
+
+def ensure_counters(session: Session, zone: str) -> None:
+    """Counters kept in ``zone``, rebuilt from the records when they are not (first use, or the quota
+    time zone changed). Call it holding the write lock (the quota check does)."""
+    connection = session.connection()
+    if counter_zone(connection) != zone:
+        rebuild_counters(connection, zone)
+
+
+def counted_usage(session: Session, user_id: int, now: datetime, zone: str) -> Usage:
+    """``user_id``'s usage today, this month (in ``zone``, at ``now``) and in total: three look-ups."""
+    ensure_counters(session, zone)
+    day, month = period_keys(now, zone)
+    rows = session.connection().execute(
+        select(COUNTERS.c.period, COUNTERS.c.images).where(
+            COUNTERS.c.user_id == user_id,
+            ((COUNTERS.c.period == "day") & (COUNTERS.c.start == day))
+            | ((COUNTERS.c.period == "month") & (COUNTERS.c.start == month))
+            | (COUNTERS.c.period == "total"),
+        )
+    )
+    found = {period: images for period, images in rows}
+    return Usage(int(found.get("day", 0)), int(found.get("month", 0)), int(found.get("total", 0)))
+
+
+def task_changed(session: Session, task_id: str, values: dict[str, Any]) -> None:
+    """Before ``values`` (status, started_at, …) are written to the task's record: give its images
+    back when the change makes it stop counting (a task failed, or cancelled before it started).
+    A finished record never changes status again, so a record that stopped counting stays so."""
+    status = values.get("status")
+    if status is None or counts_toward_quota(status, values.get("started_at")):
+        return
+    old = session.connection().execute(
+        select(TASKS.c.user_id, TASKS.c.created_at, TASKS.c.image_count, TASKS.c.status, TASKS.c.started_at).where(
+            TASKS.c.task_id == task_id
+        )
+    ).first()
+    if old is not None and counts_toward_quota(old.status, old.started_at):
+        add_usage(session, [(old.user_id, old.created_at, -old.image_count)])
+
+
+def records_deleted(session: Session, records: Iterable[TaskRecord]) -> None:
+    """Before ``records`` are deleted: their images leave the counts."""
+    add_usage(
+        session,
+        [
+            (r.user_id, r.created_at, -r.image_count)
+            for r in records
+            if counts_toward_quota(r.status, r.started_at)
+        ],
+    )
+
+
+def records_added(session: Session, records: Iterable[TaskRecord]) -> None:
+    """After ``records`` were inserted by other means than the quota check (imports, fixtures)."""
+    add_usage(
+        session,
+        [(r.user_id, r.created_at, r.image_count) for r in records if counts_toward_quota(r.status, r.started_at)],
+    )
+
+
+__all__ = [
+    "Usage",
+    "counts_toward_quota",
+    "period_keys",
+    "add_usage",
+    "counter_zone",
+    "rebuild_counters",
+    "ensure_counters",
+    "counted_usage",
+    "task_changed",
+    "records_deleted",
+    "records_added",
+]
