@@ -17,16 +17,17 @@ import os
 import secrets
 import time
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-from sqlalchemy import update
+from sqlalchemy import bindparam
 
 from models.kinds import ModelKind, kind_for_task_type
 from models.seeds import resolve_seed
@@ -68,8 +69,10 @@ from storage import TaskRecord, TaskStatus, init_db, make_engine, open_result_st
 from storage.adapters import adapters_named
 from storage.results import write_zip
 from storage.tables import TaskWebhook
-from storage.tasks import QuotaExceeded, create_task_within_quota, old_finished_tasks, unfinished_tasks
+from storage.tasks import QuotaExceeded, insert_task_within_quota, old_finished_tasks, unfinished_tasks
+from storage.usage import ensure_counters, records_deleted, task_changed
 from storage.webhooks import task_webhooks
+from storage.writer import BatchWriter
 
 log = logging.getLogger("qwen_image.registry")
 # Task events as JSON lines (serving.logs); the actor gives this logger its handler.
@@ -111,6 +114,25 @@ def result_filename(task_id: str, count: int) -> str:
 
 def result_key(task_id: str, count: int) -> str:
     return f"results/{task_id}/{result_filename(task_id, count)}"
+
+
+TASKS = TaskRecord.__table__
+_UPDATE_TASK = TASKS.update().where(TASKS.c.task_id == bindparam("_task_id"))
+
+
+def _outbox(changes: dict[str, Any]) -> tuple:
+    return tuple(changes.get("outbox", ()))
+
+
+def _write_task_state(session: Any, *, task_id: str, values: dict[str, Any], outbox: tuple) -> None:
+    """A status change of one task, on the writer thread: the usage it gives back, the record, and the
+    webhook deliveries it causes, in the writer's transaction."""
+    task_changed(session, task_id, values)
+    # A Core UPDATE built once (the columns set are those of ``values``): the ORM's bulk update costs
+    # several times more than the write itself.
+    session.connection().execute(_UPDATE_TASK, {**values, "_task_id": task_id})
+    if outbox:
+        session.add_all(outbox)
 
 
 def model_requests(
@@ -171,6 +193,9 @@ class LiveTask:
     events: ev.TaskEventState = field(default_factory=ev.TaskEventState)
     webhook: Optional[WebhookRequest] = None  # where and which events, when the submission asked
     last_progress_webhook: float = 0.0
+    # The latest write of this task's state handed to the writer thread, until it is committed:
+    # answers about the task wait for it, so nothing is reported that the database does not hold.
+    saving: Optional[asyncio.Future] = None
 
     @property
     def total_steps(self) -> int:
@@ -227,6 +252,16 @@ class RegistryCore:
         # Tasks whose last state the database has not taken yet (task id -> extra columns to write).
         self._unsaved: dict[str, dict[str, Any]] = {}
         self._save_retry: Optional[asyncio.Task] = None
+        # Every database write of the registry, in order, batched, off the event loop (storage.writer).
+        self.writer = BatchWriter(self.engine, name=f"registry-writer:{app_name}")
+        # Submissions whose record is being written (task id -> the write): counted toward the queue
+        # limits, and a second submission of the same id waits for the first.
+        self._creating: dict[str, asyncio.Future] = {}
+        self._creating_by_user: Counter[Optional[int]] = Counter()
+        # Finished tasks still in memory, oldest first (task id -> when it finished, monotonic): they
+        # leave after ``finished_task_memory_seconds`` or beyond ``finished_tasks_in_memory``, and
+        # are then answered from their records, so memory follows what is live, not throughput.
+        self._finished: OrderedDict[str, float] = OrderedDict()
         self.clock = ev.EventClock()
         self.journal = ev.EventJournal(self.epoch)
         self.webhooks = WebhookSender(self.engine, self.settings)
@@ -242,9 +277,11 @@ class RegistryCore:
             )
         return self._handles[kind]
 
-    def _persist(self, task: LiveTask, outbox: tuple = (), **extra: Any) -> None:
-        """Write the task's current state to its record (status, times, error, result): one UPDATE,
-        and in the same transaction the webhook deliveries (``outbox``) the change causes."""
+    def _persist(self, task: LiveTask, outbox: tuple = (), **extra: Any) -> asyncio.Future:
+        """Hand the writer thread the task's current state for its record (status, times, error,
+        result): one UPDATE, and in the same transaction the webhook deliveries (``outbox``) the
+        change causes and the usage counters it moves. The values are taken now, on the event loop;
+        the returned future resolves once they are committed."""
         values = {
             "status": task.status,
             "started_at": task.started_at,
@@ -254,11 +291,7 @@ class RegistryCore:
             "attempts": task.attempts_started,
             **extra,
         }
-        with session_scope(self.engine) as session:
-            session.exec(update(TaskRecord).where(TaskRecord.task_id == task.task_id).values(**values))
-            session.add_all(outbox)
-        if outbox:
-            self.webhooks.wake()
+        return self.writer.submit(partial(_write_task_state, task_id=task.task_id, values=values, outbox=outbox))
 
     # ------------------------------------------------------------------ events
 
@@ -290,30 +323,55 @@ class RegistryCore:
         )
         return outbox_rows(task.webhook, event, task_id=task.task_id, user_id=task.user_id, moment=moment, data=data)
 
-    def _save(self, task: LiveTask, **extra: Any) -> None:
+    def _save(self, task: LiveTask, **extra: Any) -> asyncio.Future:
         """``_persist``, never raising: a failed write is retried in the background until it is stored,
-        so no task is left hanging on a database error (waiters are released by the caller)."""
+        so no task is left hanging on a database error (waiters are released by the caller). Returns
+        the write (``task.saving``), which resolves when it is stored or has failed."""
         earlier = self._unsaved.pop(task.task_id, {})
         # Webhook deliveries of an earlier unsaved change go out with this one; nothing is dropped.
-        pending = {**earlier, **extra, "outbox": tuple(earlier.get("outbox", ())) + tuple(extra.get("outbox", ()))}
+        pending = {**earlier, **extra, "outbox": _outbox(earlier) + _outbox(extra)}
         try:
-            self._persist(task, **pending)
-        except Exception as exc:
-            log.warning(
-                "task %s: could not store its state (%r); retrying every %.0f s", task.task_id, exc, SAVE_RETRY_S
-            )
-            self._unsaved[task.task_id] = pending
-            if self._save_retry is None or self._save_retry.done():
-                self._save_retry = asyncio.get_running_loop().create_task(self._retry_saves())
+            saving = self._persist(task, **pending)
+        except Exception as exc:  # not even handed over
+            saving = asyncio.get_running_loop().create_future()
+            saving.set_exception(exc)
+        task.saving = saving
+        saving.add_done_callback(partial(self._saved, task, pending))
+        return saving
+
+    def _saved(self, task: LiveTask, pending: dict[str, Any], saving: asyncio.Future) -> None:
+        """A write of ``task`` ended: on failure its changes wait in ``_unsaved`` for the next try."""
+        error = saving.exception() if not saving.cancelled() else asyncio.CancelledError()
+        if error is None:
+            if pending["outbox"]:
+                self.webhooks.wake()
+            return
+        log.warning("task %s: could not store its state (%r); retrying every %.0f s", task.task_id, error, SAVE_RETRY_S)
+        later = self._unsaved.pop(task.task_id, {})
+        self._unsaved[task.task_id] = {**pending, **later, "outbox": _outbox(pending) + _outbox(later)}
+        if self._save_retry is None or self._save_retry.done():
+            self._save_retry = asyncio.get_running_loop().create_task(self._retry_saves())
 
     async def _retry_saves(self) -> None:
         while self._unsaved:
             await asyncio.sleep(SAVE_RETRY_S)
+            writes = []
             for task_id in list(self._unsaved):
                 task = self.tasks.get(task_id)
                 extra = self._unsaved.pop(task_id)
                 if task is not None:
-                    self._save(task, **extra)
+                    writes.append(self._save(task, **extra))
+            # A failed one is back in _unsaved (its callback runs first) before the loop looks again;
+            # wait, not gather: stopping this loop must not cancel the writes.
+            if writes:
+                await asyncio.wait(writes)
+
+    @staticmethod
+    async def _stored(task: LiveTask) -> None:
+        """Returns once the task's latest write has been committed (or has failed: then memory answers)."""
+        saving = task.saving
+        if saving is not None and not saving.done():
+            await asyncio.wait([saving])
 
     def _track(self, task: LiveTask) -> None:
         self.tasks[task.task_id] = task
@@ -326,9 +384,11 @@ class RegistryCore:
         self._depth_changed(task.kind)
 
     def _forget(self, task_id: str) -> None:
-        if task_id in self._unsaved:
+        task = self.tasks.get(task_id)
+        if task_id in self._unsaved or (task is not None and task.saving is not None and not task.saving.done()):
             return  # its final state is not stored yet: it stays answerable from memory until it is
         task = self.tasks.pop(task_id, None)
+        self._finished.pop(task_id, None)
         if task is not None:
             self._status_counts[task.status] -= 1
             self._pending[task.kind].pop(task_id, None)
@@ -387,6 +447,20 @@ class RegistryCore:
             order = self._order[kind] = fair_order(waiting, running, last)
         return order
 
+    def _forget_finished(self) -> None:
+        """Finished tasks past their time in memory, or beyond the count kept, leave it (oldest first)."""
+        keep = self.settings.finished_tasks_in_memory
+        cutoff = time.monotonic() - self.settings.finished_task_memory_seconds
+        while self._finished:
+            task_id, finished_at = next(iter(self._finished.items()))
+            if finished_at > cutoff and len(self._finished) <= keep:
+                return
+            task = self.tasks.get(task_id)
+            if task is not None and (task_id in self._unsaved or (task.saving is not None and not task.saving.done())):
+                return  # not stored yet; it leaves with a later pass
+            self._finished.pop(task_id)
+            self._forget(task_id)
+
     def _counts(self) -> dict[str, int]:
         counts = {s.value: self._status_counts[s.value] for s in TaskStatus}
         counts["total"] = len(self.tasks)
@@ -405,23 +479,33 @@ class RegistryCore:
         generation_seconds = task.result.generation_seconds if task.result else None
         extra_data = {"generation_seconds": generation_seconds} if status == TaskStatus.completed.value else {}
         outbox = self._webhook_rows(task, status, task.completed_at, **extra_data)
-        try:
-            self._save(task, outbox=tuple(outbox), **extra)
-        finally:
-            terminal = ev.terminal_event(
-                task.task_id,
-                task.user_id,
-                status,
-                task.completed_at,
-                seed=task.seed,
-                error=error,
-                generation_seconds=generation_seconds,
-            )
+        terminal = ev.terminal_event(
+            task.task_id,
+            task.user_id,
+            status,
+            task.completed_at,
+            seed=task.seed,
+            error=error,
+            generation_seconds=generation_seconds,
+        )
+
+        def release(_saving: Optional[asyncio.Future] = None) -> None:
+            # Once the end is stored (or its write failed, and is retried): waiters and event streams
+            # learn of it, so whoever hears "completed" finds the record saying so.
             task.events.keep(terminal)
             self.journal.publish(terminal)
             if was_pending:
                 self._queue_moved(task)
             task.done.set()
+            self._finished[task.task_id] = time.monotonic()
+            self._forget_finished()
+
+        try:
+            saving = self._save(task, outbox=tuple(outbox), **extra)
+        except BaseException:
+            release()
+            raise
+        saving.add_done_callback(release)
         self.metrics.finished(task.kind.value, status)
         self._event(
             task,
@@ -435,11 +519,19 @@ class RegistryCore:
 
     async def start(self) -> None:
         """Reload unfinished tasks from the database and dispatch them again."""
-        with session_scope(self.engine) as session:
-            records = list(unfinished_tasks(session))
-            hooks = task_webhooks(session, [r.task_id for r in records])
+
+        def load() -> tuple[list[TaskRecord], dict, dict[str, list[AdapterRef]]]:
+            with session_scope(self.engine) as session:
+                records = list(unfinished_tasks(session))
+                hooks = task_webhooks(session, [r.task_id for r in records])
+            return records, hooks, {r.task_id: self._adapters_of(r.parameters) for r in records}
+
+        records, hooks, adapters = await asyncio.to_thread(load)
+        # The usage counters in the quota's time zone now, not at the first submission (a change of
+        # QUOTA_TIMEZONE rebuilds them from the records once).
+        await self.writer.submit(partial(ensure_counters, zone=self.settings.quota_timezone))
         for record in records:
-            task = self._live_from_record(record)
+            task = self._live_from_record(record, adapters[record.task_id])
             hook = hooks.get(record.task_id)
             task.webhook = WebhookRequest(url=hook.url, events=tuple(hook.events)) if hook else None
             self._track(task)
@@ -459,6 +551,7 @@ class RegistryCore:
                 continue
             self._emit_queued(task)
             self._dispatch(task)
+        await self.writer.flush()  # what recovery changed is stored before the registry answers
         if records:
             log.info("registry %s: recovered %d unfinished task(s)", self.epoch, len(records))
         if self.settings.cleanup_interval_seconds > 0:
@@ -466,7 +559,9 @@ class RegistryCore:
         # Deliveries left pending by an earlier registry go out now.
         self.webhooks.start()
 
-    def _live_from_record(self, record: TaskRecord) -> LiveTask:
+    def _live_from_record(self, record: TaskRecord, adapters: Optional[list[AdapterRef]] = None) -> LiveTask:
+        """The live task of a record; ``adapters`` as :meth:`_adapters_of` gives them (read here when
+        not given: a database read, so the event loop passes them)."""
         params = record.parameters
         kind = kind_for_task_type(record.task_type)
         requests = model_requests(
@@ -477,7 +572,7 @@ class RegistryCore:
             params,
             list(record.input_keys),
             record.image_count,
-            self._adapters_of(params),
+            self._adapters_of(params) if adapters is None else adapters,
             user_id=record.user_id,
         )
         return LiveTask(
@@ -508,7 +603,7 @@ class RegistryCore:
     def _adapters_of(self, params: dict[str, Any]) -> list[AdapterRef]:
         """Where the weights of the task's adapters (``parameters["loras"]``) are, from the catalogue.
         An adapter deleted since the task was accepted is left out; the replica then fails the task
-        saying so rather than running it without."""
+        saying so rather than running it without. A database read: call it off the event loop."""
         named = params.get("loras") or []
         if not named:
             return []
@@ -528,20 +623,93 @@ class RegistryCore:
         return refs
 
     async def create(self, spec: TaskSpec) -> CreateAnswer:
-        """Create a task (idempotent by ``task_id``) and dispatch it; a refusal writes nothing."""
+        """Create a task (idempotent by ``task_id``) and dispatch it; a refusal writes nothing. The
+        answer comes once the record is committed (by the writer thread, with other writes)."""
         task_id = spec.task_id
+        if task_id in self._creating:  # the same submission again while its record is written
+            await asyncio.wait([self._creating[task_id]])
         if task_id in self.tasks:
             return self._accepted(self.tasks[task_id])
-        if self._status_counts[TaskStatus.pending.value] >= self.settings.max_queue_size:
+        # Submissions being written count toward the limits: they are pending once stored.
+        if self._status_counts[TaskStatus.pending.value] + len(self._creating) >= self.settings.max_queue_size:
             self.metrics.refused(spec.kind.value, "queue_full")
             return QueueFull(retry_after=10)
         per_user = self.settings.max_pending_per_user
-        if per_user and self._pending_by_user[spec.user_id] >= per_user:
+        if per_user and self._pending_by_user[spec.user_id] + self._creating_by_user[spec.user_id] >= per_user:
             return PendingLimit(limit=per_user, retry_after=10)
         params = dict(spec.parameters)
         seed = resolve_seed(params.get("seed"))
         params["seed"] = seed
         input_keys = list(spec.input_keys)
+        now = utcnow()
+        row = dict(
+            task_id=task_id,
+            user_id=spec.user_id,
+            task_type=spec.task_type,
+            prompt=spec.prompt,
+            negative_prompt=params.get("negative_prompt") or None,
+            parameters=params,
+            status=TaskStatus.pending.value,
+            result_path=None,
+            result_filename=None,
+            error_message=None,
+            created_at=now,
+            started_at=None,
+            completed_at=None,
+            execution_time=None,
+            image_count=spec.image_count,
+            seed=seed,
+            attempts=0,
+            input_keys=input_keys,
+        )
+        settings = self.settings
+
+        def insert(session: Any) -> Optional[QuotaExceeded]:
+            try:
+                insert_task_within_quota(
+                    session,
+                    row,
+                    default_daily=settings.default_daily_limit,
+                    default_monthly=settings.default_monthly_limit,
+                    now=now,
+                    tz_name=settings.quota_timezone,
+                )
+            except QuotaExceeded as exc:  # nothing written: the batch goes on
+                return exc
+            if spec.webhook is not None:
+                session.add(TaskWebhook(task_id=task_id, url=spec.webhook.url, events=list(spec.webhook.events)))
+            return None
+
+        written = self._creating[task_id] = self.writer.submit(insert)
+        self._creating_by_user[spec.user_id] += 1
+        # Tracked and dispatched once stored even if this caller goes away meanwhile: a stored task
+        # must never be left undispatched.
+        created = asyncio.ensure_future(self._created(spec, written, params, seed, input_keys, now))
+        return await asyncio.shield(created)
+
+    async def _created(
+        self,
+        spec: TaskSpec,
+        written: asyncio.Future,
+        params: dict[str, Any],
+        seed: int,
+        input_keys: list[str],
+        now: datetime,
+    ) -> CreateAnswer:
+        task_id = spec.task_id
+        try:
+            adapters = await asyncio.to_thread(self._adapters_of, params) if params.get("loras") else []
+            refused = await written
+        finally:
+            del self._creating[task_id]
+            self._creating_by_user[spec.user_id] -= 1
+            if not self._creating_by_user[spec.user_id]:
+                del self._creating_by_user[spec.user_id]
+        if refused is not None:
+            self.metrics.refused(spec.kind.value, "quota")
+            return QuotaRefused(
+                period=refused.period, limit=refused.limit, used=refused.used, resets_at=refused.resets_at.isoformat()
+            )
         requests = model_requests(
             self.app_name,
             task_id,
@@ -550,37 +718,9 @@ class RegistryCore:
             params,
             input_keys,
             spec.image_count,
-            self._adapters_of(params),
+            adapters,
             user_id=spec.user_id,
         )
-        now = utcnow()
-        record = TaskRecord(
-            task_id=task_id,
-            user_id=spec.user_id,
-            task_type=spec.task_type,
-            prompt=spec.prompt,
-            negative_prompt=params.get("negative_prompt") or None,
-            parameters=params,
-            image_count=spec.image_count,
-            seed=seed,
-            input_keys=input_keys,
-            created_at=now,
-        )
-        try:
-            with session_scope(self.engine) as session:
-                create_task_within_quota(
-                    session,
-                    record,
-                    default_daily=self.settings.default_daily_limit,
-                    default_monthly=self.settings.default_monthly_limit,
-                    now=now,
-                    tz_name=self.settings.quota_timezone,
-                )
-                if spec.webhook is not None:
-                    session.add(TaskWebhook(task_id=task_id, url=spec.webhook.url, events=list(spec.webhook.events)))
-        except QuotaExceeded as exc:
-            self.metrics.refused(spec.kind.value, "quota")
-            return QuotaRefused(period=exc.period, limit=exc.limit, used=exc.used, resets_at=exc.resets_at.isoformat())
         task = LiveTask(
             task_id=task_id,
             user_id=spec.user_id,
@@ -725,8 +865,14 @@ class RegistryCore:
             return
         task.last_progress_webhook = now
         rows = self._webhook_rows(task, ev.PROGRESS, utcnow(), **progress)
-        with session_scope(self.engine) as session:
-            session.add_all(rows)
+        written = self.writer.submit(lambda session: session.add_all(rows))
+        written.add_done_callback(self._progress_webhook_written)
+
+    def _progress_webhook_written(self, written: asyncio.Future) -> None:
+        if written.cancelled() or written.exception() is not None:
+            # A progress event is superseded by the next one: no retry, as before (own transaction).
+            log.warning("progress webhook rows not stored: %r", None if written.cancelled() else written.exception())
+            return
         self.webhooks.wake()
 
     async def report_preview(self, task_id: str, epoch: str, attempt: int, index: int, preview: dict) -> bool:
@@ -784,7 +930,11 @@ class RegistryCore:
 
     async def status(self, task_id: str) -> Optional[TaskStatusView]:
         task = self.tasks.get(task_id)
-        return task.view(self._position(task)) if task else None
+        if task is None:
+            return None
+        if task.saving is not None and not task.saving.done():
+            await self._stored(task)  # a few milliseconds: the state answered is the state stored
+        return task.view(self._position(task))
 
     async def wait(self, task_id: str, timeout: float) -> Optional[WaitAnswer]:
         """Waits until the task ends or ``timeout`` passes; returns its status either way, and
@@ -796,6 +946,7 @@ class RegistryCore:
             await asyncio.wait_for(task.done.wait(), timeout=max(timeout, 0.0))
         except asyncio.TimeoutError:
             pass
+        await self._stored(task)
         return WaitAnswer(status=task.view(self._position(task)), result=task.result)
 
     async def queue(self) -> QueueSnapshot:
@@ -830,6 +981,7 @@ class RegistryCore:
         self._event(task, "cancel_requested", status=task.status)
         if task.status == TaskStatus.pending.value:
             self._finish(task, TaskStatus.cancelled.value)
+            await self._stored(task)
         else:
             try:
                 await asyncio.wait_for(task.done.wait(), timeout=grace_seconds)
@@ -849,6 +1001,7 @@ class RegistryCore:
         ]
         for task_id in forget:
             self._forget(task_id)
+        self._forget_finished()
         deleted = await asyncio.to_thread(self._delete_old_records, now - timedelta(days=max_age_days))
         for task_id in deleted:  # the live state changes here, on the event loop, never in the worker thread
             self._forget(task_id)
@@ -861,6 +1014,7 @@ class RegistryCore:
         while True:
             with session_scope(self.engine) as session:
                 batch = list(old_finished_tasks(session, before))
+                records_deleted(session, batch)  # their images leave the usage counters with them
                 for record in batch:
                     self.store.delete_prefix(f"results/{record.task_id}")
                     self.store.delete_prefix(f"inputs/{record.task_id}")

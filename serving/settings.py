@@ -118,6 +118,10 @@ class Settings(BaseSettings):
     cleanup_interval_seconds: float = Field(default=3600.0, ge=0)  # 0 turns the periodic run off
     cleanup_max_age_hours: float = Field(default=24.0, ge=0)
     cleanup_max_age_days: float = Field(default=30.0, ge=0)
+    # Finished tasks leave the registry's memory after this long, or sooner beyond this many kept, and
+    # are then answered from their records: the registry's memory follows what is live, not throughput.
+    finished_task_memory_seconds: float = Field(default=300.0, ge=0)
+    finished_tasks_in_memory: int = Field(default=10_000, ge=0)
 
     # --- live events and previews
     preview_every_steps: int = Field(default=5, ge=0)  # a preview every k denoising steps; 0: none

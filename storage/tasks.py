@@ -9,11 +9,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, case, not_
+from sqlalchemy import Table, and_, bindparam, case, not_
 from sqlmodel import Session, col, func, select
 
 from storage.tables import UNFINISHED, TaskRecord, TaskStatus, TaskType, User
-from storage.usage import Usage, counted_usage, counter_zone, records_added
+from storage.usage import Usage, add_usage, counted_usage, counter_zone, records_added
 
 # ---------------------------------------------------------------- quota periods and usage
 
@@ -93,6 +93,37 @@ def effective_limits(user: User, default_daily: int, default_monthly: int) -> tu
     return daily, monthly
 
 
+_USERS: Table = User.__table__  # type: ignore[attr-defined]
+_LIMITS_OF_USER = (
+    select(_USERS.c.daily_limit, _USERS.c.monthly_limit).where(_USERS.c.id == bindparam("user_id")).with_for_update()
+)
+_INSERT_TASK = TaskRecord.__table__.insert()  # type: ignore[attr-defined]
+
+
+def check_quota(
+    session: Session,
+    user_id: int,
+    image_count: int,
+    *,
+    default_daily: int,
+    default_monthly: int,
+    now: datetime,
+    tz_name: str = "UTC",
+) -> None:
+    """Raise :class:`QuotaExceeded` when ``image_count`` more images would exceed the user's daily or
+    monthly limit. Locks the user's row (``SELECT … FOR UPDATE``) until the transaction ends; reads
+    the usage counters (three look-ups, whatever the user's history)."""
+    limits = session.connection().execute(_LIMITS_OF_USER, {"user_id": user_id}).one()
+    daily = limits.daily_limit if limits.daily_limit is not None else default_daily
+    monthly = limits.monthly_limit if limits.monthly_limit is not None else default_monthly
+    usage = counted_usage(session, user_id, now, tz_name)
+    if usage.used_today + image_count > daily or usage.used_this_month + image_count > monthly:
+        periods = quota_periods(now, tz_name)
+        if usage.used_today + image_count > daily:
+            raise QuotaExceeded("daily", daily, usage.used_today, periods.day_end)
+        raise QuotaExceeded("monthly", monthly, usage.used_this_month, periods.month_end)
+
+
 def create_task_within_quota(
     session: Session,
     record: TaskRecord,
@@ -101,31 +132,55 @@ def create_task_within_quota(
     default_monthly: int,
     now: datetime,
     tz_name: str = "UTC",
-    write_lock_held: bool = False,
 ) -> TaskRecord:
     """Insert ``record`` unless its images would exceed the user's daily or monthly limit, and count
     them in the user's usage counters in the same transaction.
 
     The user's row is locked (``SELECT … FOR UPDATE`` on PostgreSQL; on SQLite the transaction
     starts with ``BEGIN IMMEDIATE``, taking the write lock before the usage is read) so two
-    concurrent submissions cannot both take the last unit. ``write_lock_held``: the caller's
-    transaction began with :func:`begin_write` (several writes in one transaction).
+    concurrent submissions cannot both take the last unit.
     """
     if record.user_id is not None:
-        if not write_lock_held:
-            _begin_immediate_on_sqlite(session)
-        user = session.exec(select(User).where(User.id == record.user_id).with_for_update()).one()
-        daily, monthly = effective_limits(user, default_daily, default_monthly)
-        periods = quota_periods(now, tz_name)
-        usage = counted_usage(session, user.id, now, tz_name)
-        if usage.used_today + record.image_count > daily:
-            raise QuotaExceeded("daily", daily, usage.used_today, periods.day_end)
-        if usage.used_this_month + record.image_count > monthly:
-            raise QuotaExceeded("monthly", monthly, usage.used_this_month, periods.month_end)
+        _begin_immediate_on_sqlite(session)
+        check_quota(
+            session,
+            record.user_id,
+            record.image_count,
+            default_daily=default_daily,
+            default_monthly=default_monthly,
+            now=now,
+            tz_name=tz_name,
+        )
     session.add(record)
     session.flush()
     records_added(session, [record])
     return record
+
+
+def insert_task_within_quota(
+    session: Session,
+    row: dict[str, Any],
+    *,
+    default_daily: int,
+    default_monthly: int,
+    now: datetime,
+    tz_name: str = "UTC",
+) -> None:
+    """:func:`create_task_within_quota` for a transaction begun with :func:`begin_write` that makes
+    many writes (the registry's writer thread): ``row`` holds every column of the record, and it
+    is inserted without building an ORM object (most of the cost of a small write)."""
+    if row["user_id"] is not None:
+        check_quota(
+            session,
+            row["user_id"],
+            row["image_count"],
+            default_daily=default_daily,
+            default_monthly=default_monthly,
+            now=now,
+            tz_name=tz_name,
+        )
+    session.connection().execute(_INSERT_TASK, row)
+    add_usage(session, [(row["user_id"], row["created_at"], row["image_count"])], zone=tz_name)
 
 
 def begin_write(session: Session) -> None:
@@ -282,7 +337,9 @@ __all__ = [
     "current_usage",
     "QuotaExceeded",
     "effective_limits",
+    "check_quota",
     "create_task_within_quota",
+    "insert_task_within_quota",
     "begin_write",
     "HistoryFilter",
     "Page",

@@ -20,16 +20,42 @@ from datetime import datetime, timezone
 from typing import Any, Optional
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from storage.tables import TaskRecord, TaskStatus, UsageCounter, UsageCounterZone
 
-COUNTERS = UsageCounter.__table__
-ZONE = UsageCounterZone.__table__
-TASKS = TaskRecord.__table__
+# The tables as SQLAlchemy Core sees them (SQLModel sets __table__, which its stubs do not declare).
+COUNTERS: Table = UsageCounter.__table__  # type: ignore[attr-defined]
+ZONE: Table = UsageCounterZone.__table__  # type: ignore[attr-defined]
+TASKS: Table = TaskRecord.__table__  # type: ignore[attr-defined]
+
+# Statements built once: a quota check runs on every submission, and building a statement costs more
+# than running it on SQLite.
+_ZONE_OF_COUNTERS = select(ZONE.c.zone).where(ZONE.c.id == 1)
+_USAGE_OF_USER = select(COUNTERS.c.period, COUNTERS.c.images).where(
+    COUNTERS.c.user_id == bindparam("user_id"),
+    ((COUNTERS.c.period == "day") & (COUNTERS.c.start == bindparam("day")))
+    | ((COUNTERS.c.period == "month") & (COUNTERS.c.start == bindparam("month")))
+    | (COUNTERS.c.period == "total"),
+)
+_ADD_TO_COUNTER: dict[str, Any] = {}
+
+
+def _add_to_counter(dialect: str) -> Any:
+    """``INSERT … ON CONFLICT DO UPDATE SET images = images + :images``, run with many rows at once."""
+    if dialect not in _ADD_TO_COUNTER:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = insert(COUNTERS).values(
+            user_id=bindparam("user_id"), period=bindparam("period"), start=bindparam("start"), images=bindparam("n")
+        )
+        _ADD_TO_COUNTER[dialect] = statement.on_conflict_do_update(
+            index_elements=["user_id", "period", "start"],
+            set_={"images": COUNTERS.c.images + statement.excluded.images},
+        )
+    return _ADD_TO_COUNTER[dialect]
 
 
 @dataclass(frozen=True)
@@ -61,28 +87,23 @@ def _keys(user_id: int, created_at: datetime, zone: str) -> list[tuple[int, str,
 
 def _upsert(connection: Connection, amounts: Counter[tuple[int, str, str]]) -> None:
     """Add each amount to its counter, creating counters that do not exist yet."""
-    rows = [dict(user_id=u, period=p, start=s, images=n) for (u, p, s), n in amounts.items() if n]
-    if not rows:
-        return
-    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
-    for first in range(0, len(rows), 1000):  # within SQLite's limit on bound parameters
-        statement = insert(COUNTERS).values(rows[first : first + 1000])
-        statement = statement.on_conflict_do_update(
-            index_elements=["user_id", "period", "start"],
-            set_={"images": COUNTERS.c.images + statement.excluded.images},
-        )
-        connection.execute(statement)
+    rows = [dict(user_id=u, period=p, start=s, n=n) for (u, p, s), n in amounts.items() if n]
+    if rows:
+        connection.execute(_add_to_counter(connection.dialect.name), rows)
 
 
 def counter_zone(connection: Connection) -> str:
     """The zone the counters are kept in; "" while they have not been built."""
-    return connection.execute(select(ZONE.c.zone).where(ZONE.c.id == 1)).scalar() or ""
+    return connection.execute(_ZONE_OF_COUNTERS).scalar() or ""
 
 
-def add_usage(session: Session, changes: Iterable[tuple[Optional[int], datetime, int]]) -> None:
-    """Move the counters by ``(user_id, created_at, images)`` (images < 0 gives them back)."""
+def add_usage(
+    session: Session, changes: Iterable[tuple[Optional[int], datetime, int]], zone: Optional[str] = None
+) -> None:
+    """Move the counters by ``(user_id, created_at, images)`` (images < 0 gives them back); ``zone``:
+    the counters' zone when the caller has just read it."""
     connection = session.connection()
-    zone = counter_zone(connection)
+    zone = zone if zone is not None else counter_zone(connection)
     if not zone:
         return  # not built yet: the first quota check builds them from the records, these included
     amounts: Counter[tuple[int, str, str]] = Counter()
@@ -123,15 +144,8 @@ def counted_usage(session: Session, user_id: int, now: datetime, zone: str) -> U
     """``user_id``'s usage today, this month (in ``zone``, at ``now``) and in total: three look-ups."""
     ensure_counters(session, zone)
     day, month = period_keys(now, zone)
-    rows = session.connection().execute(
-        select(COUNTERS.c.period, COUNTERS.c.images).where(
-            COUNTERS.c.user_id == user_id,
-            ((COUNTERS.c.period == "day") & (COUNTERS.c.start == day))
-            | ((COUNTERS.c.period == "month") & (COUNTERS.c.start == month))
-            | (COUNTERS.c.period == "total"),
-        )
-    )
-    found = {period: images for period, images in rows}
+    rows = session.connection().execute(_USAGE_OF_USER, dict(user_id=user_id, day=day, month=month))
+    found = dict(rows.tuples().all())
     return Usage(int(found.get("day", 0)), int(found.get("month", 0)), int(found.get("total", 0)))
 
 
@@ -142,11 +156,15 @@ def task_changed(session: Session, task_id: str, values: dict[str, Any]) -> None
     status = values.get("status")
     if status is None or counts_toward_quota(status, values.get("started_at")):
         return
-    old = session.connection().execute(
-        select(TASKS.c.user_id, TASKS.c.created_at, TASKS.c.image_count, TASKS.c.status, TASKS.c.started_at).where(
-            TASKS.c.task_id == task_id
+    old = (
+        session.connection()
+        .execute(
+            select(TASKS.c.user_id, TASKS.c.created_at, TASKS.c.image_count, TASKS.c.status, TASKS.c.started_at).where(
+                TASKS.c.task_id == task_id
+            )
         )
-    ).first()
+        .first()
+    )
     if old is not None and counts_toward_quota(old.status, old.started_at):
         add_usage(session, [(old.user_id, old.created_at, -old.image_count)])
 
@@ -155,11 +173,7 @@ def records_deleted(session: Session, records: Iterable[TaskRecord]) -> None:
     """Before ``records`` are deleted: their images leave the counts."""
     add_usage(
         session,
-        [
-            (r.user_id, r.created_at, -r.image_count)
-            for r in records
-            if counts_toward_quota(r.status, r.started_at)
-        ],
+        [(r.user_id, r.created_at, -r.image_count) for r in records if counts_toward_quota(r.status, r.started_at)],
     )
 
 

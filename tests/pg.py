@@ -122,6 +122,10 @@ class PostgresServer:
         """Start the server again after :meth:`pause`, on the same port with the same data."""
         self._pg_ctl_start()
 
+    def halt(self) -> None:
+        """Stop the server at once, as a crash or an outage would (its files stay; :meth:`stop` removes them)."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "-w", "stop")
+
     def stop(self) -> None:
         try:
             if (self.datadir / "postmaster.pid").exists():

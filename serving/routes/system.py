@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
 
 from models.aspect import ASPECT_RATIOS
 from models.kinds import ModelKind
@@ -14,6 +16,30 @@ from serving.state import StateDep
 router = APIRouter(tags=["service"])
 # /health answers within this even when the registry (or the database under it) does not.
 HEALTH_PING_TIMEOUT_S = 2.0
+
+
+# A probe of the database still waiting (engine and event loop -> its thread): a database that does not
+# answer is asked once at a time, so /health polled every few seconds never piles up threads.
+_database_probes: dict[tuple[int, int], asyncio.Future] = {}
+
+
+def _select_one(engine: Engine) -> None:
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+
+
+async def _database_state(state) -> str:
+    """``up`` when the database answers within ``HEALTH_PING_TIMEOUT_S``, else ``unreachable`` (a
+    PostgreSQL connection attempt gives up after its connect timeout, and the next probe starts)."""
+    key = (id(state.engine), id(asyncio.get_running_loop()))
+    probe = _database_probes.get(key)
+    if probe is None or probe.done():
+        probe = _database_probes[key] = asyncio.ensure_future(asyncio.to_thread(_select_one, state.engine))
+    try:
+        await asyncio.wait_for(asyncio.shield(probe), HEALTH_PING_TIMEOUT_S)
+    except Exception:  # timed out, or refused
+        return "unreachable"
+    return "up"
 
 
 def _model_state(state, snapshot: dict, kind: ModelKind) -> str:
@@ -65,7 +91,7 @@ async def health(state: StateDep) -> dict:
     """Service state: ``healthy`` when every enabled model has a running replica and the registry answers."""
     snapshot = await state.deployment_status(stale_ok=False)
     models = {kind.value: _model_state(state, snapshot, kind) for kind in ModelKind}
-    reports = await _replica_reports(state)
+    reports, database = await asyncio.gather(_replica_reports(state), _database_state(state))
     dtype = get_profile(state.settings.model_profile).dtype
     try:
         await asyncio.wait_for(state.registry.ping(), HEALTH_PING_TIMEOUT_S)
@@ -75,7 +101,7 @@ async def health(state: StateDep) -> dict:
     except Exception:
         registry = "restarting"
     enabled = [models[k] for k in state.settings.enabled_models]
-    if registry == "up" and all(m == "loaded" for m in enabled):
+    if registry == "up" and database == "up" and all(m == "loaded" for m in enabled):
         overall = "healthy"
     elif any(m == "loading" for m in enabled):
         overall = "starting"
@@ -91,6 +117,7 @@ async def health(state: StateDep) -> dict:
         "models": models,
         "replicas": {name: d["running_replicas"] for name, d in snapshot["deployments"].items()},
         "task_registry": registry,
+        "database": database,
         "model_layout": state.settings.model_layout,
         # per model: the configured layout, dtype, quantization and offload; then what each replica
         # holding it reported (device, GPU memory in use and total)

@@ -134,3 +134,24 @@ def test_a_postgresql_server_that_never_answers_fails_the_connection_instead_of_
     finally:
         engine.dispose()
         silent.close()
+
+
+@pytest.mark.timeout(120)
+def test_health_says_degraded_when_the_postgresql_server_is_down(tmp_path):
+    """Finding 5: with the database away, /health answered only after the registry's database calls
+    (or never); it now probes the database itself, within its 2 s, and says ``degraded``. A real
+    PostgreSQL server, stopped at once."""
+    from tests.inprocess.conftest import make_client
+    from tests.pg import start_server
+
+    server = start_server()
+    try:
+        with make_client(tmp_path, database_url=server.url(server.create_schema())) as client:
+            before = client.get("/health").json()
+            server.halt()
+            during = client.get("/health").json()
+    finally:
+        server.stop()
+    assert before["database"] == "up" and before["task_registry"] == "up"
+    assert during["status"] == "degraded" and during["database"] == "unreachable"
+    assert during["task_registry"] == "up"  # the registry's own loop still answers

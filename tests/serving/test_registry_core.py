@@ -192,7 +192,7 @@ def test_a_failed_write_of_a_finished_task_releases_its_waiters_and_is_stored_la
         _rename(core, "task_records_away", "task_records")
         for _ in range(100):
             await asyncio.sleep(0.05)
-            if not core._unsaved:
+            if not core._unsaved and task.saving.done():  # written again, and that write finished
                 break
 
     asyncio.run(scenario())
@@ -212,6 +212,7 @@ def test_a_failed_write_when_a_replica_starts_a_task_does_not_raise_into_the_rep
     async def scenario():
         _rename(core, "task_records", "task_records_away")
         assert await core.mark_running("t-2", core.epoch, task.attempt) is True
+        await core.writer.flush()  # the write is made on the writer thread; its failure comes back
         assert core.tasks["t-2"].status == "running" and "t-2" in core._unsaved
         core._save_retry.cancel()
 
@@ -299,3 +300,98 @@ def test_a_batch_zip_is_built_member_by_member_never_whole_in_memory(tmp_path):
         assert archive.testzip() is None
         assert archive.namelist() == [k.rsplit("/", 1)[-1] for k in contents]
         assert [archive.read(name) for name in archive.namelist()] == list(contents.values())
+
+
+# ------------------------------------------------------------------ persistence off the event loop
+
+
+def test_status_reads_answer_while_the_database_holds_a_write_and_the_submission_waits_for_its_commit(tmp_path):
+    """Issue 15, finding 5: SQL ran on the registry's event loop, so one slow write held every call.
+    Here a second connection holds SQLite's write lock (a real database that is slow to take writes):
+    a submission waits for its commit, while status reads and the queue still answer."""
+    import sqlite3
+
+    core = _core(tmp_path)
+    core._handles[ModelKind.text_to_image] = _NeverAnswers()  # a stand-in deployment: tasks stay pending
+    database = str(tmp_path / "qwen_image.db")
+
+    async def scenario():
+        await core.start()
+        assert isinstance(await core.create(_spec("first")), Accepted)
+        blocker = sqlite3.connect(database, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # the write lock, held until the commit below
+        try:
+            submission = asyncio.create_task(core.create(_spec("second")))
+            for _ in range(20):  # the loop turns while the writer thread waits for the lock
+                await asyncio.sleep(0.01)
+                status = await core.status("first")
+                assert status is not None and status.status == "pending"
+                assert (await core.queue()).tasks["pending"] == 1
+            assert not submission.done()  # not acknowledged before its record is committed
+        finally:
+            blocker.execute("COMMIT")
+            blocker.close()
+        assert isinstance(await submission, Accepted)
+        return (await core.status("second")).status
+
+    assert asyncio.run(scenario()) == "pending"
+    assert _stored(core, "second").status == "pending"
+
+
+def test_usage_counters_equal_a_recount_after_the_registry_creates_runs_fails_cancels_and_cleans_up(tmp_path):
+    """The counters the quota check reads follow every write of the registry (batched with others)."""
+    from dataclasses import replace as _replace
+
+    from storage.tasks import quota_periods, quota_usage
+    from storage.usage import counted_usage
+    from tests.storage.seed import add_tasks, add_user, task
+
+    core = _core(tmp_path, default_daily_limit=1000, default_monthly_limit=1000)
+    core._dispatch = lambda task: None  # stand-in: nothing runs the tasks; the test moves them
+    users = [add_user(core.engine, f"counted{n}").id for n in range(3)]
+    add_tasks(core.engine, *[task(users[0], utcnow() - timedelta(days=40), image_count=3) for _ in range(2)])
+
+    async def scenario():
+        await core.start()
+        specs = [_replace(_spec(f"t-{n}"), user_id=users[n % 3], image_count=1 + n % 2) for n in range(12)]
+        assert all(isinstance(a, Accepted) for a in await asyncio.gather(*(core.create(s) for s in specs)))
+        for n in (0, 1, 2, 3):
+            await core.mark_running(f"t-{n}", core.epoch, core.tasks[f"t-{n}"].attempt)
+        core._finish(core.tasks["t-0"], "completed")
+        core._finish(core.tasks["t-1"], "failed", "boom")  # it ran, and failed: given back
+        core._finish(core.tasks["t-2"], "cancelled")  # it ran: it counts
+        core._finish(core.tasks["t-4"], "failed", "never started")  # given back
+        await core.cancel("t-5")  # cancelled while pending: given back
+        await core.cleanup(max_age_hours=24 * 365, max_age_days=30)  # the 40-day-old records go
+        await core.writer.flush()
+
+    asyncio.run(scenario())
+    now = utcnow()
+    with session_scope(core.engine) as session:
+        for user in users:
+            counted = counted_usage(session, user, now, "UTC")
+            assert counted == quota_usage(session, user, quota_periods(now)), user
+            assert counted.total_used > 0
+
+
+def test_finished_tasks_leave_memory_beyond_the_count_kept_and_read_the_same_from_their_records(tmp_path):
+    """The registry's memory follows what is live: past ``finished_tasks_in_memory`` the oldest finished
+    task is forgotten, and its status, now built from its record, is the one memory answered."""
+    core = _core(tmp_path, finished_tasks_in_memory=1)
+    core._dispatch = lambda task: None
+
+    async def scenario():
+        await core.start()
+        for task_id in ("a", "b"):
+            assert isinstance(await core.create(_spec(task_id)), Accepted)
+        await core.mark_running("a", core.epoch, core.tasks["a"].attempt)
+        core._finish(core.tasks["a"], "completed", result_path="results/a/x.png", result_filename="x.png")
+        from_memory = await core.status("a")
+        core._finish(core.tasks["b"], "failed", "boom")
+        await core.status("b")
+        return from_memory
+
+    from_memory = asyncio.run(scenario())
+    assert "a" not in core.tasks and "b" in core.tasks
+    assert asyncio.run(core.status("a")) is None  # the ingress then reads the record
+    assert status_from_record(_stored(core, "a")).model_dump() == from_memory.model_dump()

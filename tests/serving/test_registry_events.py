@@ -65,6 +65,7 @@ def test_a_task_life_publishes_ordered_events_and_writes_its_outbox_with_each_st
         await core.create(spec("b", user_id))
         task = core.tasks["a"]
         assert await core.mark_running("a", core.epoch, task.attempt)
+        await core.writer.flush()  # writes are made on the registry's writer thread
         assert [d.event_type for d in outbox(core)] == ["task.started"]  # committed with the status
         await core.report_progress("a", core.epoch, task.attempt, 0, 10)
         await core.report_preview(
@@ -76,6 +77,7 @@ def test_a_task_life_publishes_ordered_events_and_writes_its_outbox_with_each_st
         )
         task.result = ResultLocation(result_path="results/a/x.png", result_filename="x.png", generation_seconds=1.25)
         core._finish(task, "completed", result_path="results/a/x.png", result_filename="x.png")
+        await core.writer.flush()  # the terminal event is published once the end is stored
         return (await core.poll_events(core.epoch, cursor, 0))["events"]
 
     events = asyncio.run(scenario())
@@ -117,6 +119,7 @@ def test_resume_gets_only_what_describes_the_state_after_the_given_id(tmp_path):
         seen = (await core.task_events("a"))["events"]
         started_id = seen[1]["id"]
         core._finish(task, "failed", "boom")
+        await core.writer.flush()  # the terminal event is published once the end is stored
         return seen, await core.task_events("a", started_id)
 
     seen, resumed = asyncio.run(scenario())

@@ -1,0 +1,166 @@
+"""One thread that makes a process's database writes, in the order they were asked for, many per
+transaction, off the caller's event loop.
+
+The task registry writes every status change of every task. Made on its event loop, each write held
+every other call (status reads, dispatch) for as long as the database took, and a database that did
+not answer froze the registry whole. Here the event loop hands a write over and goes on; the writer
+thread takes every write waiting, runs them in one transaction (one commit, one fsync for all) and
+resolves each caller's future when that commit is done. Order is kept: the writes of one batch run
+in the order they came, and batches one after another.
+
+A write that fails is retried alone, so one bad write never fails the others of its batch, except
+when the database cannot be reached: then the whole batch fails at once (no connection attempt per
+write) and the callers decide what to do (the registry keeps the state and writes it again later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Optional, TypeVar
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlmodel import Session
+
+from storage.db import session_scope
+from storage.tasks import begin_write
+
+T = TypeVar("T")
+log = logging.getLogger("qwen_image.storage.writer")
+
+# Writes per transaction at most: a batch is bounded, so one commit never carries an unbounded backlog.
+MAX_BATCH = 512
+
+_Job = tuple[Callable[[Session], Any], asyncio.Future, asyncio.AbstractEventLoop]
+
+
+class BatchWriter:
+    """Runs ``job(session)`` callables on one thread, batched into transactions; see the module."""
+
+    def __init__(self, engine: Engine, name: str = "db-writer", max_batch: int = MAX_BATCH):
+        self.engine = engine
+        self.name = name
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[Optional[_Job]] = queue.SimpleQueue()
+        self._thread: Optional[threading.Thread] = None
+        self._lock = threading.Lock()
+        # When the batch being written began (monotonic), None while idle: how long the database takes.
+        self.busy_since: Optional[float] = None
+        self.batches = 0
+        self.writes = 0
+
+    def submit(self, job: Callable[[Session], T]) -> asyncio.Future[T]:
+        """Queue ``job``; the future resolves (on the caller's loop) once its transaction committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._start()
+        self._queue.put((job, future, loop))
+        return future
+
+    async def flush(self) -> None:
+        """Returns once every write asked for before this call is committed (or has failed)."""
+        try:
+            await self.submit(lambda session: None)
+        except Exception:  # the database is away: the earlier writes have failed too, and said so
+            pass
+
+    def stalled_for(self) -> float:
+        """Seconds the current batch has been waiting for the database (0 while idle)."""
+        since = self.busy_since
+        return 0.0 if since is None else time.monotonic() - since
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+
+    def _start(self) -> None:
+        if self._thread is not None:
+            return
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+                self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self.busy_since = time.monotonic()
+            try:
+                self._write(batch)
+            finally:
+                self.busy_since = None
+            if stop:
+                return
+
+    def _write(self, batch: list[_Job]) -> None:
+        try:
+            results = self._transaction(batch)
+        except Exception as exc:
+            if len(batch) == 1 or _unreachable(exc):
+                for _, future, loop in batch:
+                    _resolve(future, loop, error=exc)
+                return
+            log.warning("a batch of %d writes failed (%r); writing them one at a time", len(batch), exc)
+            for job in batch:
+                self._write([job])
+            return
+        self.batches += 1
+        self.writes += len(batch)
+        for (_, future, loop), result in zip(batch, results, strict=True):
+            _resolve(future, loop, result=result)
+
+    def _transaction(self, batch: list[_Job]) -> list[Any]:
+        with session_scope(self.engine) as session:
+            begin_write(session)  # SQLite's write lock first: a quota check may be among the writes
+            return [job(session) for job, _, _ in batch]
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """The database did not answer (connection refused, timed out, dropped), not a refused write."""
+    return isinstance(exc, OperationalError) and (
+        getattr(exc, "connection_invalidated", False) or _looks_like_connection_error(exc)
+    )
+
+
+def _looks_like_connection_error(exc: DBAPIError) -> bool:
+    text = str(exc.orig).lower() if exc.orig is not None else ""
+    return any(
+        word in text
+        for word in ("connection", "could not connect", "timeout expired", "server closed", "terminating", "refused")
+    )
+
+
+def _resolve(future: asyncio.Future, loop: asyncio.AbstractEventLoop, result: Any = None, error: Any = None) -> None:
+    def settle() -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    try:
+        loop.call_soon_threadsafe(settle)
+    except RuntimeError:  # the caller's loop has closed: nobody waits for this answer
+        pass
+
+
+__all__ = ["BatchWriter", "MAX_BATCH"]
