@@ -94,6 +94,8 @@ async def get_result(
             waited = await state.registry.wait(task_id, timeout)
         if waited is not None:
             current, result = waited.status, waited.result
+        else:  # it ended and left the registry's memory meanwhile: its record says how
+            current = await task_status(state, user, task_id)
     return await result_response(state, task_id, current.status, current.error, result, current.seed)
 
 
