@@ -53,7 +53,7 @@ revision: install
 bench: install
 	$(BIN)/python -m benchmarks
 	$(BIN)/python -m benchmarks.throughput --json benchmarks/results/throughput.json
-	$(BIN)/python -m benchmarks.registry --memory-tasks 10000 --json benchmarks/results/registry.json
+	$(BIN)/python -m benchmarks.registry --json benchmarks/results/registry.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

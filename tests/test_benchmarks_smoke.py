@@ -75,6 +75,6 @@ def test_registry_benchmark_runs_its_life_cycles_on_sqlite():
         "life_cycles_per_s_heavy_user",
         "status_reads_per_s",
         "gpus_fed_at_12s_per_image",
-        "mib_for_100k_finished_tasks",
+        "registry_rss_mib_above_idle",
     ):
         assert figure in done.stdout
