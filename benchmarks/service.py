@@ -126,7 +126,8 @@ class App:
                 "SELECT task_id, status, created_at, started_at, completed_at, execution_time "
                 "FROM task_records ORDER BY id"
             ).fetchall()
-        return [{k: (_parse_time(row[k]) if k.endswith("_at") else row[k]) for k in row} for row in rows]
+        # keys(): iterating a sqlite3.Row gives its values, not its column names
+        return [{k: (_parse_time(row[k]) if k.endswith("_at") else row[k]) for k in row.keys()} for row in rows]  # noqa: SIM118
 
     def count_unfinished(self) -> int:
         with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=10) as db:
