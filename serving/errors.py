@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving import messages
 from serving.openai.protocol import error_body, retry_header
+from storage.db import DatabaseBusy
 
 log = logging.getLogger("qwen_image.ingress")
 
@@ -136,6 +137,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(SQLAlchemyTimeoutError)
     @app.exception_handler(OperationalError)
+    @app.exception_handler(DatabaseBusy)
     async def _database_busy(request: Request, exc: Exception) -> JSONResponse:
         # No free connection in the pool, or the database unreachable or locked: the request did
         # nothing it has not rolled back, so the client may simply try again.

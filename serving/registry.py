@@ -67,6 +67,7 @@ from serving.settings import load_settings
 from serving.webhooks import WebhookSender, outbox_rows, webhook_data
 from storage import TaskRecord, TaskStatus, init_db, make_engine, open_result_store, session_scope, utcnow
 from storage.adapters import adapters_named
+from storage.db import DatabaseBusy
 from storage.results import write_zip
 from storage.tables import TaskWebhook
 from storage.tasks import QuotaExceeded, insert_task_within_quota, old_finished_tasks, unfinished_tasks
@@ -92,6 +93,11 @@ FINISHED = FINISHED_STATUSES
 UNSTARTED_LOSSES_ALLOWED = 2
 # A task state the database refused is written again this often until it is stored.
 SAVE_RETRY_S = 2.0
+# A submission whose record the writer has not begun to write after this long is given up (nothing
+# written, the caller told the database is busy): it stays below the ingress's 15 s call timeout
+# (serving.registry_client.REGISTRY_CALL_TIMEOUT_S), so no task is created for a client already
+# answered 503.
+CREATE_DEADLINE_S = 10.0
 
 
 def registry_name(app_name: str) -> str:
@@ -600,14 +606,18 @@ class RegistryCore:
 
     # ------------------------------------------------------------------ creation and dispatch
 
-    def _adapters_of(self, params: dict[str, Any]) -> list[AdapterRef]:
+    def _adapters_of(self, params: dict[str, Any], session: Any = None) -> list[AdapterRef]:
         """Where the weights of the task's adapters (``parameters["loras"]``) are, from the catalogue.
         An adapter deleted since the task was accepted is left out; the replica then fails the task
-        saying so rather than running it without. A database read: call it off the event loop."""
+        saying so rather than running it without. A database read: call it off the event loop (in
+        ``session`` when given, else in a session of its own)."""
         named = params.get("loras") or []
         if not named:
             return []
-        with session_scope(self.engine) as session:
+        if session is None:
+            with session_scope(self.engine) as own:
+                rows = adapters_named(own, [entry["name"] for entry in named])
+        else:
             rows = adapters_named(session, [entry["name"] for entry in named])
         lora_dir = self.settings.resolved_lora_dir
         refs = []
@@ -626,8 +636,8 @@ class RegistryCore:
         """Create a task (idempotent by ``task_id``) and dispatch it; a refusal writes nothing. The
         answer comes once the record is committed (by the writer thread, with other writes)."""
         task_id = spec.task_id
-        if task_id in self._creating:  # the same submission again while its record is written
-            await asyncio.wait([self._creating[task_id]])
+        if task_id in self._creating:  # the same submission again while its record is written: the same answer
+            return await asyncio.shield(self._creating[task_id])
         if task_id in self.tasks:
             return self._accepted(self.tasks[task_id])
         # Submissions being written count toward the limits: they are pending once stored.
@@ -663,8 +673,15 @@ class RegistryCore:
             input_keys=input_keys,
         )
         settings = self.settings
+        # Past this the caller has been answered 503 (its call timed out): the record is then not
+        # written at all, rather than created behind the back of a client told it failed.
+        deadline = time.monotonic() + CREATE_DEADLINE_S
 
-        def insert(session: Any) -> Optional[QuotaExceeded]:
+        def insert(session: Any) -> tuple[Optional[QuotaExceeded], list[AdapterRef]]:
+            if time.monotonic() > deadline:
+                raise DatabaseBusy(f"task {task_id} was not written within {CREATE_DEADLINE_S} s")
+            # The adapters are read in the record's transaction: a failed read writes nothing.
+            adapters = self._adapters_of(params, session) if params.get("loras") else []
             try:
                 insert_task_within_quota(
                     session,
@@ -675,16 +692,18 @@ class RegistryCore:
                     tz_name=settings.quota_timezone,
                 )
             except QuotaExceeded as exc:  # nothing written: the batch goes on
-                return exc
+                return exc, adapters
             if spec.webhook is not None:
                 session.add(TaskWebhook(task_id=task_id, url=spec.webhook.url, events=list(spec.webhook.events)))
-            return None
+            return None, adapters
 
-        written = self._creating[task_id] = self.writer.submit(insert)
+        written = self.writer.submit(insert)
         self._creating_by_user[spec.user_id] += 1
         # Tracked and dispatched once stored even if this caller goes away meanwhile: a stored task
-        # must never be left undispatched.
-        created = asyncio.ensure_future(self._created(spec, written, params, seed, input_keys, now))
+        # must never be left undispatched. A second call for the same task waits for this answer.
+        created = self._creating[task_id] = asyncio.ensure_future(
+            self._created(spec, written, params, seed, input_keys, now)
+        )
         return await asyncio.shield(created)
 
     async def _created(
@@ -698,8 +717,7 @@ class RegistryCore:
     ) -> CreateAnswer:
         task_id = spec.task_id
         try:
-            adapters = await asyncio.to_thread(self._adapters_of, params) if params.get("loras") else []
-            refused = await written
+            refused, adapters = await written
         finally:
             del self._creating[task_id]
             self._creating_by_user[spec.user_id] -= 1

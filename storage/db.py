@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 PG_CONNECT_TIMEOUT_S = 5
+PG_SILENT_CONNECTION_S = 25
 POOL_TIMEOUT_S = 10
 # PostgreSQL advisory-lock key under which schema upgrades run (any constant unique to this app).
 SCHEMA_LOCK_KEY = 0x5157454E  # "QWEN"
@@ -31,6 +32,10 @@ BASELINE_REVISION = "0001"
 BASELINE_TABLES = ("users", "task_records")
 # Alembic keeps the running migration in module globals: one upgrade per process at a time.
 _UPGRADE_IN_PROCESS = threading.Lock()
+
+
+class DatabaseBusy(Exception):
+    """The database did not take a write within the time its caller could wait: nothing was written."""
 
 
 def sqlite_url(data_dir: Path | str) -> str:
@@ -68,8 +73,20 @@ def make_engine(
 
         return engine
     # A database that does not answer fails a connection after PG_CONNECT_TIMEOUT_S, and a request
-    # waiting for a pooled connection after POOL_TIMEOUT_S, instead of hanging its caller.
-    connect_args = {"connect_timeout": PG_CONNECT_TIMEOUT_S} if url.startswith("postgresql") else {}
+    # waiting for a pooled connection after POOL_TIMEOUT_S, instead of hanging its caller. A server
+    # that goes silent on an open connection (a network partition, a stalled host) is noticed by
+    # TCP keep-alives and the kernel's user timeout within ~PG_SILENT_CONNECTION_S, instead of the
+    # hours of the system's defaults, so the registry's one writer thread is never stuck for good.
+    connect_args: dict = {}
+    if url.startswith("postgresql"):
+        connect_args = {
+            "connect_timeout": PG_CONNECT_TIMEOUT_S,
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+            "tcp_user_timeout": PG_SILENT_CONNECTION_S * 1000,
+        }
     return create_engine(
         url,
         pool_size=pool_size,

@@ -111,11 +111,15 @@ async def register_lora(
         trigger_words=[w.strip() for w in trigger_words.split(",") if w.strip()],
         created_by=admin.id,
     )
+    if get_adapter(session, name) is not None:  # before anything is stored: a taken name touches no file
+        raise HTTPException(status.HTTP_409_CONFLICT, f"LoRA {name} 已存在")
+    created_file = False
     if file is not None:
-        relative, size, digest = await _store_upload(
+        relative, size, digest, created_file = await _store_upload(
             file, lora_dir, name, state.settings.lora_max_upload_bytes, hotswap_rank(state)
         )
         row.source_type, row.source, row.size_bytes, row.sha256 = "local", relative, size, digest
+
     elif source.startswith("hub:"):
         repo = source[len("hub:") :]
         if not HUB_ID.match(repo):
@@ -132,11 +136,16 @@ async def register_lora(
         row.source_type, row.source, row.size_bytes = "local", str(path.relative_to(lora_dir)), path.stat().st_size
     else:
         raise bad("参数 source 无效：应以 hub: 或 local: 开头")
+
+    def drop_stored_file() -> None:
+        """A refused registration removes the file only if it stored it and no entry reads it."""
+        if created_file and not others_reading(session, row):
+            (lora_dir / row.source).unlink(missing_ok=True)
+
     cache_mb = state.settings.adapter_cache_mb
     if cache_mb and row.size_bytes and row.size_bytes > cache_mb * 1024 * 1024:
         # No replica could ever load it: refused now rather than failing every request naming it.
-        if file is not None:
-            (lora_dir / row.source).unlink(missing_ok=True)
+        drop_stored_file()
         size_mb = row.size_bytes / 2**20
         raise bad(f"LoRA 文件 {size_mb:.1f} MB，超过每个副本的 LoRA 缓存 {cache_mb} MB（ADAPTER_CACHE_MB）")
     session.add(row)
@@ -144,8 +153,7 @@ async def register_lora(
         session.commit()
     except IntegrityError:
         session.rollback()
-        if file is not None:
-            (lora_dir / row.source).unlink(missing_ok=True)
+        drop_stored_file()
         raise HTTPException(status.HTTP_409_CONFLICT, f"LoRA {name} 已存在") from None
     session.refresh(row)
     return row
@@ -187,9 +195,10 @@ def _inside(root: Path, relative: str) -> Path:
 
 async def _store_upload(
     upload: UploadFile, lora_dir: Path, name: str, limit: int, max_rank: Optional[int]
-) -> tuple[str, int, str]:
+) -> tuple[str, int, str, bool]:
     """Copy the upload under ``LORA_DIR/uploads`` (size limit counted while copying), check it, and
-    return its relative path, size and sha256. Nothing is left behind when it is refused."""
+    return its relative path, size, sha256 and whether this call created the file. Nothing is left
+    behind when it is refused."""
     if not (upload.filename or "").lower().endswith(".safetensors"):
         raise bad("LoRA 文件必须是 .safetensors 格式")
     target_dir = lora_dir / UPLOADS
@@ -211,8 +220,12 @@ async def _store_upload(
         except AdapterError as error:
             raise bad(f"LoRA 文件 {upload.filename} 无效：{error}") from None
         relative = f"{UPLOADS}/{name}-{digest.hexdigest()[:12]}.safetensors"
+        if (lora_dir / relative).exists():
+            # The same bytes under this name are there already (kept for a `local:` entry that
+            # reads them): never replaced, and never this request's to remove.
+            return relative, size, digest.hexdigest(), False
         await asyncio.to_thread(shutil.move, staging, lora_dir / relative)
-        return relative, size, digest.hexdigest()
+        return relative, size, digest.hexdigest(), True
     finally:
         if os.path.exists(staging):
             os.unlink(staging)

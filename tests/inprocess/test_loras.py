@@ -194,6 +194,24 @@ def test_deleting_an_upload_keeps_its_file_while_another_entry_reads_it(client, 
     assert not stored.exists()  # an uploaded file goes with the last entry reading it
 
 
+def test_a_refused_registration_never_removes_a_file_an_entry_reads(client, admin, alice, lora_bytes, tmp_path):
+    created = register_upload(client, admin, "ink", lora_bytes).json()
+    stored = tmp_path / "loras" / created["source"]
+    # The same bytes under the same name again: refused, and the existing entry's file stays.
+    assert register_upload(client, admin, "ink", lora_bytes).status_code == 409
+    assert stored.is_file()
+    assert submit(client, alice, loras="ink").status_code == 202
+    # Its file kept for a `local:` entry, the first entry deleted and uploaded again: the file is
+    # not this upload's to remove when the upload is refused.
+    again = {"name": "ink-again", "model": "text_to_image", "source": f"local:{created['source']}"}
+    assert client.post("/admin/loras", headers=admin, data=again).status_code == 201
+    assert client.delete("/admin/loras/ink", headers=admin).status_code == 204
+    assert register_upload(client, admin, "ink", lora_bytes).status_code == 201
+    assert stored.is_file()
+    assert client.delete("/admin/loras/ink", headers=admin).status_code == 204
+    assert stored.is_file() and submit(client, alice, loras="ink-again").status_code == 202
+
+
 def lora_of_mb(megabytes: float) -> bytes:
     """A valid LoRA .safetensors file of about ``megabytes`` (its size is all these tests look at)."""
     import torch

@@ -395,3 +395,44 @@ def test_finished_tasks_leave_memory_beyond_the_count_kept_and_read_the_same_fro
     assert "a" not in core.tasks and "b" in core.tasks
     assert asyncio.run(core.status("a")) is None  # the ingress then reads the record
     assert status_from_record(_stored(core, "a")).model_dump() == from_memory.model_dump()
+
+
+def test_a_submission_given_up_or_failing_its_adapter_read_writes_nothing_and_a_repeat_gets_one_answer(
+    tmp_path, monkeypatch
+):
+    """A create whose catalogue read fails, or that the writer reaches only after the caller's
+    deadline, stores no record (before: the read ran beside the insert, so a failed read answered an
+    error while the insert went on to commit a pending task nobody tracked or dispatched). The same
+    submission sent twice while it is written gets the first call's answer, and one record."""
+    from sqlalchemy.exc import OperationalError
+
+    import serving.registry as registry_module
+    from storage.db import DatabaseBusy
+
+    core = _core(tmp_path)
+    core._handles[ModelKind.text_to_image] = _NeverAnswers()  # a stand-in deployment: tasks stay pending
+
+    def catalogue_unreachable(session, names):  # a fake: the database fails this one read
+        raise OperationalError("SELECT", {}, Exception("connection refused"))
+
+    async def scenario():
+        await core.start()
+        with monkeypatch.context() as patch:
+            patch.setattr(registry_module, "adapters_named", catalogue_unreachable)
+            spec = _spec("with-lora")
+            spec.parameters["loras"] = [{"name": "ink", "scale": 1.0}]
+            with pytest.raises(OperationalError):
+                await core.create(spec)
+        with monkeypatch.context() as patch:
+            patch.setattr(registry_module, "CREATE_DEADLINE_S", -1.0)  # the caller's deadline already past
+            with pytest.raises(DatabaseBusy):
+                await core.create(_spec("too-late"))
+        first, again = await asyncio.gather(core.create(_spec("twice")), core.create(_spec("twice")))
+        return first, again
+
+    first, again = asyncio.run(scenario())
+    assert isinstance(first, Accepted) and isinstance(again, Accepted) and first.task_id == again.task_id == "twice"
+    with session_scope(core.engine) as session:
+        stored = [row.task_id for row in session.exec(select(TaskRecord))]
+    assert stored == ["twice"]
+    assert "with-lora" not in core.tasks and "too-late" not in core.tasks and not core._creating
