@@ -530,7 +530,8 @@ class RegistryCore:
             with session_scope(self.engine) as session:
                 records = list(unfinished_tasks(session))
                 hooks = task_webhooks(session, [r.task_id for r in records])
-            return records, hooks, {r.task_id: self._adapters_of(r.parameters) for r in records}
+                adapters = {r.task_id: self._adapters_of(r.parameters, session) for r in records}
+            return records, hooks, adapters
 
         records, hooks, adapters = await asyncio.to_thread(load)
         # The usage counters in the quota's time zone now, not at the first submission (a change of
