@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Table, and_, bindparam, case, not_
@@ -87,7 +87,15 @@ class QuotaExceeded(Exception):
         super().__init__(f"{period} quota of {limit} reached ({used} used), resets at {resets_at.isoformat()}")
 
 
-def effective_limits(user: User, default_daily: int, default_monthly: int) -> tuple[int, int]:
+class HasLimits(Protocol):
+    """A user, or a row of its limit columns."""
+
+    daily_limit: Optional[int]
+    monthly_limit: Optional[int]
+
+
+def effective_limits(user: HasLimits, default_daily: int, default_monthly: int) -> tuple[int, int]:
+    """The user's own daily and monthly limits, the defaults where they have none."""
     daily = user.daily_limit if user.daily_limit is not None else default_daily
     monthly = user.monthly_limit if user.monthly_limit is not None else default_monthly
     return daily, monthly
@@ -114,8 +122,7 @@ def check_quota(
     monthly limit. Locks the user's row (``SELECT … FOR UPDATE``) until the transaction ends; reads
     the usage counters (three look-ups, whatever the user's history)."""
     limits = session.connection().execute(_LIMITS_OF_USER, {"user_id": user_id}).one()
-    daily = limits.daily_limit if limits.daily_limit is not None else default_daily
-    monthly = limits.monthly_limit if limits.monthly_limit is not None else default_monthly
+    daily, monthly = effective_limits(limits, default_daily, default_monthly)
     usage = counted_usage(session, user_id, now, tz_name)
     if usage.used_today + image_count > daily or usage.used_this_month + image_count > monthly:
         periods = quota_periods(now, tz_name)
