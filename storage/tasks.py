@@ -124,11 +124,10 @@ def check_quota(
     limits = session.connection().execute(_LIMITS_OF_USER, {"user_id": user_id}).one()
     daily, monthly = effective_limits(limits, default_daily, default_monthly)
     usage = counted_usage(session, user_id, now, tz_name)
-    if usage.used_today + image_count > daily or usage.used_this_month + image_count > monthly:
-        periods = quota_periods(now, tz_name)
-        if usage.used_today + image_count > daily:
-            raise QuotaExceeded("daily", daily, usage.used_today, periods.day_end)
-        raise QuotaExceeded("monthly", monthly, usage.used_this_month, periods.month_end)
+    if usage.used_today + image_count > daily:
+        raise QuotaExceeded("daily", daily, usage.used_today, quota_periods(now, tz_name).day_end)
+    if usage.used_this_month + image_count > monthly:
+        raise QuotaExceeded("monthly", monthly, usage.used_this_month, quota_periods(now, tz_name).month_end)
 
 
 def create_task_within_quota(
