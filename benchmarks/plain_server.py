@@ -22,6 +22,7 @@ from sqlmodel import Session
 
 from auth.security import load_or_create_secret
 from auth.service import AuthConfig, AuthError, AuthService
+from serving.protocol import TaskStatusView
 from serving.routes.tasks import status_from_record
 from storage import init_db, make_engine
 from storage.db import sqlite_url
@@ -43,7 +44,7 @@ def create_app(data_dir: Path) -> FastAPI:
     @app.get("/tasks/{task_id}")
     def get_task(
         task_id: str, credentials: Annotated[Optional[HTTPAuthorizationCredentials], Depends(_bearer)]
-    ) -> dict:
+    ) -> TaskStatusView:
         if credentials is None:
             raise HTTPException(401, "无效的认证凭据", headers={"WWW-Authenticate": "Bearer"})
         with Session(engine, expire_on_commit=False) as session:

@@ -78,3 +78,47 @@ def test_registry_benchmark_runs_its_life_cycles_on_sqlite():
         "registry_rss_mib_above_idle",
     ):
         assert figure in done.stdout
+
+
+def test_plain_comparison_server_answers_the_services_status_body(tmp_path):
+    """The status figure compares the service with ``benchmarks.plain_server``: it must give the same body."""
+    import uuid
+
+    from fastapi.testclient import TestClient
+    from sqlmodel import Session
+
+    from auth.security import load_or_create_secret
+    from auth.service import AuthConfig, AuthService
+    from benchmarks.plain_server import create_app
+    from serving.routes.tasks import status_from_record
+    from storage import TaskRecord, init_db, make_engine, utcnow
+    from storage.db import sqlite_url
+    from storage.tables import User
+
+    engine = make_engine(sqlite_url(tmp_path))
+    init_db(engine)
+    auth = AuthService(engine, load_or_create_secret(tmp_path), AuthConfig(hash_profile="cheapest"))
+    with Session(engine, expire_on_commit=False) as session:
+        user = User(username="plain", hashed_password=auth.passwords.hash("a long password"))
+        session.add(user)
+        session.commit()
+        record = TaskRecord(
+            task_id=str(uuid.uuid4()),
+            user_id=user.id,
+            task_type="text_to_image",
+            prompt="a cat",
+            status="completed",
+            parameters={"num_inference_steps": 4},
+            created_at=utcnow(),
+            completed_at=utcnow(),
+            execution_time=1.25,
+        )
+        session.add(record)
+        session.commit()
+        token = auth.tokens.issue(user.id, user.token_version, key=user.token_key)
+    client = TestClient(create_app(tmp_path))
+    answer = client.get(f"/tasks/{record.task_id}", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 200, answer.text
+    expected = status_from_record(record).model_dump(mode="json")
+    assert answer.json() == expected
+    assert client.get(f"/tasks/{record.task_id}", headers={"Authorization": "Bearer nope"}).status_code == 401
