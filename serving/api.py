@@ -29,6 +29,7 @@ from serving.registry_client import Registry
 from serving.routes import events, generate, history, loras, system, tasks, webhooks
 from serving.settings import Settings
 from serving.state import LongWaits, ServiceState, read_deployment_status
+from serving.status_cache import StatusCache
 from storage import init_db, make_engine, open_result_store
 from web import INDEX_HTML, PAGE_CSP, STATIC_DIR
 
@@ -123,4 +124,5 @@ def build_service_state(
         read_status=read_status,
         long_waits=LongWaits(settings.max_waits_per_user, settings.max_waits),
         url_signer=UrlSigner(secret, settings.image_url_ttl_seconds),
+        statuses=StatusCache(settings.status_cache_size) if settings.status_cache_size else None,
     )

@@ -1,5 +1,5 @@
 """The ingress side of task events: one long poll to the registry per ingress replica, fanned out
-to the open event streams of this replica.
+to the open event streams of this replica and to its status cache (:mod:`serving.status_cache`).
 
 An idle stream costs nothing but its open connection and a keep-alive comment now and then: the
 hub's single poll waits in the registry until something is published (or for
@@ -8,6 +8,11 @@ starts from the registry's account of its task's state (``task_events``/``user_e
 registered *before* that read so that nothing published in between is lost; events are
 de-duplicated by id per task. After a registry restart (a new epoch) or a cursor that fell out of
 the journal, every open stream reads its state again.
+
+With a status cache the poll runs all the time (the cache may keep a status only while the feed
+runs without a gap); previews, which only streams want, travel only while a stream wants them,
+and while no stream is open polls are at least ``CACHE_ONLY_POLL_INTERVAL_S`` apart, so a busy
+registry answers an ingress's poll a bounded number of times per second.
 """
 
 from __future__ import annotations
@@ -19,12 +24,14 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from serving import events as ev
+from serving.status_cache import StatusCache
 
 log = logging.getLogger("qwen_image.events")
 
 POLL_TIMEOUT_S = 25.0
 POSITIONS_DELAY_S = 0.5  # queue-position refreshes are gathered for this long
 QUEUE_LIMIT = 256  # events waiting for one slow client; beyond it, only terminal events are kept
+CACHE_ONLY_POLL_INTERVAL_S = 0.01
 
 
 @dataclass(eq=False)
@@ -61,9 +68,10 @@ class TooManyStreams(Exception):
 class EventHub:
     """Fans the registry's events out to this replica's streams (one instance per ingress replica)."""
 
-    def __init__(self, state: Any, max_streams_per_user: int):
+    def __init__(self, state: Any, max_streams_per_user: int, statuses: Optional[StatusCache] = None):
         self.state = state
         self.max_streams_per_user = max_streams_per_user
+        self.statuses = statuses  # kept current by the poll, which then never stops
         self.by_task: dict[str, set[Subscription]] = defaultdict(set)
         self.by_user: dict[Optional[int], set[Subscription]] = defaultdict(set)
         self.open_per_user: Counter[Optional[int]] = Counter()
@@ -74,6 +82,7 @@ class EventHub:
         self._loop_task: Optional[asyncio.Task] = None
         self._positions_task: Optional[asyncio.Task] = None
         self.polls = 0  # long polls sent (benchmarks read it)
+        self.preview_streams = 0  # open streams that want previews
 
     # ------------------------------------------------------------------ streams
 
@@ -91,6 +100,7 @@ class EventHub:
     async def subscribe(self, sub: Subscription) -> None:
         """Start delivering published events to ``sub`` (the caller reads the initial state after)."""
         self._ensure_loop()
+        self.preview_streams += sub.previews
         if sub.task_id is not None:
             self.by_task[sub.task_id].add(sub)
         else:
@@ -103,17 +113,19 @@ class EventHub:
     def unsubscribe(self, sub: Subscription) -> None:
         if sub.task_id is not None:
             subs = self.by_task.get(sub.task_id)
-            if subs is not None:
+            if subs is not None and sub in subs:
+                self.preview_streams -= sub.previews
                 subs.discard(sub)
                 if not subs:
                     del self.by_task[sub.task_id]
         else:
             subs = self.by_user.get(sub.user_id)
-            if subs is not None:
+            if subs is not None and sub in subs:
+                self.preview_streams -= sub.previews
                 subs.discard(sub)
                 if not subs:
                     del self.by_user[sub.user_id]
-        if not self.by_task and not self.by_user:
+        if not self._listening():
             self._wanted.clear()
 
     async def initial_state(self, sub: Subscription, after_id: int) -> Optional[dict]:
@@ -130,26 +142,54 @@ class EventHub:
 
     # ------------------------------------------------------------------ the long poll
 
+    def _listening(self) -> bool:
+        return bool(self.by_task or self.by_user or self.statuses is not None)
+
+    def follow(self) -> None:
+        """Start the poll now (a status cache needs it before any stream opens; call on the event loop)."""
+        self._wanted.set()
+        self._ensure_loop()
+
     def _ensure_loop(self) -> None:
         if self._loop_task is None or self._loop_task.done():
             self._loop_task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
+        try:
+            await self._poll_forever()
+        finally:  # stopped by an error or at shutdown: the status cache knows nothing current any more
+            if self.statuses is not None:
+                self.statuses.reset(live=False)
+
+    async def _poll_forever(self) -> None:
         failures = 0
+        loop = asyncio.get_running_loop()
+        last_poll = 0.0
         while True:
-            if not self.by_task and not self.by_user:
+            if not self._listening():
                 # Nobody listens here: no poll at all. The cursor is dropped, and the next stream
                 # waits for a fresh one (what happened meanwhile is in the state it reads).
                 self._synced.clear()
                 self._cursor = None
                 await self._wanted.wait()
+            if not self.by_task and not self.by_user:
+                # Only the status cache listens: a few milliseconds of events per poll at most.
+                wait = last_poll + CACHE_ONLY_POLL_INTERVAL_S - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            last_poll = loop.time()
             try:
                 answer = await self.state.registry.poll_events(
-                    self._epoch, self._cursor, 0.0 if self._cursor is None else POLL_TIMEOUT_S
+                    self._epoch,
+                    self._cursor,
+                    0.0 if self._cursor is None else POLL_TIMEOUT_S,
+                    self.preview_streams > 0,
                 )
                 failures = 0
             except Exception as exc:  # the registry restarts (a 503 from its client): try again soon
                 failures += 1
+                if self.statuses is not None:
+                    self.statuses.reset(live=False)  # nothing is known to be current until the feed runs again
                 if failures == 1 or failures % 50 == 0:
                     log.warning("event poll failed (%d in a row): %r", failures, exc)
                 await asyncio.sleep(min(0.2 * failures, 2.0))
@@ -157,6 +197,8 @@ class EventHub:
             self.polls += 1
             first = self._cursor is None
             self._epoch, self._cursor = answer["epoch"], answer["cursor"]
+            if self.statuses is not None and (answer["reset"] or not self.statuses.live):
+                self.statuses.reset(live=True)  # from this cursor on, the feed brings every change
             for event in answer["events"]:
                 self._dispatch(event)
             if answer["reset"] and not first:
@@ -191,6 +233,10 @@ class EventHub:
             return ev.terminal_event_from_record(record) if record else None
 
     def _dispatch(self, event: dict) -> None:
+        if self.statuses is not None:
+            self.statuses.apply(event)
+        if event.get("task_id") is None and event["event"] != ev.QUEUE_MOVED:
+            return  # for the status cache only (statuses_reset)
         if event["event"] == ev.QUEUE_MOVED:
             self._schedule_positions()
             return

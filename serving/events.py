@@ -32,6 +32,9 @@ EVENT_TYPES = (QUEUED, STARTED, PROGRESS, PREVIEW, *TERMINAL)
 # Not an event of any stream: "the queue of this model kind moved", so that ingresses holding
 # streams on queued tasks ask for the new positions (only then, and only theirs).
 QUEUE_MOVED = "_queue_moved"
+# Not an event of any stream either: "records were deleted", so that ingresses forget the statuses
+# they keep (serving.status_cache).
+STATUSES_RESET = "_statuses_reset"
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -164,20 +167,30 @@ class EventJournal:
         start = cursor + 1 - oldest
         return [event for _, event in list(self.entries)[start : start + limit]]
 
-    async def poll(self, epoch: Optional[str], cursor: Optional[int], timeout: float, limit: int = 2000) -> dict:
+    async def poll(
+        self, epoch: Optional[str], cursor: Optional[int], timeout: float, previews: bool = True, limit: int = 2000
+    ) -> dict:
+        """Events after ``cursor``, waiting up to ``timeout`` for one; ``previews=False`` leaves the
+        (large, stream-only) preview events out and goes on waiting while only those come."""
         if epoch != self.epoch or cursor is None or cursor > self.seq:
             return {"epoch": self.epoch, "cursor": self.seq, "events": [], "reset": True}
-        events = self._since(cursor, limit)
-        if events == []:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout, 0.0)
+        while True:
+            events = self._since(cursor, limit)
+            if events is None:
+                return {"epoch": self.epoch, "cursor": self.seq, "events": [], "reset": True}
+            if events:
+                cursor += len(events)
+                if not previews:
+                    events = [event for event in events if event["event"] != PREVIEW]
+                if events:
+                    return {"epoch": self.epoch, "cursor": cursor, "events": events, "reset": False}
             changed = self._changed
             try:
-                await asyncio.wait_for(changed.wait(), timeout=max(timeout, 0.0))
+                await asyncio.wait_for(changed.wait(), timeout=max(deadline - loop.time(), 0.0))
             except asyncio.TimeoutError:
                 return {"epoch": self.epoch, "cursor": cursor, "events": [], "reset": False}
-            events = self._since(cursor, limit)
-        if events is None:
-            return {"epoch": self.epoch, "cursor": self.seq, "events": [], "reset": True}
-        return {"epoch": self.epoch, "cursor": cursor + len(events), "events": events, "reset": False}
 
 
 def format_sse(event: dict) -> str:
@@ -199,6 +212,7 @@ __all__ = [
     "FAILED",
     "CANCELLED",
     "QUEUE_MOVED",
+    "STATUSES_RESET",
     "EventClock",
     "EventJournal",
     "TaskEventState",

@@ -907,9 +907,11 @@ class RegistryCore:
 
     # ------------------------------------------------------------------ event streams
 
-    async def poll_events(self, epoch: Optional[str], cursor: Optional[int], timeout: float) -> dict:
+    async def poll_events(
+        self, epoch: Optional[str], cursor: Optional[int], timeout: float, previews: bool = True
+    ) -> dict:
         """The ingresses' long poll: events after ``cursor`` (see serving.events.EventJournal)."""
-        return await self.journal.poll(epoch, cursor, timeout)
+        return await self.journal.poll(epoch, cursor, timeout, previews)
 
     async def task_events(self, task_id: str, after_id: int = 0) -> Optional[dict]:
         """What a stream of one task starts with: the events describing its state after ``after_id``."""
@@ -1024,6 +1026,8 @@ class RegistryCore:
         deleted = await asyncio.to_thread(self._delete_old_records, now - timedelta(days=max_age_days))
         for task_id in deleted:  # the live state changes here, on the event loop, never in the worker thread
             self._forget(task_id)
+        if deleted:  # the ingresses forget the statuses they keep: some are of tasks that are gone
+            self.journal.publish({"event": ev.STATUSES_RESET, "task_id": None, "user_id": None})
         return CleanupCounts(memory_cleaned_count=len(forget), db_cleaned_count=len(deleted))
 
     def _delete_old_records(self, before: datetime) -> list[str]:
@@ -1113,8 +1117,10 @@ class TaskRegistry:
     async def report_preview(self, task_id: str, epoch: str, attempt: int, index: int, preview: dict) -> bool:
         return await (await self._ready()).report_preview(task_id, epoch, attempt, index, preview)
 
-    async def poll_events(self, epoch: Optional[str], cursor: Optional[int], timeout: float) -> dict:
-        return await (await self._ready()).poll_events(epoch, cursor, timeout)
+    async def poll_events(
+        self, epoch: Optional[str], cursor: Optional[int], timeout: float, previews: bool = True
+    ) -> dict:
+        return await (await self._ready()).poll_events(epoch, cursor, timeout, previews)
 
     async def task_events(self, task_id: str, after_id: int = 0) -> Optional[dict]:
         return await (await self._ready()).task_events(task_id, after_id)

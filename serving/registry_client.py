@@ -53,7 +53,9 @@ class Registry(Protocol):
     async def ping(self) -> RegistryIdentity: ...
 
     # Task events (serving.events): the ingress's long poll and the state a new stream starts from.
-    async def poll_events(self, epoch: Optional[str], cursor: Optional[int], timeout: float) -> dict: ...
+    async def poll_events(
+        self, epoch: Optional[str], cursor: Optional[int], timeout: float, previews: bool = True
+    ) -> dict: ...
 
     async def task_events(self, task_id: str, after_id: int = 0) -> Optional[dict]: ...
 
@@ -114,8 +116,10 @@ class RegistryClient:
     async def ping(self) -> RegistryIdentity:
         return await self._call(lambda h: h.ping.remote())
 
-    async def poll_events(self, epoch: Optional[str], cursor: Optional[int], timeout: float) -> dict:
-        return await self._call(lambda h: h.poll_events.remote(epoch, cursor, timeout))
+    async def poll_events(
+        self, epoch: Optional[str], cursor: Optional[int], timeout: float, previews: bool = True
+    ) -> dict:
+        return await self._call(lambda h: h.poll_events.remote(epoch, cursor, timeout, previews), waits_s=timeout)
 
     async def task_events(self, task_id: str, after_id: int = 0) -> Optional[dict]:
         return await self._call(lambda h: h.task_events.remote(task_id, after_id))

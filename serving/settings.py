@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     preview_quality: int = Field(default=70, ge=1, le=100)
     event_keepalive_seconds: float = Field(default=15.0, gt=0)  # comment lines on a quiet stream
     max_event_streams_per_user: int = Field(default=8, ge=1)  # open event streams per user (and ingress)
+    # Task statuses each ingress replica keeps current from the registry's change feed, so that a
+    # status read does not cross to the registry (serving.status_cache); 0: every read asks it.
+    status_cache_size: int = Field(default=20_000, ge=0)
 
     # --- webhooks
     webhook_allow_private_networks: bool = False  # true: receivers on loopback / private addresses

@@ -20,6 +20,7 @@ from serving import messages
 from serving.openai.urls import UrlSigner
 from serving.registry_client import Registry
 from serving.settings import Settings
+from serving.status_cache import StatusCache
 from storage.results import ResultStore
 
 log = logging.getLogger("qwen_image.ingress")
@@ -73,9 +74,16 @@ class ServiceState:
     read_status: Callable[[str], dict] = field(default=lambda app_name: read_deployment_status(app_name))
     long_waits: LongWaits = field(default_factory=LongWaits)
     url_signer: Optional[UrlSigner] = None  # signs /v1 result URLs (its key never leaves this process)
+    statuses: Optional[StatusCache] = None  # task statuses kept current by the change feed (None: off)
     _status_cache: tuple[float, dict] = field(default=(0.0, {}))
     _status_refresh: Optional[asyncio.Task] = field(default=None, repr=False)
     _status_read: Optional[asyncio.Future] = field(default=None, repr=False)
+
+    def task_changed(self, task_id: str) -> None:
+        """This ingress learnt of a change of ``task_id`` itself (its cancel, a wait that ended): the
+        next status read asks the registry, even before the change feed brings the change."""
+        if self.statuses is not None:
+            self.statuses.task_changed(task_id)
 
     async def deployment_status(self, max_age: float = 2.0, stale_ok: bool = True) -> dict:
         """Replica counts of this application's model deployments, at most ``max_age`` seconds old.

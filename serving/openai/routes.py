@@ -234,6 +234,7 @@ async def _run(
         )
     with state.long_waits.hold(user.id):  # one of the user's capped long waits, like a native sync call
         final = await state.registry.wait(task_id, wait_budget(request, state.settings.sync_timeout_seconds))
+    state.task_changed(task_id)
     try:
         if final is None:  # forgotten between creation and the wait (a clean-up with max age 0)
             raise OpenAIError(status.HTTP_404_NOT_FOUND, "The task no longer exists", code="not_found")

@@ -152,6 +152,7 @@ async def submit(
         )
     with state.long_waits.hold(user.id):
         final = await state.registry.wait(task_id, state.settings.sync_timeout_seconds)
+    state.task_changed(task_id)
     if final is None:  # forgotten between creation and the wait (a clean-up with max age 0)
         raise not_found()
     return await result_response(

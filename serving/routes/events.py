@@ -41,7 +41,7 @@ def hub_for(state: ServiceState) -> EventHub:
     """This process's hub (one per ingress replica)."""
     hub = _hubs.get(id(state))
     if hub is None:
-        hub = _hubs[id(state)] = EventHub(state, state.settings.max_event_streams_per_user)
+        hub = _hubs[id(state)] = EventHub(state, state.settings.max_event_streams_per_user, statuses=state.statuses)
     return hub
 
 

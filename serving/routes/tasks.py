@@ -15,6 +15,7 @@ from auth.deps import AdminUser, CurrentUser
 from serving import messages
 from serving.protocol import AlreadyFinished, ResultLocation, TaskStatusView, task_status_view, total_steps
 from serving.routes.common import not_found, owned_record, owns, result_response
+from serving.routes.events import hub_for
 from serving.state import ServiceState, StateDep
 from storage import TaskRecord, TaskStatus, utcnow
 
@@ -42,18 +43,34 @@ def status_from_record(record: TaskRecord) -> TaskStatusView:
 
 
 async def task_status(state: ServiceState, user, task_id: str) -> TaskStatusView:
-    """The live status (or the stored one), only for the owner or an admin."""
+    """The live status (or the stored one), only for the owner or an admin.
+
+    The owner's reads are answered from this ingress's status cache while it holds the task
+    (kept current by the registry's change feed, see serving.status_cache); otherwise the registry
+    answers, or the task's record once the registry no longer holds it.
+    """
+    cache = state.statuses
+    token: Optional[int] = None
+    if cache is not None:
+        if not cache.live:
+            hub_for(state).follow()  # the feed starts with the first read (and again after a failure)
+        cached = cache.get(task_id, user.id, user.token_key)
+        if cached is not None:
+            return cached
+        token = cache.token()
     live = await state.registry.status(task_id)
-    if live is not None:
-        if not owns(user, live.user_id):
-            raise not_found()
-        return live
+    if live is None:
 
-    def from_db() -> TaskStatusView:
-        with Session(state.engine) as session:
-            return status_from_record(owned_record(session, user, task_id))
+        def from_db() -> TaskStatusView:
+            with Session(state.engine) as session:
+                return status_from_record(owned_record(session, user, task_id))
 
-    return await asyncio.to_thread(from_db)
+        live = await asyncio.to_thread(from_db)
+    elif not owns(user, live.user_id):
+        raise not_found()
+    if cache is not None and live.user_id == user.id:
+        cache.put(live, user.token_key, token)
+    return live
 
 
 @router.get("/queue")
@@ -92,6 +109,7 @@ async def get_result(
             return JSONResponse(status_code=status.HTTP_202_ACCEPTED, content=jsonable_encoder(current.model_dump()))
         with state.long_waits.hold(user.id):
             waited = await state.registry.wait(task_id, timeout)
+        state.task_changed(task_id)
         if waited is not None:
             current, result = waited.status, waited.result
         else:  # it ended and left the registry's memory meanwhile: its record says how
@@ -106,6 +124,7 @@ async def cancel_task(task_id: str, user: CurrentUser, state: StateDep) -> dict:
     if current.finished:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.TASK_ALREADY_FINISHED)
     outcome = await state.registry.cancel(task_id)
+    state.task_changed(task_id)
     if outcome is None:
         raise not_found()
     if isinstance(outcome, AlreadyFinished):

@@ -306,6 +306,15 @@ def test_deliveries_pending_when_the_registry_dies_are_delivered_by_the_next_one
         receiver.answers["/later"] = [(503, {"Retry-After": "4"}), 200]
         task_id = submit_t2i(hooks_client, hooks_user.headers, webhook_url=receiver.url("/later"))
         receiver.wait_for(lambda r: any(x.path == "/later" for x in r))
+
+        def first_attempt_logged():
+            deliveries = hooks_client.get(f"/tasks/{task_id}/webhooks", headers=hooks_user.headers).json()
+            attempts = deliveries["deliveries"][0]["attempts"] if deliveries["deliveries"] else []
+            return attempts if [a["status_code"] for a in attempts] == [503] else None
+
+        # The receiver has answered; the registry records the attempt just after (killed before
+        # that, the attempt would be made again, unlogged, and the log below would not be the point).
+        wait_for(first_attempt_logged, timeout=30, what="first attempt logged")
         ray.kill(ray.get_actor(registry_name("hooks"), namespace=NAMESPACE), no_restart=False)
         got = receiver.wait_for(lambda r: len([x for x in r if x.path == "/later"]) >= 2, timeout=120)
     later = [r for r in got if r.path == "/later"]

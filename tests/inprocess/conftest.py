@@ -117,8 +117,10 @@ class StandInRegistry:
     async def ping(self) -> RegistryIdentity:
         return await (await self._ready()).ping()
 
-    async def poll_events(self, epoch: Optional[str], cursor: Optional[int], timeout: float) -> dict:
-        return await (await self._ready()).poll_events(epoch, cursor, timeout)
+    async def poll_events(
+        self, epoch: Optional[str], cursor: Optional[int], timeout: float, previews: bool = True
+    ) -> dict:
+        return await (await self._ready()).poll_events(epoch, cursor, timeout, previews)
 
     async def task_events(self, task_id: str, after_id: int = 0) -> Optional[dict]:
         return await (await self._ready()).task_events(task_id, after_id)
