@@ -171,6 +171,26 @@ def test_journal_poll_waits_for_a_publish_and_resets_stale_cursors(tmp_path):
     asyncio.run(scenario())
 
 
+def test_a_poll_without_previews_skips_them_keeps_waiting_and_moves_its_cursor_past_them(tmp_path):
+    async def scenario():
+        journal = ev.EventJournal("e1")
+        start = (await journal.poll(None, None, 0))["cursor"]
+        waiting = asyncio.create_task(journal.poll("e1", start, 5, previews=False))
+        journal.publish({"id": 1, "event": "preview", "task_id": "t", "user_id": 1, "data": {"b64": "AA=="}})
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # only a preview so far: the poll without previews goes on waiting
+        journal.publish({"id": 2, "event": "progress", "task_id": "t", "user_id": 1, "data": {}})
+        answer = await waiting
+        assert [e["id"] for e in answer["events"]] == [2] and answer["cursor"] == start + 2
+        with_previews = await journal.poll("e1", start, 0)
+        assert [e["id"] for e in with_previews["events"]] == [1, 2]
+        journal.publish({"id": 3, "event": "preview", "task_id": "t", "user_id": 1, "data": {}})
+        quiet = await journal.poll("e1", start + 2, 0.01, previews=False)
+        assert quiet["events"] == [] and quiet["cursor"] == start + 3 and not quiet["reset"]
+
+    asyncio.run(scenario())
+
+
 def test_queue_positions_are_refreshed_only_when_asked_and_changed(tmp_path):
     core = core_for(tmp_path)
     user_id = add_user(core)
