@@ -197,12 +197,17 @@ class EventHub:
             self.polls += 1
             first = self._cursor is None
             self._epoch, self._cursor = answer["epoch"], answer["cursor"]
+            resync = answer["reset"] and not first
             if self.statuses is not None and (answer["reset"] or not self.statuses.live):
-                self.statuses.reset(live=True)  # from this cursor on, the feed brings every change
+                # From this cursor on, the feed brings every change; while the streams' states are
+                # read again no poll runs, so the cache waits for that too.
+                self.statuses.reset(live=not resync)
             for event in answer["events"]:
                 self._dispatch(event)
-            if answer["reset"] and not first:
+            if resync:
                 await self._resync()
+                if self.statuses is not None:
+                    self.statuses.reset(live=True)
             self._synced.set()
 
     async def _resync(self) -> None:

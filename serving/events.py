@@ -20,6 +20,7 @@ that is answered at once when events are waiting and otherwise when the next one
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -165,7 +166,7 @@ class EventJournal:
         if cursor + 1 < oldest:
             return None  # fell behind the journal
         start = cursor + 1 - oldest
-        return [event for _, event in list(self.entries)[start : start + limit]]
+        return [event for _, event in itertools.islice(self.entries, start, start + limit)]
 
     async def poll(
         self, epoch: Optional[str], cursor: Optional[int], timeout: float, previews: bool = True, limit: int = 2000

@@ -473,7 +473,6 @@ class RegistryCore:
         return counts
 
     def _finish(self, task: LiveTask, status: str, error: Optional[str] = None, **extra: Any) -> None:
-        was_pending = task.status == TaskStatus.pending.value
         self._set_status(task, status)
         task.error = error
         # The terminal event's id is completed_at in microseconds: the same event can be rebuilt
@@ -500,8 +499,9 @@ class RegistryCore:
             # learn of it, so whoever hears "completed" finds the record saying so.
             task.events.keep(terminal)
             self.journal.publish(terminal)
-            if was_pending:
-                self._queue_moved(task)
+            # Pending: it leaves the queue. Running: its user now runs one task fewer, and fair
+            # share may move that user's waiting tasks ahead. Either way positions may change.
+            self._queue_moved(task)
             task.done.set()
             self._finished[task.task_id] = time.monotonic()
             self._forget_finished()

@@ -12,9 +12,10 @@ would add) or drops it (anything else), and a status read from the registry whil
 task was on the way is not kept. Which events change what:
 
 - ``progress`` of a running task: its step count, the only field the registry's answer would change.
-- ``queued``, ``queue_moved`` (a task entered, left or started): every cached *pending* status is
-  dropped, since fair share may have moved any position; a pending task's own ``queued`` too.
-- ``started``, ``completed``, ``failed``, ``cancelled``, anything unknown: that task's status is dropped.
+- ``queued``, ``queue_moved``, ``completed``, ``failed``, ``cancelled`` (a task entered, left or
+  started, or ended): every cached *pending* status is dropped, since fair share may have moved any
+  position; and the task's own status.
+- ``started``, anything unknown: that task's status is dropped.
 - ``_statuses_reset`` (records deleted by the clean-up) and any gap in the feed (a registry restart,
   a cursor that fell out of the journal, a failed poll): everything is dropped, and nothing is
   cached until the feed runs again.
@@ -125,7 +126,9 @@ class StatusCache:
         if kind == ev.STATUSES_RESET:
             self.reset(live=self.live)
             return
-        if kind in (ev.QUEUE_MOVED, ev.QUEUED):
+        if kind in (ev.QUEUE_MOVED, ev.QUEUED) or kind in ev.TERMINAL:
+            # A task entered or left the queue, or ended (its user runs one fewer: fair share may
+            # move their waiting tasks ahead): any position may have changed.
             self._positions_moved()
             if task_id is not None:
                 self.task_changed(task_id)
@@ -136,7 +139,8 @@ class StatusCache:
         if kind == ev.PROGRESS and entry is not None and entry.view.status == _RUNNING:
             # Exactly what the registry would answer now: the same status with this step count.
             self.task_changed(task_id)
-            steps = int(event["data"]["step"])
+            # Never backwards: a poll's answer may bring a report older than a read already kept.
+            steps = max(int(event["data"]["step"]), entry.view.progress.current_step)
             self.entries[task_id] = _Entry(retimed(entry.view, utcnow(), steps), entry.owner_key)
             return
         self.task_changed(task_id)

@@ -141,7 +141,8 @@ def test_a_failing_feed_turns_the_cache_off_until_it_runs_again(tmp_path):
             raise ConnectionError("the registry is restarting")
 
         registry.poll_events = unreachable
-        registry.core.journal.publish({"event": "_queue_moved", "kind": "x", "task_id": None, "user_id": None})
+        moved = {"event": "_queue_moved", "kind": "x", "task_id": None, "user_id": None}
+        client.portal.call(registry.core.journal.publish, moved)  # on the loop: it wakes the waiting poll
         deadline = time.monotonic() + 10
         while state.statuses.live:  # the waiting poll returns, the next one fails
             assert time.monotonic() < deadline

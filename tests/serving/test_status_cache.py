@@ -105,6 +105,8 @@ def test_progress_updates_a_running_status_exactly_and_previews_change_nothing()
     answer = cache.get("t1", 1, KEY)
     assert answer.status == "running"
     assert answer.progress.current_step == 6 and answer.progress.percent == 30.0
+    cache.apply(event(ev.PROGRESS, step=5, total=20, percent=25.0))  # an older report, late
+    assert cache.get("t1", 1, KEY).progress.current_step == 6
 
 
 def test_any_queue_move_drops_every_pending_status_but_not_the_others():
@@ -120,6 +122,9 @@ def test_any_queue_move_drops_every_pending_status_but_not_the_others():
     assert cache.get("p1", 1, KEY) is None
     cache.put(view("p1", status="pending", position=1), KEY, cache.token())
     cache.apply(event(ev.QUEUED, task_id="new", position=4))  # a new task may go ahead (fair share)
+    assert cache.get("p1", 1, KEY) is None
+    cache.put(view("p1", status="pending", position=1), KEY, cache.token())
+    cache.apply(event(ev.COMPLETED, task_id="another users running task"))  # fair share may reorder
     assert cache.get("p1", 1, KEY) is None
 
 
