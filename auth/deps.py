@@ -2,11 +2,15 @@
 
 A plain ``def`` dependency costs a hop to the thread pool on every request, so those that do no
 I/O are ``async def``, and the user lookup does its one database read in a single hop with its
-own short session (a route that changes the user adds it to the route's session).
+own short session (a route that changes the user adds it to the route's session). ``GET`` and
+``HEAD`` requests with a login token are checked against the account rows the ingress keeps
+current (auth.account_cache) and make no hop at all; a kept row is shared by concurrent reads,
+which never change it.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any, Optional
 
@@ -15,6 +19,7 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
+from auth.security import API_KEY_PREFIX
 from auth.service import AuthError, AuthService
 from serving import messages
 from storage.tables import User
@@ -89,13 +94,28 @@ async def current_user(
     credentials: Annotated[Optional[HTTPAuthorizationCredentials], Depends(_bearer)],
     cookie: Annotated[Optional[str], Depends(_cookie)],
 ) -> User:
+    if auth.loop is None:
+        auth.loop = asyncio.get_running_loop()
     try:
         if not auth.config.enabled:
             return await run_in_threadpool(_in_session, auth, auth.default_admin)
         token = session_token(request, credentials, cookie)
         if token is None:
             raise unauthorized()
-        return await run_in_threadpool(_in_session, auth, auth.user_for_token, token)
+        accounts = auth.accounts
+        if accounts is None or request.method not in SAFE_METHODS:
+            return await run_in_threadpool(_in_session, auth, auth.user_for_token, token)
+        # A read: the account row this ingress keeps current will do (auth.account_cache).
+        if not accounts.live:
+            auth.follow_feed()
+        kept = auth.kept_user_for_token(token)
+        if kept is not None:
+            return kept
+        ticket = accounts.token()
+        user = await run_in_threadpool(_in_session, auth, auth.user_for_token, token)
+        if not token.startswith(API_KEY_PREFIX):
+            accounts.put(user, ticket)
+        return user
     except AuthError:
         raise unauthorized() from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from auth.account_cache import AccountCache
 from auth.security import API_KEY_PREFIX, InvalidToken, Passwords, Tokens, hash_api_key
 from auth.throttle import LoginThrottle, throttle_key
 from storage import session_scope, utcnow
@@ -54,10 +56,21 @@ class AuthConfig:
 
 class AuthService:
     def __init__(
-        self, engine: Engine, secret: str, config: AuthConfig, on_login_failure: Optional[Callable[[str], None]] = None
+        self,
+        engine: Engine,
+        secret: str,
+        config: AuthConfig,
+        on_login_failure: Optional[Callable[[str], None]] = None,
+        accounts: Optional[AccountCache] = None,
     ):
         self.engine = engine
         self.config = config
+        # Rows of the accounts tokens were checked against, kept current by the change feed (see
+        # auth.account_cache); ``follow_feed`` starts following it (set by the ingress).
+        self.accounts = accounts
+        self.follow_feed: Callable[[], None] = lambda: None
+        # The event loop of the requests (set by the first one): account changes are announced on it.
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
         # Told the reason (an AuthError code) of every refused log-in: the service counts them.
         self.on_login_failure = on_login_failure or (lambda reason: None)
         self.passwords = Passwords(config.hash_profile)
@@ -162,6 +175,26 @@ class AuthService:
         ):
             raise AuthError("invalid_token")
         return user
+
+    def kept_user_for_token(self, token: str) -> Optional[User]:
+        """The active user a login token stands for, from the kept account rows; None when the row
+        is not kept (or does not accept the token: the database then decides). A bad signature or
+        an expired token is an AuthError here as everywhere."""
+        if self.accounts is None or token.startswith(API_KEY_PREFIX):
+            return None
+        try:
+            claims = self.tokens.decode(token)
+        except InvalidToken:
+            raise AuthError("invalid_token") from None
+        user = self.accounts.get(claims.user_id)
+        if (
+            user is not None
+            and user.is_active
+            and user.token_version == claims.token_version
+            and secrets.compare_digest(user.token_key, claims.key)
+        ):
+            return user
+        return None
 
     def user_for_api_key(self, session: Session, key: str) -> User:
         """The key's owner, read afresh on every request: revoking the key or disabling or deleting

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from auth.account_cache import AccountCache
 from auth.api_keys import router as api_keys_router
 from auth.routes import router as auth_router
 from auth.security import load_or_create_secret
@@ -27,6 +28,7 @@ from serving.openai import routes as openai_routes
 from serving.openai.urls import UrlSigner
 from serving.registry_client import Registry
 from serving.routes import events, generate, history, loras, system, tasks, webhooks
+from serving.routes.events import connect_account_cache
 from serving.settings import Settings
 from serving.state import LongWaits, ServiceState, read_deployment_status
 from serving.status_cache import StatusCache
@@ -110,11 +112,12 @@ def build_service_state(
             login_max_delay_seconds=settings.login_max_delay_seconds,
         ),
         on_login_failure=metrics.ingress().login_failed,
+        accounts=AccountCache(settings.account_cache_size) if settings.account_cache_size else None,
     )
     auth.ensure_default_admin()
     if not settings.auth_enabled:
         log.warning("AUTH_ENABLED=false: every request acts as %r", settings.admin_username)
-    return ServiceState(
+    state = ServiceState(
         settings=settings,
         engine=engine,
         auth=auth,
@@ -126,3 +129,5 @@ def build_service_state(
         url_signer=UrlSigner(secret, settings.image_url_ttl_seconds),
         statuses=StatusCache(settings.status_cache_size) if settings.status_cache_size else None,
     )
+    connect_account_cache(state)
+    return state

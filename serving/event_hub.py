@@ -20,11 +20,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 from serving import events as ev
-from serving.status_cache import StatusCache
 
 log = logging.getLogger("qwen_image.events")
 
@@ -61,6 +61,16 @@ class Subscription:
         self.queue.put_nowait(event)
 
 
+class FeedCache(Protocol):
+    """What the hub keeps current: told every event, reset when the feed starts afresh or fails."""
+
+    live: bool
+
+    def apply(self, event: dict) -> None: ...
+
+    def reset(self, live: bool) -> None: ...
+
+
 class TooManyStreams(Exception):
     """The user already has the allowed number of streams open on this replica."""
 
@@ -68,10 +78,12 @@ class TooManyStreams(Exception):
 class EventHub:
     """Fans the registry's events out to this replica's streams (one instance per ingress replica)."""
 
-    def __init__(self, state: Any, max_streams_per_user: int, statuses: Optional[StatusCache] = None):
+    def __init__(self, state: Any, max_streams_per_user: int, caches: Sequence[FeedCache] = ()):
         self.state = state
         self.max_streams_per_user = max_streams_per_user
-        self.statuses = statuses  # kept current by the poll, which then never stops
+        # Kept current by the poll, which then never stops (statuses, accounts): each is told every
+        # event, and reset (live or not) whenever the feed starts afresh or fails.
+        self.caches = tuple(caches)
         self.by_task: dict[str, set[Subscription]] = defaultdict(set)
         self.by_user: dict[Optional[int], set[Subscription]] = defaultdict(set)
         self.open_per_user: Counter[Optional[int]] = Counter()
@@ -143,12 +155,16 @@ class EventHub:
     # ------------------------------------------------------------------ the long poll
 
     def _listening(self) -> bool:
-        return bool(self.by_task or self.by_user or self.statuses is not None)
+        return bool(self.by_task or self.by_user or self.caches)
 
     def follow(self) -> None:
-        """Start the poll now (a status cache needs it before any stream opens; call on the event loop)."""
+        """Start the poll now (the caches need it before any stream opens; call on the event loop)."""
         self._wanted.set()
         self._ensure_loop()
+
+    def _reset_caches(self, live: bool) -> None:
+        for cache in self.caches:
+            cache.reset(live=live)
 
     def _ensure_loop(self) -> None:
         if self._loop_task is None or self._loop_task.done():
@@ -158,8 +174,7 @@ class EventHub:
         try:
             await self._poll_forever()
         finally:  # stopped by an error or at shutdown: the status cache knows nothing current any more
-            if self.statuses is not None:
-                self.statuses.reset(live=False)
+            self._reset_caches(live=False)
 
     async def _poll_forever(self) -> None:
         failures = 0
@@ -188,8 +203,7 @@ class EventHub:
                 failures = 0
             except Exception as exc:  # the registry restarts (a 503 from its client): try again soon
                 failures += 1
-                if self.statuses is not None:
-                    self.statuses.reset(live=False)  # nothing is known to be current until the feed runs again
+                self._reset_caches(live=False)  # nothing is known to be current until the feed runs again
                 if failures == 1 or failures % 50 == 0:
                     log.warning("event poll failed (%d in a row): %r", failures, exc)
                 await asyncio.sleep(min(0.2 * failures, 2.0))
@@ -198,16 +212,15 @@ class EventHub:
             first = self._cursor is None
             self._epoch, self._cursor = answer["epoch"], answer["cursor"]
             resync = answer["reset"] and not first
-            if self.statuses is not None and (answer["reset"] or not self.statuses.live):
+            if answer["reset"] or not all(cache.live for cache in self.caches):
                 # From this cursor on, the feed brings every change; while the streams' states are
                 # read again no poll runs, so the cache waits for that too.
-                self.statuses.reset(live=not resync)
+                self._reset_caches(live=not resync)
             for event in answer["events"]:
                 self._dispatch(event)
             if resync:
                 await self._resync()
-                if self.statuses is not None:
-                    self.statuses.reset(live=True)
+                self._reset_caches(live=True)
             self._synced.set()
 
     async def _resync(self) -> None:
@@ -238,10 +251,10 @@ class EventHub:
             return ev.terminal_event_from_record(record) if record else None
 
     def _dispatch(self, event: dict) -> None:
-        if self.statuses is not None:
-            self.statuses.apply(event)
+        for cache in self.caches:
+            cache.apply(event)
         if event.get("task_id") is None and event["event"] != ev.QUEUE_MOVED:
-            return  # for the status cache only (statuses_reset)
+            return  # for the caches only (statuses reset, accounts changed)
         if event["event"] == ev.QUEUE_MOVED:
             self._schedule_positions()
             return

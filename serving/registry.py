@@ -29,6 +29,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from sqlalchemy import bindparam
 
+from auth.account_cache import ACCOUNT_CHANGED
 from models.kinds import ModelKind, kind_for_task_type
 from models.seeds import resolve_seed
 from serving import events as ev
@@ -913,6 +914,10 @@ class RegistryCore:
         """The ingresses' long poll: events after ``cursor`` (see serving.events.EventJournal)."""
         return await self.journal.poll(epoch, cursor, timeout, previews)
 
+    async def accounts_changed(self, user_ids: list[int]) -> None:
+        """An ingress changed these accounts: every ingress drops the rows it keeps (auth.account_cache)."""
+        self.journal.publish({"event": ACCOUNT_CHANGED, "task_id": None, "user_id": None, "user_ids": list(user_ids)})
+
     async def task_events(self, task_id: str, after_id: int = 0) -> Optional[dict]:
         """What a stream of one task starts with: the events describing its state after ``after_id``."""
         task = self.tasks.get(task_id)
@@ -1121,6 +1126,9 @@ class TaskRegistry:
         self, epoch: Optional[str], cursor: Optional[int], timeout: float, previews: bool = True
     ) -> dict:
         return await (await self._ready()).poll_events(epoch, cursor, timeout, previews)
+
+    async def accounts_changed(self, user_ids: list[int]) -> None:
+        return await (await self._ready()).accounts_changed(user_ids)
 
     async def task_events(self, task_id: str, after_id: int = 0) -> Optional[dict]:
         return await (await self._ready()).task_events(task_id, after_id)

@@ -57,6 +57,8 @@ class Registry(Protocol):
         self, epoch: Optional[str], cursor: Optional[int], timeout: float, previews: bool = True
     ) -> dict: ...
 
+    async def accounts_changed(self, user_ids: list[int]) -> None: ...
+
     async def task_events(self, task_id: str, after_id: int = 0) -> Optional[dict]: ...
 
     async def user_events(self, user_id: Optional[int], after_id: int = 0) -> list[dict]: ...
@@ -120,6 +122,9 @@ class RegistryClient:
         self, epoch: Optional[str], cursor: Optional[int], timeout: float, previews: bool = True
     ) -> dict:
         return await self._call(lambda h: h.poll_events.remote(epoch, cursor, timeout, previews), waits_s=timeout)
+
+    async def accounts_changed(self, user_ids: list[int]) -> None:
+        return await self._call(lambda h: h.accounts_changed.remote(user_ids))
 
     async def task_events(self, task_id: str, after_id: int = 0) -> Optional[dict]:
         return await self._call(lambda h: h.task_events.remote(task_id, after_id))

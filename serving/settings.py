@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     # Task statuses each ingress replica keeps current from the registry's change feed, so that a
     # status read does not cross to the registry (serving.status_cache); 0: every read asks it.
     status_cache_size: int = Field(default=20_000, ge=0)
+    # Account rows each ingress replica keeps current the same way, so that a read request's token
+    # check does not read the database (auth.account_cache); 0: every request reads its user's row.
+    account_cache_size: int = Field(default=10_000, ge=0)
 
     # --- webhooks
     webhook_allow_private_networks: bool = False  # true: receivers on loopback / private addresses

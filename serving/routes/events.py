@@ -11,6 +11,7 @@ quiet stream open. Closing a stream does nothing to its task.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Optional
 
@@ -18,6 +19,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, status
 from fastapi.responses import StreamingResponse
 from sqlmodel import Session
 
+from auth.account_cache import watch
 from auth.deps import CurrentUser
 from serving import events as ev
 from serving import messages
@@ -26,6 +28,7 @@ from serving.routes.common import not_found, owned_record, owns
 from serving.state import ServiceState, StateDep
 
 router = APIRouter(prefix="/tasks", tags=["events"])
+log = logging.getLogger("qwen_image.events")
 
 RECONNECT_MS = 2000
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -41,8 +44,40 @@ def hub_for(state: ServiceState) -> EventHub:
     """This process's hub (one per ingress replica)."""
     hub = _hubs.get(id(state))
     if hub is None:
-        hub = _hubs[id(state)] = EventHub(state, state.settings.max_event_streams_per_user, statuses=state.statuses)
+        caches = [cache for cache in (state.statuses, state.auth.accounts) if cache is not None]
+        hub = _hubs[id(state)] = EventHub(state, state.settings.max_event_streams_per_user, caches=caches)
     return hub
+
+
+def connect_account_cache(state: ServiceState) -> None:
+    """Keep the auth service's account rows current: the feed starts with the first read, and the
+    accounts this process changes are dropped here at once and announced to the other replicas."""
+    accounts = state.auth.accounts
+    if accounts is None:
+        return
+
+    def announce(user_ids: set[int]) -> None:  # after a commit, in whichever thread made it
+        loop = state.auth.loop  # the ingress's event loop, known from the request that made the change
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(_publish, sorted(user_ids))
+
+    def _publish(user_ids: list[int]) -> None:
+        task = asyncio.ensure_future(state.registry.accounts_changed(user_ids))
+        _announcing.add(task)
+        task.add_done_callback(_announced)
+
+    state.auth.follow_feed = lambda: hub_for(state).follow()
+    watch(accounts, state.engine, announce)
+
+
+_announcing: set[asyncio.Future] = set()
+
+
+def _announced(task: asyncio.Future) -> None:
+    _announcing.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        # The other replicas keep the old row until their feed resets or the row's age runs out.
+        log.warning("announcing changed accounts failed: %r", task.exception())
 
 
 BAD_LAST_EVENT_ID = messages.PARAM_INVALID(field="Last-Event-ID", reason=messages.NOT_AN_EVENT_ID)

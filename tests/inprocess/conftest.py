@@ -122,6 +122,9 @@ class StandInRegistry:
     ) -> dict:
         return await (await self._ready()).poll_events(epoch, cursor, timeout, previews)
 
+    async def accounts_changed(self, user_ids: list[int]) -> None:
+        return await (await self._ready()).accounts_changed(user_ids)
+
     async def task_events(self, task_id: str, after_id: int = 0) -> Optional[dict]:
         return await (await self._ready()).task_events(task_id, after_id)
 
