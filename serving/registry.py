@@ -68,11 +68,11 @@ from serving.settings import load_settings
 from serving.webhooks import WebhookSender, outbox_rows, webhook_data
 from storage import TaskRecord, TaskStatus, init_db, make_engine, open_result_store, session_scope, utcnow
 from storage.adapters import adapters_named
-from storage.db import DatabaseBusy
+from storage.db import DatabaseBusy, write_later
 from storage.results import write_zip
 from storage.tables import TaskWebhook
 from storage.tasks import QuotaExceeded, insert_task_within_quota, old_finished_tasks, unfinished_tasks
-from storage.usage import ensure_counters, records_deleted, task_changed
+from storage.usage import counts_toward_quota, ensure_counters, records_deleted, task_changed
 from storage.webhooks import task_webhooks
 from storage.writer import BatchWriter
 
@@ -125,6 +125,7 @@ def result_key(task_id: str, count: int) -> str:
 
 TASKS = TaskRecord.__table__
 _UPDATE_TASK = TASKS.update().where(TASKS.c.task_id == bindparam("_task_id"))
+_INSERT_WEBHOOK = TaskWebhook.__table__.insert()  # type: ignore[attr-defined]
 
 
 def _outbox(changes: dict[str, Any]) -> tuple:
@@ -296,8 +297,16 @@ class RegistryCore:
             "error_message": task.error,
             "execution_time": task.execution_time,
             "attempts": task.attempts_started,
+            # Every UPDATE sets the same columns, so the writer runs a batch's status changes in one
+            # executemany (the result is set once, when the task completes; None before, as stored).
+            "result_path": task.result.result_path if task.result else None,
+            "result_filename": task.result.result_filename if task.result else None,
             **extra,
         }
+        if not outbox and counts_toward_quota(task.status, task.started_at):
+            # The usual change (started, completed, back in the queue) moves no usage and reads
+            # nothing: a statement write, batched with the others (storage.writer).
+            return self.writer.submit_statement(_UPDATE_TASK, {**values, "_task_id": task.task_id})
         return self.writer.submit(partial(_write_task_state, task_id=task.task_id, values=values, outbox=outbox))
 
     # ------------------------------------------------------------------ events
@@ -696,10 +705,13 @@ class RegistryCore:
             except QuotaExceeded as exc:  # nothing written: the batch goes on
                 return exc, adapters
             if spec.webhook is not None:
-                session.add(TaskWebhook(task_id=task_id, url=spec.webhook.url, events=list(spec.webhook.events)))
+                # After the record (held back with it in the writer's batch: see storage.db.write_later).
+                webhook = dict(task_id=task_id, url=spec.webhook.url, events=list(spec.webhook.events))
+                write_later(session, _INSERT_WEBHOOK, webhook)
             return None, adapters
 
-        written = self.writer.submit(insert)
+        # Independent: it writes a new record and reads none that a held-back status UPDATE changes.
+        written = self.writer.submit(insert, independent=True)
         self._creating_by_user[spec.user_id] += 1
         # Tracked and dispatched once stored even if this caller goes away meanwhile: a stored task
         # must never be left undispatched. A second call for the same task waits for this answer.

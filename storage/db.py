@@ -8,11 +8,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.sql import Executable
 from sqlmodel import Session, create_engine
 
 from storage import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -217,3 +218,44 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+# session.info key of the writes a transaction holds back (see hold_writes).
+_HELD_WRITES = "held_writes"
+
+
+def hold_writes(session: Session) -> None:
+    """From now on, :func:`write_later` in ``session`` holds its writes back until
+    :func:`run_held_writes`, which runs them with one ``executemany`` per statement: a transaction
+    of many small writes (the task registry's writer thread) then makes a few round trips to the
+    database server instead of one per write."""
+    session.info[_HELD_WRITES] = []
+
+
+def write_later(session: Session, statement: Executable, params: dict[str, Any]) -> None:
+    """Run ``statement`` with ``params`` now, or, after :func:`hold_writes`, before the commit.
+
+    Held writes run grouped by statement (and parameter names, which decide an UPDATE's SQL): the
+    statements in the order each first came, each one's writes in the order they came. So hold back
+    only writes that read nothing, and whose order across statements does not matter or follows
+    that rule (a task's record, then its webhook).
+    """
+    held: Optional[list[tuple[Executable, dict[str, Any]]]] = session.info.get(_HELD_WRITES)
+    if held is None:
+        session.connection().execute(statement, params)
+    else:
+        held.append((statement, params))
+
+
+def run_held_writes(session: Session) -> None:
+    """Run the writes held back so far (see :func:`write_later`); later ones are held again."""
+    held: Optional[list[tuple[Executable, dict[str, Any]]]] = session.info.get(_HELD_WRITES)
+    if not held:
+        return
+    groups: dict[tuple[int, tuple[str, ...]], tuple[Executable, list[dict[str, Any]]]] = {}
+    for statement, params in held:
+        groups.setdefault((id(statement), tuple(params)), (statement, []))[1].append(params)
+    held.clear()
+    connection = session.connection()
+    for statement, rows in groups.values():
+        connection.execute(statement, rows)

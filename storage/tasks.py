@@ -9,11 +9,12 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Optional, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table, and_, bindparam, case, not_
+from sqlalchemy import and_, case, not_
 from sqlmodel import Session, col, func, select
 
-from storage.tables import UNFINISHED, TaskRecord, TaskStatus, TaskType, User
-from storage.usage import Usage, add_usage, counted_usage, counter_zone, records_added
+from storage.db import write_later
+from storage.tables import UNFINISHED, TaskRecord, TaskStatus, TaskType
+from storage.usage import Usage, add_usage, counted_usage, counter_zone, limits_and_usage, records_added
 
 # ---------------------------------------------------------------- quota periods and usage
 
@@ -101,10 +102,6 @@ def effective_limits(user: HasLimits, default_daily: int, default_monthly: int) 
     return daily, monthly
 
 
-_USERS: Table = User.__table__  # type: ignore[attr-defined]
-_LIMITS_OF_USER = (
-    select(_USERS.c.daily_limit, _USERS.c.monthly_limit).where(_USERS.c.id == bindparam("user_id")).with_for_update()
-)
 _INSERT_TASK = TaskRecord.__table__.insert()  # type: ignore[attr-defined]
 
 
@@ -120,10 +117,9 @@ def check_quota(
 ) -> None:
     """Raise :class:`QuotaExceeded` when ``image_count`` more images would exceed the user's daily or
     monthly limit. Locks the user's row (``SELECT … FOR UPDATE``) until the transaction ends; reads
-    the usage counters (three look-ups, whatever the user's history)."""
-    limits = session.connection().execute(_LIMITS_OF_USER, {"user_id": user_id}).one()
+    the usage counters (one statement with the limits, whatever the user's history)."""
+    limits, usage = limits_and_usage(session, user_id, now, tz_name)
     daily, monthly = effective_limits(limits, default_daily, default_monthly)
-    usage = counted_usage(session, user_id, now, tz_name)
     if usage.used_today + image_count > daily:
         raise QuotaExceeded("daily", daily, usage.used_today, quota_periods(now, tz_name).day_end)
     if usage.used_this_month + image_count > monthly:
@@ -185,7 +181,9 @@ def insert_task_within_quota(
             now=now,
             tz_name=tz_name,
         )
-    session.connection().execute(_INSERT_TASK, row)
+    # Held back in the registry's writer (storage.db.write_later): its batch's records are written
+    # in one statement. The counters move in the same transaction either way.
+    write_later(session, _INSERT_TASK, row)
     add_usage(session, [(row["user_id"], row["created_at"], row["image_count"])], zone=tz_name)
 
 

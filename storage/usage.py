@@ -23,14 +23,17 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, NoResultFound
 from sqlmodel import Session
 
-from storage.tables import TaskRecord, TaskStatus, UsageCounter, UsageCounterZone
+from storage.db import run_held_writes
+from storage.tables import TaskRecord, TaskStatus, UsageCounter, UsageCounterZone, User
 
 # The tables as SQLAlchemy Core sees them (SQLModel sets __table__, which its stubs do not declare).
 COUNTERS: Table = UsageCounter.__table__  # type: ignore[attr-defined]
 ZONE: Table = UsageCounterZone.__table__  # type: ignore[attr-defined]
 TASKS: Table = TaskRecord.__table__  # type: ignore[attr-defined]
+USERS: Table = User.__table__  # type: ignore[attr-defined]
 
 # Statements built once: a quota check runs on every submission, and building a statement costs more
 # than running it on SQLite.
@@ -42,6 +45,34 @@ _USAGE_OF_USER = select(COUNTERS.c.period, COUNTERS.c.images).where(
     | (COUNTERS.c.period == "total"),
 )
 _ADD_TO_COUNTER: dict[str, Any] = {}
+
+
+def _images_counted(period: str, start: Any) -> Any:
+    return (
+        select(COUNTERS.c.images)
+        .where(COUNTERS.c.user_id == USERS.c.id, COUNTERS.c.period == period, COUNTERS.c.start == start)
+        .scalar_subquery()
+    )
+
+
+# The quota check's read: the user's limits, the counters' zone and the three counters, in one
+# statement instead of four.
+_LIMITS_AND_USAGE = select(
+    USERS.c.daily_limit,
+    USERS.c.monthly_limit,
+    select(ZONE.c.zone).where(ZONE.c.id == 1).scalar_subquery().label("zone"),
+    _images_counted("day", bindparam("day")).label("day"),
+    _images_counted("month", bindparam("month")).label("month"),
+    _images_counted("total", "").label("total"),
+).where(USERS.c.id == bindparam("user_id"))
+# On PostgreSQL the user's row is locked first, in a statement of its own, until the transaction
+# ends: two checks of one user never overlap. Not in the read: a statement reads what was committed
+# when it began, so counters read by the statement that waited for the lock would miss what the
+# holder of the lock wrote; the read that follows the lock sees it. (SQLite: BEGIN IMMEDIATE.)
+_LOCK_USER = select(USERS.c.id).where(USERS.c.id == bindparam("user_id")).with_for_update()
+
+# session.info key of the counter changes a transaction holds back (see buffer_usage).
+_HELD_BACK = "usage_held_back"
 
 
 def _add_to_counter(dialect: str) -> Any:
@@ -97,6 +128,21 @@ def counter_zone(connection: Connection) -> str:
     return connection.execute(_ZONE_OF_COUNTERS).scalar() or ""
 
 
+def buffer_usage(session: Session) -> None:
+    """Hold back the counter changes of ``session``'s transaction until :func:`flush_usage`, which
+    writes them all in one statement: a transaction that creates many tasks (the registry's writer
+    thread) then moves the counters once instead of once per task. Quota checks made meanwhile in
+    the same transaction add what is held back to what they read, so they stay exact."""
+    session.info[_HELD_BACK] = Counter()
+
+
+def flush_usage(session: Session) -> None:
+    """Write the counter changes held back since :func:`buffer_usage` (call it before the commit)."""
+    held: Optional[Counter[tuple[int, str, str]]] = session.info.pop(_HELD_BACK, None)
+    if held:
+        _upsert(session.connection(), held)
+
+
 def add_usage(
     session: Session, changes: Iterable[tuple[Optional[int], datetime, int]], zone: Optional[str] = None
 ) -> None:
@@ -106,12 +152,34 @@ def add_usage(
     zone = zone if zone is not None else counter_zone(connection)
     if not zone:
         return  # not built yet: the first quota check builds them from the records, these included
-    amounts: Counter[tuple[int, str, str]] = Counter()
+    held: Optional[Counter[tuple[int, str, str]]] = session.info.get(_HELD_BACK)
+    amounts: Counter[tuple[int, str, str]] = Counter() if held is None else held
     for user_id, created_at, images in changes:
         if user_id is not None and images:
             for key in _keys(user_id, created_at, zone):
                 amounts[key] += images
-    _upsert(connection, amounts)
+    if held is None:
+        _upsert(connection, amounts)
+
+
+def _rebuild(session: Session, zone: str) -> None:
+    """:func:`rebuild_counters` within ``session``: what it holds back is already in the records it
+    counts (every change held back came with its record's write), so it is dropped, not added again."""
+    run_held_writes(session)  # the records it counts are all written first
+    rebuild_counters(session.connection(), zone)
+    if _HELD_BACK in session.info:
+        session.info[_HELD_BACK] = Counter()
+
+
+def _with_held_back(session: Session, user_id: int, day: str, month: str, usage: Usage) -> Usage:
+    held: Optional[Counter[tuple[int, str, str]]] = session.info.get(_HELD_BACK)
+    if not held:
+        return usage
+    return Usage(
+        usage.used_today + held[(user_id, "day", day)],
+        usage.used_this_month + held[(user_id, "month", month)],
+        usage.total_used + held[(user_id, "total", "")],
+    )
 
 
 def rebuild_counters(connection: Connection, zone: str) -> None:
@@ -135,9 +203,8 @@ def rebuild_counters(connection: Connection, zone: str) -> None:
 def ensure_counters(session: Session, zone: str) -> None:
     """Counters kept in ``zone``, rebuilt from the records when they are not (first use, or the quota
     time zone changed). Call it holding the write lock (the quota check does)."""
-    connection = session.connection()
-    if counter_zone(connection) != zone:
-        rebuild_counters(connection, zone)
+    if counter_zone(session.connection()) != zone:
+        _rebuild(session, zone)
 
 
 def counted_usage(session: Session, user_id: int, now: datetime, zone: str) -> Usage:
@@ -146,7 +213,58 @@ def counted_usage(session: Session, user_id: int, now: datetime, zone: str) -> U
     day, month = period_keys(now, zone)
     rows = session.connection().execute(_USAGE_OF_USER, dict(user_id=user_id, day=day, month=month))
     found = dict(rows.tuples().all())
-    return Usage(int(found.get("day", 0)), int(found.get("month", 0)), int(found.get("total", 0)))
+    usage = Usage(int(found.get("day", 0)), int(found.get("month", 0)), int(found.get("total", 0)))
+    return _with_held_back(session, user_id, day, month, usage)
+
+
+def limits_and_usage(session: Session, user_id: int, now: datetime, zone: str) -> tuple[Any, Usage]:
+    """What a quota check reads, in one statement: the row of ``user_id``'s limits (``daily_limit``,
+    ``monthly_limit``; locked until the transaction ends) and its usage as :func:`counted_usage`
+    gives it (counters rebuilt first when they are not kept in ``zone``)."""
+    day, month = period_keys(now, zone)
+    params = dict(user_id=user_id, day=day, month=month)
+    connection = session.connection()
+    if connection.dialect.driver == "psycopg":
+        row = _lock_and_read_in_one_trip(connection, params)
+    else:
+        if connection.dialect.name != "sqlite":
+            connection.execute(_LOCK_USER, params)
+        row = connection.execute(_LIMITS_AND_USAGE, params).one()
+    if row.zone != zone:
+        _rebuild(session, zone)
+        row = connection.execute(_LIMITS_AND_USAGE, params).one()
+    usage = Usage(int(row.day or 0), int(row.month or 0), int(row.total or 0))
+    return row, _with_held_back(session, user_id, day, month, usage)
+
+
+# The statements of _lock_and_read_in_one_trip as psycopg takes them, compiled once per dialect.
+_COMPILED_FOR_PSYCOPG: dict[int, tuple[str, str, dict[str, Any]]] = {}
+
+
+def _lock_and_read_in_one_trip(connection: Connection, params: dict[str, Any]) -> Any:
+    """PostgreSQL through psycopg: the user's lock and the read after it, sent in one pipeline. The
+    server still runs them one after the other (the read begins once the lock is held, and sees
+    what its last holder committed), but the client waits for the network once, not twice."""
+    import psycopg
+    from psycopg.rows import namedtuple_row
+
+    compiled = _COMPILED_FOR_PSYCOPG.get(id(connection.dialect))
+    if compiled is None:
+        read = _LIMITS_AND_USAGE.compile(dialect=connection.dialect)
+        compiled = str(_LOCK_USER.compile(dialect=connection.dialect)), str(read), dict(read.params)
+        _COMPILED_FOR_PSYCOPG[id(connection.dialect)] = compiled
+    lock_sql, read_sql, literals = compiled
+    driver = connection.connection.driver_connection
+    try:
+        with driver.pipeline(), driver.cursor(row_factory=namedtuple_row) as cursor:
+            cursor.execute(lock_sql, {"user_id": params["user_id"]})
+            cursor.execute(read_sql, {**literals, **params})
+            row = cursor.fetchone()
+    except psycopg.Error as exc:  # as SQLAlchemy would have raised it (the writer tells "unreachable" by it)
+        raise DBAPIError.instance(read_sql, params, exc, psycopg.Error, dialect=connection.dialect) from exc
+    if row is None:
+        raise NoResultFound(f"no user {params['user_id']}")
+    return row
 
 
 def task_changed(session: Session, task_id: str, values: dict[str, Any]) -> None:
@@ -190,6 +308,9 @@ __all__ = [
     "counts_toward_quota",
     "period_keys",
     "add_usage",
+    "buffer_usage",
+    "flush_usage",
+    "limits_and_usage",
     "counter_zone",
     "rebuild_counters",
     "ensure_counters",

@@ -8,6 +8,15 @@ thread takes every write waiting, runs them in one transaction (one commit, one 
 resolves each caller's future when that commit is done. Order is kept: the writes of one batch run
 in the order they came, and batches one after another.
 
+Writes that read nothing cost fewer round trips to a database server: they are held back and run
+together, one ``executemany`` per statement (psycopg sends it in one pipeline). A *statement* write
+(:meth:`BatchWriter.submit_statement`, such as the registry's status UPDATEs) is held back until
+the next job of its batch that is not *independent*, or else until the commit; a job may hold back
+its own writes too (:func:`storage.db.write_later`). An *independent* job
+(``submit(job, independent=True)``) touches no row that a held-back write may touch (the creation
+of a new task), so the writes held before it wait for the end of the batch. The usage counters
+moved within a batch are written once, before its commit (:func:`storage.usage.buffer_usage`).
+
 A write that fails is retried alone, so one bad write never fails the others of its batch, except
 when the database cannot be reached: then the whole batch fails at once (no connection attempt per
 write) and the callers decide what to do (the registry keeps the state and writes it again later).
@@ -21,14 +30,16 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Optional, TypeVar
+from typing import Any, Optional, TypeVar, Union
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.sql import Executable
 from sqlmodel import Session
 
-from storage.db import session_scope
+from storage.db import hold_writes, run_held_writes, session_scope, write_later
 from storage.tasks import begin_write
+from storage.usage import buffer_usage, flush_usage
 
 T = TypeVar("T")
 log = logging.getLogger("qwen_image.storage.writer")
@@ -36,7 +47,19 @@ log = logging.getLogger("qwen_image.storage.writer")
 # Writes per transaction at most: a batch is bounded, so one commit never carries an unbounded backlog.
 MAX_BATCH = 512
 
-_Job = tuple[Callable[[Session], Any], asyncio.Future, asyncio.AbstractEventLoop]
+
+class _Statement:
+    """A statement write: ``statement`` with ``params``, held back and run with its like."""
+
+    __slots__ = ("params", "statement")
+
+    def __init__(self, statement: Executable, params: dict[str, Any]):
+        self.statement = statement
+        self.params = params
+
+
+# (the write, independent, the caller's future, the caller's loop)
+_Job = tuple[Union[Callable[[Session], Any], _Statement], bool, asyncio.Future, asyncio.AbstractEventLoop]
 
 
 class BatchWriter:
@@ -54,12 +77,23 @@ class BatchWriter:
         self.batches = 0
         self.writes = 0
 
-    def submit(self, job: Callable[[Session], T]) -> asyncio.Future[T]:
-        """Queue ``job``; the future resolves (on the caller's loop) once its transaction committed."""
+    def submit(self, job: Callable[[Session], T], *, independent: bool = False) -> asyncio.Future[T]:
+        """Queue ``job``; the future resolves (on the caller's loop) once its transaction committed.
+        ``independent``: the job reads and writes no row that a statement write may change (see the
+        module), so the statement writes queued before it may run after it, in the same transaction."""
+        return self._put(job, independent)
+
+    def submit_statement(self, statement: Executable, params: dict[str, Any]) -> asyncio.Future[None]:
+        """Queue a write of one statement that reads nothing and returns nothing: it is held back
+        (:func:`storage.db.write_later`, whose rule on order it follows) and runs with the others of
+        its statement in one ``executemany``. Resolves once committed, as :meth:`submit`."""
+        return self._put(_Statement(statement, params), False)
+
+    def _put(self, job: Union[Callable[[Session], Any], _Statement], independent: bool) -> asyncio.Future:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
+        future: asyncio.Future = loop.create_future()
         self._start()
-        self._queue.put((job, future, loop))
+        self._queue.put((job, independent, future, loop))
         return future
 
     async def flush(self) -> None:
@@ -115,7 +149,7 @@ class BatchWriter:
             results = self._transaction(batch)
         except Exception as exc:
             if len(batch) == 1 or _unreachable(exc):
-                for _, future, loop in batch:
+                for _, _, future, loop in batch:
                     _resolve(future, loop, error=exc)
                 return
             log.warning("a batch of %d writes failed (%r); writing them one at a time", len(batch), exc)
@@ -124,13 +158,26 @@ class BatchWriter:
             return
         self.batches += 1
         self.writes += len(batch)
-        for (_, future, loop), result in zip(batch, results, strict=True):
+        for (_, _, future, loop), result in zip(batch, results, strict=True):
             _resolve(future, loop, result=result)
 
     def _transaction(self, batch: list[_Job]) -> list[Any]:
         with session_scope(self.engine) as session:
             begin_write(session)  # SQLite's write lock first: a quota check may be among the writes
-            return [job(session) for job, _, _ in batch]
+            buffer_usage(session)  # the batch's counter changes: one statement before the commit
+            hold_writes(session)
+            results: list[Any] = []
+            for job, independent, _, _ in batch:
+                if isinstance(job, _Statement):
+                    write_later(session, job.statement, job.params)
+                    results.append(None)
+                    continue
+                if not independent:
+                    run_held_writes(session)  # what came before it is written before it runs
+                results.append(job(session))
+            run_held_writes(session)
+            flush_usage(session)
+            return results
 
 
 def _unreachable(exc: BaseException) -> bool:
