@@ -72,7 +72,7 @@ from storage.db import DatabaseBusy, write_later
 from storage.results import write_zip
 from storage.tables import TaskWebhook
 from storage.tasks import QuotaExceeded, insert_task_within_quota, old_finished_tasks, unfinished_tasks
-from storage.usage import counts_toward_quota, ensure_counters, records_deleted, task_changed
+from storage.usage import counts_toward_quota, ensure_counters, read_quotas, records_deleted, task_changed
 from storage.webhooks import task_webhooks
 from storage.writer import BatchWriter
 
@@ -261,7 +261,15 @@ class RegistryCore:
         self._unsaved: dict[str, dict[str, Any]] = {}
         self._save_retry: Optional[asyncio.Task] = None
         # Every database write of the registry, in order, batched, off the event loop (storage.writer).
-        self.writer = BatchWriter(self.engine, name=f"registry-writer:{app_name}")
+        # The quota checks of a batch of submissions read their users' limits and counters at once
+        # (one round trip for all of them: storage.usage.read_quotas); the hint is (user, moment).
+        self.writer = BatchWriter(
+            self.engine,
+            name=f"registry-writer:{app_name}",
+            prepare=lambda session, hints: read_quotas(
+                session, (user for user, _ in hints), hints[0][1], self.settings.quota_timezone
+            ),
+        )
         # Submissions whose record is being written (task id -> the write): counted toward the queue
         # limits, and a second submission of the same id waits for the first.
         self._creating: dict[str, asyncio.Future] = {}
@@ -711,7 +719,7 @@ class RegistryCore:
             return None, adapters
 
         # Independent: it writes a new record and reads none that a held-back status UPDATE changes.
-        written = self.writer.submit(insert, independent=True)
+        written = self.writer.submit(insert, independent=True, hint=(spec.user_id, now))
         self._creating_by_user[spec.user_id] += 1
         # Tracked and dispatched once stored even if this caller goes away meanwhile: a stored task
         # must never be left undispatched. A second call for the same task waits for this answer.

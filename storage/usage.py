@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any, Optional
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table, bindparam, delete, select, update
+from sqlalchemy import Integer, Table, any_, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, NoResultFound
@@ -55,24 +55,37 @@ def _images_counted(period: str, start: Any) -> Any:
     )
 
 
-# The quota check's read: the user's limits, the counters' zone and the three counters, in one
-# statement instead of four.
-_LIMITS_AND_USAGE = select(
-    USERS.c.daily_limit,
-    USERS.c.monthly_limit,
-    select(ZONE.c.zone).where(ZONE.c.id == 1).scalar_subquery().label("zone"),
-    _images_counted("day", bindparam("day")).label("day"),
-    _images_counted("month", bindparam("month")).label("month"),
-    _images_counted("total", "").label("total"),
-).where(USERS.c.id == bindparam("user_id"))
-# On PostgreSQL the user's row is locked first, in a statement of its own, until the transaction
-# ends: two checks of one user never overlap. Not in the read: a statement reads what was committed
-# when it began, so counters read by the statement that waited for the lock would miss what the
-# holder of the lock wrote; the read that follows the lock sees it. (SQLite: BEGIN IMMEDIATE.)
-_LOCK_USER = select(USERS.c.id).where(USERS.c.id == bindparam("user_id")).with_for_update()
+def _quota_statements(users: Any) -> tuple[Any, Any]:
+    """(lock, read) of the quota check for the users ``users`` selects. The read: their limits, the
+    counters' zone and their three counters, in one statement. The lock: on PostgreSQL their rows
+    are locked first (in id order, as every batch does: no deadlock between two), until the
+    transaction ends, so two checks of one user never overlap. Not in the read: a statement reads
+    what was committed when it began, so counters read by the statement that waited for the lock
+    would miss what the holder of the lock wrote; the read after the lock sees it. (SQLite holds its
+    write lock from the start: BEGIN IMMEDIATE.)"""
+    read = select(
+        USERS.c.id,
+        USERS.c.daily_limit,
+        USERS.c.monthly_limit,
+        select(ZONE.c.zone).where(ZONE.c.id == 1).scalar_subquery().label("zone"),
+        _images_counted("day", bindparam("day")).label("day"),
+        _images_counted("month", bindparam("month")).label("month"),
+        _images_counted("total", "").label("total"),
+    ).where(users)
+    lock = select(USERS.c.id).where(users).order_by(USERS.c.id).with_for_update()
+    return lock, read
+
+
+_LOCK_USERS, _READ_USERS = _quota_statements(USERS.c.id.in_(bindparam("user_ids", expanding=True)))
+# psycopg: the ids as one array, so that the SQL is the same for any number of users (compiled once).
+_LOCK_USERS_PG, _READ_USERS_PG = _quota_statements(
+    USERS.c.id == any_(bindparam("user_ids", type_=postgresql.ARRAY(Integer)))
+)
 
 # session.info key of the counter changes a transaction holds back (see buffer_usage).
 _HELD_BACK = "usage_held_back"
+# session.info key of the quota reads made for a batch of checks (see read_quotas).
+_QUOTAS_READ = "quotas_read"
 
 
 def _add_to_counter(dialect: str) -> Any:
@@ -139,6 +152,7 @@ def buffer_usage(session: Session) -> None:
 def flush_usage(session: Session) -> None:
     """Write the counter changes held back since :func:`buffer_usage` (call it before the commit)."""
     held: Optional[Counter[tuple[int, str, str]]] = session.info.pop(_HELD_BACK, None)
+    session.info.pop(_QUOTAS_READ, None)  # the counters now hold what was held back
     if held:
         _upsert(session.connection(), held)
 
@@ -159,6 +173,7 @@ def add_usage(
             for key in _keys(user_id, created_at, zone):
                 amounts[key] += images
     if held is None:
+        session.info.pop(_QUOTAS_READ, None)
         _upsert(connection, amounts)
 
 
@@ -167,6 +182,7 @@ def _rebuild(session: Session, zone: str) -> None:
     counts (every change held back came with its record's write), so it is dropped, not added again."""
     run_held_writes(session)  # the records it counts are all written first
     rebuild_counters(session.connection(), zone)
+    session.info.pop(_QUOTAS_READ, None)
     if _HELD_BACK in session.info:
         session.info[_HELD_BACK] = Counter()
 
@@ -217,54 +233,76 @@ def counted_usage(session: Session, user_id: int, now: datetime, zone: str) -> U
     return _with_held_back(session, user_id, day, month, usage)
 
 
-def limits_and_usage(session: Session, user_id: int, now: datetime, zone: str) -> tuple[Any, Usage]:
-    """What a quota check reads, in one statement: the row of ``user_id``'s limits (``daily_limit``,
-    ``monthly_limit``; locked until the transaction ends) and its usage as :func:`counted_usage`
-    gives it (counters rebuilt first when they are not kept in ``zone``)."""
+def read_quotas(session: Session, user_ids: Iterable[Optional[int]], now: datetime, zone: str) -> None:
+    """Before a batch of quota checks in one transaction that holds its counter changes back
+    (:func:`buffer_usage`): lock all their users at once and read their limits and counters, so
+    that each check (:func:`limits_and_usage`) answers from this read, plus what the transaction
+    has held back since, instead of reading on its own. Exact: the users stay locked until the
+    commit, and the counters move only by what is held back meanwhile (a rebuild drops the read)."""
+    ids = sorted({user_id for user_id in user_ids if user_id is not None})
+    if not ids or _HELD_BACK not in session.info:
+        return
     day, month = period_keys(now, zone)
-    params = dict(user_id=user_id, day=day, month=month)
-    connection = session.connection()
-    if connection.dialect.driver == "psycopg":
-        row = _lock_and_read_in_one_trip(connection, params)
-    else:
-        if connection.dialect.name != "sqlite":
-            connection.execute(_LOCK_USER, params)
-        row = connection.execute(_LIMITS_AND_USAGE, params).one()
-    if row.zone != zone:
-        _rebuild(session, zone)
-        row = connection.execute(_LIMITS_AND_USAGE, params).one()
+    rows = _lock_and_read(session.connection(), ids, day, month)
+    if all(row.zone == zone for row in rows.values()):  # else the first check rebuilds the counters
+        session.info[_QUOTAS_READ] = (zone, day, month, rows)
+
+
+def limits_and_usage(session: Session, user_id: int, now: datetime, zone: str) -> tuple[Any, Usage]:
+    """What a quota check reads: the row of ``user_id``'s limits (``daily_limit``, ``monthly_limit``;
+    locked until the transaction ends) and its usage as :func:`counted_usage` gives it (counters
+    rebuilt first when they are not kept in ``zone``). From :func:`read_quotas` when it read them."""
+    day, month = period_keys(now, zone)
+    read = session.info.get(_QUOTAS_READ)
+    row = read[3].get(user_id) if read is not None and read[:3] == (zone, day, month) else None
+    if row is None:
+        row = _lock_and_read(session.connection(), [user_id], day, month).get(user_id)
+        if row is None:
+            raise NoResultFound(f"no user {user_id}")
+        if row.zone != zone:
+            _rebuild(session, zone)
+            row = _lock_and_read(session.connection(), [user_id], day, month)[user_id]
     usage = Usage(int(row.day or 0), int(row.month or 0), int(row.total or 0))
     return row, _with_held_back(session, user_id, day, month, usage)
+
+
+def _lock_and_read(connection: Connection, user_ids: list[int], day: str, month: str) -> dict[int, Any]:
+    """The quota rows of ``user_ids`` (see _quota_statements), by user id, their rows locked."""
+    params = dict(user_ids=user_ids, day=day, month=month)
+    if connection.dialect.driver == "psycopg":
+        rows = _lock_and_read_in_one_trip(connection, params)
+    else:
+        if connection.dialect.name != "sqlite":
+            connection.execute(_LOCK_USERS, {"user_ids": user_ids})
+        rows = connection.execute(_READ_USERS, params).all()
+    return {row.id: row for row in rows}
 
 
 # The statements of _lock_and_read_in_one_trip as psycopg takes them, compiled once per dialect.
 _COMPILED_FOR_PSYCOPG: dict[int, tuple[str, str, dict[str, Any]]] = {}
 
 
-def _lock_and_read_in_one_trip(connection: Connection, params: dict[str, Any]) -> Any:
-    """PostgreSQL through psycopg: the user's lock and the read after it, sent in one pipeline. The
-    server still runs them one after the other (the read begins once the lock is held, and sees
-    what its last holder committed), but the client waits for the network once, not twice."""
+def _lock_and_read_in_one_trip(connection: Connection, params: dict[str, Any]) -> list[Any]:
+    """PostgreSQL through psycopg: the lock and the read after it, sent in one pipeline. The server
+    still runs them one after the other (the read begins once the locks are held, and sees what
+    their last holder committed), but the client waits for the network once, not twice."""
     import psycopg
     from psycopg.rows import namedtuple_row
 
     compiled = _COMPILED_FOR_PSYCOPG.get(id(connection.dialect))
     if compiled is None:
-        read = _LIMITS_AND_USAGE.compile(dialect=connection.dialect)
-        compiled = str(_LOCK_USER.compile(dialect=connection.dialect)), str(read), dict(read.params)
+        read = _READ_USERS_PG.compile(dialect=connection.dialect)
+        compiled = str(_LOCK_USERS_PG.compile(dialect=connection.dialect)), str(read), dict(read.params)
         _COMPILED_FOR_PSYCOPG[id(connection.dialect)] = compiled
     lock_sql, read_sql, literals = compiled
     driver = connection.connection.driver_connection
     try:
         with driver.pipeline(), driver.cursor(row_factory=namedtuple_row) as cursor:
-            cursor.execute(lock_sql, {"user_id": params["user_id"]})
+            cursor.execute(lock_sql, {"user_ids": params["user_ids"]})
             cursor.execute(read_sql, {**literals, **params})
-            row = cursor.fetchone()
+            return cursor.fetchall()
     except psycopg.Error as exc:  # as SQLAlchemy would have raised it (the writer tells "unreachable" by it)
         raise DBAPIError.instance(read_sql, params, exc, psycopg.Error, dialect=connection.dialect) from exc
-    if row is None:
-        raise NoResultFound(f"no user {params['user_id']}")
-    return row
 
 
 def task_changed(session: Session, task_id: str, values: dict[str, Any]) -> None:
@@ -311,6 +349,7 @@ __all__ = [
     "buffer_usage",
     "flush_usage",
     "limits_and_usage",
+    "read_quotas",
     "counter_zone",
     "rebuild_counters",
     "ensure_counters",

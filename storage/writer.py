@@ -15,7 +15,9 @@ the next job of its batch that is not *independent*, or else until the commit; a
 its own writes too (:func:`storage.db.write_later`). An *independent* job
 (``submit(job, independent=True)``) touches no row that a held-back write may touch (the creation
 of a new task), so the writes held before it wait for the end of the batch. The usage counters
-moved within a batch are written once, before its commit (:func:`storage.usage.buffer_usage`).
+moved within a batch are written once, before its commit (:func:`storage.usage.buffer_usage`), and
+reads that all jobs of a batch need are made once, first (``prepare`` with the jobs' hints: the
+quota reads of a batch of submissions).
 
 A write that fails is retried alone, so one bad write never fails the others of its batch, except
 when the database cannot be reached: then the whole batch fails at once (no connection attempt per
@@ -58,15 +60,34 @@ class _Statement:
         self.params = params
 
 
-# (the write, independent, the caller's future, the caller's loop)
-_Job = tuple[Union[Callable[[Session], Any], _Statement], bool, asyncio.Future, asyncio.AbstractEventLoop]
+class _Job:
+    __slots__ = ("future", "hint", "independent", "loop", "write")
+
+    def __init__(
+        self,
+        write: Union[Callable[[Session], Any], _Statement],
+        independent: bool,
+        hint: Any,
+        future: asyncio.Future,
+        loop: asyncio.AbstractEventLoop,
+    ):
+        self.write, self.independent, self.hint, self.future, self.loop = write, independent, hint, future, loop
 
 
 class BatchWriter:
     """Runs ``job(session)`` callables on one thread, batched into transactions; see the module."""
 
-    def __init__(self, engine: Engine, name: str = "db-writer", max_batch: int = MAX_BATCH):
+    def __init__(
+        self,
+        engine: Engine,
+        name: str = "db-writer",
+        max_batch: int = MAX_BATCH,
+        prepare: Optional[Callable[[Session, list[Any]], None]] = None,
+    ):
+        """``prepare(session, hints)``: run first in each transaction with the hints of its jobs
+        (see :meth:`submit`), when they gave any: reads that all of them need, made at once."""
         self.engine = engine
+        self.prepare = prepare
         self.name = name
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[Optional[_Job]] = queue.SimpleQueue()
@@ -77,23 +98,24 @@ class BatchWriter:
         self.batches = 0
         self.writes = 0
 
-    def submit(self, job: Callable[[Session], T], *, independent: bool = False) -> asyncio.Future[T]:
+    def submit(self, job: Callable[[Session], T], *, independent: bool = False, hint: Any = None) -> asyncio.Future[T]:
         """Queue ``job``; the future resolves (on the caller's loop) once its transaction committed.
         ``independent``: the job reads and writes no row that a statement write may change (see the
-        module), so the statement writes queued before it may run after it, in the same transaction."""
-        return self._put(job, independent)
+        module), so the statement writes queued before it may run after it, in the same transaction.
+        ``hint``: handed to ``prepare`` with those of the other jobs of the batch."""
+        return self._put(job, independent, hint)
 
     def submit_statement(self, statement: Executable, params: dict[str, Any]) -> asyncio.Future[None]:
         """Queue a write of one statement that reads nothing and returns nothing: it is held back
         (:func:`storage.db.write_later`, whose rule on order it follows) and runs with the others of
         its statement in one ``executemany``. Resolves once committed, as :meth:`submit`."""
-        return self._put(_Statement(statement, params), False)
+        return self._put(_Statement(statement, params), False, None)
 
-    def _put(self, job: Union[Callable[[Session], Any], _Statement], independent: bool) -> asyncio.Future:
+    def _put(self, write: Union[Callable[[Session], Any], _Statement], independent: bool, hint: Any) -> asyncio.Future:
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
         self._start()
-        self._queue.put((job, independent, future, loop))
+        self._queue.put(_Job(write, independent, hint, future, loop))
         return future
 
     async def flush(self) -> None:
@@ -149,8 +171,8 @@ class BatchWriter:
             results = self._transaction(batch)
         except Exception as exc:
             if len(batch) == 1 or _unreachable(exc):
-                for _, _, future, loop in batch:
-                    _resolve(future, loop, error=exc)
+                for job in batch:
+                    _resolve(job.future, job.loop, error=exc)
                 return
             log.warning("a batch of %d writes failed (%r); writing them one at a time", len(batch), exc)
             for job in batch:
@@ -158,23 +180,26 @@ class BatchWriter:
             return
         self.batches += 1
         self.writes += len(batch)
-        for (_, _, future, loop), result in zip(batch, results, strict=True):
-            _resolve(future, loop, result=result)
+        for job, result in zip(batch, results, strict=True):
+            _resolve(job.future, job.loop, result=result)
 
     def _transaction(self, batch: list[_Job]) -> list[Any]:
         with session_scope(self.engine) as session:
             begin_write(session)  # SQLite's write lock first: a quota check may be among the writes
             buffer_usage(session)  # the batch's counter changes: one statement before the commit
             hold_writes(session)
+            hints = [job.hint for job in batch if job.hint is not None]
+            if hints and self.prepare is not None:
+                self.prepare(session, hints)
             results: list[Any] = []
-            for job, independent, _, _ in batch:
-                if isinstance(job, _Statement):
-                    write_later(session, job.statement, job.params)
+            for job in batch:
+                if isinstance(job.write, _Statement):
+                    write_later(session, job.write.statement, job.write.params)
                     results.append(None)
                     continue
-                if not independent:
+                if not job.independent:
                     run_held_writes(session)  # what came before it is written before it runs
-                results.append(job(session))
+                results.append(job.write(session))
             run_held_writes(session)
             flush_usage(session)
             return results

@@ -21,10 +21,10 @@ from storage import TaskRecord, session_scope
 from storage.db import write_later
 from storage.tables import TaskWebhook
 from storage.tasks import QuotaExceeded, insert_task_within_quota, quota_periods, quota_usage
-from storage.usage import counted_usage
+from storage.usage import counted_usage, read_quotas
 from storage.writer import BatchWriter
 from tests.storage.seed import add_user
-from tests.storage.test_quota import NOW, count_tasks
+from tests.storage.test_quota import NOW, count_tasks, utc
 
 pytestmark = pytest.mark.unit
 
@@ -99,15 +99,28 @@ def counters_equal_rows(engine, user_id: int, tz: str = "UTC") -> bool:
         return counted == quota_usage(session, user_id, quota_periods(NOW, tz))
 
 
-def test_quota_checks_in_one_batch_count_the_records_created_before_them_in_it(engine):
-    """Records and counters of a batch are written at its end; the checks in it are exact still."""
+def quota_writer(engine, tz: str = "UTC") -> BatchWriter:
+    """A writer that reads the quotas of a batch's submissions at once, as the registry's does."""
+
+    def prepare(session, hints) -> None:
+        read_quotas(session, [user for user, _ in hints], hints[0][1], tz)
+
+    return BatchWriter(engine, prepare=prepare)
+
+
+def submit_create(writer: BatchWriter, record: dict[str, Any], daily: int = 100, tz: str = "UTC"):
+    return writer.submit(create(record, daily, tz), independent=True, hint=(record["user_id"], record["created_at"]))
+
+
+@pytest.mark.parametrize("read_at_once", [False, True], ids=["each-check-reads", "quotas-read-for-the-batch"])
+def test_quota_checks_in_one_batch_count_the_records_created_before_them_in_it(engine, read_at_once):
+    """Records and counters of a batch are written at its end; the checks in it are exact still,
+    whether each reads its counters or all of them were read first."""
     me, other = add_user(engine).id, add_user(engine).id
-    writer = BatchWriter(engine)
+    writer = quota_writer(engine) if read_at_once else BatchWriter(engine)
     records = [row(me, image_count=2) if n % 2 else row(other) for n in range(8)]
 
-    outcomes = asyncio.run(
-        in_one_batch(writer, lambda w: [w.submit(create(r, daily=5), independent=True) for r in records])
-    )
+    outcomes = asyncio.run(in_one_batch(writer, lambda w: [submit_create(w, r, daily=5) for r in records]))
 
     mine = [o for r, o in zip(records, outcomes, strict=True) if r["user_id"] == me]
     assert [isinstance(o, QuotaExceeded) for o in mine] == [False, False, True, True]  # 2 + 2, then 6 > 5
@@ -180,20 +193,21 @@ def test_a_held_write_that_fails_fails_alone_and_the_others_of_its_batch_are_sto
     assert counters_equal_rows(engine, me)
 
 
-def test_a_rebuild_of_the_counters_within_a_batch_counts_its_held_records_once(engine):
+@pytest.mark.parametrize("read_at_once", [False, True], ids=["each-check-reads", "quotas-read-for-the-batch"])
+def test_a_rebuild_of_the_counters_within_a_batch_counts_its_held_records_once(engine, read_at_once):
     """A check in another time zone rebuilds the counters from the records: those of the batch held
     back so far are written first, and their held counts dropped (the rebuild has counted them)."""
     me = add_user(engine).id
-    writer = BatchWriter(engine)
+    writer = quota_writer(engine, tz="UTC") if read_at_once else BatchWriter(engine)
     records = [row(me, now=NOW - timedelta(hours=n)) for n in range(3)]
 
     outcomes = asyncio.run(
         in_one_batch(
             writer,
             lambda w: [
-                w.submit(create(records[0], tz="UTC"), independent=True),
-                w.submit(create(records[1], tz="UTC"), independent=True),
-                w.submit(create(records[2], tz="Asia/Shanghai"), independent=True),
+                submit_create(w, records[0], tz="UTC"),
+                submit_create(w, records[1], tz="UTC"),
+                submit_create(w, records[2], tz="Asia/Shanghai"),
             ],
         )
     )
@@ -202,3 +216,20 @@ def test_a_rebuild_of_the_counters_within_a_batch_counts_its_held_records_once(e
     assert counters_equal_rows(engine, me, tz="Asia/Shanghai")
     with session_scope(engine) as session:
         assert counted_usage(session, me, NOW, "Asia/Shanghai").total_used == 3
+
+
+def test_a_check_in_another_time_zone_than_the_batch_read_does_not_answer_from_that_read(engine):
+    """The batch's quotas were read in UTC; a check in Shanghai on a day of the same date must count
+    Shanghai's day (the evening before, in UTC), so it reads again, after a rebuild."""
+    me = add_user(engine).id
+    writer = quota_writer(engine, tz="UTC")
+    evening_before = utc(2024, 6, 14, 20)  # 04:00 on the 15th in Shanghai
+    earlier = [row(me, now=evening_before) for _ in range(2)]
+    asyncio.run(in_one_batch(writer, lambda w: [submit_create(w, r, tz="UTC") for r in earlier]))
+    late_morning = row(me, now=utc(2024, 6, 15, 10))  # the 15th in UTC and in Shanghai
+
+    [outcome] = asyncio.run(
+        in_one_batch(writer, lambda w: [submit_create(w, late_morning, daily=2, tz="Asia/Shanghai")])
+    )
+    assert isinstance(outcome, QuotaExceeded) and outcome.used == 2
+    assert count_tasks(engine, me) == 2
