@@ -14,7 +14,7 @@ check holds), so the counts are exact after a change of the setting too.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Optional
@@ -269,13 +269,21 @@ def limits_and_usage(session: Session, user_id: int, now: datetime, zone: str) -
 def _lock_and_read(connection: Connection, user_ids: list[int], day: str, month: str) -> dict[int, Any]:
     """The quota rows of ``user_ids`` (see _quota_statements), by user id, their rows locked."""
     params = dict(user_ids=user_ids, day=day, month=month)
-    if connection.dialect.driver == "psycopg":
+    rows: Sequence[Any]
+    if connection.dialect.driver == "psycopg" and _pipelines_supported():
         rows = _lock_and_read_in_one_trip(connection, params)
     else:
         if connection.dialect.name != "sqlite":
             connection.execute(_LOCK_USERS, {"user_ids": user_ids})
         rows = connection.execute(_READ_USERS, params).all()
     return {row.id: row for row in rows}
+
+
+def _pipelines_supported() -> bool:
+    """psycopg's pipeline mode needs libpq 14 or later (the psycopg[binary] wheels bundle one)."""
+    import psycopg
+
+    return psycopg.Pipeline.is_supported()
 
 
 # The statements of _lock_and_read_in_one_trip as psycopg takes them, compiled once per dialect.
@@ -295,7 +303,7 @@ def _lock_and_read_in_one_trip(connection: Connection, params: dict[str, Any]) -
         compiled = str(_LOCK_USERS_PG.compile(dialect=connection.dialect)), str(read), dict(read.params)
         _COMPILED_FOR_PSYCOPG[id(connection.dialect)] = compiled
     lock_sql, read_sql, literals = compiled
-    driver = connection.connection.driver_connection
+    driver: Any = connection.connection.driver_connection  # a psycopg.Connection
     try:
         with driver.pipeline(), driver.cursor(row_factory=namedtuple_row) as cursor:
             cursor.execute(lock_sql, {"user_ids": params["user_ids"]})
