@@ -7,8 +7,10 @@ token against them; the signature and expiry are checked on every request as bef
 
 A kept row is answered only while it is known current, by the same rule as the status cache
 (:mod:`serving.status_cache`): **never a row older than the last change this ingress was told
-of.** Changes reach it two ways: a change committed in this process (every ORM write of a ``User``
-row: disable, password, admin flag, deletion, quotas) drops the row at once, before the route
+of.** Changes reach it two ways: a change committed in this process (every ORM unit-of-work write
+of a ``User`` row — ``session.add``/``session.delete``: disable, password, admin flag, deletion,
+quotas; bulk UPDATE or DELETE statements on ``users`` are not seen, and the code base has none,
+which a test keeps so) drops the row at once, before the route
 that made it answers, and is announced on the registry's change feed (``ACCOUNT_CHANGED``), which
 every other ingress replica follows; they drop the row when the feed brings it, milliseconds
 later. While the feed has a gap nothing is answered or kept from here, and a row is re-read after

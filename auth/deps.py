@@ -88,11 +88,35 @@ def session_token(
     return cookie
 
 
+# Requests that may be checked against a kept account row: reads (OPTIONS is not among them).
+KEPT_ROW_METHODS = frozenset({"GET", "HEAD"})
+
+
 async def current_user(
     auth: AuthDep,
     request: Request,
     credentials: Annotated[Optional[HTTPAuthorizationCredentials], Depends(_bearer)],
     cookie: Annotated[Optional[str], Depends(_cookie)],
+) -> User:
+    return await _authenticate(auth, request, credentials, cookie, kept_row_ok=request.method in KEPT_ROW_METHODS)
+
+
+async def current_user_from_database(
+    auth: AuthDep,
+    request: Request,
+    credentials: Annotated[Optional[HTTPAuthorizationCredentials], Depends(_bearer)],
+    cookie: Annotated[Optional[str], Depends(_cookie)],
+) -> User:
+    """The current user read afresh, for a read route that writes rows naming the user."""
+    return await _authenticate(auth, request, credentials, cookie, kept_row_ok=False)
+
+
+async def _authenticate(
+    auth: AuthService,
+    request: Request,
+    credentials: Optional[HTTPAuthorizationCredentials],
+    cookie: Optional[str],
+    kept_row_ok: bool,
 ) -> User:
     if auth.loop is None:
         auth.loop = asyncio.get_running_loop()
@@ -103,7 +127,7 @@ async def current_user(
         if token is None:
             raise unauthorized()
         accounts = auth.accounts
-        if accounts is None or request.method not in SAFE_METHODS:
+        if accounts is None or not kept_row_ok:
             return await run_in_threadpool(_in_session, auth, auth.user_for_token, token)
         # A read: the account row this ingress keeps current will do (auth.account_cache).
         if not accounts.live:
@@ -126,6 +150,7 @@ def _in_session(auth: AuthService, read: Callable[..., User], *args: Any) -> Use
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
+FreshUser = Annotated[User, Depends(current_user_from_database)]
 
 
 async def admin_user(user: CurrentUser) -> User:

@@ -194,10 +194,12 @@ class EventHub:
                     await asyncio.sleep(wait)
             last_poll = loop.time()
             try:
+                # No wait while a cache is off (a first poll, or after a failure): it is back at once.
+                quick = self._cursor is None or not all(cache.live for cache in self.caches)
                 answer = await self.state.registry.poll_events(
                     self._epoch,
                     self._cursor,
-                    0.0 if self._cursor is None else POLL_TIMEOUT_S,
+                    0.0 if quick else POLL_TIMEOUT_S,
                     self.preview_streams > 0,
                 )
                 failures = 0

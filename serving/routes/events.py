@@ -11,6 +11,7 @@ quiet stream open. Closing a stream does nothing to its task.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Optional
@@ -49,35 +50,48 @@ def hub_for(state: ServiceState) -> EventHub:
     return hub
 
 
+ANNOUNCE_RETRIES_S = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)  # within the 30 s a kept row may live anyway
+
+
 def connect_account_cache(state: ServiceState) -> None:
     """Keep the auth service's account rows current: the feed starts with the first read, and the
     accounts this process changes are dropped here at once and announced to the other replicas."""
     accounts = state.auth.accounts
     if accounts is None:
         return
+    with contextlib.suppress(RuntimeError):  # built on the ingress's loop (Serve); else the first request sets it
+        state.auth.loop = asyncio.get_running_loop()
 
     def announce(user_ids: set[int]) -> None:  # after a commit, in whichever thread made it
-        loop = state.auth.loop  # the ingress's event loop, known from the request that made the change
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(_publish, sorted(user_ids))
+        loop = state.auth.loop
+        try:
+            if loop is None or loop.is_closed():
+                raise RuntimeError("no event loop to announce on")
+            loop.call_soon_threadsafe(_start, sorted(user_ids))
+        except RuntimeError as exc:  # never fails the commit that was made; the rows age out in 30 s
+            log.warning("changed accounts %s not announced: %s", sorted(user_ids), exc)
 
-    def _publish(user_ids: list[int]) -> None:
-        task = asyncio.ensure_future(state.registry.accounts_changed(user_ids))
+    def _start(user_ids: list[int]) -> None:
+        task = asyncio.ensure_future(_announce(user_ids))
         _announcing.add(task)
-        task.add_done_callback(_announced)
+        task.add_done_callback(_announcing.discard)
+
+    async def _announce(user_ids: list[int]) -> None:
+        for delay in (*ANNOUNCE_RETRIES_S, None):
+            try:
+                await state.registry.accounts_changed(user_ids)
+                return
+            except Exception as exc:  # the registry restarts: its feed resets every cache anyway
+                if delay is None:
+                    log.warning("changed accounts %s not announced: %r", user_ids, exc)
+                    return
+                await asyncio.sleep(delay)
 
     state.auth.follow_feed = lambda: hub_for(state).follow()
     watch(accounts, state.engine, announce)
 
 
 _announcing: set[asyncio.Future] = set()
-
-
-def _announced(task: asyncio.Future) -> None:
-    _announcing.discard(task)
-    if not task.cancelled() and task.exception() is not None:
-        # The other replicas keep the old row until their feed resets or the row's age runs out.
-        log.warning("announcing changed accounts failed: %r", task.exception())
 
 
 BAD_LAST_EVENT_ID = messages.PARAM_INVALID(field="Last-Event-ID", reason=messages.NOT_AN_EVENT_ID)

@@ -11,7 +11,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 from sqlmodel import Session
 
-from auth.deps import CurrentUser
+from auth.deps import CurrentUser, FreshUser
 from serving.routes.common import owned_record
 from serving.state import StateDep
 from storage import session_scope
@@ -53,7 +53,7 @@ class WebhookLog(BaseModel):
 
 
 @router.get("/auth/webhook-secret", response_model=WebhookSecretPublic)
-async def read_webhook_secret(user: CurrentUser, state: StateDep) -> WebhookSecretPublic:
+async def read_webhook_secret(user: FreshUser, state: StateDep) -> WebhookSecretPublic:
     """The caller's Standard Webhooks secret (``whsec_…``), made on first read."""
 
     def read() -> WebhookSecretPublic:

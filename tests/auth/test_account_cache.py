@@ -92,3 +92,37 @@ def test_changes_committed_in_this_process_drop_the_row_and_are_announced(tmp_pa
         session.flush()
         session.rollback()
     assert announced == [{alice.id}]
+
+
+def test_reads_sent_before_a_feed_gap_or_before_forgotten_changes_are_refused():
+    cache = live_cache()
+    ticket = cache.token()
+    cache.reset(live=True)  # the feed started afresh: what was read before may be older than a missed change
+    cache.put(user(), ticket)
+    assert cache.get(1) is None
+    small = live_cache(capacity=1)
+    ticket = small.token()
+    small.accounts_changed([7, 8, 9, 10, 11])  # more changes than it remembers: it forgets them all
+    assert not small.changed
+    small.put(user(1), ticket)  # 1 may have been among the forgotten ones
+    assert small.get(1) is None
+    small.put(user(1), small.token())
+    assert small.get(1) is not None
+
+
+def test_no_bulk_statement_writes_user_rows_where_the_flush_hooks_cannot_see_it():
+    """auth.account_cache learns of account changes from the ORM's flushes; a bulk UPDATE/DELETE
+    of users would change rows behind its back."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    pattern = re.compile(r"\b(update|delete)\(\s*User\b")
+    offenders = [
+        f"{path.relative_to(root)}:{n}"
+        for package in ("auth", "serving", "storage", "cli", "models")
+        for path in (root / package).rglob("*.py")
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert offenders == []

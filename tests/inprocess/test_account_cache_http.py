@@ -10,7 +10,7 @@ from sqlalchemy import update
 
 from auth.account_cache import ACCOUNT_CHANGED
 from storage.tables import User
-from tests.inprocess.conftest import login, register
+from tests.inprocess.conftest import login, make_client, register
 from tests.inprocess.test_http import finished, submit
 from tests.inprocess.test_status_cache_http import feed_caught_up
 
@@ -95,3 +95,46 @@ def test_own_changes_are_announced_to_the_other_replicas(client, alice, admin):
     ):
         assert time.monotonic() < deadline
         time.sleep(0.01)
+
+
+def test_a_deleted_account_is_refused_at_once(client, alice, admin):
+    feed_caught_up(client)
+    assert client.get("/auth/me", headers=alice).status_code == 200
+    assert client.delete(f"/auth/users/{user_id(client, alice)}", headers=admin).status_code == 200
+    assert client.get("/auth/me", headers=alice).status_code == 401
+
+
+def test_nothing_is_kept_while_the_feed_fails_or_when_turned_off(tmp_path):
+    with make_client(tmp_path) as client:
+        alice = register(client, "alice")
+        feed_caught_up(client)
+        state = client.app.state.service
+        registry = state.registry
+        original = registry.poll_events
+
+        async def unreachable(*args, **kwargs):
+            raise ConnectionError("the registry is restarting")
+
+        registry.poll_events = unreachable
+        moved = {"event": "_queue_moved", "kind": "x", "task_id": None, "user_id": None}
+        client.portal.call(registry.core.journal.publish, moved)
+        deadline = time.monotonic() + 10
+        while state.auth.accounts.live:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        reads = count_row_reads(client)
+        client.get("/auth/me", headers=alice)
+        client.get("/auth/me", headers=alice)
+        assert len(reads) == 2
+        registry.poll_events = original
+        feed_caught_up(client)
+        client.get("/auth/me", headers=alice)
+        client.get("/auth/me", headers=alice)
+        assert len(reads) == 3
+    (tmp_path / "off").mkdir()
+    with make_client(tmp_path / "off", account_cache_size=0) as client:
+        alice = register(client, "alice")
+        reads = count_row_reads(client)
+        for _ in range(3):
+            assert client.get("/auth/me", headers=alice).status_code == 200
+        assert len(reads) == 3 and client.app.state.auth.accounts is None
