@@ -237,7 +237,15 @@ class RegistryCore:
         self.version = version
         self.settings = load_settings(settings_dict)
         self.engine = make_engine(self.settings.resolved_database_url)
-        init_db(self.engine)
+        # Never fail here: a Ray actor whose constructor raises is dead for good, not restarted. With
+        # the database away (a registry restarted during an outage) the schema is brought up to date
+        # in start(), which exits the process on failure so that Ray starts the actor again.
+        try:
+            init_db(self.engine)
+            self._schema_ready = True
+        except Exception as exc:
+            log.warning("database not ready while the registry starts (trying again at its start): %r", exc)
+            self._schema_ready = False
         self.store = open_result_store(self.settings.result_store_url, self.settings.data_dir)
         # A fresh id per incarnation: replicas still running work for a dead registry are told to stop.
         self.epoch = secrets.token_hex(4)
@@ -543,6 +551,9 @@ class RegistryCore:
 
     async def start(self) -> None:
         """Reload unfinished tasks from the database and dispatch them again."""
+        if not self._schema_ready:
+            await asyncio.to_thread(init_db, self.engine)
+            self._schema_ready = True
 
         def load() -> tuple[list[TaskRecord], dict, dict[str, list[AdapterRef]]]:
             with session_scope(self.engine) as session:

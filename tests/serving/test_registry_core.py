@@ -144,6 +144,31 @@ def test_a_failed_start_exits_the_process_so_ray_restarts_the_registry(tmp_path)
     assert exits == [1]
 
 
+def test_a_registry_built_while_the_database_is_away_starts_once_it_is_back(tmp_path):
+    """A Ray actor whose constructor raises is never restarted: a registry restarted during a database
+    outage was dead for good (every request a 503 until someone redeployed). Building it must not
+    touch the database; its start does, and exits the process (so Ray restarts it) while that fails."""
+    from serving.registry import start_or_exit
+
+    away = RegistryCore(
+        "unit",
+        {
+            "data_dir": str(tmp_path),
+            "database_url": "postgresql+psycopg://qis@127.0.0.1:1/none",
+            "cleanup_interval_seconds": 0,
+        },
+        "v1",
+    )
+    assert away._schema_ready is False
+    exits: list[int] = []
+    with pytest.raises(Exception, match=r"127\.0\.0\.1"):
+        asyncio.run(start_or_exit(away, exit=exits.append, delay_s=0))
+    assert exits == [1]
+    back = _core(tmp_path)  # the restarted actor, with the database there
+    asyncio.run(start_or_exit(back, exit=exits.append, delay_s=0))
+    assert exits == [1] and back._schema_ready
+
+
 def test_old_records_are_deleted_in_a_worker_thread_that_leaves_the_live_state_alone(tmp_path):
     """Finding 10: the worker thread used to remove tasks from the registry's memory, beside its event loop."""
     core = _core(tmp_path)
