@@ -1,4 +1,9 @@
-"""History, statistics, quotas and clean-up through the API (contract § 5.5–5.11)."""
+"""History, statistics, quotas and clean-up through the API (contract § 5.5–5.11).
+
+Tests that submit tasks only to count, list, refuse or clean them up run on ``/faulty``
+(``faulty_client``: the ``sleep`` profile, auth on): what they check is the registry's and the
+database's, never what the model computes, so their steps need not be tiny-pipeline steps.
+"""
 
 from __future__ import annotations
 
@@ -80,7 +85,8 @@ def test_history_rejects_bad_filters_with_400(client, user):
         assert response.status_code == 400, params
 
 
-def test_admin_history_sees_everyone_and_filters_by_user(client, admin_headers, user):
+def test_admin_history_sees_everyone_and_filters_by_user(faulty_client, faulty_admin_headers, faulty_user):
+    client, admin_headers, user = faulty_client, faulty_admin_headers, faulty_user
     task_id = submit_t2i(client, user.headers)
     wait_status(client, user.headers, task_id)
     mine = client.get("/tasks/history/all", headers=admin_headers, params={"user_id": user.id}).json()
@@ -107,7 +113,10 @@ def test_statistics_match_the_history(faulty_client, faulty_user, faulty_admin_h
     assert global_stats["total_tasks"] >= 2 and global_stats["today_tasks"] >= 2 and global_stats["active_users"] >= 1
 
 
-def test_quota_counts_images_and_refuses_over_the_daily_limit_with_429(client, user, admin_headers):
+def test_quota_counts_images_and_refuses_over_the_daily_limit_with_429(
+    faulty_client, faulty_user, faulty_admin_headers
+):
+    client, user, admin_headers = faulty_client, faulty_user, faulty_admin_headers
     _set_quota(client, admin_headers, user.id, daily_limit=3)
     quota = client.get("/tasks/quota/me", headers=user.headers).json()
     assert quota == {
@@ -130,7 +139,8 @@ def test_quota_counts_images_and_refuses_over_the_daily_limit_with_429(client, u
     wait_status(client, user.headers, task_id)
 
 
-def test_monthly_limit_is_enforced_too(client, user, admin_headers):
+def test_monthly_limit_is_enforced_too(faulty_client, faulty_user, faulty_admin_headers):
+    client, user, admin_headers = faulty_client, faulty_user, faulty_admin_headers
     _set_quota(client, admin_headers, user.id, monthly_limit=1)
     submit_t2i(client, user.headers)
     refused = client.post("/text-to-image", headers=user.headers, data={"prompt": "x"})
@@ -152,7 +162,8 @@ def test_failed_and_never_started_cancelled_tasks_give_quota_back(faulty_client,
         wait_status(client, user.headers, t, timeout=180)
 
 
-def test_two_concurrent_submissions_cannot_both_take_the_last_unit(client, user, admin_headers):
+def test_two_concurrent_submissions_cannot_both_take_the_last_unit(faulty_client, faulty_user, faulty_admin_headers):
+    client, user, admin_headers = faulty_client, faulty_user, faulty_admin_headers
     _set_quota(client, admin_headers, user.id, daily_limit=1)
 
     def post():
@@ -172,11 +183,12 @@ def test_admin_reads_and_resets_a_users_limits(client, admin_headers, user):
 
 
 def test_cleanup_deletes_old_records_with_their_files_and_keeps_recent_and_unfinished(
-    client, admin_headers, user, data_root
+    faulty_client, faulty_admin_headers, faulty_user, data_root
 ):
-    engine = make_engine(sqlite_url(data_root / "main"))
+    client, admin_headers, user = faulty_client, faulty_admin_headers, faulty_user
+    engine = make_engine(sqlite_url(data_root / "faulty"))
     init_db(engine)
-    store = LocalResultStore(data_root / "main" / "store")
+    store = LocalResultStore(data_root / "faulty" / "store")
     old = datetime.now(timezone.utc) - timedelta(days=40)
     old_ids = [f"old-{i}-{user.id}" for i in range(3)]
     with session_scope(engine) as session:

@@ -333,7 +333,7 @@ def t2i_only(deploy_app, data_root) -> Iterator[str]:
         "oai",
         sleep_app_args(data_root, "oai", enabled_models="text_to_image", model_replicas=1, sleep_seconds_per_step=0.05),
     )
-    serve.delete("oai")
+    serve.delete("oai", _blocking=False)  # not waited for, as in test_routing.py
 
 
 def test_a_disabled_model_is_503_and_urls_carry_the_route_prefix(t2i_only):

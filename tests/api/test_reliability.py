@@ -69,10 +69,11 @@ def test_failed_result_write_fails_the_task_and_serves_no_partial_file(faulty_cl
     assert client.get(f"/tasks/{task_id}/result", headers=user.headers).status_code == 500
 
 
-def test_client_disconnecting_from_a_sync_request_does_not_lose_the_task(client, user, base_url):
+def test_client_disconnecting_from_a_sync_request_does_not_lose_the_task(faulty_client, faulty_user):
+    client, user = faulty_client, faulty_user
     with pytest.raises(httpx.TimeoutException):
         httpx.post(
-            base_url + "/text-to-image",
+            str(client.base_url).rstrip("/") + "/text-to-image",
             headers=user.headers,
             timeout=0.5,
             data={"prompt": "impatient", "num_inference_steps": "60", "async_mode": "false"},
@@ -86,10 +87,11 @@ def test_client_disconnecting_from_a_sync_request_does_not_lose_the_task(client,
     assert client.get(f"/tasks/{task_id}/result", headers=user.headers).status_code == 200
 
 
-def test_registry_restart_recovers_every_task_and_answers_503_meanwhile(client, user):
+def test_registry_restart_recovers_every_task_and_answers_503_meanwhile(faulty_client, faulty_user):
+    client, user = faulty_client, faulty_user
     ids = [submit_t2i(client, user.headers, num_inference_steps=40) for _ in range(4)]
     wait_status(client, user.headers, ids[0], statuses={"running"})
-    registry = ray.get_actor(registry_name("main"), namespace=NAMESPACE)
+    registry = ray.get_actor(registry_name("faulty"), namespace=NAMESPACE)
     ray.kill(registry, no_restart=False)
     seen = set()
     deadline = time.monotonic() + 240

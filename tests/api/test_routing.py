@@ -37,7 +37,9 @@ def _app(deploy_app, data_root, name: str, replicas: int) -> Iterator[httpx.Clie
     )
     with httpx.Client(base_url=url, timeout=60) as http:
         yield http
-    serve.delete(name)
+    # Not waited for: the replicas drain and stop while the next tests run (the session's shutdown
+    # waits for whatever is left).
+    serve.delete(name, _blocking=False)
 
 
 @pytest.fixture(scope="module")

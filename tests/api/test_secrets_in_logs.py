@@ -1,5 +1,10 @@
 """No secret (password, token, API key, JWT secret) reaches any log of the running service, the
-structured task events (JSON lines with task, user, kind, event and replica) included."""
+structured task events (JSON lines with task, user, kind, event and replica) included.
+
+The requests go to ``/faulty`` (the session's sleep-profile app, auth on): the same ingress,
+registry and model replica code logs them, and every application's logs are scanned; the task's
+steps need not be tiny-pipeline steps.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +34,8 @@ def _logs_dir() -> Path:
     return Path(ray._private.worker._global_node.get_logs_dir_path())
 
 
-def test_passwords_tokens_and_the_jwt_secret_never_appear_in_logs(client, data_root):
+def test_passwords_tokens_and_the_jwt_secret_never_appear_in_logs(faulty_client, data_root):
+    client = faulty_client
     name, password = unique_name("secretive"), "Pa55-" + unique_name("pw")
     assert client.post("/auth/register", json={"username": name, "password": password}).status_code == 201
     token = login(client, name, password)
@@ -47,7 +53,7 @@ def test_passwords_tokens_and_the_jwt_secret_never_appear_in_logs(client, data_r
     )
     client.get("/auth/me", headers=bearer(token))  # now revoked: a 401 that must not log the token
     time.sleep(2)  # let the workers flush their log files
-    jwt_secret = (data_root / "main" / "jwt_secret").read_text().strip()
+    jwt_secret = (data_root / "faulty" / "jwt_secret").read_text().strip()
     secrets = {
         "password": password,
         "new password": password + "-2",

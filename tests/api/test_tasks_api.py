@@ -1,10 +1,17 @@
-"""Task endpoints (contract § 5.1–5.4): queue, order, cancel, wait, ownership."""
+"""Task endpoints (contract § 5.1–5.4): queue, order, cancel, wait, ownership.
+
+Queueing, cancelling, waiting and ownership do not depend on what the model computes: those tests
+run on ``/faulty`` (``faulty_client``: the ``sleep`` profile at 50 ms a step, two replicas, auth on),
+so a 40-step task takes 2 s of no CPU instead of a tiny pipeline's 1024² steps. The queue's view of
+the logical GPUs is the main application's.
+"""
 
 from __future__ import annotations
 
 import time
 
 from tests.api.helpers import submit_t2i, wait_status
+from tests.conftest import TestUser
 
 
 def test_queue_reports_gpus_workers_and_counts(client, user):
@@ -16,7 +23,8 @@ def test_queue_reports_gpus_workers_and_counts(client, user):
     assert body["queue_size"] == body["tasks"]["pending"]
 
 
-def test_tasks_beyond_the_replicas_wait_in_order_with_positions(client, user):
+def test_tasks_beyond_the_replicas_wait_in_order_with_positions(faulty_client, faulty_user):
+    client, user = faulty_client, faulty_user
     ids = [submit_t2i(client, user.headers, num_inference_steps=40) for _ in range(5)]
     statuses = [client.get(f"/tasks/{t}", headers=user.headers).json() for t in ids]
     pending = [s for s in statuses if s["status"] == "pending"]
@@ -30,7 +38,8 @@ def test_tasks_beyond_the_replicas_wait_in_order_with_positions(client, user):
     assert starts[-1] == max(starts)  # the last submitted starts last
 
 
-def test_cancel_pending_task_never_runs(client, user):
+def test_cancel_pending_task_never_runs(faulty_client, faulty_user):
+    client, user = faulty_client, faulty_user
     blockers = [submit_t2i(client, user.headers, num_inference_steps=60) for _ in range(2)]
     victim = submit_t2i(client, user.headers)
     assert client.get(f"/tasks/{victim}", headers=user.headers).json()["status"] == "pending"
@@ -46,7 +55,8 @@ def test_cancel_pending_task_never_runs(client, user):
     assert client.delete(f"/tasks/{victim}", headers=user.headers).status_code == 400
 
 
-def test_cancel_running_task_stops_at_the_next_step(client, user):
+def test_cancel_running_task_stops_at_the_next_step(faulty_client, faulty_user):
+    client, user = faulty_client, faulty_user
     task_id = submit_t2i(client, user.headers, num_inference_steps=100)
     deadline = time.monotonic() + 120
     while True:
@@ -65,7 +75,8 @@ def test_cancel_running_task_stops_at_the_next_step(client, user):
     assert record["status"] == "cancelled" and record["result_path"] is None
 
 
-def test_result_of_unfinished_task_is_202_and_wait_times_out_with_408(client, user):
+def test_result_of_unfinished_task_is_202_and_wait_times_out_with_408(faulty_client, faulty_user):
+    client, user = faulty_client, faulty_user
     task_id = submit_t2i(client, user.headers, num_inference_steps=100)
     early = client.get(f"/tasks/{task_id}/result", headers=user.headers)
     assert early.status_code == 202 and early.json()["status"] in ("pending", "running")
@@ -74,9 +85,10 @@ def test_result_of_unfinished_task_is_202_and_wait_times_out_with_408(client, us
     assert client.delete(f"/tasks/{task_id}", headers=user.headers).status_code == 200
 
 
-def test_another_users_task_is_404_everywhere(client, user, make_user, admin_headers):
+def test_another_users_task_is_404_everywhere(faulty_client, faulty_user, faulty_admin_headers):
+    client, user, admin_headers = faulty_client, faulty_user, faulty_admin_headers
     task_id = submit_t2i(client, user.headers)
-    intruder = make_user("intruder")
+    intruder = TestUser(client, "intruder")
     for method, path in (
         ("GET", f"/tasks/{task_id}"),
         ("GET", f"/tasks/{task_id}/result"),
