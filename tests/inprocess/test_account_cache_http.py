@@ -12,7 +12,7 @@ from auth.account_cache import ACCOUNT_CHANGED
 from storage.tables import User
 from tests.inprocess.conftest import login, make_client, register
 from tests.inprocess.test_http import finished, submit
-from tests.inprocess.test_status_cache_http import feed_caught_up
+from tests.inprocess.test_status_cache_http import break_the_feed, feed_caught_up
 
 pytestmark = pytest.mark.unit
 
@@ -108,25 +108,12 @@ def test_nothing_is_kept_while_the_feed_fails_or_when_turned_off(tmp_path):
     with make_client(tmp_path) as client:
         alice = register(client, "alice")
         feed_caught_up(client)
-        state = client.app.state.service
-        registry = state.registry
-        original = registry.poll_events
-
-        async def unreachable(*args, **kwargs):
-            raise ConnectionError("the registry is restarting")
-
-        registry.poll_events = unreachable
-        moved = {"event": "_queue_moved", "kind": "x", "task_id": None, "user_id": None}
-        client.portal.call(registry.core.journal.publish, moved)
-        deadline = time.monotonic() + 10
-        while state.auth.accounts.live:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        restore = break_the_feed(client, client.app.state.auth.accounts)
         reads = count_row_reads(client)
         client.get("/auth/me", headers=alice)
         client.get("/auth/me", headers=alice)
         assert len(reads) == 2
-        registry.poll_events = original
+        restore()
         feed_caught_up(client)
         client.get("/auth/me", headers=alice)
         client.get("/auth/me", headers=alice)

@@ -8,6 +8,7 @@ that still cross to the registry.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -42,6 +43,25 @@ def feed_caught_up(client) -> None:
     while not (state.statuses.live and hub._cursor is not None and hub._cursor >= target):
         assert time.monotonic() < deadline, (hub._cursor, target)
         time.sleep(0.005)
+
+
+def break_the_feed(client, cache) -> Callable[[], None]:
+    """Make every poll of the change feed fail (a registry restarting) until ``cache`` is off; returns
+    what puts the feed back."""
+    registry = client.app.state.service.registry
+    original = registry.poll_events
+
+    async def unreachable(*args, **kwargs):
+        raise ConnectionError("the registry is restarting")
+
+    registry.poll_events = unreachable
+    moved = {"event": "_queue_moved", "kind": "x", "task_id": None, "user_id": None}
+    client.portal.call(registry.core.journal.publish, moved)  # on the loop: it wakes the waiting poll
+    deadline = time.monotonic() + 10
+    while cache.live:  # the waiting poll returns, the next one fails
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return lambda: setattr(registry, "poll_events", original)
 
 
 def without_clock_fields(body: dict) -> dict:
@@ -134,24 +154,12 @@ def test_a_failing_feed_turns_the_cache_off_until_it_runs_again(tmp_path):
         finished(client, alice, task_id)
         feed_caught_up(client)
         state = client.app.state.service
-        registry = state.registry
-        original = registry.poll_events
-
-        async def unreachable(*args, **kwargs):
-            raise ConnectionError("the registry is restarting")
-
-        registry.poll_events = unreachable
-        moved = {"event": "_queue_moved", "kind": "x", "task_id": None, "user_id": None}
-        client.portal.call(registry.core.journal.publish, moved)  # on the loop: it wakes the waiting poll
-        deadline = time.monotonic() + 10
-        while state.statuses.live:  # the waiting poll returns, the next one fails
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        restore = break_the_feed(client, state.statuses)
         reads = count_registry_reads(client)
         client.get(f"/tasks/{task_id}", headers=alice)
         client.get(f"/tasks/{task_id}", headers=alice)
         assert len(reads) == 2  # nothing answered (or kept) from the cache meanwhile
-        registry.poll_events = original
+        restore()
         feed_caught_up(client)
         client.get(f"/tasks/{task_id}", headers=alice)
         client.get(f"/tasks/{task_id}", headers=alice)
