@@ -138,9 +138,20 @@ class IngressMetrics:
             tag_keys=("reason",),
         )
 
+        self._status_reads = metrics.Counter(
+            PREFIX + "status_reads",
+            description="GET /tasks/{id} answers, by what answered: cache (this ingress's status cache), "
+            "registry, or record (the database, for tasks the registry no longer holds).",
+            tag_keys=("answered_by",),
+        )
+
     def login_failed(self, reason: str) -> None:
         if self.enabled:
             self._login_failures.inc(1, {"reason": reason})
+
+    def status_read(self, answered_by: str) -> None:
+        if self.enabled:
+            self._status_reads.inc(1, {"answered_by": answered_by})
 
 
 # Metrics of parts built elsewhere, named here so that every metric of the service is in one file:

@@ -20,6 +20,7 @@ APP = "metrics"
 DAILY_LIMIT = 4
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "qwen-image-dashboard.json"
 KIND = {"kind": "text_to_image"}
+STATUS_READS = 3
 
 
 def scrape() -> dict[str, list[tuple[dict, float]]]:
@@ -62,6 +63,8 @@ def scraped(deploy_app, data_root) -> dict:
 
         completed = submit_t2i(client, first.headers, num_inference_steps=20)
         assert wait_status(client, first.headers, completed)["status"] == "completed"
+        for _ in range(STATUS_READS):  # the owner's repeated reads: the ingress's status cache answers
+            assert client.get(f"/tasks/{completed}", headers=first.headers).status_code == 200
         failing = submit_t2i(client, first.headers, prompt="__fault_raise__ boom", num_inference_steps=20)
         assert wait_status(client, first.headers, failing)["status"] == "failed"
 
@@ -87,6 +90,7 @@ def scraped(deploy_app, data_root) -> dict:
                 if value(s, "ray_qis_tasks_completed_total", **KIND) == 2
                 and value(s, "ray_qis_login_failures_total") == 1
                 and value(s, "ray_qis_generation_seconds_count", **KIND) == 2
+                and value(s, "ray_qis_status_reads_total", answered_by="cache") >= STATUS_READS
                 else None
             )
         )(scrape()),
@@ -108,6 +112,11 @@ def test_refusals_are_counted_by_reason(scraped):
     assert value(scraped, "ray_qis_tasks_refused_total", reason="queue_full", **KIND) == 1
     assert value(scraped, "ray_qis_tasks_refused_total", reason="quota", **KIND) == 1
     assert value(scraped, "ray_qis_login_failures_total", reason="bad_credentials") == 1
+
+
+def test_status_reads_are_counted_by_what_answered_them(scraped):
+    assert value(scraped, "ray_qis_status_reads_total", answered_by="cache") >= STATUS_READS
+    assert value(scraped, "ray_qis_status_reads_total", answered_by="registry") >= 1  # the first of each task
 
 
 def test_queue_depth_is_zero_once_everything_has_finished(scraped):
