@@ -68,8 +68,6 @@ class StatusCache:
         self.floor = 0  # changes up to this generation are forgotten: reads sent before it are not kept
         self.pending_moved = 0  # generation of the last change to queue positions
         self.live = False  # the feed runs without a gap: only then is anything kept
-        self.hits = 0
-        self.misses = 0
 
     # ------------------------------------------------------------------ reads
 
@@ -77,10 +75,8 @@ class StatusCache:
         """The status of ``task_id`` as of now, when cached for this owner; else None."""
         entry = self.entries.get(task_id) if self.live else None
         if entry is None or entry.view.user_id != user_id or entry.owner_key != owner_key:
-            self.misses += 1
             return None
         self.entries.move_to_end(task_id)
-        self.hits += 1
         return retimed(entry.view, utcnow())
 
     def token(self) -> Optional[int]:
