@@ -42,12 +42,14 @@ lint: install
 
 ## Add a schema revision from the difference between storage/tables.py and the newest revision:
 ##   make revision m="add api keys"   (then read and edit storage/migrations/versions/<new file>)
-##   It compares against a scratch SQLite database brought to the newest revision first.
+##   It compares against a scratch SQLite database brought to the newest revision first; the new
+##   file is storage/migrations/versions/NNNN_<what_changes>.py with the next number as its id.
 revision: install
 	@test -n "$(m)" || { echo 'usage: make revision m="what changes"'; exit 2; }
+	next=$$(printf '%04d' $$(( $$(ls storage/migrations/versions | grep -c '^[0-9]\{4\}_') + 1 ))) && \
 	scratch=$$(mktemp -d) && trap 'rm -rf "$$scratch"' EXIT && \
 	$(BIN)/alembic -x url=sqlite:///$$scratch/head.db upgrade head && \
-	$(BIN)/alembic -x url=sqlite:///$$scratch/head.db revision --autogenerate -m "$(m)"
+	$(BIN)/alembic -x url=sqlite:///$$scratch/head.db revision --autogenerate --rev-id "$$next" -m "$(m)"
 
 ## Print benchmark figures and write benchmarks/results/latest.json (+ throughput.json, registry.json).
 bench: install

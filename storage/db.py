@@ -111,13 +111,19 @@ def _create_private_file(path: str | None) -> None:
         pass
 
 
+# Revision files are numbered in the order they apply: NNNN_what_changes.py. New revisions take the
+# next number as their id too (`make revision` passes it); the first ones keep the ids they shipped
+# with (databases record them), only their files were renamed.
+MIGRATION_FILE_TEMPLATE = "%%(rev)s_%%(slug)s"
+
+
 def alembic_config() -> Config:
     """The Alembic configuration of the migrations shipped in ``storage/migrations``."""
     from alembic.config import Config  # imported here: alembic takes a while to import
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.set_main_option("file_template", "%%(year)d%%(month).2d%%(day).2d_%%(rev)s_%%(slug)s")
+    config.set_main_option("file_template", MIGRATION_FILE_TEMPLATE)
     return config
 
 

@@ -7,6 +7,7 @@ own statements, per dialect). Several processes starting at once: ``test_concurr
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -33,6 +34,38 @@ pytestmark = pytest.mark.unit
 
 def test_head_is_reached_from_the_baseline():
     assert BASELINE_REVISION in {s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+
+
+def test_revision_files_are_numbered_in_the_order_they_apply():
+    """One naming scheme: NNNN_what_changes.py, numbered along the one linear chain from the baseline."""
+    import re
+
+    from storage.db import MIGRATIONS_DIR
+
+    script = ScriptDirectory.from_config(alembic_config())
+    assert len(script.get_heads()) == 1
+    chain = list(reversed(list(script.walk_revisions())))  # baseline first
+    names = [Path(s.path).name for s in chain]
+    assert all(re.fullmatch(r"\d{4}_[a-z0-9_]+\.py", name) for name in names), names
+    assert [int(name[:4]) for name in names] == list(range(1, len(chain) + 1))
+    on_disk = sorted(p.name for p in (MIGRATIONS_DIR / "versions").glob("*.py") if p.name != "__init__.py")
+    assert on_disk == sorted(names)
+
+
+@pytest.mark.parametrize("start", [s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()])
+def test_every_released_revision_upgrades_to_head(blank_engine_factory, start):
+    """A database left at any revision this project shipped reaches head with the models' schema."""
+    from alembic import command
+
+    engine = blank_engine_factory("sqlite")
+    config = alembic_config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, start)
+    assert revision(engine) == start
+    init_db(engine)
+    assert revision(engine) == HEAD
+    assert schema_differences(engine) == []
 
 
 def test_fresh_database_is_upgraded_to_head(blank_engine):
