@@ -18,8 +18,9 @@ import errno
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable
 from typing import Optional
+
+from .hooks import GenerationHooks, StepCallback
 
 CRASH = "__fault_crash_at_step_"
 CRASH_ONCE = "__fault_crash_once_at_step_"
@@ -27,7 +28,18 @@ RAISE = "__fault_raise__"
 OOM = "__fault_oom__"
 DISK_FULL = "__fault_disk_full__"
 
-StepCallback = Callable[[int, int], None]
+
+class FaultHooks(GenerationHooks):
+    """The ``faulty`` profile's hooks: the failures a prompt asks for (``state_dir`` keeps "once" markers)."""
+
+    def __init__(self, state_dir: Optional[str]):
+        self.state_dir = state_dir
+
+    def before_generation(self, prompt: str, on_step: Optional[StepCallback]) -> Optional[StepCallback]:
+        return before_generation(prompt, self.state_dir, on_step)
+
+    def before_encoding(self, prompt: str) -> None:
+        before_encoding(prompt)
 
 
 def before_generation(prompt: str, state_dir: Optional[str], on_step: Optional[StepCallback]) -> Optional[StepCallback]:

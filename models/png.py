@@ -11,7 +11,6 @@ import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from . import faulty
 from .kinds import ModelKind
 
 if TYPE_CHECKING:
@@ -130,7 +129,6 @@ def _number(value: float) -> str:
 
 def encode_result(model: LoadedModel, request: GenerationRequest, result: GenerationResult) -> list[bytes]:
     """The PNG of each image of ``result``, with the generation's metadata; ``OSError`` when writing fails."""
-    if model.profile.faults:
-        faulty.before_encoding(request.prompt)
+    model.profile.hooks.before_encoding(request.prompt)
     metadata = png_metadata(request, result, model)
     return [encode_png(image, metadata) for image in result.images]

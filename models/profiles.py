@@ -20,6 +20,8 @@ import logging
 import os
 from dataclasses import dataclass, field
 
+from .faulty import FaultHooks
+from .hooks import GenerationHooks
 from .kinds import KIND_NAMES, ModelKind
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,11 @@ class ModelInfo:
     capabilities: list[str]
 
 
+# What the two pipelines of a profile may share when their weights match (models.shared); the
+# tokenizer rides along with the text encoder (it is checked with it).
+SHARED_COMPONENTS = ("text_encoder", "vae", "tokenizer")
+
+
 @dataclass
 class Profile:
     """Everything needed to load both models of one profile; plain data, safe to pickle."""
@@ -70,8 +77,8 @@ class Profile:
     cpu_offload: bool = False
     sleep_seconds_per_step: float = 0.0
     benchmark_only: bool = False
-    # the failures a prompt asks for happen (``models.faulty``); only the ``faulty`` profile
-    faults: bool = False
+    # seams around a generation (models.hooks): empty but for the ``faulty`` test profile's failures
+    hooks: GenerationHooks = field(default_factory=GenerationHooks)
     local_sources: dict[str, bool] = field(default_factory=dict)
     # LoRA adapters, fast mode, step caching and compilation (models.adapters)
     adapter_capacity: int = 4  # adapters kept loaded per pipeline (least recently used evicted)
@@ -314,5 +321,5 @@ def _faulty_profile(seconds_per_step: float, state_dir: str | None) -> Profile:
         cache_dir=state_dir,
         sleep_seconds_per_step=seconds_per_step,
         benchmark_only=True,
-        faults=True,
+        hooks=FaultHooks(state_dir),
     )

@@ -16,7 +16,6 @@ from typing import Any
 
 from PIL import Image
 
-from . import faulty
 from .aspect import edit_output_size
 from .kinds import ModelKind
 from .profiles import (
@@ -24,6 +23,7 @@ from .profiles import (
     PATH_SETTINGS,
     PROFILE_SETTING,
     QWEN_MODEL_IDS,
+    SHARED_COMPONENTS,
     ModelInfo,
     ModelLoadError,
     Profile,
@@ -151,8 +151,6 @@ def load(
     _apply_thread_setting(num_threads)
     components = {}
     if share is not None:
-        from .shared import SHARED_COMPONENTS
-
         components = {name: getattr(share.pipeline, name) for name in SHARED_COMPONENTS}
     if profile.name == "tiny":
         pipeline = _load_tiny(profile, kind, device, components)
@@ -246,8 +244,7 @@ def generate(
     ``previews`` asks for live previews of the latents (pipelines only; the sleep profile has none).
     """
     _check_request(model, request)
-    if model.profile.faults:
-        on_step = faulty.before_generation(request.prompt, model.profile.cache_dir, on_step)
+    on_step = model.profile.hooks.before_generation(request.prompt, on_step)
     started = time.perf_counter()
     seed = resolve_seed(request.seed)
     if should_stop is not None and should_stop():

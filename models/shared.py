@@ -19,13 +19,11 @@ import logging
 import os
 import re
 
-from .profiles import IMAGE_EDIT, TEXT_TO_IMAGE, ModelLoadError, Profile
+from .profiles import IMAGE_EDIT, SHARED_COMPONENTS, TEXT_TO_IMAGE, ModelLoadError, Profile
+from .runtime import load
 
 log = logging.getLogger(__name__)
 
-# Shared between the two pipelines when their weights match; the tokenizer rides along with the
-# text encoder (it is checked with it).
-SHARED_COMPONENTS = ("text_encoder", "vae", "tokenizer")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -35,8 +33,6 @@ def load_shared(profile: Profile, device: str | None = None, num_threads: int | 
     Returns ``{kind: LoadedModel}``. Raises ``ModelLoadError`` when the two checkpoints' shared
     components differ or cannot be compared, or when the profile's memory mode cannot share.
     """
-    from .runtime import load
-
     if not profile.pipeline_classes:  # sleep, faulty: nothing to share
         return {kind: load(profile, kind, device, num_threads) for kind in (TEXT_TO_IMAGE, IMAGE_EDIT)}
     if profile.cpu_offload:

@@ -7,7 +7,8 @@ import errno
 import pytest
 
 from models import GenerationRequest, encode_result, generate, get_profile, load
-from models.faulty import _crash_step
+from models.faulty import FaultHooks, _crash_step
+from models.hooks import GenerationHooks
 
 pytestmark = pytest.mark.unit
 
@@ -18,8 +19,8 @@ def faulty(tmp_path):
 
 
 def test_only_the_faulty_profile_fails_on_request(tmp_path):
-    assert get_profile("faulty", cache_dir=str(tmp_path)).faults
-    assert not any(get_profile(name).faults for name in ("tiny", "sleep", "qwen"))
+    assert isinstance(get_profile("faulty", cache_dir=str(tmp_path)).hooks, FaultHooks)
+    assert all(type(get_profile(name).hooks) is GenerationHooks for name in ("tiny", "sleep", "qwen"))
     plain = load(get_profile("sleep", sleep_seconds_per_step=0.0), "text_to_image")
     request = GenerationRequest(prompt="__fault_raise__", num_inference_steps=2, width=16, height=16)
     result = generate(plain, request)
