@@ -25,11 +25,11 @@ from serving import metrics
 from serving.errors import install_error_handlers
 from serving.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from serving.openai import routes as openai_routes
-from serving.openai.urls import UrlSigner
 from serving.registry_client import Registry
 from serving.routes import events, generate, history, loras, system, tasks, webhooks
 from serving.routes.events import connect_account_cache
 from serving.settings import Settings
+from serving.signed_urls import UrlSigner
 from serving.state import LongWaits, ServiceState, read_deployment_status
 from serving.status_cache import StatusCache
 from storage import init_db, make_engine, open_result_store

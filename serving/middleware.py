@@ -8,8 +8,7 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving import messages
-from serving.errors import is_openai_path
-from serving.openai.protocol import error_body
+from serving.errors import error_body, is_openai_path
 from serving.uploads import BodyTooLarge
 
 SECURITY_HEADERS = [

@@ -123,55 +123,6 @@ def invalid(param: str, message: str, code: str = "invalid_value") -> OpenAIErro
     return OpenAIError(status.HTTP_400_BAD_REQUEST, message, param=param, code=code)
 
 
-ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "invalid_request_error",
-    403: "permission_error",
-    404: "invalid_request_error",
-    408: "timeout_error",
-    409: "conflict_error",
-    413: "invalid_request_error",
-    429: "insufficient_quota",
-    503: "server_error",
-}
-ERROR_CODES = {
-    401: "invalid_api_key",
-    403: "forbidden",
-    404: "not_found",
-    408: "timeout",
-    409: "conflict",
-    413: "payload_too_large",
-    429: "insufficient_quota",
-    500: "server_error",
-    503: "service_unavailable",
-}
-# Statuses the SDKs retry by default where a retry is safe: nothing was created (queue full, model
-# or registry not ready). Every other /v1 error says ``x-should-retry: false``: a retry either
-# cannot help (bad input, quota spent) or could start a second generation (failed, timed out).
-RETRYABLE = {502, 503, 504}
-
-
-def error_body(
-    status_code: int,
-    message: str,
-    param: Optional[str] = None,
-    code: Optional[str] = None,
-    error_type: Optional[str] = None,
-) -> dict[str, Any]:
-    return {
-        "error": {
-            "message": message,
-            "type": error_type or ERROR_TYPES.get(status_code, "server_error"),
-            "param": param,
-            "code": code or ERROR_CODES.get(status_code),
-        }
-    }
-
-
-def retry_header(status_code: int) -> dict[str, str]:
-    return {} if status_code in RETRYABLE else {"x-should-retry": "false"}
-
-
 def resolve_model(requested: Optional[str], route_kind: str) -> str:
     """The canonical model id for a request; 404 for an unknown model, 400 for the other route's."""
     if requested is None or requested == "":

@@ -24,6 +24,7 @@ from starlette.datastructures import UploadFile
 from auth.deps import CurrentUser
 from models.kinds import ModelKind
 from serving.adapter_options import apply_adapter_options
+from serving.errors import error_body
 from serving.openai import images
 from serving.openai.protocol import (
     MEDIA_TYPES,
@@ -32,7 +33,6 @@ from serving.openai.protocol import (
     ImageRequest,
     OpenAIError,
     check_common,
-    error_body,
     invalid,
     lora_list_text,
     parse_size,

@@ -136,7 +136,7 @@ def test_generate_b64_images_with_a_seed_is_reproducible_counted_and_in_history(
 
 
 def test_generate_url_is_fetched_without_credentials_and_refused_when_tampered_or_expired(client, keyed, data_root):
-    from serving.openai.urls import UrlSigner
+    from serving.signed_urls import UrlSigner
 
     raw = keyed.sdk.images.with_raw_response.generate(
         prompt="a fox",

@@ -8,18 +8,17 @@ import io
 import pytest
 from PIL import Image
 
+from serving.errors import error_body, retry_header
 from serving.openai import images
 from serving.openai.protocol import (
     ImageRequest,
     OpenAIError,
-    error_body,
     parse_size,
     resolve_model,
-    retry_header,
     steps_for,
 )
 from serving.openai.routes import _preview_picture, preview_is_due
-from serving.openai.urls import UrlSigner
+from serving.signed_urls import UrlSigner
 
 
 def _png(size=(32, 16), color=(10, 200, 30)) -> bytes:

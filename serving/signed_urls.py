@@ -1,4 +1,4 @@
-"""Signed, expiring result URLs for ``response_format=url``.
+"""Signed, expiring result URLs (`/v1`'s ``response_format=url``).
 
 A URL names the task, the image and its format, and carries an expiry time and an HMAC-SHA256 of
 all of them. The signing key is derived from the service's JWT secret (which comes from the
