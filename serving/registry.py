@@ -1170,10 +1170,6 @@ class TaskRegistry:
     async def refresh_positions(self, task_ids: list[str]) -> int:
         return await (await self._ready()).refresh_positions(task_ids)
 
-    async def webhook_lags(self) -> list[float]:
-        """Milliseconds from outbox row to delivered, first attempts (for benchmarks)."""
-        return list((await self._ready()).webhooks.lags_ms)
-
     async def wait(self, task_id: str, timeout: float) -> Optional[WaitAnswer]:
         return await (await self._ready()).wait(task_id, timeout)
 
