@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from auth.service import AuthService
 from serving import messages
 from serving.openai.urls import UrlSigner
-from serving.registry_client import Registry
+from serving.registry.interface import Registry
 from serving.settings import Settings
 from serving.status_cache import StatusCache
 from storage.results import ResultStore
