@@ -67,7 +67,7 @@ def progress_lag(ctx: Context, app, tasks: int) -> None:
 def registry_call_ms(app_name: str, calls: int = 50) -> float:
     import ray
 
-    from serving.registry import NAMESPACE, registry_name
+    from serving.registry.ids import NAMESPACE, registry_name
 
     registry = ray.get_actor(registry_name(app_name), namespace=NAMESPACE)
     ray.get(registry.ping.remote())

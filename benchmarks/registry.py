@@ -39,7 +39,7 @@ from sqlalchemy import insert
 
 from models.kinds import ModelKind
 from serving.protocol import Generated, ModelRequest, TaskSpec
-from serving.registry import RegistryCore
+from serving.registry.core import RegistryCore
 from storage import TaskRecord, session_scope, utcnow
 from storage.tables import User
 from storage.usage import add_usage

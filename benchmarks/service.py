@@ -206,7 +206,7 @@ class Cluster:
         import ray
         from ray import serve
 
-        from serving.registry import NAMESPACE, registry_name
+        from serving.registry.ids import NAMESPACE, registry_name
 
         app.client.close()
         started = time.perf_counter()

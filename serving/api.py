@@ -25,7 +25,7 @@ from serving import metrics
 from serving.errors import install_error_handlers
 from serving.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from serving.openai import routes as openai_routes
-from serving.registry_client import Registry
+from serving.registry.interface import Registry
 from serving.routes import events, generate, history, loras, system, tasks, webhooks
 from serving.routes.events import connect_account_cache
 from serving.settings import Settings

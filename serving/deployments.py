@@ -35,7 +35,7 @@ from serving import messages
 from serving.logs import replica_events, task_event
 from serving.metrics import ModelMetrics
 from serving.protocol import Cancelled, Failed, Generated, ModelOutcome, ModelRequest, Skipped
-from serving.registry import lookup_registry
+from serving.registry.actor import lookup_registry
 from serving.replica_router import ROUTER_PATH
 from serving.settings import SHARED_DEPLOYMENT, load_settings
 from storage import open_result_store

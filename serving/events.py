@@ -121,10 +121,6 @@ class TaskEventState:
     def keep(self, event: dict) -> None:
         self.latest[event["event"]] = event
 
-    @property
-    def last_id(self) -> int:
-        return max((e["id"] for e in self.latest.values()), default=0)
-
     def retained(self, after_id: int = 0, previews: bool = True) -> list[dict]:
         """What a client that saw ``after_id`` is missing, in order (a terminal event always last)."""
         events = [e for e in self.latest.values() if e["id"] > after_id and (previews or e["event"] != PREVIEW)]

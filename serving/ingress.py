@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from ray import serve
 
 from serving.api import build_service_state, create_app
-from serving.registry import get_or_create_registry_async
+from serving.registry.actor import get_or_create_registry_async
 from serving.registry_client import RegistryClient
 from serving.settings import load_settings
 

@@ -1,7 +1,8 @@
 """How the ingress talks to the task registry: typed methods over the registry actor's handle.
 
-:class:`Registry` is what the routes need from a registry; :class:`RegistryClient` provides it over
-Ray. While the registry actor restarts, every call answers a retryable 503 rather than a 500.
+:class:`~serving.registry.interface.Registry` is what the routes need from a registry;
+:class:`RegistryClient` provides it over Ray. While the registry actor restarts, every call answers a
+retryable 503 rather than a 500.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Optional, Protocol, TypeVar, Union
+from typing import Any, Optional, TypeVar, Union
 
 import ray
 from fastapi import HTTPException, status
@@ -25,7 +26,8 @@ from serving.protocol import (
     TaskStatusView,
     WaitAnswer,
 )
-from serving.registry import lookup_registry
+from serving.registry.actor import RegistryHandle, lookup_registry
+from serving.registry.interface import Registry
 
 T = TypeVar("T")
 log = logging.getLogger("qwen_image.ingress")
@@ -35,46 +37,15 @@ REGISTRY_CALL_TIMEOUT_S = 15.0
 _RAY_UNAVAILABLE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ValueError)
 
 
-class Registry(Protocol):
-    """The task registry as the routes see it."""
-
-    async def create(self, spec: TaskSpec) -> CreateAnswer: ...
-
-    async def status(self, task_id: str) -> Optional[TaskStatusView]: ...
-
-    async def wait(self, task_id: str, timeout: float) -> Optional[WaitAnswer]: ...
-
-    async def queue(self) -> QueueSnapshot: ...
-
-    async def cancel(self, task_id: str) -> Union[TaskStatusView, AlreadyFinished, None]: ...
-
-    async def cleanup(self, max_age_hours: float, max_age_days: float) -> CleanupCounts: ...
-
-    async def ping(self) -> RegistryIdentity: ...
-
-    # Task events (serving.events): the ingress's long poll and the state a new stream starts from.
-    async def poll_events(
-        self, epoch: Optional[str], cursor: Optional[int], timeout: float, previews: bool = True
-    ) -> dict: ...
-
-    async def accounts_changed(self, user_ids: list[int]) -> None: ...
-
-    async def task_events(self, task_id: str, after_id: int = 0) -> Optional[dict]: ...
-
-    async def user_events(self, user_id: Optional[int], after_id: int = 0) -> list[dict]: ...
-
-    async def refresh_positions(self, task_ids: list[str]) -> int: ...
-    async def replica_info(self) -> dict[str, dict[str, Any]]: ...
-
-
 class RegistryClient:
     """:class:`Registry` over the registry actor of one application."""
 
-    def __init__(self, handle: Any, app_name: str, timeout_s: float = REGISTRY_CALL_TIMEOUT_S):
+    def __init__(self, handle: RegistryHandle, app_name: str, timeout_s: float = REGISTRY_CALL_TIMEOUT_S):
         self.handle = handle
         self.app_name = app_name
         self.timeout_s = timeout_s
 
+    # ``call`` takes the handle as Any: Ray types an actor's methods on its handle as Never.
     async def _call(self, call: Callable[[Any], Awaitable[T]], waits_s: float = 0.0) -> T:
         """``call(handle)``; while the registry restarts, or when it does not answer within
         ``timeout_s`` (plus ``waits_s`` the call itself waits), the client gets a retryable 503."""
@@ -141,3 +112,7 @@ class RegistryClient:
 
 async def _awaited(awaitable: Awaitable[T]) -> T:
     return await awaitable
+
+
+def _conforms(client: RegistryClient) -> Registry:
+    return client  # mypy checks that the client has every method of the registry's interface

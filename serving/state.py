@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from auth.service import AuthService
 from serving import messages
-from serving.registry_client import Registry
+from serving.registry.interface import Registry
 from serving.settings import Settings
 from serving.signed_urls import UrlSigner
 from serving.status_cache import StatusCache

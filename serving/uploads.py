@@ -9,7 +9,6 @@ from typing import NamedTuple, Optional
 from fastapi import HTTPException, UploadFile, status
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from models.png import encode_png
 from serving import messages
 
 ALLOWED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
@@ -131,8 +130,3 @@ def open_input(data: bytes) -> Image.Image:
     image.load()
     ImageOps.exif_transpose(image, in_place=True)
     return image if image.mode == "RGB" else image.convert("RGB")
-
-
-def encode_input(image: Image.Image) -> bytes:
-    """An image as PNG (for callers that hold pixels rather than an upload)."""
-    return encode_png(image, {})

@@ -202,7 +202,6 @@ class WebhookSender:
         self._per_user: Counter[Optional[int]] = Counter()
         self._loop_task: Optional[asyncio.Task] = None
         self._client = None
-        self.lags_ms: list[float] = []  # created → delivered, first attempts only (benchmarks read it)
 
     def start(self) -> None:
         if self._loop_task is None:
@@ -327,9 +326,6 @@ class WebhookSender:
             error = f"{type(exc).__name__}: {exc}"[:300]
         if status_code is not None and 200 <= status_code < 300:
             await self._record(delivery, started_at, clock, status_code, None, DELIVERED)
-            if delivery.attempts == 0:
-                self.lags_ms.append((utcnow() - delivery.created_at).total_seconds() * 1000)
-                del self.lags_ms[:-1000]
             return
         if status_code == 410:
             await self._record(

@@ -30,7 +30,6 @@ import asyncio
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, Optional, TypeVar, Union
 
@@ -93,8 +92,6 @@ class BatchWriter:
         self._queue: queue.SimpleQueue[Optional[_Job]] = queue.SimpleQueue()
         self._thread: Optional[threading.Thread] = None
         self._lock = threading.Lock()
-        # When the batch being written began (monotonic), None while idle: how long the database takes.
-        self.busy_since: Optional[float] = None
         self.batches = 0
         self.writes = 0
 
@@ -125,11 +122,6 @@ class BatchWriter:
         except Exception:  # the database is away: the earlier writes have failed too, and said so
             pass
 
-    def stalled_for(self) -> float:
-        """Seconds the current batch has been waiting for the database (0 while idle)."""
-        since = self.busy_since
-        return 0.0 if since is None else time.monotonic() - since
-
     def close(self) -> None:
         if self._thread is not None:
             self._queue.put(None)
@@ -158,11 +150,7 @@ class BatchWriter:
                     stop = True
                     break
                 batch.append(item)
-            self.busy_since = time.monotonic()
-            try:
-                self._write(batch)
-            finally:
-                self.busy_since = None
+            self._write(batch)
             if stop:
                 return
 

@@ -17,7 +17,7 @@ from models.kinds import ModelKind
 from serving import messages
 from serving.logs import replica_events, task_event
 from serving.protocol import Accepted, PendingLimit, QueueFull, QuotaRefused, ResultLocation, TaskSpec, WebhookRequest
-from serving.registry import new_task_id
+from serving.registry.ids import new_task_id
 from serving.state import ServiceState, model_available
 from serving.uploads import ValidatedUpload
 from storage import TaskRecord, TaskStatus

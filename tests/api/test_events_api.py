@@ -16,7 +16,7 @@ import pytest
 import ray
 from PIL import Image
 
-from serving.registry import NAMESPACE, registry_name
+from serving.registry.ids import NAMESPACE, registry_name
 from tests.api.helpers import submit_t2i, wait_status
 from tests.api.sse import COMMENT, collect, read_events
 from tests.conftest import TestUser as Account

@@ -192,7 +192,7 @@ def test_a_registry_whose_start_fails_recovers_by_itself_once_the_database_is_ba
     import ray
     from sqlalchemy import text
 
-    from serving.registry import NAMESPACE, registry_name
+    from serving.registry.ids import NAMESPACE, registry_name
     from storage import make_engine
     from storage.db import sqlite_url
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import ray
 
-from serving.registry import NAMESPACE, registry_name
+from serving.registry.ids import NAMESPACE, registry_name
 from tests.api.helpers import submit_t2i, wait_status
 
 

@@ -34,7 +34,7 @@ from serving.protocol import (
     TaskStatusView,
     WaitAnswer,
 )
-from serving.registry import RegistryCore
+from serving.registry.core import RegistryCore
 from serving.settings import load_settings
 
 APP_NAME = "inprocess"

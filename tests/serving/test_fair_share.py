@@ -21,7 +21,7 @@ from ray.serve.request_router import PendingRequest
 
 from models.kinds import ModelKind
 from serving.protocol import Accepted, ModelRequest, TaskSpec
-from serving.registry import RegistryCore
+from serving.registry.core import RegistryCore
 from serving.replica_router import LeastBusyRouter
 from storage import User, session_scope
 from tests.serving.test_replica_router import FakeReplica, make_router, settle

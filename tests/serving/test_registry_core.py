@@ -11,7 +11,7 @@ from sqlmodel import select
 from models.kinds import ModelKind
 from serving import messages
 from serving.protocol import Accepted, QueueFull, TaskSpec
-from serving.registry import RegistryCore
+from serving.registry.core import RegistryCore
 from serving.routes.tasks import status_from_record
 from storage import TaskRecord, session_scope, utcnow
 
@@ -128,7 +128,7 @@ def test_a_failed_start_exits_the_process_so_ray_restarts_the_registry(tmp_path)
     """Finding 3: the failure used to be kept and re-raised to every caller, a 500 until a manual restart."""
     from sqlalchemy import text
 
-    from serving.registry import start_or_exit
+    from serving.registry.actor import start_or_exit
 
     core = _core(tmp_path)
     with core.engine.begin() as conn:  # a real database error on the start's first read
@@ -148,7 +148,7 @@ def test_a_registry_built_while_the_database_is_away_starts_once_it_is_back(tmp_
     """A Ray actor whose constructor raises is never restarted: a registry restarted during a database
     outage was dead for good (every request a 503 until someone redeployed). Building it must not
     touch the database; its start does, and exits the process (so Ray restarts it) while that fails."""
-    from serving.registry import start_or_exit
+    from serving.registry.actor import start_or_exit
 
     away = RegistryCore(
         "unit",
@@ -176,7 +176,7 @@ def test_old_records_are_deleted_in_a_worker_thread_that_leaves_the_live_state_a
     with session_scope(core.engine) as session:
         session.add(old)
     core._track(core._live_from_record(old))
-    deleted = core._delete_old_records(utcnow() - timedelta(days=30))  # what the worker thread runs
+    deleted = core.retention.delete_old_records(utcnow() - timedelta(days=30))  # what the worker thread runs
     assert list(deleted) == ["old-done"] and "old-done" in core.tasks  # memory untouched by the thread
     core.tasks.clear()
     core._track(core._live_from_record(_record("old-done", "completed", age=timedelta(days=40))))
@@ -194,10 +194,10 @@ def _rename(core, old: str, new: str) -> None:
 
 
 def test_a_failed_write_of_a_finished_task_releases_its_waiters_and_is_stored_later(tmp_path, monkeypatch):
-    """Finding 4: _finish changed memory, then _persist raised, and `done` was never set: waiters hung."""
-    import serving.registry as registry_module
+    """Finding 4: _finish changed memory, then the write raised, and `done` was never set: waiters hung."""
+    from serving.registry import saver
 
-    monkeypatch.setattr(registry_module, "SAVE_RETRY_S", 0.05)
+    monkeypatch.setattr(saver, "SAVE_RETRY_S", 0.05)
     core = _core(tmp_path)
     record = _record("t-1", "running", attempts=1)
     with session_scope(core.engine) as session:
@@ -212,12 +212,12 @@ def test_a_failed_write_of_a_finished_task_releases_its_waiters_and_is_stored_la
         core._finish(task, "failed", "boom")
         answer = await asyncio.wait_for(waiter, 5)  # released at once, not after 30 s
         assert answer.status.status == "failed"
-        core._forget("t-1")  # what a clean-up does with an old finished task
+        core.retention.forget("t-1")  # what a clean-up does with an old finished task
         assert "t-1" in core.tasks  # kept, answerable from memory, until its state is stored
         _rename(core, "task_records_away", "task_records")
         for _ in range(100):
             await asyncio.sleep(0.05)
-            if not core._unsaved and task.saving.done():  # written again, and that write finished
+            if not core.saver.unsaved and task.saving.done():  # written again, and that write finished
                 break
 
     asyncio.run(scenario())
@@ -238,8 +238,8 @@ def test_a_failed_write_when_a_replica_starts_a_task_does_not_raise_into_the_rep
         _rename(core, "task_records", "task_records_away")
         assert await core.mark_running("t-2", core.epoch, task.attempt) is True
         await core.writer.flush()  # the write is made on the writer thread; its failure comes back
-        assert core.tasks["t-2"].status == "running" and "t-2" in core._unsaved
-        core._save_retry.cancel()
+        assert core.tasks["t-2"].status == "running" and "t-2" in core.saver.unsaved
+        core.saver.retry.cancel()
 
     asyncio.run(scenario())
 
@@ -431,7 +431,8 @@ def test_a_submission_given_up_or_failing_its_adapter_read_writes_nothing_and_a_
     submission sent twice while it is written gets the first call's answer, and one record."""
     from sqlalchemy.exc import OperationalError
 
-    import serving.registry as registry_module
+    from serving.registry import intake
+    from serving.registry import task as task_module
     from storage.db import DatabaseBusy
 
     core = _core(tmp_path)
@@ -443,13 +444,13 @@ def test_a_submission_given_up_or_failing_its_adapter_read_writes_nothing_and_a_
     async def scenario():
         await core.start()
         with monkeypatch.context() as patch:
-            patch.setattr(registry_module, "adapters_named", catalogue_unreachable)
+            patch.setattr(task_module, "adapters_named", catalogue_unreachable)
             spec = _spec("with-lora")
             spec.parameters["loras"] = [{"name": "ink", "scale": 1.0}]
             with pytest.raises(OperationalError):
                 await core.create(spec)
         with monkeypatch.context() as patch:
-            patch.setattr(registry_module, "CREATE_DEADLINE_S", -1.0)  # the caller's deadline already past
+            patch.setattr(intake, "CREATE_DEADLINE_S", -1.0)  # the caller's deadline already past
             with pytest.raises(DatabaseBusy):
                 await core.create(_spec("too-late"))
         first, again = await asyncio.gather(core.create(_spec("twice")), core.create(_spec("twice")))
@@ -460,4 +461,4 @@ def test_a_submission_given_up_or_failing_its_adapter_read_writes_nothing_and_a_
     with session_scope(core.engine) as session:
         stored = [row.task_id for row in session.exec(select(TaskRecord))]
     assert stored == ["twice"]
-    assert "with-lora" not in core.tasks and "too-late" not in core.tasks and not core._creating
+    assert "with-lora" not in core.tasks and "too-late" not in core.tasks and not core.intake.creating

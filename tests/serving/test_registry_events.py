@@ -13,7 +13,7 @@ from sqlmodel import select
 from models.kinds import ModelKind
 from serving import events as ev
 from serving.protocol import ResultLocation, TaskSpec, WebhookRequest
-from serving.registry import RegistryCore
+from serving.registry.core import RegistryCore
 from storage import TaskRecord, User, session_scope
 from storage.tables import TaskWebhook, WebhookDelivery
 
