@@ -62,7 +62,9 @@ async def apply_adapter_options(
             if row is None:
                 raise bad_loras(messages.ADAPTER_UNKNOWN(name=use.name))
             if row.model != kind:
-                raise bad_loras(messages.ADAPTER_OTHER_MODEL(name=use.name, model=row.model, kind=kind))
+                raise bad_loras(
+                    messages.ADAPTER_OTHER_MODEL(name=use.name, model=row.model, kind=getattr(kind, "value", kind))
+                )
         check_replicas_can_hold(state, [rows[use.name] for use in uses])
         parameters["loras"] = [{"name": use.name, "scale": use.scale} for use in uses]
     if speed == "fast":
