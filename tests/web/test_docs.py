@@ -84,7 +84,9 @@ def test_redoc_renders_the_operations_without_the_network(browser, docs_url):
     page.goto(docs_url + "/redoc")
     expect(page.locator("h2", has_text="Text To Image").first).to_be_visible(timeout=20_000)
     expect(page.get_by_text("/text-to-image").first).to_be_attached()
-    assert offline.refused == [] and offline.errors == [], (offline.refused, offline.errors)
+    # ReDoc's sidebar shows Redocly's logo from their CDN: the page's CSP refuses it (it never leaves).
+    errors = [error for error in offline.errors if "cdn.redoc.ly" not in error or "img-src" not in error]
+    assert offline.refused == [] and errors == [], (offline.refused, offline.errors)
     offline.context.close()
 
 
