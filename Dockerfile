@@ -25,6 +25,7 @@ COPY --chown=ray auth ./auth
 COPY --chown=ray storage ./storage
 COPY --chown=ray web ./web
 COPY --chown=ray cli ./cli
+COPY --chown=ray i18n ./i18n
 
 # The project with the PostgreSQL driver (DATABASE_URL=postgresql+psycopg://… on a cluster) and the
 # GPU extra (torchao, for MEMORY_MODE=fp8). Ray is held at the base image's version so pip never

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from auth.deps import AdminUser, CurrentUser, SessionDep
 from auth.schemas import Message
 from auth.security import API_KEY_DISPLAY_CHARS, hash_api_key, new_api_key
+from i18n import messages
 from storage import utcnow
 from storage.api_keys import delete_key, list_keys
 from storage.tables import ApiKey
@@ -23,8 +24,8 @@ from storage.tables import ApiKey
 router = APIRouter(prefix="/auth/api-keys", tags=["api keys"])
 
 MAX_DB_INT = 2**31 - 1
-KEY_NOT_FOUND = "API 密钥不存在"
-KEY_REVOKED = "API 密钥已撤销"
+KEY_NOT_FOUND = messages.API_KEY_NOT_FOUND
+KEY_REVOKED = messages.API_KEY_REVOKED
 
 
 class ApiKeyCreate(BaseModel):

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from auth.security import API_KEY_PREFIX
 from auth.service import AuthError, AuthService
-from serving import messages
+from i18n import messages
 from storage.tables import User
 
 INVALID_CREDENTIALS = messages.INVALID_CREDENTIALS

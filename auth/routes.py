@@ -11,7 +11,7 @@ from sqlmodel import func, select
 from auth.deps import SESSION_COOKIE, AdminUser, AuthDep, CurrentUser, SessionDep
 from auth.schemas import ChangePasswordRequest, LoginRequest, Message, Token, UserCreate, UserPublic, UserUpdate
 from auth.service import AuthError, AuthService
-from serving import messages
+from i18n import messages
 from storage.tables import User
 from storage.users import get_user, get_user_by_username, list_users
 
@@ -115,7 +115,7 @@ def read_session(request: Request, auth: AuthDep, session: SessionDep) -> dict:
 def delete_session(request: Request, response: Response) -> Message:
     """Browser log-out: clears the session cookie (harmless without one, so no credentials needed)."""
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=_over_https(request))
-    return Message(message="已退出登录")
+    return Message(message=messages.LOGGED_OUT)
 
 
 @router.get("/me", response_model=UserPublic)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import httpx
+from httpx_sse import ServerSentEvent, connect_sse
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = {"completed", "failed", "cancelled"}
@@ -115,14 +116,16 @@ class Client:
 
     def _follow_events(self, task_id: str, on_update: Callable[[dict], None]) -> Optional[dict]:
         timeout = httpx.Timeout(30.0, read=60.0)  # the service sends a keep-alive every 15 s
-        with self.http.stream(
-            "GET", f"/tasks/{task_id}/events", params={"previews": "false"}, timeout=timeout
-        ) as response:
+        with connect_sse(
+            self.http, "GET", f"/tasks/{task_id}/events", params={"previews": "false"}, timeout=timeout
+        ) as events:
+            response = events.response
             if response.status_code >= 400:
                 response.read()
                 raise ApiError(response.status_code, _detail(response))
-            for name, data in _sse(response.iter_lines()):
-                update = _event_update(name, data)
+            for event in events.iter_sse():  # a stream of another content type raises SSEError, an HTTPError
+                data = _event_data(event)
+                update = None if data is None else _event_update(event.event, data)
                 if update is None:
                     continue
                 on_update(update)
@@ -170,26 +173,15 @@ def _event_update(name: str, data: dict) -> Optional[dict]:
     return None  # previews and unknown events
 
 
-def _sse(lines: Iterator[str]) -> Iterator[tuple[str, dict]]:
-    """Server-sent events as (event name, JSON data)."""
-    name, data = "message", []
-    for line in lines:
-        if not line:
-            if data:
-                try:
-                    yield name, json.loads("\n".join(data))
-                except ValueError:
-                    pass
-            name, data = "message", []
-        elif line.startswith(":"):
-            continue
-        else:
-            field, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if field == "event":
-                name = value
-            elif field == "data":
-                data.append(value)
+def _event_data(event: ServerSentEvent) -> Optional[dict]:
+    """An event's JSON data object; None for an event without data or with data that is not one."""
+    if not event.data:
+        return None
+    try:
+        data = event.json()
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _detail(response: httpx.Response) -> str:

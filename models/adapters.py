@@ -58,7 +58,16 @@ LIGHTNING_ADAPTER = "lightning"
 
 
 class AdapterError(ValueError):
-    """An adapter cannot be used: unknown, for another model, unreadable or of the wrong format."""
+    """An adapter cannot be used: unknown, for another model, unreadable or of the wrong format.
+
+    The text is English, for logs. A problem a client caused also carries ``code``, the id of the
+    client-facing message in the catalogue (``i18n.messages``), and ``params``, that message's
+    parameters, so the service answers in the client's language.
+    """
+
+    def __init__(self, text: str, code: str | None = None, **params: object):
+        super().__init__(text)
+        self.code, self.params = code, params
 
 
 @dataclass(frozen=True)
@@ -112,21 +121,38 @@ def parse_adapter_uses(text: str, default_scale: Callable[[str], float] | None =
         name, sep, scale_text = part.partition(":")
         name = name.strip()
         if not name:
-            raise AdapterError(f"missing adapter name in {part!r}")
+            raise AdapterError(f"missing adapter name in {part!r}", "adapter_name_missing", part=part)
         if sep:
             try:
                 scale = float(scale_text)
             except ValueError:
-                raise AdapterError(f"adapter {name!r}: scale {scale_text.strip()!r} is not a number") from None
+                raise AdapterError(
+                    f"adapter {name!r}: scale {scale_text.strip()!r} is not a number",
+                    "adapter_scale_not_number",
+                    name=name,
+                    scale=scale_text.strip(),
+                ) from None
         else:
             scale = default_scale(name) if default_scale else 1.0
         if not math.isfinite(scale) or not MIN_SCALE <= scale <= MAX_SCALE:
-            raise AdapterError(f"adapter {name!r}: scale must be between {MIN_SCALE} and {MAX_SCALE}, got {scale}")
+            raise AdapterError(
+                f"adapter {name!r}: scale must be between {MIN_SCALE} and {MAX_SCALE}, got {scale}",
+                "adapter_scale_out_of_range",
+                name=name,
+                low=MIN_SCALE,
+                high=MAX_SCALE,
+                scale=scale,
+            )
         if any(use.name == name for use in uses):
-            raise AdapterError(f"adapter {name!r} is named twice")
+            raise AdapterError(f"adapter {name!r} is named twice", "adapter_named_twice", name=name)
         uses.append(AdapterUse(name, scale))
     if len(uses) > MAX_ADAPTERS_PER_REQUEST:
-        raise AdapterError(f"at most {MAX_ADAPTERS_PER_REQUEST} adapters per request, got {len(uses)}")
+        raise AdapterError(
+            f"at most {MAX_ADAPTERS_PER_REQUEST} adapters per request, got {len(uses)}",
+            "adapters_too_many",
+            limit=MAX_ADAPTERS_PER_REQUEST,
+            count=len(uses),
+        )
     return uses
 
 
@@ -413,17 +439,26 @@ def check_lora_file(path: str, max_rank: int | None = None) -> int:
                 if any(marker in key for marker in ("lora_A", "lora_down", "lora.down"))
             ]
     except Exception as error:
-        raise AdapterError(f"not a valid .safetensors file ({type(error).__name__}: {error})") from None
+        # The client's message names only the kind of error: the library's text may carry a server path.
+        raise AdapterError(
+            f"not a valid .safetensors file ({type(error).__name__}: {error})",
+            "lora_file_unreadable",
+            error=type(error).__name__,
+        ) from None
     if not keys:
-        raise AdapterError("the .safetensors file holds no tensors")
+        raise AdapterError("the .safetensors file holds no tensors", "lora_file_no_tensors")
     if not any(marker in key for key in keys for marker in LORA_KEY_MARKERS):
         raise AdapterError(
-            "the .safetensors file holds no LoRA weights (no lora_A/lora_B or lora_down/lora_up tensors)"
+            "the .safetensors file holds no LoRA weights (no lora_A/lora_B or lora_down/lora_up tensors)",
+            "lora_file_no_lora_weights",
         )
     if max_rank is not None and ranks and max(ranks) > max_rank:
         raise AdapterError(
             f"its rank {max(ranks)} is higher than {max_rank}, "
-            f"the highest the compiled replicas take (MAX_ADAPTER_RANK)"
+            f"the highest the compiled replicas take (MAX_ADAPTER_RANK)",
+            "lora_rank_too_high",
+            rank=max(ranks),
+            max_rank=max_rank,
         )
     return len(keys)
 

@@ -15,6 +15,7 @@ from fastapi import Form, HTTPException, status
 from sqlmodel import Session
 
 from models.adapters import AdapterError, parse_adapter_uses
+from serving import messages
 from serving.state import ServiceState
 from storage.adapters import adapters_named
 from storage.tables import LoraAdapter
@@ -55,16 +56,14 @@ async def apply_adapter_options(
                 loras, default_scale=lambda name: rows[name].default_scale if name in rows else 1.0
             )
         except AdapterError as error:
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, f"参数 loras 无效：{error}") from None
+            raise bad_loras(adapter_reason(error)) from None
         for use in uses:
             row = rows.get(use.name)
             if row is None:
-                raise HTTPException(
-                    status.HTTP_400_BAD_REQUEST, f"参数 loras 无效：未知的 LoRA {use.name}（见 GET /loras）"
-                )
+                raise bad_loras(messages.ADAPTER_UNKNOWN(name=use.name))
             if row.model != kind:
-                raise HTTPException(
-                    status.HTTP_400_BAD_REQUEST, f"参数 loras 无效：LoRA {use.name} 适用于 {row.model}，不能用于 {kind}"
+                raise bad_loras(
+                    messages.ADAPTER_OTHER_MODEL(name=use.name, model=row.model, kind=getattr(kind, "value", kind))
                 )
         check_replicas_can_hold(state, [rows[use.name] for use in uses])
         parameters["loras"] = [{"name": use.name, "scale": use.scale} for use in uses]
@@ -78,18 +77,24 @@ def check_replicas_can_hold(state: ServiceState, rows: list[LoraAdapter]) -> Non
     of them than ``ADAPTER_CACHE_MB`` (sizes of hub adapters are unknown here and not counted)."""
     settings = state.settings
     if len(rows) > settings.adapter_cache_size:
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST,
-            f"参数 loras 无效：需要同时加载 {len(rows)} 个 LoRA，但每个副本最多保留 {settings.adapter_cache_size} 个"
-            f"（ADAPTER_CACHE_SIZE）",
-        )
+        raise bad_loras(messages.ADAPTERS_OVER_CACHE_COUNT(count=len(rows), limit=settings.adapter_cache_size))
     total = sum(row.size_bytes or 0 for row in rows)
     if settings.adapter_cache_mb and total > settings.adapter_cache_mb * 1024 * 1024:
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST,
-            f"参数 loras 无效：这些 LoRA 共 {total / 2**20:.1f} MB，超过每个副本的 LoRA 缓存 "
-            f"{settings.adapter_cache_mb} MB（ADAPTER_CACHE_MB）",
+        raise bad_loras(
+            messages.ADAPTERS_OVER_CACHE_MB(size_mb=f"{total / 2**20:.1f}", limit_mb=settings.adapter_cache_mb)
         )
+
+
+def adapter_reason(error: AdapterError) -> messages.Message:
+    """What an :class:`AdapterError` says, as the catalogue message its ``code`` names."""
+    template = messages.CATALOGUE.get(error.code or "")
+    if template is None or set(error.params) != template.fields:
+        return messages.ADAPTER_INVALID
+    return template(**error.params)
+
+
+def bad_loras(reason: messages.Message) -> HTTPException:
+    return HTTPException(status.HTTP_400_BAD_REQUEST, messages.PARAM_INVALID(field="loras", reason=reason))
 
 
 def _lookup(state: ServiceState, names: list[str]) -> dict[str, LoraAdapter]:

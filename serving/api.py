@@ -22,6 +22,7 @@ from auth.routes import router as auth_router
 from auth.security import load_or_create_secret
 from auth.service import AuthConfig, AuthService
 from serving import metrics
+from serving.docs import add_api_docs
 from serving.errors import install_error_handlers
 from serving.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from serving.openai import routes as openai_routes
@@ -48,8 +49,11 @@ def create_app(state: Optional[ServiceState] = None) -> FastAPI:
         version="2.0.0",
         description="Text-to-image (Qwen-Image-2512) and image editing (Qwen-Image-Edit-2511) on Ray Serve. "
         "Compatible with the v1.3.0 API.",
+        docs_url=None,  # serving.docs serves both pages from installed files instead of a CDN
+        redoc_url=None,
     )
     install_error_handlers(app)
+    add_api_docs(app)
     app.include_router(system.router)
     app.include_router(auth_router)
     app.include_router(api_keys_router)

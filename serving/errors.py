@@ -8,6 +8,8 @@ Chinese, with ``x-should-retry: false`` wherever an SDK's automatic retry cannot
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Mapping
 from typing import Any, Optional
 
 from fastapi import FastAPI, Request, status
@@ -76,21 +78,83 @@ def retry_header(status_code: int) -> dict[str, str]:
 DATABASE_RETRY_AFTER_S = 2
 
 
+# Pydantic's error types, by the catalogue sentence that says them (the constraint's value from the
+# error's context fills ``limit``); a type not named here gets PARAM_VALUE_INVALID.
+_BOUND_ERRORS = {
+    "greater_than_equal": (messages.PARAM_AT_LEAST, "ge"),
+    "greater_than": (messages.PARAM_ABOVE, "gt"),
+    "less_than_equal": (messages.PARAM_AT_MOST, "le"),
+    "less_than": (messages.PARAM_BELOW, "lt"),
+    "string_too_long": (messages.PARAM_TOO_LONG, "max_length"),
+    "string_too_short": (messages.PARAM_TOO_SHORT, "min_length"),
+    "too_long": (messages.PARAM_TOO_MANY_ITEMS, "max_length"),
+    "too_short": (messages.PARAM_TOO_FEW_ITEMS, "min_length"),
+}
+_TYPE_ERRORS = {
+    "int_parsing": messages.PARAM_NOT_INTEGER,
+    "int_type": messages.PARAM_NOT_INTEGER,
+    "int_from_float": messages.PARAM_NOT_INTEGER,
+    "float_parsing": messages.PARAM_NOT_NUMBER,
+    "float_type": messages.PARAM_NOT_NUMBER,
+    "finite_number": messages.PARAM_NOT_NUMBER,
+    "decimal_parsing": messages.PARAM_NOT_NUMBER,
+    "bool_parsing": messages.PARAM_NOT_BOOLEAN,
+    "bool_type": messages.PARAM_NOT_BOOLEAN,
+    "string_type": messages.PARAM_NOT_STRING,
+    "list_type": messages.PARAM_NOT_LIST,
+    "dict_type": messages.PARAM_NOT_OBJECT,
+    "model_type": messages.PARAM_NOT_OBJECT,
+    "model_attributes_type": messages.PARAM_NOT_OBJECT,
+    "missing": messages.PARAM_MISSING,
+    "extra_forbidden": messages.PARAM_UNKNOWN,
+}
+
+
+def _choices(expected: object) -> str:
+    """Pydantic's ``'a' or 'b'`` (a literal's or an enum's choices) as ``a, b``, in no language."""
+    text = str(expected)
+    quoted = re.findall(r"'((?:[^'\\]|\\.)*)'", text)
+    return ", ".join(quoted) if quoted else text
+
+
+def describe_field_error(field: str, error: Mapping[str, Any]) -> messages.Message:
+    """One validation error of ``field`` as a whole catalogue sentence (both languages)."""
+    kind, context = error.get("type", ""), error.get("ctx") or {}
+    if kind in _BOUND_ERRORS:
+        template, key = _BOUND_ERRORS[kind]
+        if key in context:
+            return template(field=field, limit=context[key])
+    if kind in _TYPE_ERRORS:
+        return _TYPE_ERRORS[kind](field=field)
+    if kind in ("literal_error", "enum") and "expected" in context:
+        return messages.PARAM_ONE_OF(field=field, choices=_choices(context["expected"]))
+    if kind == "string_pattern_mismatch" and "pattern" in context:
+        return messages.PARAM_PATTERN(field=field, pattern=context["pattern"])
+    if kind in ("value_error", "assertion_error"):
+        # A validator of ours that raised a catalogue message says the reason itself.
+        reason = getattr(context.get("error"), "args", (None,))[0]
+        if isinstance(reason, messages.Message):
+            return messages.PARAM_INVALID(field=field, reason=reason)
+    return messages.PARAM_VALUE_INVALID(field=field)
+
+
 def describe_validation_error(exc: RequestValidationError) -> messages.Message:
+    """Every problem FastAPI's validation found, as catalogue sentences (never pydantic's English)."""
     parts = []
     for error in exc.errors():
         loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path", "form")]
         field = ".".join(loc)
-        if not field or field == "request":
+        kind = error.get("type")
+        if kind == "json_invalid":
+            parts.append(messages.BODY_UNPARSABLE)  # its loc is a character position, not a field
+        elif not field or field == "request":
             parts.append(
                 messages.BODY_NOT_OBJECT
-                if error.get("type") in ("dict_type", "model_attributes_type")
-                else messages.BODY_INVALID(reason=error.get("msg", ""))
+                if kind in ("dict_type", "model_attributes_type", "model_type")
+                else messages.BODY_INVALID
             )
-        elif error.get("type") == "missing":
-            parts.append(messages.PARAM_MISSING(field=field))
         else:
-            parts.append(messages.PARAM_INVALID(field=field, reason=error.get("msg", "")))
+            parts.append(describe_field_error(field, error))
     return messages.join(parts) if parts else messages.PARAMS_INVALID
 
 
@@ -141,17 +205,10 @@ def _openai_validation(request: Request, exc: RequestValidationError) -> JSONRes
     param = _validation_param(exc)
     first = exc.errors()[0] if exc.errors() else {}
     missing = first.get("type") == "missing"
-    message = (
-        f"Missing required parameter: '{param}'"
-        if missing and param
-        else f"Invalid value for '{param}': {first.get('msg', '')}"
-        if param
-        else f"The request body must be a JSON object ({first.get('msg', 'invalid')})"
-    )
     return openai_response(
         request,
         status.HTTP_400_BAD_REQUEST,
-        message,
+        describe_validation_error(exc),
         param=param,
         code="missing_required_parameter" if missing else "invalid_value",
     )

@@ -34,13 +34,13 @@ def not_found() -> HTTPException:
 async def require_model(state: ServiceState, kind: ModelKind) -> None:
     """503 with the contract's message when the model deployment has no running replica."""
     if kind.value not in state.settings.enabled_models:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, kind.spec.not_loaded)
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, messages.MODEL_NOT_LOADED[kind])
     snapshot = await state.deployment_status()
     if not model_available(snapshot, state.settings.deployment_for(kind)):
         snapshot = await state.deployment_status(max_age=0)
         if not model_available(snapshot, state.settings.deployment_for(kind)):
             raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE, kind.spec.not_loaded, headers={"Retry-After": "30"}
+                status.HTTP_503_SERVICE_UNAVAILABLE, messages.MODEL_NOT_LOADED[kind], headers={"Retry-After": "30"}
             )
 
 

@@ -25,6 +25,8 @@ from sqlalchemy.exc import IntegrityError
 
 from auth.deps import AdminUser, CurrentUser, SessionDep
 from models.adapters import LIGHTNING_ADAPTER, MAX_SCALE, MIN_SCALE, AdapterError, check_lora_file
+from serving import messages
+from serving.adapter_options import adapter_reason
 from serving.state import ServiceState, StateDep
 from storage.adapters import get_adapter, list_adapters, others_reading
 from storage.tables import LoraAdapter
@@ -60,8 +62,17 @@ class AdapterAdmin(AdapterPublic):
     sha256: Optional[str]
 
 
-def bad(detail: str) -> HTTPException:
+def bad(detail: messages.Message) -> HTTPException:
     return HTTPException(status.HTTP_400_BAD_REQUEST, detail)
+
+
+def bad_param(field: str, reason: messages.Message) -> HTTPException:
+    return bad(messages.PARAM_INVALID(field=field, reason=reason))
+
+
+def bad_file(name: str, error: AdapterError) -> HTTPException:
+    """400 for a LoRA file that failed its check (models.adapters.check_lora_file)."""
+    return bad(messages.LORA_FILE_INVALID(name=name, reason=adapter_reason(error)))
 
 
 @router.get("/loras", response_model=list[AdapterPublic])
@@ -93,13 +104,13 @@ async def register_lora(
 ) -> LoraAdapter:
     """Register an adapter from a hub repository, a file under ``LORA_DIR`` or an upload."""
     if model not in MODELS:
-        raise bad(f"参数 model 无效：可选 {', '.join(MODELS)}")
+        raise bad_param("model", messages.ONE_OF(choices=", ".join(MODELS)))
     if name in RESERVED_NAMES:
         # The replicas hold the fast mode's adapter under this name; a catalogue entry of the same
         # name would share its place in their adapter cache.
-        raise bad(f"参数 name 无效：{name} 是保留名称（speed=fast 使用的 Lightning LoRA）")
+        raise bad_param("name", messages.ADAPTER_NAME_RESERVED(name=name))
     if (source is None) == (file is None):
-        raise bad("需要且只能提供 source 或 file 之一")
+        raise bad(messages.SOURCE_OR_FILE)
     lora_dir = state.settings.resolved_lora_dir
     row = LoraAdapter(
         name=name,
@@ -112,7 +123,7 @@ async def register_lora(
         created_by=admin.id,
     )
     if get_adapter(session, name) is not None:  # before anything is stored: a taken name touches no file
-        raise HTTPException(status.HTTP_409_CONFLICT, f"LoRA {name} 已存在")
+        raise HTTPException(status.HTTP_409_CONFLICT, messages.ADAPTER_EXISTS(name=name))
     created_file = False
     if file is not None:
         relative, size, digest, created_file = await _store_upload(
@@ -123,19 +134,19 @@ async def register_lora(
     elif source.startswith("hub:"):
         repo = source[len("hub:") :]
         if not HUB_ID.match(repo):
-            raise bad("参数 source 无效：hub: 之后应为 <owner>/<repo>")
+            raise bad_param("source", messages.HUB_SOURCE_MALFORMED)
         if not weight_name or not weight_name.endswith(".safetensors") or ".." in weight_name:
-            raise bad("参数 weight_name 无效：hub 来源需要仓库中的 .safetensors 文件名")
+            raise bad_param("weight_name", messages.HUB_WEIGHT_NAME_REQUIRED)
         row.source_type, row.source, row.weight_name = "hub", repo, weight_name
     elif source.startswith("local:"):
         path = _inside(lora_dir, source[len("local:") :])
         try:
             await asyncio.to_thread(check_lora_file, str(path), hotswap_rank(state))
         except AdapterError as error:
-            raise bad(f"LoRA 文件 {source[len('local:') :]} 无效：{error}") from None
+            raise bad_file(source[len("local:") :], error) from None
         row.source_type, row.source, row.size_bytes = "local", str(path.relative_to(lora_dir)), path.stat().st_size
     else:
-        raise bad("参数 source 无效：应以 hub: 或 local: 开头")
+        raise bad_param("source", messages.SOURCE_PREFIX)
 
     def drop_stored_file() -> None:
         """A refused registration removes the file only if it stored it and no entry reads it."""
@@ -146,15 +157,14 @@ async def register_lora(
     if cache_mb and row.size_bytes and row.size_bytes > cache_mb * 1024 * 1024:
         # No replica could ever load it: refused now rather than failing every request naming it.
         drop_stored_file()
-        size_mb = row.size_bytes / 2**20
-        raise bad(f"LoRA 文件 {size_mb:.1f} MB，超过每个副本的 LoRA 缓存 {cache_mb} MB（ADAPTER_CACHE_MB）")
+        raise bad(messages.LORA_FILE_OVER_CACHE(size_mb=f"{row.size_bytes / 2**20:.1f}", limit_mb=cache_mb))
     session.add(row)
     try:
         session.commit()
     except IntegrityError:
         session.rollback()
         drop_stored_file()
-        raise HTTPException(status.HTTP_409_CONFLICT, f"LoRA {name} 已存在") from None
+        raise HTTPException(status.HTTP_409_CONFLICT, messages.ADAPTER_EXISTS(name=name)) from None
     session.refresh(row)
     return row
 
@@ -166,7 +176,7 @@ def delete_lora(name: str, _: AdminUser, state: StateDep, session: SessionDep) -
     request can name it."""
     row = get_adapter(session, name)
     if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"LoRA {name} 不存在")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, messages.ADAPTER_NOT_FOUND(name=name))
     session.delete(row)
     session.commit()
     if row.source_type == "local" and row.source.startswith(UPLOADS + "/") and not others_reading(session, row):
@@ -185,11 +195,11 @@ def _inside(root: Path, relative: str) -> Path:
     try:
         path = (root / relative).resolve()
     except (ValueError, OSError):  # a NUL byte, a link loop: no such file, not a server error
-        raise bad("参数 source 无效：local: 路径无法解析") from None
+        raise bad_param("source", messages.LOCAL_PATH_UNRESOLVABLE) from None
     if not relative or os.path.isabs(relative) or not path.is_relative_to(root.resolve()):
-        raise bad("参数 source 无效：local: 路径必须位于 LORA_DIR 之内")
+        raise bad_param("source", messages.LOCAL_PATH_OUTSIDE)
     if not path.is_file():
-        raise bad(f"参数 source 无效：LORA_DIR 中没有文件 {relative}")
+        raise bad_param("source", messages.LOCAL_FILE_MISSING(path=relative))
     return path
 
 
@@ -200,7 +210,7 @@ async def _store_upload(
     return its relative path, size, sha256 and whether this call created the file. Nothing is left
     behind when it is refused."""
     if not (upload.filename or "").lower().endswith(".safetensors"):
-        raise bad("LoRA 文件必须是 .safetensors 格式")
+        raise bad(messages.LORA_FILE_NOT_SAFETENSORS)
     target_dir = lora_dir / UPLOADS
     await asyncio.to_thread(target_dir.mkdir, parents=True, exist_ok=True)
     handle, staging = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=target_dir)
@@ -211,14 +221,15 @@ async def _store_upload(
                 size += len(chunk)
                 if size > limit:
                     raise HTTPException(
-                        status.HTTP_413_CONTENT_TOO_LARGE, f"上传内容过大：LoRA 文件最大 {limit // (1024 * 1024)} MB"
+                        status.HTTP_413_CONTENT_TOO_LARGE,
+                        messages.LORA_UPLOAD_TOO_LARGE(limit_mb=limit // (1024 * 1024)),
                     )
                 digest.update(chunk)
                 await asyncio.to_thread(out.write, chunk)
         try:
             await asyncio.to_thread(check_lora_file, staging, max_rank)
         except AdapterError as error:
-            raise bad(f"LoRA 文件 {upload.filename} 无效：{error}") from None
+            raise bad_file(upload.filename or "", error) from None
         relative = f"{UPLOADS}/{name}-{digest.hexdigest()[:12]}.safetensors"
         if (lora_dir / relative).exists():
             # The same bytes under this name are there already (kept for a `local:` entry that

@@ -1,19 +1,20 @@
-"""Pieces of the command-line client that need no service: the event-stream parser, where
+"""Pieces of the command-line client that need no service: the event-stream reader, where
 credentials come from, and the config file's permissions."""
 
 from __future__ import annotations
 
 import stat
 
+import httpx
 import pytest
 
-from cli.client import _event_update, _sse, config_path, resolve, write_config
+from cli.client import Client, Credentials, _event_update, config_path, resolve, write_config
 
 pytestmark = pytest.mark.unit
 
 
-def test_sse_parser_reads_named_events_and_skips_comments():
-    lines = [
+STREAM = "\n".join(
+    [
         ": keep-alive",
         "",
         "id: 1",
@@ -22,16 +23,50 @@ def test_sse_parser_reads_named_events_and_skips_comments():
         "",
         "event: progress",
         'data: {"task_id": "t",',
-        'data: "percent": 50.0}',
+        'data: "percent": 50.0, "step": 10, "total": 20}',
         "",
         "event: broken",
         "data: {",
         "",
+        "event: completed",
+        'data: {"task_id": "t", "seed": 7}',
+        "",
+        "",
     ]
-    assert list(_sse(iter(lines))) == [
-        ("queued", {"task_id": "t", "position": 2}),
-        ("progress", {"task_id": "t", "percent": 50.0}),
+)
+
+
+def client_answering(handler) -> Client:
+    """A client whose HTTP goes to ``handler`` (a fake transport: no service, to isolate the stream reader)."""
+    client = Client(Credentials(url="http://service", token=None))
+    client.http = httpx.Client(base_url="http://service", transport=httpx.MockTransport(handler))
+    return client
+
+
+def test_the_event_stream_gives_updates_in_order_and_skips_comments_and_broken_events():
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/tasks/t/events" and request.headers["accept"] == "text/event-stream"
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=STREAM.encode())
+
+    updates: list[dict] = []
+    final = client_answering(handler).follow("t", updates.append)
+    assert updates == [
+        {"status": "pending", "position": 2},
+        {"status": "running", "percent": 50.0, "step": 10, "total": 20},
+        {"status": "completed", "percent": 100.0, "seed": 7},
     ]
+    assert final == updates[-1]
+
+
+def test_without_an_event_stream_the_client_polls_the_task():
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/events"):
+            return httpx.Response(404, json={"detail": "Not Found"})
+        return httpx.Response(200, json={"status": "completed", "seed": 3, "progress": {"percent": 100.0}})
+
+    updates: list[dict] = []
+    assert client_answering(handler).follow("t", updates.append)["seed"] == 3
+    assert [update["status"] for update in updates] == ["completed"]
 
 
 def test_events_map_to_updates_and_previews_are_ignored():

@@ -71,9 +71,9 @@ def test_only_admins_manage_the_catalogue(client, alice, lora_bytes):
 @pytest.mark.parametrize(
     "data, message",
     [
-        (b"PK\x03\x04 a zip, not weights", "not a valid .safetensors file"),
-        (struct.pack("<Q", 2) + b"{}", "holds no tensors"),
-        (save({"transformer.proj.weight": __import__("torch").zeros(2, 2)}), "holds no LoRA weights"),
+        (b"PK\x03\x04 a zip, not weights", "LoRA 文件 bogus.safetensors 无效：不是有效的 .safetensors 文件"),
+        (struct.pack("<Q", 2) + b"{}", "文件中没有任何张量"),
+        (save({"transformer.proj.weight": __import__("torch").zeros(2, 2)}), "文件中没有 LoRA 权重"),
     ],
 )
 def test_uploads_that_are_not_lora_safetensors_are_refused_and_nothing_is_kept(client, admin, tmp_path, data, message):
@@ -148,10 +148,10 @@ def test_generation_records_its_adapters_and_the_registry_resolves_them(client, 
 @pytest.mark.parametrize(
     "loras, message",
     [
-        ("nobody:1", "未知的 LoRA nobody"),
-        ("ink:9", "between"),
-        ("ink,ink", "twice"),
-        ("a,b,c,d", "at most 3"),
+        ("nobody:1", "参数 loras 无效：未知的 LoRA nobody"),
+        ("ink:9", "LoRA ink 的权重必须在 -2.0 到 2.0 之间，收到 9.0"),
+        ("ink,ink", "LoRA ink 出现了两次"),
+        ("a,b,c,d", "每个请求最多 3 个 LoRA，收到 4 个"),
     ],
 )
 def test_bad_adapter_lists_are_400_naming_the_problem(client, admin, alice, lora_bytes, loras, message):
