@@ -242,13 +242,16 @@ class Cluster:
                 "--disable-usage-stats",
             ],
         )
-        for index in (1, 2):  # one after another: two at once collide on the raylet socket name
-            self._start_node(
-                f"gpu{index}",
-                dict(self.env),
-                [f"--address=127.0.0.1:{self.gcs_port}", f"--num-gpus={WORKER_GPUS}", "--num-cpus=2"],
-            )
+        for name in ("gpu1", "gpu2"):  # one after another: two at once collide on the raylet socket name
+            self.start_gpu_worker(name)
         return self
+
+    def start_gpu_worker(self, name: str) -> RayNode:
+        """A GPU worker joining the cluster (at start, or replacing a lost one as KubeRay does)."""
+        self._start_node(
+            name, dict(self.env), [f"--address=127.0.0.1:{self.gcs_port}", f"--num-gpus={WORKER_GPUS}", "--num-cpus=2"]
+        )
+        return self.nodes[name]
 
     def _node_ports(self) -> list[str]:
         low, high = worker_port_range()
