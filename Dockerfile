@@ -27,7 +27,7 @@ COPY --chown=ray web ./web
 COPY --chown=ray cli ./cli
 COPY --chown=ray i18n ./i18n
 
-# The project with the PostgreSQL driver (DATABASE_URL=postgresql+psycopg://… on a cluster) and the
-# GPU extra (torchao, for MEMORY_MODE=fp8). Ray is held at the base image's version so pip never
-# replaces the Ray the cluster runs.
-RUN pip install --no-cache-dir "ray[serve]==${RAY_VERSION}" ".[postgres,gpu]"
+# The project with the PostgreSQL driver (DATABASE_URL=postgresql+psycopg://… on a cluster), the S3
+# driver (RESULT_STORE_URL=s3://…) and the GPU extra (torchao, for MEMORY_MODE=fp8). Ray is held at
+# the base image's version so pip never replaces the Ray the cluster runs.
+RUN pip install --no-cache-dir "ray[serve]==${RAY_VERSION}" ".[postgres,gpu,s3]"

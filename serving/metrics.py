@@ -144,6 +144,17 @@ class IngressMetrics:
             "registry, or record (the database, for tasks the registry no longer holds).",
             tag_keys=("answered_by",),
         )
+        self._replicas = metrics.Gauge(
+            PREFIX + "deployment_replicas",
+            description="Replicas of each deployment by state: running, starting, and waiting_for_resources "
+            "(no node has the GPUs or CPUs they ask for; the cluster is short of GPUs).",
+            tag_keys=("deployment_name", "state"),
+        )
+
+    def replicas(self, deployment: str, running: int, starting: int, waiting: int) -> None:
+        if self.enabled:
+            for state, count in (("running", running), ("starting", starting), ("waiting_for_resources", waiting)):
+                self._replicas.set(count, {"deployment_name": deployment, "state": state})
 
     def login_failed(self, reason: str) -> None:
         if self.enabled:

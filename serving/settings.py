@@ -94,6 +94,9 @@ class Settings(BaseSettings):
 
     # --- tasks
     max_queue_size: int = Field(default=1000, ge=1)
+    # The custom resource of the nodes the task registry may run on (serving.placement); '' or a cluster
+    # where no node advertises it: beside the ingress that creates it.
+    registry_resource: str = "control_plane"
     # Tasks one user may have waiting at once (beyond: 429), so a few accounts cannot fill the queue; 0: no cap.
     max_pending_per_user: int = Field(default=20, ge=0)
     task_retries: int = Field(default=1, ge=0)

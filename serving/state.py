@@ -139,8 +139,28 @@ def read_deployment_status(app_name: str) -> dict:
             result["deployments"][name] = {
                 "status": str(getattr(dep.status, "value", dep.status)),
                 "running_replicas": states.get("RUNNING", 0),
+                "starting_replicas": states.get("STARTING", 0),
+                "waiting_for_resources": 0,
             }
+        _add_waiting_replicas(app_name, result["deployments"])
     return result
+
+
+def _add_waiting_replicas(app_name: str, deployments: dict[str, dict]) -> None:
+    """Starting replicas that Ray cannot place (short of GPUs), from its actor table; shown on the metrics."""
+    from serving import metrics
+    from serving.placement import waiting_replicas
+
+    try:
+        waiting = waiting_replicas(app_name)
+    except Exception as exc:  # the GCS is briefly unreachable: counts of running/starting still stand
+        log.warning("reading the replicas waiting for resources failed: %r", exc)
+        waiting = {}
+    for name, dep in deployments.items():
+        dep["waiting_for_resources"] = min(waiting.get(name, 0), dep["starting_replicas"])
+        metrics.ingress().replicas(
+            name, dep["running_replicas"], dep["starting_replicas"], dep["waiting_for_resources"]
+        )
 
 
 async def get_state(request: Request) -> ServiceState:

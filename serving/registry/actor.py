@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any, Optional, Union
 
 import ray
 from ray.actor import ActorHandle
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from serving.logs import registry_events
+from serving.placement import REGISTRY_PING_TIMEOUT_S, REGISTRY_RESTART_WAIT_S, registry_placement
 from serving.protocol import (
     AlreadyFinished,
     CleanupCounts,
@@ -138,31 +140,35 @@ RegistryHandle = ActorHandle[TaskRegistry]
 
 
 async def get_or_create_registry_async(app_name: str, settings_dict: dict) -> RegistryHandle:
-    """The application's registry actor, replacing one that runs other code or settings."""
+    """The application's registry actor, replacing one that runs other code or settings. One that is
+    restarting (its node lost) is waited for, up to ``REGISTRY_RESTART_WAIT_S``, with a log line now and then."""
     version = code_version() + hashlib.sha256(repr(sorted(settings_dict.items())).encode()).hexdigest()[:8]
     name = registry_name(app_name)
-    # Beside the ingress that creates it (the head node on Kubernetes), never on a GPU node by chance:
-    # a registry asks for no resources, so without this Ray may place it anywhere.
-    near_caller = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
-    for _ in range(5):
+    # On a node advertising the control-plane resource, never on a GPU node by chance (serving.placement).
+    placement = registry_placement(settings_dict)
+    started = time.monotonic()
+    for attempt in itertools.count():
         actor: Any = TaskRegistry.options(  # type: ignore[attr-defined]
-            name=name,
-            namespace=NAMESPACE,
-            lifetime="detached",
-            get_if_exists=True,
-            scheduling_strategy=near_caller,
+            name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, **placement
         ).remote(app_name, settings_dict, version)
         try:
-            running = (await actor.ping.remote()).version
-        except ray.exceptions.RayActorError:
+            running = (await asyncio.wait_for(actor.ping.remote(), REGISTRY_PING_TIMEOUT_S)).version
+        except (ray.exceptions.RayActorError, asyncio.TimeoutError) as exc:
+            waited = time.monotonic() - started
+            if waited >= REGISTRY_RESTART_WAIT_S:
+                raise RuntimeError(f"could not start the task registry {name} within {waited:.0f} s") from exc
+            if attempt % 10 == 0:
+                log.warning("waiting for the task registry %s (%s), %.0f s so far", name, type(exc).__name__, waited)
             await asyncio.sleep(0.5)
             continue
         if running == version:
+            if attempt:
+                log.info("task registry %s answered after %.1f s", name, time.monotonic() - started)
             return actor
         log.info("replacing task registry %s (version %s -> %s)", name, running, version)
         ray.kill(actor, no_restart=True)
         await asyncio.sleep(0.5)
-    raise RuntimeError(f"could not start the task registry {name}")
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 def lookup_registry(app_name: str) -> RegistryHandle:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Optional
 
 from fastapi import APIRouter
 from sqlalchemy import text
@@ -11,6 +12,7 @@ from sqlalchemy.engine import Engine
 from models.aspect import ASPECT_RATIOS
 from models.kinds import ModelKind
 from models.profiles import get_profile
+from serving.placement import registry_location
 from serving.state import StateDep
 
 router = APIRouter(tags=["service"])
@@ -86,12 +88,38 @@ def _replicas_of(reports: dict[str, dict], kind: ModelKind) -> list[dict]:
     ]
 
 
+async def _registry_location(state) -> Optional[dict]:
+    """Where the registry runs (node, GPUs there, control-plane node or not), or None when unknown."""
+    handle = getattr(state.registry, "handle", None)
+    if handle is None:  # a registry that is no Ray actor
+        return None
+    resource = state.settings.registry_resource
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(registry_location, handle, resource), HEALTH_PING_TIMEOUT_S)
+    except Exception:  # the GCS does not answer in time: the rest of /health still does
+        return None
+
+
+def _deployment_replicas(snapshot: dict) -> dict[str, dict]:
+    """Per deployment: replicas running, starting, and waiting for resources (GPUs) Ray cannot find."""
+    return {
+        name: {
+            "running": d["running_replicas"],
+            "starting": d.get("starting_replicas", 0),
+            "waiting_for_resources": d.get("waiting_for_resources", 0),
+        }
+        for name, d in snapshot["deployments"].items()
+    }
+
+
 @router.get("/health")
 async def health(state: StateDep) -> dict:
     """Service state: ``healthy`` when every enabled model has a running replica and the registry answers."""
     snapshot = await state.deployment_status(stale_ok=False)
     models = {kind.value: _model_state(state, snapshot, kind) for kind in ModelKind}
-    reports, database = await asyncio.gather(_replica_reports(state), _database_state(state))
+    reports, database, registry_node = await asyncio.gather(
+        _replica_reports(state), _database_state(state), _registry_location(state)
+    )
     dtype = get_profile(state.settings.model_profile).dtype
     try:
         await asyncio.wait_for(state.registry.ping(), HEALTH_PING_TIMEOUT_S)
@@ -117,6 +145,10 @@ async def health(state: StateDep) -> dict:
         "models": models,
         "replicas": {name: d["running_replicas"] for name, d in snapshot["deployments"].items()},
         "task_registry": registry,
+        # where it runs: a node with the control-plane resource and no GPUs, by rule (serving.placement)
+        "task_registry_node": registry_node,
+        # replicas waiting for resources: the cluster is short of GPUs before users notice
+        "deployments": _deployment_replicas(snapshot),
         "database": database,
         "model_layout": state.settings.model_layout,
         # per model: the configured layout, dtype, quantization and offload; then what each replica

@@ -16,6 +16,8 @@ KUBERAY_DIR = ROOT / "deploy" / "kuberay"
 MODEL_DEPLOYMENTS = tuple(kind.deployment for kind in ModelKind)
 SECRETS = ("JWT_SECRET", "ADMIN_PASSWORD", "DATABASE_URL")
 SECRET_NAME = "qwen-image-secrets"
+# In the same Secret, read by KubeRay for the GCS's Redis (not by the service's own processes)
+REDIS_PASSWORD = "REDIS_PASSWORD"
 
 
 def serve_config() -> dict[str, Any]:

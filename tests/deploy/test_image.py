@@ -104,10 +104,10 @@ def test_rayservice_runs_the_images_ray_version():
     assert the("RayService")["spec"]["rayClusterConfig"]["rayVersion"] == tag.split("-")[0]
 
 
-IMAGE_EXTRAS = ".[postgres,gpu]"
+IMAGE_EXTRAS = ".[postgres,gpu,s3]"
 
 
-def test_image_pins_ray_to_the_base_images_version_and_installs_the_postgres_and_gpu_extras():
+def test_image_pins_ray_to_the_base_images_version_and_installs_the_postgres_gpu_and_s3_extras():
     requirements = [word for command in pip_installs() for word in requirements_of(command)]
     assert f"ray[serve]=={ray.__version__}" in requirements
     assert IMAGE_EXTRAS in requirements
@@ -115,6 +115,7 @@ def test_image_pins_ray_to_the_base_images_version_and_installs_the_postgres_and
     assert {"torch", "torchvision"} <= names
     assert "psycopg" in {Requirement(r).name for r in project()["optional-dependencies"]["postgres"]}
     assert "torchao" in {Requirement(r).name for r in project()["optional-dependencies"]["gpu"]}
+    assert "s3fs" in {Requirement(r).name for r in project()["optional-dependencies"]["s3"]}
 
 
 def test_the_image_copies_every_package_the_project_installs():
@@ -165,7 +166,7 @@ def test_what_the_image_installs_exists_on_pypi_and_agrees(tmp_path):
         for command in pip_installs()
         for word in requirements_of(command)
     ]
-    extras = [*project()["optional-dependencies"]["postgres"], *project()["optional-dependencies"]["gpu"]]
+    extras = [*(r for extra in ("postgres", "gpu", "s3") for r in project()["optional-dependencies"][extra])]
     report = tmp_path / "report.json"
     done = subprocess.run(
         [
@@ -193,7 +194,7 @@ def test_what_the_image_installs_exists_on_pypi_and_agrees(tmp_path):
     installed = json.loads(report.read_text())["install"]
     chosen = {item["metadata"]["name"].lower(): Version(item["metadata"]["version"]) for item in installed}
     assert chosen["ray"] == Version(ray.__version__)
-    assert {"torch", "torchvision", "psycopg", "torchao", "qwen-image-service"} <= set(chosen)
+    assert {"torch", "torchvision", "psycopg", "torchao", "s3fs", "qwen-image-service"} <= set(chosen)
     for item in installed:
         for line in item["metadata"].get("requires_dist", []):
             needed = Requirement(line)

@@ -12,9 +12,11 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
+from serving.placement import CONTROL_PLANE_RESOURCE
 from tests.deploy.config import (
     KUBERAY_DIR,
     MODEL_DEPLOYMENTS,
+    REDIS_PASSWORD,
     SECRET_NAME,
     SECRETS,
     deployments,
@@ -54,8 +56,8 @@ def env_of(container: dict) -> dict[str, dict]:
 
 def test_every_manifest_parses_into_named_kubernetes_objects():
     documents = kuberay_documents()
-    assert {path.name for path, _ in documents} >= {"rayservice.yaml", "secrets.example.yaml", "pvc.yaml"}
-    assert len(documents) == len(list(KUBERAY_DIR.glob("*.yaml")))
+    assert {path.name for path, _ in documents} >= {"rayservice.yaml", "secrets.example.yaml", "pvc.yaml", "redis.yaml"}
+    assert {path for path, _ in documents} == set(KUBERAY_DIR.glob("*.yaml"))  # none is empty
     for path, doc in documents:
         assert doc.get("apiVersion") and doc.get("kind") and doc["metadata"].get("name"), path.name
 
@@ -93,7 +95,7 @@ def test_every_ray_container_takes_each_secret_from_the_secret(service, secret):
 def test_the_example_secret_defines_each_secret_the_pods_read():
     secret = the("Secret")
     assert secret["metadata"]["name"] == SECRET_NAME
-    assert set(secret["stringData"]) == set(SECRETS)
+    assert set(secret["stringData"]) == {*SECRETS, REDIS_PASSWORD}
 
 
 def test_every_ray_pod_mounts_the_shared_volume_as_data_dir(service):
@@ -178,6 +180,34 @@ def test_only_model_replicas_fit_on_gpu_workers(service, embedded):
     assert float(cluster["headGroupSpec"]["rayStartParams"]["num-cpus"]) >= (
         ingress["num_replicas"] * ingress["ray_actor_options"]["num_cpus"]
     )
+
+
+def test_the_registry_is_pinned_to_the_head_by_the_control_plane_resource(service):
+    """serving.placement puts the registry on a node advertising ``control_plane``: only the head does."""
+    cluster = service["spec"]["rayClusterConfig"]
+    # KubeRay passes the value to `ray start --resources=…` as it is: a quoted JSON object
+    head = json.loads(json.loads(cluster["headGroupSpec"]["rayStartParams"]["resources"]))
+    assert head == {CONTROL_PLANE_RESOURCE: 1}
+    for group in cluster["workerGroupSpecs"]:
+        assert CONTROL_PLANE_RESOURCE not in group["rayStartParams"].get("resources", "")
+
+
+def test_gcs_fault_tolerance_uses_the_example_redis_with_the_password_from_the_secret(service):
+    options = service["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"]
+    host, port = options["redisAddress"].split(":")
+    [redis_service] = [d for _, d in kuberay_documents() if d["kind"] == "Service" and d["metadata"]["name"] == host]
+    assert int(port) in {p["port"] for p in redis_service["spec"]["ports"]}
+    reference = {"name": SECRET_NAME, "key": REDIS_PASSWORD}
+    assert options["redisPassword"] == {"valueFrom": {"secretKeyRef": reference}}
+    [redis] = [d for _, d in kuberay_documents() if d["kind"] == "StatefulSet" and d["metadata"]["name"] == host]
+    assert redis["spec"]["template"]["metadata"]["labels"].items() >= redis_service["spec"]["selector"].items()
+    [container] = redis["spec"]["template"]["spec"]["containers"]
+    assert env_of(container)["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == reference
+    assert "requirepass" in " ".join(container["command"])
+
+
+def test_a_cluster_change_starts_a_new_cluster_before_the_old_one_goes(service):
+    assert service["spec"]["upgradeStrategy"] == {"type": "NewCluster"}
 
 
 # ---------------------------------------------------------------- KubeRay's CRD schema
