@@ -30,7 +30,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from sqlalchemy import bindparam
 
 from auth.account_cache import ACCOUNT_CHANGED
-from models.kinds import ModelKind, kind_for_task_type
+from models.kinds import ModelKind
 from models.seeds import resolve_seed
 from serving import events as ev
 from serving import messages
@@ -47,6 +47,7 @@ from serving.protocol import (
     CreateAnswer,
     Failed,
     Generated,
+    GenerationParameters,
     ModelOutcome,
     ModelRequest,
     PendingLimit,
@@ -148,7 +149,7 @@ def model_requests(
     task_id: str,
     kind: ModelKind,
     prompts: list[str],
-    params: dict[str, Any],
+    params: GenerationParameters,
     input_keys: list[str],
     image_count: int,
     adapters: Optional[list[AdapterRef]] = None,
@@ -559,7 +560,7 @@ class RegistryCore:
             with session_scope(self.engine) as session:
                 records = list(unfinished_tasks(session))
                 hooks = task_webhooks(session, [r.task_id for r in records])
-                adapters = {r.task_id: self._adapters_of(r.parameters, session) for r in records}
+                adapters = {r.task_id: self._adapters_of(GenerationParameters.from_record(r), session) for r in records}
             return records, hooks, adapters
 
         records, hooks, adapters = await asyncio.to_thread(load)
@@ -598,13 +599,13 @@ class RegistryCore:
     def _live_from_record(self, record: TaskRecord, adapters: Optional[list[AdapterRef]] = None) -> LiveTask:
         """The live task of a record; ``adapters`` as :meth:`_adapters_of` gives them (read here when
         not given: a database read, so the event loop passes them)."""
-        params = record.parameters
-        kind = kind_for_task_type(record.task_type)
+        params = GenerationParameters.from_record(record)
+        kind = params.kind
         requests = model_requests(
             self.app_name,
             record.task_id,
             kind,
-            params.get("prompts") or [record.prompt],
+            params.prompt_list,
             params,
             list(record.input_keys),
             record.image_count,
@@ -621,7 +622,7 @@ class RegistryCore:
             requests=requests,
             image_count=record.image_count,
             seed=record.seed,
-            steps_per_request=int(params.get("num_inference_steps", 0)),
+            steps_per_request=params.num_inference_steps,
             started_at=record.started_at,
             attempts_started=record.attempts,
         )
@@ -636,30 +637,30 @@ class RegistryCore:
 
     # ------------------------------------------------------------------ creation and dispatch
 
-    def _adapters_of(self, params: dict[str, Any], session: Any = None) -> list[AdapterRef]:
-        """Where the weights of the task's adapters (``parameters["loras"]``) are, from the catalogue.
+    def _adapters_of(self, params: GenerationParameters, session: Any = None) -> list[AdapterRef]:
+        """Where the weights of the task's adapters (``parameters.loras``) are, from the catalogue.
         An adapter deleted since the task was accepted is left out; the replica then fails the task
         saying so rather than running it without. A database read: call it off the event loop (in
         ``session`` when given, else in a session of its own)."""
-        named = params.get("loras") or []
+        named = params.loras or []
         if not named:
             return []
         if session is None:
             with session_scope(self.engine) as own:
-                rows = adapters_named(own, [entry["name"] for entry in named])
+                rows = adapters_named(own, [entry.name for entry in named])
         else:
-            rows = adapters_named(session, [entry["name"] for entry in named])
+            rows = adapters_named(session, [entry.name for entry in named])
         lora_dir = self.settings.resolved_lora_dir
         refs = []
         for entry in named:
-            row = rows.get(entry["name"])
+            row = rows.get(entry.name)
             if row is None:
                 continue
             if row.source_type == "hub":
-                refs.append(AdapterRef(row.name, float(entry["scale"]), row.source, row.weight_name))
+                refs.append(AdapterRef(row.name, entry.scale, row.source, row.weight_name))
             else:
                 path = lora_dir / row.source
-                refs.append(AdapterRef(row.name, float(entry["scale"]), str(path.parent), path.name))
+                refs.append(AdapterRef(row.name, entry.scale, str(path.parent), path.name))
         return refs
 
     async def create(self, spec: TaskSpec) -> CreateAnswer:
@@ -677,9 +678,8 @@ class RegistryCore:
         per_user = self.settings.max_pending_per_user
         if per_user and self._pending_by_user[spec.user_id] + self._creating_by_user[spec.user_id] >= per_user:
             return PendingLimit(limit=per_user, retry_after=10)
-        params = dict(spec.parameters)
-        seed = resolve_seed(params.get("seed"))
-        params["seed"] = seed
+        seed = resolve_seed(spec.parameters.seed)
+        params = spec.parameters.model_copy(update={"seed": seed})
         input_keys = list(spec.input_keys)
         now = utcnow()
         row = dict(
@@ -687,8 +687,8 @@ class RegistryCore:
             user_id=spec.user_id,
             task_type=spec.task_type,
             prompt=spec.prompt,
-            negative_prompt=params.get("negative_prompt") or None,
-            parameters=params,
+            negative_prompt=params.negative_prompt or None,
+            parameters=params.to_record(),
             status=TaskStatus.pending.value,
             result_path=None,
             result_filename=None,
@@ -711,7 +711,7 @@ class RegistryCore:
             if time.monotonic() > deadline:
                 raise DatabaseBusy(f"task {task_id} was not written within {CREATE_DEADLINE_S} s")
             # The adapters are read in the record's transaction: a failed read writes nothing.
-            adapters = self._adapters_of(params, session) if params.get("loras") else []
+            adapters = self._adapters_of(params, session) if params.loras else []
             try:
                 insert_task_within_quota(
                     session,
@@ -743,7 +743,7 @@ class RegistryCore:
         self,
         spec: TaskSpec,
         written: asyncio.Future,
-        params: dict[str, Any],
+        params: GenerationParameters,
         seed: int,
         input_keys: list[str],
         now: datetime,
@@ -782,7 +782,7 @@ class RegistryCore:
             requests=requests,
             image_count=spec.image_count,
             seed=seed,
-            steps_per_request=int(params.get("num_inference_steps", 0)),
+            steps_per_request=params.num_inference_steps,
             webhook=spec.webhook,
         )
         self._track(task)
