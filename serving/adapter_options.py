@@ -9,13 +9,14 @@ its scheduler, ``FAST_STEPS`` steps and true CFG off. Both are recorded in the t
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Literal, Optional
 
 from fastapi import Form, HTTPException, status
 from sqlmodel import Session
 
 from models.adapters import AdapterError, parse_adapter_uses
 from serving import messages
+from serving.protocol import AdapterChoice, GenerationParameters
 from serving.state import ServiceState
 from storage.adapters import adapters_named
 from storage.tables import LoraAdapter
@@ -42,12 +43,14 @@ Speed = Annotated[
 
 
 async def apply_adapter_options(
-    state: ServiceState, kind: str, parameters: dict[str, Any], loras: Optional[str], speed: str
-) -> None:
-    """Validate ``loras`` against the catalogue and set the task's ``loras``/``speed`` parameters.
+    state: ServiceState, parameters: GenerationParameters, loras: Optional[str], speed: str
+) -> GenerationParameters:
+    """The task's parameters with ``loras`` (checked against the catalogue) and ``speed`` applied.
 
     400 with a ``detail`` for a malformed list, an unknown adapter or one of another model.
     """
+    kind = parameters.kind
+    chosen: Optional[list[AdapterChoice]] = None
     if loras and loras.strip():
         names = [part.split(":", 1)[0].strip() for part in loras.split(",") if part.strip()]
         rows = await asyncio.to_thread(_lookup, state, names)
@@ -61,14 +64,20 @@ async def apply_adapter_options(
             row = rows.get(use.name)
             if row is None:
                 raise bad_loras(messages.ADAPTER_UNKNOWN(name=use.name))
-            if row.model != kind:
-                raise bad_loras(
-                    messages.ADAPTER_OTHER_MODEL(name=use.name, model=row.model, kind=getattr(kind, "value", kind))
-                )
+            if row.model != kind.value:
+                raise bad_loras(messages.ADAPTER_OTHER_MODEL(name=use.name, model=row.model, kind=kind.value))
         check_replicas_can_hold(state, [rows[use.name] for use in uses])
-        parameters["loras"] = [{"name": use.name, "scale": use.scale} for use in uses]
+        chosen = [AdapterChoice(name=use.name, scale=use.scale) for use in uses]
     if speed == "fast":
-        parameters.update(speed="fast", num_inference_steps=state.settings.fast_steps, true_cfg_scale=1.0)
+        return parameters.model_copy(
+            update={
+                "loras": chosen,
+                "speed": "fast",
+                "num_inference_steps": state.settings.fast_steps,
+                "true_cfg_scale": 1.0,
+            }
+        )
+    return parameters.model_copy(update={"loras": chosen}) if chosen else parameters
 
 
 def check_replicas_can_hold(state: ServiceState, rows: list[LoraAdapter]) -> None:

@@ -207,26 +207,10 @@ class ModelWorker:
     # ------------------------------------------------------------------ the blocking parts
 
     def _request(self, task: ModelRequest):
-        import models
         from serving.uploads import open_input
 
-        p = task.parameters
         images = [open_input(self.store.get(key)) for key in task.input_keys]
-        return models.GenerationRequest(
-            prompt=task.prompt,
-            negative_prompt=p.get("negative_prompt", ""),
-            width=p.get("width", 1024),
-            height=p.get("height", 1024),
-            num_inference_steps=p["num_inference_steps"],
-            true_cfg_scale=p["true_cfg_scale"],
-            guidance_scale=p.get("guidance_scale", 1.0),
-            seed=p["seed"],
-            num_images=p.get("num_images", 1),
-            images=images,
-            adapters=_adapter_uses(task),
-            fast=p.get("speed") == "fast",
-            edit_size=tuple(p["output_size"]) if p.get("output_size") else None,
-        )
+        return task.parameters.pipeline_request(task.prompt, images, _adapter_uses(task))
 
     def _generate(self, task: ModelRequest, request, registry, started: ray.ObjectRef, abandoned: threading.Event):
         import models
@@ -292,8 +276,7 @@ def replica_profile(settings) -> Any:
     profile = models.get_profile(
         settings.model_profile,
         cache_dir=str(settings.model_cache_dir or settings.data_dir / "model_cache"),
-        text_to_image_path=settings.text_to_image_model_path,
-        image_edit_path=settings.image_edit_model_path,
+        model_paths=settings.model_paths(),
         # OFFLOAD=model and the older CPU_OFFLOAD=true both mean model CPU offload.
         cpu_offload=settings.cpu_offload or settings.offload == "model",
         sleep_seconds_per_step=settings.sleep_seconds_per_step,
@@ -321,7 +304,7 @@ def _adapter_uses(task: ModelRequest) -> list:
     from models.adapters import AdapterError, AdapterSource, AdapterUse
 
     resolved = {ref.name: ref for ref in task.adapters}
-    missing = [entry["name"] for entry in task.parameters.get("loras") or [] if entry["name"] not in resolved]
+    missing = [entry.name for entry in task.parameters.loras or [] if entry.name not in resolved]
     if missing:
         raise AdapterError(f"LoRA {', '.join(missing)} is no longer in the catalogue")
     return [

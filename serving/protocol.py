@@ -11,14 +11,164 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from models.kinds import ModelKind
-from storage.tables import TaskStatus
+from models.adapters import MAX_SCALE, MIN_SCALE
+from models.kinds import ModelKind, kind_for_task_type
+from models.runtime import GenerationRequest
+from models.seeds import MAX_SEED
+from storage.tables import TaskRecord, TaskStatus
 
 FINISHED_STATUSES = frozenset(status.value for status in TaskStatus if status.finished)
+
+
+# ---------------------------------------------------------------------- generation parameters
+
+MAX_PROMPT = 2000
+MAX_BATCH_PROMPTS = 10
+
+
+def _without_nul(text: str) -> str:
+    # PostgreSQL cannot store NUL in text: refused here rather than failing as a 500 when written.
+    if "\x00" in text:
+        raise ValueError("must not contain NUL characters")
+    return text
+
+
+def _not_blank(text: str) -> str:
+    text = text.strip()
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
+PromptText = Annotated[str, Field(max_length=MAX_PROMPT), AfterValidator(_without_nul), AfterValidator(_not_blank)]
+NegativePromptText = Annotated[str, Field(max_length=MAX_PROMPT), AfterValidator(_without_nul)]
+
+
+class AdapterChoice(BaseModel):
+    """A LoRA adapter of the catalogue a task runs with, and its scale (``loras=name:scale``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    scale: float = Field(ge=MIN_SCALE, le=MAX_SCALE)
+
+
+class GenerationParameters(BaseModel):
+    """How to generate a task's images: built once by each route from its own request schema,
+    carried to the replica in :class:`TaskSpec` and :class:`ModelRequest`, and turned into the
+    pipeline's arguments by :meth:`pipeline_request`. A new parameter is a field here.
+
+    Left out, ``num_inference_steps``, ``true_cfg_scale`` and ``guidance_scale`` take the kind
+    table's defaults (``models.kinds``). The task record stores :meth:`to_record` (its JSON
+    ``parameters``, which history shows) and :meth:`from_record` reads it back. ``kind`` and
+    ``prompt`` have columns of their own there and are not among the stored parameters.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    kind: ModelKind = Field(exclude=True)
+    # What to draw: one prompt, or a batch edit's several (one model request each).
+    prompt: Optional[PromptText] = Field(default=None, exclude=True)
+    prompts: Optional[list[PromptText]] = Field(default=None, min_length=1, max_length=MAX_BATCH_PROMPTS)
+    negative_prompt: NegativePromptText = ""
+    num_inference_steps: int = Field(default=None, ge=1, le=100, validate_default=True)
+    true_cfg_scale: float = Field(default=None, ge=1.0, le=10.0, validate_default=True)
+    guidance_scale: Optional[float] = Field(default=None, ge=1.0, le=10.0)  # the edit pipelines' only
+    seed: int = Field(default=-1, ge=-1, le=MAX_SEED)  # -1: the registry draws one before recording
+    num_images: int = Field(default=1, ge=1, le=4)
+    # Text-to-image: the output size (and the aspect ratio it came from, on the native route).
+    aspect_ratio: Optional[str] = None
+    width: Optional[int] = Field(default=None, ge=16, le=4096)
+    height: Optional[int] = Field(default=None, ge=16, le=4096)
+    # Edit: the inputs' sizes, and the output's when one was asked for (else the last input's shape).
+    input_count: Optional[int] = Field(default=None, ge=1)
+    input_sizes: Optional[list[tuple[int, int]]] = None
+    output_size: Optional[tuple[int, int]] = None
+    loras: Optional[list[AdapterChoice]] = None
+    speed: Optional[Literal["fast"]] = None  # the Lightning adapter and scheduler, true CFG off
+    # What a /v1 request asked for, kept for history; the pipeline does not read these.
+    api: Optional[Literal["openai"]] = None
+    model: Optional[str] = None
+    size: Optional[str] = None
+    quality: Optional[str] = None
+    output_format: Optional[str] = None
+    response_format: Optional[str] = None
+    end_user: Optional[str] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "kind" not in data:
+            return data
+        spec = ModelKind(data["kind"]).spec
+        defaults = {
+            "num_inference_steps": spec.default_steps,
+            "true_cfg_scale": spec.default_true_cfg_scale,
+            "guidance_scale": spec.default_guidance_scale,
+        }
+        return {**data, **{key: value for key, value in defaults.items() if data.get(key) is None}}
+
+    @model_validator(mode="after")
+    def _one_kind_of_prompt(self) -> GenerationParameters:
+        if (self.prompt is None) == (self.prompts is None):
+            raise ValueError("give either prompt or prompts")
+        return self
+
+    @property
+    def prompt_list(self) -> list[str]:
+        """One model request per prompt."""
+        return list(self.prompts) if self.prompts is not None else [str(self.prompt)]
+
+    @property
+    def task_prompt(self) -> str:
+        """The prompt the task's record and history show (a batch's prompts joined by " | ")."""
+        return " | ".join(self.prompts) if self.prompts is not None else str(self.prompt)
+
+    @property
+    def total_steps(self) -> int:
+        """Denoising steps of the whole task: steps per request times its prompts."""
+        return self.num_inference_steps * len(self.prompt_list)
+
+    def to_record(self) -> dict[str, Any]:
+        """The task record's JSON ``parameters``: the fields that are set."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+    @classmethod
+    def from_record(cls, record: TaskRecord) -> GenerationParameters:
+        """The parameters of a task record (its ``prompt`` column is the prompt, unless its parameters
+        list a batch's prompts)."""
+        stored = record.parameters
+        return cls.model_validate(
+            {
+                **stored,
+                "kind": kind_for_task_type(record.task_type),
+                "prompt": None if stored.get("prompts") else record.prompt,
+            }
+        )
+
+    def pipeline_request(self, prompt: str, images: list[Any], adapters: list[Any]) -> GenerationRequest:
+        """The pipeline's arguments for one of the task's prompts, with its decoded input images and
+        its adapters (``models.adapters.AdapterUse``, where the registry found their weights)."""
+        defaults = GenerationRequest(prompt=prompt)
+        return GenerationRequest(
+            prompt=prompt,
+            negative_prompt=self.negative_prompt,
+            width=self.width or defaults.width,
+            height=self.height or defaults.height,
+            num_inference_steps=self.num_inference_steps,
+            true_cfg_scale=self.true_cfg_scale,
+            guidance_scale=self.guidance_scale if self.guidance_scale is not None else defaults.guidance_scale,
+            seed=self.seed,
+            num_images=self.num_images,
+            images=images,
+            adapters=adapters,
+            fast=self.speed == "fast",
+            edit_size=self.output_size,
+        )
 
 
 # ---------------------------------------------------------------------- ingress → registry
@@ -40,12 +190,20 @@ class TaskSpec:
     user_id: Optional[int]
     task_type: str
     kind: ModelKind
-    prompt: str  # what history shows (a batch's prompts joined by " | ")
-    prompts: list[str]  # one model request per prompt
-    parameters: dict[str, Any]
+    parameters: GenerationParameters
     image_count: int
     input_keys: list[str] = field(default_factory=list)
     webhook: Optional[WebhookRequest] = None
+
+    @property
+    def prompt(self) -> str:
+        """What history shows (a batch's prompts joined by " | ")."""
+        return self.parameters.task_prompt
+
+    @property
+    def prompts(self) -> list[str]:
+        """One model request per prompt."""
+        return self.parameters.prompt_list
 
 
 @dataclass(frozen=True)
@@ -156,12 +314,12 @@ class ModelRequest:
     kind: ModelKind
     index: int  # which prompt of the task (a batch edit has several)
     prompt: str
-    parameters: dict[str, Any]
+    parameters: GenerationParameters
     input_keys: list[str]
     output_key: Optional[str]  # where a single-image task's PNG goes; None: one key per image
     epoch: str = ""  # the registry incarnation that sent it; set at dispatch
     attempt: int = 0  # the dispatch generation; reports from older ones are ignored
-    adapters: list[AdapterRef] = field(default_factory=list)  # parameters["loras"], resolved by the registry
+    adapters: list[AdapterRef] = field(default_factory=list)  # parameters.loras, resolved by the registry
     user_id: Optional[int] = None  # the task's owner, for the replica's log events only
 
     @property
@@ -287,8 +445,3 @@ def task_status_view(
         ),
         seed=seed,
     )
-
-
-def total_steps(parameters: dict[str, Any]) -> int:
-    """Denoising steps of a whole task: steps per request times its prompts (a batch has several)."""
-    return int(parameters.get("num_inference_steps", 0)) * len(parameters.get("prompts") or [1])

@@ -287,6 +287,6 @@ def adapters_of(pending_request: Optional[PendingRequest]) -> set[tuple[str, str
         return set()
     kind = getattr(getattr(request, "kind", None), "value", "")
     names = {adapter.name for adapter in adapters}
-    if getattr(request, "parameters", {}).get("speed") == "fast":
+    if getattr(getattr(request, "parameters", None), "speed", None) == "fast":
         names.add(LIGHTNING_ADAPTER)
     return {(kind, name) for name in names}

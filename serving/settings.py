@@ -9,7 +9,7 @@ from typing import Any, Literal, Optional
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from models.kinds import KIND_NAMES
+from models.kinds import KIND_NAMES, ModelKind
 
 log = logging.getLogger("qwen_image")
 
@@ -194,13 +194,18 @@ class Settings(BaseSettings):
 
         return sqlite_url(self.data_dir)
 
+    def model_paths(self) -> dict[str, Optional[str]]:
+        """Kind -> the weights its row of the kind table's ``path_setting`` points at (None: the default)."""
+        return {kind.value: getattr(self, kind.spec.path_setting.lower()) for kind in ModelKind}
+
     def lightning_sources(self) -> dict[str, tuple[str, str]]:
-        """The Lightning LoRA overrides, kind -> (hub id or folder, file)."""
+        """The Lightning LoRA overrides (``LIGHTNING_<KIND>``), kind -> (hub id or folder, file)."""
         sources = {}
-        for kind, value in (("text_to_image", self.lightning_text_to_image), ("image_edit", self.lightning_image_edit)):
+        for kind in ModelKind:
+            value = getattr(self, f"lightning_{kind.value}")
             if value:
                 path, _, weight_name = value.rpartition(":")
-                sources[kind] = (path, weight_name)
+                sources[kind.value] = (path, weight_name)
         return sources
 
     def deployment_for(self, kind: Any) -> str:

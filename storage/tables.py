@@ -11,6 +11,10 @@ from typing import Any, Optional
 from sqlalchemy import JSON, BigInteger, Column, DateTime, ForeignKey, Index, Integer, String, TypeDecorator, event
 from sqlmodel import Field, SQLModel
 
+# What a task is (text_to_image, image_edit, batch_edit): the kind table in models.kinds defines the
+# task types and which kind runs each; records and statistics name them by it.
+from models.kinds import TaskType as TaskType
+
 
 def utcnow() -> datetime:
     """The current time, timezone-aware, in UTC."""
@@ -49,12 +53,6 @@ class TaskStatus(str, enum.Enum):
 
 
 UNFINISHED = (TaskStatus.pending.value, TaskStatus.running.value)
-
-
-class TaskType(str, enum.Enum):
-    text_to_image = "text_to_image"
-    image_edit = "image_edit"
-    batch_edit = "batch_edit"
 
 
 def username_key(username: str) -> str:

@@ -12,17 +12,15 @@ from fastapi import HTTPException, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.kinds import ModelKind
+from models.seeds import MAX_SEED
+from serving.protocol import MAX_PROMPT, GenerationParameters
 
-TEXT_TO_IMAGE_MODEL = "qwen-image"
-EDIT_MODEL = "qwen-image-edit"
-# Every accepted name → (canonical id, kind)
-MODEL_ALIASES = {
-    TEXT_TO_IMAGE_MODEL: (TEXT_TO_IMAGE_MODEL, "text_to_image"),
-    "Qwen/Qwen-Image-2512": (TEXT_TO_IMAGE_MODEL, "text_to_image"),
-    EDIT_MODEL: (EDIT_MODEL, "image_edit"),
-    "Qwen/Qwen-Image-Edit-2511": (EDIT_MODEL, "image_edit"),
-}
-MODEL_KIND = {TEXT_TO_IMAGE_MODEL: "text_to_image", EDIT_MODEL: "image_edit"}
+# The /v1 model ids (``qwen-image``, ``qwen-image-edit``) and the kinds they run, from the kind table
+MODEL_KIND = {kind.spec.api_model: kind for kind in ModelKind}
+# Every accepted name (the /v1 id or the Hugging Face id) → the kind
+MODEL_ALIASES = {name: kind for kind in ModelKind for name in (kind.spec.api_model, kind.spec.qwen_model_id)}
+# Each kind's /v1 route
+ROUTES = {ModelKind.text_to_image: "/v1/images/generations", ModelKind.image_edit: "/v1/images/edits"}
 MODEL_CREATED = 1767225600  # 2026-01-01, when these model versions were published
 
 # Sizes: "auto", or WxH with both sides multiples of 16 (the VAE's 8x and the 2x2 latent patches)
@@ -36,10 +34,8 @@ AUTO_TEXT_TO_IMAGE_SIZE = (1024, 1024)
 # "standard"/"hd" are DALL·E 3's names for medium/high. ``num_inference_steps`` overrides them.
 QUALITY_STEPS = {"low": 20, "medium": 30, "high": 50}
 QUALITY_ALIASES = {"standard": "medium", "hd": "high"}
-AUTO_STEPS = {kind.value: kind.spec.default_steps for kind in ModelKind}  # 50 text-to-image, 40 edit
 
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
-MAX_PROMPT = 2000
 
 
 class ImageRequest(BaseModel):
@@ -67,9 +63,10 @@ class ImageRequest(BaseModel):
     # Extras, named as SGLang Diffusion and vLLM-Omni name them.
     negative_prompt: str = Field(default="", max_length=MAX_PROMPT)
     num_inference_steps: Optional[int] = Field(default=None, ge=1, le=100)
-    true_cfg_scale: float = Field(default=4.0, ge=1.0, le=10.0)
-    guidance_scale: float = Field(default=1.0, ge=1.0, le=10.0)
-    seed: int = Field(default=-1, ge=-1, le=2**32 - 1)
+    # Left out: the kind table's defaults (true CFG 4.0; guidance 1.0 on edits).
+    true_cfg_scale: Optional[float] = Field(default=None, ge=1.0, le=10.0)
+    guidance_scale: Optional[float] = Field(default=None, ge=1.0, le=10.0)
+    seed: int = Field(default=-1, ge=-1, le=MAX_SEED)
     # The native routes' options: LoRA adapters from GET /loras ("name:scale,…", or a list of
     # "name:scale" strings or {"name", "scale"} objects), fast mode (also what quality=low means),
     # and signed webhooks.
@@ -77,6 +74,35 @@ class ImageRequest(BaseModel):
     speed: Optional[Literal["standard", "fast"]] = None
     webhook_url: Optional[str] = Field(default=None, max_length=2048)
     webhook_events: Optional[Union[str, list[str]]] = None
+
+    def generation_parameters(
+        self, kind: ModelKind, model: str, size: Optional[tuple[int, int]], input_sizes: list[tuple[int, int]]
+    ) -> GenerationParameters:
+        """The task's parameters (``ValidationError`` for a prompt the model refuses). ``size`` is
+        the output size (None for an edit's "auto"); ``input_sizes`` the edit's inputs."""
+        edit = kind.spec.takes_images
+        return GenerationParameters(
+            kind=kind,
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
+            num_inference_steps=steps_for(self, kind),
+            true_cfg_scale=self.true_cfg_scale,
+            guidance_scale=self.guidance_scale if edit else None,
+            seed=self.seed,
+            num_images=self.n,
+            width=size[0] if size and not edit else None,
+            height=size[1] if size and not edit else None,
+            input_count=len(input_sizes) if edit else None,
+            input_sizes=input_sizes if edit else None,
+            output_size=size if edit else None,
+            api="openai",
+            model=model,
+            size=self.size,
+            quality=self.quality,
+            output_format=self.output_format,
+            response_format=self.response_format,
+            end_user=self.safety_identifier or self.user,
+        )
 
 
 def lora_list_text(loras: Any) -> Optional[str]:
@@ -123,26 +149,27 @@ def invalid(param: str, message: str, code: str = "invalid_value") -> OpenAIErro
     return OpenAIError(status.HTTP_400_BAD_REQUEST, message, param=param, code=code)
 
 
-def resolve_model(requested: Optional[str], route_kind: str) -> str:
+def resolve_model(requested: Optional[str], route_kind: ModelKind) -> str:
     """The canonical model id for a request; 404 for an unknown model, 400 for the other route's."""
+    route_kind = ModelKind(route_kind)
     if requested is None or requested == "":
-        return TEXT_TO_IMAGE_MODEL if route_kind == "text_to_image" else EDIT_MODEL
+        return route_kind.spec.api_model
     if requested not in MODEL_ALIASES:
         raise OpenAIError(
             status.HTTP_404_NOT_FOUND, f"The model '{requested}' does not exist", param="model", code="model_not_found"
         )
-    model, kind = MODEL_ALIASES[requested]
+    kind = MODEL_ALIASES[requested]
     if kind != route_kind:
-        route = "/v1/images/generations" if kind == "text_to_image" else "/v1/images/edits"
-        raise invalid("model", f"The model '{requested}' is not supported on this route; use {route}")
-    return model
+        raise invalid("model", f"The model '{requested}' is not supported on this route; use {ROUTES[kind]}")
+    return kind.spec.api_model
 
 
-def parse_size(size: str, kind: str) -> Optional[tuple[int, int]]:
+def parse_size(size: str, kind: ModelKind) -> Optional[tuple[int, int]]:
     """(width, height), or None for an edit's "auto" (the pipeline's own size: the last input's
     aspect ratio at about one megapixel)."""
+    kind = ModelKind(kind)
     if size == "auto":
-        return AUTO_TEXT_TO_IMAGE_SIZE if kind == "text_to_image" else None
+        return None if kind.spec.takes_images else AUTO_TEXT_TO_IMAGE_SIZE
     match = SIZE_PATTERN.match(size)
     rule = (
         f"sizes are 'auto' or WxH with each side a multiple of {SIDE_MULTIPLE} "
@@ -162,11 +189,11 @@ def resolved_quality(quality: str) -> str:
     return "high" if quality == "auto" else quality
 
 
-def steps_for(request: ImageRequest, kind: str) -> int:
+def steps_for(request: ImageRequest, kind: ModelKind) -> int:
     if request.num_inference_steps is not None:
         return request.num_inference_steps
     quality = QUALITY_ALIASES.get(request.quality, request.quality)
-    return AUTO_STEPS[kind] if quality == "auto" else QUALITY_STEPS[quality]
+    return ModelKind(kind).spec.default_steps if quality == "auto" else QUALITY_STEPS[quality]
 
 
 def check_common(request: ImageRequest) -> None:

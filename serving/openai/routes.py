@@ -39,10 +39,9 @@ from serving.openai.protocol import (
     resolve_model,
     resolved_quality,
     speed_for,
-    steps_for,
 )
 from serving.protocol import ResultLocation
-from serving.routes.common import create_task, read_result, result_headers
+from serving.routes.common import create_task, generation_parameters, read_result, result_headers
 from serving.state import ServiceState, StateDep
 from serving.uploads import read_limited, validate_upload
 from serving.webhooks import webhook_spec
@@ -73,14 +72,16 @@ async def list_models(_: CurrentUser, state: StateDep) -> dict:
     """The enabled models: ``qwen-image`` (text-to-image) and ``qwen-image-edit`` (edit)."""
     return {
         "object": "list",
-        "data": [_model_object(model) for model, kind in MODEL_KIND.items() if kind in state.settings.enabled_models],
+        "data": [
+            _model_object(model) for model, kind in MODEL_KIND.items() if kind.value in state.settings.enabled_models
+        ],
     }
 
 
 @router.get("/models/{model:path}", responses=ERROR_RESPONSES)
 async def retrieve_model(model: str, _: CurrentUser, state: StateDep) -> dict:
     kind = MODEL_KIND.get(model)
-    if kind is None or kind not in state.settings.enabled_models:
+    if kind is None or kind.value not in state.settings.enabled_models:
         raise OpenAIError(
             status.HTTP_404_NOT_FOUND, f"The model '{model}' does not exist", param="model", code="model_not_found"
         )
@@ -93,10 +94,10 @@ async def retrieve_model(model: str, _: CurrentUser, state: StateDep) -> dict:
 @router.post("/images/generations", responses=ERROR_RESPONSES)
 async def create_image(body: ImageRequest, request: Request, user: CurrentUser, state: StateDep) -> Response:
     """Generate 1–4 images from a prompt (OpenAI's ``images.generate``); JSON body."""
-    model = resolve_model(body.model, "text_to_image")
+    model = resolve_model(body.model, ModelKind.text_to_image)
     check_common(body)
-    size = parse_size(body.size, "text_to_image")
-    return await _run(state, request, user, body, "text_to_image", model, size, [])
+    size = parse_size(body.size, ModelKind.text_to_image)
+    return await _run(state, request, user, body, ModelKind.text_to_image, model, size, [])
 
 
 EDIT_FORM_SCHEMA = {
@@ -136,9 +137,9 @@ async def edit_image(request: Request, user: CurrentUser, state: StateDep) -> Re
         body = ImageRequest.model_validate(fields)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
-    model = resolve_model(body.model, "image_edit")
+    model = resolve_model(body.model, ModelKind.image_edit)
     check_common(body)
-    size = parse_size(body.size, "image_edit")
+    size = parse_size(body.size, ModelKind.image_edit)
     if not uploads:
         raise invalid("image", "at least one image is required", code="missing_required_parameter")
     if len(uploads) > MAX_EDIT_IMAGES:
@@ -160,7 +161,7 @@ async def edit_image(request: Request, user: CurrentUser, state: StateDep) -> Re
             )
         except HTTPException as exc:
             raise invalid("image", str(exc.detail)) from None
-    return await _run(state, request, user, body, "image_edit", model, size, inputs)
+    return await _run(state, request, user, body, ModelKind.image_edit, model, size, inputs)
 
 
 async def _run(
@@ -168,40 +169,17 @@ async def _run(
     request: Request,
     user,
     body: ImageRequest,
-    kind: str,
+    kind: ModelKind,
     model: str,
     size: Optional[tuple[int, int]],
     inputs: list,
 ) -> Response:
     """Create the task; answer with the images (JSON) or, with ``stream``, an event stream."""
-    prompt = body.prompt.strip()
-    parameters: dict[str, Any] = {
-        "negative_prompt": body.negative_prompt,
-        "num_inference_steps": steps_for(body, kind),
-        "true_cfg_scale": body.true_cfg_scale,
-        "seed": body.seed,
-        "num_images": body.n,
-        "api": "openai",
-        "model": model,
-        "size": body.size,
-        "quality": body.quality,
-        "output_format": body.output_format,
-        "response_format": body.response_format,
-    }
-    if body.user or body.safety_identifier:
-        parameters["end_user"] = body.safety_identifier or body.user
-    if kind == "text_to_image":
-        parameters.update(width=size[0], height=size[1])
-    else:
-        parameters.update(
-            guidance_scale=body.guidance_scale,
-            input_count=len(inputs),
-            input_sizes=[list(image.size) for image in inputs],
-        )
-        if size is not None:
-            parameters["output_size"] = list(size)
+    parameters = generation_parameters(
+        lambda: body.generation_parameters(kind, model, size, [image.size for image in inputs])
+    )
     try:
-        await apply_adapter_options(state, ModelKind(kind), parameters, lora_list_text(body.loras), speed_for(body))
+        parameters = await apply_adapter_options(state, parameters, lora_list_text(body.loras), speed_for(body))
     except OpenAIError:
         raise
     except HTTPException as exc:
@@ -215,10 +193,7 @@ async def _run(
     accepted = await create_task(
         state,
         user,
-        task_type=kind,
-        kind=ModelKind(kind),
-        prompt=prompt,
-        prompts=[prompt],
+        task_type=kind.value,
         parameters=parameters,
         image_count=body.n,
         inputs=inputs,
@@ -393,9 +368,9 @@ def preview_is_due(step: int, total: int, sent: int, wanted: int) -> bool:
 
 
 async def _stream(
-    state: ServiceState, task_id: str, body: ImageRequest, kind: str, user_id: Optional[int]
+    state: ServiceState, task_id: str, body: ImageRequest, kind: ModelKind, user_id: Optional[int]
 ) -> AsyncIterator[str]:
-    prefix = "image_generation" if kind == "text_to_image" else "image_edit"
+    prefix = "image_edit" if kind.spec.takes_images else "image_generation"
     common = {"background": "opaque", "output_format": body.output_format, "quality": resolved_quality(body.quality)}
     sent = 0
     try:

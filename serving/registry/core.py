@@ -35,6 +35,7 @@ from serving.protocol import (
     CreateAnswer,
     Failed,
     Generated,
+    GenerationParameters,
     ModelOutcome,
     QueueSnapshot,
     RegistryIdentity,
@@ -155,14 +156,16 @@ class RegistryCore:
             **fields,
         )
 
-    def _adapters_of(self, params: dict[str, Any], session: Any = None) -> list[AdapterRef]:
+    def _adapters_of(self, params: GenerationParameters, session: Any = None) -> list[AdapterRef]:
         return adapters_of(params, self.engine, self.settings.resolved_lora_dir, session)
 
     def _live_from_record(self, record: TaskRecord, adapters: Optional[list[AdapterRef]] = None) -> LiveTask:
         """The live task of a record; ``adapters`` as :func:`.task.adapters_of` gives them (read here
         when not given: a database read, so the event loop passes them)."""
         return live_from_record(
-            self.app_name, record, self._adapters_of(record.parameters) if adapters is None else adapters
+            self.app_name,
+            record,
+            self._adapters_of(GenerationParameters.from_record(record)) if adapters is None else adapters,
         )
 
     def _finish(self, task: LiveTask, status: str, error: Optional[str] = None, **extra: Any) -> None:
@@ -234,7 +237,7 @@ class RegistryCore:
             with session_scope(self.engine) as session:
                 records = list(unfinished_tasks(session))
                 hooks = task_webhooks(session, [r.task_id for r in records])
-                adapters = {r.task_id: self._adapters_of(r.parameters, session) for r in records}
+                adapters = {r.task_id: self._adapters_of(GenerationParameters.from_record(r), session) for r in records}
             return records, hooks, adapters
 
         records, hooks, adapters = await asyncio.to_thread(load)
@@ -284,7 +287,7 @@ class RegistryCore:
     def _admit(
         self,
         spec: TaskSpec,
-        params: dict[str, Any],
+        params: GenerationParameters,
         seed: int,
         input_keys: list[str],
         now: datetime,
@@ -312,7 +315,7 @@ class RegistryCore:
             requests=requests,
             image_count=spec.image_count,
             seed=seed,
-            steps_per_request=int(params.get("num_inference_steps", 0)),
+            steps_per_request=params.num_inference_steps,
             webhook=spec.webhook,
         )
         self._track(task)

@@ -16,6 +16,7 @@ from serving.protocol import (
     Accepted,
     AdapterRef,
     CreateAnswer,
+    GenerationParameters,
     PendingLimit,
     QueueFull,
     QueueInfo,
@@ -41,8 +42,8 @@ _INSERT_WEBHOOK = TaskWebhook.__table__.insert()  # type: ignore[attr-defined]
 
 # The registry's side of a stored submission: (spec, parameters, seed, input keys, created at, adapters)
 # -> the live task, tracked and dispatched.
-Admit = Callable[[TaskSpec, dict[str, Any], int, list[str], datetime, list[AdapterRef]], LiveTask]
-AdaptersOf = Callable[[dict[str, Any], Any], list[AdapterRef]]
+Admit = Callable[[TaskSpec, GenerationParameters, int, list[str], datetime, list[AdapterRef]], LiveTask]
+AdaptersOf = Callable[[GenerationParameters, Any], list[AdapterRef]]
 
 
 def accepted(task: LiveTask, task_queue: TaskQueue) -> Accepted:
@@ -95,9 +96,8 @@ class Intake:
         per_user = self.settings.max_pending_per_user
         if per_user and self.task_queue.pending_by_user[spec.user_id] + self.creating_by_user[spec.user_id] >= per_user:
             return PendingLimit(limit=per_user, retry_after=10)
-        params = dict(spec.parameters)
-        seed = resolve_seed(params.get("seed"))
-        params["seed"] = seed
+        seed = resolve_seed(spec.parameters.seed)
+        params = spec.parameters.model_copy(update={"seed": seed})
         input_keys = list(spec.input_keys)
         now = utcnow()
         row = dict(
@@ -105,8 +105,8 @@ class Intake:
             user_id=spec.user_id,
             task_type=spec.task_type,
             prompt=spec.prompt,
-            negative_prompt=params.get("negative_prompt") or None,
-            parameters=params,
+            negative_prompt=params.negative_prompt or None,
+            parameters=params.to_record(),
             status=PENDING,
             result_path=None,
             result_filename=None,
@@ -129,7 +129,7 @@ class Intake:
             if time.monotonic() > deadline:
                 raise DatabaseBusy(f"task {task_id} was not written within {CREATE_DEADLINE_S} s")
             # The adapters are read in the record's transaction: a failed read writes nothing.
-            adapters = self.adapters_of(params, session) if params.get("loras") else []
+            adapters = self.adapters_of(params, session) if params.loras else []
             try:
                 insert_task_within_quota(
                     session,
@@ -161,7 +161,7 @@ class Intake:
         self,
         spec: TaskSpec,
         written: asyncio.Future,
-        params: dict[str, Any],
+        params: GenerationParameters,
         seed: int,
         input_keys: list[str],
         now: datetime,

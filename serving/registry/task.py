@@ -10,9 +10,17 @@ from typing import Any, Optional
 
 from sqlalchemy.engine import Engine
 
-from models.kinds import ModelKind, kind_for_task_type
+from models.kinds import ModelKind
 from serving import events as ev
-from serving.protocol import AdapterRef, ModelRequest, ResultLocation, TaskStatusView, WebhookRequest, task_status_view
+from serving.protocol import (
+    AdapterRef,
+    GenerationParameters,
+    ModelRequest,
+    ResultLocation,
+    TaskStatusView,
+    WebhookRequest,
+    task_status_view,
+)
 from serving.registry.ids import result_key
 from storage import TaskRecord, session_scope, utcnow
 from storage.adapters import adapters_named
@@ -23,7 +31,7 @@ def model_requests(
     task_id: str,
     kind: ModelKind,
     prompts: list[str],
-    params: dict[str, Any],
+    params: GenerationParameters,
     input_keys: list[str],
     image_count: int,
     adapters: Optional[list[AdapterRef]] = None,
@@ -47,29 +55,29 @@ def model_requests(
     ]
 
 
-def adapters_of(params: dict[str, Any], engine: Engine, lora_dir: Path, session: Any = None) -> list[AdapterRef]:
-    """Where the weights of the task's adapters (``parameters["loras"]``) are, from the catalogue.
+def adapters_of(params: GenerationParameters, engine: Engine, lora_dir: Path, session: Any = None) -> list[AdapterRef]:
+    """Where the weights of the task's adapters (``parameters.loras``) are, from the catalogue.
     An adapter deleted since the task was accepted is left out; the replica then fails the task
     saying so rather than running it without. A database read: call it off the event loop (in
     ``session`` when given, else in a session of its own)."""
-    named = params.get("loras") or []
+    named = params.loras or []
     if not named:
         return []
     if session is None:
         with session_scope(engine) as own:
-            rows = adapters_named(own, [entry["name"] for entry in named])
+            rows = adapters_named(own, [entry.name for entry in named])
     else:
-        rows = adapters_named(session, [entry["name"] for entry in named])
+        rows = adapters_named(session, [entry.name for entry in named])
     refs = []
     for entry in named:
-        row = rows.get(entry["name"])
+        row = rows.get(entry.name)
         if row is None:
             continue
         if row.source_type == "hub":
-            refs.append(AdapterRef(row.name, float(entry["scale"]), row.source, row.weight_name))
+            refs.append(AdapterRef(row.name, entry.scale, row.source, row.weight_name))
         else:
             path = lora_dir / row.source
-            refs.append(AdapterRef(row.name, float(entry["scale"]), str(path.parent), path.name))
+            refs.append(AdapterRef(row.name, entry.scale, str(path.parent), path.name))
     return refs
 
 
@@ -132,13 +140,13 @@ class LiveTask:
 
 def live_from_record(app_name: str, record: TaskRecord, adapters: list[AdapterRef]) -> LiveTask:
     """The live task of a stored record (a registry recovering, or a test), with its adapters."""
-    params = record.parameters
-    kind = kind_for_task_type(record.task_type)
+    params = GenerationParameters.from_record(record)
+    kind = params.kind
     requests = model_requests(
         app_name,
         record.task_id,
         kind,
-        params.get("prompts") or [record.prompt],
+        params.prompt_list,
         params,
         list(record.input_keys),
         record.image_count,
@@ -155,7 +163,7 @@ def live_from_record(app_name: str, record: TaskRecord, adapters: list[AdapterRe
         requests=requests,
         image_count=record.image_count,
         seed=record.seed,
-        steps_per_request=int(params.get("num_inference_steps", 0)),
+        steps_per_request=params.num_inference_steps,
         started_at=record.started_at,
         attempts_started=record.attempts,
     )

@@ -5,18 +5,29 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any, BinaryIO, Optional, Union
+from typing import BinaryIO, Optional, Union
 
 from fastapi import HTTPException, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
 from sqlmodel import Session
 
 from models.kinds import ModelKind
 from serving import messages
 from serving.logs import replica_events, task_event
-from serving.protocol import Accepted, PendingLimit, QueueFull, QuotaRefused, ResultLocation, TaskSpec, WebhookRequest
+from serving.protocol import (
+    Accepted,
+    GenerationParameters,
+    PendingLimit,
+    QueueFull,
+    QuotaRefused,
+    ResultLocation,
+    TaskSpec,
+    WebhookRequest,
+)
 from serving.registry.ids import new_task_id
 from serving.state import ServiceState, model_available
 from serving.uploads import ValidatedUpload
@@ -44,15 +55,21 @@ async def require_model(state: ServiceState, kind: ModelKind) -> None:
             )
 
 
+def generation_parameters(build: Callable[[], GenerationParameters]) -> GenerationParameters:
+    """The parameters ``build`` makes, its validation errors answered like a request's own (400 with
+    ``detail`` on the native routes, OpenAI's error body on ``/v1``)."""
+    try:
+        return build()
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+
+
 async def create_task(
     state: ServiceState,
     user: User,
     *,
     task_type: str,
-    kind: ModelKind,
-    prompt: str,
-    prompts: list[str],
-    parameters: dict[str, Any],
+    parameters: GenerationParameters,
     image_count: int,
     inputs: list[ValidatedUpload],
     async_mode: bool = True,
@@ -61,6 +78,7 @@ async def create_task(
     """Store the inputs and have the registry create and dispatch the task; raises 503 (model,
     queue) or 429 (quota, pending limit, too many long waits when ``async_mode`` is false).
     ``webhook`` (from serving.webhooks.webhook_spec) asks for signed callbacks."""
+    kind = parameters.kind
     await require_model(state, kind)
     if not async_mode:
         with state.long_waits.hold(user.id):  # refused before a task exists, not after
@@ -74,8 +92,6 @@ async def create_task(
         user_id=user.id,
         task_type=task_type,
         kind=kind,
-        prompt=prompt,
-        prompts=prompts,
         parameters=parameters,
         image_count=image_count,
         input_keys=input_keys,
@@ -115,10 +131,7 @@ async def submit(
     user: User,
     *,
     task_type: str,
-    kind: ModelKind,
-    prompt: str,
-    prompts: list[str],
-    parameters: dict[str, Any],
+    parameters: GenerationParameters,
     image_count: int,
     inputs: list[ValidatedUpload],
     async_mode: bool,
@@ -129,9 +142,6 @@ async def submit(
         state,
         user,
         task_type=task_type,
-        kind=kind,
-        prompt=prompt,
-        prompts=prompts,
         parameters=parameters,
         image_count=image_count,
         inputs=inputs,

@@ -10,25 +10,24 @@ from fastapi.responses import Response
 
 from auth.deps import CurrentUser
 from models.aspect import ASPECT_RATIOS, DEFAULT_ASPECT_RATIO, size_for_aspect_ratio
-from models.kinds import ModelKind
+from models.kinds import ModelKind, TaskType
 from models.seeds import MAX_SEED
 from serving import messages
 from serving.adapter_options import Loras, Speed, apply_adapter_options
-from serving.routes.common import submit
+from serving.protocol import MAX_BATCH_PROMPTS, MAX_PROMPT, GenerationParameters
+from serving.routes.common import generation_parameters, submit
 from serving.state import StateDep
 from serving.uploads import ValidatedUpload, read_limited, validate_upload
 from serving.webhooks import WEBHOOK_EVENTS, webhook_spec
 
 router = APIRouter(tags=["generation"])
 
-MAX_PROMPT = 2000
-MAX_BATCH_PROMPTS = 10
 MAX_EDIT_IMAGES = 2
+TEXT_TO_IMAGE, IMAGE_EDIT = ModelKind.text_to_image.spec, ModelKind.image_edit.spec
 
-# NUL is refused up front: PostgreSQL cannot store it in text, so it would fail as a 500 later.
-NO_NUL = r"^[^\x00]*$"
-Prompt = Annotated[str, Form(min_length=1, max_length=MAX_PROMPT, pattern=NO_NUL, description="what to draw or change")]
-NegativePrompt = Annotated[str, Form(max_length=MAX_PROMPT, pattern=NO_NUL)]
+# Lengths and NUL characters are checked by GenerationParameters, the same for every route.
+Prompt = Annotated[str, Form(min_length=1, max_length=MAX_PROMPT, description="what to draw or change")]
+NegativePrompt = Annotated[str, Form(max_length=MAX_PROMPT)]
 TrueCfg = Annotated[float, Form(ge=1.0, le=10.0)]
 Seed = Annotated[int, Form(ge=-1, le=MAX_SEED, description="-1 = random; the seed used is reported")]
 NumImages = Annotated[int, Form(ge=1, le=4)]
@@ -80,8 +79,8 @@ async def text_to_image(
     prompt: Prompt,
     negative_prompt: NegativePrompt = "",
     aspect_ratio: Annotated[str, Form(description="one of GET /text-to-image/aspect-ratios")] = DEFAULT_ASPECT_RATIO,
-    num_inference_steps: Steps = ModelKind.text_to_image.spec.default_steps,
-    true_cfg_scale: TrueCfg = 4.0,
+    num_inference_steps: Steps = TEXT_TO_IMAGE.default_steps,
+    true_cfg_scale: TrueCfg = TEXT_TO_IMAGE.default_true_cfg_scale,
     seed: Seed = -1,
     num_images: NumImages = 1,
     async_mode: AsyncMode = True,
@@ -101,24 +100,25 @@ async def text_to_image(
             messages.ASPECT_RATIO_UNSUPPORTED(aspect_ratio=aspect_ratio, choices=", ".join(ASPECT_RATIOS)),
         )
     width, height = size_for_aspect_ratio(aspect_ratio)
-    parameters = {
-        "negative_prompt": negative_prompt,
-        "aspect_ratio": aspect_ratio,
-        "width": width,
-        "height": height,
-        "num_inference_steps": num_inference_steps,
-        "true_cfg_scale": true_cfg_scale,
-        "seed": seed,
-        "num_images": num_images,
-    }
-    await apply_adapter_options(state, ModelKind.text_to_image, parameters, loras, speed)
+    parameters = generation_parameters(
+        lambda: GenerationParameters(
+            kind=ModelKind.text_to_image,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            aspect_ratio=aspect_ratio,
+            width=width,
+            height=height,
+            num_inference_steps=num_inference_steps,
+            true_cfg_scale=true_cfg_scale,
+            seed=seed,
+            num_images=num_images,
+        )
+    )
+    parameters = await apply_adapter_options(state, parameters, loras, speed)
     return await submit(
         state,
         user,
-        task_type="text_to_image",
-        kind=ModelKind.text_to_image,
-        prompt=prompt,
-        prompts=[prompt],
+        task_type=TaskType.text_to_image.value,
         parameters=parameters,
         image_count=num_images,
         inputs=[],
@@ -134,9 +134,9 @@ async def image_edit(
     images: Annotated[list[UploadFile], File(description="1–2 images (JPEG, PNG, WebP; ≤ 20 MB each)")],
     prompt: Prompt,
     negative_prompt: NegativePrompt = "",
-    num_inference_steps: Steps = ModelKind.image_edit.spec.default_steps,
-    true_cfg_scale: TrueCfg = 4.0,
-    guidance_scale: Annotated[float, Form(ge=1.0, le=10.0)] = 1.0,
+    num_inference_steps: Steps = IMAGE_EDIT.default_steps,
+    true_cfg_scale: TrueCfg = IMAGE_EDIT.default_true_cfg_scale,
+    guidance_scale: Annotated[float, Form(ge=1.0, le=10.0)] = IMAGE_EDIT.default_guidance_scale or 1.0,
     seed: Seed = -1,
     num_images: NumImages = 1,
     async_mode: AsyncMode = True,
@@ -151,24 +151,25 @@ async def image_edit(
     )
     prompt = _clean_prompt(prompt)
     inputs = await _read_images(state, images, MAX_EDIT_IMAGES)
-    parameters = {
-        "negative_prompt": negative_prompt,
-        "num_inference_steps": num_inference_steps,
-        "true_cfg_scale": true_cfg_scale,
-        "guidance_scale": guidance_scale,
-        "seed": seed,
-        "num_images": num_images,
-        "input_count": len(inputs),
-        "input_sizes": [list(image.size) for image in inputs],
-    }
-    await apply_adapter_options(state, ModelKind.image_edit, parameters, loras, speed)
+    parameters = generation_parameters(
+        lambda: GenerationParameters(
+            kind=ModelKind.image_edit,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            num_inference_steps=num_inference_steps,
+            true_cfg_scale=true_cfg_scale,
+            guidance_scale=guidance_scale,
+            seed=seed,
+            num_images=num_images,
+            input_count=len(inputs),
+            input_sizes=[image.size for image in inputs],
+        )
+    )
+    parameters = await apply_adapter_options(state, parameters, loras, speed)
     return await submit(
         state,
         user,
-        task_type="image_edit",
-        kind=ModelKind.image_edit,
-        prompt=prompt,
-        prompts=[prompt],
+        task_type=TaskType.image_edit.value,
         parameters=parameters,
         image_count=num_images,
         inputs=inputs,
@@ -188,13 +189,12 @@ async def image_edit_batch(
         Form(
             min_length=1,
             max_length=MAX_PROMPT * MAX_BATCH_PROMPTS,
-            pattern=NO_NUL,
             description="edit prompts separated by |, at most 10",
         ),
     ],
     negative_prompt: NegativePrompt = "",
-    num_inference_steps: Steps = ModelKind.image_edit.spec.default_steps,
-    true_cfg_scale: TrueCfg = 4.0,
+    num_inference_steps: Steps = IMAGE_EDIT.default_steps,
+    true_cfg_scale: TrueCfg = IMAGE_EDIT.default_true_cfg_scale,
     seed: Seed = -1,
     async_mode: AsyncMode = True,
     webhook_url: WebhookUrl = None,
@@ -217,25 +217,23 @@ async def image_edit_batch(
         raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.PROMPT_TOO_LONG(limit=MAX_PROMPT))
     # FastAPI binds one of several same-named parts; the contract allows exactly one image.
     inputs = await _read_images(state, (await request.form()).getlist("image"), 1)
-    parameters = {
-        "negative_prompt": negative_prompt,
-        "num_inference_steps": num_inference_steps,
-        "true_cfg_scale": true_cfg_scale,
-        "guidance_scale": 1.0,
-        "seed": seed,
-        "num_images": 1,
-        "prompts": prompt_list,
-        "input_count": 1,
-        "input_sizes": [list(inputs[0].size)],
-    }
-    await apply_adapter_options(state, ModelKind.image_edit, parameters, loras, speed)
+    parameters = generation_parameters(
+        lambda: GenerationParameters(
+            kind=ModelKind.image_edit,
+            prompts=prompt_list,
+            negative_prompt=negative_prompt,
+            num_inference_steps=num_inference_steps,
+            true_cfg_scale=true_cfg_scale,
+            seed=seed,
+            input_count=1,
+            input_sizes=[inputs[0].size],
+        )
+    )
+    parameters = await apply_adapter_options(state, parameters, loras, speed)
     return await submit(
         state,
         user,
-        task_type="batch_edit",
-        kind=ModelKind.image_edit,
-        prompt=" | ".join(prompt_list),
-        prompts=prompt_list,
+        task_type=TaskType.batch_edit.value,
         parameters=parameters,
         image_count=len(prompt_list),
         inputs=inputs,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime, timezone
 from typing import Annotated, Any, Optional
 
@@ -12,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from auth.deps import AdminUser, CurrentUser, SessionDep
 from auth.routes import MAX_DB_INT, UserId
 from auth.schemas import QuotaLimits
-from models.kinds import ModelKind
+from models.kinds import TaskType
 from serving import messages
 from serving.routes.common import owned_record
 from serving.state import StateDep
@@ -86,7 +85,6 @@ Page = Annotated[int, Query(ge=1, le=1_000_000)]
 PageSize = Annotated[int, Query(ge=1, le=100)]
 StatusFilter = Annotated[Optional[TaskStatus], Query(alias="status")]
 # The task types the model kinds run (models.kinds), under the name the schema has always used.
-TaskType = enum.Enum("TaskType", {t: t for kind in ModelKind for t in kind.spec.task_types}, type=str)  # type: ignore[misc]
 TypeFilter = Annotated[Optional[TaskType], Query()]
 DateFilter = Annotated[Optional[datetime], Query(description="ISO 8601; without a zone it is UTC")]
 

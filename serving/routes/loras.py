@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 
 from auth.deps import AdminUser, CurrentUser, SessionDep
 from models.adapters import LIGHTNING_ADAPTER, MAX_SCALE, MIN_SCALE, AdapterError, check_lora_file
+from models.kinds import KIND_NAMES
 from serving import messages
 from serving.adapter_options import adapter_reason
 from serving.state import ServiceState, StateDep
@@ -37,7 +38,6 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 UPLOADS = "uploads"
 CHUNK = 1024 * 1024
-MODELS = ("text_to_image", "image_edit")
 RESERVED_NAMES = {LIGHTNING_ADAPTER}
 
 
@@ -92,7 +92,7 @@ async def register_lora(
     state: StateDep,
     session: SessionDep,
     name: Annotated[str, Form(pattern=NAME_PATTERN, description="how requests name it: lower case, digits, _ . -")],
-    model: Annotated[str, Form(description="text_to_image or image_edit")],
+    model: Annotated[str, Form(description=" or ".join(KIND_NAMES))],
     source: Annotated[
         Optional[str], Form(max_length=512, description="hub:<owner>/<repo> or local:<path under LORA_DIR>")
     ] = None,
@@ -103,8 +103,8 @@ async def register_lora(
     trigger_words: Annotated[str, Form(max_length=1000, description="comma-separated")] = "",
 ) -> LoraAdapter:
     """Register an adapter from a hub repository, a file under ``LORA_DIR`` or an upload."""
-    if model not in MODELS:
-        raise bad_param("model", messages.ONE_OF(choices=", ".join(MODELS)))
+    if model not in KIND_NAMES:
+        raise bad_param("model", messages.ONE_OF(choices=", ".join(KIND_NAMES)))
     if name in RESERVED_NAMES:
         # The replicas hold the fast mode's adapter under this name; a catalogue entry of the same
         # name would share its place in their adapter cache.

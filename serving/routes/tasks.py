@@ -13,7 +13,7 @@ from sqlmodel import Session
 
 from auth.deps import AdminUser, CurrentUser
 from serving import messages, metrics
-from serving.protocol import AlreadyFinished, ResultLocation, TaskStatusView, task_status_view, total_steps
+from serving.protocol import AlreadyFinished, GenerationParameters, ResultLocation, TaskStatusView, task_status_view
 from serving.routes.common import not_found, owned_record, owns, result_response
 from serving.routes.events import hub_for
 from serving.state import ServiceState, StateDep
@@ -35,7 +35,7 @@ def status_from_record(record: TaskRecord) -> TaskStatusView:
         completed_at=record.completed_at,
         execution_time=record.execution_time,
         steps_done=0,
-        total_steps=total_steps(record.parameters),
+        total_steps=GenerationParameters.from_record(record).total_steps,
         seed=record.seed,
         position=0,
         now=utcnow(),

@@ -72,13 +72,13 @@ class StandInModel:
         if request.prompt.startswith(FAIL):
             return Failed(index=request.index, error="生成失败 (RuntimeError: stand-in failure)")
         keys = []
-        for n in range(int(request.parameters.get("num_images", 1))):
+        for n in range(request.parameters.num_images):
             key = request.output_key or f"results/{request.task_id}/image_{request.index}_{n}.png"
             buffer = io.BytesIO()
             Image.new("RGB", (16, 16), (n * 40, 0, 0)).save(buffer, format="PNG")
             self.core.store.put(key, buffer.getvalue())
             keys.append(key)
-        return Generated(index=request.index, keys=keys, seed=int(request.parameters["seed"]), seconds=0.01)
+        return Generated(index=request.index, keys=keys, seed=request.parameters.seed, seconds=0.01)
 
 
 class StandInRegistry:

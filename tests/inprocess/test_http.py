@@ -80,6 +80,18 @@ def test_bad_generation_fields_are_400_with_a_detail(client, alice):
     assert english.json()["detail"].startswith("Unsupported aspect ratio 5:1")
 
 
+def test_a_nul_in_any_prompt_is_400_naming_the_field(client, alice):
+    negative = client.post("/text-to-image", headers=alice, data={"prompt": "x", "negative_prompt": "a\x00b"})
+    assert negative.status_code == 400 and negative.json()["detail"].startswith("参数 negative_prompt 无效")
+    batch = client.post(
+        "/image-edit/batch",
+        headers=alice,
+        data={"prompts": "fine|a\x00b"},
+        files={"image": ("a.png", png(), "image/png")},
+    )
+    assert batch.status_code == 400 and batch.json()["detail"].startswith("参数 prompts.1 无效")
+
+
 def test_a_disabled_model_answers_503_with_the_contracts_message(tmp_path):
     with make_client(tmp_path, enabled_models="text_to_image") as client:
         headers = register(client, "dave")

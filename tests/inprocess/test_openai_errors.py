@@ -43,3 +43,17 @@ def test_a_failed_task_is_500_not_retried_and_names_the_task(client, alice):
     task_id = response.headers["x-task-id"]
     assert client.get(f"/tasks/{task_id}", headers=alice).json()["status"] == "failed"
     assert response.json()["error"]["type"] == "server_error"
+
+
+@pytest.mark.parametrize("field", ["prompt", "negative_prompt"])
+def test_a_nul_in_a_prompt_is_an_openai_400_naming_the_field(client, alice, field):
+    fields = {"prompt": "a cat", field: "a\x00cat"}
+    generation = client.post("/v1/images/generations", headers=alice, json={**fields, "size": "256x256"})
+    edit = client.post("/v1/images/edits", headers=alice, data=fields, files={"image": ("a.png", png(), "image/png")})
+    for response in (generation, edit):
+        assert response.status_code == 400 and response.headers["x-should-retry"] == "false"
+        error = response.json()["error"]
+        assert set(error) == ERROR_FIELDS and (error["param"], error["code"]) == (field, "invalid_value")
+        assert "NUL" in error["message"]
+    history = client.get("/tasks/history/me", headers=alice).json()
+    assert history["total"] == 0  # nothing was created

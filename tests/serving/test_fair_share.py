@@ -20,7 +20,7 @@ from ray.serve._private.common import RequestMetadata
 from ray.serve.request_router import PendingRequest
 
 from models.kinds import ModelKind
-from serving.protocol import Accepted, ModelRequest, TaskSpec
+from serving.protocol import Accepted, GenerationParameters, ModelRequest, TaskSpec
 from serving.registry.core import RegistryCore
 from serving.replica_router import LeastBusyRouter
 from storage import User, session_scope
@@ -40,7 +40,7 @@ def user_request(user_id: Optional[int]) -> PendingRequest:
         kind=ModelKind.text_to_image,
         index=0,
         prompt="p",
-        parameters={},
+        parameters=GenerationParameters(kind=ModelKind.text_to_image, prompt="p"),
         input_keys=[],
         output_key=None,
         user_id=user_id,
@@ -195,9 +195,7 @@ def _spec(task_id: str, user_id: int) -> TaskSpec:
         user_id=user_id,
         task_type="text_to_image",
         kind=ModelKind.text_to_image,
-        prompt="p",
-        prompts=["p"],
-        parameters={"num_inference_steps": 4, "seed": -1},
+        parameters=GenerationParameters(kind=ModelKind.text_to_image, prompt="p", num_inference_steps=4),
         image_count=1,
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -10,7 +11,7 @@ from sqlmodel import select
 
 from models.kinds import ModelKind
 from serving import messages
-from serving.protocol import Accepted, QueueFull, TaskSpec
+from serving.protocol import Accepted, AdapterChoice, GenerationParameters, QueueFull, TaskSpec
 from serving.registry.core import RegistryCore
 from serving.routes.tasks import status_from_record
 from storage import TaskRecord, session_scope, utcnow
@@ -28,9 +29,7 @@ def _spec(task_id: str, steps: int = 20) -> TaskSpec:
         user_id=None,
         task_type="text_to_image",
         kind=ModelKind.text_to_image,
-        prompt="p",
-        prompts=["p"],
-        parameters={"num_inference_steps": steps, "seed": -1},
+        parameters=GenerationParameters(kind=ModelKind.text_to_image, prompt="p", num_inference_steps=steps),
         image_count=1,
     )
 
@@ -446,7 +445,9 @@ def test_a_submission_given_up_or_failing_its_adapter_read_writes_nothing_and_a_
         with monkeypatch.context() as patch:
             patch.setattr(task_module, "adapters_named", catalogue_unreachable)
             spec = _spec("with-lora")
-            spec.parameters["loras"] = [{"name": "ink", "scale": 1.0}]
+            spec = replace(
+                spec, parameters=spec.parameters.model_copy(update={"loras": [AdapterChoice(name="ink", scale=1.0)]})
+            )
             with pytest.raises(OperationalError):
                 await core.create(spec)
         with monkeypatch.context() as patch:

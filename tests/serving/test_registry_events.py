@@ -12,7 +12,7 @@ from sqlmodel import select
 
 from models.kinds import ModelKind
 from serving import events as ev
-from serving.protocol import ResultLocation, TaskSpec, WebhookRequest
+from serving.protocol import GenerationParameters, ResultLocation, TaskSpec, WebhookRequest
 from serving.registry.core import RegistryCore
 from storage import TaskRecord, User, session_scope
 from storage.tables import TaskWebhook, WebhookDelivery
@@ -28,13 +28,11 @@ def core_for(tmp_path) -> RegistryCore:
 def spec(task_id: str, user_id: int, webhook=None) -> TaskSpec:
     return TaskSpec(
         task_id=task_id,
-        parameters={"num_inference_steps": 20},
+        parameters=GenerationParameters(kind=ModelKind.text_to_image, prompt="p", num_inference_steps=20),
         kind=ModelKind.text_to_image,
-        prompts=["p"],
         image_count=1,
         user_id=user_id,
         task_type="text_to_image",
-        prompt="p",
         webhook=webhook,
     )
 

@@ -275,7 +275,7 @@ def test_the_ray_in_use_and_deployed_is_the_minor_version_pinned():
 def model_request(*adapters: str, fast: bool = False) -> PendingRequest:
     """A pending request carrying a model request with these adapters."""
     from models.kinds import ModelKind
-    from serving.protocol import AdapterRef, ModelRequest
+    from serving.protocol import AdapterRef, GenerationParameters, ModelRequest
 
     request = ModelRequest(
         app_name="test",
@@ -283,7 +283,7 @@ def model_request(*adapters: str, fast: bool = False) -> PendingRequest:
         kind=ModelKind.text_to_image,
         index=0,
         prompt="p",
-        parameters={"speed": "fast"} if fast else {},
+        parameters=GenerationParameters(kind=ModelKind.text_to_image, prompt="p", speed="fast" if fast else None),
         input_keys=[],
         output_key=None,
         adapters=[AdapterRef(name, 1.0, "/loras") for name in adapters],
