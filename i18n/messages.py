@@ -280,6 +280,9 @@ PARAM_MISSING = _entry("param_missing", "缺少必填参数 {field}", "Missing r
 PARAM_INVALID = _entry("param_invalid", "参数 {field} 无效：{reason}", "Parameter {field}: {reason}")
 PARAMS_INVALID = _entry("params_invalid", "请求参数无效", "Invalid request parameters")
 PARAM_EMPTY = _entry("param_empty", "参数 {field} 不能为空", "Parameter {field} must not be empty")
+# Reasons a validator gives (shown after "参数 X 无效：" / "Parameter X is invalid: ")
+REASON_NUL = _entry("reason_nul", "不能包含 NUL 字符", "must not contain NUL characters")
+REASON_EMPTY = _entry("reason_empty", "不能为空", "must not be empty")
 ASPECT_RATIO_UNSUPPORTED = _entry(
     "aspect_ratio_unsupported",
     "不支持的宽高比 {aspect_ratio}，可选：{choices}",

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from i18n import messages
 from models.adapters import MAX_SCALE, MIN_SCALE
 from models.kinds import ModelKind, kind_for_task_type
 from models.runtime import GenerationRequest
@@ -33,14 +34,14 @@ MAX_BATCH_PROMPTS = 10
 def _without_nul(text: str) -> str:
     # PostgreSQL cannot store NUL in text: refused here rather than failing as a 500 when written.
     if "\x00" in text:
-        raise ValueError("must not contain NUL characters")
+        raise ValueError(messages.REASON_NUL)
     return text
 
 
 def _not_blank(text: str) -> str:
     text = text.strip()
     if not text:
-        raise ValueError("must not be empty")
+        raise ValueError(messages.REASON_EMPTY)
     return text
 
 

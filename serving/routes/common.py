@@ -61,7 +61,7 @@ def generation_parameters(build: Callable[[], GenerationParameters]) -> Generati
     try:
         return build()
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+        raise RequestValidationError(exc.errors(include_url=False)) from None
 
 
 async def create_task(
