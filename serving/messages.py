@@ -361,6 +361,16 @@ USER_DELETED = _entry("user_deleted", "用户 {username} 已删除", "User {user
 
 API_KEY_NOT_FOUND = _entry("api_key_not_found", "API 密钥不存在", "API key not found")
 API_KEY_REVOKED = _entry("api_key_revoked", "API 密钥已撤销", "API key revoked")
+API_KEY_NOT_ALLOWED = _entry(
+    "api_key_not_allowed",
+    "API 密钥不能执行此操作（创建密钥、修改密码、轮换 webhook 密钥、管理会话），请登录后再试",
+    "An API key cannot do this (create keys, change the password, rotate the webhook secret, manage"
+    " sessions); log in instead",
+)
+CURRENT_PASSWORD_REQUIRED = _entry(
+    "current_password_required", "修改密码需要提供当前密码", "Changing the password needs the current password"
+)
+LOGGED_OUT = _entry("logged_out", "已退出登录", "Logged out")
 # Event streams and webhooks
 EVENT_STREAMS_LIMIT = _entry(
     "event_streams_limit",

@@ -87,7 +87,7 @@ def connect_account_cache(state: ServiceState) -> None:
                     return
                 await asyncio.sleep(delay)
 
-    state.auth.follow_feed = lambda: hub_for(state).follow()
+    state.auth.on_feed(lambda: hub_for(state).follow())
     watch(accounts, state.engine, announce)
 
 
