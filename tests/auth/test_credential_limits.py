@@ -97,6 +97,6 @@ def test_a_password_change_that_asks_to_keep_api_keys_keeps_them(service):
 
 def test_an_api_key_from_before_the_accounts_token_version_is_refused(service):
     # A key written with the version it was made under, racing a password change that bumped it.
-    user_id, key = _user_with_key(service, version=-1)
+    _, key = _user_with_key(service, version=-1)
     with pytest.raises(AuthError):
         _check(service, key)
