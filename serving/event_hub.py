@@ -20,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol
 
+from auth.account_cache import ACCOUNT_CHANGED
 from serving import events as ev
 
 log = logging.getLogger("qwen_image.events")
@@ -32,6 +33,9 @@ POLL_TIMEOUT_S = 25.0
 POSITIONS_DELAY_S = 0.5  # queue-position refreshes are gathered for this long
 QUEUE_LIMIT = 256  # events waiting for one slow client; beyond it, only terminal events are kept
 CACHE_ONLY_POLL_INTERVAL_S = 0.01
+# The event that ends a stream the service closes, and why (``{"reason": ...}``).
+END = "end"
+CREDENTIALS_REVOKED = "credentials_revoked"
 
 
 @dataclass(eq=False)
@@ -44,8 +48,20 @@ class Subscription:
     last_ids: dict[str, int] = field(default_factory=dict)
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     queued_tasks: set[str] = field(default_factory=set)  # tasks last seen queued (positions may move)
+    credential: str = ""  # what the stream was opened with: checked again while it is open
+    ended: Optional[str] = None  # why the service ended the stream (its last event says so)
+
+    def end(self, reason: str) -> None:
+        """End the stream: what is still queued is dropped, and its next and last event is ``end``."""
+        if self.ended is None:
+            self.ended = reason
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait({"event": END, "reason": reason})
 
     def offer(self, event: dict) -> None:
+        if self.ended is not None:
+            return
         task_id = event["task_id"]
         if event["id"] <= self.last_ids.get(task_id, 0):
             return
@@ -95,6 +111,11 @@ class EventHub:
         self._positions_task: Optional[asyncio.Task] = None
         self.polls = 0  # long polls sent (benchmarks read it)
         self.preview_streams = 0  # open streams that want previews
+        # Whether a stream's credential still holds (set by the ingress); asked again for the open
+        # streams of every account the feed says changed (password, disable, deletion, key revoked,
+        # log-out), so they end within moments on every replica.
+        self.credential_holds: Optional[Callable[[str], Awaitable[bool]]] = None
+        self._checks: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------------ streams
 
@@ -255,6 +276,8 @@ class EventHub:
     def _dispatch(self, event: dict) -> None:
         for cache in self.caches:
             cache.apply(event)
+        if event["event"] == ACCOUNT_CHANGED:
+            self._check_streams_of(set(event.get("user_ids") or ()))
         if event.get("task_id") is None and event["event"] != ev.QUEUE_MOVED:
             return  # for the caches only (statuses reset, accounts changed)
         if event["event"] == ev.QUEUE_MOVED:
@@ -264,6 +287,33 @@ class EventHub:
             sub.offer(event)
         for sub in self.by_user.get(event["user_id"], ()):
             sub.offer(event)
+
+    def _check_streams_of(self, user_ids: set[int]) -> None:
+        subs = [
+            s
+            for group in (*self.by_task.values(), *self.by_user.values())
+            for s in group
+            if s.user_id in user_ids and s.credential
+        ]
+        if subs and self.credential_holds is not None:
+            task = asyncio.create_task(self.recheck(subs))
+            self._checks.add(task)
+            task.add_done_callback(self._checks.discard)
+
+    async def recheck(self, subs: Sequence[Subscription]) -> None:
+        """End the streams among ``subs`` whose credential no longer holds."""
+        if self.credential_holds is None:
+            return
+        verdicts: dict[str, bool] = {}
+        for sub in subs:
+            if sub.credential not in verdicts:
+                try:
+                    verdicts[sub.credential] = await self.credential_holds(sub.credential)
+                except Exception as exc:  # the database is away: the periodic check tries again
+                    log.warning("checking an event stream's credential failed: %r", exc)
+                    continue
+            if not verdicts[sub.credential]:
+                sub.end(CREDENTIALS_REVOKED)
 
     def _schedule_positions(self) -> None:
         if self._positions_task is None or self._positions_task.done():
@@ -282,4 +332,4 @@ class EventHub:
                 log.warning("refreshing queue positions failed: %r", exc)
 
 
-__all__ = ["EventHub", "Subscription", "TooManyStreams", "POLL_TIMEOUT_S"]
+__all__ = ["EventHub", "Subscription", "TooManyStreams", "POLL_TIMEOUT_S", "END", "CREDENTIALS_REVOKED"]
