@@ -14,9 +14,11 @@ metadata endpoints, multicast and unspecified addresses stay refused even then.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import urlsplit
@@ -38,6 +40,11 @@ METADATA_ADDRESSES = frozenset(
 METADATA_HOSTNAMES = frozenset({"metadata.google.internal", "metadata", "instance-data"})
 
 Resolver = Callable[[str, int], list[str]]
+
+# Host names are resolved on threads of their own, with a time limit: slow DNS for a user-given
+# host must not hold the default thread pool that database and file reads share.
+RESOLVE_TIMEOUT_S = 5.0
+_resolving = ThreadPoolExecutor(max_workers=4, thread_name_prefix="resolve")
 
 
 class RefusedURL(ValueError):
@@ -203,10 +210,30 @@ def check_url(url: str, *, allow_private: bool = False, resolver: Resolver = sys
     return CheckedURL(url=url, scheme=scheme, host=host, port=port, ip=addresses[0].split("%", 1)[0], target=target)
 
 
+async def check_url_async(
+    url: str, *, allow_private: bool = False, resolver: Optional[Resolver] = None, timeout: Optional[float] = None
+) -> CheckedURL:
+    """:func:`check_url` from async code: on the resolving threads, refused after ``timeout`` seconds
+    (``RESOLVE_TIMEOUT_S`` by default)."""
+    timeout = RESOLVE_TIMEOUT_S if timeout is None else timeout
+
+    def check() -> CheckedURL:
+        if resolver is None:
+            return check_url(url, allow_private=allow_private)
+        return check_url(url, allow_private=allow_private, resolver=resolver)
+
+    future = asyncio.get_running_loop().run_in_executor(_resolving, check)
+    try:
+        return await asyncio.wait_for(future, timeout)
+    except asyncio.TimeoutError:
+        raise RefusedURL(f"the host cannot be resolved within {timeout:g} s") from None
+
+
 __all__ = [
     "RefusedURL",
     "CheckedURL",
     "check_url",
+    "check_url_async",
     "address_refusal",
     "embedded_ipv4",
     "system_resolver",

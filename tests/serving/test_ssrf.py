@@ -165,3 +165,34 @@ def test_ipv6_forms_that_are_not_globally_routable_are_refused_even_around_publi
 def test_globally_routable_ipv6_and_translations_of_public_ipv4_are_allowed(url):
     written = url.split("[", 1)[1].split("]", 1)[0]
     assert ipaddress.ip_address(check_url(url).ip) == ipaddress.ip_address(written)
+
+
+def test_slow_dns_for_webhook_hosts_neither_stalls_the_shared_thread_pool_nor_waits_forever(monkeypatch):
+    import asyncio
+    import socket
+    import time
+
+    from serving import ssrf
+    from serving.webhooks import webhook_spec
+
+    def slow_getaddrinfo(*args, **kwargs):  # a fake: a DNS server that takes its time
+        time.sleep(1.5)
+        raise socket.gaierror("timed out")
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_getaddrinfo)
+    monkeypatch.setattr(ssrf, "RESOLVE_TIMEOUT_S", 0.3)
+
+    async def scenario() -> tuple[float, list]:
+        hooks = [
+            asyncio.ensure_future(webhook_spec(f"http://slow{i}.example/", None, allow_private=False))
+            for i in range(40)
+        ]
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        await asyncio.to_thread(lambda: None)  # what a database or file read does meanwhile
+        waited = time.monotonic() - started
+        return waited, await asyncio.gather(*hooks, return_exceptions=True)
+
+    waited, answers = asyncio.run(scenario())
+    assert waited < 0.5
+    assert all(getattr(a, "status_code", None) == 400 for a in answers)
