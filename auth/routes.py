@@ -13,6 +13,7 @@ from auth.schemas import ChangePasswordRequest, LoginRequest, Message, Token, Us
 from auth.security import API_KEY_PREFIX, InvalidToken
 from auth.service import AuthError, AuthService
 from serving import messages
+from storage.api_keys import restore_keys_after_enable
 from storage.tables import User
 from storage.users import get_user, get_user_by_username, list_users
 
@@ -220,6 +221,8 @@ def toggle_active(user_id: UserId, admin: AdminUser, session: SessionDep) -> dic
     user.is_active = not user.is_active
     if not user.is_active:
         user.token_version += 1
+    else:
+        restore_keys_after_enable(session, user_id, user.token_version)
     session.add(user)
     _commit_keeping_an_active_admin(session)
     message = messages.USER_ENABLED if user.is_active else messages.USER_DISABLED_NOW

@@ -49,6 +49,7 @@ class Subscription:
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     queued_tasks: set[str] = field(default_factory=set)  # tasks last seen queued (positions may move)
     credential: str = ""  # what the stream was opened with: checked again while it is open
+    address: Optional[str] = None  # the client's address, for the per-address cap
     ended: Optional[str] = None  # why the service ended the stream (its last event says so)
 
     def end(self, reason: str) -> None:
@@ -88,15 +89,30 @@ class FeedCache(Protocol):
 
 
 class TooManyStreams(Exception):
-    """The user already has the allowed number of streams open on this replica."""
+    """The user, the client address or the replica already has the allowed number of streams open
+    (``scope``: ``user``, ``address`` or ``replica``)."""
+
+    def __init__(self, scope: str = "user"):
+        super().__init__(scope)
+        self.scope = scope
 
 
 class EventHub:
     """Fans the registry's events out to this replica's streams (one instance per ingress replica)."""
 
-    def __init__(self, state: Any, max_streams_per_user: int, caches: Sequence[FeedCache] = ()):
+    def __init__(
+        self,
+        state: Any,
+        max_streams_per_user: int,
+        caches: Sequence[FeedCache] = (),
+        max_streams: Optional[int] = None,
+        max_streams_per_address: Optional[int] = None,
+    ):
         self.state = state
         self.max_streams_per_user = max_streams_per_user
+        self.max_streams = max_streams
+        self.max_streams_per_address = max_streams_per_address
+        self.open_per_address: Counter[str] = Counter()
         # Kept current by the poll, which then never stops (statuses, accounts): each is told every
         # event, and reset (live or not) whenever the feed starts afresh or fails.
         self.caches = tuple(caches)
@@ -119,16 +135,30 @@ class EventHub:
 
     # ------------------------------------------------------------------ streams
 
-    def reserve(self, user_id: Optional[int]) -> None:
-        """Count one more stream of ``user_id``; raises TooManyStreams beyond the cap."""
+    def reserve(self, user_id: Optional[int], address: Optional[str] = None) -> None:
+        """Count one more stream of ``user_id`` from ``address``; raises TooManyStreams beyond a cap."""
+        if self.max_streams is not None and sum(self.open_per_user.values()) >= self.max_streams:
+            raise TooManyStreams("replica")
+        if (
+            address is not None
+            and self.max_streams_per_address is not None
+            and self.open_per_address[address] >= self.max_streams_per_address
+        ):
+            raise TooManyStreams("address")
         if self.open_per_user[user_id] >= self.max_streams_per_user:
-            raise TooManyStreams
+            raise TooManyStreams("user")
         self.open_per_user[user_id] += 1
+        if address is not None:
+            self.open_per_address[address] += 1
 
-    def release(self, user_id: Optional[int]) -> None:
+    def release(self, user_id: Optional[int], address: Optional[str] = None) -> None:
         self.open_per_user[user_id] -= 1
         if self.open_per_user[user_id] <= 0:
             del self.open_per_user[user_id]
+        if address is not None:
+            self.open_per_address[address] -= 1
+            if self.open_per_address[address] <= 0:
+                del self.open_per_address[address]
 
     async def subscribe(self, sub: Subscription) -> None:
         """Start delivering published events to ``sub`` (the caller reads the initial state after)."""

@@ -377,6 +377,16 @@ EVENT_STREAMS_LIMIT = _entry(
     "打开的事件流过多（每个用户最多 {limit} 个），请先关闭一些",
     "Too many open event streams (at most {limit} per user); close some first",
 )
+EVENT_STREAMS_PER_ADDRESS_LIMIT = _entry(
+    "event_streams_per_address_limit",
+    "来自此地址的事件流过多（最多 {limit} 个），请先关闭一些",
+    "Too many open event streams from this address (at most {limit}); close some first",
+)
+EVENT_STREAMS_BUSY = _entry(
+    "event_streams_busy",
+    "服务器打开的事件流已满，请稍后再试",
+    "The server holds all the event streams it can; try again later",
+)
 NOT_AN_EVENT_ID = _entry("not_an_event_id", "必须是非负整数", "it must be a non-negative integer")
 WEBHOOK_EVENT_UNKNOWN = _entry(
     "webhook_event_unknown", "未知事件 {name}，可选：{choices}", "unknown event {name}; choose from {choices}"

@@ -47,5 +47,15 @@ def keys_after_password_change(session: Session, user_id: int, token_version: in
         session.execute(delete(ApiKey).where(col(ApiKey.user_id) == user_id))
 
 
+def restore_keys_after_enable(session: Session, user_id: int, token_version: int) -> None:
+    """Re-enabling a user brings back the keys that worked when it was disabled (which bumped the
+    token version by one), and only those."""
+    session.execute(
+        update(ApiKey)
+        .where(col(ApiKey.user_id) == user_id, col(ApiKey.token_version) == token_version - 1)
+        .values(token_version=token_version)
+    )
+
+
 def touch_key(session: Session, key_id: int, now: datetime) -> None:
     session.execute(update(ApiKey).where(col(ApiKey.id) == key_id).values(last_used_at=now))

@@ -59,7 +59,13 @@ def hub_for(state: ServiceState) -> EventHub:
     hub = _hubs.get(id(state))
     if hub is None:
         caches = [cache for cache in (state.statuses, state.auth.accounts) if cache is not None]
-        hub = _hubs[id(state)] = EventHub(state, state.settings.max_event_streams_per_user, caches=caches)
+        hub = _hubs[id(state)] = EventHub(
+            state,
+            state.settings.max_event_streams_per_user,
+            caches=caches,
+            max_streams=state.settings.max_event_streams,
+            max_streams_per_address=state.settings.max_event_streams_per_address,
+        )
         hub.credential_holds = lambda credential: asyncio.to_thread(_credential_holds, state, credential)
     return hub
 
@@ -155,7 +161,9 @@ async def all_task_events(
     until the credential it was opened with ends (then ``event: end``)."""
     after = _after(last_event_id)
     hub = hub_for(state)
-    sub = Subscription(user_id=user.id, task_id=None, previews=previews, credential=_credential(request))
+    sub = Subscription(
+        user_id=user.id, task_id=None, previews=previews, credential=_credential(request), address=_address(request)
+    )
     await open_stream(hub, sub, after)
     return _response(state, hub, sub, ends_with_task=False)
 
@@ -172,7 +180,9 @@ async def task_events(
     """One task's events until its terminal event (at once for a finished task)."""
     after = _after(last_event_id)
     hub = hub_for(state)
-    sub = Subscription(user_id=user.id, task_id=task_id, previews=previews, credential=_credential(request))
+    sub = Subscription(
+        user_id=user.id, task_id=task_id, previews=previews, credential=_credential(request), address=_address(request)
+    )
     answer = await open_stream(hub, sub, after)
     try:
         if answer is None:
@@ -201,13 +211,18 @@ async def task_events(
 async def open_stream(hub: EventHub, sub: Subscription, after: int) -> Optional[dict]:
     """Register a stream (429 past the user's cap) and read its task's state; shared with /v1 streams."""
     try:
-        hub.reserve(sub.user_id)
-    except TooManyStreams:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            messages.EVENT_STREAMS_LIMIT(limit=hub.max_streams_per_user),
-            headers={"Retry-After": "5"},
-        ) from None
+        hub.reserve(sub.user_id, sub.address)
+    except TooManyStreams as exc:
+        if exc.scope == "replica":
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE, messages.EVENT_STREAMS_BUSY, headers={"Retry-After": "5"}
+            ) from None
+        message = (
+            messages.EVENT_STREAMS_PER_ADDRESS_LIMIT(limit=hub.max_streams_per_address)
+            if exc.scope == "address"
+            else messages.EVENT_STREAMS_LIMIT(limit=hub.max_streams_per_user)
+        )
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, message, headers={"Retry-After": "5"}) from None
     try:
         await hub.subscribe(sub)
         if sub.task_id is not None:
@@ -220,7 +235,7 @@ async def open_stream(hub: EventHub, sub: Subscription, after: int) -> Optional[
 
 def close_stream(hub: EventHub, sub: Subscription) -> None:
     hub.unsubscribe(sub)
-    hub.release(sub.user_id)
+    hub.release(sub.user_id, sub.address)
 
 
 def _stored_terminal(state: ServiceState, user, task_id: str) -> Optional[dict]:
@@ -244,6 +259,11 @@ class EventStreamResponse(StreamingResponse):
                 return {"type": "http.disconnect"}
 
         await super().__call__(scope, receive_until_gone, send)
+
+
+def _address(request: Request) -> Optional[str]:
+    """The client's address (``X-Forwarded-For`` counts only from ``TRUSTED_PROXIES``: serving.proxy)."""
+    return request.client.host if request.client else None
 
 
 def _credential(request: Request) -> str:
