@@ -113,14 +113,15 @@ def read_session(request: Request, auth: AuthDep, session: SessionDep) -> dict:
     return {"user": user, "auth_enabled": True, "allow_registration": auth.config.allow_registration}
 
 
-def _end_session(request: Request, auth: AuthService, session) -> None:
-    """End the login token the request carries (Bearer first, else the cookie) on the server."""
+def _end_session(request: Request, auth: AuthService, session, bearer_too: bool) -> None:
+    """End the login token the request carries (with ``bearer_too`` Bearer first, else the cookie)
+    on the server."""
     if not auth.config.enabled:
         return
     # Ending a session is no harm to its owner, so the cookie alone will do here (no CSRF header).
     token = request.cookies.get(SESSION_COOKIE)
     authorization = request.headers.get("authorization", "")
-    if authorization.lower().startswith("bearer "):
+    if bearer_too and authorization.lower().startswith("bearer "):
         token = authorization[7:].strip()
     if not token:
         return
@@ -135,8 +136,9 @@ def _end_session(request: Request, auth: AuthService, session) -> None:
 
 @router.delete("/session", response_model=Message)
 def delete_session(request: Request, response: Response, auth: AuthDep, session: SessionDep) -> Message:
-    """Browser log-out: ends the session on the server and clears its cookie (harmless without one)."""
-    _end_session(request, auth, session)
+    """Browser log-out: ends the cookie's session on the server and clears the cookie (harmless
+    without one; a Bearer token sent along is left alone: ``POST /auth/logout`` ends that)."""
+    _end_session(request, auth, session, bearer_too=False)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=_over_https(request))
     return Message(message=messages.LOGGED_OUT)
 
@@ -144,7 +146,7 @@ def delete_session(request: Request, response: Response, auth: AuthDep, session:
 @router.post("/logout", response_model=Message)
 def logout(request: Request, response: Response, _: LoginUser, auth: AuthDep, session: SessionDep) -> Message:
     """Log-out for Bearer and cookie users alike: the login token stops working at once, everywhere."""
-    _end_session(request, auth, session)
+    _end_session(request, auth, session, bearer_too=True)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=_over_https(request))
     return Message(message=messages.LOGGED_OUT)
 
