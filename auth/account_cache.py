@@ -16,6 +16,11 @@ every other ingress replica follows; they drop the row when the feed brings it, 
 later. While the feed has a gap nothing is answered or kept from here, and a row is re-read after
 ``max_age_s`` in any case (a row changed outside the service, by SQL, is current again after that).
 
+A kept row answers only for the login tokens (by token id, ``jti``) that were checked against the
+database since the account last changed: log-out ends one token by recording its id and announcing
+the account as changed, so every replica checks each of that user's tokens against the database
+again before it answers from a kept row.
+
 Requests that change state, and API keys (``qis-…``), always read the database.
 """
 
@@ -37,6 +42,7 @@ from storage.tables import User
 # The feed's event: "these accounts changed" (``user_ids``), published by the registry for an ingress.
 ACCOUNT_CHANGED = "_account_changed"
 MAX_AGE_S = 30.0
+MAX_TOKENS_PER_ACCOUNT = 64  # beyond, further tokens of the account are checked in the database
 
 
 class AccountCache:
@@ -50,6 +56,7 @@ class AccountCache:
         self.clock = clock
         self._lock = threading.Lock()
         self.entries: OrderedDict[int, tuple[float, User]] = OrderedDict()
+        self.checked_tokens: dict[int, set[str]] = {}  # user id -> ids of tokens the database accepted
         self.generation = 0
         self.changed: dict[int, int] = {}  # user id -> generation of its last change
         self.floor = 0
@@ -57,7 +64,7 @@ class AccountCache:
         self.engine: Optional[Engine] = None  # the database whose rows these are (see watch())
         self.announce: Callable[[set[int]], None] = lambda user_ids: None
 
-    def get(self, user_id: int) -> Optional[User]:
+    def get(self, user_id: int, token_id: str = "") -> Optional[User]:
         with self._lock:
             if not self.live:
                 return None
@@ -67,6 +74,9 @@ class AccountCache:
             read_at, user = found
             if self.clock() - read_at > self.max_age_s:
                 del self.entries[user_id]
+                self.checked_tokens.pop(user_id, None)
+                return None
+            if token_id not in self.checked_tokens.get(user_id, ()):
                 return None
             self.entries.move_to_end(user_id)
             return user
@@ -76,17 +86,24 @@ class AccountCache:
         with self._lock:
             return self.generation if self.live else None
 
-    def put(self, user: User, token: Optional[int]) -> None:
-        """Keep ``user`` unless its account changed (or the feed had a gap) since ``token``."""
+    def put(self, user: User, token: Optional[int], token_id: str = "") -> None:
+        """Keep ``user``, and that the login token ``token_id`` was accepted, unless its account
+        changed (or the feed had a gap) since ``token``."""
         if user.id is None:
             return
         with self._lock:
             if token is None or not self.live or token < self.floor or self.changed.get(user.id, -1) > token:
                 return
+            if user.id not in self.entries:
+                self.checked_tokens.pop(user.id, None)
             self.entries[user.id] = (self.clock(), user)
             self.entries.move_to_end(user.id)
+            checked = self.checked_tokens.setdefault(user.id, set())
+            if len(checked) < MAX_TOKENS_PER_ACCOUNT:
+                checked.add(token_id)
             while len(self.entries) > self.capacity:
-                self.entries.popitem(last=False)
+                dropped, _ = self.entries.popitem(last=False)
+                self.checked_tokens.pop(dropped, None)
 
     def accounts_changed(self, user_ids: Iterable[int]) -> None:
         with self._lock:
@@ -94,6 +111,7 @@ class AccountCache:
                 self.generation += 1
                 self.changed[user_id] = self.generation
                 self.entries.pop(user_id, None)
+                self.checked_tokens.pop(user_id, None)
             if len(self.changed) > 4 * self.capacity:  # forget old changes: reads from before them are refused
                 self.changed.clear()
                 self.floor = self.generation
@@ -109,6 +127,7 @@ class AccountCache:
             self.floor = self.generation
             self.changed.clear()
             self.entries.clear()
+            self.checked_tokens.clear()
             self.live = live
 
 
@@ -154,8 +173,16 @@ def _after_commit(session: OrmSession) -> None:
             cache.announce(set(ids))
 
 
+def announce_change(engine: Engine, user_ids: set[int]) -> None:
+    """Tell every cache of ``engine``'s rows, here and on the other replicas, that these accounts'
+    credentials changed though their rows did not (a key revoked, a token logged out)."""
+    for cache in [cache for cache in list(_caches) if cache.engine is engine]:
+        cache.accounts_changed(user_ids)
+        cache.announce(set(user_ids))
+
+
 def _after_rollback(session: OrmSession) -> None:
     session.info.pop("changed_accounts", None)  # nothing changed after all (the rows were dropped anyway)
 
 
-__all__ = ["AccountCache", "ACCOUNT_CHANGED", "MAX_AGE_S", "watch"]
+__all__ = ["AccountCache", "ACCOUNT_CHANGED", "MAX_AGE_S", "watch", "announce_change"]

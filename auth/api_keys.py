@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 from fastapi import APIRouter, HTTPException, Path, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from auth.deps import AdminUser, CurrentUser, SessionDep
+from auth.deps import AdminUser, AuthDep, CurrentUser, LoginUser, SessionDep
 from auth.schemas import Message
 from auth.security import API_KEY_DISPLAY_CHARS, hash_api_key, new_api_key
 from i18n import messages
@@ -28,9 +28,18 @@ KEY_NOT_FOUND = messages.API_KEY_NOT_FOUND
 KEY_REVOKED = messages.API_KEY_REVOKED
 
 
+DEFAULT_EXPIRY_DAYS = 90
+MAX_EXPIRY_DAYS = 365
+
+
 class ApiKeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100, description="what the key is for")
-    expires_in_days: Optional[int] = Field(default=None, ge=1, le=3650, description="omitted: never expires")
+    expires_in_days: Optional[int] = Field(
+        default=DEFAULT_EXPIRY_DAYS,
+        ge=1,
+        le=MAX_EXPIRY_DAYS,
+        description=f"omitted: {DEFAULT_EXPIRY_DAYS} days; null: never expires (only when asked for explicitly)",
+    )
 
 
 class ApiKeyPublic(BaseModel):
@@ -57,8 +66,9 @@ class ApiKeyCreated(BaseModel):
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated)
-def create_api_key(body: ApiKeyCreate, user: CurrentUser, session: SessionDep) -> ApiKeyCreated:
-    """Create a key for the caller. The answer is the only time the key itself is shown."""
+def create_api_key(body: ApiKeyCreate, user: LoginUser, session: SessionDep) -> ApiKeyCreated:
+    """Create a key for the caller (logged in: a key cannot make keys). The answer is the only time
+    the key itself is shown; it ends when the password changes (unless that change keeps keys)."""
     key = new_api_key()
     now = utcnow()
     expires_at = now + timedelta(days=body.expires_in_days) if body.expires_in_days else None
@@ -69,6 +79,7 @@ def create_api_key(body: ApiKeyCreate, user: CurrentUser, session: SessionDep) -
         key_hash=hash_api_key(key),
         created_at=now,
         expires_at=expires_at,
+        token_version=user.token_version,
     )
     session.add(row)
     session.commit()
@@ -93,10 +104,12 @@ def read_all_api_keys(
 
 @router.delete("/{key_id}", response_model=Message)
 def revoke_api_key(
-    key_id: Annotated[int, Path(ge=1, le=MAX_DB_INT)], user: CurrentUser, session: SessionDep
+    key_id: Annotated[int, Path(ge=1, le=MAX_DB_INT)], user: CurrentUser, auth: AuthDep, session: SessionDep
 ) -> Message:
     """Revoke a key at once: the caller's own, or (admin) anyone's. Someone else's key is a 404."""
-    if not delete_key(session, key_id, None if user.is_admin else user.id):
+    owner = delete_key(session, key_id, None if user.is_admin else user.id)
+    if owner is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, KEY_NOT_FOUND)
     session.commit()
+    auth.credentials_changed({owner})  # its open event streams end on every replica
     return Message(message=KEY_REVOKED)

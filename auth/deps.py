@@ -27,6 +27,7 @@ from storage.tables import User
 INVALID_CREDENTIALS = messages.INVALID_CREDENTIALS
 ADMIN_REQUIRED = messages.ADMIN_REQUIRED
 CSRF_HEADER_MISSING = messages.CSRF_HEADER_MISSING
+API_KEY_NOT_ALLOWED = messages.API_KEY_NOT_ALLOWED
 
 # The browser session (POST /auth/session): an HttpOnly cookie holding a login token, so the web
 # page never keeps a token where scripts can read it.
@@ -126,6 +127,9 @@ async def _authenticate(
         token = session_token(request, credentials, cookie)
         if token is None:
             raise unauthorized()
+        # What the request was authenticated with: event streams check it again while they are open,
+        # and some routes refuse API keys (login_user).
+        request.state.credential = token
         accounts = auth.accounts
         if accounts is None or not kept_row_ok:
             return await run_in_threadpool(_in_session, auth, auth.user_for_token, token)
@@ -137,8 +141,7 @@ async def _authenticate(
             return kept
         ticket = accounts.token()
         user = await run_in_threadpool(_in_session, auth, auth.user_for_token, token)
-        if not token.startswith(API_KEY_PREFIX):
-            accounts.put(user, ticket)
+        auth.keep(user, ticket, token)
         return user
     except AuthError:
         raise unauthorized() from None
@@ -160,3 +163,19 @@ async def admin_user(user: CurrentUser) -> User:
 
 
 AdminUser = Annotated[User, Depends(admin_user)]
+
+
+def by_api_key(request: Request) -> bool:
+    """Whether ``request`` was authenticated with an API key (not a log-in)."""
+    return str(getattr(request.state, "credential", "")).startswith(API_KEY_PREFIX)
+
+
+async def login_user(request: Request, user: CurrentUser) -> User:
+    """The current user, logged in: an API key cannot create keys, change the password, rotate the
+    webhook secret or manage sessions (403), so a leaked key is not the whole account."""
+    if by_api_key(request):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, API_KEY_NOT_ALLOWED)
+    return user
+
+
+LoginUser = Annotated[User, Depends(login_user)]

@@ -8,10 +8,12 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, st
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import func, select
 
-from auth.deps import SESSION_COOKIE, AdminUser, AuthDep, CurrentUser, SessionDep
+from auth.deps import SESSION_COOKIE, AdminUser, AuthDep, CurrentUser, LoginUser, SessionDep, by_api_key
 from auth.schemas import ChangePasswordRequest, LoginRequest, Message, Token, UserCreate, UserPublic, UserUpdate
+from auth.security import API_KEY_PREFIX, InvalidToken
 from auth.service import AuthError, AuthService
 from i18n import messages
+from storage.api_keys import restore_keys_after_enable
 from storage.tables import User
 from storage.users import get_user, get_user_by_username, list_users
 
@@ -111,9 +113,40 @@ def read_session(request: Request, auth: AuthDep, session: SessionDep) -> dict:
     return {"user": user, "auth_enabled": True, "allow_registration": auth.config.allow_registration}
 
 
+def _end_session(request: Request, auth: AuthService, session, bearer_too: bool) -> None:
+    """End the login token the request carries (with ``bearer_too`` Bearer first, else the cookie)
+    on the server."""
+    if not auth.config.enabled:
+        return
+    # Ending a session is no harm to its owner, so the cookie alone will do here (no CSRF header).
+    token = request.cookies.get(SESSION_COOKIE)
+    authorization = request.headers.get("authorization", "")
+    if bearer_too and authorization.lower().startswith("bearer "):
+        token = authorization[7:].strip()
+    if not token:
+        return
+    if by_api_key(request) or token.startswith(API_KEY_PREFIX):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, messages.API_KEY_NOT_ALLOWED)
+    try:
+        auth.user_for_token(session, token)
+        auth.logout(session, token)
+    except (AuthError, InvalidToken):
+        return  # an ended or forged token: nothing left to end
+
+
 @router.delete("/session", response_model=Message)
-def delete_session(request: Request, response: Response) -> Message:
-    """Browser log-out: clears the session cookie (harmless without one, so no credentials needed)."""
+def delete_session(request: Request, response: Response, auth: AuthDep, session: SessionDep) -> Message:
+    """Browser log-out: ends the cookie's session on the server and clears the cookie (harmless
+    without one; a Bearer token sent along is left alone: ``POST /auth/logout`` ends that)."""
+    _end_session(request, auth, session, bearer_too=False)
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=_over_https(request))
+    return Message(message=messages.LOGGED_OUT)
+
+
+@router.post("/logout", response_model=Message)
+def logout(request: Request, response: Response, _: LoginUser, auth: AuthDep, session: SessionDep) -> Message:
+    """Log-out for Bearer and cookie users alike: the login token stops working at once, everywhere."""
+    _end_session(request, auth, session, bearer_too=True)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=_over_https(request))
     return Message(message=messages.LOGGED_OUT)
 
@@ -124,21 +157,27 @@ def read_me(user: CurrentUser) -> User:
 
 
 @router.put("/me", response_model=UserPublic)
-def update_me(body: UserUpdate, user: CurrentUser, auth: AuthDep, session: SessionDep) -> User:
+def update_me(body: UserUpdate, request: Request, user: CurrentUser, auth: AuthDep, session: SessionDep) -> User:
+    if body.password is not None:
+        if by_api_key(request):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, messages.API_KEY_NOT_ALLOWED)
+        if body.current_password is None:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.CURRENT_PASSWORD_REQUIRED)
+        if not auth.passwords.verify(user.hashed_password, body.current_password)[0]:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, WRONG_OLD_PASSWORD)
+        auth.set_password(session, user, body.password, keep_api_keys=body.keep_api_keys)
     if "email" in body.model_fields_set:
         user.email = body.email
-    if body.password is not None:
-        auth.set_password(user, body.password)
     session.add(user)
     session.commit()
     return user
 
 
 @router.post("/change-password", response_model=Message)
-def change_password(body: ChangePasswordRequest, user: CurrentUser, auth: AuthDep, session: SessionDep) -> Message:
+def change_password(body: ChangePasswordRequest, user: LoginUser, auth: AuthDep, session: SessionDep) -> Message:
     if not auth.passwords.verify(user.hashed_password, body.old_password)[0]:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, WRONG_OLD_PASSWORD)
-    auth.set_password(user, body.new_password)
+    auth.set_password(session, user, body.new_password, keep_api_keys=body.keep_api_keys)
     session.add(user)
     session.commit()
     return Message(message=messages.PASSWORD_CHANGED)
@@ -184,6 +223,8 @@ def toggle_active(user_id: UserId, admin: AdminUser, session: SessionDep) -> dic
     user.is_active = not user.is_active
     if not user.is_active:
         user.token_version += 1
+    else:
+        restore_keys_after_enable(session, user_id, user.token_version)
     session.add(user)
     _commit_keeping_an_active_admin(session)
     message = messages.USER_ENABLED if user.is_active else messages.USER_DISABLED_NOW

@@ -20,10 +20,13 @@ class UserCreate(BaseModel):
 
 
 class UserUpdate(BaseModel):
-    """``PUT /auth/me``: unknown fields such as ``is_admin`` are ignored."""
+    """``PUT /auth/me``: unknown fields such as ``is_admin`` are ignored. A new ``password`` needs
+    ``current_password``; ``keep_api_keys`` keeps the user's keys working after it."""
 
     email: Optional[str] = Field(default=None, max_length=255, pattern=EMAIL_PATTERN)
     password: Optional[str] = Field(default=None, min_length=6, max_length=128)
+    current_password: Optional[str] = Field(default=None, min_length=1, max_length=128)
+    keep_api_keys: bool = False
 
 
 class LoginRequest(BaseModel):
@@ -34,6 +37,7 @@ class LoginRequest(BaseModel):
 class ChangePasswordRequest(BaseModel):
     old_password: str = Field(min_length=1, max_length=128)
     new_password: str = Field(min_length=6, max_length=128)
+    keep_api_keys: bool = Field(default=False, description="keep the API keys made before the change")
 
 
 class Token(BaseModel):

@@ -68,6 +68,7 @@ class TokenClaims:
     issued_at: int
     expires_at: int
     key: str = ""
+    jti: str = ""  # the token's own id, by which log-out ends it
 
 
 class Tokens:
@@ -81,7 +82,14 @@ class Tokens:
 
     def issue(self, user_id: int, token_version: int, now: Optional[float] = None, key: str = "") -> str:
         iat = int(now if now is not None else time.time())
-        payload = {"sub": str(user_id), "ver": token_version, "key": key, "iat": iat, "exp": iat + self.ttl_seconds}
+        payload = {
+            "sub": str(user_id),
+            "ver": token_version,
+            "key": key,
+            "jti": secrets.token_hex(8),
+            "iat": iat,
+            "exp": iat + self.ttl_seconds,
+        }
         return jwt.encode(payload, self._secret, algorithm=ALGORITHM)
 
     def decode(self, token: str) -> TokenClaims:
@@ -99,6 +107,7 @@ class Tokens:
                 int(payload["iat"]),
                 int(payload["exp"]),
                 str(payload.get("key", "")),
+                str(payload.get("jti", "")),
             )
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise InvalidToken(str(exc)) from None

@@ -7,18 +7,19 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Optional
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from auth.account_cache import AccountCache
+from auth.account_cache import AccountCache, announce_change
 from auth.security import API_KEY_PREFIX, InvalidToken, Passwords, Tokens, hash_api_key
 from auth.throttle import LoginThrottle, throttle_key
 from storage import session_scope, utcnow
-from storage.api_keys import find_key_with_user, touch_key
+from storage.api_keys import find_key_with_user, keys_after_password_change, touch_key
+from storage.revoked_tokens import is_revoked, revoke_token
 from storage.tables import User, username_key
 from storage.users import count_users, get_user, get_user_by_username
 
@@ -66,9 +67,11 @@ class AuthService:
         self.engine = engine
         self.config = config
         # Rows of the accounts tokens were checked against, kept current by the change feed (see
-        # auth.account_cache); ``follow_feed`` starts following it (set by the ingress).
+        # auth.account_cache); ``follow_feed`` starts following it.
         self.accounts = accounts
-        self.follow_feed: Callable[[], None] = lambda: None
+        # Called by the first read that finds the kept rows not live (the ingress subscribes the
+        # change feed's follower here: serving.routes.events.connect_account_cache).
+        self.feed_followers: list[Callable[[], None]] = []
         # The event loop of the requests (set by the first one): account changes are announced on it.
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         # Told the reason (an AuthError code) of every refused log-in: the service counts them.
@@ -83,6 +86,15 @@ class AuthService:
         self.address_throttle = LoginThrottle(
             engine, config.login_max_failures_per_address, config.login_window_seconds, config.login_max_delay_seconds
         )
+
+    def follow_feed(self) -> None:
+        """Start following the account-change feed (what the subscribed followers do)."""
+        for follow in list(self.feed_followers):
+            follow()
+
+    def on_feed(self, follow: Callable[[], None]) -> None:
+        """Subscribe ``follow``, called when a read needs the account-change feed followed."""
+        self.feed_followers.append(follow)
 
     # ------------------------------------------------------------ start-up
 
@@ -172,9 +184,30 @@ class AuthService:
             or not user.is_active
             or user.token_version != claims.token_version
             or not secrets.compare_digest(user.token_key, claims.key)
+            or is_revoked(session, claims.jti)
         ):
             raise AuthError("invalid_token")
         return user
+
+    def keep(self, user: User, ticket: Optional[int], token: str) -> None:
+        """Keep the row ``user`` read for login token ``token`` (``ticket``: taken before the read)."""
+        if self.accounts is None or token.startswith(API_KEY_PREFIX):
+            return
+        try:
+            self.accounts.put(user, ticket, self.tokens.decode(token).jti)
+        except InvalidToken:
+            return
+
+    def logout(self, session: Session, token: str) -> None:
+        """End the login token ``token`` now, on every replica (an API key is revoked by its id instead)."""
+        claims = self.tokens.decode(token)
+        revoke_token(session, claims.jti, claims.user_id, datetime.fromtimestamp(claims.expires_at, timezone.utc))
+        session.commit()
+        self.credentials_changed({claims.user_id})
+
+    def credentials_changed(self, user_ids: set[int]) -> None:
+        """Announce that these users' credentials changed without a change to their rows."""
+        announce_change(self.engine, user_ids)
 
     def kept_user_for_token(self, token: str) -> Optional[User]:
         """The active user a login token stands for, from the kept account rows; None when the row
@@ -186,7 +219,7 @@ class AuthService:
             claims = self.tokens.decode(token)
         except InvalidToken:
             raise AuthError("invalid_token") from None
-        user = self.accounts.get(claims.user_id)
+        user = self.accounts.get(claims.user_id, claims.jti)
         if (
             user is not None
             and user.is_active
@@ -204,7 +237,11 @@ class AuthService:
             raise AuthError("invalid_token")
         api_key, user = found
         now = utcnow()
-        if not user.is_active or (api_key.expires_at is not None and api_key.expires_at <= now):
+        if (
+            not user.is_active
+            or api_key.token_version != user.token_version
+            or (api_key.expires_at is not None and api_key.expires_at <= now)
+        ):
             raise AuthError("invalid_token")
         if api_key.id is not None and (
             api_key.last_used_at is None or now - api_key.last_used_at >= LAST_USED_RESOLUTION
@@ -222,7 +259,11 @@ class AuthService:
 
     # ------------------------------------------------------------ changes
 
-    def set_password(self, user: User, password: str) -> None:
-        """New hash, and every token issued before stops working."""
+    def set_password(self, session: Session, user: User, password: str, keep_api_keys: bool = False) -> None:
+        """New hash; every login token issued before stops working, and so do the user's API keys
+        unless ``keep_api_keys`` (a password is changed mostly because it leaked, and a key is what
+        a thief makes first). The caller commits."""
         user.hashed_password = self.passwords.hash(password)
         user.token_version += 1
+        assert user.id is not None
+        keys_after_password_change(session, user.id, user.token_version, keep=keep_api_keys)

@@ -156,6 +156,8 @@ def streams_cpu(ctx: Context, cluster, streams: int, hold_s: float) -> None:
             "model_replicas": 1,
             "model_num_cpus": 0.1,
             "max_event_streams_per_user": streams + 10,
+            "max_event_streams_per_address": streams + 10,
+            "max_event_streams": streams + 10,
         },
     )
     blockers: list[str] = []

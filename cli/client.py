@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,18 @@ class ApiError(Exception):
         super().__init__(detail)
         self.status = status
         self.detail = detail
+
+
+# What the service's task ids look like (UUID 4): a download is named after one, so an id that is
+# anything else (``../.bashrc``) is refused rather than written to.
+TASK_ID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def checked_task_id(value: object) -> str:
+    """``value`` when it is a task id of the form the service gives out; else an ApiError."""
+    if not isinstance(value, str) or not TASK_ID_PATTERN.match(value):
+        raise ApiError(0, f"the service answered an unexpected task id: {str(value)[:80]!r}")
+    return value
 
 
 def config_path() -> Path:

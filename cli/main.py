@@ -26,7 +26,17 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli.client import DEFAULT_URL, TERMINAL, ApiError, Client, Credentials, read_config, resolve, write_config
+from cli.client import (
+    DEFAULT_URL,
+    TERMINAL,
+    ApiError,
+    Client,
+    Credentials,
+    checked_task_id,
+    read_config,
+    resolve,
+    write_config,
+)
 
 EXIT_TASK_FAILED = 1
 EXIT_USAGE = 2
@@ -172,7 +182,7 @@ def _submit_and_finish(
     client = _client(ctx)
     try:
         accepted = client.json("POST", path, data={k: str(v) for k, v in data.items()}, files=files or None)
-        task_id = accepted["task_id"]
+        task_id = checked_task_id(accepted.get("task_id"))
         if no_wait:
             if as_json:
                 _emit(accepted)
@@ -273,6 +283,7 @@ def _finish(client: Client, task_id: str, final: dict, output: Optional[Path], a
 
 
 def _download(client: Client, task_id: str, output: Optional[Path], wait: bool = True):
+    task_id = checked_task_id(task_id)
     response = client.request(
         "GET", f"/tasks/{task_id}/result", params={"wait": str(wait).lower()}, timeout=None if wait else 60
     )
@@ -528,13 +539,16 @@ def keys_create(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME", help="a name to recognise the key by")],
     expires_in_days: Annotated[
-        Optional[int], typer.Option("--expires-in-days", min=1, max=3650, help="default: never expires")
+        Optional[int], typer.Option("--expires-in-days", min=1, max=365, help="default: 90 days")
     ] = None,
+    never_expires: Annotated[bool, typer.Option("--never-expires", help="a key that never expires")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Create an API key (use it with --api-key or QWEN_IMAGE_API_KEY); it is shown once."""
     as_json = _json_wanted(ctx, as_json)
-    request = {"name": name} if expires_in_days is None else {"name": name, "expires_in_days": expires_in_days}
+    request: dict[str, Any] = {"name": name}
+    if never_expires or expires_in_days is not None:
+        request["expires_in_days"] = None if never_expires else expires_in_days
     body = _run(ctx, as_json, lambda c: c.json("POST", "/auth/api-keys", json=request))
     if as_json:
         _emit(body)

@@ -365,6 +365,16 @@ USER_DELETED = _entry("user_deleted", "用户 {username} 已删除", "User {user
 API_KEY_NOT_FOUND = _entry("api_key_not_found", "API 密钥不存在", "API key not found")
 API_KEY_REVOKED = _entry("api_key_revoked", "API 密钥已撤销", "API key revoked")
 # Event streams and webhooks
+EVENT_STREAMS_PER_ADDRESS_LIMIT = _entry(
+    "event_streams_per_address_limit",
+    "来自此地址的事件流过多（最多 {limit} 个），请先关闭一些",
+    "Too many open event streams from this address (at most {limit}); close some first",
+)
+EVENT_STREAMS_BUSY = _entry(
+    "event_streams_busy",
+    "服务器打开的事件流已满，请稍后再试",
+    "The server holds all the event streams it can; try again later",
+)
 EVENT_STREAMS_LIMIT = _entry(
     "event_streams_limit",
     "打开的事件流过多（每个用户最多 {limit} 个），请先关闭一些",
@@ -515,6 +525,15 @@ LORA_UPLOAD_TOO_LARGE = _entry(
 )
 
 LOGGED_OUT = _entry("logged_out", "已退出登录", "You are logged out")
+API_KEY_NOT_ALLOWED = _entry(
+    "api_key_not_allowed",
+    "API 密钥不能执行此操作（创建密钥、修改密码、轮换 webhook 密钥、管理会话），请登录后再试",
+    "An API key cannot do this (create keys, change the password, rotate the webhook secret, manage"
+    " sessions); log in instead",
+)
+CURRENT_PASSWORD_REQUIRED = _entry(
+    "current_password_required", "修改密码需要提供当前密码", "Changing the password needs the current password"
+)
 
 # For recognise(): fixed texts by their Chinese, then templates, the most literal text first (so
 # "任务执行失败: …" is read as a task failure before "{first}；{rest}" could split it).

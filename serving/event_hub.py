@@ -20,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol
 
+from auth.account_cache import ACCOUNT_CHANGED
 from serving import events as ev
 
 log = logging.getLogger("qwen_image.events")
@@ -32,6 +33,9 @@ POLL_TIMEOUT_S = 25.0
 POSITIONS_DELAY_S = 0.5  # queue-position refreshes are gathered for this long
 QUEUE_LIMIT = 256  # events waiting for one slow client; beyond it, only terminal events are kept
 CACHE_ONLY_POLL_INTERVAL_S = 0.01
+# The event that ends a stream the service closes, and why (``{"reason": ...}``).
+END = "end"
+CREDENTIALS_REVOKED = "credentials_revoked"
 
 
 @dataclass(eq=False)
@@ -44,8 +48,21 @@ class Subscription:
     last_ids: dict[str, int] = field(default_factory=dict)
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     queued_tasks: set[str] = field(default_factory=set)  # tasks last seen queued (positions may move)
+    credential: str = ""  # what the stream was opened with: checked again while it is open
+    address: Optional[str] = None  # the client's address, for the per-address cap
+    ended: Optional[str] = None  # why the service ended the stream (its last event says so)
+
+    def end(self, reason: str) -> None:
+        """End the stream: what is still queued is dropped, and its next and last event is ``end``."""
+        if self.ended is None:
+            self.ended = reason
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait({"event": END, "reason": reason})
 
     def offer(self, event: dict) -> None:
+        if self.ended is not None:
+            return
         task_id = event["task_id"]
         if event["id"] <= self.last_ids.get(task_id, 0):
             return
@@ -72,15 +89,30 @@ class FeedCache(Protocol):
 
 
 class TooManyStreams(Exception):
-    """The user already has the allowed number of streams open on this replica."""
+    """The user, the client address or the replica already has the allowed number of streams open
+    (``scope``: ``user``, ``address`` or ``replica``)."""
+
+    def __init__(self, scope: str = "user"):
+        super().__init__(scope)
+        self.scope = scope
 
 
 class EventHub:
     """Fans the registry's events out to this replica's streams (one instance per ingress replica)."""
 
-    def __init__(self, state: Any, max_streams_per_user: int, caches: Sequence[FeedCache] = ()):
+    def __init__(
+        self,
+        state: Any,
+        max_streams_per_user: int,
+        caches: Sequence[FeedCache] = (),
+        max_streams: Optional[int] = None,
+        max_streams_per_address: Optional[int] = None,
+    ):
         self.state = state
         self.max_streams_per_user = max_streams_per_user
+        self.max_streams = max_streams
+        self.max_streams_per_address = max_streams_per_address
+        self.open_per_address: Counter[str] = Counter()
         # Kept current by the poll, which then never stops (statuses, accounts): each is told every
         # event, and reset (live or not) whenever the feed starts afresh or fails.
         self.caches = tuple(caches)
@@ -95,19 +127,38 @@ class EventHub:
         self._positions_task: Optional[asyncio.Task] = None
         self.polls = 0  # long polls sent (benchmarks read it)
         self.preview_streams = 0  # open streams that want previews
+        # Whether a stream's credential still holds (set by the ingress); asked again for the open
+        # streams of every account the feed says changed (password, disable, deletion, key revoked,
+        # log-out), so they end within moments on every replica.
+        self.credential_holds: Optional[Callable[[str], Awaitable[bool]]] = None
+        self._checks: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------------ streams
 
-    def reserve(self, user_id: Optional[int]) -> None:
-        """Count one more stream of ``user_id``; raises TooManyStreams beyond the cap."""
+    def reserve(self, user_id: Optional[int], address: Optional[str] = None) -> None:
+        """Count one more stream of ``user_id`` from ``address``; raises TooManyStreams beyond a cap."""
+        if self.max_streams is not None and sum(self.open_per_user.values()) >= self.max_streams:
+            raise TooManyStreams("replica")
+        if (
+            address is not None
+            and self.max_streams_per_address is not None
+            and self.open_per_address[address] >= self.max_streams_per_address
+        ):
+            raise TooManyStreams("address")
         if self.open_per_user[user_id] >= self.max_streams_per_user:
-            raise TooManyStreams
+            raise TooManyStreams("user")
         self.open_per_user[user_id] += 1
+        if address is not None:
+            self.open_per_address[address] += 1
 
-    def release(self, user_id: Optional[int]) -> None:
+    def release(self, user_id: Optional[int], address: Optional[str] = None) -> None:
         self.open_per_user[user_id] -= 1
         if self.open_per_user[user_id] <= 0:
             del self.open_per_user[user_id]
+        if address is not None:
+            self.open_per_address[address] -= 1
+            if self.open_per_address[address] <= 0:
+                del self.open_per_address[address]
 
     async def subscribe(self, sub: Subscription) -> None:
         """Start delivering published events to ``sub`` (the caller reads the initial state after)."""
@@ -255,6 +306,8 @@ class EventHub:
     def _dispatch(self, event: dict) -> None:
         for cache in self.caches:
             cache.apply(event)
+        if event["event"] == ACCOUNT_CHANGED:
+            self._check_streams_of(set(event.get("user_ids") or ()))
         if event.get("task_id") is None and event["event"] != ev.QUEUE_MOVED:
             return  # for the caches only (statuses reset, accounts changed)
         if event["event"] == ev.QUEUE_MOVED:
@@ -264,6 +317,33 @@ class EventHub:
             sub.offer(event)
         for sub in self.by_user.get(event["user_id"], ()):
             sub.offer(event)
+
+    def _check_streams_of(self, user_ids: set[int]) -> None:
+        subs = [
+            s
+            for group in (*self.by_task.values(), *self.by_user.values())
+            for s in group
+            if s.user_id in user_ids and s.credential
+        ]
+        if subs and self.credential_holds is not None:
+            task = asyncio.create_task(self.recheck(subs))
+            self._checks.add(task)
+            task.add_done_callback(self._checks.discard)
+
+    async def recheck(self, subs: Sequence[Subscription]) -> None:
+        """End the streams among ``subs`` whose credential no longer holds."""
+        if self.credential_holds is None:
+            return
+        verdicts: dict[str, bool] = {}
+        for sub in subs:
+            if sub.credential not in verdicts:
+                try:
+                    verdicts[sub.credential] = await self.credential_holds(sub.credential)
+                except Exception as exc:  # the database is away: the periodic check tries again
+                    log.warning("checking an event stream's credential failed: %r", exc)
+                    continue
+            if not verdicts[sub.credential]:
+                sub.end(CREDENTIALS_REVOKED)
 
     def _schedule_positions(self) -> None:
         if self._positions_task is None or self._positions_task.done():
@@ -282,4 +362,4 @@ class EventHub:
                 log.warning("refreshing queue positions failed: %r", exc)
 
 
-__all__ = ["EventHub", "Subscription", "TooManyStreams", "POLL_TIMEOUT_S"]
+__all__ = ["EventHub", "Subscription", "TooManyStreams", "POLL_TIMEOUT_S", "END", "CREDENTIALS_REVOKED"]

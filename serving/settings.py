@@ -133,6 +133,10 @@ class Settings(BaseSettings):
     preview_quality: int = Field(default=70, ge=1, le=100)
     event_keepalive_seconds: float = Field(default=15.0, gt=0)  # comment lines on a quiet stream
     max_event_streams_per_user: int = Field(default=8, ge=1)  # open event streams per user (and ingress)
+    # All open event streams of an ingress replica (beyond: 503), below its ongoing-request limit so
+    # that other requests still get in, and those of one client address (beyond: 429).
+    max_event_streams: int = Field(default=1500, ge=1)
+    max_event_streams_per_address: int = Field(default=64, ge=1)
     # Task statuses each ingress replica keeps current from the registry's change feed, so that a
     # status read does not cross to the registry (serving.status_cache); 0: every read asks it.
     status_cache_size: int = Field(default=20_000, ge=0)

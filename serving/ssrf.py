@@ -14,9 +14,11 @@ metadata endpoints, multicast and unspecified addresses stay refused even then.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import urlsplit
@@ -38,6 +40,11 @@ METADATA_ADDRESSES = frozenset(
 METADATA_HOSTNAMES = frozenset({"metadata.google.internal", "metadata", "instance-data"})
 
 Resolver = Callable[[str, int], list[str]]
+
+# Host names are resolved on threads of their own, with a time limit: slow DNS for a user-given
+# host must not hold the default thread pool that database and file reads share.
+RESOLVE_TIMEOUT_S = 5.0
+_resolving = ThreadPoolExecutor(max_workers=4, thread_name_prefix="resolve")
 
 
 class RefusedURL(ValueError):
@@ -72,22 +79,75 @@ def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(info[4][0] for info in infos))
 
 
+# IPv6 ranges that carry an IPv4 address in their last 32 bits (RFC 4291 IPv4-compatible and
+# IPv4-mapped, RFC 7915 SIIT, RFC 6052 and RFC 8215 NAT64). Checked in this order: the narrower first.
+_EMBEDDING_LAST_32 = (
+    (ipaddress.IPv6Network("::ffff:0:0/96"), True),  # IPv4-mapped: the IPv4 address itself
+    (ipaddress.IPv6Network("::ffff:0:0:0/96"), False),  # SIIT IPv4-translated
+    (ipaddress.IPv6Network("64:ff9b::/96"), True),  # well-known NAT64 prefix: routes to the public IPv4
+    (ipaddress.IPv6Network("64:ff9b:1::/48"), False),  # local-use NAT64: inside someone's network
+    (ipaddress.IPv6Network("::/96"), False),  # IPv4-compatible (deprecated)
+)
+_TEREDO = ipaddress.IPv6Network("2001::/32")
+_SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")
+# Ranges Python 3.11's ``is_global`` still calls global although no public host lives there.
+_NOT_GLOBAL_V6 = (
+    ipaddress.IPv6Network("64:ff9b:1::/48"),
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),
+    ipaddress.IPv6Network("::/96"),
+    ipaddress.IPv6Network("100::/64"),
+    ipaddress.IPv6Network("2001::/23"),
+    ipaddress.IPv6Network("2001:db8::/32"),
+    ipaddress.IPv6Network("5f00::/16"),
+    ipaddress.IPv6Network("3fff::/20"),
+)
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> Optional[tuple[list[ipaddress.IPv4Address], bool]]:
+    """The IPv4 address(es) ``ip`` carries, and whether the IPv6 form itself is globally routable.
+
+    None when ``ip`` embeds no IPv4 address. Teredo carries two (its server and the client, whose
+    bits are inverted); 6to4 carries one in bits 16–48; the others in their last 32 bits.
+    """
+    if ip in _TEREDO:
+        server, client = ip.teredo or (None, None)
+        return [a for a in (server, client) if a is not None], False
+    if ip in _SIX_TO_FOUR and ip.sixtofour is not None:
+        return [ip.sixtofour], True
+    for network, routable in _EMBEDDING_LAST_32:
+        if ip in network:
+            return [ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)], routable
+    return None
+
+
 def address_refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_private: bool) -> Optional[str]:
-    """Why ``ip`` may not be called, or None when it may."""
+    """Why ``ip`` may not be called, or None when it may.
+
+    An allow-rule: after unwrapping any IPv4 address carried inside an IPv6 one, only globally
+    routable unicast passes (or, with ``allow_private``, the private kinds listed in the module's
+    docstring); anything not known to be public is refused.
+    """
     if isinstance(ip, ipaddress.IPv6Address):
-        # IPv4 inside IPv6 (::ffff:a.b.c.d, 64:ff9b::/96, 6to4) is judged as the IPv4 address.
-        embedded = ip.ipv4_mapped or ip.sixtofour
-        if embedded is None and ip in ipaddress.ip_network("64:ff9b::/96"):
-            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        embedded = embedded_ipv4(ip)
         if embedded is not None:
-            return address_refusal(embedded, allow_private)
+            addresses, routable = embedded
+            for address in addresses:
+                reason = address_refusal(address, allow_private)
+                if reason is not None:
+                    return reason
+            if routable or allow_private:
+                return None
+            return "an IPv6 translation address that is not globally routable"
     if ip in METADATA_ADDRESSES:
         return "a cloud metadata address"
     if ip.is_unspecified:
         return "an unspecified address"
     if ip.is_multicast:
         return "a multicast address"
-    if ip.is_global:
+    publicly_routed = ip.is_global and not (
+        isinstance(ip, ipaddress.IPv6Address) and any(ip in network for network in _NOT_GLOBAL_V6)
+    )
+    if publicly_routed:
         return None
     if allow_private and (
         ip.is_private or ip.is_loopback or ip.is_link_local or ip in ipaddress.ip_network("100.64.0.0/10")
@@ -150,4 +210,32 @@ def check_url(url: str, *, allow_private: bool = False, resolver: Resolver = sys
     return CheckedURL(url=url, scheme=scheme, host=host, port=port, ip=addresses[0].split("%", 1)[0], target=target)
 
 
-__all__ = ["RefusedURL", "CheckedURL", "check_url", "address_refusal", "system_resolver", "METADATA_ADDRESSES"]
+async def check_url_async(
+    url: str, *, allow_private: bool = False, resolver: Optional[Resolver] = None, timeout: Optional[float] = None
+) -> CheckedURL:
+    """:func:`check_url` from async code: on the resolving threads, refused after ``timeout`` seconds
+    (``RESOLVE_TIMEOUT_S`` by default)."""
+    timeout = RESOLVE_TIMEOUT_S if timeout is None else timeout
+
+    def check() -> CheckedURL:
+        if resolver is None:
+            return check_url(url, allow_private=allow_private)
+        return check_url(url, allow_private=allow_private, resolver=resolver)
+
+    future = asyncio.get_running_loop().run_in_executor(_resolving, check)
+    try:
+        return await asyncio.wait_for(future, timeout)
+    except asyncio.TimeoutError:
+        raise RefusedURL(f"the host cannot be resolved within {timeout:g} s") from None
+
+
+__all__ = [
+    "RefusedURL",
+    "CheckedURL",
+    "check_url",
+    "check_url_async",
+    "address_refusal",
+    "embedded_ipv4",
+    "system_resolver",
+    "METADATA_ADDRESSES",
+]

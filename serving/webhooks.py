@@ -40,7 +40,7 @@ from fastapi import HTTPException, status
 from serving import events as ev
 from serving import messages
 from serving.protocol import WebhookRequest
-from serving.ssrf import RefusedURL, check_url
+from serving.ssrf import RefusedURL, check_url_async
 from storage import session_scope, utcnow
 from storage.tables import WebhookDelivery
 from storage.webhooks import (
@@ -115,7 +115,7 @@ async def webhook_spec(url: Optional[str], events: Any, *, allow_private: bool) 
     url = url.strip()
     chosen = parse_webhook_events(events)
     try:
-        await asyncio.to_thread(check_url, url, allow_private=allow_private)
+        await check_url_async(url, allow_private=allow_private)
     except RefusedURL as exc:
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST,
@@ -291,7 +291,7 @@ class WebhookSender:
             if secret is None:
                 await self._record(delivery, started_at, clock, None, "the task's owner no longer exists", FAILED)
                 return
-            checked = await asyncio.to_thread(self._check, delivery.url)
+            checked = await self._check(delivery.url)
         except RefusedURL as exc:
             await self._record(delivery, started_at, clock, None, f"refused: {exc}", FAILED)
             return
@@ -352,9 +352,10 @@ class WebhookSender:
         with session_scope(self.engine) as session:
             return secret_for(session, delivery.user_id), gone_before(session, delivery.task_id, delivery.url)
 
-    def _check(self, url: str):
-        kwargs = {"resolver": self.resolver} if self.resolver is not None else {}
-        return check_url(url, allow_private=self.settings.webhook_allow_private_networks, **kwargs)
+    async def _check(self, url: str):
+        return await check_url_async(
+            url, allow_private=self.settings.webhook_allow_private_networks, resolver=self.resolver
+        )
 
     async def _record(
         self,

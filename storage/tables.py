@@ -155,6 +155,18 @@ class ApiKey(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     expires_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
     last_used_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime)
+    # The owner's token version when the key was made: a password change made after it ends the key.
+    token_version: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+
+
+class RevokedToken(SQLModel, table=True):
+    """A login token ended by log-out before its expiry, by its id (``jti``); kept until it expires."""
+
+    __tablename__ = "revoked_tokens"
+
+    jti: str = Field(primary_key=True, max_length=32)
+    user_id: int = Field(sa_column=Column(Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False))
+    expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
 
 
 # ---------------------------------------------------------------- webhooks

@@ -6,25 +6,37 @@ A task's stream ends after its one terminal event; a finished task answers that 
 client reconnecting with ``Last-Event-ID`` gets what describes the task's state after that id
 (the terminal event included). ``?previews=false`` leaves previews out. Comment lines keep a
 quiet stream open. Closing a stream does nothing to its task.
+
+A stream lasts only as long as the credential it was opened with: when the account's credentials
+change (key revoked, password changed, account disabled or deleted, log-out: announced on the
+change feed, so on every ingress replica) or every ``CREDENTIAL_RECHECK_S`` anyway, it is checked
+again, and a login token's stream ends when the token expires. Such a stream ends with
+``event: end`` and ``data: {"reason": "credentials_revoked"}`` (no ``id``: resuming is pointless).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Optional
 
-from fastapi import APIRouter, Header, HTTPException, Query, status
+from fastapi import APIRouter, Header, HTTPException, Query, Request, status
 from fastapi.responses import StreamingResponse
+from ray.exceptions import TaskCancelledError
 from sqlmodel import Session
+from starlette.types import Message, Receive, Scope, Send
 
 from auth.account_cache import watch
 from auth.deps import CurrentUser
+from auth.security import API_KEY_PREFIX, InvalidToken
+from auth.service import AuthError
 from serving import events as ev
 from serving import messages
-from serving.event_hub import EventHub, Subscription, TooManyStreams
+from serving.event_hub import CREDENTIALS_REVOKED, END, EventHub, Subscription, TooManyStreams
 from serving.routes.common import not_found, owned_record, owns
 from serving.state import ServiceState, StateDep
 
@@ -32,6 +44,7 @@ router = APIRouter(prefix="/tasks", tags=["events"])
 log = logging.getLogger("qwen_image.events")
 
 RECONNECT_MS = 2000
+CREDENTIAL_RECHECK_S = 60.0  # an open stream's credential is checked again at least this often
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 STREAM_RESPONSES = {
     200: {"description": "server-sent events", "content": {"text/event-stream": {}}},
@@ -46,8 +59,35 @@ def hub_for(state: ServiceState) -> EventHub:
     hub = _hubs.get(id(state))
     if hub is None:
         caches = [cache for cache in (state.statuses, state.auth.accounts) if cache is not None]
-        hub = _hubs[id(state)] = EventHub(state, state.settings.max_event_streams_per_user, caches=caches)
+        hub = _hubs[id(state)] = EventHub(
+            state,
+            state.settings.max_event_streams_per_user,
+            caches=caches,
+            max_streams=state.settings.max_event_streams,
+            max_streams_per_address=state.settings.max_event_streams_per_address,
+        )
+        hub.credential_holds = lambda credential: asyncio.to_thread(_credential_holds, state, credential)
     return hub
+
+
+def _credential_holds(state: ServiceState, credential: str) -> bool:
+    """Whether ``credential`` (login token or API key) still stands for an active account."""
+    with Session(state.engine, expire_on_commit=False) as session:
+        try:
+            state.auth.user_for_token(session, credential)
+            return True
+        except AuthError:
+            return False
+
+
+def _credential_expiry(state: ServiceState, credential: str) -> Optional[float]:
+    """When a login token ends by itself (epoch seconds); None for API keys and no credential."""
+    if not credential or credential.startswith(API_KEY_PREFIX):
+        return None
+    try:
+        return float(state.auth.tokens.decode(credential).expires_at)
+    except InvalidToken:
+        return time.time()
 
 
 ANNOUNCE_RETRIES_S = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)  # within the 30 s a kept row may live anyway
@@ -87,7 +127,7 @@ def connect_account_cache(state: ServiceState) -> None:
                     return
                 await asyncio.sleep(delay)
 
-    state.auth.follow_feed = lambda: hub_for(state).follow()
+    state.auth.on_feed(lambda: hub_for(state).follow())
     watch(accounts, state.engine, announce)
 
 
@@ -115,24 +155,34 @@ Previews = Annotated[bool, Query(description="false leaves preview events out")]
 
 @router.get("/events", responses=STREAM_RESPONSES, response_class=StreamingResponse)
 async def all_task_events(
-    user: CurrentUser, state: StateDep, last_event_id: LastEventId = None, previews: Previews = True
+    request: Request, user: CurrentUser, state: StateDep, last_event_id: LastEventId = None, previews: Previews = True
 ) -> StreamingResponse:
-    """One stream of all the caller's tasks: the state of the unfinished ones, then every change."""
+    """One stream of all the caller's tasks: the state of the unfinished ones, then every change,
+    until the credential it was opened with ends (then ``event: end``)."""
     after = _after(last_event_id)
     hub = hub_for(state)
-    sub = Subscription(user_id=user.id, task_id=None, previews=previews)
+    sub = Subscription(
+        user_id=user.id, task_id=None, previews=previews, credential=_credential(request), address=_address(request)
+    )
     await open_stream(hub, sub, after)
     return _response(state, hub, sub, ends_with_task=False)
 
 
 @router.get("/{task_id}/events", responses=STREAM_RESPONSES, response_class=StreamingResponse)
 async def task_events(
-    task_id: str, user: CurrentUser, state: StateDep, last_event_id: LastEventId = None, previews: Previews = True
+    request: Request,
+    task_id: str,
+    user: CurrentUser,
+    state: StateDep,
+    last_event_id: LastEventId = None,
+    previews: Previews = True,
 ) -> StreamingResponse:
     """One task's events until its terminal event (at once for a finished task)."""
     after = _after(last_event_id)
     hub = hub_for(state)
-    sub = Subscription(user_id=user.id, task_id=task_id, previews=previews)
+    sub = Subscription(
+        user_id=user.id, task_id=task_id, previews=previews, credential=_credential(request), address=_address(request)
+    )
     answer = await open_stream(hub, sub, after)
     try:
         if answer is None:
@@ -161,13 +211,18 @@ async def task_events(
 async def open_stream(hub: EventHub, sub: Subscription, after: int) -> Optional[dict]:
     """Register a stream (429 past the user's cap) and read its task's state; shared with /v1 streams."""
     try:
-        hub.reserve(sub.user_id)
-    except TooManyStreams:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            messages.EVENT_STREAMS_LIMIT(limit=hub.max_streams_per_user),
-            headers={"Retry-After": "5"},
-        ) from None
+        hub.reserve(sub.user_id, sub.address)
+    except TooManyStreams as exc:
+        if exc.scope == "replica":
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE, messages.EVENT_STREAMS_BUSY, headers={"Retry-After": "5"}
+            ) from None
+        message = (
+            messages.EVENT_STREAMS_PER_ADDRESS_LIMIT(limit=hub.max_streams_per_address)
+            if exc.scope == "address"
+            else messages.EVENT_STREAMS_LIMIT(limit=hub.max_streams_per_user)
+        )
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, message, headers={"Retry-After": "5"}) from None
     try:
         await hub.subscribe(sub)
         if sub.task_id is not None:
@@ -180,7 +235,7 @@ async def open_stream(hub: EventHub, sub: Subscription, after: int) -> Optional[
 
 def close_stream(hub: EventHub, sub: Subscription) -> None:
     hub.unsubscribe(sub)
-    hub.release(sub.user_id)
+    hub.release(sub.user_id, sub.address)
 
 
 def _stored_terminal(state: ServiceState, user, task_id: str) -> Optional[dict]:
@@ -189,23 +244,72 @@ def _stored_terminal(state: ServiceState, user, task_id: str) -> Optional[dict]:
         return ev.terminal_event_from_record(record)
 
 
+class EventStreamResponse(StreamingResponse):
+    """A ``text/event-stream`` response for which a client going away is a normal end.
+
+    Serve's ASGI ``receive`` raises ``TaskCancelledError`` (instead of answering ``http.disconnect``)
+    when the client leaves while Starlette is waiting for that message, which reached the error
+    handler as an ERROR with a traceback for about one in ten quick disconnects."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def receive_until_gone() -> Message:
+            try:
+                return await receive()
+            except (TaskCancelledError, OSError):
+                return {"type": "http.disconnect"}
+
+        await super().__call__(scope, receive_until_gone, send)
+
+
+def _address(request: Request) -> Optional[str]:
+    """The client's address (``X-Forwarded-For`` counts only from ``TRUSTED_PROXIES``: serving.proxy)."""
+    return request.client.host if request.client else None
+
+
+def _credential(request: Request) -> str:
+    return str(getattr(request.state, "credential", "") or "")
+
+
 def _response(state: ServiceState, hub: EventHub, sub: Subscription, *, ends_with_task: bool) -> StreamingResponse:
-    return StreamingResponse(
-        _stream(hub, sub, state.settings.event_keepalive_seconds, ends_with_task),
+    return EventStreamResponse(
+        _stream(
+            hub, sub, state.settings.event_keepalive_seconds, ends_with_task, _credential_expiry(state, sub.credential)
+        ),
         media_type="text/event-stream",
         headers=HEADERS,
     )
 
 
-async def _stream(hub: EventHub, sub: Subscription, keepalive: float, ends_with_task: bool) -> AsyncIterator[str]:
+def _end_event(reason: str) -> str:
+    return f"event: {END}\ndata: {json.dumps({'reason': reason})}\n\n"
+
+
+async def _stream(
+    hub: EventHub, sub: Subscription, keepalive: float, ends_with_task: bool, expires_at: Optional[float] = None
+) -> AsyncIterator[str]:
+    loop = asyncio.get_running_loop()
+    next_check = loop.time() + CREDENTIAL_RECHECK_S
     try:
         yield f"retry: {RECONNECT_MS}\n\n"
         while True:
+            now = loop.time()
+            if expires_at is not None and time.time() >= expires_at:
+                yield _end_event(CREDENTIALS_REVOKED)  # the login token expired while the stream was open
+                return
+            if sub.credential and now >= next_check:
+                next_check = now + CREDENTIAL_RECHECK_S
+                await hub.recheck([sub])
+            wait = keepalive
+            if expires_at is not None:
+                wait = min(wait, max(0.05, expires_at - time.time()))
             try:
-                event = await asyncio.wait_for(sub.queue.get(), timeout=keepalive)
+                event = await asyncio.wait_for(sub.queue.get(), timeout=wait)
             except asyncio.TimeoutError:
                 yield ": keep-alive\n\n"
                 continue
+            if event["event"] == END:
+                yield _end_event(event["reason"])
+                return
             yield ev.format_sse(event)
             if ends_with_task and event["event"] in ev.TERMINAL:
                 return

@@ -11,7 +11,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 from sqlmodel import Session
 
-from auth.deps import CurrentUser, FreshUser
+from auth.deps import CurrentUser, FreshUser, LoginUser
 from serving.routes.common import owned_record
 from serving.state import StateDep
 from storage import session_scope
@@ -65,7 +65,7 @@ async def read_webhook_secret(user: FreshUser, state: StateDep) -> WebhookSecret
 
 
 @router.post("/auth/webhook-secret", response_model=WebhookSecretPublic)
-async def rotate_webhook_secret(user: CurrentUser, state: StateDep) -> WebhookSecretPublic:
+async def rotate_webhook_secret(user: LoginUser, state: StateDep) -> WebhookSecretPublic:
     """A new secret; every delivery attempt from now on (retries included) is signed with it."""
 
     def rotate() -> WebhookSecretPublic:

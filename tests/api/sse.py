@@ -28,7 +28,7 @@ def read_events(response: httpx.Response, comments: bool = False) -> Iterator[Ev
     for line in response.iter_lines():
         if line == "":
             if "event" in fields:
-                yield Event(int(fields["id"]), fields["event"], json.loads(fields.get("data", "{}")))
+                yield Event(int(fields.get("id", 0)), fields["event"], json.loads(fields.get("data", "{}")))
             fields = {}
         elif line.startswith(":"):
             if comments:

@@ -80,7 +80,9 @@ def test_update_me_changes_email_but_never_the_admin_flag(client, user):
 
 
 def test_update_me_with_a_new_password_revokes_older_tokens(client, user):
-    response = client.put("/auth/me", headers=user.headers, json={"password": "brand-new-1"})
+    response = client.put(
+        "/auth/me", headers=user.headers, json={"password": "brand-new-1", "current_password": user.password}
+    )
     assert response.status_code == 200
     assert client.get("/auth/me", headers=user.headers).status_code == 401
     assert client.get("/auth/me", headers=bearer(login(client, user.username, "brand-new-1"))).status_code == 200

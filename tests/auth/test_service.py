@@ -88,7 +88,7 @@ def test_token_issued_before_a_password_change_is_refused(service):
     with session_scope(service.engine) as session:
         old = service.login(session, "bob", "pw123456", "1.2.3.4")
         user = session.get(User, user_id)
-        service.set_password(user, "new-password")
+        service.set_password(session, user, "new-password")
         session.add(user)
     with session_scope(service.engine) as session:
         with pytest.raises(AuthError):

@@ -4,11 +4,14 @@ credentials come from, and the config file's permissions."""
 from __future__ import annotations
 
 import stat
+import uuid
+from pathlib import Path
 
 import httpx
 import pytest
 
-from cli.client import Client, Credentials, _event_update, config_path, resolve, write_config
+from cli.client import ApiError, Client, Credentials, _event_update, config_path, resolve, write_config
+from cli.main import _download
 
 pytestmark = pytest.mark.unit
 
@@ -101,3 +104,30 @@ def test_flags_win_over_environment_over_file(config, monkeypatch):
         "http://flag",
         "flag-key",
     )
+
+
+class _HostileService:
+    """A stand-in for a service that answers a path as a task id (a fake: the real one never does)."""
+
+    def __init__(self):
+        self.requests: list[str] = []
+
+    def request(self, method, path, **kwargs):
+        self.requests.append(path)
+        return httpx.Response(200, content=b"\x89PNG...", headers={"content-type": "image/png"})
+
+
+@pytest.mark.parametrize("task_id", ["../../.bashrc", "/etc/cron.d/x", "a" * 36, "", None, "..", "x/y"])
+def test_a_task_id_not_of_the_services_form_is_never_used_as_a_file_name(tmp_path, monkeypatch, task_id):
+    monkeypatch.chdir(tmp_path)
+    service = _HostileService()
+    with pytest.raises(ApiError):
+        _download(service, task_id, None)
+    assert service.requests == [] and list(tmp_path.rglob("*")) == []
+
+
+def test_a_well_formed_task_id_names_the_download(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    task_id = str(uuid.uuid4())
+    path, _ = _download(_HostileService(), task_id, None)
+    assert path == Path(f"{task_id}.png") and (tmp_path / path).exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 from serving.ssrf import RefusedURL, check_url
@@ -113,3 +115,84 @@ def test_unresolvable_host_is_refused():
 
     with pytest.raises(RefusedURL, match="cannot be resolved"):
         check_url("https://nowhere.invalid/", resolver=fail)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[::127.0.0.1]/",  # IPv4-compatible loopback
+        "http://[::10.0.0.1]/",  # IPv4-compatible private
+        "http://[::ffff:0:127.0.0.1]/",  # SIIT IPv4-translated loopback
+        "http://[::ffff:0:a9fe:a9fe]/",  # SIIT metadata
+        "http://[64:ff9b:1::a9fe:a9fe]/",  # local-use NAT64 metadata
+        "http://[64:ff9b:1::a00:1]/",  # local-use NAT64 private
+        "http://[64:ff9b::7f00:1]/",  # well-known NAT64 loopback
+        "http://[2002:7f00:1::]/",  # 6to4 of loopback
+        "http://[2002:a9fe:a9fe::1]/",  # 6to4 of metadata
+        "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/",  # Teredo, client 127.0.0.1
+        "http://[2001:0:7f00:1::1]/",  # Teredo, server 127.0.0.1
+    ],
+)
+def test_ipv4_inside_ipv6_is_judged_as_the_ipv4_address_and_refused(url):
+    with pytest.raises(RefusedURL):
+        check_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[64:ff9b:1::5db8:d70e]/",  # local-use NAT64 of a public address: someone's own network
+        "http://[::93.184.215.14]/",  # IPv4-compatible of a public address: deprecated, not routed
+        "http://[2001:0:5db8:d70e::1]/",  # Teredo with a public server
+        "http://[2001:db8::1]/",  # documentation
+        "http://[100::1]/",  # discard-only
+    ],
+)
+def test_ipv6_forms_that_are_not_globally_routable_are_refused_even_around_public_ipv4(url):
+    with pytest.raises(RefusedURL):
+        check_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[2606:4700::1111]/",
+        "http://[::ffff:93.184.215.14]/",
+        "http://[64:ff9b::5db8:d70e]/",
+        "http://[2002:5db8:d70e::1]/",
+    ],
+)
+def test_globally_routable_ipv6_and_translations_of_public_ipv4_are_allowed(url):
+    written = url.split("[", 1)[1].split("]", 1)[0]
+    assert ipaddress.ip_address(check_url(url).ip) == ipaddress.ip_address(written)
+
+
+def test_slow_dns_for_webhook_hosts_neither_stalls_the_shared_thread_pool_nor_waits_forever(monkeypatch):
+    import asyncio
+    import socket
+    import time
+
+    from serving import ssrf
+    from serving.webhooks import webhook_spec
+
+    def slow_getaddrinfo(*args, **kwargs):  # a fake: a DNS server that takes its time
+        time.sleep(1.5)
+        raise socket.gaierror("timed out")
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_getaddrinfo)
+    monkeypatch.setattr(ssrf, "RESOLVE_TIMEOUT_S", 0.3)
+
+    async def scenario() -> tuple[float, list]:
+        hooks = [
+            asyncio.ensure_future(webhook_spec(f"http://slow{i}.example/", None, allow_private=False))
+            for i in range(40)
+        ]
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        await asyncio.to_thread(lambda: None)  # what a database or file read does meanwhile
+        waited = time.monotonic() - started
+        return waited, await asyncio.gather(*hooks, return_exceptions=True)
+
+    waited, answers = asyncio.run(scenario())
+    assert waited < 0.5
+    assert all(getattr(a, "status_code", None) == 400 for a in answers)
