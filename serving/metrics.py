@@ -13,8 +13,6 @@ and a process without Ray (a unit test of the registry core, a benchmark) record
 
 from __future__ import annotations
 
-from typing import Optional
-
 import ray
 from ray.serve import metrics
 
@@ -126,7 +124,11 @@ class ModelMetrics:
 
 
 class IngressMetrics:
-    """What an Ingress replica records."""
+    """What an Ingress replica records; one per app, on its ``ServiceState.metrics``.
+
+    A second one in the same process (two apps built by one test) registers nothing twice: Ray
+    keys a metric by its name, so both record into the same series.
+    """
 
     def __init__(self):
         self.enabled = _enabled()
@@ -170,14 +172,3 @@ class IngressMetrics:
 #   qis_webhook_deliveries (Counter, tag outcome: delivered, retried, failed) — webhook deliveries
 # Each is made by its part the way the classes above make theirs, and added to the dashboard once
 # the scrape test (tests/api/test_metrics.py) sees it.
-
-
-_ingress: Optional[IngressMetrics] = None
-
-
-def ingress() -> IngressMetrics:
-    """This process's Ingress metrics (made on first use, inside the replica)."""
-    global _ingress
-    if _ingress is None:
-        _ingress = IngressMetrics()
-    return _ingress
