@@ -71,10 +71,10 @@ class ServiceState:
     store: ResultStore
     registry: Registry
     app_name: str
+    url_signer: UrlSigner  # signs /v1 result URLs (its key never leaves this process)
     # how replica counts are read (Serve's controller; a stand-in where no Ray runs)
     read_status: Callable[[str], dict] = field(default=lambda app_name: read_deployment_status(app_name))
     long_waits: LongWaits = field(default_factory=LongWaits)
-    url_signer: Optional[UrlSigner] = None  # signs /v1 result URLs (its key never leaves this process)
     statuses: Optional[StatusCache] = None  # task statuses kept current by the change feed (None: off)
     metrics: IngressMetrics = field(default_factory=IngressMetrics)
     # A probe of the database still waiting, per event loop (a future belongs to its loop): a database
