@@ -21,9 +21,9 @@ from auth.api_keys import router as api_keys_router
 from auth.routes import router as auth_router
 from auth.security import load_or_create_secret
 from auth.service import AuthConfig, AuthService
-from serving import metrics
 from serving.docs import add_api_docs
 from serving.errors import install_error_handlers
+from serving.metrics import IngressMetrics
 from serving.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from serving.openai import routes as openai_routes
 from serving.registry.interface import Registry
@@ -100,6 +100,7 @@ def build_service_state(
     engine = make_engine(settings.resolved_database_url)
     init_db(engine)
     secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else load_or_create_secret(settings.data_dir)
+    ingress_metrics = IngressMetrics()
     auth = AuthService(
         engine,
         secret,
@@ -115,7 +116,7 @@ def build_service_state(
             login_window_seconds=settings.login_window_seconds,
             login_max_delay_seconds=settings.login_max_delay_seconds,
         ),
-        on_login_failure=metrics.ingress().login_failed,
+        on_login_failure=ingress_metrics.login_failed,
         accounts=AccountCache(settings.account_cache_size) if settings.account_cache_size else None,
     )
     auth.ensure_default_admin()
@@ -132,6 +133,7 @@ def build_service_state(
         long_waits=LongWaits(settings.max_waits_per_user, settings.max_waits),
         url_signer=UrlSigner(secret, settings.image_url_ttl_seconds),
         statuses=StatusCache(settings.status_cache_size) if settings.status_cache_size else None,
+        metrics=ingress_metrics,
     )
     connect_account_cache(state)
     return state

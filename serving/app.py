@@ -63,8 +63,9 @@ def build_app(args: Optional[dict[str, Any]] = None) -> Application:
             "ray_actor_options": {"num_gpus": gpus, "num_cpus": cpus},
             "logging_config": SERVE_LOGGING,
             # The router takes a replica to keep this many adapters until the replica reports its own.
+            # Serve annotates RequestRouterConfig's ``**kwargs`` as ``dict[str, Any]`` each (meant: the whole dict).
             "request_router_config": RequestRouterConfig(
-                request_router_class=ROUTER_PATH,
+                request_router_class=ROUTER_PATH,  # type: ignore[arg-type]
                 request_router_kwargs={"adapter_capacity": settings.adapter_cache_size + 1},  # + Lightning
             ),
         }
@@ -86,7 +87,8 @@ def build_app(args: Optional[dict[str, Any]] = None) -> Application:
         bound = {"models": SHARED.options(**model_options()).bind(public)}
     else:
         bound = {kind: DEPLOYMENTS[kind].options(**model_options()).bind(public) for kind in settings.enabled_models}
-    return Ingress.options(
+    # mypy does not apply class decorators' types: @serve.deployment made Ingress a Deployment.
+    return Ingress.options(  # type: ignore[attr-defined]
         num_replicas=deployment_args.ingress_replicas,
         logging_config=SERVE_LOGGING,
         max_queued_requests=deployment_args.ingress_max_queued_requests,

@@ -35,7 +35,7 @@ from serving import messages
 from serving.logs import replica_events, task_event
 from serving.metrics import ModelMetrics
 from serving.protocol import Cancelled, Failed, Generated, ModelOutcome, ModelRequest, Skipped
-from serving.registry.actor import lookup_registry
+from serving.registry.actor import RegistryHandle, lookup_registry
 from serving.replica_router import ROUTER_PATH
 from serving.settings import SHARED_DEPLOYMENT, load_settings
 from storage import open_result_store
@@ -87,7 +87,7 @@ class ModelWorker:
                 if loaded.pipeline is not None:
                     loaded.preview_map()  # made now (fitted for the tiny VAE), not in the first task's time
         self.store = open_result_store(self.settings.result_store_url, self.settings.data_dir)
-        self._registry = None
+        self._registry: Optional[RegistryHandle] = None
         self._device = asyncio.Lock()  # one generation at a time on this replica's device
         self.metrics = ModelMetrics()
         self._start_reporting()
@@ -126,7 +126,7 @@ class ModelWorker:
             "device_memory": device_memory(),
         }
 
-    def _registry_for(self, app_name: str):
+    def _registry_for(self, app_name: str) -> RegistryHandle:
         if self._registry is None:
             self._registry = lookup_registry(app_name)
         return self._registry
@@ -212,7 +212,9 @@ class ModelWorker:
         images = [open_input(self.store.get(key)) for key in task.input_keys]
         return task.parameters.pipeline_request(task.prompt, images, _adapter_uses(task))
 
-    def _generate(self, task: ModelRequest, request, registry, started: ray.ObjectRef, abandoned: threading.Event):
+    def _generate(
+        self, task: ModelRequest, request, registry: RegistryHandle, started: ray.ObjectRef, abandoned: threading.Event
+    ):
         import models
 
         stamp = task.stamp
@@ -351,7 +353,8 @@ def describe_failure(exc: BaseException) -> str:
 
 
 # One generating plus one waiting on the lock; the least busy replica gets each request.
-ROUTING = RequestRouterConfig(request_router_class=ROUTER_PATH)
+# Serve annotates RequestRouterConfig's ``**kwargs`` as ``dict[str, Any]`` each (meant: the whole dict).
+ROUTING = RequestRouterConfig(request_router_class=ROUTER_PATH)  # type: ignore[arg-type]
 
 
 def _deployment(name: str, kinds: tuple[ModelKind, ...]) -> Any:

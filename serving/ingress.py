@@ -19,7 +19,9 @@ from serving.settings import load_settings
 class Ingress:
     """Builds, in each replica, the app of :mod:`serving.api` around that replica's shared state."""
 
-    async def __init__(self, settings_dict: dict, **model_deployments: Any):
+    # Serve awaits an async constructor (the registry is looked up with await); Python's typing has
+    # no such thing, so the checker's rule that __init__ returns None is waived here.
+    async def __init__(self, settings_dict: dict, **model_deployments: Any):  # type: ignore[misc]
         # ``model_deployments`` (one handle per enabled kind) only tie the model deployments into
         # the application graph; the registry reaches them by name.
         logging.basicConfig(level=logging.INFO)

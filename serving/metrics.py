@@ -13,7 +13,7 @@ and a process without Ray (a unit test of the registry core, a benchmark) record
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import cast
 
 import ray
 from ray.serve import metrics
@@ -30,6 +30,12 @@ def _enabled() -> bool:
     return ray.is_initialized()
 
 
+def _tag_keys(*keys: str) -> tuple[str]:
+    """``keys`` as Serve's metric classes take them: they annotate ``tag_keys`` as ``Tuple[str]`` (one
+    key) though they take any number, as ``ray.util.metrics`` under them says (``Tuple[str, ...]``)."""
+    return cast("tuple[str]", keys)
+
+
 class TaskMetrics:
     """What the task registry records: task life cycles, queue depth, queue wait and refusals."""
 
@@ -37,10 +43,10 @@ class TaskMetrics:
         self.enabled = _enabled()
         if not self.enabled:
             return
-        tags = ("application", "kind")
+        tags = _tag_keys("application", "kind")
         default = {"application": app_name}
 
-        def counter(name: str, description: str, keys=tags) -> metrics.Counter:
+        def counter(name: str, description: str, keys: tuple[str] = tags) -> metrics.Counter:
             made = metrics.Counter(PREFIX + name, description=description, tag_keys=keys)
             made.set_default_tags(default)
             return made
@@ -52,7 +58,7 @@ class TaskMetrics:
         self._refused = counter(
             "tasks_refused",
             "Submissions refused, by reason (quota, queue_full).",
-            keys=("application", "kind", "reason"),
+            keys=_tag_keys("application", "kind", "reason"),
         )
         self._pending = metrics.Gauge(
             PREFIX + "tasks_pending", description="Tasks waiting for a model replica.", tag_keys=tags
@@ -96,7 +102,7 @@ class TaskMetrics:
 class ModelMetrics:
     """What a model replica records about each pipeline run (Serve adds deployment and replica)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.enabled = _enabled()
         if not self.enabled:
             return
@@ -126,9 +132,13 @@ class ModelMetrics:
 
 
 class IngressMetrics:
-    """What an Ingress replica records."""
+    """What an Ingress replica records; one per app, on its ``ServiceState.metrics``.
 
-    def __init__(self):
+    A second one in the same process (two apps built by one test) registers nothing twice: Ray
+    keys a metric by its name, so both record into the same series.
+    """
+
+    def __init__(self) -> None:
         self.enabled = _enabled()
         if not self.enabled:
             return
@@ -148,7 +158,7 @@ class IngressMetrics:
             PREFIX + "deployment_replicas",
             description="Replicas of each deployment by state: running, starting, and waiting_for_resources "
             "(no node has the GPUs or CPUs they ask for; the cluster is short of GPUs).",
-            tag_keys=("deployment_name", "state"),
+            tag_keys=_tag_keys("deployment_name", "state"),
         )
 
     def replicas(self, deployment: str, running: int, starting: int, waiting: int) -> None:
@@ -170,14 +180,3 @@ class IngressMetrics:
 #   qis_webhook_deliveries (Counter, tag outcome: delivered, retried, failed) — webhook deliveries
 # Each is made by its part the way the classes above make theirs, and added to the dashboard once
 # the scrape test (tests/api/test_metrics.py) sees it.
-
-
-_ingress: Optional[IngressMetrics] = None
-
-
-def ingress() -> IngressMetrics:
-    """This process's Ingress metrics (made on first use, inside the replica)."""
-    global _ingress
-    if _ingress is None:
-        _ingress = IngressMetrics()
-    return _ingress

@@ -274,8 +274,9 @@ class LeastBusyRouter(FairShareMixin, LocalityMixin, RequestRouter):
             for key in keys[: max(0, len(keys) - capacity)]:
                 del record[key]
         sent = self._sent_since_report.get(replica_id)
-        for key in [key for key in sent or () if key not in record]:
-            del sent[key]  # evicted since by the replica's LRU as well
+        if sent is not None:
+            for key in [key for key in sent if key not in record]:
+                del sent[key]  # evicted since by the replica's LRU as well
 
 
 def adapters_of(pending_request: Optional[PendingRequest]) -> set[tuple[str, str]]:

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 
 from auth.service import AuthService
 from serving import messages
+from serving.metrics import IngressMetrics
 from serving.registry.interface import Registry
 from serving.settings import Settings
 from serving.signed_urls import UrlSigner
@@ -70,11 +71,15 @@ class ServiceState:
     store: ResultStore
     registry: Registry
     app_name: str
+    url_signer: UrlSigner  # signs /v1 result URLs (its key never leaves this process)
     # how replica counts are read (Serve's controller; a stand-in where no Ray runs)
     read_status: Callable[[str], dict] = field(default=lambda app_name: read_deployment_status(app_name))
     long_waits: LongWaits = field(default_factory=LongWaits)
-    url_signer: Optional[UrlSigner] = None  # signs /v1 result URLs (its key never leaves this process)
     statuses: Optional[StatusCache] = None  # task statuses kept current by the change feed (None: off)
+    metrics: IngressMetrics = field(default_factory=IngressMetrics)
+    # A probe of the database still waiting, per event loop (a future belongs to its loop): a database
+    # that does not answer is asked once at a time, so /health polled often never piles up threads.
+    database_probes: dict[int, asyncio.Future[None]] = field(default_factory=dict, repr=False)
     _status_cache: tuple[float, dict] = field(default=(0.0, {}))
     _status_refresh: Optional[asyncio.Task] = field(default=None, repr=False)
     _status_read: Optional[asyncio.Future] = field(default=None, repr=False)
@@ -115,7 +120,17 @@ class ServiceState:
             stamp, cached = self._status_cache
             return cached if stamp else {"gpu_count": 0, "deployments": {}}
         self._status_cache = (time.monotonic(), fresh)
+        self._record_replicas(fresh)
         return fresh
+
+    def _record_replicas(self, snapshot: dict) -> None:
+        for name, dep in snapshot["deployments"].items():
+            self.metrics.replicas(
+                name,
+                dep.get("running_replicas", 0),
+                dep.get("starting_replicas", 0),
+                dep.get("waiting_for_resources", 0),
+            )
 
     async def _refresh_in_background(self) -> None:
         try:
@@ -148,7 +163,6 @@ def read_deployment_status(app_name: str) -> dict:
 
 def _add_waiting_replicas(app_name: str, deployments: dict[str, dict]) -> None:
     """Starting replicas that Ray cannot place (short of GPUs), from its actor table; shown on the metrics."""
-    from serving import metrics
     from serving.placement import waiting_replicas
 
     try:
@@ -158,9 +172,6 @@ def _add_waiting_replicas(app_name: str, deployments: dict[str, dict]) -> None:
         waiting = {}
     for name, dep in deployments.items():
         dep["waiting_for_resources"] = min(waiting.get(name, 0), dep["starting_replicas"])
-        metrics.ingress().replicas(
-            name, dep["running_replicas"], dep["starting_replicas"], dep["waiting_for_resources"]
-        )
 
 
 async def get_state(request: Request) -> ServiceState:

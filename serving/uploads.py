@@ -6,8 +6,9 @@ import io
 import warnings
 from typing import NamedTuple, Optional
 
-from fastapi import HTTPException, UploadFile, status
+from fastapi import HTTPException, status
 from PIL import Image, ImageOps, UnidentifiedImageError
+from starlette.datastructures import UploadFile
 
 from serving import messages
 
@@ -40,7 +41,8 @@ def bad_upload(name: str, reason: messages.Message) -> HTTPException:
 
 
 async def read_limited(upload: UploadFile, limit_bytes: int) -> bytes:
-    """Reads an upload in chunks, refusing it as soon as it passes ``limit_bytes``."""
+    """Reads an upload (a parsed form's file part, or FastAPI's ``UploadFile`` built on it) in chunks,
+    refusing it as soon as it passes ``limit_bytes``."""
     chunks, size = [], 0
     while chunk := await upload.read(CHUNK):
         size += len(chunk)

@@ -54,7 +54,7 @@ MAX_EDIT_IMAGES = 2
 # While a stream waits for its task, a comment line this often keeps proxies from closing it.
 KEEPALIVE_S = 15.0
 FINISHED = {TaskStatus.completed.value, TaskStatus.failed.value, TaskStatus.cancelled.value}
-ERROR_RESPONSES = {
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"description": 'OpenAI error body {"error": {message, type, param, code}}'}
     for code in (400, 401, 404, 429, 503)
 }

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Optional
+from collections.abc import Sequence
+from typing import Annotated, Any, Optional
 
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile, status
 from fastapi.responses import Response
+from starlette.datastructures import UploadFile as FormFile
 
 from auth.deps import CurrentUser
 from models.aspect import ASPECT_RATIOS, DEFAULT_ASPECT_RATIO, size_for_aspect_ratio
@@ -16,7 +18,7 @@ from serving import messages
 from serving.adapter_options import Loras, Speed, apply_adapter_options
 from serving.protocol import MAX_BATCH_PROMPTS, MAX_PROMPT, GenerationParameters
 from serving.routes.common import generation_parameters, submit
-from serving.state import StateDep
+from serving.state import ServiceState, StateDep
 from serving.uploads import ValidatedUpload, read_limited, validate_upload
 from serving.webhooks import WEBHOOK_EVENTS, webhook_spec
 
@@ -41,7 +43,7 @@ WebhookEvents = Annotated[
     Form(max_length=200, description=f"comma-separated, of {', '.join(WEBHOOK_EVENTS)}; default the terminal ones"),
 ]
 
-RESULT_RESPONSES = {
+RESULT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "PNG (one image) or ZIP (several)", "content": {"image/png": {}, "application/zip": {}}},
     202: {"description": "task accepted"},
 }
@@ -54,14 +56,17 @@ def _clean_prompt(prompt: str, field: str = "prompt") -> str:
     return prompt
 
 
-async def _read_images(state, uploads: list[UploadFile], max_count: int) -> list[ValidatedUpload]:
-    """Each upload read within its limit and checked by decoding; the pixels are not kept."""
+async def _read_images(state: ServiceState, uploads: Sequence[FormFile | str], max_count: int) -> list[ValidatedUpload]:
+    """Each upload read within its limit and checked by decoding; the pixels are not kept. ``uploads``
+    are form parts: a text part where an image belongs is no image."""
     if not uploads:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.IMAGE_REQUIRED)
     if len(uploads) > max_count:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.TOO_MANY_IMAGES(limit=max_count))
     images = []
     for n, upload in enumerate(uploads, start=1):
+        if isinstance(upload, str):
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.IMAGE_REQUIRED)
         data = await read_limited(upload, state.settings.max_upload_bytes)
         name = upload.filename or f"#{n}"
         images.append(

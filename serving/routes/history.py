@@ -7,6 +7,7 @@ from typing import Annotated, Any, Optional
 
 from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict
+from sqlmodel import Session
 
 from auth.deps import AdminUser, CurrentUser, SessionDep
 from auth.routes import MAX_DB_INT, UserId
@@ -14,7 +15,7 @@ from auth.schemas import QuotaLimits
 from models.kinds import TaskType
 from serving import messages
 from serving.routes.common import owned_record
-from serving.state import StateDep
+from serving.state import ServiceState, StateDep
 from storage import TaskRecord, TaskStatus, utcnow
 from storage.tables import User
 from storage.tasks import HistoryFilter, current_usage, effective_limits, history_page, quota_periods, statistics
@@ -143,7 +144,8 @@ def global_statistics(_: AdminUser, session: SessionDep, state: StateDep) -> dic
     return statistics(session, None, today_start=periods.day_start)
 
 
-def quota_body(session, user: User, state) -> dict:
+def quota_body(session: Session, user: User, state: ServiceState) -> dict:
+    assert user.id is not None  # a user row read from the database has its id
     daily, monthly = effective_limits(user, state.settings.default_daily_limit, state.settings.default_monthly_limit)
     now = utcnow()
     periods = quota_periods(now, state.settings.quota_timezone)

@@ -130,7 +130,8 @@ async def register_lora(
             file, lora_dir, name, state.settings.lora_max_upload_bytes, hotswap_rank(state)
         )
         row.source_type, row.source, row.size_bytes, row.sha256 = "local", relative, size, digest
-
+    elif source is None:  # refused above already (exactly one of the two); this tells the type checker
+        raise bad(messages.SOURCE_OR_FILE)
     elif source.startswith("hub:"):
         repo = source[len("hub:") :]
         if not HUB_ID.match(repo):

@@ -13,16 +13,11 @@ from models.aspect import ASPECT_RATIOS
 from models.kinds import ModelKind
 from models.profiles import get_profile
 from serving.placement import registry_location
-from serving.state import StateDep
+from serving.state import ServiceState, StateDep
 
 router = APIRouter(tags=["service"])
 # /health answers within this even when the registry (or the database under it) does not.
 HEALTH_PING_TIMEOUT_S = 2.0
-
-
-# A probe of the database still waiting (engine and event loop -> its thread): a database that does not
-# answer is asked once at a time, so /health polled every few seconds never piles up threads.
-_database_probes: dict[tuple[int, int], asyncio.Future] = {}
 
 
 def _select_one(engine: Engine) -> None:
@@ -30,13 +25,15 @@ def _select_one(engine: Engine) -> None:
         connection.execute(text("SELECT 1"))
 
 
-async def _database_state(state) -> str:
+async def _database_state(state: ServiceState) -> str:
     """``up`` when the database answers within ``HEALTH_PING_TIMEOUT_S``, else ``unreachable`` (a
-    PostgreSQL connection attempt gives up after its connect timeout, and the next probe starts)."""
-    key = (id(state.engine), id(asyncio.get_running_loop()))
-    probe = _database_probes.get(key)
+    PostgreSQL connection attempt gives up after its connect timeout, and the next probe starts).
+    One probe at a time per loop: a later /health joins the one still waiting."""
+    probes = state.database_probes
+    key = id(asyncio.get_running_loop())
+    probe = probes.get(key)
     if probe is None or probe.done():
-        probe = _database_probes[key] = asyncio.ensure_future(asyncio.to_thread(_select_one, state.engine))
+        probe = probes[key] = asyncio.ensure_future(asyncio.to_thread(_select_one, state.engine))
     try:
         await asyncio.wait_for(asyncio.shield(probe), HEALTH_PING_TIMEOUT_S)
     except Exception:  # timed out, or refused

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlmodel import Session
 
 from auth.deps import AdminUser, CurrentUser
-from serving import messages, metrics
+from serving import messages
 from serving.protocol import AlreadyFinished, GenerationParameters, ResultLocation, TaskStatusView, task_status_view
 from serving.routes.common import not_found, owned_record, owns, result_response
 from serving.routes.events import hub_for
@@ -56,7 +56,7 @@ async def task_status(state: ServiceState, user, task_id: str) -> TaskStatusView
             hub_for(state).follow()  # the feed starts with the first read (and again after a failure)
         cached = cache.get(task_id, user.id, user.token_key)
         if cached is not None:
-            metrics.ingress().status_read("cache")
+            state.metrics.status_read("cache")
             return cached
         token = cache.token()
     live = await state.registry.status(task_id)
@@ -67,11 +67,11 @@ async def task_status(state: ServiceState, user, task_id: str) -> TaskStatusView
                 return status_from_record(owned_record(session, user, task_id))
 
         live = await asyncio.to_thread(from_db)
-        metrics.ingress().status_read("record")
+        state.metrics.status_read("record")
     elif not owns(user, live.user_id):
         raise not_found()
     else:
-        metrics.ingress().status_read("registry")
+        state.metrics.status_read("registry")
     if cache is not None and live.user_id == user.id:
         cache.put(live, user.token_key, token)
     return live

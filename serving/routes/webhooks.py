@@ -57,6 +57,7 @@ async def read_webhook_secret(user: FreshUser, state: StateDep) -> WebhookSecret
     """The caller's Standard Webhooks secret (``whsec_…``), made on first read."""
 
     def read() -> WebhookSecretPublic:
+        assert user.id is not None  # a user row read from the database has its id
         with session_scope(state.engine) as session:
             row = get_or_create_secret(session, user.id)
             return WebhookSecretPublic(secret=row.secret, created_at=row.created_at)
@@ -69,6 +70,7 @@ async def rotate_webhook_secret(user: LoginUser, state: StateDep) -> WebhookSecr
     """A new secret; every delivery attempt from now on (retries included) is signed with it."""
 
     def rotate() -> WebhookSecretPublic:
+        assert user.id is not None  # a user row read from the database has its id
         with session_scope(state.engine) as session:
             row = rotate_secret(session, user.id)
             return WebhookSecretPublic(secret=row.secret, created_at=row.created_at)

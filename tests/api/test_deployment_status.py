@@ -16,7 +16,9 @@ NOTHING_RUNNING = {"gpu_count": 0, "deployments": {"TextToImage": {"status": "UP
 
 def _state(app_name: str) -> ServiceState:
     # Only the deployment-status part of the state is used here.
-    return ServiceState(settings=None, engine=None, auth=None, store=None, registry=None, app_name=app_name)
+    return ServiceState(
+        settings=None, engine=None, auth=None, store=None, registry=None, app_name=app_name, url_signer=None
+    )
 
 
 def _running(snapshot: dict) -> int:

@@ -158,3 +158,19 @@ def test_every_dashboard_query_names_only_metrics_the_scrape_saw(scraped):
         names = set(re.findall(r"\bray_[a-z_]+\b", query))
         assert names, query
         assert names <= seen, f"{query}: {sorted(names - seen)} not on the endpoint"
+
+
+def test_the_ingress_shows_its_model_replicas_by_state(scraped):
+    """What the ingress read of its model deployments: the one TextToImage replica running, none waiting."""
+
+    def replicas(state: str) -> set[float]:
+        return {
+            v
+            for labels, v in scraped["ray_qis_deployment_replicas"]
+            if labels.get("application") == APP
+            and labels.get("deployment_name") == "TextToImage"
+            and labels.get("state") == state
+        }
+
+    assert replicas("running") == {1.0}
+    assert replicas("waiting_for_resources") == {0.0}

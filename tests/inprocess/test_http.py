@@ -6,6 +6,7 @@ replicas are stand-ins (see ``conftest.py``), the database a real SQLite file.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -102,6 +103,32 @@ def test_a_disabled_model_answers_503_with_the_contracts_message(tmp_path):
         health = client.get("/health").json()
         assert (health["models"]["text_to_image"], health["models"]["image_edit"]) == ("loaded", "disabled")
         assert health["text_to_image_model_loaded"] and not health["image_edit_model_loaded"]
+
+
+def test_a_database_that_does_not_answer_is_probed_once_at_a_time_by_each_app(tmp_path, monkeypatch):
+    """/health's probe of the database lives on each app's state: a second /health joins the probe
+    still waiting instead of starting another, and another app starts its own. The database is made
+    silent by a stand-in for the probe's query (a fake, to make the failure happen)."""
+    from serving.routes import system
+
+    answer = threading.Event()
+    probed: list[object] = []
+
+    def silent_select(engine) -> None:
+        probed.append(engine)
+        assert answer.wait(10)
+
+    monkeypatch.setattr(system, "HEALTH_PING_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(system, "_select_one", silent_select)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    with make_client(tmp_path / "a") as first, make_client(tmp_path / "b") as second:
+        assert [first.get("/health").json()["database"] for _ in range(2)] == ["unreachable"] * 2
+        assert len(probed) == 1
+        assert second.get("/health").json()["database"] == "unreachable"
+        assert len(probed) == 2 and probed[0] is not probed[1]
+        answer.set()
+        assert first.get("/health").json()["database"] == "up"
 
 
 # ------------------------------------------------------------------ uploads
