@@ -76,7 +76,7 @@ class CheckedURL:
 def system_resolver(host: str, port: int) -> list[str]:
     """All addresses ``host`` resolves to (blocking: call it from a thread in async code)."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(info[4][0] for info in infos))
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 # IPv6 ranges that carry an IPv4 address in their last 32 bits (RFC 4291 IPv4-compatible and

@@ -172,8 +172,12 @@ def retry_after_seconds(value: Optional[str], now: Optional[datetime] = None) ->
     return max(0.0, (moment - (now or utcnow())).total_seconds())
 
 
+# Jitter for retry delays (a source of its own: tests pass theirs).
+_JITTER = random.Random()
+
+
 def next_delay(
-    settings: Any, attempts_made: int, retry_after: Optional[float], rng: random.Random = random
+    settings: Any, attempts_made: int, retry_after: Optional[float], rng: Optional[random.Random] = None
 ) -> Optional[float]:
     """Seconds until the next attempt after ``attempts_made`` failed ones; None when none is left."""
     schedule = list(settings.webhook_retry_schedule)
@@ -183,7 +187,7 @@ def next_delay(
         return min(retry_after, settings.webhook_max_retry_after_seconds)
     base = schedule[attempts_made - 1]
     spread = settings.webhook_retry_jitter
-    return max(0.0, base * (1 + rng.uniform(-spread, spread)))
+    return max(0.0, base * (1 + (rng or _JITTER).uniform(-spread, spread)))
 
 
 # ---------------------------------------------------------------- the sender
@@ -244,7 +248,7 @@ class WebhookSender:
         def read() -> tuple[list[WebhookDelivery], Optional[datetime]]:
             with session_scope(self.engine) as session:
                 due = due_deliveries(session, utcnow(), room * 4, exclude)
-                return due, next_due_time(session, exclude + [d.id for d in due])
+                return due, next_due_time(session, exclude + [d.id for d in due if d.id is not None])
 
         due, upcoming = await asyncio.to_thread(read)
         for delivery in due:
@@ -252,6 +256,7 @@ class WebhookSender:
                 break
             if self._per_user[delivery.user_id] >= self.settings.webhook_max_per_user:
                 continue  # this user's receivers are busy; their next turn comes when one ends
+            assert delivery.id is not None  # read from the database: it has its key
             self._in_flight.add(delivery.id)
             self._per_user[delivery.user_id] += 1
             attempt = asyncio.create_task(self._attempt(delivery))
@@ -307,19 +312,22 @@ class WebhookSender:
             "webhook-signature": signature,
         }
         extensions = {"sni_hostname": checked.host} if checked.scheme == "https" else {}
+
+        async def post() -> tuple[int, Optional[float]]:
+            async with self._http().stream(
+                "POST",
+                checked.pinned_url(),
+                content=delivery.body.encode(),
+                headers=headers,
+                extensions=extensions,
+                timeout=self.settings.webhook_timeout_seconds,
+            ) as response:
+                # The body is not read: a receiver's answer carries nothing we use.
+                return response.status_code, retry_after_seconds(response.headers.get("retry-after"))
+
         try:
-            async with asyncio.timeout(self.settings.webhook_timeout_seconds):
-                async with self._http().stream(
-                    "POST",
-                    checked.pinned_url(),
-                    content=delivery.body.encode(),
-                    headers=headers,
-                    extensions=extensions,
-                    timeout=self.settings.webhook_timeout_seconds,
-                ) as response:
-                    status_code = response.status_code
-                    retry_after = retry_after_seconds(response.headers.get("retry-after"))
-                    # The body is not read: a receiver's answer carries nothing we use.
+            # One limit on the whole attempt, not only on each read (asyncio.timeout is 3.11+).
+            status_code, retry_after = await asyncio.wait_for(post(), self.settings.webhook_timeout_seconds)
         except (TimeoutError, asyncio.TimeoutError):
             error = f"timed out after {self.settings.webhook_timeout_seconds:g} s"
         except Exception as exc:  # connection refused, reset, TLS failure, …
