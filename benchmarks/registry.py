@@ -38,7 +38,7 @@ from typing import Any, Optional
 from sqlalchemy import insert
 
 from models.kinds import ModelKind
-from serving.protocol import Generated, ModelRequest, TaskSpec
+from serving.protocol import Generated, GenerationParameters, ModelRequest, TaskSpec
 from serving.registry.core import RegistryCore
 from storage import TaskRecord, session_scope, utcnow
 from storage.tables import User
@@ -132,9 +132,7 @@ def spec(user_id: int) -> TaskSpec:
         user_id=user_id,
         task_type="text_to_image",
         kind=ModelKind.text_to_image,
-        prompt="p",
-        prompts=["p"],
-        parameters={"num_inference_steps": 20, "seed": 1},
+        parameters=GenerationParameters(kind=ModelKind.text_to_image, prompt="p", num_inference_steps=20, seed=1),
         image_count=1,
     )
 
