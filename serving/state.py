@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 
 from auth.service import AuthService
 from serving import messages
+from serving.event_hub import EventHub
 from serving.registry.interface import Registry
 from serving.settings import Settings
 from serving.signed_urls import UrlSigner
@@ -75,6 +76,8 @@ class ServiceState:
     long_waits: LongWaits = field(default_factory=LongWaits)
     url_signer: Optional[UrlSigner] = None  # signs /v1 result URLs (its key never leaves this process)
     statuses: Optional[StatusCache] = None  # task statuses kept current by the change feed (None: off)
+    events: Optional[EventHub] = None  # the change feed and the event streams (serving.routes.events.hub_for)
+    announcing: set[asyncio.Future] = field(default_factory=set)  # account changes on their way to the feed
     _status_cache: tuple[float, dict] = field(default=(0.0, {}))
     _status_refresh: Optional[asyncio.Task] = field(default=None, repr=False)
     _status_read: Optional[asyncio.Future] = field(default=None, repr=False)
