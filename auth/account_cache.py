@@ -11,7 +11,7 @@ of.** Changes reach it two ways: a change committed in this process (every ORM u
 of a ``User`` row — ``session.add``/``session.delete``: disable, password, admin flag, deletion,
 quotas; bulk UPDATE or DELETE statements on ``users`` are not seen, and the code base has none,
 which a test keeps so) drops the row at once, before the route
-that made it answers, and is announced on the registry's change feed (``ACCOUNT_CHANGED``), which
+that made it answers, and is announced on the registry's change feed (:class:`AccountsChanged`), which
 every other ingress replica follows; they drop the row when the feed brings it, milliseconds
 later. While the feed has a gap nothing is answered or kept from here, and a row is re-read after
 ``max_age_s`` in any case (a row changed outside the service, by SQL, is current again after that).
@@ -31,6 +31,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from sqlalchemy import event
@@ -39,8 +40,14 @@ from sqlalchemy.orm import Session as OrmSession
 
 from storage.tables import User
 
-# The feed's event: "these accounts changed" (``user_ids``), published by the registry for an ingress.
-ACCOUNT_CHANGED = "_account_changed"
+
+@dataclass(frozen=True)
+class AccountsChanged:
+    """The change feed's notice "these accounts changed", published by the registry for every ingress."""
+
+    user_ids: tuple[int, ...]
+
+
 MAX_AGE_S = 30.0
 MAX_TOKENS_PER_ACCOUNT = 64  # beyond, further tokens of the account are checked in the database
 
@@ -116,10 +123,10 @@ class AccountCache:
                 self.changed.clear()
                 self.floor = self.generation
 
-    def apply(self, event: dict) -> None:
-        """One event of the registry's change feed."""
-        if event.get("event") == ACCOUNT_CHANGED:
-            self.accounts_changed(event.get("user_ids") or ())
+    def apply(self, event: object) -> None:
+        """One item of the registry's change feed (only :class:`AccountsChanged` concerns accounts)."""
+        if isinstance(event, AccountsChanged):
+            self.accounts_changed(event.user_ids)
 
     def reset(self, live: bool) -> None:
         with self._lock:
@@ -185,4 +192,4 @@ def _after_rollback(session: OrmSession) -> None:
     session.info.pop("changed_accounts", None)  # nothing changed after all (the rows were dropped anyway)
 
 
-__all__ = ["AccountCache", "ACCOUNT_CHANGED", "MAX_AGE_S", "watch", "announce_change"]
+__all__ = ["AccountCache", "AccountsChanged", "MAX_AGE_S", "watch", "announce_change"]

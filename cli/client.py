@@ -154,8 +154,8 @@ class Client:
                 "status": body["status"],
                 "position": body.get("position_in_queue"),
                 "percent": progress.get("percent"),
-                "step": progress.get("current_step"),
-                "total": progress.get("total_steps"),
+                "current_step": progress.get("current_step"),
+                "total_steps": progress.get("total_steps"),
                 "seed": body.get("seed"),
                 "error": body.get("error"),
             }
@@ -174,8 +174,8 @@ def _event_update(name: str, data: dict) -> Optional[dict]:
         return {
             "status": "running",
             "percent": data.get("percent"),
-            "step": data.get("step"),
-            "total": data.get("total"),
+            "current_step": data.get("current_step"),
+            "total_steps": data.get("total_steps"),
         }
     if name == "completed":
         return {"status": "completed", "percent": 100.0, "seed": data.get("seed")}

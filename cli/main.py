@@ -214,8 +214,8 @@ def _follow_with_progress(client: Client, task_id: str, as_json: bool) -> dict:
         if status == "pending":
             position = update.get("position")
             label = f"queued, position {position}" if position else "queued"
-        elif status == "running" and update.get("total"):
-            label = f"step {update.get('step')}/{update.get('total')}"
+        elif status == "running" and update.get("total_steps"):
+            label = f"step {update.get('current_step')}/{update.get('total_steps')}"
         else:
             label = status
         fields: dict[str, Any] = {"description": f"{task_id[:8]} {label}"}

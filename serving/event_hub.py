@@ -24,8 +24,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol
 
-from auth.account_cache import ACCOUNT_CHANGED
+from auth.account_cache import AccountsChanged
 from serving import events as ev
+from serving.protocol import FeedItem, QueueMoved, TaskEvent, TaskEvents
 
 log = logging.getLogger("qwen_image.events")
 
@@ -38,6 +39,13 @@ END = "end"
 CREDENTIALS_REVOKED = "credentials_revoked"
 
 
+@dataclass(frozen=True)
+class StreamEnd:
+    """The last item of a stream the service ends (``event: end``, ``data: {"reason": ...}``)."""
+
+    reason: str
+
+
 @dataclass(eq=False)
 class Subscription:
     """One open stream: of one task (``task_id``) or of all of a user's tasks."""
@@ -46,7 +54,7 @@ class Subscription:
     task_id: Optional[str]
     previews: bool
     last_ids: dict[str, int] = field(default_factory=dict)
-    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[TaskEvent | StreamEnd] = field(default_factory=asyncio.Queue)
     queued_tasks: set[str] = field(default_factory=set)  # tasks last seen queued (positions may move)
     credential: str = ""  # what the stream was opened with: checked again while it is open
     address: Optional[str] = None  # the client's address, for the per-address cap
@@ -58,20 +66,20 @@ class Subscription:
             self.ended = reason
             while not self.queue.empty():
                 self.queue.get_nowait()
-            self.queue.put_nowait({"event": END, "reason": reason})
+            self.queue.put_nowait(StreamEnd(reason))
 
-    def offer(self, event: dict) -> None:
+    def offer(self, event: TaskEvent) -> None:
         if self.ended is not None:
             return
-        task_id = event["task_id"]
-        if event["id"] <= self.last_ids.get(task_id, 0):
+        task_id = event.task_id
+        if event.id <= self.last_ids.get(task_id, 0):
             return
-        if event["event"] == ev.PREVIEW and not self.previews:
+        if event.type == ev.PREVIEW and not self.previews:
             return
-        if self.queue.qsize() >= QUEUE_LIMIT and event["event"] not in ev.TERMINAL:
+        if self.queue.qsize() >= QUEUE_LIMIT and not event.terminal:
             return  # a client that does not read loses intermediate states, never the end
-        self.last_ids[task_id] = event["id"]
-        if event["event"] == ev.QUEUED:
+        self.last_ids[task_id] = event.id
+        if event.type == ev.QUEUED:
             self.queued_tasks.add(task_id)
         else:
             self.queued_tasks.discard(task_id)
@@ -83,7 +91,7 @@ class FeedCache(Protocol):
 
     live: bool
 
-    def apply(self, event: dict) -> None: ...
+    def apply(self, event: FeedItem) -> None: ...
 
     def reset(self, live: bool) -> None: ...
 
@@ -191,17 +199,18 @@ class EventHub:
         if not self._listening():
             self._wanted.clear()
 
-    async def initial_state(self, sub: Subscription, after_id: int) -> Optional[dict]:
-        """Read the subscription's starting events from the registry and offer them."""
+    async def initial_state(self, sub: Subscription, after_id: int) -> Optional[TaskEvents]:
+        """Read the subscription's starting events from the registry and offer them; a stream of one
+        task gets the registry's answer back (None: the registry does not hold the task)."""
         if sub.task_id is not None:
-            answer = await self.state.registry.task_events(sub.task_id, after_id)
+            answer: Optional[TaskEvents] = await self.state.registry.task_events(sub.task_id, after_id)
             if answer is not None:
-                for event in answer["events"]:
+                for event in answer.events:
                     sub.offer(event)
             return answer
         for event in await self.state.registry.user_events(sub.user_id, after_id):
             sub.offer(event)
-        return {}
+        return None
 
     # ------------------------------------------------------------------ the long poll
 
@@ -263,13 +272,13 @@ class EventHub:
                 continue
             self.polls += 1
             first = self._cursor is None
-            self._epoch, self._cursor = answer["epoch"], answer["cursor"]
-            resync = answer["reset"] and not first
-            if answer["reset"] or not all(cache.live for cache in self.caches):
+            self._epoch, self._cursor = answer.epoch, answer.cursor
+            resync = answer.reset and not first
+            if answer.reset or not all(cache.live for cache in self.caches):
                 # From this cursor on, the feed brings every change; while the streams' states are
                 # read again no poll runs, so the cache waits for that too.
                 self._reset_caches(live=not resync)
-            for event in answer["events"]:
+            for event in answer.events:
                 self._dispatch(event)
             if resync:
                 await self._resync()
@@ -294,7 +303,7 @@ class EventHub:
             except Exception:
                 log.exception("re-reading a stream's state failed")
 
-    def _terminal_from_db(self, task_id: str) -> Optional[dict]:
+    def _terminal_from_db(self, task_id: str) -> Optional[TaskEvent]:
         from sqlmodel import Session
 
         from storage.tasks import get_task_record
@@ -303,20 +312,18 @@ class EventHub:
             record = get_task_record(session, task_id)
             return ev.terminal_event_from_record(record) if record else None
 
-    def _dispatch(self, event: dict) -> None:
+    def _dispatch(self, event: FeedItem) -> None:
         for cache in self.caches:
             cache.apply(event)
-        if event["event"] == ACCOUNT_CHANGED:
-            self._check_streams_of(set(event.get("user_ids") or ()))
-        if event.get("task_id") is None and event["event"] != ev.QUEUE_MOVED:
-            return  # for the caches only (statuses reset, accounts changed)
-        if event["event"] == ev.QUEUE_MOVED:
+        if isinstance(event, AccountsChanged):
+            self._check_streams_of(set(event.user_ids))
+        elif isinstance(event, QueueMoved):
             self._schedule_positions()
-            return
-        for sub in self.by_task.get(event["task_id"], ()):
-            sub.offer(event)
-        for sub in self.by_user.get(event["user_id"], ()):
-            sub.offer(event)
+        elif isinstance(event, TaskEvent):
+            for sub in self.by_task.get(event.task_id, ()):
+                sub.offer(event)
+            for sub in self.by_user.get(event.user_id, ()):
+                sub.offer(event)
 
     def _check_streams_of(self, user_ids: set[int]) -> None:
         subs = [
@@ -362,4 +369,4 @@ class EventHub:
                 log.warning("refreshing queue positions failed: %r", exc)
 
 
-__all__ = ["EventHub", "Subscription", "TooManyStreams", "POLL_TIMEOUT_S", "END", "CREDENTIALS_REVOKED"]
+__all__ = ["EventHub", "Subscription", "StreamEnd", "TooManyStreams", "POLL_TIMEOUT_S", "END", "CREDENTIALS_REVOKED"]

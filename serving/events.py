@@ -1,8 +1,9 @@
-"""Task events: their format, what the registry keeps of them, and how it hands them out.
+"""Task events: how they are built, what the registry keeps of them, and how it hands them out.
 
-An event is ``{"id", "event", "task_id", "user_id", "data"}`` where ``event`` is one of
-``queued``, ``started``, ``progress``, ``preview``, ``completed``, ``failed``, ``cancelled`` and
-``data`` always carries ``task_id`` (the streams' format is fixed in the API documentation).
+An event is a :class:`serving.protocol.TaskEvent`: ``type`` is one of ``queued``, ``started``,
+``progress``, ``preview``, ``completed``, ``failed``, ``cancelled`` and ``data`` that type's payload;
+on the streams its ``data:`` always carries ``task_id`` (the streams' format is fixed in the API
+documentation).
 
 Event ids are microseconds since the Unix epoch, made strictly increasing per registry. They grow
 per task across registry restarts too, so a client resuming with ``Last-Event-ID`` after a
@@ -21,21 +22,31 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Optional
+from typing import Any, Final, Optional
 
-QUEUED, STARTED, PROGRESS, PREVIEW = "queued", "started", "progress", "preview"
-COMPLETED, FAILED, CANCELLED = "completed", "failed", "cancelled"
+from serving.protocol import (
+    EventData,
+    EventPoll,
+    FeedItem,
+    TaskCancelled,
+    TaskCompleted,
+    TaskEvent,
+    TaskFailed,
+)
+
+QUEUED: Final = "queued"
+STARTED: Final = "started"
+PROGRESS: Final = "progress"
+PREVIEW: Final = "preview"
+COMPLETED: Final = "completed"
+FAILED: Final = "failed"
+CANCELLED: Final = "cancelled"
 TERMINAL = (COMPLETED, FAILED, CANCELLED)
 EVENT_TYPES = (QUEUED, STARTED, PROGRESS, PREVIEW, *TERMINAL)
-# Not an event of any stream: "the queue of this model kind moved", so that ingresses holding
-# streams on queued tasks ask for the new positions (only then, and only theirs).
-QUEUE_MOVED = "_queue_moved"
-# Not an event of any stream either: "records were deleted", so that ingresses forget the statuses
-# they keep (serving.status_cache).
-STATUSES_RESET = "_statuses_reset"
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -55,16 +66,6 @@ def result_url(task_id: str) -> str:
     return f"/tasks/{task_id}/result"
 
 
-def make_event(event_id: int, event: str, task_id: str, user_id: Optional[int], **data: Any) -> dict:
-    return {
-        "id": event_id,
-        "event": event,
-        "task_id": task_id,
-        "user_id": user_id,
-        "data": {"task_id": task_id, **data},
-    }
-
-
 def terminal_event(
     task_id: str,
     user_id: Optional[int],
@@ -74,25 +75,19 @@ def terminal_event(
     seed: Optional[int] = None,
     error: Optional[str] = None,
     generation_seconds: Optional[float] = None,
-) -> dict:
+) -> TaskEvent:
     """The one terminal event of a finished task (the same from memory and from its record)."""
     event_id = micros(completed_at)
+    data: EventData
     if status == COMPLETED:
-        return make_event(
-            event_id,
-            COMPLETED,
-            task_id,
-            user_id,
-            seed=seed,
-            result_url=result_url(task_id),
-            generation_seconds=generation_seconds,
-        )
+        data = TaskCompleted(seed=seed, result_url=result_url(task_id), generation_seconds=generation_seconds)
+        return TaskEvent(event_id, COMPLETED, task_id, user_id, data)
     if status == FAILED:
-        return make_event(event_id, FAILED, task_id, user_id, error=error)
-    return make_event(event_id, CANCELLED, task_id, user_id)
+        return TaskEvent(event_id, FAILED, task_id, user_id, TaskFailed(error=error))
+    return TaskEvent(event_id, CANCELLED, task_id, user_id, TaskCancelled())
 
 
-def terminal_event_from_record(record: Any) -> Optional[dict]:
+def terminal_event_from_record(record: Any) -> Optional[TaskEvent]:
     """A stored task's terminal event, or None while it is unfinished."""
     if record.status not in TERMINAL or record.completed_at is None:
         return None
@@ -116,20 +111,24 @@ class EventClock:
 class TaskEventState:
     """The events that describe one live task's state, by type (each the latest of its type)."""
 
-    latest: dict[str, dict] = field(default_factory=dict)
+    latest: dict[str, TaskEvent] = field(default_factory=dict)
 
-    def keep(self, event: dict) -> None:
-        self.latest[event["event"]] = event
+    def keep(self, event: TaskEvent) -> None:
+        self.latest[event.type] = event
 
-    def retained(self, after_id: int = 0, previews: bool = True) -> list[dict]:
+    def retained(self, after_id: int = 0, previews: bool = True) -> list[TaskEvent]:
         """What a client that saw ``after_id`` is missing, in order (a terminal event always last)."""
-        events = [e for e in self.latest.values() if e["id"] > after_id and (previews or e["event"] != PREVIEW)]
-        return sorted(events, key=lambda e: e["id"])
+        events = [e for e in self.latest.values() if e.id > after_id and (previews or e.type != PREVIEW)]
+        return sorted(events, key=lambda e: e.id)
 
     def reset_run(self) -> None:
         """A task queued again (a retry after a crash) drops the events of the run that failed."""
         for name in (STARTED, PROGRESS, PREVIEW):
             self.latest.pop(name, None)
+
+
+def _is_preview(item: FeedItem) -> bool:
+    return isinstance(item, TaskEvent) and item.type == PREVIEW
 
 
 class EventJournal:
@@ -145,17 +144,17 @@ class EventJournal:
         self.epoch = epoch
         self.capacity = capacity
         self.seq = 0
-        self.entries: deque[tuple[int, dict]] = deque(maxlen=capacity)
+        self.entries: deque[tuple[int, FeedItem]] = deque(maxlen=capacity)
         self._changed = asyncio.Event()
 
-    def publish(self, event: dict) -> None:
+    def publish(self, event: FeedItem) -> None:
         self.seq += 1
         self.entries.append((self.seq, event))
         # Wake every waiting poll once; each starts a fresh wait after it has read.
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def _since(self, cursor: int, limit: int) -> Optional[list[dict]]:
+    def _since(self, cursor: int, limit: int) -> Optional[list[FeedItem]]:
         if cursor >= self.seq:
             return []
         oldest = self.entries[0][0] if self.entries else self.seq + 1
@@ -166,36 +165,33 @@ class EventJournal:
 
     async def poll(
         self, epoch: Optional[str], cursor: Optional[int], timeout: float, previews: bool = True, limit: int = 2000
-    ) -> dict:
+    ) -> EventPoll:
         """Events after ``cursor``, waiting up to ``timeout`` for one; ``previews=False`` leaves the
         (large, stream-only) preview events out and goes on waiting while only those come."""
         if epoch != self.epoch or cursor is None or cursor > self.seq:
-            return {"epoch": self.epoch, "cursor": self.seq, "events": [], "reset": True}
+            return EventPoll(self.epoch, self.seq, [], reset=True)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout, 0.0)
         while True:
             events = self._since(cursor, limit)
             if events is None:
-                return {"epoch": self.epoch, "cursor": self.seq, "events": [], "reset": True}
+                return EventPoll(self.epoch, self.seq, [], reset=True)
             if events:
                 cursor += len(events)
                 if not previews:
-                    events = [event for event in events if event["event"] != PREVIEW]
+                    events = [event for event in events if not _is_preview(event)]
                 if events:
-                    return {"epoch": self.epoch, "cursor": cursor, "events": events, "reset": False}
+                    return EventPoll(self.epoch, cursor, events)
             changed = self._changed
             try:
                 await asyncio.wait_for(changed.wait(), timeout=max(deadline - loop.time(), 0.0))
             except asyncio.TimeoutError:
-                return {"epoch": self.epoch, "cursor": cursor, "events": [], "reset": False}
+                return EventPoll(self.epoch, cursor, [])
 
 
-def format_sse(event: dict) -> str:
-    """One event in ``text/event-stream`` framing (JSON data has no newlines)."""
-    import json
-
-    data = json.dumps(event["data"], ensure_ascii=False, separators=(",", ":"))
-    return f"id: {event['id']}\nevent: {event['event']}\ndata: {data}\n\n"
+def sse_data(event: TaskEvent) -> str:
+    """An event's ``data:`` line as JSON (compact, no newlines, text as written)."""
+    return json.dumps(event.payload(), ensure_ascii=False, separators=(",", ":"))
 
 
 __all__ = [
@@ -208,16 +204,13 @@ __all__ = [
     "COMPLETED",
     "FAILED",
     "CANCELLED",
-    "QUEUE_MOVED",
-    "STATUSES_RESET",
     "EventClock",
     "EventJournal",
     "TaskEventState",
-    "make_event",
     "terminal_event",
     "terminal_event_from_record",
     "micros",
     "from_micros",
-    "format_sse",
+    "sse_data",
     "result_url",
 ]

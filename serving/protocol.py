@@ -9,12 +9,14 @@ build it through :func:`task_status_view`, so the two answers cannot drift apart
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from auth.account_cache import AccountsChanged
 from i18n import messages
 from models.adapters import MAX_SCALE, MIN_SCALE
 from models.kinds import ModelKind, kind_for_task_type
@@ -360,13 +362,134 @@ class Skipped:
 ModelOutcome = Union[Generated, Failed, Cancelled, Skipped]
 
 
-# ---------------------------------------------------------------------- GET /tasks/{id}
+# ---------------------------------------------------------------------- task events (registry → ingress)
+#
+# What the registry publishes and the ingresses read by their long poll (``poll_events``), start a
+# stream from (``task_events``/``user_events``), keep their caches current with, stream as SSE and
+# what webhooks carry. The builders and the journal are in serving.events.
+
+EventType = Literal["queued", "started", "progress", "preview", "completed", "failed", "cancelled"]
 
 
-class Progress(BaseModel):
+@dataclass(frozen=True)
+class TaskQueued:
+    position: int
+
+
+@dataclass(frozen=True)
+class TaskStarted:
+    started_at: str  # ISO 8601
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a task is, in the one vocabulary of the status (``progress``), the ``progress`` event
+    and its webhook."""
+
     current_step: int
     total_steps: int
     percent: float
+
+    @classmethod
+    def of(cls, done: int, total: int) -> Progress:
+        return cls(current_step=done, total_steps=total, percent=round(100.0 * done / total, 1) if total else 0.0)
+
+
+@dataclass(frozen=True)
+class PreviewImage:
+    """A small picture of the latents at ``current_step`` (of one request's ``total_steps``);
+    ``index`` says which prompt of a batch it is of (None: a single request)."""
+
+    current_step: int
+    total_steps: int
+    width: int
+    height: int
+    media_type: str
+    b64: str
+    index: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class TaskCompleted:
+    seed: Optional[int]
+    result_url: str
+    generation_seconds: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class TaskFailed:
+    error: Optional[str]
+
+
+@dataclass(frozen=True)
+class TaskCancelled:
+    pass
+
+
+EventData = Union[TaskQueued, TaskStarted, Progress, PreviewImage, TaskCompleted, TaskFailed, TaskCancelled]
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    """One event of one task: ``id`` grows per task (microseconds since the epoch, serving.events),
+    ``type`` names it, ``data`` is its payload of that type's class."""
+
+    id: int
+    type: EventType
+    task_id: str
+    user_id: Optional[int]
+    data: EventData
+
+    @property
+    def terminal(self) -> bool:
+        return self.type in ("completed", "failed", "cancelled")
+
+    def payload(self) -> dict[str, Any]:
+        """The ``data:`` of the stream's event (and a webhook's fields): ``task_id`` and the payload's."""
+        fields = dataclasses.asdict(self.data)
+        if isinstance(self.data, PreviewImage) and self.data.index is None:
+            del fields["index"]
+        return {"task_id": self.task_id, **fields}
+
+
+@dataclass(frozen=True)
+class QueueMoved:
+    """Not a stream's event: positions in this kind's queue changed; the ingresses streaming queued
+    tasks ask for new ones (``refresh_positions``)."""
+
+    kind: str
+
+
+@dataclass(frozen=True)
+class StatusesReset:
+    """Not a stream's event: records were deleted; the ingresses forget the statuses they keep."""
+
+
+# What the journal carries: the tasks' events and the notices for the ingresses' caches.
+FeedItem = Union[TaskEvent, QueueMoved, StatusesReset, AccountsChanged]
+
+
+@dataclass(frozen=True)
+class EventPoll:
+    """The answer to an ingress's long poll: the feed after ``cursor``; ``reset``: the ingress's
+    cursor was of another registry incarnation or fell out of the journal (read the state again)."""
+
+    epoch: str
+    cursor: int
+    events: list[FeedItem]
+    reset: bool = False
+
+
+@dataclass(frozen=True)
+class TaskEvents:
+    """What a stream of one task starts with: the events that describe its state now."""
+
+    user_id: Optional[int]
+    finished: bool
+    events: list[TaskEvent]
+
+
+# ---------------------------------------------------------------------- GET /tasks/{id}
 
 
 class TaskStatusView(BaseModel):
@@ -439,10 +562,6 @@ def task_status_view(
         position_in_queue=position if status == TaskStatus.pending.value else 0,
         wait_time_seconds=wait,
         execution_time_seconds=round(execution, 3) if execution is not None else None,
-        progress=Progress(
-            current_step=done,
-            total_steps=total_steps,
-            percent=round(100.0 * done / total_steps, 1) if total_steps else 0.0,
-        ),
+        progress=Progress.of(done, total_steps),
         seed=seed,
     )

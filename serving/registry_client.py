@@ -20,8 +20,11 @@ from serving.protocol import (
     AlreadyFinished,
     CleanupCounts,
     CreateAnswer,
+    EventPoll,
     QueueSnapshot,
     RegistryIdentity,
+    TaskEvent,
+    TaskEvents,
     TaskSpec,
     TaskStatusView,
     WaitAnswer,
@@ -91,16 +94,16 @@ class RegistryClient:
 
     async def poll_events(
         self, epoch: Optional[str], cursor: Optional[int], timeout: float, previews: bool = True
-    ) -> dict:
+    ) -> EventPoll:
         return await self._call(lambda h: h.poll_events.remote(epoch, cursor, timeout, previews), waits_s=timeout)
 
     async def accounts_changed(self, user_ids: list[int]) -> None:
         return await self._call(lambda h: h.accounts_changed.remote(user_ids))
 
-    async def task_events(self, task_id: str, after_id: int = 0) -> Optional[dict]:
+    async def task_events(self, task_id: str, after_id: int = 0) -> Optional[TaskEvents]:
         return await self._call(lambda h: h.task_events.remote(task_id, after_id))
 
-    async def user_events(self, user_id: Optional[int], after_id: int = 0) -> list[dict]:
+    async def user_events(self, user_id: Optional[int], after_id: int = 0) -> list[TaskEvent]:
         return await self._call(lambda h: h.user_events.remote(user_id, after_id))
 
     async def refresh_positions(self, task_ids: list[str]) -> int:

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 
 from auth.service import AuthService
 from serving import messages
+from serving.event_hub import EventHub
 from serving.metrics import IngressMetrics
 from serving.registry.interface import Registry
 from serving.settings import Settings
@@ -80,6 +81,8 @@ class ServiceState:
     # A probe of the database still waiting, per event loop (a future belongs to its loop): a database
     # that does not answer is asked once at a time, so /health polled often never piles up threads.
     database_probes: dict[int, asyncio.Future[None]] = field(default_factory=dict, repr=False)
+    events: Optional[EventHub] = None  # the change feed and the event streams (serving.routes.events.hub_for)
+    announcing: set[asyncio.Future] = field(default_factory=set)  # account changes on their way to the feed
     _status_cache: tuple[float, dict] = field(default=(0.0, {}))
     _status_refresh: Optional[asyncio.Task] = field(default=None, repr=False)
     _status_read: Optional[asyncio.Future] = field(default=None, repr=False)

@@ -12,11 +12,11 @@ would add) or drops it (anything else), and a status read from the registry whil
 task was on the way is not kept. Which events change what:
 
 - ``progress`` of a running task: its step count, the only field the registry's answer would change.
-- ``queued``, ``queue_moved``, ``completed``, ``failed``, ``cancelled`` (a task entered, left or
+- ``queued``, a ``QueueMoved`` notice, ``completed``, ``failed``, ``cancelled`` (a task entered, left or
   started, or ended): every cached *pending* status is dropped, since fair share may have moved any
   position; and the task's own status.
 - ``started``, anything unknown: that task's status is dropped.
-- ``_statuses_reset`` (records deleted by the clean-up) and any gap in the feed (a registry restart,
+- a ``StatusesReset`` notice (records deleted by the clean-up) and any gap in the feed (a registry restart,
   a cursor that fell out of the journal, a failed poll): everything is dropped, and nothing is
   cached until the feed runs again.
 - ``preview``: nothing (it changes no status).
@@ -40,7 +40,15 @@ from datetime import datetime
 from typing import Optional
 
 from serving import events as ev
-from serving.protocol import TaskStatusView, task_status_view
+from serving.protocol import (
+    FeedItem,
+    Progress,
+    QueueMoved,
+    StatusesReset,
+    TaskEvent,
+    TaskStatusView,
+    task_status_view,
+)
 from storage import TaskStatus, utcnow
 
 _PENDING = TaskStatus.pending.value
@@ -113,30 +121,29 @@ class StatusCache:
             self.floor = max(self.floor, generation)
         self._drop(task_id)
 
-    def apply(self, event: dict) -> None:
-        """One event of the registry's feed, in the order the registry published them."""
-        kind = event.get("event")
-        task_id = event.get("task_id")
-        if kind == ev.PREVIEW:
-            return
-        if kind == ev.STATUSES_RESET:
+    def apply(self, event: FeedItem) -> None:
+        """One item of the registry's feed, in the order the registry published them."""
+        if isinstance(event, StatusesReset):
             self.reset(live=self.live)
             return
-        if kind in (ev.QUEUE_MOVED, ev.QUEUED) or kind in ev.TERMINAL:
+        if isinstance(event, QueueMoved):
+            self._positions_moved()
+            return
+        if not isinstance(event, TaskEvent) or event.type == ev.PREVIEW:
+            return
+        task_id = event.task_id
+        if event.type == ev.QUEUED or event.terminal:
             # A task entered or left the queue, or ended (its user runs one fewer: fair share may
             # move their waiting tasks ahead): any position may have changed.
             self._positions_moved()
-            if task_id is not None:
-                self.task_changed(task_id)
-            return
-        if task_id is None:
+            self.task_changed(task_id)
             return
         entry = self.entries.get(task_id)
-        if kind == ev.PROGRESS and entry is not None and entry.view.status == _RUNNING:
+        if isinstance(event.data, Progress) and entry is not None and entry.view.status == _RUNNING:
             # Exactly what the registry would answer now: the same status with this step count.
             self.task_changed(task_id)
             # Never backwards: a poll's answer may bring a report older than a read already kept.
-            steps = max(int(event["data"]["step"]), entry.view.progress.current_step)
+            steps = max(event.data.current_step, entry.view.progress.current_step)
             self.entries[task_id] = _Entry(retimed(entry.view, utcnow(), steps), entry.owner_key)
             return
         self.task_changed(task_id)

@@ -39,7 +39,7 @@ from fastapi import HTTPException, status
 
 from serving import events as ev
 from serving import messages
-from serving.protocol import WebhookRequest
+from serving.protocol import TaskEvent, WebhookRequest
 from serving.ssrf import RefusedURL, check_url_async
 from storage import session_scope, utcnow
 from storage.tables import WebhookDelivery
@@ -413,20 +413,23 @@ class WebhookSender:
 
 
 def webhook_data(
-    event: str,
+    event: TaskEvent,
     task_status: str,
-    task_id: str,
     *,
     seed: Optional[int] = None,
     error: Optional[str] = None,
     base_url: Optional[str] = None,
-    **extra: Any,
 ) -> dict:
-    """``data`` of a webhook payload: the task's id, status, seed, result link, error, and the event's own fields."""
+    """``data`` of a webhook payload: the task's id, status, seed, result link and error, and the
+    event's own fields (a progress event's ``current_step``, ``total_steps``, ``percent``; a start's
+    ``started_at``; a completion's ``generation_seconds``)."""
     link = None
-    if event == ev.COMPLETED:
-        link = (base_url.rstrip("/") if base_url else "") + ev.result_url(task_id)
-    return {"task_id": task_id, "status": task_status, "seed": seed, "result_url": link, "error": error, **extra}
+    if event.type == ev.COMPLETED:
+        link = (base_url.rstrip("/") if base_url else "") + ev.result_url(event.task_id)
+    own = {
+        key: value for key, value in event.payload().items() if key not in ("task_id", "seed", "result_url", "error")
+    }
+    return {"task_id": event.task_id, "status": task_status, "seed": seed, "result_url": link, "error": error, **own}
 
 
 def outbox_rows(

@@ -40,7 +40,7 @@ from serving.openai.protocol import (
     resolved_quality,
     speed_for,
 )
-from serving.protocol import ResultLocation
+from serving.protocol import PreviewImage, ResultLocation, TaskCompleted, TaskEvent, TaskFailed
 from serving.routes.common import create_task, generation_parameters, read_result, result_headers
 from serving.state import ServiceState, StateDep
 from serving.uploads import read_limited, validate_upload
@@ -53,7 +53,6 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 MAX_EDIT_IMAGES = 2
 # While a stream waits for its task, a comment line this often keeps proxies from closing it.
 KEEPALIVE_S = 15.0
-FINISHED = {TaskStatus.completed.value, TaskStatus.failed.value, TaskStatus.cancelled.value}
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"description": 'OpenAI error body {"error": {message, type, param, code}}'}
     for code in (400, 401, 404, 429, 503)
@@ -321,42 +320,30 @@ def _sse(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-async def task_events(state: ServiceState, task_id: str, user_id: Optional[int]) -> AsyncIterator[dict]:
-    """The task's events as ``{"event": …, "data": {…}}``, from the same per-ingress event hub as
-    ``GET /tasks/{id}/events`` (previews included), ending with the terminal one; ``keepalive``
-    while nothing happens for KEEPALIVE_S."""
-    from serving import events as ev
-    from serving.event_hub import Subscription
+async def task_events(state: ServiceState, task_id: str, user_id: Optional[int]) -> AsyncIterator[Optional[TaskEvent]]:
+    """The task's events from the same per-ingress event hub as ``GET /tasks/{id}/events`` (previews
+    included), ending with the terminal one; None (a keep-alive) while nothing happens for KEEPALIVE_S."""
+    from serving.event_hub import StreamEnd, Subscription
     from serving.routes.events import close_stream, hub_for, open_stream
 
     hub = hub_for(state)
     sub = Subscription(user_id=user_id, task_id=task_id, previews=True)
     answer = await open_stream(hub, sub, 0)  # beyond the user's open streams: a 429, sent as an error event
     try:
-        if answer is None:  # gone from the registry between creation and now: read how it ended
-            yield {"event": "failed", "data": {"task_id": task_id, "status": "failed", "error": "task not found"}}
+        if answer is None:  # gone from the registry between creation and now
+            yield TaskEvent(0, "failed", task_id, user_id, TaskFailed(error="task not found"))
             return
         while True:
             try:
                 event = await asyncio.wait_for(sub.queue.get(), timeout=KEEPALIVE_S)
             except asyncio.TimeoutError:
-                yield {"event": "keepalive", "data": {"task_id": task_id}}
+                yield None
                 continue
-            name, data = event["event"], event["data"]
-            if name in ev.TERMINAL:
-                # The result's location is read from the task's record (read_result does).
-                yield {
-                    "event": name,
-                    "data": {
-                        "task_id": task_id,
-                        "status": name,
-                        "error": data.get("error"),
-                        "seed": data.get("seed"),
-                        "result": None,
-                    },
-                }
+            if isinstance(event, StreamEnd):  # no credential ends these: the stream carries no end of its own
                 return
-            yield {"event": name, "data": data}
+            yield event
+            if event.terminal:
+                return
     finally:
         close_stream(hub, sub)
 
@@ -375,27 +362,30 @@ async def _stream(
     sent = 0
     try:
         async for event in task_events(state, task_id, user_id):
-            name, data = event["event"], event["data"]
-            if name == "keepalive":
+            if event is None:
                 yield ": keep-alive\n\n"
-            elif name == "preview" and preview_is_due(data["step"], data["total"], sent, body.partial_images):
-                picture = await asyncio.to_thread(_preview_picture, data, body)
+            elif isinstance(event.data, PreviewImage) and preview_is_due(
+                event.data.current_step, event.data.total_steps, sent, body.partial_images
+            ):
+                preview = event.data
+                picture = await asyncio.to_thread(_preview_picture, preview, body)
                 yield _sse(
                     f"{prefix}.partial_image",
                     {
                         "type": f"{prefix}.partial_image",
                         "b64_json": base64.b64encode(picture).decode(),
                         "created_at": int(time.time()),
-                        "size": f"{data['width']}x{data['height']}",
+                        "size": f"{preview.width}x{preview.height}",
                         "partial_image_index": sent,
                         **common,
                     },
                 )
                 sent += 1
-            elif name in FINISHED:
-                found = await read_result(
-                    state, task_id, data["status"], data.get("error"), data.get("result"), data.get("seed")
-                )
+            elif event.terminal:
+                # The result's location is read from the task's record (read_result does).
+                error = event.data.error if isinstance(event.data, TaskFailed) else None
+                seed = event.data.seed if isinstance(event.data, TaskCompleted) else None
+                found = await read_result(state, task_id, event.type, error, None, seed)
                 as_b64 = body.model_copy(update={"response_format": "b64_json"})
                 pictures = await asyncio.to_thread(_pictures, found, as_b64)
                 for picture in pictures:
@@ -419,13 +409,13 @@ async def _stream(
         )
 
 
-def _preview_picture(preview: dict, body: ImageRequest) -> bytes:
+def _preview_picture(preview: PreviewImage, body: ImageRequest) -> bytes:
     """A latent preview (small WebP/JPEG) in the format the client asked for."""
     import io
 
     from PIL import Image
 
-    with Image.open(io.BytesIO(base64.b64decode(preview["b64"]))) as image:
+    with Image.open(io.BytesIO(base64.b64decode(preview.b64))) as image:
         buffer = io.BytesIO()
         image.convert("RGB").save(buffer, format="PNG")
     return images.convert(buffer.getvalue(), body.output_format, body.output_compression)

@@ -21,8 +21,11 @@ from serving.protocol import (
     AlreadyFinished,
     CleanupCounts,
     CreateAnswer,
+    EventPoll,
     QueueSnapshot,
     RegistryIdentity,
+    TaskEvent,
+    TaskEvents,
     TaskSpec,
     TaskStatusView,
     WaitAnswer,
@@ -107,16 +110,16 @@ class TaskRegistry:
 
     async def poll_events(
         self, epoch: Optional[str], cursor: Optional[int], timeout: float, previews: bool = True
-    ) -> dict:
+    ) -> EventPoll:
         return await (await self._ready()).poll_events(epoch, cursor, timeout, previews)
 
     async def accounts_changed(self, user_ids: list[int]) -> None:
         return await (await self._ready()).accounts_changed(user_ids)
 
-    async def task_events(self, task_id: str, after_id: int = 0) -> Optional[dict]:
+    async def task_events(self, task_id: str, after_id: int = 0) -> Optional[TaskEvents]:
         return await (await self._ready()).task_events(task_id, after_id)
 
-    async def user_events(self, user_id: Optional[int], after_id: int = 0) -> list[dict]:
+    async def user_events(self, user_id: Optional[int], after_id: int = 0) -> list[TaskEvent]:
         return await (await self._ready()).user_events(user_id, after_id)
 
     async def refresh_positions(self, task_ids: list[str]) -> int:

@@ -33,15 +33,21 @@ from serving.protocol import (
     Cancelled,
     CleanupCounts,
     CreateAnswer,
+    EventPoll,
     Failed,
     Generated,
     GenerationParameters,
     ModelOutcome,
+    PreviewImage,
     QueueSnapshot,
     RegistryIdentity,
     ResultLocation,
     Skipped,
+    TaskEvent,
+    TaskEvents,
+    TaskQueued,
     TaskSpec,
+    TaskStarted,
     TaskStatusView,
     WaitAnswer,
     WebhookRequest,
@@ -177,9 +183,6 @@ class RegistryCore:
         task.completed_at = ev.from_micros(event_id)
         if task.started_at is not None:
             task.execution_time = round((task.completed_at - task.started_at).total_seconds(), 3)
-        generation_seconds = task.result.generation_seconds if task.result else None
-        extra_data = {"generation_seconds": generation_seconds} if status == TaskStatus.completed.value else {}
-        outbox = self.feed.webhook_rows(task, status, task.completed_at, **extra_data)
         terminal = ev.terminal_event(
             task.task_id,
             task.user_id,
@@ -187,14 +190,14 @@ class RegistryCore:
             task.completed_at,
             seed=task.seed,
             error=error,
-            generation_seconds=generation_seconds,
+            generation_seconds=task.result.generation_seconds if task.result else None,
         )
+        outbox = self.feed.webhook_rows(task, terminal, task.completed_at)
 
         def release(_saving: Optional[asyncio.Future] = None) -> None:
             # Once the end is stored (or its write failed, and is retried): waiters and event streams
             # learn of it, so whoever hears "completed" finds the record saying so.
-            task.events.keep(terminal)
-            self.journal.publish(terminal)
+            self.feed.publish(task, terminal)
             # Pending: it leaves the queue. Running: its user now runs one task fewer, and fair
             # share may move that user's waiting tasks ahead. Either way positions may change.
             self.feed.queue_moved(task)
@@ -315,7 +318,7 @@ class RegistryCore:
             requests=requests,
             image_count=spec.image_count,
             seed=seed,
-            steps_per_request=params.num_inference_steps,
+            total_steps=params.total_steps,
             webhook=spec.webhook,
         )
         self._track(task)
@@ -404,10 +407,9 @@ class RegistryCore:
             event_id = self.feed.clock.next()
             task.started_at = ev.from_micros(event_id)
             task.attempts_started += 1
-            started_at = task.started_at.isoformat()
-            outbox = tuple(self.feed.webhook_rows(task, ev.STARTED, task.started_at, started_at=started_at))
-            self.saver.save(task, outbox=outbox)
-            self.feed.emit(task, ev.STARTED, event_id, started_at=started_at)
+            started = self.feed.event(task, ev.STARTED, TaskStarted(started_at=task.started_at.isoformat()), event_id)
+            self.saver.save(task, outbox=tuple(self.feed.webhook_rows(task, started, task.started_at)))
+            self.feed.publish(task, started)
             self.feed.queue_moved(task)
             waited = (task.started_at - task.created_at).total_seconds()
             self.metrics.started(task.kind.value, waited)
@@ -421,25 +423,25 @@ class RegistryCore:
             return True
         task.progress[index] = step
         if task.status == RUNNING:
-            done, total = sum(task.progress.values()), task.total_steps
-            progress: dict[str, Any] = {
-                "step": done,
-                "total": total,
-                "percent": round(100.0 * done / total, 1) if total else 0.0,
-            }
-            self.feed.emit(task, ev.PROGRESS, **progress)
-            self.feed.progress_webhook(task, progress)
+            event = self.feed.emit(task, ev.PROGRESS, task.progress_now())
+            self.feed.progress_webhook(task, event)
         return task.cancel_requested
 
     async def report_preview(self, task_id: str, epoch: str, attempt: int, index: int, preview: dict) -> bool:
-        """A replica's preview of the latents ({step, total, width, height, media_type, b64})."""
+        """A replica's preview of the latents (models.preview: {step, total, width, height, media_type, b64})."""
         task = self._current(task_id, epoch, attempt)
         if task is None or task.status != RUNNING:
             return False
-        fields = {k: preview[k] for k in ("step", "total", "width", "height", "media_type", "b64")}
-        if len(task.requests) > 1:
-            fields["index"] = index
-        self.feed.emit(task, ev.PREVIEW, **fields)
+        image = PreviewImage(
+            current_step=preview["step"],
+            total_steps=preview["total"],
+            width=preview["width"],
+            height=preview["height"],
+            media_type=preview["media_type"],
+            b64=preview["b64"],
+            index=index if len(task.requests) > 1 else None,
+        )
+        self.feed.emit(task, ev.PREVIEW, image)
         return True
 
     async def report_replica(self, replica_id: str, info: dict[str, Any]) -> None:
@@ -450,7 +452,7 @@ class RegistryCore:
 
     async def poll_events(
         self, epoch: Optional[str], cursor: Optional[int], timeout: float, previews: bool = True
-    ) -> dict:
+    ) -> EventPoll:
         """The ingresses' long poll: events after ``cursor`` (see serving.events.EventJournal)."""
         return await self.feed.poll(epoch, cursor, timeout, previews)
 
@@ -458,11 +460,11 @@ class RegistryCore:
         """An ingress changed these accounts: every ingress drops the rows it keeps (auth.account_cache)."""
         self.feed.accounts_changed(user_ids)
 
-    async def task_events(self, task_id: str, after_id: int = 0) -> Optional[dict]:
+    async def task_events(self, task_id: str, after_id: int = 0) -> Optional[TaskEvents]:
         """What a stream of one task starts with: the events describing its state after ``after_id``."""
         return self.feed.task_events(task_id, after_id)
 
-    async def user_events(self, user_id: Optional[int], after_id: int = 0) -> list[dict]:
+    async def user_events(self, user_id: Optional[int], after_id: int = 0) -> list[TaskEvent]:
         """What a stream of all of a user's tasks starts with (serving.registry.feed)."""
         return self.feed.user_events(user_id, after_id)
 
@@ -478,7 +480,7 @@ class RegistryCore:
                 orders[task.kind] = self.task_queue.order(task.kind)
             position = orders[task.kind][task_id]
             last = task.events.latest.get(ev.QUEUED)
-            if last is None or last["data"].get("position") != position:
+            if last is None or not isinstance(last.data, TaskQueued) or last.data.position != position:
                 self.feed.queued(task, position)
                 changed += 1
         return changed

@@ -6,11 +6,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
-from typing import Any, Optional
+from typing import Optional
 
-from auth.account_cache import ACCOUNT_CHANGED
+from auth.account_cache import AccountsChanged
 from serving import events as ev
-from serving.protocol import FINISHED_STATUSES
+from serving.protocol import (
+    FINISHED_STATUSES,
+    EventData,
+    EventPoll,
+    EventType,
+    QueueMoved,
+    StatusesReset,
+    TaskEvent,
+    TaskEvents,
+    TaskQueued,
+)
 from serving.registry.task import LiveTask
 from serving.settings import Settings
 from serving.webhooks import WebhookSender, outbox_rows, webhook_data
@@ -40,46 +50,50 @@ class TaskFeed:
 
     # ------------------------------------------------------------------ publishing
 
-    def emit(self, task: LiveTask, event: str, event_id: Optional[int] = None, **data: Any) -> dict:
-        """Keep the event as the task's latest of its kind and publish it to the ingresses."""
-        record = ev.make_event(event_id or self.clock.next(), event, task.task_id, task.user_id, **data)
-        task.events.keep(record)
-        self.journal.publish(record)
-        return record
+    def event(self, task: LiveTask, type_: EventType, data: EventData, event_id: Optional[int] = None) -> TaskEvent:
+        """A new event of ``task`` (the next id unless one is given)."""
+        return TaskEvent(event_id or self.clock.next(), type_, task.task_id, task.user_id, data)
+
+    def publish(self, task: LiveTask, event: TaskEvent) -> None:
+        """Keep the event as the task's latest of its type and publish it to the ingresses."""
+        task.events.keep(event)
+        self.journal.publish(event)
+
+    def emit(self, task: LiveTask, type_: EventType, data: EventData, event_id: Optional[int] = None) -> TaskEvent:
+        """Make, keep and publish an event of ``task``."""
+        event = self.event(task, type_, data, event_id)
+        self.publish(task, event)
+        return event
 
     def queued(self, task: LiveTask, position: int) -> None:
-        self.emit(task, ev.QUEUED, position=position)
+        self.emit(task, ev.QUEUED, TaskQueued(position=position))
 
     def queue_moved(self, task: LiveTask) -> None:
         """Tell the ingresses that positions in this task's queue changed (they ask only if they care)."""
-        self.journal.publish({"event": ev.QUEUE_MOVED, "kind": task.kind.value, "task_id": None, "user_id": None})
+        self.journal.publish(QueueMoved(kind=task.kind.value))
 
     def accounts_changed(self, user_ids: list[int]) -> None:
         """Every ingress drops the rows it keeps of these accounts (auth.account_cache)."""
-        self.journal.publish({"event": ACCOUNT_CHANGED, "task_id": None, "user_id": None, "user_ids": list(user_ids)})
+        self.journal.publish(AccountsChanged(user_ids=tuple(user_ids)))
 
     def statuses_reset(self) -> None:
         """The ingresses forget the statuses they keep (some are of tasks that are gone)."""
-        self.journal.publish({"event": ev.STATUSES_RESET, "task_id": None, "user_id": None})
+        self.journal.publish(StatusesReset())
 
     # ------------------------------------------------------------------ webhooks
 
-    def webhook_rows(self, task: LiveTask, event: str, moment: datetime, **extra: Any) -> list:
+    def webhook_rows(self, task: LiveTask, event: TaskEvent, moment: datetime) -> list:
         """The outbox rows of ``event`` when the task's submission asked for it (none otherwise)."""
-        if task.webhook is None or event not in task.webhook.events:
+        if task.webhook is None or event.type not in task.webhook.events:
             return []
         data = webhook_data(
-            event,
-            task.status,
-            task.task_id,
-            seed=task.seed,
-            error=task.error,
-            base_url=self.settings.public_base_url,
-            **extra,
+            event, task.status, seed=task.seed, error=task.error, base_url=self.settings.public_base_url
         )
-        return outbox_rows(task.webhook, event, task_id=task.task_id, user_id=task.user_id, moment=moment, data=data)
+        return outbox_rows(
+            task.webhook, event.type, task_id=task.task_id, user_id=task.user_id, moment=moment, data=data
+        )
 
-    def progress_webhook(self, task: LiveTask, progress: dict) -> None:
+    def progress_webhook(self, task: LiveTask, event: TaskEvent) -> None:
         """Progress webhooks, at most one per ``webhook_progress_interval_seconds`` (own transaction:
         progress changes no record)."""
         if task.webhook is None or ev.PROGRESS not in task.webhook.events:
@@ -88,7 +102,7 @@ class TaskFeed:
         if now - task.last_progress_webhook < self.settings.webhook_progress_interval_seconds:
             return
         task.last_progress_webhook = now
-        rows = self.webhook_rows(task, ev.PROGRESS, utcnow(), **progress)
+        rows = self.webhook_rows(task, event, utcnow())
         written = self.writer.submit(lambda session: session.add_all(rows))
         written.add_done_callback(self._progress_webhook_written)
 
@@ -101,27 +115,27 @@ class TaskFeed:
 
     # ------------------------------------------------------------------ reading
 
-    async def poll(self, epoch: Optional[str], cursor: Optional[int], timeout: float, previews: bool = True) -> dict:
+    async def poll(
+        self, epoch: Optional[str], cursor: Optional[int], timeout: float, previews: bool = True
+    ) -> EventPoll:
         """The ingresses' long poll: events after ``cursor`` (see serving.events.EventJournal)."""
         return await self.journal.poll(epoch, cursor, timeout, previews)
 
-    def task_events(self, task_id: str, after_id: int = 0) -> Optional[dict]:
+    def task_events(self, task_id: str, after_id: int = 0) -> Optional[TaskEvents]:
         """What a stream of one task starts with: the events describing its state after ``after_id``."""
         task = self.tasks.get(task_id)
         if task is None:
             return None
-        return {
-            "user_id": task.user_id,
-            "finished": task.status in FINISHED_STATUSES,
-            "events": task.events.retained(after_id),
-        }
+        return TaskEvents(
+            user_id=task.user_id, finished=task.status in FINISHED_STATUSES, events=task.events.retained(after_id)
+        )
 
-    def user_events(self, user_id: Optional[int], after_id: int = 0) -> list[dict]:
+    def user_events(self, user_id: Optional[int], after_id: int = 0) -> list[TaskEvent]:
         """What a stream of all of a user's tasks starts with: without ``after_id`` the state of their
         unfinished tasks; with it, everything after it that memory still holds."""
-        out: list[dict] = []
+        out: list[TaskEvent] = []
         for task in self.tasks.values():
             if task.user_id != user_id or (not after_id and task.status in FINISHED_STATUSES):
                 continue
             out.extend(task.events.retained(after_id))
-        return sorted(out, key=lambda e: e["id"])
+        return sorted(out, key=lambda e: e.id)

@@ -16,8 +16,11 @@ from serving.protocol import (
     AlreadyFinished,
     CleanupCounts,
     CreateAnswer,
+    EventPoll,
     QueueSnapshot,
     RegistryIdentity,
+    TaskEvent,
+    TaskEvents,
     TaskSpec,
     TaskStatusView,
     WaitAnswer,
@@ -44,13 +47,13 @@ class Registry(Protocol):
     # Task events (serving.events): the ingress's long poll and the state a new stream starts from.
     async def poll_events(
         self, epoch: Optional[str], cursor: Optional[int], timeout: float, previews: bool = True
-    ) -> dict: ...
+    ) -> EventPoll: ...
 
     async def accounts_changed(self, user_ids: list[int]) -> None: ...
 
-    async def task_events(self, task_id: str, after_id: int = 0) -> Optional[dict]: ...
+    async def task_events(self, task_id: str, after_id: int = 0) -> Optional[TaskEvents]: ...
 
-    async def user_events(self, user_id: Optional[int], after_id: int = 0) -> list[dict]: ...
+    async def user_events(self, user_id: Optional[int], after_id: int = 0) -> list[TaskEvent]: ...
 
     async def refresh_positions(self, task_ids: list[str]) -> int: ...
 

@@ -16,6 +16,7 @@ from serving.protocol import (
     AdapterRef,
     GenerationParameters,
     ModelRequest,
+    Progress,
     ResultLocation,
     TaskStatusView,
     WebhookRequest,
@@ -94,7 +95,7 @@ class LiveTask:
     requests: list[ModelRequest]  # a batch has one per prompt
     image_count: int
     seed: Optional[int]
-    steps_per_request: int
+    total_steps: int  # of all its requests (GenerationParameters.total_steps)
     started_at: Optional[datetime] = None
     completed_at: Optional[datetime] = None
     error: Optional[str] = None
@@ -114,9 +115,9 @@ class LiveTask:
     # answers about the task wait for it, so nothing is reported that the database does not hold.
     saving: Optional[asyncio.Future] = None
 
-    @property
-    def total_steps(self) -> int:
-        return self.steps_per_request * len(self.requests)
+    def progress_now(self) -> Progress:
+        """Steps done of the whole task (its requests together) and how many there are."""
+        return Progress.of(sum(self.progress.values()), self.total_steps)
 
     def view(self, position: int) -> TaskStatusView:
         """``GET /tasks/{id}`` of this task (built like the one read from its record)."""
@@ -131,7 +132,7 @@ class LiveTask:
             completed_at=self.completed_at,
             execution_time=self.execution_time,
             steps_done=sum(self.progress.values()),
-            total_steps=self.steps_per_request * len(self.requests),
+            total_steps=self.total_steps,
             seed=self.seed,
             position=position,
             now=utcnow(),
@@ -163,7 +164,7 @@ def live_from_record(app_name: str, record: TaskRecord, adapters: list[AdapterRe
         requests=requests,
         image_count=record.image_count,
         seed=record.seed,
-        steps_per_request=params.num_inference_steps,
+        total_steps=params.total_steps,
         started_at=record.started_at,
         attempts_started=record.attempts,
     )

@@ -12,20 +12,25 @@ change (key revoked, password changed, account disabled or deleted, log-out: ann
 change feed, so on every ingress replica) or every ``CREDENTIAL_RECHECK_S`` anyway, it is checked
 again, and a login token's stream ends when the token expires. Such a stream ends with
 ``event: end`` and ``data: {"reason": "credentials_revoked"}`` (no ``id``: resuming is pointless).
+
+The framing is FastAPI's (``EventSourceResponse``, the path operations are generators of
+``ServerSentEvent``); a stream is opened, and refused with a 4xx, in a dependency before the
+response starts, and closed by that dependency once the response is over, however it ended.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Optional
+from dataclasses import dataclass
+from typing import Annotated, Any, Optional
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, status
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
+from fastapi.routing import APIRoute
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from ray.exceptions import TaskCancelledError
 from sqlmodel import Session
 from starlette.types import Message, Receive, Scope, Send
@@ -36,30 +41,45 @@ from auth.security import API_KEY_PREFIX, InvalidToken
 from auth.service import AuthError
 from serving import events as ev
 from serving import messages
-from serving.event_hub import CREDENTIALS_REVOKED, END, EventHub, Subscription, TooManyStreams
+from serving.event_hub import CREDENTIALS_REVOKED, END, EventHub, StreamEnd, Subscription, TooManyStreams
+from serving.protocol import TaskEvent, TaskEvents
 from serving.routes.common import not_found, owned_record, owns
 from serving.state import ServiceState, StateDep
 
-router = APIRouter(prefix="/tasks", tags=["events"])
+
+class StreamRoute(APIRoute):
+    """A route for which a client going away is a normal end.
+
+    Serve's ASGI ``receive`` raises ``TaskCancelledError`` (instead of answering ``http.disconnect``)
+    when the client leaves while Starlette is waiting for that message, which reached the error
+    handler as an ERROR with a traceback for about one in ten quick disconnects."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def receive_until_gone() -> Message:
+            try:
+                return await receive()
+            except (TaskCancelledError, OSError):
+                return {"type": "http.disconnect"}
+
+        await super().handle(scope, receive_until_gone, send)
+
+
+router = APIRouter(prefix="/tasks", tags=["events"], route_class=StreamRoute)
 log = logging.getLogger("qwen_image.events")
 
 RECONNECT_MS = 2000
 CREDENTIAL_RECHECK_S = 60.0  # an open stream's credential is checked again at least this often
-HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-STREAM_RESPONSES = {
+STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "server-sent events", "content": {"text/event-stream": {}}},
     429: {"description": "too many open streams"},
 }
 
-_hubs: dict[int, EventHub] = {}
-
 
 def hub_for(state: ServiceState) -> EventHub:
-    """This process's hub (one per ingress replica)."""
-    hub = _hubs.get(id(state))
-    if hub is None:
+    """The state's hub (one per ingress replica), made at its first use."""
+    if state.events is None:
         caches = [cache for cache in (state.statuses, state.auth.accounts) if cache is not None]
-        hub = _hubs[id(state)] = EventHub(
+        hub = EventHub(
             state,
             state.settings.max_event_streams_per_user,
             caches=caches,
@@ -67,7 +87,8 @@ def hub_for(state: ServiceState) -> EventHub:
             max_streams_per_address=state.settings.max_event_streams_per_address,
         )
         hub.credential_holds = lambda credential: asyncio.to_thread(_credential_holds, state, credential)
-    return hub
+        state.events = hub
+    return state.events
 
 
 def _credential_holds(state: ServiceState, credential: str) -> bool:
@@ -113,8 +134,8 @@ def connect_account_cache(state: ServiceState) -> None:
 
     def _start(user_ids: list[int]) -> None:
         task = asyncio.ensure_future(_announce(user_ids))
-        _announcing.add(task)
-        task.add_done_callback(_announcing.discard)
+        state.announcing.add(task)
+        task.add_done_callback(state.announcing.discard)
 
     async def _announce(user_ids: list[int]) -> None:
         for delay in (*ANNOUNCE_RETRIES_S, None):
@@ -129,9 +150,6 @@ def connect_account_cache(state: ServiceState) -> None:
 
     state.auth.on_feed(lambda: hub_for(state).follow())
     watch(accounts, state.engine, announce)
-
-
-_announcing: set[asyncio.Future] = set()
 
 
 BAD_LAST_EVENT_ID = messages.PARAM_INVALID(field="Last-Event-ID", reason=messages.NOT_AN_EVENT_ID)
@@ -153,31 +171,43 @@ LastEventId = Annotated[Optional[str], Header(alias="Last-Event-ID", description
 Previews = Annotated[bool, Query(description="false leaves preview events out")]
 
 
-@router.get("/events", responses=STREAM_RESPONSES, response_class=StreamingResponse)
-async def all_task_events(
+@dataclass
+class OpenStream:
+    """A stream that is registered with the hub and holds its starting events."""
+
+    hub: EventHub
+    sub: Subscription
+    keepalive: float
+    ends_with_task: bool
+    expires_at: Optional[float]
+
+    def events(self) -> AsyncIterator[ServerSentEvent]:
+        return _stream(self.hub, self.sub, self.keepalive, self.ends_with_task, self.expires_at)
+
+
+async def _all_tasks_stream(
     request: Request, user: CurrentUser, state: StateDep, last_event_id: LastEventId = None, previews: Previews = True
-) -> StreamingResponse:
-    """One stream of all the caller's tasks: the state of the unfinished ones, then every change,
-    until the credential it was opened with ends (then ``event: end``)."""
+) -> AsyncIterator[OpenStream]:
     after = _after(last_event_id)
     hub = hub_for(state)
     sub = Subscription(
         user_id=user.id, task_id=None, previews=previews, credential=_credential(request), address=_address(request)
     )
     await open_stream(hub, sub, after)
-    return _response(state, hub, sub, ends_with_task=False)
+    try:
+        yield _opened(state, hub, sub, ends_with_task=False)
+    finally:  # a client going away ends only its stream; the tasks carry on
+        close_stream(hub, sub)
 
 
-@router.get("/{task_id}/events", responses=STREAM_RESPONSES, response_class=StreamingResponse)
-async def task_events(
+async def _task_stream(
     request: Request,
     task_id: str,
     user: CurrentUser,
     state: StateDep,
     last_event_id: LastEventId = None,
     previews: Previews = True,
-) -> StreamingResponse:
-    """One task's events until its terminal event (at once for a finished task)."""
+) -> AsyncIterator[OpenStream]:
     after = _after(last_event_id)
     hub = hub_for(state)
     sub = Subscription(
@@ -185,30 +215,52 @@ async def task_events(
     )
     answer = await open_stream(hub, sub, after)
     try:
-        if answer is None:
-            # Not in the registry's memory: a task that ended long ago (or none of this user's).
-            terminal = await asyncio.to_thread(_stored_terminal, state, user, task_id)
-            if terminal is not None and terminal["id"] > after:
-                sub.offer(terminal)
-            elif terminal is not None:
-                # The client saw the end already; the stream still ends with it.
-                sub.queue.put_nowait(terminal)
-        elif not owns(user, answer["user_id"]):
-            raise not_found()
-        elif answer["finished"]:
-            # A finished task answers its terminal event alone, whatever came before it.
-            terminal = [e for e in answer["events"] if e["event"] in ev.TERMINAL]
-            while not sub.queue.empty():
-                sub.queue.get_nowait()
-            for event in terminal:
-                sub.queue.put_nowait(event)
-    except BaseException:
+        await _start_task_stream(state, user, sub, answer, after)
+        yield _opened(state, hub, sub, ends_with_task=True)
+    finally:  # a client going away ends only its stream; the task carries on
         close_stream(hub, sub)
-        raise
-    return _response(state, hub, sub, ends_with_task=True)
 
 
-async def open_stream(hub: EventHub, sub: Subscription, after: int) -> Optional[dict]:
+async def _start_task_stream(
+    state: ServiceState, user, sub: Subscription, answer: Optional[TaskEvents], after: int
+) -> None:
+    """What a stream of one task starts with, beyond the registry's events (404 unless the caller's)."""
+    task_id = str(sub.task_id)
+    if answer is None:
+        # Not in the registry's memory: a task that ended long ago (or none of this user's).
+        terminal = await asyncio.to_thread(_stored_terminal, state, user, task_id)
+        if terminal is not None and terminal.id > after:
+            sub.offer(terminal)
+        elif terminal is not None:
+            # The client saw the end already; the stream still ends with it.
+            sub.queue.put_nowait(terminal)
+    elif not owns(user, answer.user_id):
+        raise not_found()
+    elif answer.finished:
+        # A finished task answers its terminal event alone, whatever came before it.
+        while not sub.queue.empty():
+            sub.queue.get_nowait()
+        for event in answer.events:
+            if event.terminal:
+                sub.queue.put_nowait(event)
+
+
+@router.get("/events", responses=STREAM_RESPONSES, response_class=EventSourceResponse)
+async def all_task_events(stream: Annotated[OpenStream, Depends(_all_tasks_stream)]) -> AsyncIterator[ServerSentEvent]:
+    """One stream of all the caller's tasks: the state of the unfinished ones, then every change,
+    until the credential it was opened with ends (then ``event: end``)."""
+    async for item in stream.events():
+        yield item
+
+
+@router.get("/{task_id}/events", responses=STREAM_RESPONSES, response_class=EventSourceResponse)
+async def task_events(stream: Annotated[OpenStream, Depends(_task_stream)]) -> AsyncIterator[ServerSentEvent]:
+    """One task's events until its terminal event (at once for a finished task)."""
+    async for item in stream.events():
+        yield item
+
+
+async def open_stream(hub: EventHub, sub: Subscription, after: int) -> Optional[TaskEvents]:
     """Register a stream (429 past the user's cap) and read its task's state; shared with /v1 streams."""
     try:
         hub.reserve(sub.user_id, sub.address)
@@ -238,27 +290,10 @@ def close_stream(hub: EventHub, sub: Subscription) -> None:
     hub.release(sub.user_id, sub.address)
 
 
-def _stored_terminal(state: ServiceState, user, task_id: str) -> Optional[dict]:
+def _stored_terminal(state: ServiceState, user, task_id: str) -> Optional[TaskEvent]:
     with Session(state.engine) as session:
         record = owned_record(session, user, task_id)  # 404 unless the caller's (or an admin's)
         return ev.terminal_event_from_record(record)
-
-
-class EventStreamResponse(StreamingResponse):
-    """A ``text/event-stream`` response for which a client going away is a normal end.
-
-    Serve's ASGI ``receive`` raises ``TaskCancelledError`` (instead of answering ``http.disconnect``)
-    when the client leaves while Starlette is waiting for that message, which reached the error
-    handler as an ERROR with a traceback for about one in ten quick disconnects."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def receive_until_gone() -> Message:
-            try:
-                return await receive()
-            except (TaskCancelledError, OSError):
-                return {"type": "http.disconnect"}
-
-        await super().__call__(scope, receive_until_gone, send)
 
 
 def _address(request: Request) -> Optional[str]:
@@ -270,52 +305,52 @@ def _credential(request: Request) -> str:
     return str(getattr(request.state, "credential", "") or "")
 
 
-def _response(state: ServiceState, hub: EventHub, sub: Subscription, *, ends_with_task: bool) -> StreamingResponse:
-    return EventStreamResponse(
-        _stream(
-            hub, sub, state.settings.event_keepalive_seconds, ends_with_task, _credential_expiry(state, sub.credential)
-        ),
-        media_type="text/event-stream",
-        headers=HEADERS,
+def _opened(state: ServiceState, hub: EventHub, sub: Subscription, *, ends_with_task: bool) -> OpenStream:
+    return OpenStream(
+        hub, sub, state.settings.event_keepalive_seconds, ends_with_task, _credential_expiry(state, sub.credential)
     )
 
 
-def _end_event(reason: str) -> str:
-    return f"event: {END}\ndata: {json.dumps({'reason': reason})}\n\n"
+def _end_event(reason: str) -> ServerSentEvent:
+    return ServerSentEvent(event=END, data={"reason": reason})
+
+
+def _sse(event: TaskEvent) -> ServerSentEvent:
+    return ServerSentEvent(id=str(event.id), event=event.type, raw_data=ev.sse_data(event))
+
+
+KEEPALIVE = ServerSentEvent(comment="keep-alive")
 
 
 async def _stream(
     hub: EventHub, sub: Subscription, keepalive: float, ends_with_task: bool, expires_at: Optional[float] = None
-) -> AsyncIterator[str]:
+) -> AsyncIterator[ServerSentEvent]:
+    """The stream's items until its end; closing the subscription is its opener's (the dependency's)."""
     loop = asyncio.get_running_loop()
     next_check = loop.time() + CREDENTIAL_RECHECK_S
-    try:
-        yield f"retry: {RECONNECT_MS}\n\n"
-        while True:
-            now = loop.time()
-            if expires_at is not None and time.time() >= expires_at:
-                yield _end_event(CREDENTIALS_REVOKED)  # the login token expired while the stream was open
-                return
-            if sub.credential and now >= next_check:
-                next_check = now + CREDENTIAL_RECHECK_S
-                await hub.recheck([sub])
-            wait = keepalive
-            if expires_at is not None:
-                wait = min(wait, max(0.05, expires_at - time.time()))
-            try:
-                event = await asyncio.wait_for(sub.queue.get(), timeout=wait)
-            except asyncio.TimeoutError:
-                yield ": keep-alive\n\n"
-                continue
-            if event["event"] == END:
-                yield _end_event(event["reason"])
-                return
-            yield ev.format_sse(event)
-            if ends_with_task and event["event"] in ev.TERMINAL:
-                return
-    finally:
-        # A client going away ends only its stream; the task carries on.
-        close_stream(hub, sub)
+    yield ServerSentEvent(retry=RECONNECT_MS)
+    while True:
+        now = loop.time()
+        if expires_at is not None and time.time() >= expires_at:
+            yield _end_event(CREDENTIALS_REVOKED)  # the login token expired while the stream was open
+            return
+        if sub.credential and now >= next_check:
+            next_check = now + CREDENTIAL_RECHECK_S
+            await hub.recheck([sub])
+        wait = keepalive
+        if expires_at is not None:
+            wait = min(wait, max(0.05, expires_at - time.time()))
+        try:
+            event = await asyncio.wait_for(sub.queue.get(), timeout=wait)
+        except asyncio.TimeoutError:
+            yield KEEPALIVE
+            continue
+        if isinstance(event, StreamEnd):
+            yield _end_event(event.reason)
+            return
+        yield _sse(event)
+        if ends_with_task and event.terminal:
+            return
 
 
 __all__ = ["router", "hub_for", "open_stream", "close_stream"]

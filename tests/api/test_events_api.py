@@ -83,8 +83,10 @@ def test_stream_follows_a_task_live_from_queue_to_completion(hooks_client, hooks
     assert "started" in names and names.index("started") < names.index("progress")
     assert [e.id for e in events] == sorted({e.id for e in events})
     progress = [e for e in events if e.event == "progress"]
-    assert len(progress) >= 3 and [p.data["step"] for p in progress] == sorted(p.data["step"] for p in progress)
-    assert progress[-1].data == {"task_id": task_id, "step": 40, "total": 40, "percent": 100.0}
+    steps = [p.data["current_step"] for p in progress]
+    assert len(progress) >= 3 and steps == sorted(steps)
+    # The words of the status's "progress" (GET /tasks/{id}).
+    assert progress[-1].data == {"task_id": task_id, "current_step": 40, "total_steps": 40, "percent": 100.0}
     # Spread over the run, not bunched at the end: the first progress event came while the task ran.
     assert status_at_first_progress["status"] == "running"
     assert status_at_first_progress["progress"]["current_step"] < 40
@@ -109,7 +111,7 @@ def test_previews_decode_as_images_of_the_tasks_aspect_ratio_and_can_be_turned_o
         assert image.format == "WEBP" and preview.data["media_type"] == "image/webp"
         assert image.size == (preview.data["width"], preview.data["height"])
         assert max(image.size) <= 512 and abs(image.width / image.height - 1664 / 928) < 0.02
-        assert 0 < preview.data["step"] < preview.data["total"] == 30
+        assert 0 < preview.data["current_step"] < preview.data["total_steps"] == 30
     assert without and without[-1].event == "completed" and not any(e.event == "preview" for e in without)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlmodel import Session
 
-from auth.account_cache import ACCOUNT_CHANGED, AccountCache, watch
+from auth.account_cache import AccountCache, AccountsChanged, watch
 from storage import init_db, make_engine
 from storage.db import sqlite_url
 from storage.tables import User
@@ -32,7 +32,7 @@ def test_a_row_is_kept_only_while_the_feed_runs_and_nothing_changed_since_it_was
     cache.put(user(), cache.token())
     assert cache.get(1).username == "u1"
     token = cache.token()
-    cache.apply({"event": ACCOUNT_CHANGED, "task_id": None, "user_id": None, "user_ids": [1]})
+    cache.apply(AccountsChanged(user_ids=(1,)))
     assert cache.get(1) is None
     cache.put(user(), token)  # read before the change: refused
     assert cache.get(1) is None

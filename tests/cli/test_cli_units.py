@@ -26,7 +26,7 @@ STREAM = "\n".join(
         "",
         "event: progress",
         'data: {"task_id": "t",',
-        'data: "percent": 50.0, "step": 10, "total": 20}',
+        'data: "percent": 50.0, "current_step": 10, "total_steps": 20}',
         "",
         "event: broken",
         "data: {",
@@ -55,7 +55,7 @@ def test_the_event_stream_gives_updates_in_order_and_skips_comments_and_broken_e
     final = client_answering(handler).follow("t", updates.append)
     assert updates == [
         {"status": "pending", "position": 2},
-        {"status": "running", "percent": 50.0, "step": 10, "total": 20},
+        {"status": "running", "percent": 50.0, "current_step": 10, "total_steps": 20},
         {"status": "completed", "percent": 100.0, "seed": 7},
     ]
     assert final == updates[-1]

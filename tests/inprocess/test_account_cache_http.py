@@ -8,7 +8,7 @@ import time
 import pytest
 from sqlalchemy import update
 
-from auth.account_cache import ACCOUNT_CHANGED
+from auth.account_cache import AccountsChanged
 from storage.tables import User
 from tests.inprocess.conftest import login, make_client, register
 from tests.inprocess.test_http import finished, submit
@@ -91,7 +91,7 @@ def test_own_changes_are_announced_to_the_other_replicas(client, alice, admin):
     client.put(f"/auth/users/{alice_id}/toggle-admin", headers=admin)
     deadline = time.monotonic() + 10
     while not any(
-        event.get("event") == ACCOUNT_CHANGED and alice_id in event["user_ids"] for _, event in core.journal.entries
+        isinstance(event, AccountsChanged) and alice_id in event.user_ids for _, event in core.journal.entries
     ):
         assert time.monotonic() < deadline
         time.sleep(0.01)

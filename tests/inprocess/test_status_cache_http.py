@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
+from serving.protocol import QueueMoved
 from serving.routes.events import hub_for
 from tests.inprocess.conftest import HOLD, make_client, register
 from tests.inprocess.test_http import finished, submit
@@ -55,7 +56,7 @@ def break_the_feed(client, cache) -> Callable[[], None]:
         raise ConnectionError("the registry is restarting")
 
     registry.poll_events = unreachable
-    moved = {"event": "_queue_moved", "kind": "x", "task_id": None, "user_id": None}
+    moved = QueueMoved(kind="x")
     client.portal.call(registry.core.journal.publish, moved)  # on the loop: it wakes the waiting poll
     deadline = time.monotonic() + 10
     while cache.live:  # the waiting poll returns, the next one fails

@@ -20,7 +20,7 @@ from ray.serve._private.common import RequestMetadata
 from ray.serve.request_router import PendingRequest
 
 from models.kinds import ModelKind
-from serving.protocol import Accepted, GenerationParameters, ModelRequest, TaskSpec
+from serving.protocol import Accepted, GenerationParameters, ModelRequest, TaskQueued, TaskSpec
 from serving.registry.core import RegistryCore
 from serving.replica_router import LeastBusyRouter
 from storage import User, session_scope
@@ -222,10 +222,10 @@ def test_queue_positions_follow_the_fair_share_order(tmp_path):
         assert isinstance(await core.create(_spec("b0", user_id=2)), Accepted)
         # User 2 has nothing running: their task is next, user 1's backlog moves back by one.
         assert (await core.status("b0")).position_in_queue == 1
-        assert core.tasks["b0"].events.latest["queued"]["data"]["position"] == 1
+        assert core.tasks["b0"].events.latest["queued"].data == TaskQueued(position=1)
         assert [(await core.status(f"a{n}")).position_in_queue for n in range(1, 4)] == [2, 3, 4]
         assert await core.refresh_positions(["a1", "a2", "a3", "b0"]) == 3
-        assert core.tasks["a3"].events.latest["queued"]["data"]["position"] == 4
+        assert core.tasks["a3"].events.latest["queued"].data == TaskQueued(position=4)
         # Two users waiting, each with one running: they take turns, user 1 (served longest ago) first.
         assert await core.mark_running("b0", core.epoch, core.tasks["b0"].attempt)
         assert isinstance(await core.create(_spec("b1", user_id=2)), Accepted)

@@ -18,6 +18,7 @@ from serving.openai.protocol import (
     steps_for,
 )
 from serving.openai.routes import _preview_picture, preview_is_due
+from serving.protocol import PreviewImage
 from serving.signed_urls import UrlSigner
 
 
@@ -102,14 +103,14 @@ def test_partial_images_spread_over_the_run():
 def test_a_latent_preview_becomes_a_partial_image_in_the_requested_format():
     buffer = io.BytesIO()
     Image.new("RGB", (16, 16), (1, 2, 3)).save(buffer, format="WEBP")
-    preview = {
-        "step": 5,
-        "total": 20,
-        "width": 16,
-        "height": 16,
-        "media_type": "image/webp",
-        "b64": base64.b64encode(buffer.getvalue()).decode(),
-    }
+    preview = PreviewImage(
+        current_step=5,
+        total_steps=20,
+        width=16,
+        height=16,
+        media_type="image/webp",
+        b64=base64.b64encode(buffer.getvalue()).decode(),
+    )
     picture = _preview_picture(preview, ImageRequest(prompt="p", output_format="jpeg"))
     assert Image.open(io.BytesIO(picture)).format == "JPEG"
 

@@ -7,7 +7,19 @@ from datetime import timedelta
 import pytest
 
 from serving import events as ev
-from serving.protocol import task_status_view
+from serving.protocol import (
+    PreviewImage,
+    Progress,
+    QueueMoved,
+    StatusesReset,
+    TaskCancelled,
+    TaskCompleted,
+    TaskEvent,
+    TaskFailed,
+    TaskQueued,
+    TaskStarted,
+    task_status_view,
+)
 from serving.status_cache import StatusCache, retimed
 from storage import utcnow
 
@@ -42,8 +54,19 @@ def live_cache(**kw) -> StatusCache:
     return cache
 
 
-def event(kind, task_id="t1", **data):
-    return {"id": 1, "event": kind, "task_id": task_id, "user_id": 1, "data": data}
+def event(kind, task_id="t1", data=None) -> TaskEvent:
+    payloads = {
+        ev.QUEUED: TaskQueued(position=1),
+        ev.STARTED: TaskStarted(started_at=utcnow().isoformat()),
+        ev.COMPLETED: TaskCompleted(seed=7, result_url=f"/tasks/{task_id}/result"),
+        ev.FAILED: TaskFailed(error="boom"),
+        ev.CANCELLED: TaskCancelled(),
+    }
+    return TaskEvent(1, kind, task_id, 1, data if data is not None else payloads[kind])
+
+
+def preview(step: int) -> PreviewImage:
+    return PreviewImage(current_step=step, total_steps=20, width=1, height=1, media_type="image/webp", b64="AA==")
 
 
 def test_a_read_is_kept_for_its_owner_only():
@@ -83,12 +106,12 @@ def test_a_read_sent_before_a_change_of_its_task_is_not_kept():
 def test_a_read_sent_before_a_reset_is_not_kept():
     cache = live_cache()
     token = cache.token()
-    cache.apply({"id": 0, "event": ev.STATUSES_RESET, "task_id": None, "user_id": None, "data": {}})
+    cache.apply(StatusesReset())
     cache.put(view(), KEY, token)
     assert cache.get("t1", 1, KEY) is None
 
 
-@pytest.mark.parametrize("kind", [ev.STARTED, ev.COMPLETED, ev.FAILED, ev.CANCELLED, "something new"])
+@pytest.mark.parametrize("kind", [ev.STARTED, ev.COMPLETED, ev.FAILED, ev.CANCELLED])
 def test_any_change_of_a_task_drops_its_status(kind):
     cache = live_cache()
     cache.put(view(status="running", started_ago=1), KEY, cache.token())
@@ -99,13 +122,13 @@ def test_any_change_of_a_task_drops_its_status(kind):
 def test_progress_updates_a_running_status_exactly_and_previews_change_nothing():
     cache = live_cache()
     cache.put(view(status="running", steps=3, started_ago=1), KEY, cache.token())
-    cache.apply(event(ev.PREVIEW, step=5, total=20))
+    cache.apply(event(ev.PREVIEW, data=preview(5)))
     assert cache.get("t1", 1, KEY).progress.current_step == 3
-    cache.apply(event(ev.PROGRESS, step=6, total=20, percent=30.0))
+    cache.apply(event(ev.PROGRESS, data=Progress.of(6, 20)))
     answer = cache.get("t1", 1, KEY)
     assert answer.status == "running"
     assert answer.progress.current_step == 6 and answer.progress.percent == 30.0
-    cache.apply(event(ev.PROGRESS, step=5, total=20, percent=25.0))  # an older report, late
+    cache.apply(event(ev.PROGRESS, data=Progress.of(5, 20)))  # an older report, late
     assert cache.get("t1", 1, KEY).progress.current_step == 6
 
 
@@ -115,13 +138,13 @@ def test_any_queue_move_drops_every_pending_status_but_not_the_others():
     cache.put(view("p2", status="pending", position=3), KEY, cache.token())
     cache.put(view("d1"), KEY, cache.token())
     token = cache.token()
-    cache.apply({"id": 0, "event": ev.QUEUE_MOVED, "kind": "text_to_image", "task_id": None, "user_id": None})
+    cache.apply(QueueMoved(kind="text_to_image"))
     assert cache.get("p1", 1, KEY) is None and cache.get("p2", 1, KEY) is None
     assert cache.get("d1", 1, KEY) is not None
     cache.put(view("p1", status="pending", position=2), KEY, token)  # read before the move
     assert cache.get("p1", 1, KEY) is None
     cache.put(view("p1", status="pending", position=1), KEY, cache.token())
-    cache.apply(event(ev.QUEUED, task_id="new", position=4))  # a new task may go ahead (fair share)
+    cache.apply(event(ev.QUEUED, task_id="new", data=TaskQueued(position=4)))  # a new task may go ahead (fair share)
     assert cache.get("p1", 1, KEY) is None
     cache.put(view("p1", status="pending", position=1), KEY, cache.token())
     cache.apply(event(ev.COMPLETED, task_id="another users running task"))  # fair share may reorder

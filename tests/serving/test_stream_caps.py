@@ -9,6 +9,7 @@ import pytest
 from fastapi import HTTPException
 
 from serving.event_hub import EventHub, Subscription
+from serving.protocol import EventPoll
 from serving.routes.events import open_stream
 
 pytestmark = pytest.mark.unit
@@ -27,7 +28,7 @@ class _Registry:
     async def poll_events(self, epoch, cursor, *args):
         if cursor is not None:
             await asyncio.sleep(3600)  # nothing more happens
-        return {"epoch": "e", "cursor": 0, "reset": False, "events": []}
+        return EventPoll(epoch="e", cursor=0, events=[])
 
 
 class _State:

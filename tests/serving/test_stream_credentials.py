@@ -8,9 +8,11 @@ import asyncio
 import time
 
 import pytest
+from fastapi.sse import ServerSentEvent
 
-from auth.account_cache import ACCOUNT_CHANGED
+from auth.account_cache import AccountsChanged
 from serving.event_hub import EventHub, Subscription
+from serving.protocol import Progress, TaskCompleted, TaskEvent
 from serving.routes.events import _stream
 
 pytestmark = pytest.mark.unit
@@ -26,8 +28,12 @@ def _hub(revoked: set[str]) -> EventHub:
     return hub
 
 
-async def _read_all(stream) -> list[str]:
-    return [chunk async for chunk in stream]
+async def _read_all(stream) -> list[ServerSentEvent]:
+    return [item async for item in stream]
+
+
+def _progress(event_id: int) -> TaskEvent:
+    return TaskEvent(event_id, "progress", "t", 7, Progress.of(1, 20))
 
 
 def test_an_account_change_on_the_feed_ends_only_the_streams_whose_credential_was_revoked():
@@ -39,15 +45,15 @@ def test_an_account_change_on_the_feed_ends_only_the_streams_whose_credential_wa
         stranger = Subscription(user_id=8, task_id=None, previews=False, credential="qis-revoked")
         for sub in (gone, kept, stranger):
             hub.by_user[sub.user_id].add(sub)
-        gone.offer({"id": 1, "event": "progress", "task_id": "t", "user_id": 7, "data": {}})
+        gone.offer(_progress(1))
         revoked.add("qis-revoked")
-        hub._dispatch({"event": ACCOUNT_CHANGED, "task_id": None, "user_id": None, "user_ids": [7]})
+        hub._dispatch(AccountsChanged(user_ids=(7,)))
         await asyncio.gather(*hub._checks)
-        chunks = await asyncio.wait_for(_read_all(_stream(hub, gone, keepalive=5, ends_with_task=False)), 2)
-        assert chunks[-1] == 'event: end\ndata: {"reason": "credentials_revoked"}\n\n'
-        assert not any("progress" in c for c in chunks)  # what was queued before the end is dropped
+        items = await asyncio.wait_for(_read_all(_stream(hub, gone, keepalive=5, ends_with_task=False)), 2)
+        assert (items[-1].event, items[-1].data, items[-1].id) == ("end", {"reason": "credentials_revoked"}, None)
+        assert not any(i.event == "progress" for i in items)  # what was queued before the end is dropped
         assert kept.ended is None and stranger.ended is None  # other credentials, other accounts
-        gone.offer({"id": 2, "event": "completed", "task_id": "t", "user_id": 7, "data": {}})
+        gone.offer(TaskEvent(2, "completed", "t", 7, TaskCompleted(seed=1, result_url="/tasks/t/result")))
         assert gone.queue.empty()  # nothing more is delivered to an ended stream
 
     asyncio.run(scenario())
@@ -59,8 +65,8 @@ def test_a_login_tokens_stream_ends_when_the_token_expires():
         sub = Subscription(user_id=7, task_id=None, previews=False, credential="a-jwt")
         started = time.monotonic()
         stream = _stream(hub, sub, keepalive=30, ends_with_task=False, expires_at=time.time() + 0.3)
-        chunks = await asyncio.wait_for(_read_all(stream), 5)
-        assert chunks[-1].startswith("event: end\n") and "credentials_revoked" in chunks[-1]
+        items = await asyncio.wait_for(_read_all(stream), 5)
+        assert items[-1].event == "end" and items[-1].data == {"reason": "credentials_revoked"}
         assert 0.25 < time.monotonic() - started < 2
 
     asyncio.run(scenario())

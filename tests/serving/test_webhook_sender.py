@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlmodel import Session, select
 
+from serving.protocol import TaskCompleted, TaskEvent, TaskStarted
 from serving.settings import load_settings
 from serving.webhooks import (
     WebhookSender,
@@ -59,8 +60,14 @@ def make_user_and_task(engine, name: str) -> tuple[int, str, str]:
 
 
 def enqueue(engine, user_id, task_id, url, event="completed") -> WebhookDelivery:
-    data = webhook_data(event, event, task_id, seed=7)
-    row = outbox_row(task_id=task_id, user_id=user_id, url=url, event=event, moment=utcnow(), data=data)
+    moment = utcnow()
+    payload = (
+        TaskCompleted(seed=7, result_url=f"/tasks/{task_id}/result", generation_seconds=1.5)
+        if event == "completed"
+        else TaskStarted(started_at=moment.isoformat())
+    )
+    data = webhook_data(TaskEvent(1, event, task_id, user_id, payload), event, seed=7)
+    row = outbox_row(task_id=task_id, user_id=user_id, url=url, event=event, moment=moment, data=data)
     with session_scope(engine) as session:
         session.add(row)
     return row
@@ -108,6 +115,7 @@ def test_500_twice_then_200_is_delivered_three_times_with_one_id_and_valid_signa
             "seed": 7,
             "result_url": f"/tasks/{task_id}/result",
             "error": None,
+            "generation_seconds": 1.5,
         },
     }
     log = deliveries(engine, task_id)[0]

@@ -86,8 +86,8 @@ export function watchTask(taskId, onUpdate) {
     try {
       const s = await api(`tasks/${encodeURIComponent(taskId)}`);
       const p = s.progress || {};
-      onUpdate({ status: s.status, position: s.position_in_queue, percent: p.percent ?? 0, step: p.current_step,
-        total: p.total_steps, seed: s.seed, error: s.error });
+      onUpdate({ status: s.status, position: s.position_in_queue, percent: p.percent ?? 0,
+        current_step: p.current_step, total_steps: p.total_steps, seed: s.seed, error: s.error });
       if (TERMINAL.has(s.status)) { stop(); return; }
     } catch (err) {
       if (err.status === 404 || err.status === 401) { onUpdate({ status: "failed", error: err.detail }); stop(); return; }
@@ -106,7 +106,8 @@ export function watchTask(taskId, onUpdate) {
     });
     on("queued", (d) => onUpdate({ status: "pending", position: d.position }));
     on("started", () => onUpdate({ status: "running", position: 0 }));
-    on("progress", (d) => onUpdate({ status: "running", percent: d.percent, step: d.step, total: d.total }));
+    on("progress", (d) => onUpdate({ status: "running", percent: d.percent, current_step: d.current_step,
+      total_steps: d.total_steps }));
     on("preview", (d) => onUpdate({ status: "running", preview: `data:${d.media_type};base64,${d.b64}` }));
     on("completed", (d) => { stop(); onUpdate({ status: "completed", percent: 100, seed: d.seed }); });
     on("failed", (d) => { stop(); onUpdate({ status: "failed", error: d.error }); });

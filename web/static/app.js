@@ -301,7 +301,9 @@ function trackTask(taskId, settings) {
       bar.dataset.percent = String(percent);
     }
     if (update.status === "pending") meta.textContent = update.position ? t("tasks.queued", { n: update.position }) : t("tasks.starting");
-    if (update.status === "running" && update.total) meta.textContent = t("tasks.running", { step: update.step, total: update.total });
+    if (update.status === "running" && update.total_steps) {
+      meta.textContent = t("tasks.running", { step: update.current_step, total: update.total_steps });
+    }
     if (update.preview) { preview.src = update.preview; preview.hidden = false; }
     if (update.error) meta.textContent = update.error;
   };
