@@ -69,6 +69,9 @@ class AuthService:
         # Rows of the accounts tokens were checked against, kept current by the change feed (see
         # auth.account_cache); ``follow_feed`` starts following it.
         self.accounts = accounts
+        # Without kept rows, what still announces account changes to the other replicas (its
+        # event streams end on them): auth.account_cache.watch_without_keeping.
+        self.change_announcer: Optional[AccountCache] = None
         # Called by the first read that finds the kept rows not live (the ingress subscribes the
         # change feed's follower here: serving.routes.events.connect_account_cache).
         self.feed_followers: list[Callable[[], None]] = []

@@ -203,7 +203,7 @@ async def _run(
     task_id = accepted.task_id
     if body.stream:
         return StreamingResponse(
-            _stream(state, task_id, body, kind, user.id),
+            _stream(state, task_id, body, kind, user.id, str(getattr(request.state, "credential", "") or "")),
             media_type="text/event-stream",
             headers={"X-Task-Id": task_id, "X-Accel-Buffering": "no"},
         )
@@ -321,27 +321,41 @@ def _sse(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-async def task_events(state: ServiceState, task_id: str, user_id: Optional[int]) -> AsyncIterator[dict]:
+async def task_events(
+    state: ServiceState, task_id: str, user_id: Optional[int], credential: str = ""
+) -> AsyncIterator[dict]:
     """The task's events as ``{"event": …, "data": {…}}``, from the same per-ingress event hub as
     ``GET /tasks/{id}/events`` (previews included), ending with the terminal one; ``keepalive``
-    while nothing happens for KEEPALIVE_S."""
+    while nothing happens for KEEPALIVE_S. Like the native streams it ends (a 401 error) once the
+    ``credential`` it was opened with no longer holds."""
     from serving import events as ev
-    from serving.event_hub import Subscription
-    from serving.routes.events import close_stream, hub_for, open_stream
+    from serving.event_hub import END, Subscription
+    from serving.routes.events import CREDENTIAL_RECHECK_S, close_stream, hub_for, open_stream
 
     hub = hub_for(state)
-    sub = Subscription(user_id=user_id, task_id=task_id, previews=True)
+    sub = Subscription(user_id=user_id, task_id=task_id, previews=True, credential=credential)
     answer = await open_stream(hub, sub, 0)  # beyond the user's open streams: a 429, sent as an error event
     try:
         if answer is None:  # gone from the registry between creation and now: read how it ended
             yield {"event": "failed", "data": {"task_id": task_id, "status": "failed", "error": "task not found"}}
             return
+        loop = asyncio.get_running_loop()
+        next_check = loop.time() + CREDENTIAL_RECHECK_S
         while True:
+            if credential and loop.time() >= next_check:
+                next_check = loop.time() + CREDENTIAL_RECHECK_S
+                await hub.recheck([sub])
             try:
                 event = await asyncio.wait_for(sub.queue.get(), timeout=KEEPALIVE_S)
             except asyncio.TimeoutError:
                 yield {"event": "keepalive", "data": {"task_id": task_id}}
                 continue
+            if event["event"] == END:  # the credential was revoked (or a login token expired)
+                raise OpenAIError(
+                    status.HTTP_401_UNAUTHORIZED,
+                    "The credential this stream was opened with no longer holds",
+                    code="credentials_revoked",
+                )
             name, data = event["event"], event["data"]
             if name in ev.TERMINAL:
                 # The result's location is read from the task's record (read_result does).
@@ -368,13 +382,13 @@ def preview_is_due(step: int, total: int, sent: int, wanted: int) -> bool:
 
 
 async def _stream(
-    state: ServiceState, task_id: str, body: ImageRequest, kind: ModelKind, user_id: Optional[int]
+    state: ServiceState, task_id: str, body: ImageRequest, kind: ModelKind, user_id: Optional[int], credential: str = ""
 ) -> AsyncIterator[str]:
     prefix = "image_edit" if kind.spec.takes_images else "image_generation"
     common = {"background": "opaque", "output_format": body.output_format, "quality": resolved_quality(body.quality)}
     sent = 0
     try:
-        async for event in task_events(state, task_id, user_id):
+        async for event in task_events(state, task_id, user_id, credential):
             name, data = event["event"], event["data"]
             if name == "keepalive":
                 yield ": keep-alive\n\n"
