@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 
 from auth.account_cache import AccountCache
 from auth.api_keys import router as api_keys_router
+from auth.registration import router as registration_router
 from auth.routes import router as auth_router
 from auth.security import load_or_create_secret
 from auth.service import AuthConfig, AuthService
@@ -57,6 +58,7 @@ def create_app(state: Optional[ServiceState] = None) -> FastAPI:
     app.include_router(system.router)
     app.include_router(auth_router)
     app.include_router(api_keys_router)
+    app.include_router(registration_router)
     app.include_router(history.router)  # before tasks: /tasks/history/… must not match /tasks/{task_id}
     app.include_router(events.router)  # before tasks too: /tasks/events
     app.include_router(webhooks.router)
@@ -114,6 +116,10 @@ def build_service_state(
             login_max_failures_per_address=settings.login_max_failures_per_address,
             login_window_seconds=settings.login_window_seconds,
             login_max_delay_seconds=settings.login_max_delay_seconds,
+            register_max_per_address=settings.register_max_per_address,
+            register_window_seconds=settings.register_window_seconds,
+            login_max_per_address=settings.login_max_per_address,
+            login_rate_window_seconds=settings.login_rate_window_seconds,
         ),
         on_login_failure=metrics.ingress().login_failed,
         accounts=AccountCache(settings.account_cache_size) if settings.account_cache_size else None,
