@@ -22,11 +22,13 @@ from auth.registration import router as registration_router
 from auth.routes import router as auth_router
 from auth.security import load_or_create_secret
 from auth.service import AuthConfig, AuthService
+from auth.throttle import AddressRateLimit
 from serving import metrics
 from serving.docs import add_api_docs
 from serving.errors import install_error_handlers
 from serving.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from serving.openai import routes as openai_routes
+from serving.openai.images import ConvertedImages
 from serving.registry.interface import Registry
 from serving.routes import events, generate, history, loras, system, tasks, webhooks
 from serving.routes.events import connect_account_cache
@@ -138,6 +140,10 @@ def build_service_state(
         long_waits=LongWaits(settings.max_waits_per_user, settings.max_waits),
         url_signer=UrlSigner(secret, settings.image_url_ttl_seconds),
         statuses=StatusCache(settings.status_cache_size) if settings.status_cache_size else None,
+        converted_images=ConvertedImages(settings.image_file_cache_mb * 2**20),
+        image_fetch_limit=AddressRateLimit(
+            engine, settings.image_fetch_max_per_address, settings.image_fetch_window_seconds
+        ),
     )
     connect_account_cache(state)
     return state

@@ -32,7 +32,11 @@ LOGICAL_GPUS = 4
 OPEN_QUEUE_LIMIT = 3
 # The suite registers and logs in hundreds of users from 127.0.0.1: the per-address limits, whose
 # defaults protect a deployment, are set out of its way (the tests of the limits set their own).
-ADDRESS_LIMITS = {"register_max_per_address": 100_000, "login_max_per_address": 100_000}
+ADDRESS_LIMITS = {
+    "register_max_per_address": 100_000,
+    "login_max_per_address": 100_000,
+    "image_fetch_max_per_address": 100_000,
+}
 ADDRESS_LIMITS_ENV = {name.upper(): str(value) for name, value in ADDRESS_LIMITS.items()}
 
 

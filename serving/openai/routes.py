@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from auth.deps import CurrentUser
+from auth.throttle import throttle_key
 from models.kinds import ModelKind
 from serving.adapter_options import apply_adapter_options
 from serving.errors import error_body
@@ -277,6 +278,7 @@ def _signed_url(state: ServiceState, request: Request, task_id: str, index: int,
     responses={200: {"content": {mime: {} for mime in MEDIA_TYPES.values()}}, 403: {}, 404: {}},
 )
 async def image_file(
+    request: Request,
     task_id: Annotated[str, Path(max_length=36)],
     filename: Annotated[str, Path(max_length=16)],
     state: StateDep,
@@ -284,7 +286,18 @@ async def image_file(
     signature: Annotated[str, Query(pattern="^[0-9a-f]{64}$")],
     compression: Annotated[Optional[int], Query(ge=0, le=100)] = None,
 ) -> Response:
-    """One image of a ``response_format=url`` answer; no credentials, only the URL's signature and expiry."""
+    """One image of a ``response_format=url`` answer; no credentials, only the URL's signature and
+    expiry. Fetches are limited per client address; a converted image is kept for the next fetch."""
+    if state.image_fetch_limit is not None:
+        address = request.client.host if request.client else "unknown"
+        wait = await asyncio.to_thread(state.image_fetch_limit.hit, throttle_key("image-file", address))
+        if wait is not None:
+            raise OpenAIError(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                "Too many image fetches from this address; try again later",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": str(wait)},
+            )
     problem = state.url_signer.check(task_id, filename, compression, expires, signature)
     if problem is not None:
         message = "This image URL has expired" if problem == "expired" else "This image URL is not valid"
@@ -293,6 +306,10 @@ async def image_file(
     record = await asyncio.to_thread(_record, state, task_id)
     if record is None or record.status != TaskStatus.completed.value or not record.result_path:
         raise OpenAIError(status.HTTP_404_NOT_FOUND, "The image no longer exists", code="not_found")
+    cache_key = (task_id, record.result_path, filename, compression)
+    cached = state.converted_images.get(cache_key) if state.converted_images is not None else None
+    if cached is not None:
+        return Response(cached, media_type=MEDIA_TYPES[output_format])
     found = await read_result(
         state,
         task_id,
@@ -304,6 +321,8 @@ async def image_file(
     if not index.isdigit() or int(index) >= len(pngs) or output_format not in MEDIA_TYPES:
         raise OpenAIError(status.HTTP_404_NOT_FOUND, "The image no longer exists", code="not_found")
     data = await asyncio.to_thread(images.convert, pngs[int(index)], output_format, compression)
+    if state.converted_images is not None:
+        state.converted_images.put(cache_key, data)
     return Response(data, media_type=MEDIA_TYPES[output_format])
 
 
