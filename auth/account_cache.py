@@ -159,6 +159,15 @@ def watch(cache: AccountCache, engine: Engine, announce: Callable[[set[int]], No
         _hooked = True
 
 
+def watch_without_keeping(engine: Engine, announce: Callable[[set[int]], None]) -> AccountCache:
+    """With no rows kept (``ACCOUNT_CACHE_SIZE=0``) changes are still announced: open event streams
+    on every replica end on them. Returns the empty cache (never live, so it answers nothing) that
+    does it; the caller keeps a reference, since watched caches are held weakly."""
+    cache = AccountCache(capacity=0)
+    watch(cache, engine, announce)
+    return cache
+
+
 def _watching(session: OrmSession) -> list[AccountCache]:
     bind = session.get_bind()
     return [cache for cache in list(_caches) if cache.engine is bind]
@@ -192,4 +201,4 @@ def _after_rollback(session: OrmSession) -> None:
     session.info.pop("changed_accounts", None)  # nothing changed after all (the rows were dropped anyway)
 
 
-__all__ = ["AccountCache", "AccountsChanged", "MAX_AGE_S", "watch", "announce_change"]
+__all__ = ["AccountCache", "AccountsChanged", "MAX_AGE_S", "watch", "watch_without_keeping", "announce_change"]

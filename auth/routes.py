@@ -33,10 +33,29 @@ NOT_ON_SELF = messages.NOT_ON_SELF
 LAST_ADMIN = messages.LAST_ADMIN
 
 
-@router.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserPublic)
-def register(body: UserCreate, auth: AuthDep, session: SessionDep) -> User:
-    if not auth.config.allow_registration:
+def client_address(request: Request) -> str:
+    """The client's address: the connection's, or ``X-Forwarded-For`` from ``TRUSTED_PROXIES`` only
+    (uvicorn in Serve's proxy decides: serving.proxy)."""
+    return request.client.host if request.client else "unknown"
+
+
+@router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserPublic,
+    responses={403: {"description": "registration is closed"}, 429: {"description": "too many from this address"}},
+)
+def register(body: UserCreate, request: Request, auth: AuthDep, session: SessionDep) -> User:
+    """Create an account, while registration is open (``ALLOW_REGISTRATION``, or an admin's
+    ``PUT /admin/registration``); at most ``REGISTER_MAX_PER_ADDRESS`` per client address per
+    ``REGISTER_WINDOW_SECONDS``."""
+    if not auth.registration_open(session):
         raise HTTPException(status.HTTP_403_FORBIDDEN, REGISTRATION_CLOSED)
+    wait = auth.registration_wait(client_address(request))
+    if wait is not None:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS, messages.TOO_MANY_REGISTRATIONS, headers={"Retry-After": str(wait)}
+        )
     if get_user_by_username(session, body.username) is not None:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, USERNAME_TAKEN)
     session.commit()  # no connection held through the slow hash below
@@ -53,13 +72,13 @@ def register(body: UserCreate, auth: AuthDep, session: SessionDep) -> User:
 def _login(body: LoginRequest, request: Request, auth: AuthService, session) -> str:
     """The checks of ``POST /auth/login`` (throttling, disabled users, one message for bad
     credentials); returns a login token."""
-    client = request.client.host if request.client else "unknown"
     try:
-        return auth.login(session, body.username, body.password, client)
+        return auth.login(session, body.username, body.password, client_address(request))
     except AuthError as exc:
-        if exc.code == "throttled":
+        if exc.code in ("throttled", "rate_limited"):
+            message = TOO_MANY_ATTEMPTS if exc.code == "throttled" else messages.TOO_MANY_LOGINS
             raise HTTPException(
-                status.HTTP_429_TOO_MANY_REQUESTS, TOO_MANY_ATTEMPTS, headers={"Retry-After": str(exc.retry_after)}
+                status.HTTP_429_TOO_MANY_REQUESTS, message, headers={"Retry-After": str(exc.retry_after)}
             ) from None
         if exc.code == "disabled":
             raise HTTPException(status.HTTP_403_FORBIDDEN, USER_DISABLED) from None
@@ -110,7 +129,7 @@ def read_session(request: Request, auth: AuthDep, session: SessionDep) -> dict:
             user = UserPublic.model_validate(auth.user_for_token(session, token))
         except AuthError:
             user = None
-    return {"user": user, "auth_enabled": True, "allow_registration": auth.config.allow_registration}
+    return {"user": user, "auth_enabled": True, "allow_registration": auth.registration_open(session)}
 
 
 def _end_session(request: Request, auth: AuthService, session, bearer_too: bool) -> None:

@@ -16,9 +16,10 @@ from sqlmodel import Session
 
 from auth.account_cache import AccountCache, announce_change
 from auth.security import API_KEY_PREFIX, InvalidToken, Passwords, Tokens, hash_api_key
-from auth.throttle import LoginThrottle, throttle_key
+from auth.throttle import AddressRateLimit, LoginThrottle, throttle_key
 from storage import session_scope, utcnow
 from storage.api_keys import find_key_with_user, keys_after_password_change, touch_key
+from storage.flags import REGISTRATION_OPEN, get_flag, set_flag
 from storage.revoked_tokens import is_revoked, revoke_token
 from storage.tables import User, username_key
 from storage.users import count_users, get_user, get_user_by_username
@@ -53,6 +54,12 @@ class AuthConfig:
     login_max_failures_per_address: int = 100
     login_window_seconds: float = 300.0
     login_max_delay_seconds: Optional[float] = None  # default: the window
+    # Per client address, whatever the outcome (0: no limit): registrations, and log-in attempts
+    # (each costs a slow password hash).
+    register_max_per_address: int = 10
+    register_window_seconds: float = 3600.0
+    login_max_per_address: int = 60
+    login_rate_window_seconds: float = 60.0
 
 
 class AuthService:
@@ -69,6 +76,9 @@ class AuthService:
         # Rows of the accounts tokens were checked against, kept current by the change feed (see
         # auth.account_cache); ``follow_feed`` starts following it.
         self.accounts = accounts
+        # Without kept rows, what still announces account changes to the other replicas (its
+        # event streams end on them): auth.account_cache.watch_without_keeping.
+        self.change_announcer: Optional[AccountCache] = None
         # Called by the first read that finds the kept rows not live (the ingress subscribes the
         # change feed's follower here: serving.routes.events.connect_account_cache).
         self.feed_followers: list[Callable[[], None]] = []
@@ -86,6 +96,10 @@ class AuthService:
         self.address_throttle = LoginThrottle(
             engine, config.login_max_failures_per_address, config.login_window_seconds, config.login_max_delay_seconds
         )
+        self.registration_limit = AddressRateLimit(
+            engine, config.register_max_per_address, config.register_window_seconds
+        )
+        self.login_limit = AddressRateLimit(engine, config.login_max_per_address, config.login_rate_window_seconds)
 
     def follow_feed(self) -> None:
         """Start following the account-change feed (what the subscribed followers do)."""
@@ -151,6 +165,9 @@ class AuthService:
         wait = self.account_throttle.retry_after(pair_key) or self.address_throttle.retry_after(address_key)
         if wait is not None:
             raise AuthError("throttled", retry_after=wait)
+        wait = self.login_limit.hit(throttle_key("login", client))
+        if wait is not None:
+            raise AuthError("rate_limited", retry_after=wait)
         user = get_user_by_username(session, username)
         # Give the connection back before the slow hash: the throttle below takes its own, and a
         # burst of log-ins each holding one while waiting for another would drain the pool.
@@ -256,6 +273,21 @@ class AuthService:
         if user is None:
             raise AuthError("invalid_token")
         return user
+
+    # ------------------------------------------------------------ registration
+
+    def registration_open(self, session: Session) -> bool:
+        """Whether anyone may register: an administrator's run-time choice (``PUT
+        /admin/registration``, in the database), else ``ALLOW_REGISTRATION``."""
+        value = get_flag(session, REGISTRATION_OPEN)
+        return self.config.allow_registration if value is None else value == "true"
+
+    def set_registration_open(self, session: Session, is_open: bool) -> None:
+        set_flag(session, REGISTRATION_OPEN, "true" if is_open else "false")
+
+    def registration_wait(self, client: str) -> Optional[int]:
+        """Count a registration from ``client``; seconds to wait when it has had its share."""
+        return self.registration_limit.hit(throttle_key("register", client))
 
     # ------------------------------------------------------------ changes
 

@@ -6,6 +6,9 @@ and per client address, against spraying many accounts. Past ``free_failures`` e
 doubles the wait before the next attempt from there (1 s, 2 s, 4 s … up to ``max_delay``); a
 counter is forgotten ``window`` seconds after its last failure, and a successful log-in clears the
 (account, address) one.
+
+:class:`AddressRateLimit` is the plain kind: at most ``limit`` requests (registrations, log-in
+attempts) per client address in a fixed window, beyond which a 429 says when the window ends.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete
 
 from storage import session_scope
-from storage.tables import LoginFailure, utcnow
+from storage.tables import AddressCounter, LoginFailure, utcnow
 
 BASE_DELAY_S = 1.0
 
@@ -96,3 +99,52 @@ class LoginThrottle:
     def reset(self, key: str) -> None:
         with session_scope(self.engine) as session:
             session.exec(delete(LoginFailure).where(col(LoginFailure.key) == key))
+
+
+class AddressRateLimit:
+    """At most ``limit`` hits per key in a window of ``window_seconds``, counted in the
+    ``address_counters`` table (so every replica sees them); ``limit`` of 0 turns it off."""
+
+    def __init__(self, engine: Engine, limit: int, window_seconds: float, clock: Callable[[], datetime] = utcnow):
+        self.engine = engine
+        self.limit = limit
+        self.window = timedelta(seconds=window_seconds)
+        self._clock = clock
+
+    def hit(self, key: str) -> Optional[int]:
+        """Count one request under ``key``; None when it is allowed, else whole seconds until the
+        window ends (the request is then not counted)."""
+        if self.limit <= 0:
+            return None
+        now = self._clock()
+        table = AddressCounter
+        for _ in range(3):  # each step is one atomic statement; a lost race tries the next one again
+            with session_scope(self.engine) as session:
+                counted = session.exec(
+                    update(table)
+                    .where(col(table.key) == key, col(table.window_ends_at) > now, col(table.count) < self.limit)
+                    .values(count=table.count + 1)
+                )
+                if counted.rowcount:
+                    return None
+                row = session.get(table, key)
+                if row is not None and row.window_ends_at > now:
+                    return max(1, math.ceil((row.window_ends_at - now).total_seconds()))
+                if row is not None:  # its window is over: a new one starts with this request
+                    restarted = session.exec(
+                        update(table)
+                        .where(col(table.key) == key, col(table.window_ends_at) <= now)
+                        .values(count=1, window_ends_at=now + self.window)
+                    )
+                    if restarted.rowcount:
+                        return None
+                    continue
+            try:
+                with session_scope(self.engine) as session:
+                    # Rows whose window is over go as new ones come, so the table holds current ones.
+                    session.exec(delete(table).where(col(table.window_ends_at) <= now))
+                    session.add(table(key=key, count=1, window_ends_at=now + self.window))
+                return None
+            except IntegrityError:
+                continue
+        return None

@@ -58,6 +58,9 @@ def base_settings(data_dir: Path) -> dict[str, Any]:
         "max_pending_per_user": 0,
         "max_waits_per_user": 10_000,
         "max_waits": 10_000,
+        "register_max_per_address": 0,  # every benchmark user comes from 127.0.0.1
+        "login_max_per_address": 0,
+        "image_fetch_max_per_address": 0,
         "login_max_failures": 0,
         "login_max_failures_per_address": 0,
     }

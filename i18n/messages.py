@@ -351,6 +351,14 @@ USER_DISABLED = _entry("user_disabled", "用户已被禁用", "This user is disa
 TOO_MANY_ATTEMPTS = _entry(
     "too_many_attempts", "登录失败次数过多，请稍后再试", "Too many failed logins; try again later"
 )
+TOO_MANY_LOGINS = _entry(
+    "too_many_logins", "来自此地址的登录请求过多，请稍后再试", "Too many log-ins from this address; try again later"
+)
+TOO_MANY_REGISTRATIONS = _entry(
+    "too_many_registrations",
+    "来自此地址的注册请求过多，请稍后再试",
+    "Too many registrations from this address; try again later",
+)
 WRONG_OLD_PASSWORD = _entry("wrong_old_password", "原密码错误", "The old password is incorrect")
 USER_NOT_FOUND = _entry("user_not_found", "用户不存在", "User not found")
 NOT_ON_SELF = _entry("not_on_self", "不能对自己的账号执行此操作", "Administrators cannot do this to their own account")

@@ -18,14 +18,17 @@ from fastapi.staticfiles import StaticFiles
 
 from auth.account_cache import AccountCache
 from auth.api_keys import router as api_keys_router
+from auth.registration import router as registration_router
 from auth.routes import router as auth_router
 from auth.security import load_or_create_secret
 from auth.service import AuthConfig, AuthService
+from auth.throttle import AddressRateLimit
 from serving.docs import add_api_docs
 from serving.errors import install_error_handlers
 from serving.metrics import IngressMetrics
 from serving.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from serving.openai import routes as openai_routes
+from serving.openai.images import ConvertedImages
 from serving.registry.interface import Registry
 from serving.routes import events, generate, history, loras, system, tasks, webhooks
 from serving.routes.events import connect_account_cache
@@ -57,6 +60,7 @@ def create_app(state: Optional[ServiceState] = None) -> FastAPI:
     app.include_router(system.router)
     app.include_router(auth_router)
     app.include_router(api_keys_router)
+    app.include_router(registration_router)
     app.include_router(history.router)  # before tasks: /tasks/history/… must not match /tasks/{task_id}
     app.include_router(events.router)  # before tasks too: /tasks/events
     app.include_router(webhooks.router)
@@ -115,6 +119,10 @@ def build_service_state(
             login_max_failures_per_address=settings.login_max_failures_per_address,
             login_window_seconds=settings.login_window_seconds,
             login_max_delay_seconds=settings.login_max_delay_seconds,
+            register_max_per_address=settings.register_max_per_address,
+            register_window_seconds=settings.register_window_seconds,
+            login_max_per_address=settings.login_max_per_address,
+            login_rate_window_seconds=settings.login_rate_window_seconds,
         ),
         on_login_failure=ingress_metrics.login_failed,
         accounts=AccountCache(settings.account_cache_size) if settings.account_cache_size else None,
@@ -134,6 +142,10 @@ def build_service_state(
         url_signer=UrlSigner(secret, settings.image_url_ttl_seconds),
         statuses=StatusCache(settings.status_cache_size) if settings.status_cache_size else None,
         metrics=ingress_metrics,
+        converted_images=ConvertedImages(settings.image_file_cache_mb * 2**20),
+        image_fetch_limit=AddressRateLimit(
+            engine, settings.image_fetch_max_per_address, settings.image_fetch_window_seconds
+        ),
     )
     connect_account_cache(state)
     return state

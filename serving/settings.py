@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     login_max_failures_per_address: int = Field(default=100, ge=0)
     login_window_seconds: float = Field(default=300.0, gt=0)  # a counter is forgotten this long after its last failure
     login_max_delay_seconds: Optional[float] = Field(default=None, gt=0)  # default: the window
+    # Per client address (the connection's, or X-Forwarded-For from TRUSTED_PROXIES) in a fixed
+    # window, whatever the outcome; 0 turns a limit off.
+    register_max_per_address: int = Field(default=10, ge=0)
+    register_window_seconds: float = Field(default=3600.0, gt=0)
+    login_max_per_address: int = Field(default=60, ge=0)
+    login_rate_window_seconds: float = Field(default=60.0, gt=0)
 
     # --- models
     model_profile: str = "tiny"  # "qwen" in production, "tiny" embedded, "sleep" for benchmarks, "faulty" for tests
@@ -111,6 +117,11 @@ class Settings(BaseSettings):
     max_waits: int = Field(default=192, ge=1)
     # How long a /v1 ``response_format=url`` image URL can be fetched without credentials.
     image_url_ttl_seconds: int = Field(default=3600, ge=60, le=7 * 86400)
+    # Such images converted to JPEG/WebP kept per ingress replica (MB; 0: converted on every fetch),
+    # and fetches per client address per window (beyond: 429; 0: no limit).
+    image_file_cache_mb: int = Field(default=64, ge=0)
+    image_fetch_max_per_address: int = Field(default=120, ge=0)
+    image_fetch_window_seconds: float = Field(default=60.0, gt=0)
 
     # --- quotas
     default_daily_limit: int = Field(default=100, ge=0)

@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import ray
 from fastapi import Depends, HTTPException, Request, status
@@ -24,6 +24,10 @@ from serving.settings import Settings
 from serving.signed_urls import UrlSigner
 from serving.status_cache import StatusCache
 from storage.results import ResultStore
+
+if TYPE_CHECKING:
+    from auth.throttle import AddressRateLimit
+    from serving.openai.images import ConvertedImages
 
 log = logging.getLogger("qwen_image.ingress")
 STATUS_READ_TIMEOUT_S = 10.0
@@ -83,6 +87,8 @@ class ServiceState:
     database_probes: dict[int, asyncio.Future[None]] = field(default_factory=dict, repr=False)
     events: Optional[EventHub] = None  # the change feed and the event streams (serving.routes.events.hub_for)
     announcing: set[asyncio.Future] = field(default_factory=set)  # account changes on their way to the feed
+    converted_images: Optional[ConvertedImages] = None  # /v1 image files converted once (None: off)
+    image_fetch_limit: Optional[AddressRateLimit] = None  # /v1 image file fetches per client address
     _status_cache: tuple[float, dict] = field(default=(0.0, {}))
     _status_refresh: Optional[asyncio.Task] = field(default=None, repr=False)
     _status_read: Optional[asyncio.Future] = field(default=None, repr=False)

@@ -105,6 +105,29 @@ class LoginFailure(SQLModel, table=True):
     last_failure_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
 
 
+class AddressCounter(SQLModel, table=True):
+    """Requests counted per client address in a fixed window (registrations, log-ins), for every replica."""
+
+    __tablename__ = "address_counters"
+
+    key: str = Field(primary_key=True, max_length=64)  # sha256 of what is counted (no address in clear)
+    count: int = 0
+    # The window's end, not its start: limiters with different windows share the table and each
+    # may forget the rows whose window is over.
+    window_ends_at: datetime = Field(sa_type=UTCDateTime, index=True)
+
+
+class ServiceFlag(SQLModel, table=True):
+    """A setting an administrator changes at run time (``registration_open``): every replica and
+    every restart reads the same value; a flag never set leaves the environment's setting in force."""
+
+    __tablename__ = "service_flags"
+
+    name: str = Field(primary_key=True, max_length=64)
+    value: str = Field(max_length=256)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
 class TaskRecord(SQLModel, table=True):
     __tablename__ = "task_records"
     __table_args__ = (

@@ -30,6 +30,14 @@ os.environ.setdefault("REQUEST_BODY_TIMEOUT_SECONDS", "5")
 
 LOGICAL_GPUS = 4
 OPEN_QUEUE_LIMIT = 3
+# The suite registers and logs in hundreds of users from 127.0.0.1: the per-address limits, whose
+# defaults protect a deployment, are set out of its way (the tests of the limits set their own).
+ADDRESS_LIMITS = {
+    "register_max_per_address": 100_000,
+    "login_max_per_address": 100_000,
+    "image_fetch_max_per_address": 100_000,
+}
+ADDRESS_LIMITS_ENV = {name.upper(): str(value) for name, value in ADDRESS_LIMITS.items()}
 
 
 @pytest.fixture(autouse=True)
@@ -80,6 +88,7 @@ def main_app_args(data_root: Path) -> dict:
         "cleanup_interval_seconds": 0,
         "login_max_failures": 5,
         "login_window_seconds": 60,
+        **ADDRESS_LIMITS,
     }
 
 
@@ -96,6 +105,7 @@ def open_app_args(data_root: Path) -> dict:
         "allow_registration": False,
         "max_queue_size": OPEN_QUEUE_LIMIT,
         "cleanup_interval_seconds": 0,
+        **ADDRESS_LIMITS,
     }
 
 
@@ -139,6 +149,7 @@ def sleep_app_args(data_root: Path, name: str, **extra) -> dict:
         "data_dir": str(data_root / name),
         "password_hash_profile": "cheapest",
         "cleanup_interval_seconds": 0,
+        **ADDRESS_LIMITS,
         **extra,
     }
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import threading
 import zipfile
+from collections import OrderedDict
+from collections.abc import Hashable
+from typing import Optional
 
 from PIL import Image
 
@@ -46,3 +50,36 @@ def convert(png: bytes, output_format: str, compression: int | None) -> bytes:
 def image_size(data: bytes) -> tuple[int, int]:
     with Image.open(io.BytesIO(data)) as image:
         return image.size
+
+
+class ConvertedImages:
+    """Images converted for ``GET /v1/images/files/...``, most recently used kept, within ``max_bytes``.
+
+    Converting a 1024² result to WebP takes 0.2–1 s of CPU; a URL handed to several clients (or
+    fetched again) is converted once per ingress replica. Safe from the event loop and worker
+    threads at once; 0 keeps nothing."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[Hashable, bytes] = OrderedDict()
+        self._size = 0
+
+    def get(self, key: Hashable) -> Optional[bytes]:
+        with self._lock:
+            data = self._entries.get(key)
+            if data is not None:
+                self._entries.move_to_end(key)
+            return data
+
+    def put(self, key: Hashable, data: bytes) -> None:
+        if len(data) > self.max_bytes:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            self._size -= len(old) if old is not None else 0
+            self._entries[key] = data
+            self._size += len(data)
+            while self._size > self.max_bytes:
+                _, dropped = self._entries.popitem(last=False)
+                self._size -= len(dropped)

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from auth.deps import CurrentUser
+from auth.throttle import throttle_key
 from models.kinds import ModelKind
 from serving.adapter_options import apply_adapter_options
 from serving.errors import error_body
@@ -202,7 +203,7 @@ async def _run(
     task_id = accepted.task_id
     if body.stream:
         return StreamingResponse(
-            _stream(state, task_id, body, kind, user.id),
+            _stream(state, task_id, body, kind, user.id, str(getattr(request.state, "credential", "") or "")),
             media_type="text/event-stream",
             headers={"X-Task-Id": task_id, "X-Accel-Buffering": "no"},
         )
@@ -276,6 +277,7 @@ def _signed_url(state: ServiceState, request: Request, task_id: str, index: int,
     responses={200: {"content": {mime: {} for mime in MEDIA_TYPES.values()}}, 403: {}, 404: {}},
 )
 async def image_file(
+    request: Request,
     task_id: Annotated[str, Path(max_length=36)],
     filename: Annotated[str, Path(max_length=16)],
     state: StateDep,
@@ -283,7 +285,18 @@ async def image_file(
     signature: Annotated[str, Query(pattern="^[0-9a-f]{64}$")],
     compression: Annotated[Optional[int], Query(ge=0, le=100)] = None,
 ) -> Response:
-    """One image of a ``response_format=url`` answer; no credentials, only the URL's signature and expiry."""
+    """One image of a ``response_format=url`` answer; no credentials, only the URL's signature and
+    expiry. Fetches are limited per client address; a converted image is kept for the next fetch."""
+    if state.image_fetch_limit is not None:
+        address = request.client.host if request.client else "unknown"
+        wait = await asyncio.to_thread(state.image_fetch_limit.hit, throttle_key("image-file", address))
+        if wait is not None:
+            raise OpenAIError(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                "Too many image fetches from this address; try again later",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": str(wait)},
+            )
     problem = state.url_signer.check(task_id, filename, compression, expires, signature)
     if problem is not None:
         message = "This image URL has expired" if problem == "expired" else "This image URL is not valid"
@@ -292,6 +305,10 @@ async def image_file(
     record = await asyncio.to_thread(_record, state, task_id)
     if record is None or record.status != TaskStatus.completed.value or not record.result_path:
         raise OpenAIError(status.HTTP_404_NOT_FOUND, "The image no longer exists", code="not_found")
+    cache_key = (task_id, record.result_path, filename, compression)
+    cached = state.converted_images.get(cache_key) if state.converted_images is not None else None
+    if cached is not None:
+        return Response(cached, media_type=MEDIA_TYPES[output_format])
     found = await read_result(
         state,
         task_id,
@@ -303,6 +320,8 @@ async def image_file(
     if not index.isdigit() or int(index) >= len(pngs) or output_format not in MEDIA_TYPES:
         raise OpenAIError(status.HTTP_404_NOT_FOUND, "The image no longer exists", code="not_found")
     data = await asyncio.to_thread(images.convert, pngs[int(index)], output_format, compression)
+    if state.converted_images is not None:
+        state.converted_images.put(cache_key, data)
     return Response(data, media_type=MEDIA_TYPES[output_format])
 
 
@@ -320,27 +339,40 @@ def _sse(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-async def task_events(state: ServiceState, task_id: str, user_id: Optional[int]) -> AsyncIterator[Optional[TaskEvent]]:
+async def task_events(
+    state: ServiceState, task_id: str, user_id: Optional[int], credential: str = ""
+) -> AsyncIterator[Optional[TaskEvent]]:
     """The task's events from the same per-ingress event hub as ``GET /tasks/{id}/events`` (previews
-    included), ending with the terminal one; None (a keep-alive) while nothing happens for KEEPALIVE_S."""
+    included), ending with the terminal one; None (a keep-alive) while nothing happens for KEEPALIVE_S.
+    Like the native streams it ends (a 401 error) once the ``credential`` it was opened with no longer
+    holds."""
     from serving.event_hub import StreamEnd, Subscription
-    from serving.routes.events import close_stream, hub_for, open_stream
+    from serving.routes.events import CREDENTIAL_RECHECK_S, close_stream, hub_for, open_stream
 
     hub = hub_for(state)
-    sub = Subscription(user_id=user_id, task_id=task_id, previews=True)
+    sub = Subscription(user_id=user_id, task_id=task_id, previews=True, credential=credential)
     answer = await open_stream(hub, sub, 0)  # beyond the user's open streams: a 429, sent as an error event
     try:
         if answer is None:  # gone from the registry between creation and now
             yield TaskEvent(0, "failed", task_id, user_id, TaskFailed(error="task not found"))
             return
+        loop = asyncio.get_running_loop()
+        next_check = loop.time() + CREDENTIAL_RECHECK_S
         while True:
+            if credential and loop.time() >= next_check:
+                next_check = loop.time() + CREDENTIAL_RECHECK_S
+                await hub.recheck([sub])
             try:
                 event = await asyncio.wait_for(sub.queue.get(), timeout=KEEPALIVE_S)
             except asyncio.TimeoutError:
                 yield None
                 continue
-            if isinstance(event, StreamEnd):  # no credential ends these: the stream carries no end of its own
-                return
+            if isinstance(event, StreamEnd):  # the credential was revoked (or a login token expired)
+                raise OpenAIError(
+                    status.HTTP_401_UNAUTHORIZED,
+                    "The credential this stream was opened with no longer holds",
+                    code="credentials_revoked",
+                )
             yield event
             if event.terminal:
                 return
@@ -355,13 +387,13 @@ def preview_is_due(step: int, total: int, sent: int, wanted: int) -> bool:
 
 
 async def _stream(
-    state: ServiceState, task_id: str, body: ImageRequest, kind: ModelKind, user_id: Optional[int]
+    state: ServiceState, task_id: str, body: ImageRequest, kind: ModelKind, user_id: Optional[int], credential: str = ""
 ) -> AsyncIterator[str]:
     prefix = "image_edit" if kind.spec.takes_images else "image_generation"
     common = {"background": "opaque", "output_format": body.output_format, "quality": resolved_quality(body.quality)}
     sent = 0
     try:
-        async for event in task_events(state, task_id, user_id):
+        async for event in task_events(state, task_id, user_id, credential):
             if event is None:
                 yield ": keep-alive\n\n"
             elif isinstance(event.data, PreviewImage) and preview_is_due(

@@ -35,7 +35,7 @@ from ray.exceptions import TaskCancelledError
 from sqlmodel import Session
 from starlette.types import Message, Receive, Scope, Send
 
-from auth.account_cache import watch
+from auth.account_cache import watch, watch_without_keeping
 from auth.deps import CurrentUser
 from auth.security import API_KEY_PREFIX, InvalidToken
 from auth.service import AuthError
@@ -116,10 +116,9 @@ ANNOUNCE_RETRIES_S = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)  # within the 30 s a kept ro
 
 def connect_account_cache(state: ServiceState) -> None:
     """Keep the auth service's account rows current: the feed starts with the first read, and the
-    accounts this process changes are dropped here at once and announced to the other replicas."""
+    accounts this process changes are dropped here at once and announced to the other replicas
+    (announced also when no rows are kept: open event streams end on the announcement)."""
     accounts = state.auth.accounts
-    if accounts is None:
-        return
     with contextlib.suppress(RuntimeError):  # built on the ingress's loop (Serve); else the first request sets it
         state.auth.loop = asyncio.get_running_loop()
 
@@ -148,6 +147,9 @@ def connect_account_cache(state: ServiceState) -> None:
                     return
                 await asyncio.sleep(delay)
 
+    if accounts is None:
+        state.auth.change_announcer = watch_without_keeping(state.engine, announce)
+        return
     state.auth.on_feed(lambda: hub_for(state).follow())
     watch(accounts, state.engine, announce)
 

@@ -32,7 +32,7 @@ import psutil
 import pytest
 
 from tests import pg
-from tests.conftest import free_port, wait_for
+from tests.conftest import ADDRESS_LIMITS_ENV, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENTS = 50
@@ -75,6 +75,7 @@ def service(database, tmp_path_factory):
         MODEL_PROFILE="sleep",
         SLEEP_SECONDS_PER_STEP="0.005",
         PASSWORD_HASH_PROFILE="cheapest",
+        **ADDRESS_LIMITS_ENV,
         CLEANUP_INTERVAL_SECONDS="0",
         DEFAULT_DAILY_LIMIT=str(DAILY_LIMIT),
         MAX_QUEUE_SIZE="10000",

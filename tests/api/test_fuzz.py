@@ -1,17 +1,28 @@
-"""Generated input against the service's own OpenAPI schema: no 5xx, whatever arrives.
+"""Generated input against the service's own OpenAPI schema: no 5xx, whatever arrives, and no
+operation that declares authentication answers without it.
 
 Runs against a dedicated application on the ``sleep`` profile, authenticated as an admin so
-every operation, admin-only ones included, is reached.
+every operation, admin-only ones included, is reached. The operations that could end the admin's
+session (log-out, password changes) run with a fresh log-in of a user of their own for each
+example instead, so no generated request revokes the credential the rest of the run uses, and no
+operation is left out for that reason.
 """
 
 from __future__ import annotations
+
+import uuid
 
 import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from schemathesis.core.failures import FailureGroup
+from schemathesis.specs.openapi.checks import ignored_auth
 
 from tests.conftest import sleep_app_args
+
+# What would end the credential it is sent with: each example gets a session of its own.
+SESSION_ENDING = {("POST", "/auth/change-password"), ("PUT", "/auth/me"), ("POST", "/auth/logout")}
 
 
 @pytest.fixture(scope="session")
@@ -19,24 +30,32 @@ def fuzz_url(deploy_app, data_root) -> str:
     return deploy_app("fuzz", sleep_app_args(data_root, "fuzz", login_max_failures=0, login_max_failures_per_address=0))
 
 
+def _log_in(url: str, username: str, password: str) -> dict[str, str]:
+    response = httpx.post(url + "/auth/login", json={"username": username, "password": password}, timeout=60)
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
 @pytest.fixture(scope="session")
 def fuzz_headers(fuzz_url) -> dict[str, str]:
-    token = httpx.post(fuzz_url + "/auth/login", json={"username": "admin", "password": "admin123"}).json()
-    return {"Authorization": f"Bearer {token['access_token']}"}
+    return _log_in(fuzz_url, "admin", "admin123")
 
 
-def test_no_generated_input_causes_a_server_error(fuzz_url, fuzz_headers):
+@pytest.fixture(scope="session")
+def throwaway_session(fuzz_url, fuzz_headers):
+    """A user whose sessions the session-ending operations may end: a fresh log-in per call."""
+    username, password = "fuzzed-" + uuid.uuid4().hex[:8], "fuzz-pass-" + uuid.uuid4().hex[:8]
+    created = httpx.post(fuzz_url + "/auth/register", json={"username": username, "password": password}, timeout=60)
+    assert created.status_code == 201, created.text
+    return lambda: _log_in(fuzz_url, username, password)
+
+
+def test_no_generated_input_causes_a_server_error_or_skips_authentication(fuzz_url, fuzz_headers, throwaway_session):
     schema = schemathesis.openapi.from_url(fuzz_url + "/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 25
     failures = []
     for operation in operations:
-        if (operation.method.upper(), operation.path) in (
-            ("POST", "/auth/change-password"),
-            ("PUT", "/auth/me"),
-            ("POST", "/auth/logout"),
-        ):
-            continue  # would change the admin's password or end its token: the rest of the run would be 401s
         if operation.path.endswith("/events"):
             continue  # event streams stay open until their task ends (GET /tasks/events: never); test_events_api
 
@@ -45,11 +64,46 @@ def test_no_generated_input_causes_a_server_error(fuzz_url, fuzz_headers):
         )
         @given(case=operation.as_strategy())
         def exercise(case):
-            response = case.call(base_url=fuzz_url, headers=fuzz_headers, timeout=60)
+            ends_session = (case.method.upper(), case.path) in SESSION_ENDING
+            headers = throwaway_session() if ends_session else fuzz_headers
+            response = case.call(base_url=fuzz_url, headers=headers, timeout=60)
             # /v1 answers errors in OpenAI's body, everything else in the contract's {"detail"}.
             error_key = "error" if case.path.startswith("/v1/") else "detail"
             if response.status_code >= 500 or (response.status_code >= 400 and error_key not in response.json()):
                 failures.append((case.method, case.formatted_path, response.status_code, response.text[:200]))
+            if ends_session:
+                return  # the probes would replay it with a session this example may just have ended
+            try:
+                # A success is sent again without the credential and with a forged one: both must be refused.
+                case.validate_response(
+                    response,
+                    checks=[ignored_auth],
+                    headers=headers,
+                    transport_kwargs={"base_url": fuzz_url, "headers": headers, "timeout": 60},
+                )
+            except FailureGroup as exc:  # what schemathesis raises for failed checks
+                failures.append((case.method, case.formatted_path, "ignored auth", str(exc.exceptions[0])[:300]))
 
         exercise()
     assert not failures, failures[:5]
+
+
+def test_the_schema_declares_authentication_on_every_operation_that_needs_it(fuzz_url):
+    # ignored_auth probes only operations whose schema says they need a credential.
+    public = {
+        "/health",
+        "/models",
+        "/text-to-image/aspect-ratios",
+        "/auth/login",
+        "/auth/register",
+        "/auth/session",
+        "/v1/images/files/{task_id}/{filename}",
+    }
+    schema = httpx.get(fuzz_url + "/openapi.json", timeout=60).json()
+    undeclared = [
+        (method.upper(), path)
+        for path, item in schema["paths"].items()
+        for method, spec in item.items()
+        if path not in public and not spec.get("security")
+    ]
+    assert not undeclared, undeclared

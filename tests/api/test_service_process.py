@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.conftest import free_port, wait_for
+from tests.conftest import ADDRESS_LIMITS_ENV, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 RAY_DAEMONS = ("raylet", "gcs_server")
@@ -38,6 +38,7 @@ def _start(data_dir: Path, port: int) -> subprocess.Popen:
         MODEL_PROFILE="sleep",
         SLEEP_SECONDS_PER_STEP="0.05",
         PASSWORD_HASH_PROFILE="cheapest",
+        **ADDRESS_LIMITS_ENV,
         CLEANUP_INTERVAL_SECONDS="0",
     )
     return subprocess.Popen(

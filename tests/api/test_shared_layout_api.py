@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.api.helpers import image_bytes
-from tests.conftest import TestUser, wait_for
+from tests.conftest import ADDRESS_LIMITS, TestUser, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +28,7 @@ def shared_url(deploy_app, data_root) -> str:
             "model_cache_dir": str(data_root / "model_cache"),
             "password_hash_profile": "cheapest",
             "cleanup_interval_seconds": 0,
+            **ADDRESS_LIMITS,
         },
     )
 

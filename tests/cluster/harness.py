@@ -299,6 +299,9 @@ class Cluster:
                 "PASSWORD_HASH_PROFILE": "cheapest",
                 "TORCH_NUM_THREADS": "1",
                 "HF_HUB_OFFLINE": "1",
+                "REGISTER_MAX_PER_ADDRESS": "100000",  # every test user comes from 127.0.0.1
+                "LOGIN_MAX_PER_ADDRESS": "100000",
+                "IMAGE_FETCH_MAX_PER_ADDRESS": "100000",
             }
         )
         return env

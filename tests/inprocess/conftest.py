@@ -39,6 +39,7 @@ from serving.protocol import (
 )
 from serving.registry.core import RegistryCore
 from serving.settings import load_settings
+from tests.conftest import ADDRESS_LIMITS
 
 APP_NAME = "inprocess"
 HOLD = "hold"  # a prompt starting with this waits until the task is cancelled
@@ -155,6 +156,7 @@ def make_client(tmp_path, **settings: Any) -> TestClient:
         "password_hash_profile": "cheapest",
         "cleanup_interval_seconds": 0,
         "model_profile": "sleep",
+        **ADDRESS_LIMITS,
         **settings,
     }
     loaded = load_settings(values)

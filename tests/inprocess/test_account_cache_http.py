@@ -125,3 +125,21 @@ def test_nothing_is_kept_while_the_feed_fails_or_when_turned_off(tmp_path):
         for _ in range(3):
             assert client.get("/auth/me", headers=alice).status_code == 200
         assert len(reads) == 3 and client.app.state.auth.accounts is None
+
+
+def test_changes_are_announced_to_the_other_replicas_even_with_no_rows_kept(tmp_path):
+    # With ACCOUNT_CACHE_SIZE=0 the other replicas keep no rows, but their open event streams still
+    # end on the announcement (before, none was made and such streams lasted until their 60 s check).
+    with make_client(tmp_path, account_cache_size=0) as client:
+        core = client.app.state.service.registry.core
+        admin = login(client, "admin", "admin123")
+        alice = register(client, "alice")
+        alice_id = user_id(client, alice)
+        assert client.put(f"/auth/users/{alice_id}/toggle-active", headers=admin).status_code == 200
+        deadline = time.monotonic() + 5
+        while not any(
+            isinstance(event, AccountsChanged) and alice_id in event.user_ids for _, event in core.journal.entries
+        ):
+            assert time.monotonic() < deadline, "the disabled account was not announced"
+            time.sleep(0.01)
+        assert client.app.state.auth.accounts is None
