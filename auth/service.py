@@ -80,7 +80,7 @@ class AuthService:
         # event streams end on them): auth.account_cache.watch_without_keeping.
         self.change_announcer: Optional[AccountCache] = None
         # Called by the first read that finds the kept rows not live (the ingress subscribes the
-        # change feed's follower here: serving.routes.events.connect_account_cache).
+        # change feed's follower here: serving.routes.event_streams.connect_account_cache).
         self.feed_followers: list[Callable[[], None]] = []
         # The event loop of the requests (set by the first one): account changes are announced on it.
         self.loop: Optional[asyncio.AbstractEventLoop] = None

@@ -30,8 +30,8 @@ from serving.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from serving.openai import routes as openai_routes
 from serving.openai.images import ConvertedImages
 from serving.registry.interface import Registry
-from serving.routes import events, generate, history, loras, system, tasks, webhooks
-from serving.routes.events import connect_account_cache
+from serving.routes import event_streams, generate, history, loras, system, tasks, webhook_settings
+from serving.routes.event_streams import connect_account_cache
 from serving.settings import Settings
 from serving.signed_urls import UrlSigner
 from serving.state import LongWaits, ServiceState, read_deployment_status
@@ -62,8 +62,8 @@ def create_app(state: Optional[ServiceState] = None) -> FastAPI:
     app.include_router(api_keys_router)
     app.include_router(registration_router)
     app.include_router(history.router)  # before tasks: /tasks/history/… must not match /tasks/{task_id}
-    app.include_router(events.router)  # before tasks too: /tasks/events
-    app.include_router(webhooks.router)
+    app.include_router(event_streams.router)  # before tasks too: /tasks/events
+    app.include_router(webhook_settings.router)
     app.include_router(tasks.router)
     app.include_router(generate.router)
     app.include_router(openai_routes.router)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol
 
 from auth.account_cache import AccountsChanged
-from serving import events as ev
+from serving import event_journal as ev
 from serving.protocol import FeedItem, QueueMoved, TaskEvent, TaskEvents
 
 log = logging.getLogger("qwen_image.events")

@@ -366,7 +366,7 @@ ModelOutcome = Union[Generated, Failed, Cancelled, Skipped]
 #
 # What the registry publishes and the ingresses read by their long poll (``poll_events``), start a
 # stream from (``task_events``/``user_events``), keep their caches current with, stream as SSE and
-# what webhooks carry. The builders and the journal are in serving.events.
+# what webhooks carry. The builders and the journal are in serving.event_journal.
 
 EventType = Literal["queued", "started", "progress", "preview", "completed", "failed", "cancelled"]
 
@@ -431,7 +431,7 @@ EventData = Union[TaskQueued, TaskStarted, Progress, PreviewImage, TaskCompleted
 
 @dataclass(frozen=True)
 class TaskEvent:
-    """One event of one task: ``id`` grows per task (microseconds since the epoch, serving.events),
+    """One event of one task: ``id`` grows per task (microseconds since the epoch, serving.event_journal),
     ``type`` names it, ``data`` is its payload of that type's class."""
 
     id: int

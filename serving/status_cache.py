@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Optional
 
-from serving import events as ev
+from serving import event_journal as ev
 from serving.protocol import (
     FeedItem,
     Progress,

@@ -45,7 +45,7 @@ from serving.protocol import PreviewImage, ResultLocation, TaskCompleted, TaskEv
 from serving.routes.common import create_task, generation_parameters, read_result, result_headers
 from serving.state import ServiceState, StateDep
 from serving.uploads import read_limited, validate_upload
-from serving.webhooks import webhook_spec
+from serving.webhook_sender import webhook_spec
 from storage import TaskStatus
 from storage.tasks import get_task_record
 
@@ -347,7 +347,7 @@ async def task_events(
     Like the native streams it ends (a 401 error) once the ``credential`` it was opened with no longer
     holds."""
     from serving.event_hub import StreamEnd, Subscription
-    from serving.routes.events import CREDENTIAL_RECHECK_S, close_stream, hub_for, open_stream
+    from serving.routes.event_streams import CREDENTIAL_RECHECK_S, close_stream, hub_for, open_stream
 
     hub = hub_for(state)
     sub = Subscription(user_id=user_id, task_id=task_id, previews=True, credential=credential)

@@ -22,7 +22,7 @@ from functools import partial
 from typing import Any, Optional, Union
 
 from models.kinds import ModelKind
-from serving import events as ev
+from serving import event_journal as ev
 from serving import messages
 from serving.logs import REGISTRY_LOGGER, task_event
 from serving.metrics import TaskMetrics
@@ -62,12 +62,12 @@ from serving.registry.retention import Retention
 from serving.registry.saver import TaskSaver
 from serving.registry.task import LiveTask, adapters_of, live_from_record, model_requests
 from serving.settings import load_settings
-from serving.webhooks import WebhookSender
+from serving.webhook_sender import WebhookSender
 from storage import TaskRecord, TaskStatus, init_db, make_engine, open_result_store, session_scope, utcnow
 from storage.results import write_zip
 from storage.tasks import unfinished_tasks
 from storage.usage import ensure_counters, read_quotas
-from storage.webhooks import task_webhooks
+from storage.webhook_outbox import task_webhooks
 from storage.writer import BatchWriter
 
 log = logging.getLogger("qwen_image.registry")
@@ -453,7 +453,7 @@ class RegistryCore:
     async def poll_events(
         self, epoch: Optional[str], cursor: Optional[int], timeout: float, previews: bool = True
     ) -> EventPoll:
-        """The ingresses' long poll: events after ``cursor`` (see serving.events.EventJournal)."""
+        """The ingresses' long poll: events after ``cursor`` (see serving.event_journal.EventJournal)."""
         return await self.feed.poll(epoch, cursor, timeout, previews)
 
     async def accounts_changed(self, user_ids: list[int]) -> None:

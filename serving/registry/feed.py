@@ -1,4 +1,4 @@
-"""The registry's events (serving.events): each task's latest event of each kind, the journal the
+"""The registry's events (serving.event_journal): each task's latest event of each kind, the journal the
 ingresses poll for them, and the webhook deliveries they cause."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Optional
 
 from auth.account_cache import AccountsChanged
-from serving import events as ev
+from serving import event_journal as ev
 from serving.protocol import (
     FINISHED_STATUSES,
     EventData,
@@ -23,7 +23,7 @@ from serving.protocol import (
 )
 from serving.registry.task import LiveTask
 from serving.settings import Settings
-from serving.webhooks import WebhookSender, outbox_rows, webhook_data
+from serving.webhook_sender import WebhookSender, outbox_rows, webhook_data
 from storage import utcnow
 from storage.writer import BatchWriter
 
@@ -118,7 +118,7 @@ class TaskFeed:
     async def poll(
         self, epoch: Optional[str], cursor: Optional[int], timeout: float, previews: bool = True
     ) -> EventPoll:
-        """The ingresses' long poll: events after ``cursor`` (see serving.events.EventJournal)."""
+        """The ingresses' long poll: events after ``cursor`` (see serving.event_journal.EventJournal)."""
         return await self.journal.poll(epoch, cursor, timeout, previews)
 
     def task_events(self, task_id: str, after_id: int = 0) -> Optional[TaskEvents]:

@@ -44,7 +44,7 @@ class Registry(Protocol):
 
     async def ping(self) -> RegistryIdentity: ...
 
-    # Task events (serving.events): the ingress's long poll and the state a new stream starts from.
+    # Task events (serving.event_journal): the ingress's long poll and the state a new stream starts from.
     async def poll_events(
         self, epoch: Optional[str], cursor: Optional[int], timeout: float, previews: bool = True
     ) -> EventPoll: ...

@@ -11,7 +11,7 @@ from typing import Any, Optional
 from sqlalchemy import bindparam
 
 from serving.registry.task import LiveTask
-from serving.webhooks import WebhookSender
+from serving.webhook_sender import WebhookSender
 from storage import TaskRecord
 from storage.usage import counts_toward_quota, task_changed
 from storage.writer import BatchWriter

@@ -11,7 +11,7 @@ from typing import Any, Optional
 from sqlalchemy.engine import Engine
 
 from models.kinds import ModelKind
-from serving import events as ev
+from serving import event_journal as ev
 from serving.protocol import (
     AdapterRef,
     GenerationParameters,

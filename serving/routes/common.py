@@ -77,7 +77,7 @@ async def create_task(
 ) -> Accepted:
     """Store the inputs and have the registry create and dispatch the task; raises 503 (model,
     queue) or 429 (quota, pending limit, too many long waits when ``async_mode`` is false).
-    ``webhook`` (from serving.webhooks.webhook_spec) asks for signed callbacks."""
+    ``webhook`` (from serving.webhook_sender.webhook_spec) asks for signed callbacks."""
     kind = parameters.kind
     await require_model(state, kind)
     if not async_mode:

@@ -20,7 +20,7 @@ from serving.protocol import MAX_BATCH_PROMPTS, MAX_PROMPT, GenerationParameters
 from serving.routes.common import generation_parameters, submit
 from serving.state import ServiceState, StateDep
 from serving.uploads import ValidatedUpload, read_limited, validate_upload
-from serving.webhooks import WEBHOOK_EVENTS, webhook_spec
+from serving.webhook_sender import WEBHOOK_EVENTS, webhook_spec
 
 router = APIRouter(tags=["generation"])
 

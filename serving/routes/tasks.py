@@ -15,7 +15,7 @@ from auth.deps import AdminUser, CurrentUser
 from serving import messages
 from serving.protocol import AlreadyFinished, GenerationParameters, ResultLocation, TaskStatusView, task_status_view
 from serving.routes.common import not_found, owned_record, owns, result_response
-from serving.routes.events import hub_for
+from serving.routes.event_streams import hub_for
 from serving.state import ServiceState, StateDep
 from storage import TaskRecord, TaskStatus, utcnow
 

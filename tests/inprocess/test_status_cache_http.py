@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 
 from serving.protocol import QueueMoved
-from serving.routes.events import hub_for
+from serving.routes.event_streams import hub_for
 from tests.inprocess.conftest import HOLD, make_client, register
 from tests.inprocess.test_http import finished, submit
 

@@ -11,7 +11,7 @@ import asyncio
 from sqlmodel import select
 
 from models.kinds import ModelKind
-from serving import events as ev
+from serving import event_journal as ev
 from serving.protocol import (
     FeedItem,
     GenerationParameters,

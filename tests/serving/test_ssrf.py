@@ -173,7 +173,7 @@ def test_slow_dns_for_webhook_hosts_neither_stalls_the_shared_thread_pool_nor_wa
     import time
 
     from serving import ssrf
-    from serving.webhooks import webhook_spec
+    from serving.webhook_sender import webhook_spec
 
     def slow_getaddrinfo(*args, **kwargs):  # a fake: a DNS server that takes its time
         time.sleep(1.5)

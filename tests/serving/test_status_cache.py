@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from serving import events as ev
+from serving import event_journal as ev
 from serving.protocol import (
     PreviewImage,
     Progress,

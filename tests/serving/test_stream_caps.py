@@ -10,7 +10,7 @@ from fastapi import HTTPException
 
 from serving.event_hub import EventHub, Subscription
 from serving.protocol import EventPoll
-from serving.routes.events import open_stream
+from serving.routes.event_streams import open_stream
 
 pytestmark = pytest.mark.unit
 

@@ -13,7 +13,7 @@ from fastapi.sse import ServerSentEvent
 from auth.account_cache import AccountsChanged
 from serving.event_hub import EventHub, Subscription
 from serving.protocol import Progress, TaskCompleted, TaskEvent
-from serving.routes.events import _stream
+from serving.routes.event_streams import _stream
 
 pytestmark = pytest.mark.unit
 

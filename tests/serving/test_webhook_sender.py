@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 
 from serving.protocol import TaskCompleted, TaskEvent, TaskStarted
 from serving.settings import load_settings
-from serving.webhooks import (
+from serving.webhook_sender import (
     WebhookSender,
     next_delay,
     outbox_row,
@@ -22,7 +22,7 @@ from serving.webhooks import (
 )
 from storage import TaskRecord, User, init_db, make_engine, session_scope, utcnow
 from storage.tables import WebhookDelivery
-from storage.webhooks import delivery_log, get_or_create_secret, rotate_secret
+from storage.webhook_outbox import delivery_log, get_or_create_secret, rotate_secret
 from tests.webhook_receiver import Receiver
 
 

@@ -37,13 +37,13 @@ from typing import Any, Optional
 
 from fastapi import HTTPException, status
 
-from serving import events as ev
+from serving import event_journal as ev
 from serving import messages
 from serving.protocol import TaskEvent, WebhookRequest
 from serving.ssrf import RefusedURL, check_url_async
 from storage import session_scope, utcnow
 from storage.tables import WebhookDelivery
-from storage.webhooks import (
+from storage.webhook_outbox import (
     DELIVERED,
     FAILED,
     GONE,

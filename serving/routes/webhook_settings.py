@@ -15,7 +15,7 @@ from auth.deps import CurrentUser, FreshUser, LoginUser
 from serving.routes.common import owned_record
 from serving.state import StateDep
 from storage import session_scope
-from storage.webhooks import delivery_log, get_or_create_secret, rotate_secret
+from storage.webhook_outbox import delivery_log, get_or_create_secret, rotate_secret
 
 router = APIRouter(tags=["webhooks"])
 
