@@ -367,7 +367,7 @@ def apply_lora(pipes, rank: Optional[int], fast: bool, notes: list[str]) -> None
     from peft import LoraConfig
 
     from models.adapters import lightning_scheduler
-    from models.tiny_lora import TARGET_MODULES
+    from models.tiny_adapter import TARGET_MODULES
 
     adapters = ([("user", rank)] if rank else []) + ([("lightning", 64)] if fast else [])
     for transformer in transformers_of(pipes):

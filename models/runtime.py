@@ -217,7 +217,7 @@ def _lightning_source(profile: Profile, kind: str):
 
     if profile.name == "tiny":
         from .profiles import default_tiny_cache_dir
-        from .tiny_lora import WEIGHT_NAME, ensure_tiny_lora
+        from .tiny_adapter import WEIGHT_NAME, ensure_tiny_lora
 
         cache_dir = profile.cache_dir or default_tiny_cache_dir()
         return AdapterSource("lightning", ensure_tiny_lora(kind, cache_dir, "lightning"), WEIGHT_NAME)

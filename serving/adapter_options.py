@@ -19,7 +19,7 @@ from serving import messages
 from serving.protocol import AdapterChoice, GenerationParameters
 from serving.state import ServiceState
 from storage.adapters import adapters_named
-from storage.tables import LoraAdapter
+from storage.tables import Adapter
 
 Loras = Annotated[
     Optional[str],
@@ -80,7 +80,7 @@ async def apply_adapter_options(
     return parameters.model_copy(update={"loras": chosen}) if chosen else parameters
 
 
-def check_replicas_can_hold(state: ServiceState, rows: list[LoraAdapter]) -> None:
+def check_replicas_can_hold(state: ServiceState, rows: list[Adapter]) -> None:
     """400 when a replica could never hold these adapters at once: more of them than its adapter
     cache keeps (``ADAPTER_CACHE_SIZE``; the fast mode's adapter has a place of its own), or more MB
     of them than ``ADAPTER_CACHE_MB`` (sizes of hub adapters are unknown here and not counted)."""
@@ -106,6 +106,6 @@ def bad_loras(reason: messages.Message) -> HTTPException:
     return HTTPException(status.HTTP_400_BAD_REQUEST, messages.PARAM_INVALID(field="loras", reason=reason))
 
 
-def _lookup(state: ServiceState, names: list[str]) -> dict[str, LoraAdapter]:
+def _lookup(state: ServiceState, names: list[str]) -> dict[str, Adapter]:
     with Session(state.engine) as session:
         return adapters_named(session, names)

@@ -30,7 +30,7 @@ from serving.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from serving.openai import routes as openai_routes
 from serving.openai.images import ConvertedImages
 from serving.registry.interface import Registry
-from serving.routes import event_streams, generate, history, loras, system, tasks, webhook_settings
+from serving.routes import adapters, event_streams, generate, history, system, tasks, webhook_settings
 from serving.routes.event_streams import connect_account_cache
 from serving.settings import Settings
 from serving.signed_urls import UrlSigner
@@ -67,7 +67,7 @@ def create_app(state: Optional[ServiceState] = None) -> FastAPI:
     app.include_router(tasks.router)
     app.include_router(generate.router)
     app.include_router(openai_routes.router)
-    app.include_router(loras.router)
+    app.include_router(adapters.router)
     add_web_page(app)
     app.add_middleware(BodyLimitMiddleware, limit_for=lambda path: body_limit_for(state, path))
     app.add_middleware(SecurityHeadersMiddleware)

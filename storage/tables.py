@@ -267,7 +267,7 @@ class WebhookAttempt(SQLModel, table=True):
     error: Optional[str] = Field(default=None, max_length=500)
 
 
-class LoraAdapter(SQLModel, table=True):
+class Adapter(SQLModel, table=True):
     """A LoRA adapter in the catalogue: registered by an admin, named by requests."""
 
     __tablename__ = "lora_adapters"

@@ -12,7 +12,7 @@ import time
 import pytest
 from PIL import Image
 
-from models.tiny_lora import build_tiny_lora
+from models.tiny_adapter import build_tiny_lora
 from serving.deployments import REPLICA_REPORT_INTERVAL_S
 
 

@@ -12,7 +12,7 @@ import struct
 import pytest
 from safetensors.torch import save
 
-from models.tiny_lora import build_tiny_lora
+from models.tiny_adapter import build_tiny_lora
 from tests.inprocess.conftest import login, make_client, png
 
 pytestmark = pytest.mark.unit

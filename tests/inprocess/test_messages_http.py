@@ -15,7 +15,7 @@ import pytest
 from safetensors.torch import save
 
 from models.adapters import AdapterError, check_lora_file, parse_adapter_uses
-from models.tiny_lora import build_tiny_lora
+from models.tiny_adapter import build_tiny_lora
 from serving import messages
 from serving.adapter_options import adapter_reason
 from tests.inprocess.conftest import login, make_client, png

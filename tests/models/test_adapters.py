@@ -1,7 +1,7 @@
 """LoRA adapters per request, fast mode and step caching on the tiny pipelines (real diffusers + peft).
 
 Adapters are real ``.safetensors`` LoRA files for the tiny transformer, built in code
-(``models.tiny_lora``) and loaded through ``load_lora_weights`` like published ones.
+(``models.tiny_adapter``) and loaded through ``load_lora_weights`` like published ones.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import models.adapters as adapters_module
 from models import TEXT_TO_IMAGE, GenerationRequest, ModelLoadError, generate, get_profile, load
 from models.adapters import AdapterError, AdapterSource, AdapterUse, parse_adapter_uses
 from models.profiles import with_speed_options
-from models.tiny_lora import WEIGHT_NAME, ensure_tiny_lora
+from models.tiny_adapter import WEIGHT_NAME, ensure_tiny_lora
 
 
 def pixels(image: Image.Image) -> np.ndarray:

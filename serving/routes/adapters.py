@@ -30,7 +30,7 @@ from serving import messages
 from serving.adapter_options import adapter_reason
 from serving.state import ServiceState, StateDep
 from storage.adapters import get_adapter, list_adapters, others_reading
-from storage.tables import LoraAdapter
+from storage.tables import Adapter
 
 router = APIRouter(tags=["loras"])
 
@@ -76,13 +76,13 @@ def bad_file(name: str, error: AdapterError) -> HTTPException:
 
 
 @router.get("/loras", response_model=list[AdapterPublic])
-def list_loras(_: CurrentUser, session: SessionDep, model: Optional[str] = None) -> list[LoraAdapter]:
+def list_loras(_: CurrentUser, session: SessionDep, model: Optional[str] = None) -> list[Adapter]:
     """The adapters requests may name (``loras=name:scale,…``), optionally of one model."""
     return list_adapters(session, model)
 
 
 @router.get("/admin/loras", response_model=list[AdapterAdmin])
-def list_loras_admin(_: AdminUser, session: SessionDep) -> list[LoraAdapter]:
+def list_loras_admin(_: AdminUser, session: SessionDep) -> list[Adapter]:
     return list_adapters(session)
 
 
@@ -101,7 +101,7 @@ async def register_lora(
     default_scale: Annotated[float, Form(ge=MIN_SCALE, le=MAX_SCALE)] = 1.0,
     description: Annotated[str, Form(max_length=1000)] = "",
     trigger_words: Annotated[str, Form(max_length=1000, description="comma-separated")] = "",
-) -> LoraAdapter:
+) -> Adapter:
     """Register an adapter from a hub repository, a file under ``LORA_DIR`` or an upload."""
     if model not in KIND_NAMES:
         raise bad_param("model", messages.ONE_OF(choices=", ".join(KIND_NAMES)))
@@ -112,7 +112,7 @@ async def register_lora(
     if (source is None) == (file is None):
         raise bad(messages.SOURCE_OR_FILE)
     lora_dir = state.settings.resolved_lora_dir
-    row = LoraAdapter(
+    row = Adapter(
         name=name,
         model=model,
         source_type="",
