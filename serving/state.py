@@ -80,6 +80,8 @@ class ServiceState:
     # A probe of the database still waiting, per event loop (a future belongs to its loop): a database
     # that does not answer is asked once at a time, so /health polled often never piles up threads.
     database_probes: dict[int, asyncio.Future[None]] = field(default_factory=dict, repr=False)
+    # Likewise one read of where the registry runs (the GCS's actor table) at a time, per event loop.
+    registry_lookups: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict, repr=False)
     _status_cache: tuple[float, dict] = field(default=(0.0, {}))
     _status_refresh: Optional[asyncio.Task] = field(default=None, repr=False)
     _status_read: Optional[asyncio.Future] = field(default=None, repr=False)
