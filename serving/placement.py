@@ -90,18 +90,17 @@ def registry_location(handle: Any, resource: str = CONTROL_PLANE_RESOURCE) -> di
 def waiting_replicas(app_name: str) -> dict[str, int]:
     """Per deployment of ``app_name``: replica actors Ray has not placed yet (no node has the
     resources they ask for, GPUs above all). A replica on a node, still loading its model, is
-    ``PENDING_CREATION`` too but has its node: that one is starting, not waiting. Blocking (reads the
-    GCS's actor table)."""
+    ``PENDING_CREATION`` too but has a worker there: that one is starting, not waiting. Blocking
+    (reads the GCS's actor table)."""
     pending = ray._private.state.actors(actor_state_name="PENDING_CREATION")
-    return count_waiting(
-        app_name, (a.get("Name", "") for a in pending.values() if not placed((a.get("Address") or {}).get("NodeID")))
-    )
+    return count_waiting(app_name, (a.get("Name", "") for a in pending.values() if not placed(a.get("Address"))))
 
 
-def placed(node_id: Any) -> bool:
-    """Whether an actor table's node id names a node: an actor not placed has an empty (or nil) one."""
-    node_id = str(node_id or "").lower()
-    return bool(node_id) and set(node_id) not in ({"f"}, {"0"})
+def placed(address: Any) -> bool:
+    """Whether an actor table's ``Address`` names a worker process on a node. One Ray cannot place
+    has none (no IP, port 0), though its ``NodeID`` may name the raylet that holds it pending."""
+    address = address or {}
+    return bool(address.get("IPAddress")) and bool(address.get("Port"))
 
 
 def count_waiting(app_name: str, actor_names: Any) -> dict[str, int]:

@@ -44,8 +44,9 @@ def test_waiting_replicas_are_counted_per_deployment_of_this_application_only():
     assert count_waiting("qwen-image", names) == {"TextToImage": 2, "ImageEdit": 1}
 
 
-def test_only_a_replica_without_a_node_counts_as_waiting():
+def test_only_a_replica_without_a_worker_on_a_node_counts_as_waiting():
     # A replica loading its model on a node is PENDING_CREATION too, but it is starting, not waiting.
-    assert placed(NODE_ID)
-    assert not placed("") and not placed(None)
-    assert not placed("f" * 56) and not placed("0" * 56)  # the nil id
+    assert placed({"IPAddress": "10.0.0.7", "Port": 41234, "NodeID": NODE_ID})
+    # Ray's actor table for one no node can take: the raylet holding it pending, but no worker.
+    assert not placed({"IPAddress": "", "Port": 0, "NodeID": NODE_ID})
+    assert not placed(None) and not placed({})
