@@ -69,7 +69,10 @@ def create_app(state: Optional[ServiceState] = None) -> FastAPI:
     app.include_router(openai_routes.router)
     app.include_router(adapters.router)
     add_web_page(app)
-    app.add_middleware(BodyLimitMiddleware, limit_for=lambda path: body_limit_for(state, path))
+    # the state read when a request comes: an ingress replica gives its app the state once the registry answers
+    app.add_middleware(
+        BodyLimitMiddleware, limit_for=lambda path: body_limit_for(getattr(app.state, "service", None), path)
+    )
     app.add_middleware(SecurityHeadersMiddleware)
     if state is not None:
         app.state.service = state

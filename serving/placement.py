@@ -10,8 +10,8 @@ A cluster where no node advertises the resource (``make run``, the test suite's 
 old behaviour: beside the ingress that creates it, softly, with a log line that says so.
 
 Read-only helpers for ``/health`` and the metrics live here too: where the registry runs, and which
-model replicas wait for resources (Ray's actor table: a replica actor ``PENDING_CREATION`` has no node
-with the GPUs/CPUs it asks for).
+model replicas wait for resources (Ray's actor table: a replica actor ``PENDING_CREATION`` with no node
+assigned yet: none has the GPUs/CPUs it asks for).
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ REGISTRY_RESOURCE_AMOUNT = 0.01
 # An ingress starting while the registry restarts waits this long for it: a lost node is declared dead
 # after ~15 s, then Ray restarts the actor elsewhere and it reconnects to the database.
 REGISTRY_RESTART_WAIT_S = 120.0
+# How often that wait says so in the ingress's log.
+REGISTRY_WAIT_LOG_S = 5.0
 # One ping of a registry that is starting; a registry Ray cannot place yet never answers.
 REGISTRY_PING_TIMEOUT_S = 5.0
 # Ray's name prefix of Serve replica actors: SERVE_REPLICA::<app>#<deployment>#<id>
@@ -87,9 +89,18 @@ def registry_location(handle: Any, resource: str = CONTROL_PLANE_RESOURCE) -> di
 
 def waiting_replicas(app_name: str) -> dict[str, int]:
     """Per deployment of ``app_name``: replica actors Ray has not placed yet (no node has the
-    resources they ask for, GPUs above all). Blocking (reads the GCS's actor table)."""
+    resources they ask for, GPUs above all). A replica on a node, still loading its model, is
+    ``PENDING_CREATION`` too but has a worker there: that one is starting, not waiting. Blocking
+    (reads the GCS's actor table)."""
     pending = ray._private.state.actors(actor_state_name="PENDING_CREATION")
-    return count_waiting(app_name, (a.get("Name", "") for a in pending.values()))
+    return count_waiting(app_name, (a.get("Name", "") for a in pending.values() if not placed(a.get("Address"))))
+
+
+def placed(address: Any) -> bool:
+    """Whether an actor table's ``Address`` names a worker process on a node. One Ray cannot place
+    has none (no IP, port 0), though its ``NodeID`` may name the raylet that holds it pending."""
+    address = address or {}
+    return bool(address.get("IPAddress")) and bool(address.get("Port"))
 
 
 def count_waiting(app_name: str, actor_names: Any) -> dict[str, int]:

@@ -85,6 +85,8 @@ class ServiceState:
     # A probe of the database still waiting, per event loop (a future belongs to its loop): a database
     # that does not answer is asked once at a time, so /health polled often never piles up threads.
     database_probes: dict[int, asyncio.Future[None]] = field(default_factory=dict, repr=False)
+    # Likewise one read of where the registry runs (the GCS's actor table) at a time, per event loop.
+    registry_lookups: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict, repr=False)
     events: Optional[EventHub] = None  # the change feed and the event streams (serving.routes.event_streams.hub_for)
     announcing: set[asyncio.Future] = field(default_factory=set)  # account changes on their way to the feed
     converted_images: Optional[ConvertedImages] = None  # /v1 image files converted once (None: off)

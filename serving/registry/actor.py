@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import itertools
 import logging
 import os
 import time
-from collections.abc import Callable
-from typing import Any, Optional, Union
+from collections.abc import Awaitable, Callable
+from typing import Any, Optional, TypeVar, Union
 
 import ray
 from ray.actor import ActorHandle
 
 from serving.logs import registry_events
-from serving.placement import REGISTRY_PING_TIMEOUT_S, REGISTRY_RESTART_WAIT_S, registry_placement
+from serving.placement import (
+    REGISTRY_PING_TIMEOUT_S,
+    REGISTRY_RESTART_WAIT_S,
+    REGISTRY_WAIT_LOG_S,
+    registry_placement,
+)
 from serving.protocol import (
     AlreadyFinished,
     CleanupCounts,
@@ -142,36 +146,68 @@ class TaskRegistry:
 RegistryHandle = ActorHandle[TaskRegistry]
 
 
-async def get_or_create_registry_async(app_name: str, settings_dict: dict) -> RegistryHandle:
+async def get_or_create_registry_async(
+    app_name: str, settings_dict: dict, limit_s: float = REGISTRY_RESTART_WAIT_S
+) -> RegistryHandle:
     """The application's registry actor, replacing one that runs other code or settings. One that is
-    restarting (its node lost) is waited for, up to ``REGISTRY_RESTART_WAIT_S``, with a log line now and then."""
+    restarting (its node lost) is waited for, up to ``limit_s``, with a log line every few seconds."""
     version = code_version() + hashlib.sha256(repr(sorted(settings_dict.items())).encode()).hexdigest()[:8]
     name = registry_name(app_name)
     # On a node advertising the control-plane resource, never on a GPU node by chance (serving.placement).
     placement = registry_placement(settings_dict)
-    started = time.monotonic()
-    for attempt in itertools.count():
+
+    async def attempt() -> Optional[RegistryHandle]:
         actor: Any = TaskRegistry.options(  # type: ignore[attr-defined]
             name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, **placement
         ).remote(app_name, settings_dict, version)
-        try:
-            running = (await asyncio.wait_for(actor.ping.remote(), REGISTRY_PING_TIMEOUT_S)).version
-        except (ray.exceptions.RayActorError, asyncio.TimeoutError) as exc:
-            waited = time.monotonic() - started
-            if waited >= REGISTRY_RESTART_WAIT_S:
-                raise RuntimeError(f"could not start the task registry {name} within {waited:.0f} s") from exc
-            if attempt % 10 == 0:
-                log.warning("waiting for the task registry %s (%s), %.0f s so far", name, type(exc).__name__, waited)
-            await asyncio.sleep(0.5)
-            continue
+        running = (await asyncio.wait_for(actor.ping.remote(), REGISTRY_PING_TIMEOUT_S)).version
         if running == version:
-            if attempt:
-                log.info("task registry %s answered after %.1f s", name, time.monotonic() - started)
             return actor
         log.info("replacing task registry %s (version %s -> %s)", name, running, version)
         ray.kill(actor, no_restart=True)
-        await asyncio.sleep(0.5)
-    raise AssertionError("unreachable")  # the loop returns or raises
+        return None
+
+    return await wait_for_registry(attempt, name, limit_s)
+
+
+T = TypeVar("T")
+
+
+async def wait_for_registry(
+    attempt: Callable[[], Awaitable[Optional[T]]],
+    name: str,
+    limit_s: float = REGISTRY_RESTART_WAIT_S,
+    retry_s: float = 0.5,
+    log_every_s: float = REGISTRY_WAIT_LOG_S,
+) -> T:
+    """``attempt()`` until it returns a registry: a registry that does not answer (restarting, or not
+    placed yet) is tried again every ``retry_s``, with a warning every ``log_every_s``; ``None``
+    (a registry just replaced) is tried again too. After ``limit_s`` a RuntimeError says so."""
+    started = time.monotonic()
+    last_log = -float("inf")
+    failures = 0
+    while True:
+        try:
+            found = await attempt()
+        except (ray.exceptions.RayActorError, asyncio.TimeoutError) as exc:
+            failures += 1
+            now = time.monotonic()
+            if now - started >= limit_s:
+                raise RuntimeError(f"could not start the task registry {name} within {now - started:.0f} s") from exc
+            if now - last_log >= log_every_s:
+                log.warning(
+                    "waiting for the task registry %s (%s), %.0f s so far", name, type(exc).__name__, now - started
+                )
+                last_log = now
+            await asyncio.sleep(retry_s)
+            continue
+        if found is not None:
+            if failures:
+                log.info("task registry %s answered after %.1f s", name, time.monotonic() - started)
+            return found
+        if time.monotonic() - started >= limit_s:
+            raise RuntimeError(f"the task registry {name} was replaced but did not come back within {limit_s:.0f} s")
+        await asyncio.sleep(retry_s)
 
 
 def lookup_registry(app_name: str) -> RegistryHandle:

@@ -91,6 +91,9 @@ class RegistryCore:
         self.app_name = app_name
         self.version = version
         self.settings = load_settings(settings_dict)
+        # The SQLite file's folder may not exist yet: the registry can start before any ingress or
+        # model replica has made it, and a constructor that raises is not restarted (below).
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.engine = make_engine(self.settings.resolved_database_url)
         # Never fail here: a Ray actor whose constructor raises is dead for good, not restarted. With
         # the database away (a registry restarted during an outage) the schema is brought up to date

@@ -90,9 +90,16 @@ async def _registry_location(state) -> Optional[dict]:
     handle = getattr(state.registry, "handle", None)
     if handle is None:  # a registry that is no Ray actor
         return None
-    resource = state.settings.registry_resource
+    # One lookup at a time per loop: with the GCS down a later /health joins the one still waiting
+    # instead of leaving one more thread stuck in the default executor.
+    lookups = state.registry_lookups
+    key = id(asyncio.get_running_loop())
+    lookup = lookups.get(key)
+    if lookup is None or lookup.done():
+        resource = state.settings.registry_resource
+        lookup = lookups[key] = asyncio.ensure_future(asyncio.to_thread(registry_location, handle, resource))
     try:
-        return await asyncio.wait_for(asyncio.to_thread(registry_location, handle, resource), HEALTH_PING_TIMEOUT_S)
+        return await asyncio.wait_for(asyncio.shield(lookup), HEALTH_PING_TIMEOUT_S)
     except Exception:  # the GCS does not answer in time: the rest of /health still does
         return None
 

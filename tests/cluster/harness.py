@@ -1,7 +1,7 @@
 """A several-node Ray cluster on one machine, started the way KubeRay starts one: ``ray start``.
 
-A head with no GPUs that advertises the ``control_plane`` resource (where the task registry must
-run), then GPU workers (``--num-gpus=2`` logical GPUs: the tiny profile runs on the CPU inside them),
+A head with no GPUs and a CPU worker, both advertising the ``control_plane`` resource (where the
+task registry must run), then GPU workers (``--num-gpus=2`` logical GPUs: the tiny profile runs on the CPU inside them),
 started one after another (two at once collide on the raylet socket name). Beside it: a throw-away
 PostgreSQL (``tests/pg.py``), ``moto_server`` as the S3 API, and, when Debian's ``redis-server`` is
 there, Redis for the GCS's fault tolerance (``RAY_REDIS_ADDRESS`` on the head).
@@ -52,10 +52,22 @@ def unavailable(what: str, install: str) -> None:
     pytest.skip(f"cluster test skipped: {what} ({install})")
 
 
+# Ports handed out in this run. A port is free when drawn but released before Ray binds it, so the
+# kernel may hand it out again: a second draw must never return one already given to a node.
+_handed_out: set[int] = set()
+_worker_blocks: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port that no earlier call in this run returned."""
+    for _ in range(1000):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no free port left that was not handed out already")
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
@@ -136,8 +148,10 @@ def kill_tagged(tag: str, timeout: float = 20) -> None:
 
 
 def worker_port_range() -> tuple[int, int]:
-    """A block of 100 ports for one node's workers, below Linux's ephemeral range and above Ray's default."""
-    start = random.randrange(20_000, 32_000, 100)
+    """A block of 100 ports for one node's workers, below Linux's ephemeral range (where :func:`free_port`
+    draws) and above Ray's default; never a block another node of this run has."""
+    start = random.choice([b for b in range(20_000, 32_000, 100) if b not in _worker_blocks])
+    _worker_blocks.add(start)
     return start, start + 99
 
 
@@ -182,9 +196,10 @@ class Cluster:
     redis: bool
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="qis-cl-", dir="/tmp")))
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-    gcs_port: int = field(default_factory=free_port)
-    dashboard_port: int = field(default_factory=free_port)
-    http_port: int = field(default_factory=free_port)
+    # drawn in start(), once PostgreSQL holds its port (tests/pg.py draws its own)
+    gcs_port: int = 0
+    dashboard_port: int = 0
+    http_port: int = 0
     nodes: dict[str, RayNode] = field(default_factory=dict)
     services: list[subprocess.Popen] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict, repr=False)  # holds the cluster's secrets
@@ -216,6 +231,7 @@ class Cluster:
 
         (self.root / "data").mkdir()
         self.pg = start_server()
+        self.gcs_port, self.dashboard_port, self.http_port = free_port(), free_port(), free_port()
         self._start_s3()
         if self.redis:
             self._start_redis()
@@ -233,7 +249,7 @@ class Cluster:
                 f"--port={self.gcs_port}",
                 "--num-gpus=0",
                 "--num-cpus=2",
-                f"--resources={json.dumps({CONTROL_PLANE: 1})}",
+                *_control_plane(),
                 f"--temp-dir={self.root / 'ray'}",
                 "--include-dashboard=true",
                 "--dashboard-host=127.0.0.1",
@@ -241,6 +257,13 @@ class Cluster:
                 f"--ray-client-server-port={free_port()}",
                 "--disable-usage-stats",
             ],
+        )
+        # A CPU worker that advertises the control-plane resource too (as a KubeRay CPU worker group
+        # could): the registry may run there, and the test kills that node to see it come back.
+        self._start_node(
+            "cpu1",
+            dict(self.env),
+            [f"--address=127.0.0.1:{self.gcs_port}", "--num-gpus=0", "--num-cpus=1", *_control_plane()],
         )
         for name in ("gpu1", "gpu2"):  # one after another: two at once collide on the raylet socket name
             self.start_gpu_worker(name)
@@ -406,6 +429,18 @@ class Cluster:
         assert done.returncode == 0, done.stderr[-3000:]
         return json.loads(done.stdout.strip().splitlines()[-1])
 
+    def control_plane(self, *args: str) -> None:
+        """``tests/cluster/control_plane.py`` against this cluster: hold or release a node's share."""
+        done = subprocess.run(
+            [sys.executable, "-m", "tests.cluster.control_plane", f"127.0.0.1:{self.gcs_port}", *args],
+            env={**self.env, TAG: self.tag("inspect")},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+
     # ------------------------------------------------------------------ faults
 
     def head_gcs_pid(self) -> int:
@@ -442,6 +477,10 @@ class Cluster:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def _control_plane() -> list[str]:
+    return [f"--resources={json.dumps({CONTROL_PLANE: 1})}"]
+
+
 def _answers(url: str) -> bool:
     try:
         httpx.get(url, timeout=2)
@@ -469,14 +508,21 @@ def task_log_events(logs: Path, app_prefix: str = "") -> list[dict]:
     registry's in ``worker-*.err``, the replicas' in ``serve/replica_*.log``."""
     events = []
     for path in [*logs.glob("worker-*.err"), *logs.glob("serve/replica_*.log")]:
-        for line in path.read_text(errors="replace").splitlines():
-            start = line.find("{")
-            if start < 0 or '"task_id"' not in line:
-                continue
-            try:
-                record = json.loads(line[start:])
-            except ValueError:
-                continue
-            if isinstance(record, dict) and "event" in record and record.get("task_id"):
-                events.append(record)
+        events.extend(task_log_events_of(path))
+    return events
+
+
+def task_log_events_of(path: Path) -> list[dict]:
+    """The task event lines of one log file, in order."""
+    events = []
+    for line in path.read_text(errors="replace").splitlines():
+        start = line.find("{")
+        if start < 0 or '"task_id"' not in line:
+            continue
+        try:
+            record = json.loads(line[start:])
+        except ValueError:
+            continue
+        if isinstance(record, dict) and "event" in record and record.get("task_id"):
+            events.append(record)
     return events

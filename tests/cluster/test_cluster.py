@@ -1,16 +1,20 @@
 """The service on a several-node Ray cluster, started the way KubeRay runs one (``ray start``).
 
-A head (no GPUs, the ``control_plane`` resource, Redis-backed GCS when ``redis-server`` is there) and
-two GPU workers (2 logical GPUs each), PostgreSQL as ``DATABASE_URL``, ``moto_server`` as the S3 of
+A head (no GPUs, the ``control_plane`` resource, Redis-backed GCS when ``redis-server`` is there), a
+CPU worker with the ``control_plane`` resource too (as a KubeRay CPU worker group could), and two GPU
+workers (2 logical GPUs each), PostgreSQL as ``DATABASE_URL``, ``moto_server`` as the S3 of
 ``RESULT_STORE_URL=s3://…``, and the production ``serve_config.yaml`` changed only where one CPU
 machine needs it (tiny profile, ``num_cpus: 0.25``, the proxy on the head at a free port), deployed
 with ``serve deploy``. The tests run in order on that one cluster, each leaving it healthy:
 
-1. a task of each kind end to end, results in S3, the registry on the head, replicas on GPU nodes;
-2. a GPU worker SIGKILLed under load: no task lost, stuck or completed twice;
-3. the registry's process SIGKILLed (the registry is pinned to the head, whose loss is the GCS's
-   loss, test 4: what dies with "its node" here is the registry itself): Ray restarts it on the
-   head, it recovers its tasks from PostgreSQL, clients get 503 + Retry-After meanwhile;
+1. a task of each kind end to end, results in S3, the registry on a control-plane node without GPUs,
+   replicas on GPU nodes;
+2. a GPU worker running a task SIGKILLed under load: no task lost, stuck or completed twice, the
+   running one started again (its second attempt);
+3. the registry's node killed: the registry was created on the CPU worker (a placeholder held the
+   head's ``control_plane`` while the application deployed), every process of that node is
+   SIGKILLed; Ray restarts the registry on the head (never on a GPU node), it recovers its tasks
+   from PostgreSQL, clients get only 200 or 503 + Retry-After meanwhile;
 4. the head's GCS SIGKILLed and restarted (Redis keeps its state) while tasks run.
 
 The timings each step measures are printed (docs/deploy.md quotes them).
@@ -29,7 +33,7 @@ import httpx
 import pytest
 
 from tests.api.helpers import TERMINAL, image_bytes, png_size
-from tests.cluster.harness import BUCKET, Cluster, task_log_events, unavailable, wait_for
+from tests.cluster.harness import BUCKET, Cluster, task_log_events, task_log_events_of, unavailable, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
@@ -49,8 +53,12 @@ def cluster(request):
     try:
         cluster.start()
         cluster.timings["nodes started (s)"] = time.monotonic() - started
+        # The registry created on the CPU worker, so that test 3 can kill its node without the head:
+        # a placeholder holds the head's control_plane until the application is up.
+        cluster.control_plane("hold", _node_of(cluster, cluster.nodes["head"]))
         cluster.deploy()
         wait_for(lambda: (cluster.health() or {}).get("status") == "healthy", 300, "a healthy application", 1)
+        cluster.control_plane("release")
         cluster.timings["cluster + application healthy (s)"] = time.monotonic() - started
         yield cluster
     finally:
@@ -149,7 +157,7 @@ def model_replicas_by_node(cluster: Cluster) -> tuple[dict, dict]:
     return {"nodes": nodes, "replicas": replicas}, registry
 
 
-def test_a_task_of_each_kind_lands_in_s3_with_the_registry_on_the_head_and_models_on_gpu_nodes(cluster, http):
+def test_a_task_of_each_kind_lands_in_s3_with_the_registry_on_a_cpu_node_and_models_on_gpu_nodes(cluster, http):
     started = time.monotonic()
     task_ids = {"text_to_image": submit_t2i(http), "image_edit": submit_edit(http)}
     batch = http.post(
@@ -183,10 +191,11 @@ def test_a_task_of_each_kind_lands_in_s3_with_the_registry_on_the_head_and_model
 
 def test_a_gpu_worker_killed_under_load_loses_no_task_and_runs_none_twice(cluster, http):
     task_ids = [submit_t2i(http, f"负载 {i}") for i in range(12)]
-    # the victim: a worker that is running one of them right now
-    wait_for(lambda: any(status_of(http, t)["status"] == "running" for t in task_ids), 120, "a running task")
+    # the victim: the node of a replica that is running one of them right now (its log says it started
+    # a task it has not finished)
+    running_on = wait_for(lambda: replicas_running_a_task(cluster, task_ids), 120, "a replica running a task", 0.5)
     seen, _ = model_replicas_by_node(cluster)
-    busy = Counter(r["node_id"] for r in seen["replicas"] if r["name"].startswith(f"SERVE_REPLICA::{APP}#TextToImage#"))
+    busy = {r["node_id"] for r in seen["replicas"] if r["name"].rsplit("#", 1)[-1] in running_on}
     victim = next(n for n in cluster.nodes.values() if n.name.startswith("gpu") and _node_of(cluster, n) in busy)
     assert _node_of(cluster, victim) != registry_node(cluster)
     victim_id = _node_of(cluster, victim)
@@ -209,10 +218,26 @@ def test_a_gpu_worker_killed_under_load_loses_no_task_and_runs_none_twice(cluste
     cluster.timings["GPU worker killed -> /health healthy again (s)"] = time.monotonic() - killed
     starts = assert_each_completed_once(cluster, finished)
     assert max(starts.values()) <= 2, starts  # at most the one run again (task_retries: 1)
+    retried = [t for t, n in starts.items() if n == 2]
+    assert retried, f"no task was running on the killed node: {starts}"
+    cluster.timings["tasks started again after the GPU worker was killed"] = len(retried)
 
     seen, registry = model_replicas_by_node(cluster)
     assert seen["nodes"][registry["node_id"]]["gpus"] == 0
     assert all(seen["nodes"][r["node_id"]]["gpus"] > 0 for r in seen["replicas"])
+
+
+def replicas_running_a_task(cluster: Cluster, task_ids: list[str]) -> set[str]:
+    """Ids of the TextToImage replicas whose log shows one of ``task_ids`` started and not yet ended."""
+    wanted, running = set(task_ids), set()
+    for path in (cluster.logs / "serve").glob(f"replica_{APP}_TextToImage_*.log"):
+        last: dict[str, str] = {}
+        for event in task_log_events_of(path):
+            if event["task_id"] in wanted and event["event"].startswith("generation_"):
+                last[event["task_id"]] = event["event"]
+        if "generation_started" in last.values():
+            running.add(path.stem.rsplit("_", 1)[-1])
+    return running
 
 
 def node_alive(cluster: Cluster, node_id: str) -> bool:
@@ -232,15 +257,24 @@ def registry_node(cluster: Cluster) -> str:
     return model_replicas_by_node(cluster)[1]["node_id"]
 
 
-def test_the_registry_killed_comes_back_on_the_head_and_recovers_its_tasks(cluster, http):
+def registry_actor(cluster: Cluster) -> dict:
+    return next(a for a in cluster.inspect()["actors"] if a["name"] == REGISTRY and a["state"] == "ALIVE")
+
+
+def test_the_registrys_node_killed_brings_it_back_on_the_head_with_its_tasks(cluster, http):
+    head, cpu = _node_of(cluster, cluster.nodes["head"]), _node_of(cluster, cluster.nodes["cpu1"])
+    assert registry_node(cluster) == cpu  # created there while the head's share was held (fixture)
     task_ids = [submit_t2i(http, f"恢复 {i}") for i in range(6)]
     seen = cluster.inspect()
-    registry = next(a for a in seen["actors"] if a["name"] == REGISTRY and a["state"] == "ALIVE")
-    ingress = next(a for a in seen["actors"] if a["name"].startswith(INGRESS) and a["state"] == "ALIVE")
+    # and one ingress replica elsewhere: Serve starts another while the registry restarts, which must wait
+    ingress = next(
+        (a for a in seen["actors"] if a["name"].startswith(INGRESS) and a["state"] == "ALIVE" and a["node_id"] != cpu),
+        None,
+    )
     killed = time.monotonic()
-    os.kill(registry["pid"], signal.SIGKILL)
-    # and one ingress replica: Serve starts another while the registry restarts, which must wait for it
-    os.kill(ingress["pid"], signal.SIGKILL)
+    cluster.nodes["cpu1"].kill()
+    if ingress is not None:
+        os.kill(ingress["pid"], signal.SIGKILL)
 
     codes: Counter = Counter()
 
@@ -251,16 +285,20 @@ def test_the_registry_killed_comes_back_on_the_head_and_recovers_its_tasks(clust
             assert response.headers.get("Retry-After") and response.json().get("detail")
         return response.status_code == 200
 
-    wait_for(registry_back, 120, "the registry to answer again", 0.25)
-    cluster.timings["registry killed -> answering again (s)"] = time.monotonic() - killed
+    wait_for(registry_back, 180, "the registry to answer again", 0.25)
+    cluster.timings["registry's node killed -> registry answering again (s)"] = time.monotonic() - killed
     assert set(codes) <= {200, 503}, codes
+    assert not node_alive(cluster, cpu)
 
     finished = wait_all_done(http, task_ids, 240)
-    cluster.timings["registry killed -> its 6 tasks all done (s)"] = time.monotonic() - killed
+    cluster.timings["registry's node killed -> its 6 tasks all done (s)"] = time.monotonic() - killed
     assert_each_completed_once(cluster, finished)
+    back = registry_actor(cluster)
+    assert back["node_id"] == head, back  # the one control-plane node left: never a GPU node
     health = wait_for(lambda: cluster.health(), 60, "/health")
-    assert health["task_registry_node"]["control_plane"] is True and health["task_registry_node"]["node_gpus"] == 0
-    assert health["task_registry_node"]["restarts"] >= 1
+    where = health["task_registry_node"]
+    assert where["node_id"] == head and where["control_plane"] is True and where["node_gpus"] == 0, where
+    assert where["restarts"] >= 1
     wait_for(lambda: ingress_running(cluster) == 2, 120, "two ingress replicas")
     gave_up = [
         path.name

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from serving.placement import CONTROL_PLANE_RESOURCE, count_waiting, registry_options, resource_name
+from serving.placement import CONTROL_PLANE_RESOURCE, count_waiting, placed, registry_options, resource_name
 
 pytestmark = pytest.mark.unit
 NODE_ID = "ab" * 28  # the shape of a Ray node id (28 bytes in hex)
@@ -42,3 +42,11 @@ def test_waiting_replicas_are_counted_per_deployment_of_this_application_only():
         "qwen-image-registry",
     ]
     assert count_waiting("qwen-image", names) == {"TextToImage": 2, "ImageEdit": 1}
+
+
+def test_only_a_replica_without_a_worker_on_a_node_counts_as_waiting():
+    # A replica loading its model on a node is PENDING_CREATION too, but it is starting, not waiting.
+    assert placed({"IPAddress": "10.0.0.7", "Port": 41234, "NodeID": NODE_ID})
+    # Ray's actor table for one no node can take: the raylet holding it pending, but no worker.
+    assert not placed({"IPAddress": "", "Port": 0, "NodeID": NODE_ID})
+    assert not placed(None) and not placed({})
