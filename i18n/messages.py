@@ -276,6 +276,11 @@ BODY_NOT_OBJECT = _entry(
     "Malformed request body: this endpoint takes a JSON object",
 )
 BODY_INVALID = _entry("body_invalid", "请求体无效", "The request body is invalid")
+# Answered by Serve's proxy before any application sees the request (serving.proxy)
+BODY_OVER_PROXY_CAP = _entry(
+    "body_over_proxy_cap", "请求体过大：最大 {mb} MB", "The request body is too large: at most {mb} MB"
+)
+BODY_TIMED_OUT = _entry("body_timed_out", "请求体接收超时", "The request body did not arrive in time")
 PARAM_MISSING = _entry("param_missing", "缺少必填参数 {field}", "Missing required parameter {field}")
 PARAM_INVALID = _entry("param_invalid", "参数 {field} 无效：{reason}", "Parameter {field}: {reason}")
 PARAMS_INVALID = _entry("params_invalid", "请求参数无效", "Invalid request parameters")

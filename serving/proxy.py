@@ -26,6 +26,8 @@ from collections.abc import MutableMapping
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from i18n import messages
+
 CALLBACK_PATH = "serving.proxy:proxy_middlewares"
 # Headers through which a client could change how the proxy treats its request.
 CLIENT_CONTROL_HEADERS = (b"x-request-timeout-seconds", b"x-request-disconnect-disabled")
@@ -77,9 +79,12 @@ class GuardedRequests:
         if scope["method"] not in BODY_METHODS:
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length", b"")
+        headers = dict(scope["headers"])
+        language = messages.language(headers.get(b"accept-language", b"").decode("latin-1"))
+        too_large = messages.BODY_OVER_PROXY_CAP(mb=self.max_body_bytes // 2**20).render(language)
+        declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
-            await _respond(send, 413, f"请求体过大：最大 {self.max_body_bytes // 2**20} MB")
+            await _respond(send, 413, too_large)
             return
         chunks: list[bytes] = []
         size = 0
@@ -89,14 +94,14 @@ class GuardedRequests:
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
             except asyncio.TimeoutError:
-                await _respond(send, 408, "请求体接收超时")
+                await _respond(send, 408, messages.BODY_TIMED_OUT.render(language))
                 return
             if message["type"] == "http.disconnect":
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                await _respond(send, 413, f"请求体过大：最大 {self.max_body_bytes // 2**20} MB")
+                await _respond(send, 413, too_large)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):

@@ -6,6 +6,7 @@ The stalled client is a ``receive`` that never returns: the one fake here, to ma
 from __future__ import annotations
 
 import asyncio
+import json
 
 from serving.proxy import CALLBACK_PATH, GuardedRequests, configure_environment, proxy_middlewares
 
@@ -85,7 +86,25 @@ def test_a_body_over_the_cap_is_413_whether_declared_or_streamed():
         [{"type": "http.request", "body": b"x" * 6, "more_body": True}, {"type": "http.request", "body": b"x" * 6}],
     )
     assert declared[0]["status"] == streamed[0]["status"] == 413 and inner.calls == []
-    assert b"MB" in declared[1]["body"]
+    assert json.loads(declared[1]["body"]) == {"detail": "请求体过大：最大 0 MB"}
+
+
+def test_the_proxys_answers_are_in_the_language_asked_for():
+    inner = Recorder()
+    english = [(b"accept-language", b"en-GB,en;q=0.9")]
+    large = _run(
+        GuardedRequests(inner, max_body_bytes=2 * 2**20),
+        _scope(headers=[*english, (b"content-length", b"9999999")]),
+        [],
+    )
+    assert json.loads(large[1]["body"]) == {"detail": "The request body is too large: at most 2 MB"}
+    stalled = _run(
+        GuardedRequests(inner, body_timeout_s=0.2),
+        _scope(headers=english),
+        [{"type": "http.request", "body": b"{", "more_body": True}],
+        hang_after=True,
+    )
+    assert json.loads(stalled[1]["body"]) == {"detail": "The request body did not arrive in time"}
 
 
 def test_environment_installs_the_callback_and_trusts_only_configured_proxies():
