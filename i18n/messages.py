@@ -401,6 +401,35 @@ WEBHOOK_URL_REQUIRED = _entry("webhook_url_required", "需要同时提供 webhoo
 WEBHOOK_URL_REFUSED = _entry(
     "webhook_url_refused", "不允许的地址（{reason}）", "this address is not allowed ({reason})"
 )
+# Why an outbound URL is refused (serving.ssrf): the reason inside WEBHOOK_URL_REFUSED
+URL_EMPTY = _entry("url_empty", "URL 为空", "the URL is empty")
+URL_TOO_LONG = _entry("url_too_long", "URL 超过 {limit} 个字符", "the URL is longer than {limit} characters")
+URL_CONTROL_CHARACTERS = _entry(
+    "url_control_characters", "URL 含有空白或控制字符", "the URL contains whitespace or control characters"
+)
+URL_UNPARSABLE = _entry("url_unparsable", "无法解析该 URL（{error}）", "the URL cannot be parsed ({error})")
+URL_SCHEME = _entry("url_scheme", "只允许 http 和 https URL", "only http and https URLs are allowed")
+URL_CREDENTIALS = _entry("url_credentials", "URL 中不允许带凭据", "credentials in the URL are not allowed")
+URL_NO_HOST = _entry("url_no_host", "URL 没有主机名", "the URL has no host")
+HOST_NOT_ALLOWED = _entry("host_not_allowed", "不允许主机 {host}", "the host {host} is not allowed")
+HOST_LOOPBACK_NAME = _entry("host_loopback_name", "主机 {host} 是回环名称", "the host {host} is a loopback name")
+HOST_UNRESOLVED = _entry("host_unresolved", "无法解析主机 {host}", "the host {host} cannot be resolved")
+HOST_RESOLVES_TO = _entry("host_resolves_to", "主机 {host} 解析为{reason}", "the host {host} resolves to {reason}")
+HOST_RESOLVE_TIMEOUT = _entry(
+    "host_resolve_timeout", "{seconds} 秒内未能解析主机", "the host cannot be resolved within {seconds} s"
+)
+ADDRESS_TRANSLATION = _entry(
+    "address_translation",
+    "非全局可路由的 IPv6 转换地址",
+    "an IPv6 translation address that is not globally routable",
+)
+ADDRESS_METADATA = _entry("address_metadata", "云元数据地址", "a cloud metadata address")
+ADDRESS_UNSPECIFIED = _entry("address_unspecified", "未指定地址", "an unspecified address")
+ADDRESS_MULTICAST = _entry("address_multicast", "组播地址", "a multicast address")
+ADDRESS_LOOPBACK = _entry("address_loopback", "回环地址", "a loopback address")
+ADDRESS_LINK_LOCAL = _entry("address_link_local", "链路本地地址", "a link-local address")
+ADDRESS_PRIVATE = _entry("address_private", "私有地址", "a private address")
+ADDRESS_RESERVED = _entry("address_reserved", "保留地址或非公网地址", "a reserved or non-public address")
 
 # Request validation, by the kind of problem FastAPI's validation found (serving.errors): whole
 # sentences with the constraint's values, and a generic one for any kind not named here.

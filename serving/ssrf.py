@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import urlsplit
 
+from i18n import messages
+
 MAX_URL_LENGTH = 2048
 SCHEMES = {"http": 80, "https": 443}
 # Instance-metadata services of the common clouds (AWS, GCP, Azure, OpenStack: 169.254.169.254;
@@ -48,7 +50,12 @@ _resolving = ThreadPoolExecutor(max_workers=4, thread_name_prefix="resolve")
 
 
 class RefusedURL(ValueError):
-    """The URL may not be called; the message says why (safe to show the user)."""
+    """The URL may not be called. ``message`` says why from the catalogue (safe to show the user, in
+    their language); ``str()`` is its English text, for logs and the delivery log."""
+
+    def __init__(self, message: messages.Message):
+        super().__init__(message.render("en"))
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -120,7 +127,9 @@ def embedded_ipv4(ip: ipaddress.IPv6Address) -> Optional[tuple[list[ipaddress.IP
     return None
 
 
-def address_refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_private: bool) -> Optional[str]:
+def address_refusal(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_private: bool
+) -> Optional[messages.Message]:
     """Why ``ip`` may not be called, or None when it may.
 
     An allow-rule: after unwrapping any IPv4 address carried inside an IPv6 one, only globally
@@ -137,13 +146,13 @@ def address_refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_pri
                     return reason
             if routable or allow_private:
                 return None
-            return "an IPv6 translation address that is not globally routable"
+            return messages.ADDRESS_TRANSLATION
     if ip in METADATA_ADDRESSES:
-        return "a cloud metadata address"
+        return messages.ADDRESS_METADATA
     if ip.is_unspecified:
-        return "an unspecified address"
+        return messages.ADDRESS_UNSPECIFIED
     if ip.is_multicast:
-        return "a multicast address"
+        return messages.ADDRESS_MULTICAST
     publicly_routed = ip.is_global and not (
         isinstance(ip, ipaddress.IPv6Address) and any(ip in network for network in _NOT_GLOBAL_V6)
     )
@@ -154,39 +163,39 @@ def address_refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_pri
     ):
         return None
     if ip.is_loopback:
-        return "a loopback address"
+        return messages.ADDRESS_LOOPBACK
     if ip.is_link_local:
-        return "a link-local address"
+        return messages.ADDRESS_LINK_LOCAL
     if ip.is_private:
-        return "a private address"
-    return "a reserved or non-public address"
+        return messages.ADDRESS_PRIVATE
+    return messages.ADDRESS_RESERVED
 
 
 def check_url(url: str, *, allow_private: bool = False, resolver: Resolver = system_resolver) -> CheckedURL:
     """Check ``url`` and pick the address to call; raises :class:`RefusedURL` with the reason."""
     if not isinstance(url, str) or not url:
-        raise RefusedURL("the URL is empty")
+        raise RefusedURL(messages.URL_EMPTY)
     if len(url) > MAX_URL_LENGTH:
-        raise RefusedURL(f"the URL is longer than {MAX_URL_LENGTH} characters")
+        raise RefusedURL(messages.URL_TOO_LONG(limit=MAX_URL_LENGTH))
     if any(ch.isspace() or ord(ch) < 0x20 for ch in url):
-        raise RefusedURL("the URL contains whitespace or control characters")
+        raise RefusedURL(messages.URL_CONTROL_CHARACTERS)
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise RefusedURL(f"the URL cannot be parsed ({exc})") from None
+        raise RefusedURL(messages.URL_UNPARSABLE(error=str(exc))) from None
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
-        raise RefusedURL("only http and https URLs are allowed")
+        raise RefusedURL(messages.URL_SCHEME)
     if parts.username is not None or parts.password is not None:
-        raise RefusedURL("credentials in the URL are not allowed")
+        raise RefusedURL(messages.URL_CREDENTIALS)
     host = (parts.hostname or "").rstrip(".").lower()
     if not host:
-        raise RefusedURL("the URL has no host")
+        raise RefusedURL(messages.URL_NO_HOST)
     if host in METADATA_HOSTNAMES:
-        raise RefusedURL(f"the host {host} is not allowed")
+        raise RefusedURL(messages.HOST_NOT_ALLOWED(host=host))
     if (host == "localhost" or host.endswith(".localhost")) and not allow_private:
-        raise RefusedURL(f"the host {host} is a loopback name")
+        raise RefusedURL(messages.HOST_LOOPBACK_NAME(host=host))
     port = port or SCHEMES[scheme]
     try:
         literal = ipaddress.ip_address(host)
@@ -195,15 +204,15 @@ def check_url(url: str, *, allow_private: bool = False, resolver: Resolver = sys
         try:
             addresses = resolver(host, port)
         except (OSError, UnicodeError) as exc:
-            raise RefusedURL(f"the host {host} cannot be resolved") from exc
+            raise RefusedURL(messages.HOST_UNRESOLVED(host=host)) from exc
     if not addresses:
-        raise RefusedURL(f"the host {host} cannot be resolved")
+        raise RefusedURL(messages.HOST_UNRESOLVED(host=host))
     for address in addresses:
         ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
         reason = address_refusal(ip, allow_private)
         if reason is not None:
             # Any refused answer refuses the URL: the name may be balanced across both kinds.
-            raise RefusedURL(f"the host {host} resolves to {reason}")
+            raise RefusedURL(messages.HOST_RESOLVES_TO(host=host, reason=reason))
     target = parts.path or "/"
     if parts.query:
         target += "?" + parts.query
@@ -226,7 +235,7 @@ async def check_url_async(
     try:
         return await asyncio.wait_for(future, timeout)
     except asyncio.TimeoutError:
-        raise RefusedURL(f"the host cannot be resolved within {timeout:g} s") from None
+        raise RefusedURL(messages.HOST_RESOLVE_TIMEOUT(seconds=f"{timeout:g}")) from None
 
 
 __all__ = [

@@ -119,7 +119,7 @@ async def webhook_spec(url: Optional[str], events: Any, *, allow_private: bool) 
     except RefusedURL as exc:
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST,
-            messages.PARAM_INVALID(field="webhook_url", reason=messages.WEBHOOK_URL_REFUSED(reason=str(exc))),
+            messages.PARAM_INVALID(field="webhook_url", reason=messages.WEBHOOK_URL_REFUSED(reason=exc.message)),
         ) from None
     return WebhookRequest(url=url, events=tuple(chosen))
 

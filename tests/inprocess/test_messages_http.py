@@ -212,3 +212,24 @@ def test_json_body_errors_are_whole_sentences_in_the_language_asked_for(client):
 def test_a_generic_validation_error_is_still_a_whole_sentence():
     reason = messages.PARAM_VALUE_INVALID(field="when")
     assert reason.render("en") == "Parameter when has an invalid value" and reason == "参数 when 的值无效"
+
+
+@pytest.mark.parametrize(
+    ("url", "english", "chinese"),
+    [
+        ("http://127.0.0.1/hook", "resolves to a loopback address", "解析为回环地址"),
+        ("ftp://example.com/hook", "only http and https URLs are allowed", "只允许 http 和 https URL"),
+        ("http://user:pw@example.com/", "credentials in the URL are not allowed", "URL 中不允许带凭据"),
+    ],
+)
+def test_a_refused_webhook_url_says_why_in_the_language_asked_for(client, url, english, chinese):
+    """The SSRF guard's reason is a catalogue sentence too, not English inside a Chinese answer."""
+    headers = login(client, "admin", "admin123")
+    assert_in_both_languages(
+        lambda extra: client.post(
+            "/text-to-image", headers={**headers, **extra}, data={"prompt": "x", "webhook_url": url}
+        ),
+        400,
+        english,
+        chinese,
+    )
