@@ -129,7 +129,11 @@ class AddressRateLimit:
                     return None
                 row = session.get(table, key)
                 if row is not None and row.window_ends_at > now:
-                    return max(1, math.ceil((row.window_ends_at - now).total_seconds()))
+                    if row.count >= self.limit:
+                        return max(1, math.ceil((row.window_ends_at - now).total_seconds()))
+                    # Committed by another request after the UPDATE above looked (READ COMMITTED takes
+                    # a snapshot per statement): not a refusal, count it on the next try.
+                    continue
                 if row is not None:  # its window is over: a new one starts with this request
                     restarted = session.exec(
                         update(table)

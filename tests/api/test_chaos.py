@@ -137,7 +137,7 @@ async def _register(http: httpx.AsyncClient, n: int) -> dict:
     name, password = f"chaos{n}", f"pw-chaos-{n}"
     assert (await http.post("/auth/register", json={"username": name, "password": password})).status_code == 201
     login = await http.post("/auth/login", json={"username": name, "password": password})
-    assert login.status_code == 200, login.text
+    assert login.status_code == 200, (login.status_code, login.text, login.headers.get("retry-after"))
     return {"Authorization": f"Bearer {login.json()['access_token']}"}
 
 
