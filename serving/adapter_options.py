@@ -14,8 +14,8 @@ from typing import Annotated, Literal, Optional
 from fastapi import Form, HTTPException, status
 from sqlmodel import Session
 
+from i18n import messages
 from models.adapters import AdapterError, parse_adapter_uses
-from serving import messages
 from serving.protocol import AdapterChoice, GenerationParameters
 from serving.state import ServiceState
 from storage.adapters import adapters_named

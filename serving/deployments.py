@@ -30,8 +30,8 @@ import ray
 from ray import serve
 from ray.serve.config import RequestRouterConfig
 
+from i18n import messages
 from models.kinds import ModelKind
-from serving import messages
 from serving.logs import replica_events, task_event
 from serving.metrics import ModelMetrics
 from serving.protocol import Cancelled, Failed, Generated, ModelOutcome, ModelRequest, Skipped

@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serving import messages
+from i18n import messages
 from storage.db import DatabaseBusy
 
 log = logging.getLogger("qwen_image.ingress")

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving import messages
+from i18n import messages
 from serving.errors import error_body, is_openai_path
 from serving.uploads import BodyTooLarge
 

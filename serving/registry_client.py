@@ -15,7 +15,7 @@ from typing import Any, Optional, TypeVar, Union
 import ray
 from fastapi import HTTPException, status
 
-from serving import messages
+from i18n import messages
 from serving.protocol import (
     AlreadyFinished,
     CleanupCounts,

@@ -16,7 +16,7 @@ from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy.engine import Engine
 
 from auth.service import AuthService
-from serving import messages
+from i18n import messages
 from serving.event_hub import EventHub
 from serving.metrics import IngressMetrics
 from serving.registry.interface import Registry

@@ -10,7 +10,7 @@ from fastapi import HTTPException, status
 from PIL import Image, ImageOps, UnidentifiedImageError
 from starlette.datastructures import UploadFile
 
-from serving import messages
+from i18n import messages
 
 ALLOWED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 MIN_SIDE = 16

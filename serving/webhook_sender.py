@@ -37,8 +37,8 @@ from typing import Any, Optional
 
 from fastapi import HTTPException, status
 
+from i18n import messages
 from serving import event_journal as ev
-from serving import messages
 from serving.protocol import TaskEvent, WebhookRequest
 from serving.ssrf import RefusedURL, check_url_async
 from storage import session_scope, utcnow

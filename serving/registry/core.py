@@ -21,9 +21,9 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Optional, Union
 
+from i18n import messages
 from models.kinds import ModelKind
 from serving import event_journal as ev
-from serving import messages
 from serving.logs import REGISTRY_LOGGER, task_event
 from serving.metrics import TaskMetrics
 from serving.protocol import (

@@ -24,9 +24,9 @@ from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 
 from auth.deps import AdminUser, CurrentUser, SessionDep
+from i18n import messages
 from models.adapters import LIGHTNING_ADAPTER, MAX_SCALE, MIN_SCALE, AdapterError, check_lora_file
 from models.kinds import KIND_NAMES
-from serving import messages
 from serving.adapter_options import adapter_reason
 from serving.state import ServiceState, StateDep
 from storage.adapters import get_adapter, list_adapters, others_reading

@@ -15,8 +15,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from sqlmodel import Session
 
+from i18n import messages
 from models.kinds import ModelKind
-from serving import messages
 from serving.logs import replica_events, task_event
 from serving.protocol import (
     Accepted,

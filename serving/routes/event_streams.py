@@ -39,8 +39,8 @@ from auth.account_cache import watch, watch_without_keeping
 from auth.deps import CurrentUser
 from auth.security import API_KEY_PREFIX, InvalidToken
 from auth.service import AuthError
+from i18n import messages
 from serving import event_journal as ev
-from serving import messages
 from serving.event_hub import CREDENTIALS_REVOKED, END, EventHub, StreamEnd, Subscription, TooManyStreams
 from serving.protocol import TaskEvent, TaskEvents
 from serving.routes.common import not_found, owned_record, owns

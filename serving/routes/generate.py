@@ -11,10 +11,10 @@ from fastapi.responses import Response
 from starlette.datastructures import UploadFile as FormFile
 
 from auth.deps import CurrentUser
+from i18n import messages
 from models.aspect import ASPECT_RATIOS, DEFAULT_ASPECT_RATIO, size_for_aspect_ratio
 from models.kinds import ModelKind, TaskType
 from models.seeds import MAX_SEED
-from serving import messages
 from serving.adapter_options import Loras, Speed, apply_adapter_options
 from serving.protocol import MAX_BATCH_PROMPTS, MAX_PROMPT, GenerationParameters
 from serving.routes.common import generation_parameters, submit

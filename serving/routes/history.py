@@ -12,8 +12,8 @@ from sqlmodel import Session
 from auth.deps import AdminUser, CurrentUser, SessionDep
 from auth.routes import MAX_DB_INT, UserId
 from auth.schemas import QuotaLimits
+from i18n import messages
 from models.kinds import TaskType
-from serving import messages
 from serving.routes.common import owned_record
 from serving.state import ServiceState, StateDep
 from storage import TaskRecord, TaskStatus, utcnow

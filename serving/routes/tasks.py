@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlmodel import Session
 
 from auth.deps import AdminUser, CurrentUser
-from serving import messages
+from i18n import messages
 from serving.protocol import AlreadyFinished, GenerationParameters, ResultLocation, TaskStatusView, task_status_view
 from serving.routes.common import not_found, owned_record, owns, result_response
 from serving.routes.event_streams import hub_for

@@ -14,9 +14,9 @@ import struct
 import pytest
 from safetensors.torch import save
 
+from i18n import messages
 from models.adapters import AdapterError, check_lora_file, parse_adapter_uses
 from models.tiny_adapter import build_tiny_lora
-from serving import messages
 from serving.adapter_options import adapter_reason
 from tests.inprocess.conftest import login, make_client, png
 from tests.inprocess.test_loras import lora_of_mb

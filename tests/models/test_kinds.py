@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from i18n import messages
 from models.kinds import KIND_NAMES, ModelKind, kind_for_task_type
 from models.profiles import PIPELINE_CLASSES, get_profile
-from serving import messages
 from serving.settings import Settings
 
 pytestmark = pytest.mark.unit

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
+from i18n.messages import without_server_paths
 from serving.app import build_app
 from serving.deployments import describe_failure
-from serving.messages import without_server_paths
 from serving.settings import load_settings
 
 

@@ -16,8 +16,8 @@ from fastapi import FastAPI, Form, UploadFile
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from i18n import messages
 from models.kinds import ModelKind
-from serving import messages
 from serving.errors import install_error_handlers
 from serving.middleware import BodyLimitMiddleware
 from serving.uploads import decode_image, read_limited

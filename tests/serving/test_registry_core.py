@@ -9,8 +9,8 @@ from datetime import timedelta
 import pytest
 from sqlmodel import select
 
+from i18n import messages
 from models.kinds import ModelKind
-from serving import messages
 from serving.protocol import Accepted, AdapterChoice, GenerationParameters, QueueFull, TaskSpec
 from serving.registry.core import RegistryCore
 from serving.routes.tasks import status_from_record
