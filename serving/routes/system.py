@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Optional
+from collections.abc import Callable
+from typing import Optional, TypeVar
 
 from fastapi import APIRouter
 from sqlalchemy import text
@@ -15,9 +16,22 @@ from models.profiles import get_profile
 from serving.placement import registry_location
 from serving.state import ServiceState, StateDep
 
+T = TypeVar("T")
+
 router = APIRouter(tags=["service"])
 # /health answers within this even when the registry (or the database under it) does not.
 HEALTH_PING_TIMEOUT_S = 2.0
+
+
+async def _one_at_a_time(pending: dict[int, asyncio.Future[T]], call: Callable[[], T]) -> T:
+    """``call()`` on a thread, at most one per event loop (a future belongs to its loop): a later caller
+    joins the one still waiting, so a read that hangs is never doubled (a thread cannot be stopped).
+    Raises ``asyncio.TimeoutError`` after ``HEALTH_PING_TIMEOUT_S``, leaving the call running."""
+    key = id(asyncio.get_running_loop())
+    running = pending.get(key)
+    if running is None or running.done():
+        running = pending[key] = asyncio.ensure_future(asyncio.to_thread(call))
+    return await asyncio.wait_for(asyncio.shield(running), HEALTH_PING_TIMEOUT_S)
 
 
 def _select_one(engine: Engine) -> None:
@@ -29,13 +43,8 @@ async def _database_state(state: ServiceState) -> str:
     """``up`` when the database answers within ``HEALTH_PING_TIMEOUT_S``, else ``unreachable`` (a
     PostgreSQL connection attempt gives up after its connect timeout, and the next probe starts).
     One probe at a time per loop: a later /health joins the one still waiting."""
-    probes = state.database_probes
-    key = id(asyncio.get_running_loop())
-    probe = probes.get(key)
-    if probe is None or probe.done():
-        probe = probes[key] = asyncio.ensure_future(asyncio.to_thread(_select_one, state.engine))
     try:
-        await asyncio.wait_for(asyncio.shield(probe), HEALTH_PING_TIMEOUT_S)
+        await _one_at_a_time(state.database_probes, lambda: _select_one(state.engine))
     except Exception:  # timed out, or refused
         return "unreachable"
     return "up"
@@ -92,14 +101,9 @@ async def _registry_location(state) -> Optional[dict]:
         return None
     # One lookup at a time per loop: with the GCS down a later /health joins the one still waiting
     # instead of leaving one more thread stuck in the default executor.
-    lookups = state.registry_lookups
-    key = id(asyncio.get_running_loop())
-    lookup = lookups.get(key)
-    if lookup is None or lookup.done():
-        resource = state.settings.registry_resource
-        lookup = lookups[key] = asyncio.ensure_future(asyncio.to_thread(registry_location, handle, resource))
+    resource = state.settings.registry_resource
     try:
-        return await asyncio.wait_for(asyncio.shield(lookup), HEALTH_PING_TIMEOUT_S)
+        return await _one_at_a_time(state.registry_lookups, lambda: registry_location(handle, resource))
     except Exception:  # the GCS does not answer in time: the rest of /health still does
         return None
 
