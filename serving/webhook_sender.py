@@ -227,12 +227,14 @@ class WebhookSender:
 
     async def _run(self) -> None:
         while True:
+            # Cleared before the outbox is read, never after: a wake() that arrives while the read
+            # is in flight (a row written just after it) must end the wait below at once.
+            self._wake.clear()
             try:
                 wait = await self._dispatch_due()
             except Exception:  # the database is briefly unavailable: look again shortly
                 log.exception("reading the webhook outbox failed")
                 wait = 2.0
-            self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
             except asyncio.TimeoutError:

@@ -144,6 +144,40 @@ def test_410_stops_the_delivery_and_the_tasks_other_pending_ones_to_that_url(eng
     assert [d["status"] for d in log] == ["gone", "gone"] and log[0]["attempt_count"] == 1
 
 
+def test_a_row_written_while_the_outbox_is_being_read_is_sent_without_waiting_for_the_idle_timer(engine, tmp_path):
+    """The row arrives (and wake() is called) while the sender's read is in flight: the read
+    misses it, so only the wake can bring it out before the 30 s idle timer. The pause inside
+    the read is a stand-in that makes that interleaving certain."""
+    user_id, task_id, secret = make_user_and_task(engine, "carol")
+    with Receiver(secret) as receiver:
+        receiver.answers["/late"] = [200]
+
+        async def main():
+            sender = WebhookSender(engine, settings(tmp_path))
+            real = sender._dispatch_due
+            reads = 0
+
+            async def dispatch_with_a_row_arriving_mid_read() -> float:
+                nonlocal reads
+                reads += 1
+                wait = await real()  # finds nothing due on the first read
+                if reads == 1:
+                    enqueue(engine, user_id, task_id, receiver.url("/late"))
+                    sender.wake()
+                return wait
+
+            sender._dispatch_due = dispatch_with_a_row_arriving_mid_read
+            sender.start()
+            await until(
+                lambda: deliveries(engine, task_id)[:1] and deliveries(engine, task_id)[0]["status"] == "delivered",
+                timeout=10.0,
+            )
+            await sender.close()
+
+        run(main())
+        assert len(receiver.at("/late")) == 1
+
+
 def test_a_hanging_receiver_times_out_and_does_not_hold_other_users_deliveries(engine, tmp_path):
     slow_user, slow_task, slow_secret = make_user_and_task(engine, "slow")
     fast_user, fast_task, _ = make_user_and_task(engine, "fast")
