@@ -12,7 +12,7 @@ from typing import BinaryIO, Optional, Union
 from fastapi import HTTPException, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlmodel import Session
 
 from i18n import messages
@@ -36,6 +36,45 @@ from storage.tables import User
 from storage.tasks import get_task_record
 
 MEDIA_TYPES = {"png": "image/png", "zip": "application/zip"}
+
+
+class QueueInfoBody(BaseModel):
+    pending_tasks: int
+    running_tasks: int
+
+
+class TaskAcceptedBody(BaseModel):
+    """The 202 of every generation route (contract § 2.3)."""
+
+    message: str
+    task_id: str
+    status_url: str
+    result_url: str
+    queue_info: QueueInfoBody
+
+
+def _operation(path: str, method: str) -> str:
+    """An OpenAPI ``operationRef`` (RFC 6901 pointer, braces percent-encoded)."""
+    pointer = path.replace("~", "~0").replace("/", "~1").replace("{", "%7B").replace("}", "%7D")
+    return f"#/paths/{pointer}/{method}"
+
+
+# What a client (or a schema-driven tester) can do next with the ``task_id`` of a 202: OpenAPI links.
+TASK_LINKS = {
+    name: {
+        "operationRef": _operation(path, method),
+        "parameters": {"task_id": "$response.body#/task_id"},
+        "description": description,
+    }
+    for name, path, method, description in (
+        ("status", "/tasks/{task_id}", "get", "the task's status and progress"),
+        ("result", "/tasks/{task_id}/result", "get", "the image(s) once done"),
+        ("cancel", "/tasks/{task_id}", "delete", "cancel it"),
+        ("record", "/tasks/history/{task_id}", "get", "its full record"),
+        ("webhooks", "/tasks/{task_id}/webhooks", "get", "its webhook deliveries"),
+    )
+}
+ACCEPTED_RESPONSE = {"description": "task accepted", "model": TaskAcceptedBody, "links": TASK_LINKS}
 
 
 def not_found() -> HTTPException:
@@ -152,13 +191,13 @@ async def submit(
     if async_mode:
         return JSONResponse(
             status_code=status.HTTP_202_ACCEPTED,
-            content={
-                "message": messages.TASK_ACCEPTED,
-                "task_id": task_id,
-                "status_url": f"/tasks/{task_id}",
-                "result_url": f"/tasks/{task_id}/result",
-                "queue_info": asdict(answer.queue_info),
-            },
+            content=TaskAcceptedBody(
+                message=messages.TASK_ACCEPTED,
+                task_id=task_id,
+                status_url=f"/tasks/{task_id}",
+                result_url=f"/tasks/{task_id}/result",
+                queue_info=QueueInfoBody(**asdict(answer.queue_info)),
+            ).model_dump(),
         )
     with state.long_waits.hold(user.id):
         final = await state.registry.wait(task_id, state.settings.sync_timeout_seconds)

@@ -17,7 +17,7 @@ from models.kinds import ModelKind, TaskType
 from models.seeds import MAX_SEED
 from serving.adapter_options import Loras, Speed, apply_adapter_options
 from serving.protocol import MAX_BATCH_PROMPTS, MAX_PROMPT, GenerationParameters
-from serving.routes.common import generation_parameters, submit
+from serving.routes.common import ACCEPTED_RESPONSE, generation_parameters, submit
 from serving.state import ServiceState, StateDep
 from serving.uploads import ValidatedUpload, read_limited, validate_upload
 from serving.webhook_sender import WEBHOOK_EVENTS, webhook_spec
@@ -45,7 +45,7 @@ WebhookEvents = Annotated[
 
 RESULT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "PNG (one image) or ZIP (several)", "content": {"image/png": {}, "application/zip": {}}},
-    202: {"description": "task accepted"},
+    202: ACCEPTED_RESPONSE,
 }
 
 

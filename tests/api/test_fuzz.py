@@ -6,10 +6,17 @@ every operation, admin-only ones included, is reached. The operations that could
 session (log-out, password changes) run with a fresh log-in of a user of their own for each
 example instead, so no generated request revokes the credential the rest of the run uses, and no
 operation is left out for that reason.
+
+Then schemathesis's stateful phase, with identities it cannot lose (ordinary users, and an
+administrator, whose log-ins no operation in the run can end): two users never reach each other's
+objects, and what is deleted stays gone.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import uuid
 
 import httpx
@@ -107,3 +114,91 @@ def test_the_schema_declares_authentication_on_every_operation_that_needs_it(fuz
         if path not in public and not spec.get("security")
     ]
     assert not undeclared, undeclared
+
+
+# --------------------------------------------------------------- stateful: several users, deletes
+
+# Operations that would end the log-in a stateful run sends (the first test gives them throwaway ones).
+SESSION_ENDING_PATHS = r"^/auth/(change-password|logout|me|session|sessions)$"
+# Event streams stay open until their task ends (test_events_api covers them).
+STREAMS = r"/events$"
+
+
+def _registered(url: str, admin: dict[str, str], role: str) -> dict[str, str]:
+    # The first test may have closed registration (PUT /admin/registration is among its operations).
+    opened = httpx.put(url + "/admin/registration", headers=admin, json={"open": True}, timeout=60)
+    assert opened.status_code == 200, opened.text
+    username, password = f"{role}-" + uuid.uuid4().hex[:8], "pass-" + uuid.uuid4().hex[:12]
+    created = httpx.post(url + "/auth/register", json={"username": username, "password": password}, timeout=60)
+    assert created.status_code == 201, created.text
+    return _log_in(url, username, password)
+
+
+# ``DELETE /tasks/{task_id}`` cancels: the task stays readable as ``cancelled`` (contract § 5.4), so
+# reading it afterwards is no use after free.
+CANCEL_IS_NOT_DELETE = (
+    '\n[[operations]]\ninclude-path-regex = "^/tasks/(history/)?\\\\{task_id\\\\}.*"\n'
+    "checks.use_after_free.enabled = false\n"
+)
+
+
+def _stateful_run(url: str, tmp_path, users: dict[str, dict[str, str]], checks: str) -> str:
+    """Schemathesis's stateful phase (the ``st`` command) as ``users``: chains of calls built from
+    the schema's links (``POST /text-to-image`` → ``GET /tasks/{task_id}`` → ``DELETE`` → …).
+    Asserts it found nothing and returns its report."""
+    (tmp_path / "users.json").write_text(
+        json.dumps(
+            {
+                "auth": [
+                    {"name": name, "fixedHeaders": [{"name": key, "value": value} for key, value in headers.items()]}
+                    for name, headers in users.items()
+                ]
+            }
+        )
+    )
+    peers = ", ".join(f'"{name}"' for name in users) if len(users) > 1 else ""
+    (tmp_path / "schemathesis.toml").write_text(
+        f'[auth.wfc]\npath = "{tmp_path / "users.json"}"\n'
+        + (f"peers = [{peers}]\n" if peers else "")
+        + "\n[phases.stateful]\nmax-steps = 20\n\n[phases.stateful.generation]\nmax-examples = 150\n"
+        + CANCEL_IS_NOT_DELETE
+    )
+    command = [
+        *(sys.executable, "-m", "schemathesis.cli", "--config-file", str(tmp_path / "schemathesis.toml")),
+        *("run", url + "/openapi.json", "--url", url, "--phases", "stateful", "--checks", checks),
+        *("--request-timeout", "60", "--exclude-path-regex", f"{STREAMS}|{SESSION_ENDING_PATHS}", "--no-color"),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    report = done.stdout + done.stderr
+    assert done.returncode == 0, report[-6000:]
+    assert "Scenarios:" in report, report[-3000:]
+    return report
+
+
+def test_two_users_never_get_each_others_tasks_and_every_declared_credential_is_enforced(
+    fuzz_url, fuzz_headers, tmp_path
+):
+    """Two ordinary users: every object one of them reads (its task, the task's record, result and
+    webhook log, reached through the links of the 202) is read again as the other, who must not get
+    it (``object_level_authorization``); each success is sent again without the credential
+    (``ignored_auth``); and a 404 right after a create is a failure (``ensure_resource_availability``).
+
+    ``use_after_free`` runs too, except on the task reads (a cancelled task stays readable).
+    """
+    alice, bob = _registered(fuzz_url, fuzz_headers, "alice"), _registered(fuzz_url, fuzz_headers, "bob")
+    report = _stateful_run(
+        fuzz_url,
+        tmp_path,
+        {"alice": alice, "bob": bob},
+        "object_level_authorization,ignored_auth,ensure_resource_availability,use_after_free,not_a_server_error",
+    )
+    assert "Object-level" not in report
+
+
+def test_a_deleted_account_is_gone_from_every_route_that_names_it(fuzz_url, fuzz_headers, tmp_path):
+    """As an administrator: after ``DELETE /auth/users/{user_id}`` of an account the run registered,
+    every later call naming it (quota, toggles) is a 404 (``use_after_free``)."""
+    admin = _log_in(fuzz_url, "admin", "admin123")
+    _stateful_run(
+        fuzz_url, tmp_path, {"admin": admin}, "use_after_free,ensure_resource_availability,not_a_server_error"
+    )
