@@ -293,6 +293,21 @@ ASPECT_RATIO_UNSUPPORTED = _entry(
     "不支持的宽高比 {aspect_ratio}，可选：{choices}",
     "Unsupported aspect ratio {aspect_ratio}; choose one of: {choices}",
 )
+UNKNOWN_FIELDS = _entry(
+    "unknown_fields",
+    "不支持的参数：{fields}；本接口接受：{accepted}",
+    "Unknown field(s): {fields}; this route accepts: {accepted}",
+)
+SIZE_OR_RATIO = _entry(
+    "size_or_ratio",
+    "请给出 aspect_ratio，或同时给出 width 和 height，不能混用",
+    "Give aspect_ratio, or both width and height, not a mix",
+)
+SIDE_INVALID = _entry(
+    "side_invalid",
+    "{min_side} 到 {max_side} 之间 {multiple} 的倍数，收到 {value}",
+    "a multiple of {multiple} from {min_side} to {max_side}, got {value}",
+)
 TOO_MANY_PROMPTS = _entry(
     "too_many_prompts",
     "参数 prompts 最多 {limit} 条，收到 {count} 条",
@@ -309,6 +324,46 @@ UPLOAD_TOO_LARGE = _entry(
     "upload_too_large", "上传内容过大：每个文件最大 {limit_mb} MB", "Upload too large: at most {limit_mb} MB per file"
 )
 IMAGE_INVALID = _entry("image_invalid", "图片 {name} 无效：{reason}", "Image {name} is invalid: {reason}")
+MASK_SIZE_MISMATCH = _entry(
+    "mask_size_mismatch",
+    "蒙版尺寸 {mask} 与图片尺寸 {image} 不一致",
+    "The mask is {mask} but the image is {image}: they must be the same size",
+)
+MASK_EMPTY = _entry(
+    "mask_empty",
+    "蒙版没有需要重绘的区域（透明区域，或不透明蒙版中的白色区域）",
+    "The mask marks nothing to repaint (transparent pixels, or white ones in an opaque mask)",
+)
+MASK_ONE_IMAGE = _entry(
+    "mask_one_image",
+    "蒙版只能与 1 张图片一起使用，收到 {count} 张",
+    "A mask works on one image, got {count}",
+)
+MASK_OR_OUTPAINT = _entry(
+    "mask_or_outpaint",
+    "mask 与扩图参数（extend_*）不能同时使用",
+    "Give a mask or the outpainting fields (extend_*), not both",
+)
+EXTEND_RATIO_OR_SIDES = _entry(
+    "extend_ratio_or_sides",
+    "extend_to 与 extend_left/top/right/bottom 不能同时使用",
+    "Give extend_to or extend_left/top/right/bottom, not both",
+)
+STRENGTH_NEEDS_MASK = _entry(
+    "strength_needs_mask",
+    "strength 仅用于带蒙版的编辑（或 /image-to-image）",
+    "strength applies to masked edits (or /image-to-image)",
+)
+RATIO_INVALID = _entry(
+    "ratio_invalid",
+    "形如 16:9 的比例（两个 1 到 100 的整数），收到 {value}",
+    "a ratio like 16:9 (two whole numbers from 1 to 100), got {value}",
+)
+EXTEND_NOTHING = _entry(
+    "extend_nothing",
+    "图片已是 {ratio} 比例，无需扩图",
+    "The image already has the ratio {ratio}: there is nothing to extend",
+)
 # … the reasons, which fill IMAGE_INVALID's {reason}
 IMAGE_EMPTY = _entry("image_empty", "文件为空", "the file is empty")
 IMAGE_FORMAT = _entry(

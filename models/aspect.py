@@ -21,6 +21,16 @@ ASPECT_RATIOS: dict[str, tuple[int, int]] = {
 
 DEFAULT_ASPECT_RATIO = "1:1"
 
+# Sizes asked for in pixels (``/v1``'s ``size``, the native ``width``/``height``): each side a
+# multiple of 16 (the VAE's 8x and the 2x2 latent patches) from MIN_SIDE to MAX_SIDE. That covers
+# the seven ratios' sizes and OpenAI's 1024x1536 / 1536x1024 as well as 256x256 and 512x512.
+MIN_SIDE, MAX_SIDE, SIDE_MULTIPLE = 256, 2048, 16
+
+
+def valid_side(side: int) -> bool:
+    return MIN_SIDE <= side <= MAX_SIDE and side % SIDE_MULTIPLE == 0
+
+
 # The edit pipeline aims at about one megapixel and rounds each side to 32, then to 16.
 _EDIT_TARGET_AREA = 1024 * 1024
 

@@ -21,6 +21,7 @@ class TaskType(str, enum.Enum):
     text_to_image = "text_to_image"
     image_edit = "image_edit"
     batch_edit = "batch_edit"  # several edit prompts applied to one image
+    image_to_image = "image_to_image"  # one image redrawn, inpainted or outpainted (models.derived)
 
 
 @dataclass(frozen=True)
@@ -67,13 +68,13 @@ _SPECS: dict[ModelKind, KindSpec] = {
         qwen_model_id="Qwen/Qwen-Image-2512",
         pipeline_class="QwenImagePipeline",
         path_setting="TEXT_TO_IMAGE_MODEL_PATH",
-        task_types=(TaskType.text_to_image,),
+        task_types=(TaskType.text_to_image, TaskType.image_to_image),
         takes_images=False,
         default_steps=50,
         default_guidance_scale=None,
         not_loaded="文生图模型未加载",
         not_loaded_en="The text-to-image model is not loaded",
-        capabilities=("text-to-image", "image generation"),
+        capabilities=("text-to-image", "image generation", "image-to-image", "inpainting", "outpainting"),
         description="Qwen-Image-2512 文生图模型",
         lightning=("lightx2v/Qwen-Image-2512-Lightning", "Qwen-Image-2512-Lightning-4steps-V1.0-bf16.safetensors"),
         api_model="qwen-image",
@@ -89,7 +90,7 @@ _SPECS: dict[ModelKind, KindSpec] = {
         default_guidance_scale=1.0,
         not_loaded="图像编辑模型未加载",
         not_loaded_en="The image-edit model is not loaded",
-        capabilities=("image-to-image", "image editing", "multi-image composition"),
+        capabilities=("image-to-image", "image editing", "multi-image composition", "masked editing"),
         description="Qwen-Image-Edit-2511 图像编辑模型",
         lightning=(
             "lightx2v/Qwen-Image-Edit-2511-Lightning",

@@ -106,6 +106,11 @@ def png_metadata(request: GenerationRequest, result: GenerationResult, model: Lo
     if ModelKind(model.kind).spec.takes_images:
         metadata["guidance_scale"] = _number(request.guidance_scale)
         settings.insert(3, f"Guidance scale: {_number(request.guidance_scale)}")
+    if request.strength is not None:
+        metadata["strength"] = _number(request.strength)
+        settings.append(f"Denoising strength: {_number(request.strength)}")
+    if request.mask is not None:
+        metadata["mask"] = "yes"
     if request.adapters:
         # A1111's "Lora hashes"-style line, by name and scale (the catalogue says where each came from).
         loras = ", ".join(f"{use.name}:{_number(use.scale)}" for use in request.adapters)

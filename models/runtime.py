@@ -17,6 +17,7 @@ from typing import Any
 from PIL import Image
 
 from .aspect import edit_output_size
+from .derived import DERIVED_CLASSES, Mode, derived_pipeline, steps_run
 from .kinds import ModelKind
 from .profiles import (
     CACHE_DIR_SETTING,
@@ -65,6 +66,28 @@ class LoadedModel:
     adapters: Any = None
     lightning: Any = None
     fast_scheduler: Any = None
+    # Image-to-image and inpainting pipelines over this pipeline's modules (models.derived), made
+    # on first use: they add no weights.
+    derived: dict[Mode, Any] = field(default_factory=dict)
+
+    def mode(self, request: GenerationRequest) -> Mode:
+        """Which of this model's pipelines runs ``request``."""
+        if request.mask is not None:
+            return Mode.inpaint
+        if request.images and not ModelKind(self.kind).spec.takes_images:
+            return Mode.image_to_image
+        return Mode.base
+
+    def modes(self) -> tuple[Mode, ...]:
+        """What this model can run (``/models`` lists it)."""
+        return (Mode.base, *(mode for kind, mode in DERIVED_CLASSES if kind == self.kind))
+
+    def pipeline_for(self, mode: Mode) -> Any:
+        if mode is Mode.base or self.pipeline is None:
+            return self.pipeline
+        if mode not in self.derived:
+            self.derived[mode] = derived_pipeline(self.pipeline, DERIVED_CLASSES[(self.kind, mode)])
+        return self.derived[mode]
 
     def describe(self) -> dict[str, Any]:
         """How this model is loaded: what ``/health`` and ``/models`` report."""
@@ -103,6 +126,15 @@ class GenerationRequest:
     adapters: list[Any] = field(default_factory=list)
     # Fast mode: the model's Lightning adapter and scheduler, true CFG off.
     fast: bool = False
+    # Image-to-image and inpainting (models.derived): how much of the input is redrawn (0-1; None:
+    # not a redraw), and the region to repaint (white; "L" mode, the size of the first image).
+    strength: float | None = None
+    mask: Image.Image | None = None
+
+    @property
+    def steps_run(self) -> int:
+        """The denoising steps the run makes (fewer than asked under ``strength``)."""
+        return steps_run(self.num_inference_steps, self.strength)
 
 
 @dataclass
@@ -272,6 +304,12 @@ def _check_request(model: LoadedModel, request: GenerationRequest) -> None:
     takes_images = ModelKind(model.kind).spec.takes_images
     if takes_images and not 1 <= len(request.images) <= MAX_EDIT_INPUTS:
         raise ValueError(f"image edit takes 1-{MAX_EDIT_INPUTS} input images, got {len(request.images)}")
+    if not takes_images and len(request.images) > 1:
+        raise ValueError(f"image-to-image takes one input image, got {len(request.images)}")
+    if request.strength is not None and not 0.0 < request.strength <= 1.0:
+        raise ValueError(f"strength must be above 0 and at most 1, got {request.strength}")
+    if request.mask is not None and (not request.images or request.mask.size != request.images[0].size):
+        raise ValueError("a mask needs an input image of its own size")
     size = request.edit_size if takes_images else (request.width, request.height)
     if size is not None and (size[0] % 16 or size[1] % 16 or size[0] <= 0 or size[1] <= 0):
         raise ValueError(f"width and height must be positive multiples of 16, got {size[0]}x{size[1]}")
@@ -309,8 +347,9 @@ def _previewer(model: LoadedModel, request: GenerationRequest, options: PreviewO
 def _pipeline_generate(model, request, seed, on_step, should_stop, previews=None):
     import torch
 
-    pipeline = model.pipeline
-    total = request.num_inference_steps
+    mode = model.mode(request)
+    pipeline = model.pipeline_for(mode)
+    total = request.steps_run
     progress = {"steps": 0}
     previewer = _previewer(model, request, previews)
 
@@ -338,7 +377,7 @@ def _pipeline_generate(model, request, seed, on_step, should_stop, previews=None
         negative_prompt=request.negative_prompt or "",
         # The Lightning adapters are distilled to run without classifier-free guidance.
         true_cfg_scale=1.0 if request.fast else request.true_cfg_scale,
-        num_inference_steps=total,
+        num_inference_steps=request.num_inference_steps,
         # Only guidance-distilled transformers read it; the others would just log a warning.
         guidance_scale=request.guidance_scale if transformer_config.guidance_embeds else None,
         num_images_per_prompt=request.num_images,
@@ -346,14 +385,23 @@ def _pipeline_generate(model, request, seed, on_step, should_stop, previews=None
         callback_on_step_end=step_end,
         output_type="pil",
     )
+    if mode is not Mode.base:
+        arguments.update(strength=request.strength)
+    if request.mask is not None:
+        arguments.update(mask_image=request.mask)
     if not ModelKind(model.kind).spec.takes_images:
         arguments.update(width=request.width, height=request.height)
+        if request.images:
+            arguments.update(image=request.images[0].convert("RGB"))
     else:
         # Edit output size follows the pipeline's own rule (last input's aspect ratio, ~1 MP) unless given.
         images = [image.convert("RGB") for image in request.images]
         arguments.update(image=images if len(images) > 1 else images[0])
         if request.edit_size is not None:
             arguments.update(width=request.edit_size[0], height=request.edit_size[1])
+    if mode is Mode.inpaint and ModelKind(model.kind).spec.takes_images:
+        # The edit inpainting pipeline repaints the first image's masked region.
+        arguments.update(image=arguments["image"][0] if isinstance(arguments["image"], list) else arguments["image"])
     base_scheduler = pipeline.scheduler
     if request.fast:
         pipeline.scheduler = model.fast_scheduler
@@ -372,7 +420,7 @@ def _pipeline_generate(model, request, seed, on_step, should_stop, previews=None
 
 
 def _sleep_generate(model, request, seed, on_step, should_stop):
-    total = request.num_inference_steps
+    total = request.steps_run
     seconds = model.profile.sleep_seconds_per_step
     steps = 0
     interrupted = False

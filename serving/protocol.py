@@ -19,6 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from auth.account_cache import AccountsChanged
 from i18n import messages
 from models.adapters import MAX_SCALE, MIN_SCALE
+from models.derived import extend_canvas, steps_run
 from models.kinds import ModelKind, kind_for_task_type
 from models.runtime import GenerationRequest
 from models.seeds import MAX_SEED
@@ -91,6 +92,12 @@ class GenerationParameters(BaseModel):
     input_count: Optional[int] = Field(default=None, ge=1)
     input_sizes: Optional[list[tuple[int, int]]] = None
     output_size: Optional[tuple[int, int]] = None
+    # Image-to-image and inpainting (models.derived): how much of the input is redrawn; whether the
+    # last input is the mask (white = repaint); the pixels an outpainting adds (left, top, right,
+    # bottom) around the first input.
+    strength: Optional[float] = Field(default=None, gt=0.0, le=1.0)
+    mask: Optional[bool] = None
+    outpaint: Optional[tuple[int, int, int, int]] = None
     loras: Optional[list[AdapterChoice]] = None
     speed: Optional[Literal["fast"]] = None  # the Lightning adapter and scheduler, true CFG off
     # What a /v1 request asked for, kept for history; the pipeline does not read these.
@@ -134,7 +141,7 @@ class GenerationParameters(BaseModel):
     @property
     def total_steps(self) -> int:
         """Denoising steps of the whole task: steps per request times its prompts."""
-        return self.num_inference_steps * len(self.prompt_list)
+        return steps_run(self.num_inference_steps, self.strength) * len(self.prompt_list)
 
     def to_record(self) -> dict[str, Any]:
         """The task record's JSON ``parameters``: the fields that are set."""
@@ -157,6 +164,12 @@ class GenerationParameters(BaseModel):
         """The pipeline's arguments for one of the task's prompts, with its decoded input images and
         its adapters (``models.adapters.AdapterUse``, where the registry found their weights)."""
         defaults = GenerationRequest(prompt=prompt)
+        images, mask = list(images), None
+        if self.mask:
+            mask = images.pop().convert("L")
+        if self.outpaint is not None:
+            canvas, mask = extend_canvas(images[0], *self.outpaint)
+            images = [canvas]
         return GenerationRequest(
             prompt=prompt,
             negative_prompt=self.negative_prompt,
@@ -171,6 +184,8 @@ class GenerationParameters(BaseModel):
             adapters=adapters,
             fast=self.speed == "fast",
             edit_size=self.output_size,
+            strength=self.strength,
+            mask=mask,
         )
 
 

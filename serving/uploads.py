@@ -132,3 +132,52 @@ def open_input(data: bytes) -> Image.Image:
     image.load()
     ImageOps.exif_transpose(image, in_place=True)
     return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def validate_mask(
+    data: bytes,
+    name: str,
+    image_size: tuple[int, int],
+    max_pixels: int,
+    max_decoded_bytes: Optional[int] = DEFAULT_MAX_DECODED_BYTES,
+) -> ValidatedUpload:
+    """A mask in either convention people use, as the pipelines take it: an "L" PNG, white = repaint.
+
+    - with transparency (any pixel not fully opaque): transparent = repaint, OpenAI's rule;
+    - opaque (black and white, or grey): white = repaint, AUTOMATIC1111's and ComfyUI's rule.
+
+    Every check of :func:`decode_image` first; then the upright size must be the image's, and the
+    mask must mark something.
+    """
+    decode_image(data, name, max_pixels, max_decoded_bytes).close()
+    with Image.open(io.BytesIO(data)) as raw:
+        raw.load()
+        upright = ImageOps.exif_transpose(raw)
+        if upright.mode == "P" or (upright.mode in ("L", "RGB") and "transparency" in upright.info):
+            upright = upright.convert("RGBA")
+        alpha = upright.getchannel("A") if "A" in upright.getbands() else None
+        if alpha is not None and _darkest(alpha) < 255:
+            mask = ImageOps.invert(alpha)
+        else:
+            mask = upright.convert("L")
+    if mask.size != image_size:
+        raise bad_upload(name, messages.MASK_SIZE_MISMATCH(mask=_size(mask.size), image=_size(image_size)))
+    if _lightest(mask) < 128:
+        raise bad_upload(name, messages.MASK_EMPTY)
+    out = io.BytesIO()
+    mask.save(out, format="PNG", optimize=False)
+    return ValidatedUpload(out.getvalue(), mask.size, "png")
+
+
+def _size(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def _darkest(channel: Image.Image) -> int:
+    low, _ = channel.getextrema()  # one band: (min, max)
+    return int(low)  # type: ignore[arg-type]
+
+
+def _lightest(channel: Image.Image) -> int:
+    _, high = channel.getextrema()
+    return int(high)  # type: ignore[arg-type]

@@ -281,9 +281,7 @@ def statistics(session: Session, user_id: Optional[int] = None, *, today_start: 
         count_if(TaskRecord.status == TaskStatus.pending.value),
         count_if(TaskRecord.status == TaskStatus.running.value),
         count_if(TaskRecord.status == TaskStatus.cancelled.value),
-        count_if(TaskRecord.task_type == TaskType.text_to_image.value),
-        count_if(TaskRecord.task_type == TaskType.image_edit.value),
-        count_if(TaskRecord.task_type == TaskType.batch_edit.value),
+        *(count_if(TaskRecord.task_type == task_type.value) for task_type in TaskType),
         func.avg(case((and_(completed, col(TaskRecord.execution_time).is_not(None)), TaskRecord.execution_time))),
         func.coalesce(func.sum(case((completed, TaskRecord.execution_time), else_=0.0)), 0.0),
     ]
@@ -294,22 +292,22 @@ def statistics(session: Session, user_id: Optional[int] = None, *, today_start: 
     if user_id is not None:
         query = query.where(TaskRecord.user_id == user_id)
     row = session.exec(query).one()
-    stats = {
+    stats: dict[str, Any] = {
         "total_tasks": int(row[0]),
         "completed_tasks": int(row[1]),
         "failed_tasks": int(row[2]),
         "pending_tasks": int(row[3]),
         "running_tasks": int(row[4]),
         "cancelled_tasks": int(row[5]),
-        "text_to_image_count": int(row[6]),
-        "image_edit_count": int(row[7]),
-        "batch_edit_count": int(row[8]),
-        "avg_execution_time": round(float(row[9]), 3) if row[9] is not None else 0.0,
-        "total_execution_time": round(float(row[10] or 0.0), 3),
+        # One count per task type (the kind table's): text_to_image_count, image_edit_count, …
+        **{f"{task_type.value}_count": int(row[6 + n]) for n, task_type in enumerate(TaskType)},
     }
+    rest = 6 + len(TaskType)
+    stats["avg_execution_time"] = round(float(row[rest]), 3) if row[rest] is not None else 0.0
+    stats["total_execution_time"] = round(float(row[rest + 1] or 0.0), 3)
     if today_start is not None:
-        stats["today_tasks"] = int(row[11])
-        stats["active_users"] = int(row[12])
+        stats["today_tasks"] = int(row[rest + 2])
+        stats["active_users"] = int(row[rest + 3])
     return stats
 
 

@@ -11,6 +11,7 @@ from typing import Any, Literal, Optional, Union
 from fastapi import HTTPException, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.aspect import MAX_SIDE, MIN_SIDE, SIDE_MULTIPLE, valid_side
 from models.kinds import ModelKind
 from models.seeds import MAX_SEED
 from serving.protocol import MAX_PROMPT, GenerationParameters
@@ -23,10 +24,7 @@ MODEL_ALIASES = {name: kind for kind in ModelKind for name in (kind.spec.api_mod
 ROUTES = {ModelKind.text_to_image: "/v1/images/generations", ModelKind.image_edit: "/v1/images/edits"}
 MODEL_CREATED = 1767225600  # 2026-01-01, when these model versions were published
 
-# Sizes: "auto", or WxH with both sides multiples of 16 (the VAE's 8x and the 2x2 latent patches)
-# between MIN_SIDE and MAX_SIDE. That covers the contract's seven sizes and OpenAI's 1024x1536 /
-# 1536x1024 as well as 256x256 and 512x512.
-MIN_SIDE, MAX_SIDE, SIDE_MULTIPLE = 256, 2048, 16
+# Sizes: "auto", or WxH with both sides valid (models.aspect: multiples of 16 from 256 to 2048).
 SIZE_PATTERN = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 AUTO_TEXT_TO_IMAGE_SIZE = (1024, 1024)
 
@@ -178,7 +176,7 @@ def parse_size(size: str, kind: ModelKind) -> Optional[tuple[int, int]]:
     if not match:
         raise invalid("size", f"Invalid value: '{size}'. {rule[0].upper()}{rule[1:]}")
     width, height = int(match.group(1)), int(match.group(2))
-    if not all(MIN_SIDE <= side <= MAX_SIDE and side % SIDE_MULTIPLE == 0 for side in (width, height)):
+    if not (valid_side(width) and valid_side(height)):
         raise invalid("size", f"Invalid value: '{size}'. {rule[0].upper()}{rule[1:]}")
     return width, height
 

@@ -1,0 +1,110 @@
+"""Image-to-image, inpainting and outpainting over the loaded weights (tiny profile, real pipelines).
+
+The derived pipelines must add no memory (every parameter is a tensor the loaded pipeline already
+holds, in the separate and in the shared layout), run the steps ``strength`` leaves, and honour
+the mask and the output size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models import IMAGE_EDIT, TEXT_TO_IMAGE, GenerationRequest, generate
+from models.derived import Mode, extend_canvas, extension_for_ratio, steps_run
+from models.shared import load_shared
+
+pytestmark = pytest.mark.unit
+
+
+def picture(size=(128, 96), seed=3) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def left_half_mask(size=(128, 96)) -> Image.Image:
+    mask = Image.new("L", size, 0)
+    mask.paste(255, (0, 0, size[0] // 2, size[1]))
+    return mask
+
+
+def pointers(module) -> set[int]:
+    return {p.data_ptr() for p in module.parameters()}
+
+
+def assert_shares_every_weight(model, mode: Mode) -> None:
+    base, derived = model.pipeline, model.pipeline_for(mode)
+    assert type(derived) is not type(base)
+    for name in ("transformer", "vae", "text_encoder"):
+        assert getattr(derived, name) is getattr(base, name)
+        assert pointers(getattr(derived, name)) == pointers(getattr(base, name))
+    assert model.pipeline_for(mode) is derived  # made once
+
+
+def test_derived_pipelines_hold_no_weight_of_their_own_in_the_separate_layout(text_to_image_model, image_edit_model):
+    assert_shares_every_weight(text_to_image_model, Mode.image_to_image)
+    assert_shares_every_weight(text_to_image_model, Mode.inpaint)
+    assert_shares_every_weight(image_edit_model, Mode.inpaint)
+    assert text_to_image_model.modes() == (Mode.base, Mode.image_to_image, Mode.inpaint)
+    assert image_edit_model.modes() == (Mode.base, Mode.inpaint)
+
+
+def test_derived_pipelines_hold_no_weight_of_their_own_in_the_shared_layout(tiny_profile):
+    shared = load_shared(tiny_profile)
+    for kind, modes in ((TEXT_TO_IMAGE, (Mode.image_to_image, Mode.inpaint)), (IMAGE_EDIT, (Mode.inpaint,))):
+        for mode in modes:
+            assert_shares_every_weight(shared[kind], mode)
+    assert shared[TEXT_TO_IMAGE].pipeline_for(Mode.inpaint).vae is shared[IMAGE_EDIT].pipeline_for(Mode.inpaint).vae
+
+
+@pytest.mark.parametrize(("strength", "steps"), [(1.0, 8), (0.5, 4), (0.3, 3), (0.01, 1)])
+def test_a_redraw_runs_the_steps_strength_leaves_and_reports_them(text_to_image_model, strength, steps):
+    seen = []
+    request = GenerationRequest(
+        prompt="a fox", width=128, height=96, num_inference_steps=8, seed=1, images=[picture()], strength=strength
+    )
+    result = generate(text_to_image_model, request, on_step=lambda step, total: seen.append((step, total)))
+    assert steps_run(8, strength) == steps == result.steps_completed
+    assert seen == [(n, steps) for n in range(1, steps + 1)]
+    assert result.images[0].size == (128, 96)
+
+
+def test_a_redraw_takes_the_output_size_asked_for(text_to_image_model):
+    request = GenerationRequest(
+        prompt="a fox", width=64, height=128, num_inference_steps=2, seed=1, images=[picture()], strength=0.5
+    )
+    assert generate(text_to_image_model, request).images[0].size == (64, 128)
+
+
+def test_an_inpainting_and_a_masked_edit_run_and_the_same_seed_repeats(text_to_image_model, image_edit_model):
+    for model, size in ((text_to_image_model, dict(width=128, height=96)), (image_edit_model, {})):
+        request = GenerationRequest(
+            prompt="a hat",
+            num_inference_steps=2,
+            seed=5,
+            images=[picture()],
+            mask=left_half_mask(),
+            strength=1.0,
+            **size,
+        )
+        first, again = generate(model, request), generate(model, request)
+        assert np.array_equal(np.asarray(first.images[0]), np.asarray(again.images[0]))
+
+
+def test_a_mask_of_another_size_is_refused_before_any_work(text_to_image_model):
+    request = GenerationRequest(prompt="x", images=[picture()], mask=left_half_mask((64, 64)), strength=1.0)
+    with pytest.raises(ValueError, match="mask"):
+        generate(text_to_image_model, request)
+
+
+def test_outpainting_canvas_keeps_the_image_and_masks_the_border_with_an_overlap():
+    image = picture((100, 80))
+    canvas, mask = extend_canvas(image, 40, 0, 20, 10, overlap=16)
+    assert canvas.size == mask.size == (160, 90)
+    assert np.array_equal(np.asarray(canvas)[0:80, 40:140], np.asarray(image))
+    m = np.asarray(mask)
+    assert (m[:, :40] == 255).all() and (m[:, 140:] == 255).all() and (m[80:, :] == 255).all()
+    assert m[40, 90] == 0  # the middle of the original is kept
+    assert m[40, 44] == 255 and 0 < m[40, 56] < 255  # the seam is repainted, feathered into the original
+    assert extension_for_ratio(320, 240, (16, 9)) == (53, 0, 54, 0)
+    assert extension_for_ratio(320, 240, (1, 1)) == (0, 40, 0, 40)
