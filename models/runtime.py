@@ -328,10 +328,12 @@ def _previewer(model: LoadedModel, request: GenerationRequest, options: PreviewO
         return None
     from .preview import LatentPreviewer
 
-    if ModelKind(model.kind).spec.takes_images:
-        width, height = edit_output_size(*request.images[-1].size)
-    else:
+    if not ModelKind(model.kind).spec.takes_images:
         width, height = request.width, request.height
+    elif request.mask is not None:  # the edit inpainting pipeline's own size, from the (reshaped) image
+        width, height = edit_output_size(*(request.edit_size or request.images[0].size))
+    else:
+        width, height = request.edit_size or edit_output_size(*request.images[-1].size)
     return LatentPreviewer(
         model.preview_map(),
         width=width,
@@ -399,9 +401,21 @@ def _pipeline_generate(model, request, seed, on_step, should_stop, previews=None
         arguments.update(image=images if len(images) > 1 else images[0])
         if request.edit_size is not None:
             arguments.update(width=request.edit_size[0], height=request.edit_size[1])
+    exact_size = None
     if mode is Mode.inpaint and ModelKind(model.kind).spec.takes_images:
-        # The edit inpainting pipeline repaints the first image's masked region.
-        arguments.update(image=arguments["image"][0] if isinstance(arguments["image"], list) else arguments["image"])
+        # The edit inpainting pipeline repaints the first image's masked region at its own size
+        # (about a megapixel in the image's ratio; it ignores width/height): a size asked for is
+        # given by bringing image and mask to that shape first and the result to it after.
+        image = arguments["image"][0] if isinstance(arguments["image"], list) else arguments["image"]
+        arguments.update(image=image)
+        if request.edit_size is not None:
+            exact_size = request.edit_size
+            arguments.update(
+                image=image.resize(exact_size, Image.Resampling.LANCZOS),
+                mask_image=request.mask.resize(exact_size, Image.Resampling.BILINEAR),
+            )
+            arguments.pop("width", None)
+            arguments.pop("height", None)
     base_scheduler = pipeline.scheduler
     if request.fast:
         pipeline.scheduler = model.fast_scheduler
@@ -416,7 +430,10 @@ def _pipeline_generate(model, request, seed, on_step, should_stop, previews=None
         if previewer is not None:
             previewer.close()
         pipeline.scheduler = base_scheduler
-    return list(output.images), progress["steps"], False
+    images = list(output.images)
+    if exact_size is not None:
+        images = [i if i.size == exact_size else i.resize(exact_size, Image.Resampling.LANCZOS) for i in images]
+    return images, progress["steps"], False
 
 
 def _sleep_generate(model, request, seed, on_step, should_stop):

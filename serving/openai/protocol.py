@@ -12,6 +12,7 @@ from fastapi import HTTPException, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.aspect import MAX_SIDE, MIN_SIDE, SIDE_MULTIPLE, valid_side
+from models.derived import DEFAULT_MASKED_STRENGTH
 from models.kinds import ModelKind
 from models.seeds import MAX_SEED
 from serving.protocol import MAX_PROMPT, GenerationParameters
@@ -74,10 +75,16 @@ class ImageRequest(BaseModel):
     webhook_events: Optional[Union[str, list[str]]] = None
 
     def generation_parameters(
-        self, kind: ModelKind, model: str, size: Optional[tuple[int, int]], input_sizes: list[tuple[int, int]]
+        self,
+        kind: ModelKind,
+        model: str,
+        size: Optional[tuple[int, int]],
+        input_sizes: list[tuple[int, int]],
+        masked: bool = False,
     ) -> GenerationParameters:
         """The task's parameters (``ValidationError`` for a prompt the model refuses). ``size`` is
-        the output size (None for an edit's "auto"); ``input_sizes`` the edit's inputs."""
+        the output size (None for an edit's "auto"); ``input_sizes`` the edit's inputs; ``masked``:
+        the last input is a mask over the first (an inpainting edit, at full strength)."""
         edit = kind.spec.takes_images
         return GenerationParameters(
             kind=kind,
@@ -93,6 +100,8 @@ class ImageRequest(BaseModel):
             input_count=len(input_sizes) if edit else None,
             input_sizes=input_sizes if edit else None,
             output_size=size if edit else None,
+            mask=True if masked else None,
+            strength=DEFAULT_MASKED_STRENGTH if masked else None,
             api="openai",
             model=model,
             size=self.size,

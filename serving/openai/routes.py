@@ -44,7 +44,7 @@ from serving.openai.protocol import (
 from serving.protocol import PreviewImage, ResultLocation, TaskCompleted, TaskEvent, TaskFailed
 from serving.routes.common import create_task, generation_parameters, read_result, result_headers
 from serving.state import ServiceState, StateDep
-from serving.uploads import read_limited, validate_upload
+from serving.uploads import read_limited, validate_mask, validate_upload
 from serving.webhook_sender import webhook_spec
 from storage import TaskStatus
 from storage.tasks import get_task_record
@@ -124,14 +124,11 @@ async def edit_image(request: Request, user: CurrentUser, state: StateDep) -> Re
     """Edit one image or compose two (OpenAI's ``images.edit``); multipart with ``image`` or ``image[]``."""
     form = await request.form(max_files=MAX_EDIT_IMAGES + 2, max_fields=64)
     uploads = form.getlist("image") + form.getlist("image[]")
-    if form.get("mask") is not None:
-        raise invalid(
-            "mask",
-            "masks are not supported: Qwen-Image-Edit edits the whole image from the prompt",
-            code="unsupported_parameter",
-        )
+    mask = form.get("mask")
     fields = {
-        key: value for key, value in form.multi_items() if isinstance(value, str) and key not in ("image", "image[]")
+        key: value
+        for key, value in form.multi_items()
+        if isinstance(value, str) and key not in ("image", "image[]", "mask")
     }
     try:
         body = ImageRequest.model_validate(fields)
@@ -161,7 +158,44 @@ async def edit_image(request: Request, user: CurrentUser, state: StateDep) -> Re
             )
         except HTTPException as exc:
             raise invalid("image", str(exc.detail)) from None
-    return await _run(state, request, user, body, ModelKind.image_edit, model, size, inputs)
+    if mask is not None:
+        inputs.append(await _read_mask(state, mask, inputs))
+    return await _run(state, request, user, body, ModelKind.image_edit, model, size, inputs, masked=mask is not None)
+
+
+async def _read_mask(state: ServiceState, mask: Any, inputs: list) -> Any:
+    """OpenAI's ``mask``: over the first image, its size; transparent = edit (an opaque black-and-white
+    mask, white = edit, is taken too). The edit model repaints one image under a mask."""
+    if not isinstance(mask, UploadFile):
+        raise invalid("mask", "mask must be a file upload")
+    if len(inputs) != 1:
+        raise invalid("mask", f"a mask works on one image here, got {len(inputs)}: send the image to repaint alone")
+    data = await read_limited(mask, state.settings.max_upload_bytes)
+    try:
+        return await asyncio.to_thread(
+            validate_mask,
+            data,
+            mask.filename or "mask",
+            inputs[0].size,
+            state.settings.max_image_pixels,
+            state.settings.max_decoded_mb * 2**20,
+        )
+    except HTTPException as exc:
+        raise invalid("mask", str(exc.detail)) from None
+
+
+@router.post("/images/variations", responses=ERROR_RESPONSES)
+async def create_variation(user: CurrentUser) -> Response:
+    """OpenAI's ``images.create_variation`` (DALL·E 2 only there) is not offered: neither Qwen-Image
+    model makes a variation without a prompt, and a guessed prompt would not be one. A 400 names
+    the two ways to get one: an edit with a prompt, or a redraw at a strength."""
+    raise invalid(
+        "image",
+        "Variations without a prompt are not offered by the Qwen-Image models. Use /v1/images/edits with a "
+        "prompt such as 'a variation of this image', or the native POST /image-to-image with a prompt and "
+        "a strength (0.3-0.6 keeps the composition).",
+        code="unsupported_operation",
+    )
 
 
 async def _run(
@@ -173,10 +207,12 @@ async def _run(
     model: str,
     size: Optional[tuple[int, int]],
     inputs: list,
+    masked: bool = False,
 ) -> Response:
     """Create the task; answer with the images (JSON) or, with ``stream``, an event stream."""
+    images = inputs[:-1] if masked else inputs
     parameters = generation_parameters(
-        lambda: body.generation_parameters(kind, model, size, [image.size for image in inputs])
+        lambda: body.generation_parameters(kind, model, size, [image.size for image in images], masked)
     )
     try:
         parameters = await apply_adapter_options(state, parameters, lora_list_text(body.loras), speed_for(body))

@@ -192,6 +192,37 @@ def test_edit_composes_two_images_sent_as_image_list(keyed):
     assert picture.format == "JPEG" and picture.size == (512, 256) and two.size == "512x256"
 
 
+def test_edit_with_an_openai_mask_repaints_the_transparent_region_of_the_image(client, keyed):
+    mask = Image.new("RGBA", (96, 64), (0, 0, 0, 255))
+    mask.paste((0, 0, 0, 0), (0, 0, 48, 64))  # transparent = edit, OpenAI's rule
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    edited = keyed.sdk.images.edit(
+        prompt="a red door",
+        image=("in.png", image_bytes((96, 64)), "image/png"),
+        mask=("mask.png", buffer.getvalue(), "image/png"),
+        size="512x256",
+        extra_body=FAST,
+    )
+    assert decoded(edited.data[0].b64_json).size == (512, 256)
+    record = client.get("/tasks/history/me", headers=keyed.headers, params={"page_size": 1}).json()["items"][0]
+    assert record["parameters"]["mask"] is True and record["parameters"]["input_count"] == 1
+    with pytest.raises(openai.BadRequestError) as refused:
+        keyed.sdk.images.edit(
+            prompt="x",
+            image=("in.png", image_bytes((96, 64)), "image/png"),
+            mask=("mask.png", image_bytes((32, 32)), "image/png"),
+        )
+    assert refused.value.body["param"] == "mask" and "32x32" in refused.value.body["message"]
+
+
+def test_variations_are_a_400_naming_the_alternatives(keyed):
+    with pytest.raises(openai.BadRequestError) as refused:
+        keyed.sdk.images.create_variation(image=("in.png", image_bytes((64, 64)), "image/png"))
+    assert refused.value.body["code"] == "unsupported_operation"
+    assert "/v1/images/edits" in refused.value.body["message"] and "/image-to-image" in refused.value.body["message"]
+
+
 # ------------------------------------------------------------------------------------------ streams
 
 
@@ -308,7 +339,7 @@ def test_error_bodies_over_plain_http(client, keyed):
         data={"prompt": "x"},
         files=[("image", ("a.png", image_bytes(), "image/png")), ("mask", ("m.png", image_bytes(), "image/png"))],
     )
-    openai_error(masked, 400, "mask")
+    assert "marks nothing to repaint" in openai_error(masked, 400, "mask")["message"]  # opaque and dark
     broken = client.post(
         "/v1/images/edits",
         headers=headers,

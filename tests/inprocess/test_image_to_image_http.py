@@ -133,7 +133,7 @@ def test_image_edit_takes_a_mask_on_one_image_and_strength_only_with_it(client, 
     masked = client.post("/image-edit", headers={**alice, **EN}, data={**data, "strength": "0.8"}, files=one + mask)
     params = record(client, alice, masked)["parameters"]
     assert params["mask"] is True and params["strength"] == 0.8 and params["input_count"] == 1
-    two = one + [("images", ("b.png", png((320, 240)), "image/png"))]
+    two = [*one, ("images", ("b.png", png((320, 240)), "image/png"))]
     refused = client.post("/image-edit", headers={**alice, **EN}, data=data, files=two + mask)
     assert refused.status_code == 400 and refused.json()["detail"] == "A mask works on one image, got 2"
     unmasked = client.post("/image-edit", headers={**alice, **EN}, data={**data, "strength": "0.5"}, files=one)
