@@ -108,3 +108,28 @@ def test_outpainting_canvas_keeps_the_image_and_masks_the_border_with_an_overlap
     assert m[40, 44] == 255 and 0 < m[40, 56] < 255  # the seam is repainted, feathered into the original
     assert extension_for_ratio(320, 240, (16, 9)) == (53, 0, 54, 0)
     assert extension_for_ratio(320, 240, (1, 1)) == (0, 40, 0, 40)
+
+
+def test_an_adapter_and_fast_mode_reach_a_redraw_through_the_shared_transformer(tiny_cache_dir):
+    from models import get_profile, load
+    from models.adapters import AdapterSource, AdapterUse
+    from models.profiles import with_speed_options
+    from models.tiny_adapter import WEIGHT_NAME, ensure_tiny_lora
+
+    model = load(with_speed_options(get_profile("tiny", cache_dir=tiny_cache_dir), adapter_capacity=1), TEXT_TO_IMAGE)
+    ink = AdapterUse(
+        "ink", 1.0, AdapterSource("ink", ensure_tiny_lora(TEXT_TO_IMAGE, tiny_cache_dir, "ink"), WEIGHT_NAME)
+    )
+
+    def run(**options) -> np.ndarray:
+        request = GenerationRequest(
+            prompt="a fox", width=128, height=96, num_inference_steps=4, seed=2, images=[picture()], strength=1.0
+        )
+        for key, value in options.items():
+            setattr(request, key, value)
+        return np.asarray(generate(model, request).images[0], dtype=np.float32)
+
+    base = run()
+    assert np.abs(run(adapters=[ink]) - base).mean() > 0.01  # the adapter changed the redraw
+    assert np.abs(run(fast=True) - base).mean() > 0.01  # Lightning adapter and its scheduler
+    assert np.array_equal(run(), base)  # and nothing stays behind
