@@ -55,6 +55,7 @@ def expected_stats(records) -> dict:
         "text_to_image_count": sum(r.task_type == "text_to_image" for r in records),
         "image_edit_count": sum(r.task_type == "image_edit" for r in records),
         "batch_edit_count": sum(r.task_type == "batch_edit" for r in records),
+        "image_to_image_count": sum(r.task_type == "image_to_image" for r in records),
         "avg_execution_time": round(sum(times) / len(times), 3) if times else 0.0,
         "total_execution_time": round(sum(times), 3),
     }
