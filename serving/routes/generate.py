@@ -158,6 +158,34 @@ async def _read_mask(state: ServiceState, mask: FormFile | str, image_size: tupl
     )
 
 
+def _ratio_size(aspect_ratio: str) -> tuple[int, int]:
+    """The size of one of the contract's seven ratios; any other is a 400 listing them."""
+    if aspect_ratio not in ASPECT_RATIOS:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            messages.ASPECT_RATIO_UNSUPPORTED(aspect_ratio=aspect_ratio, choices=", ".join(ASPECT_RATIOS)),
+        )
+    return size_for_aspect_ratio(aspect_ratio)
+
+
+def _outpaint_sides(
+    size: tuple[int, int], sides: tuple[int, int, int, int], extend_to: Optional[str], *, masked: bool
+) -> Optional[tuple[int, int, int, int]]:
+    """The pixels an outpainting adds (left, top, right, bottom), from the four sides or a ratio;
+    None when the request extends nothing."""
+    if extend_to is not None:
+        if any(sides):
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.EXTEND_RATIO_OR_SIDES)
+        sides = extension_for_ratio(*size, _ratio("extend_to", extend_to))
+        if not any(sides):
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.EXTEND_NOTHING(ratio=extend_to))
+    if not any(sides):
+        return None
+    if masked:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.MASK_OR_OUTPAINT)
+    return sides
+
+
 def _ratio(field: str, value: str) -> tuple[int, int]:
     parts = value.split(":")
     if len(parts) == 2 and all(p.isdigit() and 1 <= int(p) <= 100 for p in parts):
@@ -221,17 +249,8 @@ async def text_to_image(
     )
     prompt = _clean_prompt(prompt)
     size = await _pixel_size(request, width, height)
-    if size is not None:
-        width, height = size
-        ratio: Optional[str] = None
-    elif aspect_ratio not in ASPECT_RATIOS:
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST,
-            messages.ASPECT_RATIO_UNSUPPORTED(aspect_ratio=aspect_ratio, choices=", ".join(ASPECT_RATIOS)),
-        )
-    else:
-        ratio = aspect_ratio
-        width, height = size_for_aspect_ratio(aspect_ratio)
+    ratio: Optional[str] = None if size is not None else aspect_ratio
+    width, height = size or _ratio_size(aspect_ratio)
     parameters = generation_parameters(
         lambda: GenerationParameters(
             kind=ModelKind.text_to_image,
@@ -362,32 +381,21 @@ async def image_to_image(
     prompt = _clean_prompt(prompt)
     # FastAPI binds one of several same-named parts; this route takes exactly one image.
     inputs = await _read_images(state, (await request.form()).getlist("image"), 1)
-    source = inputs[0].size
-    sides = (extend_left, extend_top, extend_right, extend_bottom)
-    outpaint: Optional[tuple[int, int, int, int]] = None
-    if extend_to is not None:
-        if any(sides):
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.EXTEND_RATIO_OR_SIDES)
-        sides = extension_for_ratio(*source, _ratio("extend_to", extend_to))
-        if not any(sides):
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.EXTEND_NOTHING(ratio=extend_to))
-    if any(sides):
-        if mask is not None:
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.MASK_OR_OUTPAINT)
-        outpaint = sides
-        source = (source[0] + sides[0] + sides[2], source[1] + sides[1] + sides[3])
+    outpaint = _outpaint_sides(
+        inputs[0].size, (extend_left, extend_top, extend_right, extend_bottom), extend_to, masked=mask is not None
+    )
     if mask is not None:
         inputs.append(await _read_mask(state, mask, inputs[0].size))
     size = await _pixel_size(request, width, height)
     ratio: Optional[str] = None
     if size is None and aspect_ratio is not None:
-        if aspect_ratio not in ASPECT_RATIOS:
-            raise HTTPException(
-                status.HTTP_400_BAD_REQUEST,
-                messages.ASPECT_RATIO_UNSUPPORTED(aspect_ratio=aspect_ratio, choices=", ".join(ASPECT_RATIOS)),
-            )
-        ratio, size = aspect_ratio, size_for_aspect_ratio(aspect_ratio)
-    width, height = size or edit_output_size(*source)
+        ratio, size = aspect_ratio, _ratio_size(aspect_ratio)
+    if size is None:  # the input's (or the extended canvas's) ratio at about a megapixel
+        source = inputs[0].size
+        if outpaint is not None:
+            source = (source[0] + outpaint[0] + outpaint[2], source[1] + outpaint[1] + outpaint[3])
+        size = edit_output_size(*source)
+    width, height = size
     if strength is None:
         strength = DEFAULT_MASKED_STRENGTH if mask is not None or outpaint else DEFAULT_STRENGTH
     parameters = generation_parameters(
