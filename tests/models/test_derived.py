@@ -133,3 +133,25 @@ def test_an_adapter_and_fast_mode_reach_a_redraw_through_the_shared_transformer(
     assert np.abs(run(adapters=[ink]) - base).mean() > 0.01  # the adapter changed the redraw
     assert np.abs(run(fast=True) - base).mean() > 0.01  # Lightning adapter and its scheduler
     assert np.array_equal(run(), base)  # and nothing stays behind
+
+
+def test_a_step_cache_on_the_transformer_serves_a_redraw_and_an_inpainting(tiny_cache_dir):
+    from models import get_profile, load
+    from models.profiles import with_speed_options
+
+    model = load(
+        with_speed_options(get_profile("tiny", cache_dir=tiny_cache_dir), step_cache="taylorseer"), TEXT_TO_IMAGE
+    )
+    for mask in (None, left_half_mask()):
+        request = GenerationRequest(
+            prompt="a fox",
+            width=128,
+            height=96,
+            num_inference_steps=6,
+            seed=2,
+            images=[picture()],
+            strength=0.5,
+            mask=mask,
+        )
+        result = generate(model, request)
+        assert result.steps_completed == 3 and result.images[0].size == (128, 96)
