@@ -155,3 +155,17 @@ def test_a_step_cache_on_the_transformer_serves_a_redraw_and_an_inpainting(tiny_
         )
         result = generate(model, request)
         assert result.steps_completed == 3 and result.images[0].size == (128, 96)
+
+
+def test_an_inpainting_keeps_the_originals_own_pixels_outside_the_mask(text_to_image_model, image_edit_model):
+    source = picture((128, 96))
+    for model, size in ((text_to_image_model, dict(width=128, height=96)), (image_edit_model, {})):
+        request = GenerationRequest(
+            prompt="a hat", num_inference_steps=2, seed=5, images=[source], mask=left_half_mask(), strength=1.0, **size
+        )
+        out = generate(model, request).images[0]
+        kept = np.asarray(source.resize(out.size, Image.Resampling.LANCZOS), dtype=np.float32)
+        got = np.asarray(out, dtype=np.float32)
+        quarter = out.size[0] // 4
+        assert np.abs(got[:, -quarter:] - kept[:, -quarter:]).max() <= 1  # the unmasked side is the original
+        assert np.abs(got[:, :quarter] - kept[:, :quarter]).mean() > 5  # the masked side was redrawn
