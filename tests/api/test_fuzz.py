@@ -135,11 +135,10 @@ def _registered(url: str, admin: dict[str, str], role: str) -> dict[str, str]:
 
 
 # ``DELETE /tasks/{task_id}`` cancels: the task stays readable as ``cancelled`` (contract § 5.4), so
-# reading it afterwards is no use after free.
-CANCEL_IS_NOT_DELETE = (
-    '\n[[operations]]\ninclude-path-regex = "^/tasks/(history/)?\\\\{task_id\\\\}.*"\n'
-    "checks.use_after_free.enabled = false\n"
-)
+# schemathesis would take every later read of it for a use after free. The stateful runs leave the
+# cancel out (the first test above sends it generated input; test_tasks_api covers what it does).
+# (One filter on the label: two include- keys would each select operations on their own.)
+CANCEL_IS_NOT_DELETE = '\n[[operations]]\ninclude-name = "DELETE /tasks/{task_id}"\nenabled = false\n'
 
 
 def _stateful_run(url: str, tmp_path, users: dict[str, dict[str, str]], checks: str) -> str:
@@ -183,7 +182,7 @@ def test_two_users_never_get_each_others_tasks_and_every_declared_credential_is_
     it (``object_level_authorization``); each success is sent again without the credential
     (``ignored_auth``); and a 404 right after a create is a failure (``ensure_resource_availability``).
 
-    ``use_after_free`` runs too, except on the task reads (a cancelled task stays readable).
+    ``use_after_free`` runs too; the cancel is left out (a cancelled task stays readable).
     """
     alice, bob = _registered(fuzz_url, fuzz_headers, "alice"), _registered(fuzz_url, fuzz_headers, "bob")
     report = _stateful_run(
