@@ -264,7 +264,9 @@ def multipart_fields(request) -> dict[str, bytes]:
     """The parts of a ``multipart/form-data`` request the page sent, by field name."""
     head = f"Content-Type: {request.headers['content-type']}\r\n\r\n".encode()
     message = BytesParser(policy=default_policy).parsebytes(head + request.post_data_buffer)
-    return {part.get_param("name", header="content-disposition"): part.get_content() for part in message.iter_parts()}
+    return {
+        str(part.get_param("name", header="content-disposition")): part.get_content() for part in message.iter_parts()
+    }
 
 
 def submitted(page: Page, path: str) -> dict[str, bytes]:
@@ -322,7 +324,8 @@ def test_inpainting_sends_the_painted_mask_and_outpainting_the_chosen_edges(brow
     canvas = page.locator("#mask-canvas")
     page.wait_for_function("document.querySelector('#mask-canvas').width === 1024")
     assert canvas.evaluate("c => c.height") == 768
-    assert canvas.bounding_box()["width"] < 1024  # shown scaled down: the mask still has natural pixels
+    shown_box = canvas.bounding_box()
+    assert shown_box and shown_box["width"] < 1024  # shown scaled down: the mask still has natural pixels
     expect(page.locator("#strength")).to_have_value("0.6")  # a plain redraw's default
 
     # A horizontal stroke across the middle, a bit erased at its right end.

@@ -303,7 +303,7 @@ function applySettings(settings) {
   $("#count").value = String(settings.num_images || 1);
   $("#extend-to").value = (settings.extension && settings.extension.extend_to) || "";
   for (const side of SIDES) $(`#extend-${side}`).value = (settings.extension && settings.extension[`extend_${side}`]) || 0;
-  state.strengthTouched = settings.strength !== undefined;
+  state.strengthTouched = settings.mode === "i2i" && settings.strength !== undefined;
   if (state.strengthTouched) $("#strength").value = settings.strength;
   syncStrength();
   syncOutputs();
