@@ -74,6 +74,21 @@ Seed = Annotated[int, typer.Option("--seed", min=-1, max=2**32 - 1, help="-1 = r
 Negative = Annotated[str, typer.Option("--negative", help="negative prompt")]
 Output = Annotated[Optional[Path], typer.Option("-o", "--output", help="where to write the PNG (or ZIP)")]
 NoWait = Annotated[bool, typer.Option("--no-wait", help="print the task id and return at once")]
+Strength = Annotated[
+    Optional[float],
+    typer.Option(
+        "--strength", min=0.0, max=1.0, help="how much is redrawn, above 0 up to 1 (service default 0.6; 1 with a mask)"
+    ),
+]
+Mask = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--mask",
+        help="the region to repaint, the image's size: PNG with transparency (transparent = repaint) "
+        "or black and white (white = repaint)",
+    ),
+]
+Extend = Annotated[int, typer.Option(min=0, max=2048, help="outpainting: pixels added on this side")]
 
 
 class Options:
@@ -306,11 +321,11 @@ def _float(value: Optional[str]) -> Optional[float]:
         return None
 
 
-def _files(paths: list[Path], field: str) -> list:
+def _files(paths: list[Path], field: str, param_hint: str = "IMAGE") -> list:
     files = []
     for path in paths:
         if not path.is_file():
-            raise typer.BadParameter(f"{path} is not a file", param_hint="IMAGE")
+            raise typer.BadParameter(f"{path} is not a file", param_hint=param_hint)
         suffix = path.suffix.lower().lstrip(".")
         media = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp"}.get(suffix, "image/png")
         files.append((field, (path.name, path.read_bytes(), media)))
@@ -348,6 +363,80 @@ def generate(
     _submit_and_finish(ctx, _json_wanted(ctx, as_json), "/text-to-image", data, [], output, no_wait)
 
 
+def _check_strength(strength: Optional[float]) -> None:
+    # typer's range is closed; the service wants strength above 0
+    if strength is not None and strength <= 0:
+        raise typer.BadParameter(f"{strength} is not above 0", param_hint="--strength")
+
+
+def _check_ratio(value: str, option: str) -> None:
+    parts = value.split(":")
+    if not (len(parts) == 2 and all(p.isdigit() and 1 <= int(p) <= 100 for p in parts)):
+        raise typer.BadParameter(f"{value!r} is not a ratio such as 16:9", param_hint=option)
+
+
+@app.command()
+def img2img(
+    ctx: typer.Context,
+    image: Annotated[Path, typer.Argument(metavar="IMAGE", help="the image to redraw")],
+    prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="what the result shows")],
+    output: Output = None,
+    strength: Strength = None,
+    mask: Mask = None,
+    extend_left: Extend = 0,
+    extend_top: Extend = 0,
+    extend_right: Extend = 0,
+    extend_bottom: Extend = 0,
+    extend_to: Annotated[
+        Optional[str], typer.Option("--extend-to", metavar="RATIO", help="outpainting: extend, centred, to e.g. 16:9")
+    ] = None,
+    ratio: Annotated[
+        Optional[str], typer.Option("--ratio", help="output ratio: " + ", ".join(RATIOS) + " (default: the input's)")
+    ] = None,
+    width: Annotated[
+        Optional[int], typer.Option("--width", help="output width, a multiple of 16, with --height")
+    ] = None,
+    height: Annotated[Optional[int], typer.Option("--height", help="output height, with --width")] = None,
+    steps: Steps = None,
+    cfg: Cfg = None,
+    seed: Seed = -1,
+    count: Annotated[int, typer.Option("-n", "--count", min=1, max=4, help="number of images (1–4)")] = 1,
+    negative: Negative = "",
+    no_wait: NoWait = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Image to image: redraw IMAGE at a strength, repaint a --mask (inpainting) or extend the
+    canvas with --extend-* or --extend-to (outpainting)."""
+    _check_strength(strength)
+    sides = {"left": extend_left, "top": extend_top, "right": extend_right, "bottom": extend_bottom}
+    if extend_to is not None:
+        _check_ratio(extend_to, "--extend-to")
+        if any(sides.values()):
+            raise typer.BadParameter("give either --extend-to or the --extend-* sides", param_hint="--extend-to")
+    if mask is not None and (extend_to is not None or any(sides.values())):
+        raise typer.BadParameter("a mask and outpainting do not go together", param_hint="--mask")
+    if ratio is not None and ratio not in RATIOS:
+        raise typer.BadParameter(f"{ratio!r} is not one of {', '.join(RATIOS)}", param_hint="--ratio")
+    if (width is None) != (height is None):
+        raise typer.BadParameter("give both --width and --height", param_hint="--width/--height")
+    if ratio is not None and width is not None:
+        raise typer.BadParameter("give either --ratio or --width/--height", param_hint="--ratio")
+    data: dict[str, Any] = {"prompt": prompt, "seed": seed, "num_images": count, "negative_prompt": negative}
+    optional = {
+        "strength": strength,
+        "extend_to": extend_to,
+        "aspect_ratio": ratio,
+        "width": width,
+        "height": height,
+        "num_inference_steps": steps,
+        "true_cfg_scale": cfg,
+        **{f"extend_{side}": pixels or None for side, pixels in sides.items()},
+    }
+    data.update({key: value for key, value in optional.items() if value is not None})
+    files = _files([image], "image") + (_files([mask], "mask", "--mask") if mask is not None else [])
+    _submit_and_finish(ctx, _json_wanted(ctx, as_json), "/image-to-image", data, files, output, no_wait)
+
+
 @app.command()
 def edit(
     ctx: typer.Context,
@@ -361,26 +450,33 @@ def edit(
     seed: Seed = -1,
     count: Annotated[int, typer.Option("-n", "--count", min=1, max=4)] = 1,
     negative: Negative = "",
+    mask: Mask = None,
+    strength: Strength = None,
     no_wait: NoWait = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Edit one image, or compose two, with a prompt."""
+    """Edit one image, or compose two, with a prompt; with --mask, repaint only that region of one image."""
     if not 2 <= len(arguments) <= 3:
         raise typer.BadParameter("give one or two images and then the prompt", param_hint="IMAGE [IMAGE] PROMPT")
     *images, prompt = arguments
+    _check_strength(strength)
+    if mask is not None and len(images) != 1:
+        raise typer.BadParameter("a mask goes with one image", param_hint="--mask")
+    if strength is not None and mask is None:
+        raise typer.BadParameter("--strength applies to masked edits: give --mask too", param_hint="--strength")
     data: dict[str, Any] = {"prompt": prompt, "seed": seed, "num_images": count, "negative_prompt": negative}
-    for key, value in (("num_inference_steps", steps), ("true_cfg_scale", cfg), ("guidance_scale", guidance)):
+    for key, value in (
+        ("num_inference_steps", steps),
+        ("true_cfg_scale", cfg),
+        ("guidance_scale", guidance),
+        ("strength", strength),
+    ):
         if value is not None:
             data[key] = value
-    _submit_and_finish(
-        ctx,
-        _json_wanted(ctx, as_json),
-        "/image-edit",
-        data,
-        _files([Path(p) for p in images], "images"),
-        output,
-        no_wait,
-    )
+    files = _files([Path(p) for p in images], "images")
+    if mask is not None:
+        files += _files([mask], "mask", "--mask")
+    _submit_and_finish(ctx, _json_wanted(ctx, as_json), "/image-edit", data, files, output, no_wait)
 
 
 @app.command()
@@ -469,7 +565,9 @@ def history(
     status_filter: Annotated[
         Optional[str], typer.Option("--status", help="pending, running, completed, failed, cancelled")
     ] = None,
-    task_type: Annotated[Optional[str], typer.Option("--type", help="text_to_image, image_edit, batch_edit")] = None,
+    task_type: Annotated[
+        Optional[str], typer.Option("--type", help="text_to_image, image_edit, batch_edit, image_to_image")
+    ] = None,
     since: Annotated[Optional[str], typer.Option("--from", help="ISO date or datetime")] = None,
     until: Annotated[Optional[str], typer.Option("--to", help="ISO date or datetime")] = None,
     page: Annotated[int, typer.Option("--page", min=1)] = 1,

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
+from models.aspect import edit_output_size
 from tests.api.helpers import image_bytes, png_size, zip_pngs
 from tests.conftest import bearer, login, wait_for
 
@@ -169,3 +171,29 @@ def test_credentials_from_the_environment_win_over_the_file(cli, client, make_us
     )
     assert done.returncode == 0 and json.loads(done.stdout)["user_id"] == other.id
     assert httpx.get(cli.env["QWEN_IMAGE_URL"] + "/health", timeout=10).status_code == 200
+
+
+def test_img2img_inpaints_a_painted_mask_outpaints_and_edits_under_a_mask(cli):
+    (cli.dir / "in.png").write_bytes(image_bytes(size=(128, 96)))
+    mask = Image.new("L", (128, 96), 0)  # black keeps, white repaints
+    mask.paste(255, (32, 24, 96, 72))
+    mask.save(cli.dir / "mask.png")
+    inpainted = json.loads(
+        cli("img2img", "in.png", "a red door", "--mask", "mask.png", "--steps", "20", "-o", "door.png", "--json").stdout
+    )
+    assert inpainted["status"] == "completed"
+    assert png_size((cli.dir / "door.png").read_bytes()) == edit_output_size(128, 96)
+    status = json.loads(cli("status", inpainted["task_id"], "--json").stdout)
+    assert status["task_type"] == "image_to_image" and status["status"] == "completed"
+
+    wider = json.loads(
+        cli(
+            "img2img", "in.png", "more sea", "--extend-right", "64", "--extend-left", "64", "--steps", "20", "--json"
+        ).stdout
+    )
+    assert png_size((cli.dir / wider["file"]).read_bytes()) == edit_output_size(256, 96)
+
+    masked_edit = cli("edit", "in.png", "greener", "--mask", "mask.png", "--strength", "0.7", "--steps", "20")
+    assert "saved" in masked_edit.stderr
+    refused = cli("img2img", "in.png", "x", "--mask", "in.png", check_rc=5)  # opaque red: marks nothing
+    assert "mask" in refused.stderr

@@ -3,15 +3,18 @@ credentials come from, and the config file's permissions."""
 
 from __future__ import annotations
 
+import re
 import stat
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from cli.client import ApiError, Client, Credentials, _event_update, config_path, resolve, write_config
-from cli.main import _download
+from cli.main import _download, app
+from tests.api.helpers import image_bytes
 
 pytestmark = pytest.mark.unit
 
@@ -131,3 +134,80 @@ def test_a_well_formed_task_id_names_the_download(tmp_path, monkeypatch):
     task_id = str(uuid.uuid4())
     path, _ = _download(_HostileService(), task_id, None)
     assert path == Path(f"{task_id}.png") and (tmp_path / path).exists()
+
+
+# ------------------------------------------------------------------ img2img and masked edits: options
+
+
+@pytest.fixture
+def run_cli(tmp_path, monkeypatch):
+    """Runs the command in-process against an address nothing listens on: a check that let a bad
+    option through would end in exit 6 (unreachable), not 2."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("QWEN_IMAGE_CONFIG", str(tmp_path / "config.json"))
+    monkeypatch.setenv("QWEN_IMAGE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("QWEN_IMAGE_API_KEY", "a-key")
+    (tmp_path / "in.png").write_bytes(image_bytes(size=(64, 48)))
+    (tmp_path / "mask.png").write_bytes(image_bytes(size=(64, 48), color=(255, 255, 255)))
+
+    def run(*args: str):
+        return CliRunner().invoke(app, list(args))
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--extend-to", "16:9", "--extend-left", "64"], "--extend-to"),
+        (["--extend-to", "wide"], "--extend-to"),
+        (["--mask", "mask.png", "--extend-top", "32"], "--mask"),
+        (["--mask", "mask.png", "--extend-to", "4:3"], "--mask"),
+        (["--ratio", "5:4"], "--ratio"),
+        (["--width", "512"], "--width"),
+        (["--ratio", "1:1", "--width", "512", "--height", "512"], "--ratio"),
+        (["--strength", "0"], "--strength"),
+        (["--strength", "1.5"], "--strength"),
+        (["--extend-left", "-16"], "--extend-left"),
+        (["--mask", "missing.png"], "--mask"),
+    ],
+)
+def test_img2img_refuses_contradictory_or_invalid_options_before_calling_the_service(run_cli, args, named):
+    done = run_cli("img2img", "in.png", "a door", *args)
+    assert done.exit_code == 2, done.output
+    assert named in done.output
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["in.png", "in.png", "compose", "--mask", "mask.png"], "--mask"),
+        (["in.png", "greener", "--strength", "0.5"], "--strength"),
+        (["in.png", "greener", "--mask", "mask.png", "--strength", "0"], "--strength"),
+    ],
+)
+def test_edit_takes_a_mask_with_one_image_and_strength_only_with_a_mask(run_cli, args, named):
+    done = run_cli("edit", *args)
+    assert done.exit_code == 2, done.output
+    assert named in done.output
+
+
+def test_img2img_sends_only_the_fields_given(run_cli, monkeypatch):
+    """The form that leaves the command (a fake transport in place of the service, to see the
+    request): zero sides and unset options are not sent, since the service refuses fields it
+    does not expect and would read ``extend_left=0`` beside ``extend_to`` as a contradiction."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(202, json={"task_id": str(uuid.uuid4()), "status": "pending"})
+
+    monkeypatch.setattr("cli.main._client", lambda ctx: client_answering(handler))
+    done = run_cli("img2img", "in.png", "wider", "--extend-to", "16:9", "--strength", "0.8", "--no-wait")
+    assert done.exit_code == 0, done.output
+    (request,) = seen
+    assert request.url.path == "/image-to-image"
+    body = request.content.decode("latin-1")
+    names = set(re.findall(r'; name="([^"]+)"', body))
+    assert names == {"prompt", "seed", "num_images", "negative_prompt", "strength", "extend_to", "image"}
+    assert 'name="extend_to"\r\n\r\n16:9' in body and 'name="strength"\r\n\r\n0.8' in body

@@ -8,14 +8,18 @@ README's come from ``QWEN_SCREENSHOT_DIR=docs/screenshots``), else to a temporar
 from __future__ import annotations
 
 import base64
+import io
 import os
 import re
 import shutil
 import uuid
 from collections.abc import Iterator
+from email.parser import BytesParser
+from email.policy import default as default_policy
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
 from tests.api.helpers import image_bytes
@@ -253,4 +257,130 @@ def test_admin_pages_and_phone_width(browser, base_url, shots, make_user):
 
     page.get_by_role("button", name="退出登录").click()
     expect(page.locator("#view-login")).to_be_visible()
+    assert not w.errors, w.errors
+
+
+def multipart_fields(request) -> dict[str, bytes]:
+    """The parts of a ``multipart/form-data`` request the page sent, by field name."""
+    head = f"Content-Type: {request.headers['content-type']}\r\n\r\n".encode()
+    message = BytesParser(policy=default_policy).parsebytes(head + request.post_data_buffer)
+    return {
+        str(part.get_param("name", header="content-disposition")): part.get_content() for part in message.iter_parts()
+    }
+
+
+def submitted(page: Page, path: str) -> dict[str, bytes]:
+    """Presses *Generate* and returns the fields of the POST the page sends to ``path``. Through
+    ``page.route``: Chromium gives the body of a form holding blobs only to an intercepted request
+    (playwright#24077), not to ``expect_request``. The request then goes on to the service."""
+    seen = []
+
+    def capture(route) -> None:
+        seen.append(route.request)
+        route.continue_()
+
+    page.route(f"**/{path}", capture)
+    try:
+        page.locator("#submit").click()
+        for _ in range(80):  # the handler runs while the page waits (sync API: events come in then)
+            if seen:
+                break
+            page.wait_for_timeout(250)
+        assert seen, f"no POST to /{path}"
+    finally:
+        page.unroute(f"**/{path}", capture)
+    assert seen[0].method == "POST"
+    return multipart_fields(seen[0])
+
+
+def text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def paint(page: Page, stroke: list[tuple[float, float]]) -> None:
+    """Drags the mouse over the mask canvas through points given as fractions of its size."""
+    box = page.locator("#mask-canvas").bounding_box()
+    assert box is not None
+    points = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in stroke]
+    page.mouse.move(*points[0])
+    page.mouse.down()
+    for point in points[1:]:
+        page.mouse.move(*point, steps=8)
+    page.mouse.up()
+
+
+def test_inpainting_sends_the_painted_mask_and_outpainting_the_chosen_edges(browser, base_url, shots, user, tmp_path):
+    w = open_page(browser, base_url)
+    page = w.page
+    page.locator("input[name=username]").fill(user.username)
+    page.locator("input[name=password]").fill(user.password)
+    page.locator("#login-submit").click()
+    expect(page.locator("#whoami")).to_have_text(user.username)
+
+    page.get_by_role("tab", name="Image to image").click()
+    upload = tmp_path / "street.png"
+    upload.write_bytes(image_bytes(size=(1024, 768), color=(40, 90, 160)))
+    page.locator("#files").set_input_files(str(upload))
+    canvas = page.locator("#mask-canvas")
+    page.wait_for_function("document.querySelector('#mask-canvas').width === 1024")
+    assert canvas.evaluate("c => c.height") == 768
+    shown_box = canvas.bounding_box()
+    assert shown_box and shown_box["width"] < 1024  # shown scaled down: the mask still has natural pixels
+    expect(page.locator("#strength")).to_have_value("0.6")  # a plain redraw's default
+
+    # A horizontal stroke across the middle, a bit erased at its right end.
+    page.locator("#mask-size").fill("40")
+    paint(page, [(0.2, 0.5), (0.5, 0.5), (0.8, 0.5)])
+    page.locator("#mask-eraser").click()
+    paint(page, [(0.78, 0.4), (0.78, 0.6)])
+    page.locator("#mask-brush").click()
+    expect(page.locator("#strength")).to_have_value("1")  # inpainting repaints fully unless told otherwise
+    page.screenshot(path=str(shots / "inpaint.png"), full_page=True)
+
+    page.locator("#prompt").fill("a red door")
+    page.locator("#steps").fill("20")
+    fields = submitted(page, "image-to-image")
+    assert set(fields) == {
+        "negative_prompt", "num_inference_steps", "true_cfg_scale", "seed", "prompt", "num_images", "strength",
+        "image", "mask",
+    }  # fmt: skip
+    assert text(fields["strength"]) == "1" and text(fields["prompt"]) == "a red door"
+    mask = Image.open(io.BytesIO(fields["mask"]))
+    assert mask.format == "PNG" and mask.size == (1024, 768)
+    grey = mask.convert("L")
+    assert set(grey.getdata()) == {0, 255}  # opaque black and white, nothing in between
+    assert grey.getpixel((512, 384)) == 255 and grey.getpixel((260, 384)) == 255  # painted
+    assert grey.getpixel((800, 384)) == 0  # erased again
+    assert grey.getpixel((512, 100)) == 0 and grey.getpixel((10, 10)) == 0  # never painted
+    door = task_item(page, "a red door")
+    expect(door).to_have_attribute("data-status", "completed", timeout=TASK_TIMEOUT_MS)
+
+    # Outpainting: a mask is cleared first; a ratio resets the sides and a side resets the ratio.
+    page.locator("#mask-clear").click()
+    page.locator("#extend-left").fill("128")
+    page.locator("#extend-to").select_option("16:9")
+    expect(page.locator("#extend-left")).to_have_value("0")
+    page.locator("#extend-right").fill("256")
+    page.locator("#extend-top").fill("64")
+    expect(page.locator("#extend-to")).to_have_value("")
+    page.locator("#prompt").fill("more street")
+    fields = submitted(page, "image-to-image")
+    assert "mask" not in fields and "extend_to" not in fields and "extend_left" not in fields
+    assert (text(fields["extend_right"]), text(fields["extend_top"]), text(fields["strength"])) == ("256", "64", "1")
+    wider = task_item(page, "more street")
+    expect(wider).to_have_attribute("data-status", "completed", timeout=TASK_TIMEOUT_MS)
+    shown = page.locator("#gallery .shot").filter(has_text="more street").locator("img")
+    size = shown.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    assert size[0] / size[1] == pytest.approx((1024 + 256) / (768 + 64), rel=0.05)
+
+    # Edit with one image: the same brush; the mask and its strength go to /image-edit.
+    page.get_by_role("tab", name="Edit", exact=True).click()
+    expect(page.locator("#mask-box")).to_be_visible()
+    expect(page.locator("#strength-box")).to_be_hidden()  # nothing painted: an ordinary edit
+    paint(page, [(0.1, 0.1), (0.3, 0.3)])
+    expect(page.locator("#strength-box")).to_be_visible()
+    page.locator("#prompt").fill("greener corner")
+    fields = submitted(page, "image-edit")
+    assert text(fields["strength"]) == "1" and Image.open(io.BytesIO(fields["mask"])).size == (1024, 768)
+    expect(task_item(page, "greener corner")).to_have_attribute("data-status", "completed", timeout=TASK_TIMEOUT_MS)
     assert not w.errors, w.errors

@@ -3,12 +3,17 @@
 // textContent, never parsed as HTML.
 import { api, ApiError, resultImages, watchTask } from "./api.js";
 import { language, setLanguage, t, translate } from "./i18n.js";
+import { MaskEditor } from "./mask.js";
 
 const $ = (selector, root = document) => root.querySelector(selector);
 const RATIOS_FALLBACK = { "1:1": [1024, 1024], "16:9": [1664, 928], "9:16": [928, 1664], "4:3": [1472, 1104],
   "3:4": [1104, 1472], "3:2": [1584, 1056], "2:3": [1056, 1584] };
-const MODE_DEFAULT_STEPS = { t2i: 50, edit: 40, batch: 40 };
-const MAX_IMAGES = { t2i: 0, edit: 2, batch: 1 };
+const MODE_DEFAULT_STEPS = { t2i: 50, edit: 40, batch: 40, i2i: 50 };
+const MAX_IMAGES = { t2i: 0, edit: 2, batch: 1, i2i: 1 };
+const SIDES = ["left", "top", "right", "bottom"];
+// The service's defaults: a light redraw without a mask, a full repaint under a mask or when extending.
+const STRENGTH_DEFAULT = 0.6;
+const STRENGTH_MASKED = 1;
 
 const state = {
   user: null,
@@ -17,6 +22,10 @@ const state = {
   lastSeed: null,
   historyPage: 1,
   historyPages: 1,
+  mask: null,          // the MaskEditor
+  maskFor: null,       // the input it is painted over
+  masked: false,       // something is painted
+  strengthTouched: false,
 };
 
 // ------------------------------------------------------------------ helpers
@@ -156,6 +165,7 @@ function setMode(mode) {
   $("#files").multiple = MAX_IMAGES[mode] > 1;
   $("#drop-limit").textContent = t("edit.limit", { n: MAX_IMAGES[mode] });
   renderThumbs();
+  syncStrength();
   syncOutputs();
 }
 
@@ -173,12 +183,63 @@ async function loadRatios() {
       [shape, el("span", { text: ratio }), el("small", { text: `${w}×${h}` })]);
     box.append(input, label);
   }
+  const extendTo = $("#extend-to");
+  extendTo.replaceChildren(extendTo.options[0]);
+  for (const ratio of Object.keys(ratios)) extendTo.append(el("option", { text: ratio, attrs: { value: ratio } }));
 }
 
 function syncOutputs() {
   $("#steps-out").textContent = $("#steps").value;
   $("#cfg-out").textContent = $("#cfg").value;
   $("#guidance-out").textContent = $("#guidance").value;
+  $("#strength-out").textContent = $("#strength").value;
+  $("#mask-size-out").textContent = $("#mask-size").value;
+}
+
+// ------------------------------------------------------------------ mask and outpainting
+
+/** The input a mask can be painted over: the image of image-to-image, or the one image of an edit. */
+function maskTarget() {
+  if (state.mode === "i2i" || (state.mode === "edit" && state.inputs.length === 1)) return state.inputs[0] || null;
+  return null;
+}
+
+function renderMaskBox() {
+  const target = maskTarget();
+  $("#mask-box").hidden = !target;
+  if (target && target !== state.maskFor) {
+    state.maskFor = target;
+    state.masked = false;
+    state.mask.load(target.url);
+  }
+  syncStrength();
+}
+
+function maskChanged() {
+  state.masked = !state.mask.isEmpty();
+  syncStrength();
+}
+
+function extension() {
+  const to = $("#extend-to").value;
+  if (to) return { extend_to: to };
+  const sides = {};
+  for (const side of SIDES) {
+    const pixels = Math.max(0, Math.round(Number($(`#extend-${side}`).value) || 0));
+    if (pixels) sides[`extend_${side}`] = pixels;
+  }
+  return Object.keys(sides).length ? sides : null;
+}
+
+/** Until the user moves it, the strength slider shows the value the service would use. */
+function syncStrength() {
+  const masked = state.masked && maskTarget() !== null;
+  $("#strength-box").hidden = state.mode === "edit" && !masked;
+  if (!state.strengthTouched) {
+    const full = state.mode === "edit" || masked || (state.mode === "i2i" && extension() !== null);
+    $("#strength").value = full ? STRENGTH_MASKED : STRENGTH_DEFAULT;
+  }
+  $("#strength-out").textContent = $("#strength").value;
 }
 
 function addInputs(files) {
@@ -188,7 +249,10 @@ function addInputs(files) {
     const entry = { blob: file, name: file.name || "image.png", url: URL.createObjectURL(file) };
     state.inputs.push(entry);
   }
-  while (state.inputs.length > limit) URL.revokeObjectURL(state.inputs.shift().url);
+  while (state.inputs.length > limit) {
+    const dropped = state.inputs.shift();
+    if (dropped !== state.maskFor) URL.revokeObjectURL(dropped.url);
+  }
   renderThumbs();
 }
 
@@ -204,6 +268,7 @@ function renderThumbs() {
     });
     list.append(el("li", {}, [el("img", { attrs: { src: input.url, alt: input.name } }), remove]));
   });
+  renderMaskBox();
 }
 
 function collectSettings() {
@@ -219,6 +284,8 @@ function collectSettings() {
     guidance_scale: Number($("#guidance").value),
     seed: Number($("#seed").value || -1),
     num_images: Number($("#count").value),
+    strength: Number($("#strength").value),
+    extension: extension(),
   };
 }
 
@@ -234,6 +301,11 @@ function applySettings(settings) {
   $("#guidance").value = settings.guidance_scale ?? 1;
   $("#seed").value = settings.seed ?? -1;
   $("#count").value = String(settings.num_images || 1);
+  $("#extend-to").value = (settings.extension && settings.extension.extend_to) || "";
+  for (const side of SIDES) $(`#extend-${side}`).value = (settings.extension && settings.extension[`extend_${side}`]) || 0;
+  state.strengthTouched = settings.mode === "i2i" && settings.strength !== undefined;
+  if (state.strengthTouched) $("#strength").value = settings.strength;
+  syncStrength();
   syncOutputs();
 }
 
@@ -260,6 +332,22 @@ async function submit(event) {
     add("guidance_scale", settings.guidance_scale);
     add("num_images", settings.num_images);
     for (const input of state.inputs) form.append("images", input.blob, input.name);
+    // A mask (and its strength) only over exactly one image, and only when something is painted.
+    const mask = state.inputs.length === 1 ? await state.mask.toBlob() : null;
+    if (mask) {
+      form.append("mask", mask, "mask.png");
+      add("strength", settings.strength);
+    }
+  } else if (settings.mode === "i2i") {
+    path = "image-to-image";
+    add("prompt", settings.prompt);
+    add("num_images", settings.num_images);
+    add("strength", settings.strength);
+    form.append("image", state.inputs[0].blob, state.inputs[0].name);
+    const mask = await state.mask.toBlob();
+    if (mask && settings.extension) return showError(new Error(t("extend.notWithMask")));
+    if (mask) form.append("mask", mask, "mask.png");
+    for (const [key, value] of Object.entries(settings.extension || {})) add(key, value);
   } else {
     path = "image-edit/batch";
     add("prompts", settings.prompts.join("|"));
@@ -352,6 +440,7 @@ async function showResult(taskId, settings) {
 function describe(settings) {
   const parts = [];
   if (settings.mode === "t2i") parts.push(settings.aspect_ratio);
+  if (settings.mode === "i2i") parts.push(`${t("f.strength")} ${settings.strength}`);
   parts.push(`${t("f.steps")} ${settings.num_inference_steps}`, `CFG ${settings.true_cfg_scale}`);
   if (settings.negative_prompt) parts.push(`− ${settings.negative_prompt}`);
   return parts.join(" · ");
@@ -426,10 +515,11 @@ async function loadHistory() {
         const button = el("button", { text: t("h.show"), cls: "ghost", attrs: { type: "button" } });
         button.addEventListener("click", () => guarded(async () => {
           const p = item.parameters || {};
-          await showResult(item.task_id, { mode: { text_to_image: "t2i", image_edit: "edit", batch_edit: "batch" }[item.task_type],
+          await showResult(item.task_id, { mode: { text_to_image: "t2i", image_edit: "edit", batch_edit: "batch", image_to_image: "i2i" }[item.task_type],
             prompt: item.prompt, prompts: p.prompts || [item.prompt], negative_prompt: p.negative_prompt || "",
             aspect_ratio: p.aspect_ratio || "1:1", num_inference_steps: p.num_inference_steps, true_cfg_scale: p.true_cfg_scale,
-            guidance_scale: p.guidance_scale, num_images: p.num_images || 1, inputs: [] });
+            guidance_scale: p.guidance_scale, num_images: p.num_images || 1, strength: p.strength ?? undefined,
+            inputs: [] });
           location.hash = "#gallery";
         }));
         actions.append(button);
@@ -530,6 +620,26 @@ function wire() {
   for (const tab of document.querySelectorAll("[data-mode]")) tab.addEventListener("click", () => setMode(tab.dataset.mode));
   $("#create-form").addEventListener("submit", submit);
   for (const id of ["steps", "cfg", "guidance"]) $(`#${id}`).addEventListener("input", syncOutputs);
+  $("#strength").addEventListener("input", () => { state.strengthTouched = true; syncOutputs(); });
+  state.mask = new MaskEditor($("#mask-canvas"), $("#mask-image"), maskChanged);
+  const setTool = (tool) => {
+    state.mask.tool = tool;
+    $("#mask-brush").setAttribute("aria-pressed", String(tool === "brush"));
+    $("#mask-eraser").setAttribute("aria-pressed", String(tool === "eraser"));
+  };
+  $("#mask-brush").addEventListener("click", () => setTool("brush"));
+  $("#mask-eraser").addEventListener("click", () => setTool("eraser"));
+  $("#mask-size").addEventListener("input", () => { state.mask.size = Number($("#mask-size").value); syncOutputs(); });
+  $("#mask-clear").addEventListener("click", () => state.mask.clear());
+  $("#mask-invert").addEventListener("click", () => state.mask.invert());
+  // Sides or a ratio: choosing one resets the other, as the service takes one or the other.
+  for (const side of SIDES) {
+    $(`#extend-${side}`).addEventListener("input", () => { $("#extend-to").value = ""; syncStrength(); });
+  }
+  $("#extend-to").addEventListener("change", () => {
+    for (const side of SIDES) $(`#extend-${side}`).value = 0;
+    syncStrength();
+  });
   $("#seed-random").addEventListener("click", () => { $("#seed").value = -1; });
   $("#seed-reuse").addEventListener("click", () => { if (state.lastSeed !== null) $("#seed").value = state.lastSeed; });
   $("#files").addEventListener("change", (e) => { addInputs(e.target.files); e.target.value = ""; });
