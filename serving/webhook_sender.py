@@ -408,8 +408,16 @@ class WebhookSender:
             )
 
     async def close(self) -> None:
+        """Stops the loop and the attempts in flight, then the HTTP client. An attempt cut short here
+        records nothing: its row stays pending, and the next sender sends it (at least once). Closing
+        the client under a running attempt would instead record a bogus failure."""
         if self._loop_task is not None:
             self._loop_task.cancel()
+        attempts = list(self._attempts)
+        for attempt in attempts:
+            attempt.cancel()
+        if attempts:
+            await asyncio.gather(*attempts, return_exceptions=True)
         if self._client is not None:
             await self._client.aclose()
 

@@ -206,6 +206,25 @@ def test_a_hanging_receiver_times_out_and_does_not_hold_other_users_deliveries(e
     assert all(d["status"] == "pending" and "timed out" in d["last_error"] for d in slow)  # retried later
 
 
+def test_closing_the_sender_mid_attempt_records_nothing_and_leaves_the_row_pending(engine, tmp_path):
+    user_id, task_id, secret = make_user_and_task(engine, "dana")
+    with Receiver(secret) as receiver:
+        receiver.answers["/hang"] = [("hang", 30)]
+        enqueue(engine, user_id, task_id, receiver.url("/hang"))
+
+        async def main():
+            sender = WebhookSender(engine, settings(tmp_path, webhook_timeout_seconds=20.0))
+            sender.start()
+            await until(lambda: len(receiver.at("/hang")) == 1)  # the attempt is in flight
+            await sender.close()
+            await asyncio.sleep(1.0)  # time for an attempt that outlived close() to record itself
+
+        run(main())
+        receiver.release.set()
+    [row] = deliveries(engine, task_id)
+    assert row["status"] == "pending" and row["attempt_count"] == 0  # sent again by the next sender
+
+
 def test_retry_after_is_honoured_and_the_schedule_ends_in_failure(engine, tmp_path):
     user_id, task_id, secret = make_user_and_task(engine, "carol")
     with Receiver(secret) as receiver:
