@@ -269,7 +269,8 @@ def _shape_vae(vae) -> None:
         taps = (-1,) if conv.weight.dim() == 5 else ()
         middle = tuple(size // 2 for size in conv.weight.shape[-2:])
         for out, inp in pairs:
-            conv.weight[(out, inp, *taps, *middle)] = scale
+            index = (out, inp, *taps, *middle)
+            conv.weight[index] = scale
 
     def offsets(bias):
         bias[list(colours)] = _VAE_OFFSET
@@ -299,10 +300,10 @@ def _shape_vae(vae) -> None:
         # constants), block means by downsampling, colour back out as the latent's mean.
         offsets(vae.encoder.conv_in.bias)
         for block in vae.encoder.down_blocks:
-            if hasattr(block, "resample") and isinstance(block.resample, torch.nn.Sequential):
-                conv = block.resample[1]  # after a zero pad on the right and bottom: taps 0-1 are the 2x2 block
-                for c in range(conv.out_channels):
-                    conv.weight[c, c, :2, :2] = 0.25
+            for conv in block.modules():
+                if isinstance(conv, torch.nn.Conv2d):  # after a zero pad on the right and bottom
+                    for c in [*colours, anchor]:  # taps 0-1 are the 2x2 block
+                        conv.weight[c, c, :2, :2] = 0.25
         centre(vae.encoder.conv_out, identity, 1 / _VAE_SILU_SCALE)
         vae.encoder.conv_out.bias[list(colours)] = -_VAE_OFFSET
         vae.encoder.conv_out.bias[_Z_DIM:] = _VAE_LOGVAR
