@@ -5,8 +5,8 @@ negative prompt (under true CFG), seed or input image must move the mean absolut
 difference above ``CHANGED``; the same inputs again must give identical pixels; no image may be
 one flat colour. Figures measured when the thresholds were set (256x256 text-to-image, 4 steps;
 edit at 256x256 output, 4 steps), with the low-pass tiny VAE (TINY_FORMAT 3): prompt ~23, negative
-prompt ~20, seed ~75, input image ~16; per-channel spread 60-70. Before the tiny weights were shaped they were 0.006, 0.006, 0.06, 0.00002
-and a spread of ~1: a flat colour that no input reached.
+prompt ~20, seed ~75, input image ~16; per-channel spread 60-70. Before the tiny weights were
+shaped they were 0.006, 0.006, 0.06, 0.00002 and a spread of ~1: a flat colour that no input reached.
 """
 
 from __future__ import annotations
