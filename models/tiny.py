@@ -29,7 +29,7 @@ from .profiles import IMAGE_EDIT, TEXT_TO_IMAGE, check_kind
 log = logging.getLogger(__name__)
 
 # Bump when the way components are built changes in a way the configs below do not show.
-TINY_FORMAT = 2  # 2: VAE convolutions re-initialised, prompt keys scaled
+TINY_FORMAT = 3  # 2: VAE convolutions re-initialised, prompt keys scaled; 3: VAE a low-pass autoencoder
 SEED = 0
 
 # Building seeds torch's process-wide random generator; two threads building at once would
@@ -65,26 +65,42 @@ IMAGE_EDIT_TEMPLATE = (
 )
 _IMAGE_PROMPT = "Picture 1: <|vision_start|><|image_pad|><|vision_end|>"
 
-# Weight shaping after construction (see _reinit_vae and _strengthen_text_attention).
-_VAE_GAIN = 2**0.5
-_VAE_OUT_GAIN = 1.0  # decoded pixels with a spread of ~40-60 in 0-255 units
+# Weight shaping after construction (see _shape_vae and _strengthen_text_attention).
+# The VAE's colour channels carry colour + _VAE_OFFSET into each RMS norm beside a constant channel
+# of _VAE_ANCHOR, which keeps the norm's divisor within ~1% of constant (the norm nearly linear);
+# the norm's gain then lifts them to _VAE_SILU_SCALE x (colour + offset) >= 8, where SiLU is the
+# identity to 0.3%. Encoding samples with a log-variance of _VAE_LOGVAR (the clamp's floor): a
+# standard deviation of 3e-7, so an image's latents are all but deterministic.
+_VAE_OFFSET = 1.5
+_VAE_ANCHOR = 50.0
+_VAE_SILU_SCALE = 16.0
+_VAE_LOGVAR = -30.0
+_LATENT_STD = 0.5  # latent = block-average colour in [-1, 1]; a picture's spread is about this
 _TEXT_KEY_SCALE = 3.0
+# The image tokens' attention output is scaled up so that what they read from the prompt moves the
+# latents enough to show through the (linear) VAE decoder; see _strengthen_text_attention.
+_ATTENTION_OUT_GAIN = 30.0
 
 _HIDDEN = 16  # text hidden size = vision output size = transformer joint attention dim
 _Z_DIM = 4
 
 VAE_CONFIG = {
-    "base_dim": 2,
+    # 6 channels: the decoder halves them after each upsampling, and RGB must pass (3); the RMS
+    # norms before the output convolutions see RGB and a constant channel (4 of 6).
+    "base_dim": 6,
     "z_dim": _Z_DIM,
     # Four levels and three downsampling stages give the real VAE's 8x spatial compression.
     # Flat channel counts decode 1024x1024 ~30% faster than the usual [1, 2, 4, 4]: at this size
     # the work is memory-bound, and the mid-block attention over 16,384 positions is cheapest narrow.
     "dim_mult": [1, 1, 1, 1],
-    "num_res_blocks": 1,  # 0 is not valid: the encoder's channel counts stop matching
+    # One residual block per decoder level (none in the encoder): with 6 channels, one more per
+    # level would decode 1024x1024 ~50% slower. Valid only with flat channel counts.
+    "num_res_blocks": 0,
     "attn_scales": [],
     "temperal_downsample": [False, True, True],
+    # Latent channels 0-2 hold the 8x8 block's mean colour in [-1, 1]; channel 3 is 0.
     "latents_mean": [0.0] * _Z_DIM,
-    "latents_std": [1.0] * _Z_DIM,
+    "latents_std": [_LATENT_STD] * _Z_DIM,
 }
 
 TRANSFORMER_CONFIG = {
@@ -213,7 +229,7 @@ def build_tiny_pipeline(kind: str):
         _strengthen_text_attention(transformer)
         torch.manual_seed(SEED)
         vae = AutoencoderKLQwenImage(**copy.deepcopy(VAE_CONFIG))
-        _reinit_vae(vae, torch.Generator().manual_seed(SEED))
+        _shape_vae(vae)
         torch.manual_seed(SEED)
         text_encoder = _build_text_encoder(tokenizer)
     scheduler = FlowMatchEulerDiscreteScheduler(**copy.deepcopy(SCHEDULER_CONFIG))
@@ -229,26 +245,78 @@ def build_tiny_pipeline(kind: str):
     return pipeline
 
 
-def _reinit_vae(vae, generator) -> None:
-    """Give every VAE convolution signal-preserving random weights and no bias.
+def _shape_vae(vae) -> None:
+    """Make the VAE a low-pass autoencoder: latents hold each 8x8 block's mean colour.
 
-    PyTorch's default init (weights ~ U(+-1/sqrt(fan_in)), biases the same size) shrinks a
-    signal by about sqrt(3) per layer and adds a constant; through the decoder's two-channel,
-    and after each upsampling one-channel, layers the latent's part fell to ~0.1% of the
-    output, so every image decoded to one flat colour whatever the latents held. He-style
-    weights (std sqrt(2 / fan_in), counting only the kernel's spatial taps: a single frame sees
-    only the last temporal slice of a causal 3-D kernel) keep the latents' pattern to the end.
+    A random VAE is nothing like an autoencoder (its encode-decode of an image lands ~50-74 of 255
+    away from it), so image-to-image and inpainting could not show what they keep of the input.
+    Here every residual and attention branch is switched off (output weights 0: a block passes its
+    skip path), the encoder's downsampling convolutions take the 2x2 mean of each channel and the
+    decoder's upsampling is nearest-neighbour with the identity on RGB; the input convolutions copy
+    RGB into channels 0-2, and the output ones copy them back. The only nonlinear steps on the path
+    are each half's final RMS norm and SiLU, kept near the identity by a constant channel and an
+    offset (see _VAE_ANCHOR). Decoding stays linear in the latents, so every change the transformer
+    makes to them shows in the pixels.
     """
     import torch
 
+    colours = range(3)
+    anchor = 3  # the constant channel in front of each final RMS norm
+    divisor = (_VAE_ANCHOR**2 + 3 * _VAE_OFFSET**2) ** 0.5  # that norm's divisor for mid-grey
+
+    def centre(conv, pairs, scale=1.0):
+        # A causal 3-D convolution sees a single frame only through its last temporal slice.
+        taps = (-1,) if conv.weight.dim() == 5 else ()
+        middle = tuple(size // 2 for size in conv.weight.shape[-2:])
+        for out, inp in pairs:
+            index = (out, inp, *taps, *middle)
+            conv.weight[index] = scale
+
+    def offsets(bias):
+        bias[list(colours)] = _VAE_OFFSET
+        bias[anchor] = _VAE_ANCHOR
+
+    def output_norm(norm):
+        # RMS norm: x / |x| * sqrt(channels) * gamma; the colour channels come out at 16 x (colour + offset).
+        norm.gamma.fill_(1.0)
+        norm.gamma[list(colours)] = _VAE_SILU_SCALE * divisor / norm.scale
+
     with torch.no_grad():
-        for name, module in vae.named_modules():
+        for module in vae.modules():
             if isinstance(module, (torch.nn.Conv2d, torch.nn.Conv3d)):
-                fan_in = module.in_channels * module.kernel_size[-1] * module.kernel_size[-2]
-                gain = _VAE_OUT_GAIN if name == "decoder.conv_out" else _VAE_GAIN
-                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * gain / fan_in**0.5)
+                module.weight.zero_()
                 if module.bias is not None:
                     module.bias.zero_()
+        identity = [(c, c) for c in colours]
+        for coder in (vae.encoder, vae.decoder):
+            centre(coder.conv_in, identity)
+            for block in coder.modules():
+                if type(block).__name__ == "QwenImageResidualBlock" and isinstance(
+                    block.conv_shortcut, torch.nn.Conv3d
+                ):
+                    centre(block.conv_shortcut, identity)
+            output_norm(coder.norm_out)
+        # The encoder: the offsets and the anchor from the first convolution (2x2 means keep
+        # constants), block means by downsampling, colour back out as the latent's mean.
+        offsets(vae.encoder.conv_in.bias)
+        for block in vae.encoder.down_blocks:
+            for conv in block.modules():
+                if isinstance(conv, torch.nn.Conv2d):  # after a zero pad on the right and bottom
+                    for c in [*colours, anchor]:  # taps 0-1 are the 2x2 block
+                        conv.weight[c, c, :2, :2] = 0.25
+        centre(vae.encoder.conv_out, identity, 1 / _VAE_SILU_SCALE)
+        vae.encoder.conv_out.bias[list(colours)] = -_VAE_OFFSET
+        vae.encoder.conv_out.bias[_Z_DIM:] = _VAE_LOGVAR
+        centre(vae.quant_conv, [(c, c) for c in range(2 * _Z_DIM)])
+        centre(vae.post_quant_conv, [(c, c) for c in range(_Z_DIM)])
+        # The decoder: upsampling convolutions pass RGB; the last block's shortcut adds the offsets
+        # and the anchor; the output convolution takes them off again.
+        for up_block in vae.decoder.up_blocks:
+            if up_block.upsamplers is not None:
+                centre(up_block.upsamplers[0].resample[1], identity)
+        offsets(vae.decoder.up_blocks[-1].resnets[-1].conv_shortcut.bias)
+        centre(vae.decoder.conv_out, identity, 1 / _VAE_SILU_SCALE)
+        vae.decoder.conv_out.bias[list(colours)] = -_VAE_OFFSET
 
 
 def _strengthen_text_attention(transformer) -> None:
@@ -259,12 +327,16 @@ def _strengthen_text_attention(transformer) -> None:
     default scale of 1 every logit is ~N(0, 1), so the prompt took well under 1% of the
     attention and two prompts gave the same pixels. Scaling the prompt keys' norm weight
     spreads their logits over a few units: some image tokens then attend mostly to the prompt.
+    Even so, the attention's output (default init, weights ~0.14) moved the final latents by ~1%
+    between two prompts: invisible once the VAE decodes linearly. Scaling the image stream's
+    output projection lets it dominate the residual stream: ~0.2 of a latent's ~1.1 spread.
     """
     import torch
 
     with torch.no_grad():
         for block in transformer.transformer_blocks:
             block.attn.norm_added_k.weight.fill_(_TEXT_KEY_SCALE)
+            block.attn.to_out[0].weight.mul_(_ATTENTION_OUT_GAIN)
 
 
 def build_tokenizer():
@@ -379,7 +451,7 @@ def _fingerprint(kind: str) -> str:
         "text": TEXT_CONFIG,
         "vision": VISION_CONFIG,
         "scheduler": SCHEDULER_CONFIG,
-        "shaping": [_VAE_GAIN, _VAE_OUT_GAIN, _TEXT_KEY_SCALE],
+        "shaping": [_VAE_OFFSET, _VAE_ANCHOR, _VAE_SILU_SCALE, _VAE_LOGVAR, _TEXT_KEY_SCALE, _ATTENTION_OUT_GAIN],
         "versions": versions,
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
