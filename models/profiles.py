@@ -5,7 +5,7 @@ A profile is plain data chosen by name (the ``MODEL_PROFILE`` setting):
 - ``qwen``: production. ``Qwen/Qwen-Image-2512`` and ``Qwen/Qwen-Image-Edit-2511`` in bfloat16 on
   a CUDA GPU, from a Hugging Face id or a local directory.
 - ``tiny``: the embedded default. The same diffusers pipeline classes with tiny random-weight
-  components built in code (``models.tiny``), on the CPU. Images are noise of the right size.
+  components built in code (``models.tiny``), on the CPU. Images are blocky abstractions of the right size.
 - ``sleep``: for benchmarks of the serving layer only. No torch work: each step sleeps a fixed
   time and the "images" are solid colours. Never a default.
 - ``faulty``: for test suites only. The ``sleep`` profile, plus the failures a prompt asks for
@@ -285,7 +285,7 @@ def _tiny_profile(cache_dir: str | None) -> Profile:
     return Profile(
         name="tiny",
         description="tiny random-weight Qwen-Image pipelines built in code, float32 on the CPU",
-        models=_model_infos("tiny", "（微型随机权重版，用于测试与演示，输出为噪声图像）"),
+        models=_model_infos("tiny", "（微型权重版，用于测试与演示，输出为抽象色块图像）"),
         sources=dict.fromkeys(KINDS, ""),
         pipeline_classes=dict(PIPELINE_CLASSES),
         dtype="float32",
