@@ -371,7 +371,7 @@ def _check_strength(strength: Optional[float]) -> None:
 
 def _check_ratio(value: str, option: str) -> None:
     parts = value.split(":")
-    if not (len(parts) == 2 and all(p.isdigit() and 1 <= int(p) <= 100 for p in parts)):
+    if not (len(parts) == 2 and all(p.isascii() and p.isdigit() and 1 <= int(p) <= 100 for p in parts)):
         raise typer.BadParameter(f"{value!r} is not a ratio such as 16:9", param_hint=option)
 
 

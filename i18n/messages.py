@@ -359,6 +359,11 @@ RATIO_INVALID = _entry(
     "形如 16:9 的比例（两个 1 到 100 的整数），收到 {value}",
     "a ratio like 16:9 (two whole numbers from 1 to 100), got {value}",
 )
+OUTPAINT_TOO_LARGE = _entry(
+    "outpaint_too_large",
+    "扩图后的画布 {width}x{height} 超过 {max_pixels} 像素",
+    "The extended canvas would be {width}x{height}, more than {max_pixels} pixels",
+)
 EXTEND_NOTHING = _entry(
     "extend_nothing",
     "图片已是 {ratio} 比例，无需扩图",

@@ -54,3 +54,14 @@ def edit_output_size(input_width: int, input_height: int) -> tuple[int, int]:
     width = round(width / 32) * 32
     height = round(height / 32) * 32
     return width // 16 * 16, height // 16 * 16
+
+
+def redraw_output_size(input_width: int, input_height: int) -> tuple[int, int]:
+    """The default output of an image-to-image: the edit rule (the input's ratio at about a
+    megapixel), brought within MAX_SIDE on the long side for very wide or tall inputs (a long
+    outpainting), each side a multiple of 16."""
+    width, height = edit_output_size(input_width, input_height)
+    scale = min(1.0, MAX_SIDE / max(width, height))
+    return max(SIDE_MULTIPLE, int(width * scale) // SIDE_MULTIPLE * SIDE_MULTIPLE), max(
+        SIDE_MULTIPLE, int(height * scale) // SIDE_MULTIPLE * SIDE_MULTIPLE
+    )

@@ -2,8 +2,8 @@
 
 diffusers has the pipelines over the very components the replicas load:
 ``QwenImageImg2ImgPipeline`` and ``QwenImageInpaintPipeline`` take the text-to-image model's,
-``QwenImageEditInpaintPipeline`` the edit model's (with its processor). Built with ``from_pipe``
-they share every module with the loaded pipeline: no weights are copied, no memory is added.
+``QwenImageEditInpaintPipeline`` the edit model's (with its processor). Built over the loaded
+pipeline's modules they share every one of them: no weights are copied, no memory is added.
 
 Pure Python here except :func:`derived_pipeline` (which imports diffusers when called) and the
 canvas helpers (PIL): the ingress imports the step and size rules.
@@ -53,10 +53,18 @@ def steps_run(num_inference_steps: int, strength: Optional[float]) -> int:
 
 
 def derived_pipeline(pipeline: Any, class_name: str) -> Any:
-    """``class_name`` built over ``pipeline``'s own modules (``from_pipe``: nothing is copied)."""
+    """``class_name`` built over ``pipeline``'s own modules: nothing is copied, nothing is moved.
+
+    Not ``from_pipe``: it ends with ``.to(dtype=…)`` (float32 unless told), which would cast the
+    shared bfloat16 transformer and text encoder in place (tens of GB on a GPU) and is refused
+    under group offloading. The constructor only registers the modules it is given; offloading
+    hooks, adapters, a step cache and compiled regions live on those modules and come along.
+    """
     import diffusers
 
-    derived = getattr(diffusers, class_name).from_pipe(pipeline)
+    cls = getattr(diffusers, class_name)
+    expected, _ = cls._get_signature_keys(cls)
+    derived = cls(**{name: pipeline.components[name] for name in expected if name in pipeline.components})
     derived.set_progress_bar_config(disable=True)
     return derived
 

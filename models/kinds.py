@@ -38,7 +38,8 @@ class KindSpec:
     default_guidance_scale: Optional[float]  # the edit pipelines' ``guidance_scale``; None: not used
     not_loaded: str  # the contract's 503 detail while no replica of it runs
     not_loaded_en: str  # the same for ``Accept-Language: en``
-    capabilities: tuple[str, ...]  # what ``GET /models`` lists
+    capabilities: tuple[str, ...]  # what ``GET /models`` lists (the contract's words, kept as they are)
+    extra_capabilities: tuple[str, ...]  # what it does beyond them (``GET /models`` ``extra_capabilities``)
     description: str  # production model's description in ``GET /models``
     api_model: str  # the model's id in the OpenAI-compatible ``/v1`` API (``GET /v1/models``)
     # The published 4-step Qwen-Image-Lightning LoRA (ModelTC, under lightx2v on the hub) that the
@@ -74,7 +75,8 @@ _SPECS: dict[ModelKind, KindSpec] = {
         default_guidance_scale=None,
         not_loaded="文生图模型未加载",
         not_loaded_en="The text-to-image model is not loaded",
-        capabilities=("text-to-image", "image generation", "image-to-image", "inpainting", "outpainting"),
+        capabilities=("text-to-image", "image generation"),
+        extra_capabilities=("image-to-image redraw", "inpainting", "outpainting"),
         description="Qwen-Image-2512 文生图模型",
         lightning=("lightx2v/Qwen-Image-2512-Lightning", "Qwen-Image-2512-Lightning-4steps-V1.0-bf16.safetensors"),
         api_model="qwen-image",
@@ -90,7 +92,8 @@ _SPECS: dict[ModelKind, KindSpec] = {
         default_guidance_scale=1.0,
         not_loaded="图像编辑模型未加载",
         not_loaded_en="The image-edit model is not loaded",
-        capabilities=("image-to-image", "image editing", "multi-image composition", "masked editing"),
+        capabilities=("image-to-image", "image editing", "multi-image composition"),
+        extra_capabilities=("masked editing",),
         description="Qwen-Image-Edit-2511 图像编辑模型",
         lightning=(
             "lightx2v/Qwen-Image-Edit-2511-Lightning",

@@ -42,7 +42,14 @@ from web import INDEX_HTML, PAGE_CSP, STATIC_DIR
 log = logging.getLogger("qwen_image.ingress")
 
 MULTIPART_OVERHEAD = 1024 * 1024
-UPLOAD_FILES = {"/image-edit": 2, "/image-edit/batch": 1, "/v1/images/edits": 2}
+# Files each upload route takes at most (images and a mask): its body limit is that many uploads.
+UPLOAD_FILES = {
+    "/image-edit": 2,
+    "/image-edit/batch": 1,
+    "/image-to-image": 2,
+    "/v1/images/edits": 2,
+    "/v1/images/variations": 1,
+}
 
 
 def create_app(state: Optional[ServiceState] = None) -> FastAPI:

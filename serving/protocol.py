@@ -61,6 +61,10 @@ class AdapterChoice(BaseModel):
     scale: float = Field(ge=MIN_SCALE, le=MAX_SCALE)
 
 
+# Pixels an outpainting adds on one side (the route also caps the whole canvas's pixels).
+CanvasSide = Annotated[int, Field(ge=0, le=65536)]
+
+
 class GenerationParameters(BaseModel):
     """How to generate a task's images: built once by each route from its own request schema,
     carried to the replica in :class:`TaskSpec` and :class:`ModelRequest`, and turned into the
@@ -97,7 +101,7 @@ class GenerationParameters(BaseModel):
     # bottom) around the first input.
     strength: Optional[float] = Field(default=None, gt=0.0, le=1.0)
     mask: Optional[bool] = None
-    outpaint: Optional[tuple[int, int, int, int]] = None
+    outpaint: Optional[tuple[CanvasSide, CanvasSide, CanvasSide, CanvasSide]] = None
     loras: Optional[list[AdapterChoice]] = None
     speed: Optional[Literal["fast"]] = None  # the Lightning adapter and scheduler, true CFG off
     # What a /v1 request asked for, kept for history; the pipeline does not read these.

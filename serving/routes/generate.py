@@ -18,7 +18,7 @@ from models.aspect import (
     MAX_SIDE,
     MIN_SIDE,
     SIDE_MULTIPLE,
-    edit_output_size,
+    redraw_output_size,
     size_for_aspect_ratio,
     valid_side,
 )
@@ -169,10 +169,11 @@ def _ratio_size(aspect_ratio: str) -> tuple[int, int]:
 
 
 def _outpaint_sides(
-    size: tuple[int, int], sides: tuple[int, int, int, int], extend_to: Optional[str], *, masked: bool
+    size: tuple[int, int], sides: tuple[int, int, int, int], extend_to: Optional[str], *, masked: bool, max_pixels: int
 ) -> Optional[tuple[int, int, int, int]]:
     """The pixels an outpainting adds (left, top, right, bottom), from the four sides or a ratio;
-    None when the request extends nothing."""
+    None when the request extends nothing. The canvas may hold no more pixels than an upload
+    (``MAX_IMAGE_PIXELS``): the replica builds it in memory."""
     if extend_to is not None:
         if any(sides):
             raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.EXTEND_RATIO_OR_SIDES)
@@ -183,12 +184,18 @@ def _outpaint_sides(
         return None
     if masked:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.MASK_OR_OUTPAINT)
+    width, height = size[0] + sides[0] + sides[2], size[1] + sides[1] + sides[3]
+    if width * height > max_pixels:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            messages.OUTPAINT_TOO_LARGE(width=width, height=height, max_pixels=max_pixels),
+        )
     return sides
 
 
 def _ratio(field: str, value: str) -> tuple[int, int]:
     parts = value.split(":")
-    if len(parts) == 2 and all(p.isdigit() and 1 <= int(p) <= 100 for p in parts):
+    if len(parts) == 2 and all(p.isascii() and p.isdigit() and 1 <= int(p) <= 100 for p in parts):
         return int(parts[0]), int(parts[1])
     raise HTTPException(
         status.HTTP_400_BAD_REQUEST, messages.PARAM_INVALID(field=field, reason=messages.RATIO_INVALID(value=value))
@@ -382,7 +389,11 @@ async def image_to_image(
     # FastAPI binds one of several same-named parts; this route takes exactly one image.
     inputs = await _read_images(state, (await request.form()).getlist("image"), 1)
     outpaint = _outpaint_sides(
-        inputs[0].size, (extend_left, extend_top, extend_right, extend_bottom), extend_to, masked=mask is not None
+        inputs[0].size,
+        (extend_left, extend_top, extend_right, extend_bottom),
+        extend_to,
+        masked=mask is not None,
+        max_pixels=state.settings.max_image_pixels,
     )
     if mask is not None:
         inputs.append(await _read_mask(state, mask, inputs[0].size))
@@ -394,7 +405,7 @@ async def image_to_image(
         source = inputs[0].size
         if outpaint is not None:
             source = (source[0] + outpaint[0] + outpaint[2], source[1] + outpaint[1] + outpaint[3])
-        size = edit_output_size(*source)
+        size = redraw_output_size(*source)
     width, height = size
     if strength is None:
         strength = DEFAULT_MASKED_STRENGTH if mask is not None or outpaint else DEFAULT_STRENGTH

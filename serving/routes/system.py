@@ -182,6 +182,8 @@ async def list_models(state: StateDep) -> dict:
             "name": info.name,
             "description": info.description,
             "capabilities": list(info.capabilities),
+            "extra_capabilities": list(kind.spec.extra_capabilities),
+            "task_types": [task_type.value for task_type in kind.spec.task_types],
             "status": _model_state(state, snapshot, kind),
             "profile": profile.name,
             **_memory_settings(state, profile.dtype),

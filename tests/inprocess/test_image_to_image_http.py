@@ -10,7 +10,7 @@ from PIL import Image
 
 from models.aspect import edit_output_size
 from serving.uploads import validate_mask
-from tests.inprocess.conftest import png
+from tests.inprocess.conftest import make_client, png, register
 
 pytestmark = pytest.mark.unit
 
@@ -110,6 +110,7 @@ def test_outpainting_by_sides_or_to_a_ratio_records_the_new_canvas(client, alice
         ({"strength": 0}, "strength"),
         ({"strength": 1.5}, "strength"),
         ({"aspect_ratio": "5:4"}, "Unsupported aspect ratio 5:4"),
+        ({"extend_to": "²:1"}, "a ratio like 16:9"),
     ],
 )
 def test_outpainting_and_strength_fields_out_of_range_are_a_400_naming_them(client, alice, fields, says):
@@ -138,3 +139,13 @@ def test_image_edit_takes_a_mask_on_one_image_and_strength_only_with_it(client, 
     assert refused.status_code == 400 and refused.json()["detail"] == "A mask works on one image, got 2"
     unmasked = client.post("/image-edit", headers={**alice, **EN}, data={**data, "strength": "0.5"}, files=one)
     assert unmasked.status_code == 400 and "strength applies to masked edits" in unmasked.json()["detail"]
+
+
+def test_an_outpainting_canvas_holds_no_more_pixels_than_an_upload_may(tmp_path):
+    with make_client(tmp_path, max_image_pixels=4_000_000) as small:
+        alice = register(small, "alice")
+        response = post(small, alice, extend_to="100:1")
+        assert response.status_code == 400, response.text
+        assert response.json()["detail"] == "The extended canvas would be 24000x240, more than 4000000 pixels"
+        wide = record(small, alice, post(small, alice, extend_left=2048, extend_right=2048))["parameters"]
+        assert (wide["width"], wide["height"]) == (2048, 96)  # a 4416x240 canvas, within 2048 on the long side

@@ -169,3 +169,22 @@ def test_an_inpainting_keeps_the_originals_own_pixels_outside_the_mask(text_to_i
         quarter = out.size[0] // 4
         assert np.abs(got[:, -quarter:] - kept[:, -quarter:]).max() <= 1  # the unmasked side is the original
         assert np.abs(got[:, :quarter] - kept[:, :quarter]).mean() > 5  # the masked side was redrawn
+
+
+def test_deriving_from_a_bfloat16_pipeline_casts_nothing_and_copies_nothing():
+    import torch
+
+    from models.derived import DERIVED_CLASSES, derived_pipeline
+    from models.tiny import build_tiny_pipeline
+
+    for kind in (TEXT_TO_IMAGE, IMAGE_EDIT):
+        base = build_tiny_pipeline(kind).to(dtype=torch.bfloat16)
+        before = {name: pointers(getattr(base, name)) for name in ("transformer", "vae", "text_encoder")}
+        for (owner, _), class_name in DERIVED_CLASSES.items():
+            if owner != kind:
+                continue
+            derived = derived_pipeline(base, class_name)
+            for name in ("transformer", "vae", "text_encoder"):
+                module = getattr(derived, name)
+                assert module is getattr(base, name) and pointers(module) == before[name]
+                assert {p.dtype for p in module.parameters()} == {torch.bfloat16}, (class_name, name)
