@@ -5,7 +5,7 @@ Bottom to top: ``models`` (pipelines, kinds; nothing of ours); ``storage`` (tabl
 everything. ``cli`` and ``web`` are
 clients: they talk HTTP and import no server package. Inside ``serving`` the route modules are the top:
 only ``serving.api`` (and other route modules, for shared helpers) import them. No two modules import
-each other, directly or round a loop. README "Architecture" states the same rules.
+each other, directly or round a loop. docs/architecture.md states the same rules.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Chaos under load: fifty clients submit and poll while a model replica is killed, the registry is
-killed, and the real PostgreSQL server is stopped for 20 s and started again (README, "Reliability").
+killed, and the real PostgreSQL server is stopped for 20 s and started again (docs/reliability.md).
 
 The service runs as ``python -m serving`` (what ``make run`` starts) in a Ray cluster of its own,
 against a PostgreSQL server this test starts: the processes killed are real (SIGKILL to the model

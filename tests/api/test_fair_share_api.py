@@ -1,5 +1,5 @@
 """Fair share through the real service: one user's backlog does not make another user wait behind all
-of it (README, "Reliability"). Real Ray Serve, real model replicas of the ``faulty`` profile (sleep
+of it (docs/reliability.md). Real Ray Serve, real model replicas of the ``faulty`` profile (sleep
 steps of 50 ms, two replicas, each holding one running request and one waiting on its device).
 """
 

@@ -1,4 +1,4 @@
-"""Faults injected into a running service: it keeps its promises (README, "Reliability").
+"""Faults injected into a running service: it keeps its promises (docs/reliability.md).
 
 Failures are made to happen by prompts starting with ``__fault_…__`` on an application of the
 ``faulty`` profile (``faulty_client``), or by killing real Ray actors.
