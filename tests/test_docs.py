@@ -60,9 +60,7 @@ def test_every_relative_link_leads_to_a_file_and_heading_that_exist(path: Path) 
             continue  # http(s), mailto: not checked offline
         file_part, _, anchor = target.partition("#")
         linked = (path.parent / file_part).resolve() if file_part else path
-        if not linked.exists():
-            broken.append(target)
-        elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
+        if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in _anchors(linked)):
             broken.append(target)
     assert not broken, f"{path.name}: links to nothing: {broken}"
 
