@@ -51,11 +51,15 @@ revision: install
 	$(BIN)/alembic -x url=sqlite:///$$scratch/head.db upgrade head && \
 	$(BIN)/alembic -x url=sqlite:///$$scratch/head.db revision --autogenerate --rev-id "$$next" -m "$(m)"
 
-## Print benchmark figures and write benchmarks/results/latest.json (+ throughput.json, registry.json).
+## Print benchmark figures and write benchmarks/results/latest.json (+ throughput.json, registry.json,
+## throughput_optimized.json: the same status, submission and overhead figures in Serve's throughput-optimized mode).
 bench: install
 	$(BIN)/python -m benchmarks
 	$(BIN)/python -m benchmarks.throughput --json benchmarks/results/throughput.json
 	$(BIN)/python -m benchmarks.registry --json benchmarks/results/registry.json
+	# Serve's throughput-optimized mode (direct ingress, gRPC between deployments) against the above
+	RAY_SERVE_THROUGHPUT_OPTIMIZED=1 $(BIN)/python -m benchmarks --only status,submit,overhead \
+		--output benchmarks/results/throughput_optimized.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

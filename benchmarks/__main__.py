@@ -218,20 +218,17 @@ def run_cluster_figures(ctx, only, cache_dir: Path, step) -> None:
             cluster.remove(tiny)
     # The sleep application: the serving layer with a model that costs no CPU.
     if set(only) & {"status", "submit", "overhead", "duty", "openai"}:
-        app = cluster.deploy(
-            "serving",
-            {
-                "model_profile": "sleep",
-                "sleep_seconds_per_step": f.SLEEP_STEP_S,
-                "model_num_gpus": 0,
-                "model_replicas": 1,
-                "model_num_cpus": 0.1,
-            },
-        )
+        sleep_args = {
+            "model_profile": "sleep",
+            "sleep_seconds_per_step": f.SLEEP_STEP_S,
+            "model_num_gpus": 0,
+            "model_replicas": 1,
+            "model_num_cpus": 0.1,
+        }
+        app = cluster.deploy("serving", sleep_args)
         try:
             app.sign_up()
             ctx.put("service_idle_cpu_pct_of_core", f.idle_service_cpu_pct(0.5 if ctx.quick else 3.0))
-            sleep_pipeline = f.sleep_pipeline_seconds(2 if ctx.quick else 5)
             if "status" in only:
                 response = app.submit()
                 task_id = response.json()["task_id"]
@@ -239,10 +236,22 @@ def run_cluster_figures(ctx, only, cache_dir: Path, step) -> None:
                 if done["status"] != "completed":
                     raise RuntimeError(f"the status figure's task ended {done['status']}: {done.get('error')}")
                 step("status poll", f.figure_status, ctx, app, task_id)
-            if "duty" in only:
-                step("duty cycle", f.figure_duty, ctx, app, sleep_pipeline)
-            if "overhead" in only:
-                step("overhead, sleep profile", f.figure_overhead, ctx, app, "sleep")
+            if {"duty", "overhead"} & set(only):
+                # The replicas as they were, beside today's (same machine, interleaved).
+                before = cluster.deploy(
+                    "before",
+                    {**sleep_args, **f.BEFORE_ARGS},
+                    route_prefix="/before",
+                )
+                before.sign_up()
+                pair = {"before": before, "after": app}
+                try:
+                    if "duty" in only:
+                        step("duty cycle, before and after", f.figure_duty_compare, ctx, pair)
+                    if "overhead" in only:
+                        step("overhead, sleep profile, before and after", f.figure_overhead_compare, ctx, pair)
+                finally:
+                    cluster.remove(before)
             if "openai" in only:
                 step("openai api overhead, sleep profile", f.figure_openai, ctx, app, "sleep")
             # Last on this application: it leaves a long queue behind.

@@ -69,6 +69,8 @@ class LoadedModel:
     # Image-to-image and inpainting pipelines over this pipeline's modules (models.derived), made
     # on first use: they add no weights.
     derived: dict[Mode, Any] = field(default_factory=dict)
+    # Text-to-image prompt embeddings kept between runs (models.prompt_cache); None: not kept.
+    prompt_cache: Any = None
 
     def mode(self, request: GenerationRequest) -> Mode:
         """Which of this model's pipelines runs ``request``."""
@@ -150,13 +152,26 @@ class PreviewOptions:
 
 @dataclass
 class GenerationResult:
-    """What a generation produced. ``images`` is empty when it was ``interrupted``."""
+    """What a generation produced. ``images`` is empty when it was ``interrupted``.
+
+    With ``generate(..., defer_pixels=True)`` the decoded output is still a tensor of bytes when
+    ``generate`` returns: :meth:`pixels` turns it into images (PIL conversion, resizing, the
+    inpainting's overlay), work that needs no device and can run beside the next generation.
+    """
 
     images: list[Image.Image]
     seed: int
     interrupted: bool
     steps_completed: int
     seconds: float
+    finish: Callable[[], list[Image.Image]] | None = None
+
+    def pixels(self) -> list[Image.Image]:
+        """The images, made now if ``generate`` deferred them."""
+        if self.finish is not None:
+            self.images = self.finish()
+            self.finish = None
+        return self.images
 
 
 def load(
@@ -190,6 +205,10 @@ def load(
         pipeline = _load_pretrained(profile, kind, device, components)
     pipeline.set_progress_bar_config(disable=True)
     model = LoadedModel(kind=kind, info=info, device=device, profile=profile, pipeline=pipeline)
+    if not ModelKind(kind).spec.takes_images:
+        from .prompt_cache import PromptCache
+
+        model.prompt_cache = PromptCache()
     _prepare_speed_options(model)
     model.load_seconds = time.perf_counter() - started
     log.info("loaded %s (%s) on %s in %.1f s", info.name, kind, device, model.load_seconds)
@@ -265,6 +284,7 @@ def generate(
     on_step: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     previews: PreviewOptions | None = None,
+    defer_pixels: bool = False,
 ) -> GenerationResult:
     """Run one generation with ``model``.
 
@@ -274,6 +294,8 @@ def generate(
     ``steps_completed`` set and no images.
     ``seed=-1`` picks a random seed; the result records the seed used.
     ``previews`` asks for live previews of the latents (pipelines only; the sleep profile has none).
+    ``defer_pixels``: return once the VAE has decoded and the bytes are off the device; the
+    result's :meth:`GenerationResult.pixels` makes the images (on whichever thread calls it).
     """
     _check_request(model, request)
     on_step = model.profile.hooks.before_generation(request.prompt, on_step)
@@ -281,16 +303,22 @@ def generate(
     seed = resolve_seed(request.seed)
     if should_stop is not None and should_stop():
         return GenerationResult(images=[], seed=seed, interrupted=True, steps_completed=0, seconds=0.0)
+    finish: Callable[[], list[Image.Image]] | None = None
     if model.pipeline is None:
         images, steps, interrupted = _sleep_generate(model, request, seed, on_step, should_stop)
     else:
-        images, steps, interrupted = _pipeline_generate(model, request, seed, on_step, should_stop, previews)
+        images, steps, interrupted = _pipeline_generate(
+            model, request, seed, on_step, should_stop, previews, defer_pixels
+        )
+        if callable(images):
+            finish, images = images, []
     return GenerationResult(
         images=[] if interrupted else images,
         seed=seed,
         interrupted=interrupted,
         steps_completed=steps,
         seconds=time.perf_counter() - started,
+        finish=None if interrupted else finish,
     )
 
 
@@ -346,11 +374,14 @@ def _previewer(model: LoadedModel, request: GenerationRequest, options: PreviewO
     )
 
 
-def _pipeline_generate(model, request, seed, on_step, should_stop, previews=None):
+def _pipeline_generate(model, request, seed, on_step, should_stop, previews=None, defer_pixels=False):
+    """(images, steps, interrupted); with ``defer_pixels`` a function making the images instead."""
     import torch
 
     mode = model.mode(request)
     pipeline = model.pipeline_for(mode)
+    if model.prompt_cache is not None:
+        model.prompt_cache.install(pipeline)
     total = request.steps_run
     progress = {"steps": 0}
     previewer = _previewer(model, request, previews)
@@ -385,7 +416,8 @@ def _pipeline_generate(model, request, seed, on_step, should_stop, previews=None
         num_images_per_prompt=request.num_images,
         generator=generator,
         callback_on_step_end=step_end,
-        output_type="pil",
+        # Deferred: the decoded [0, 1] tensor, made into bytes below; the PIL images come later.
+        output_type="pt" if defer_pixels else "pil",
     )
     if mode is not Mode.base:
         arguments.update(strength=request.strength)
@@ -430,12 +462,20 @@ def _pipeline_generate(model, request, seed, on_step, should_stop, previews=None
         if previewer is not None:
             previewer.close()
         pipeline.scheduler = base_scheduler
-    images = list(output.images)
-    if exact_size is not None:
-        images = [i if i.size == exact_size else i.resize(exact_size, Image.Resampling.LANCZOS) for i in images]
-    if request.mask is not None:
-        images = [keep_unmasked(image, request.images[0], request.mask) for image in images]
-    return images, progress["steps"], False
+
+    def finish(images: list[Image.Image]) -> list[Image.Image]:
+        if exact_size is not None:
+            images = [i if i.size == exact_size else i.resize(exact_size, Image.Resampling.LANCZOS) for i in images]
+        if request.mask is not None:
+            images = [keep_unmasked(image, request.images[0], request.mask) for image in images]
+        return images
+
+    if not defer_pixels:
+        return finish(list(output.images)), progress["steps"], False
+    # What diffusers' "pil" output does (float32, x 255, round half to even, uint8), on the device,
+    # so that only the bytes travel; the copy waits for the decode, not for the next generation.
+    frames = (output.images.float() * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
+    return (lambda: finish([Image.fromarray(frame) for frame in frames.numpy()])), progress["steps"], False
 
 
 # Feathering of the mask where an inpainting meets the kept original, as a fraction of the longer

@@ -36,6 +36,9 @@ class DeploymentArgs(BaseModel):
     upscale_delay_s: float = Field(default=10.0, ge=0)
     downscale_delay_s: float = Field(default=600.0, ge=0)
     look_back_period_s: float = Field(default=30.0, gt=0, description="window the autoscaler averages the queue over")
+    # Requests a model replica holds: one generating, one whose result is being stored, one waiting
+    # with its inputs read (serving.deployments); 2 was the earlier shape (no waiting one while storing).
+    model_max_ongoing_requests: int = Field(default=3, ge=1, le=8)
     ingress_replicas: int = Field(default=1, ge=1)
     ingress_max_queued_requests: int = Field(
         default=1024, ge=1, description="requests waiting in Serve's proxies for an ingress slot; beyond: 503"
@@ -61,6 +64,7 @@ def build_app(args: Optional[dict[str, Any]] = None) -> Application:
     def model_options() -> dict[str, Any]:
         options: dict[str, Any] = {
             "ray_actor_options": {"num_gpus": gpus, "num_cpus": cpus},
+            "max_ongoing_requests": deployment_args.model_max_ongoing_requests,
             "logging_config": SERVE_LOGGING,
             # The router takes a replica to keep this many adapters until the replica reports its own.
             # Serve annotates RequestRouterConfig's ``**kwargs`` as ``dict[str, Any]`` each (meant: the whole dict).

@@ -9,11 +9,15 @@ A request carries one prompt of one task. The replica tells the registry it star
 task was cancelled and skips it), runs the pipeline with per-step progress reports whose answers
 double as the cancel flag, writes the PNGs to the result store and returns their keys.
 
-A replica admits two requests (``max_ongoing_requests: 2``) but a lock lets only one use the
-device: the second waits on the replica itself, still ``pending`` (cancellable), and starts the
-moment the first one's last step is done, while the first one's PNGs are encoded and written
-beside it. With one request per replica the device would idle through PNG encoding, result
-writing, the reply and the router's next pick. :mod:`serving.replica_router` sends each request to the
+A replica admits three requests (``max_ongoing_requests: 3``) but a lock lets only one use the
+device: the others wait on the replica itself, still ``pending`` (cancellable, their input images
+already read and decoded), and the next starts the moment the current one's VAE decode is done and
+its bytes are off the device. The images are made from those bytes, encoded (PNG) and written on
+another thread beside the next generation, and only then is the task's end reported. Three, not
+two: while one result is stored and one generates, a third is already waiting, so the device never
+waits for a request to travel from the registry (docs/performance.md). With one request per
+replica the device would idle through PNG encoding, result writing, the reply and the router's
+next pick. :mod:`serving.replica_router` sends each request to the
 least busy replica so that a queued request never waits behind a busy device while another idles.
 """
 
@@ -86,6 +90,9 @@ class ModelWorker:
             for loaded in self.models.values():
                 if loaded.pipeline is not None:
                     loaded.preview_map()  # made now (fitted for the tiny VAE), not in the first task's time
+        for loaded in self.models.values():
+            if loaded.prompt_cache is not None:
+                loaded.prompt_cache.max_bytes = self.settings.prompt_cache_mb * 1024 * 1024
         self.store = open_result_store(self.settings.result_store_url, self.settings.data_dir)
         self._registry: Optional[RegistryHandle] = None
         self._device = asyncio.Lock()  # one generation at a time on this replica's device
@@ -257,12 +264,18 @@ class ModelWorker:
                 quality=self.settings.preview_quality,
             )
         return models.generate(
-            self.models[task.kind], request, on_step=on_step, should_stop=should_stop, previews=previews
+            self.models[task.kind],
+            request,
+            on_step=on_step,
+            should_stop=should_stop,
+            previews=previews,
+            defer_pixels=self.settings.replica_overlap,
         )
 
     def _store_images(self, task: ModelRequest, request, result) -> list[str]:
         import models
 
+        result.pixels()  # from the decoded bytes, beside the next generation
         keys = []
         for n, data in enumerate(models.encode_result(self.models[task.kind], request, result)):
             key = task.output_key or f"results/{task.task_id}/image_{task.index}_{n}.png"
@@ -352,7 +365,7 @@ def describe_failure(exc: BaseException) -> str:
     return messages.GENERATION_FAILED(error=text[:300])
 
 
-# One generating plus one waiting on the lock; the least busy replica gets each request.
+# One generating, one being stored, one waiting on the lock; the least busy replica gets each request.
 # Serve annotates RequestRouterConfig's ``**kwargs`` as ``dict[str, Any]`` each (meant: the whole dict).
 ROUTING = RequestRouterConfig(request_router_class=ROUTER_PATH)  # type: ignore[arg-type]
 
@@ -367,7 +380,7 @@ def _deployment(name: str, kinds: tuple[ModelKind, ...]) -> Any:
     # Module attribute under the class's own name: Ray pickles replica classes by reference.
     globals()[name] = worker
     return serve.deployment(
-        name=name, max_ongoing_requests=2, graceful_shutdown_timeout_s=60, request_router_config=ROUTING
+        name=name, max_ongoing_requests=3, graceful_shutdown_timeout_s=60, request_router_config=ROUTING
     )(worker)
 
 

@@ -1,7 +1,7 @@
 """How requests reach the model replicas: the least busy replica first, and no idle waiting.
 
-A model replica runs one generation at a time and holds at most one more request in its own queue
-(``max_ongoing_requests: 2`` plus a lock in :class:`serving.deployments.ModelWorker`), so the next
+A model replica runs one generation at a time and holds at most two more requests in its own queue
+(``max_ongoing_requests: 3`` plus a lock in :class:`serving.deployments.ModelWorker`), so the next
 task starts the moment the current one leaves the device, while its PNG is still being written.
 
 Serve's default router ("power of two choices") does not suit that shape. It samples two replicas

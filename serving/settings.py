@@ -137,6 +137,12 @@ class Settings(BaseSettings):
     finished_task_memory_seconds: float = Field(default=300.0, ge=0)
     finished_tasks_in_memory: int = Field(default=10_000, ge=0)
 
+    # --- model replicas (docs/performance.md)
+    # Images are made from the decoded bytes, encoded and stored beside the next generation (false:
+    # inside the device's turn, as before; kept for the benchmark's before/after).
+    replica_overlap: bool = True
+    prompt_cache_mb: int = Field(default=64, ge=0)  # text-to-image prompt embeddings kept per replica; 0: none
+
     # --- live events and previews
     preview_every_steps: int = Field(default=5, ge=0)  # a preview every k denoising steps; 0: none
     preview_max_side: int = Field(default=512, ge=16, le=2048)  # previews are never longer than this

@@ -95,9 +95,9 @@ def test_the_builder_refuses_secrets_as_args(app, clean_env):
 
 
 @pytest.mark.parametrize("name", MODEL_DEPLOYMENTS)
-def test_model_deployments_take_one_gpu_and_hold_one_request_beside_the_running_one(app, name):
+def test_model_deployments_take_one_gpu_and_hold_requests_beside_the_running_one(app, name):
     model = deployments(app)[name]
-    assert model["max_ongoing_requests"] == 2  # one generating, one waiting on the replica's lock
+    assert model["max_ongoing_requests"] == 3  # one generating, one being stored, one waiting on the lock
     assert model["request_router_config"]["request_router_class"] == "serving.replica_router.LeastBusyRouter"
     assert model["ray_actor_options"]["num_gpus"] == 1
 

@@ -41,7 +41,7 @@ def test_both_models_share_one_gpu_replica(app):
     assert app["args"]["model_layout"] == "shared" and app["args"]["model_profile"] == "qwen"
     model = deployments(app)[SHARED_DEPLOYMENT]
     assert model["num_replicas"] == 1 and model["ray_actor_options"]["num_gpus"] == 1
-    assert model["max_ongoing_requests"] == 2
+    assert model["max_ongoing_requests"] == 3
 
 
 def test_the_configured_deployments_are_the_ones_the_builder_makes(app):
