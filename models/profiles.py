@@ -36,7 +36,7 @@ TEXT_TO_IMAGE = ModelKind.text_to_image.value
 IMAGE_EDIT = ModelKind.image_edit.value
 KINDS = KIND_NAMES
 
-PROFILE_NAMES = ("qwen", "tiny", "qwen21", "tiny21", "sleep", "faulty")
+PROFILE_NAMES = ("qwen", "tiny", "sleep", "faulty", "qwen21", "tiny21")
 
 # Qwen-Image 2.1 (models.tiny21 builds its tiny version). One pipeline serves both kinds.
 QWEN21_MODEL_ID = "Qwen/Qwen-Image-2.1"
@@ -48,6 +48,7 @@ UNIFIED_PROFILES = ("qwen21", "tiny21")
 # routes keep their 1-2); the pipeline itself has no fixed limit: each adds ~1 MP of tokens.
 QWEN21_MAX_REFERENCES = 4
 QWEN21_DEFAULT_STEPS = 40
+QWEN21_TURBO_STEPS = 8  # the published Turbo checkpoint's grid (its model_index.json sample_sigmas)
 APACHE_LICENSE = "Apache-2.0"
 QWEN_RESEARCH_LICENSE = "Qwen Research License (non-commercial)"
 # The profile whose model draws transparent (RGBA) images, for the 400 that names it.
