@@ -6,7 +6,8 @@ for Wan 2.1 and uses for Qwen-Image's live previews (``comfy/latent_formats.py``
 the same numbers, applied to the normalised latents the transformer sees). One latent pixel gives
 one preview pixel, so a 1024x1024 image previews at 128x128 (never more than ``max_side``).
 
-The tiny profile's random VAE has another channel count (4). Its map is *fitted* when the model
+Qwen-Image 2.1's VAE has 64 channels (RGBA, 16x compression; no published map) and the tiny
+profiles' VAEs other counts. Its map is *fitted* when the model
 loads: a few random latents are decoded by that very VAE, the decodes are averaged over each
 8x8 block, and least squares gives the best linear map from latent to colour (~0.1 s). Anything
 else that is not 16 channels gets a fitted map the same way.
@@ -99,7 +100,8 @@ def fit_map(vae: Any, samples: int = FIT_SAMPLES, size: int = FIT_LATENT_SIZE, s
     with torch.no_grad():
         # The pipelines decode ``latents * std + mean``; the transformer works on ``latents``.
         decoded = vae.decode((latents * std + mean).to(parameter.device, parameter.dtype), return_dict=False)[0]
-    decoded = decoded.float().cpu()[:, :, 0]  # (samples, 3, 8*size, 8*size)
+    # (samples, 3, k*size, k*size); an RGBA VAE's (Qwen-Image 2.1) alpha is left out
+    decoded = decoded.float().cpu()[:, :3, 0]
     block = decoded.shape[-1] // size
     colours = torch.nn.functional.avg_pool2d(decoded, block)  # (samples, 3, size, size)
     x = latents[:, :, 0].permute(0, 2, 3, 1).reshape(-1, z_dim)
@@ -109,28 +111,34 @@ def fit_map(vae: Any, samples: int = FIT_SAMPLES, size: int = FIT_LATENT_SIZE, s
     return LatentRGBMap(solution[:-1].tolist(), solution[-1].tolist(), f"fitted to this {z_dim}-channel VAE")
 
 
-def unpack_latents(latents: Any, width: int, height: int):
-    """Qwen-Image's packed latents (B, tokens, C*4: 2x2 patches) → (B, C, height/8, width/8)."""
+def unpack_latents(latents: Any, width: int, height: int, patch: int = 2):
+    """Qwen-Image's packed latents (B, tokens, C*4: 2x2 patches) → (B, C, height/8, width/8).
+
+    ``patch=1``: Qwen-Image 2.1's unpatched latents (B, tokens, C), one token per 16x16 pixels.
+    """
     grid_h, grid_w = height // 16, width // 16
     batch, tokens, packed = latents.shape
     if tokens != grid_h * grid_w:
         raise ValueError(f"{tokens} latent tokens do not make a {grid_w}x{grid_h} grid")
-    channels = packed // 4
-    x = latents.view(batch, grid_h, grid_w, channels, 2, 2).permute(0, 3, 1, 4, 2, 5)
-    return x.reshape(batch, channels, grid_h * 2, grid_w * 2)
+    channels = packed // (patch * patch)
+    x = latents.view(batch, grid_h, grid_w, channels, patch, patch).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(batch, channels, grid_h * patch, grid_w * patch)
 
 
-def project_packed(packed: Any, rgb_map: LatentRGBMap, width: int, height: int):
-    """Packed latents as a numpy array (1, tokens, C*4) → an (h, w, 3) uint8 preview, with numpy."""
+def project_packed(packed: Any, rgb_map: LatentRGBMap, width: int, height: int, patch: int = 2):
+    """Packed latents as a numpy array (1, tokens, C*4) → an (h, w, 3) uint8 preview, with numpy.
+
+    ``patch=1``: Qwen-Image 2.1's unpatched (1, tokens, C) latents.
+    """
     import numpy as np
 
     grid_h, grid_w = height // 16, width // 16
-    channels = packed.shape[-1] // 4
+    channels = packed.shape[-1] // (patch * patch)
     if packed.shape[1] != grid_h * grid_w:
         raise ValueError(f"{packed.shape[1]} latent tokens do not make a {grid_w}x{grid_h} grid")
-    # (gh, gw, C, 2, 2) → (gh, 2, gw, 2, C) → (h, w, C)
-    pixels = packed[0].reshape(grid_h, grid_w, channels, 2, 2).transpose(0, 3, 1, 4, 2)
-    pixels = pixels.reshape(grid_h * 2, grid_w * 2, channels)
+    # (gh, gw, C, p, p) → (gh, p, gw, p, C) → (h, w, C)
+    pixels = packed[0].reshape(grid_h, grid_w, channels, patch, patch).transpose(0, 3, 1, 4, 2)
+    pixels = pixels.reshape(grid_h * patch, grid_w * patch, channels)
     rgb = pixels @ np.asarray(rgb_map.factors, dtype=np.float32) + np.asarray(rgb_map.bias, dtype=np.float32)
     return np.clip((rgb + 1.0) * 127.5, 0, 255).astype(np.uint8)
 
@@ -153,6 +161,7 @@ class LatentPreviewer:
         max_side: int = 512,
         image_format: str = "webp",
         quality: int = 70,
+        patch: int = 2,
     ):
         if image_format not in MEDIA_TYPES:
             raise ValueError(f"preview format must be one of {sorted(MEDIA_TYPES)}, got {image_format!r}")
@@ -163,6 +172,7 @@ class LatentPreviewer:
         self.max_side = max_side
         self.image_format = image_format
         self.quality = quality
+        self.patch = patch  # 2: Qwen-Image's 2x2-packed latents; 1: Qwen-Image 2.1's unpatched ones
         self._weights: tuple[Any, Any] | None = None
         self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="preview")
         self._busy = threading.Event()
@@ -204,7 +214,7 @@ class LatentPreviewer:
                 bias = torch.tensor(self.rgb_map.bias, dtype=torch.float32, device=latents.device)
                 self._weights = (factors, bias)
             factors, bias = self._weights
-            image = unpack_latents(latents[:1].float(), self.width, self.height)[0]  # (C, h, w)
+            image = unpack_latents(latents[:1].float(), self.width, self.height, self.patch)[0]  # (C, h, w)
             rgb = torch.einsum("chw,cr->hwr", image, factors) + bias
             rgb = ((rgb + 1.0) * 127.5).clamp_(0, 255).to(torch.uint8)
             host = torch.empty(rgb.shape, dtype=torch.uint8, pin_memory=True)
@@ -219,7 +229,7 @@ class LatentPreviewer:
                 ready.synchronize()
                 rgb = host.numpy()
             else:
-                rgb = project_packed(host, self.rgb_map, self.width, self.height)
+                rgb = project_packed(host, self.rgb_map, self.width, self.height, self.patch)
             preview = encode_preview(rgb, self.max_side, self.image_format, self.quality)
             preview.update(step=step, total=total)
             self.made += 1

@@ -6,6 +6,12 @@ A profile is plain data chosen by name (the ``MODEL_PROFILE`` setting):
   a CUDA GPU, from a Hugging Face id or a local directory.
 - ``tiny``: the embedded default. The same diffusers pipeline classes with tiny random-weight
   components built in code (``models.tiny``), on the CPU. Images are blocky abstractions of the right size.
+- ``qwen21``: opt-in, never a default. ``Qwen/Qwen-Image-2.1`` (Qwen Research License,
+  non-commercial): one pipeline (``QwenImage21Pipeline``) serves text-to-image and editing with 1-N
+  reference images from one set of weights, RGBA output; its fast mode is the Turbo checkpoint's
+  transformer (8 steps, no guidance) loaded beside the base one (``QWEN21_TURBO_PATH``).
+- ``tiny21``: the same for tests and trying it out: a tiny random-weight 2.1 pipeline built in code
+  (``models.tiny21``) on the CPU, with a tiny Turbo checkpoint.
 - ``sleep``: for benchmarks of the serving layer only. No torch work: each step sleeps a fixed
   time and the "images" are solid colours. Never a default.
 - ``faulty``: for test suites only. The ``sleep`` profile, plus the failures a prompt asks for
@@ -30,7 +36,23 @@ TEXT_TO_IMAGE = ModelKind.text_to_image.value
 IMAGE_EDIT = ModelKind.image_edit.value
 KINDS = KIND_NAMES
 
-PROFILE_NAMES = ("qwen", "tiny", "sleep", "faulty")
+PROFILE_NAMES = ("qwen", "tiny", "sleep", "faulty", "qwen21", "tiny21")
+
+# Qwen-Image 2.1 (models.tiny21 builds its tiny version). One pipeline serves both kinds.
+QWEN21_MODEL_ID = "Qwen/Qwen-Image-2.1"
+QWEN21_PIPELINE_CLASS = "QwenImage21Pipeline"
+QWEN21_PATH_SETTING = "QWEN21_MODEL_PATH"
+QWEN21_TURBO_SETTING = "QWEN21_TURBO_PATH"
+UNIFIED_PROFILES = ("qwen21", "tiny21")
+# Reference images one 2.1 edit takes on the service's extension routes (the contract's edit
+# routes keep their 1-2); the pipeline itself has no fixed limit: each adds ~1 MP of tokens.
+QWEN21_MAX_REFERENCES = 4
+QWEN21_DEFAULT_STEPS = 40
+QWEN21_TURBO_STEPS = 8  # the published Turbo checkpoint's grid (its model_index.json sample_sigmas)
+APACHE_LICENSE = "Apache-2.0"
+QWEN_RESEARCH_LICENSE = "Qwen Research License (non-commercial)"
+# The profile whose model draws transparent (RGBA) images, for the 400 that names it.
+TRANSPARENT_PROFILE = "qwen21"
 
 # Names of the service settings that choose weights; error messages point users at them.
 PROFILE_SETTING = "MODEL_PROFILE"
@@ -53,6 +75,7 @@ class ModelInfo:
     name: str
     description: str
     capabilities: list[str]
+    license: str = APACHE_LICENSE
 
 
 # What the two pipelines of a profile may share when their weights match (models.shared); the
@@ -95,6 +118,12 @@ class Profile:
     group_offload: bool = False
     max_adapter_rank: int = 128  # with compile: adapters up to this rank hotswap without recompiling
     compile_warm_up_size: int = 1024  # with compile: the warm-up generation's width and height
+    # Qwen-Image 2.1: one pipeline for both kinds, RGBA output, the Turbo checkpoint as fast mode
+    unified: bool = False
+    transparent: bool = False  # draws RGBA images (background=transparent)
+    turbo_source: str = ""  # hub id or folder of the Turbo checkpoint; empty: no fast mode
+    max_references: int = 2  # input images one edit may take
+    license: str = APACHE_LICENSE
 
     def info(self, kind: str) -> ModelInfo:
         """Return the ``ModelInfo`` of ``kind`` (one of ``KINDS``)."""
@@ -129,6 +158,8 @@ def get_profile(
     model_paths: dict[str, str | None] | None = None,
     cpu_offload: bool = False,
     sleep_seconds_per_step: float = 0.01,
+    qwen21_path: str | None = None,
+    qwen21_turbo_path: str | None = None,
 ) -> Profile:
     """Return the profile called ``name`` (``qwen``, ``tiny`` or ``sleep``).
 
@@ -140,11 +171,15 @@ def get_profile(
     components in CPU memory and moves each to the GPU only while it runs.
     ``sleep_seconds_per_step`` is the ``sleep`` and ``faulty`` profiles' time per denoising step;
     ``faulty`` keeps what it must remember (which prompts crashed once) under ``cache_dir``.
+    ``qwen21_path`` and ``qwen21_turbo_path`` point ``qwen21`` at other weights (folder or hub id) for
+    the model and its Turbo checkpoint (``""``: no fast mode).
     """
     cache_dir = os.path.expanduser(str(cache_dir)) if cache_dir else None
     paths = {TEXT_TO_IMAGE: text_to_image_path, IMAGE_EDIT: image_edit_path, **(model_paths or {})}
     if name == "qwen":
         return _qwen_profile(cache_dir, paths, cpu_offload)
+    if name == "qwen21":
+        return _qwen21_profile(cache_dir, qwen21_path, qwen21_turbo_path, cpu_offload)
     overrides = {k: v for k, v in paths.items() if v}
     if overrides:
         # The embedded profiles build their own components; a stray path setting must not
@@ -152,6 +187,8 @@ def get_profile(
         log.warning("profile %r ignores model paths %s", name, overrides)
     if name == "tiny":
         return _tiny_profile(cache_dir)
+    if name == "tiny21":
+        return _tiny21_profile(cache_dir)
     if name in ("sleep", "faulty"):
         if sleep_seconds_per_step < 0:
             raise ValueError(f"sleep_seconds_per_step must be >= 0, got {sleep_seconds_per_step}")
@@ -223,9 +260,9 @@ def with_memory_options(profile: Profile, *, fp8: bool = False, group_offload: b
     """
     import dataclasses
 
-    if (fp8 or group_offload) and profile.name != "qwen":
+    if (fp8 or group_offload) and profile.name not in ("qwen", "qwen21"):
         raise ValueError(
-            f"FP8 and group offloading apply to the qwen profile on a CUDA GPU, not to {profile.name!r}: "
+            f"FP8 and group offloading apply to the qwen and qwen21 profiles on a CUDA GPU, not to {profile.name!r}: "
             f"set QUANTIZATION=none and OFFLOAD=none (or MODEL_PROFILE=qwen)"
         )
     if group_offload and profile.cpu_offload:
@@ -292,6 +329,69 @@ def _tiny_profile(cache_dir: str | None) -> Profile:
         device="cpu",
         cache_dir=cache_dir or default_tiny_cache_dir(),
         local_sources=dict.fromkeys(KINDS, True),
+    )
+
+
+def _qwen21_infos(name: str, note: str = "") -> dict[str, ModelInfo]:
+    """Both kinds' ``ModelInfo`` for the one 2.1 model (``GET /models`` lists it once per kind)."""
+    capabilities = {
+        TEXT_TO_IMAGE: ["text-to-image", "image generation", "transparent output"],
+        IMAGE_EDIT: ["image-to-image", "image editing", "multi-image composition", "transparent output"],
+    }
+    return {
+        kind: ModelInfo(
+            name=name,
+            description="Qwen-Image 2.1 文生图与图像编辑统一模型" + note,
+            capabilities=capabilities[kind],
+            license=QWEN_RESEARCH_LICENSE,
+        )
+        for kind in KINDS
+    }
+
+
+def _qwen21_profile(cache_dir: str | None, path: str | None, turbo_path: str | None, cpu_offload: bool) -> Profile:
+    source = path or QWEN21_MODEL_ID
+    local = _looks_local(source)
+    if local:
+        source = os.path.abspath(os.path.expanduser(source))
+    turbo = turbo_path if turbo_path is not None else ""
+    if turbo and _looks_local(turbo):
+        turbo = os.path.abspath(os.path.expanduser(turbo))
+    return Profile(
+        name="qwen21",
+        description="Qwen-Image 2.1 (text-to-image and editing, one model), bfloat16 on a CUDA GPU",
+        models=_qwen21_infos(QWEN21_MODEL_ID),
+        sources=dict.fromkeys(KINDS, source),
+        pipeline_classes=dict.fromkeys(KINDS, QWEN21_PIPELINE_CLASS),
+        dtype="bfloat16",
+        device="cuda",
+        cache_dir=cache_dir,
+        cpu_offload=cpu_offload,
+        local_sources=dict.fromkeys(KINDS, local),
+        unified=True,
+        transparent=True,
+        turbo_source=turbo,
+        max_references=QWEN21_MAX_REFERENCES,
+        license=QWEN_RESEARCH_LICENSE,
+    )
+
+
+def _tiny21_profile(cache_dir: str | None) -> Profile:
+    return Profile(
+        name="tiny21",
+        description="tiny random-weight Qwen-Image 2.1 pipeline built in code, float32 on the CPU",
+        models=_qwen21_infos("tiny/Qwen-Image-2.1", "（微型权重版，用于测试与演示，输出为随机图像）"),
+        sources=dict.fromkeys(KINDS, ""),
+        pipeline_classes=dict.fromkeys(KINDS, QWEN21_PIPELINE_CLASS),
+        dtype="float32",
+        device="cpu",
+        cache_dir=cache_dir or default_tiny_cache_dir(),
+        local_sources=dict.fromkeys(KINDS, True),
+        unified=True,
+        transparent=True,
+        turbo_source="built in code",
+        max_references=QWEN21_MAX_REFERENCES,
+        license=QWEN_RESEARCH_LICENSE,
     )
 
 

@@ -23,8 +23,13 @@ from .profiles import (
     CACHE_DIR_SETTING,
     PATH_SETTINGS,
     PROFILE_SETTING,
+    QWEN21_MODEL_ID,
+    QWEN21_PATH_SETTING,
+    QWEN21_PIPELINE_CLASS,
     QWEN_MODEL_IDS,
     SHARED_COMPONENTS,
+    TEXT_TO_IMAGE,
+    TRANSPARENT_PROFILE,
     ModelInfo,
     ModelLoadError,
     Profile,
@@ -66,6 +71,9 @@ class LoadedModel:
     adapters: Any = None
     lightning: Any = None
     fast_scheduler: Any = None
+    # Qwen-Image 2.1's fast mode: the Turbo checkpoint's transformer and sampling grid (models.tiny21
+    # builds the tiny one), shared by both kinds of the one pipeline.
+    turbo: Any = None
     # Image-to-image and inpainting pipelines over this pipeline's modules (models.derived), made
     # on first use: they add no weights.
     derived: dict[Mode, Any] = field(default_factory=dict)
@@ -82,6 +90,8 @@ class LoadedModel:
 
     def modes(self) -> tuple[Mode, ...]:
         """What this model can run (``/models`` lists it)."""
+        if self.profile.unified:  # QwenImage21Pipeline has no redraw (strength) and no mask input
+            return (Mode.base,)
         return (Mode.base, *(mode for kind, mode in DERIVED_CLASSES if kind == self.kind))
 
     def pipeline_for(self, mode: Mode) -> Any:
@@ -104,7 +114,9 @@ class LoadedModel:
             "compiled": profile.compile,
             "adapters_loaded": self.adapters.loaded if self.adapters is not None else [],
             "adapter_capacity": self.adapters.capacity if self.adapters is not None else 0,
-            "fast_mode": self.lightning is not None,
+            "fast_mode": self.lightning is not None or self.turbo is not None,
+            "license": profile.license,
+            "transparent": profile.transparent,
         }
 
 
@@ -132,6 +144,9 @@ class GenerationRequest:
     # not a redraw), and the region to repaint (white; "L" mode, the size of the first image).
     strength: float | None = None
     mask: Image.Image | None = None
+    # RGBA output with a transparent background (profiles whose model draws RGBA: Qwen-Image 2.1);
+    # otherwise such a model's output is composited over white.
+    transparent: bool = False
 
     @property
     def steps_run(self) -> int:
@@ -201,6 +216,8 @@ def load(
         components = {name: getattr(share.pipeline, name) for name in SHARED_COMPONENTS}
     if profile.name == "tiny":
         pipeline = _load_tiny(profile, kind, device, components)
+    elif profile.name == "tiny21":
+        pipeline = _load_tiny21(profile, device)
     else:
         pipeline = _load_pretrained(profile, kind, device, components)
     pipeline.set_progress_bar_config(disable=True)
@@ -226,7 +243,9 @@ def _prepare_speed_options(model: LoadedModel) -> None:
         max_bytes=profile.adapter_max_mb * 1024 * 1024,
         hotswap=profile.compile,
     )
-    source = _lightning_source(profile, model.kind)
+    source = None if profile.unified else _lightning_source(profile, model.kind)
+    if profile.unified and profile.turbo_source:
+        model.turbo = _load_turbo(profile, model.device, pipeline)
     if source is not None:
         model.lightning = adapters.AdapterUse(adapters.LIGHTNING_ADAPTER, 1.0, source)
         model.fast_scheduler = adapters.lightning_scheduler(pipeline.scheduler)
@@ -323,6 +342,12 @@ def generate(
 
 
 def _check_request(model: LoadedModel, request: GenerationRequest) -> None:
+    if model.profile.unified:
+        _check_unified_request(model, request)
+    elif request.transparent:
+        raise ValueError(
+            f"{model.info.name} draws no transparent images: use the {TRANSPARENT_PROFILE} profile (Qwen-Image 2.1)"
+        )
     if request.num_inference_steps < 1:
         raise ValueError(f"num_inference_steps must be >= 1, got {request.num_inference_steps}")
     if not 1 <= request.num_images <= MAX_IMAGES:
@@ -330,8 +355,9 @@ def _check_request(model: LoadedModel, request: GenerationRequest) -> None:
     if request.seed > MAX_SEED:
         raise ValueError(f"seed must be at most {MAX_SEED}, got {request.seed}")  # before any work
     takes_images = ModelKind(model.kind).spec.takes_images
-    if takes_images and not 1 <= len(request.images) <= MAX_EDIT_INPUTS:
-        raise ValueError(f"image edit takes 1-{MAX_EDIT_INPUTS} input images, got {len(request.images)}")
+    most = model.profile.max_references if model.profile.unified else MAX_EDIT_INPUTS
+    if takes_images and not 1 <= len(request.images) <= most:
+        raise ValueError(f"image edit takes 1-{most} input images, got {len(request.images)}")
     if not takes_images and len(request.images) > 1:
         raise ValueError(f"image-to-image takes one input image, got {len(request.images)}")
     if request.strength is not None and not 0.0 < request.strength <= 1.0:
@@ -343,8 +369,20 @@ def _check_request(model: LoadedModel, request: GenerationRequest) -> None:
         raise ValueError(f"width and height must be positive multiples of 16, got {size[0]}x{size[1]}")
     if (request.adapters or request.fast) and model.pipeline is not None and model.adapters is None:
         raise ValueError("this model was loaded without adapter support")
-    if request.fast and model.pipeline is not None and model.lightning is None:
+    if request.fast and model.pipeline is not None and model.lightning is None and model.turbo is None:
         raise ValueError("this model has no fast mode (no Lightning adapter configured)")
+
+
+def _check_unified_request(model: LoadedModel, request: GenerationRequest) -> None:
+    """What Qwen-Image 2.1's pipeline cannot do, refused with the profile's name."""
+    name = model.profile.name
+    if request.mask is not None or request.strength is not None:
+        raise ValueError(
+            f"the {name} profile (Qwen-Image 2.1) has no image-to-image redraw (strength) or masked "
+            f"inpainting; use the qwen profile, or an edit with reference images"
+        )
+    if not ModelKind(model.kind).spec.takes_images and request.images:
+        raise ValueError(f"the {name} profile takes reference images only as an edit")
 
 
 class _Stopped(Exception):
@@ -356,16 +394,24 @@ def _previewer(model: LoadedModel, request: GenerationRequest, options: PreviewO
         return None
     from .preview import LatentPreviewer
 
-    if not ModelKind(model.kind).spec.takes_images:
+    takes_images = ModelKind(model.kind).spec.takes_images
+    if not takes_images:
         width, height = request.width, request.height
     elif request.mask is not None:  # the edit inpainting pipeline's own size, from the (reshaped) image
         width, height = edit_output_size(*(request.edit_size or request.images[0].size))
     else:
         width, height = request.edit_size or edit_output_size(*request.images[-1].size)
+    patch = 2
+    if model.profile.unified:  # unpatched latents; the pipeline floors sizes to multiples of 32
+        patch = 1
+        if takes_images and request.edit_size is None:
+            width, height = qwen21_output_size(*request.images[-1].size)
+        width, height = width // 32 * 32, height // 32 * 32
     return LatentPreviewer(
         model.preview_map(),
         width=width,
         height=height,
+        patch=patch,
         every=options.every,
         sink=options.sink,
         max_side=options.max_side,
@@ -374,10 +420,156 @@ def _previewer(model: LoadedModel, request: GenerationRequest, options: PreviewO
     )
 
 
+QWEN21_MIN_REFERENCE_SIDE = 512
+
+
+def qwen21_output_size(width: int, height: int, resolution: int = 1024) -> tuple[int, int]:
+    """Qwen-Image 2.1's output size for an edit whose last reference is ``width`` x ``height``:
+    ~``resolution``² pixels in its ratio, multiples of 32 (the pipeline's ``calculate_dimensions``)."""
+    import math
+
+    ratio = width / height
+    out_width = math.sqrt(resolution * resolution * ratio)
+    return round(out_width / 32) * 32, round(out_width / ratio / 32) * 32
+
+
+def _pipeline21_generate(model, request, seed, on_step, should_stop, previews=None):
+    """One run of ``QwenImage21Pipeline``: text-to-image, or an edit with 1-N RGBA-capable references."""
+    import torch
+
+    pipeline = model.pipeline
+    total = request.num_inference_steps
+    turbo = model.turbo if request.fast else None
+    if turbo is not None:
+        total = len(turbo.sigmas)
+    progress = {"steps": 0}
+    previewer = _previewer(model, request, previews)
+
+    def step_end(pipe, index, timestep, tensors):
+        progress["steps"] = index + 1
+        if on_step is not None:
+            on_step(index + 1, total)
+        if previewer is not None and "latents" in tensors:
+            previewer.on_step(index + 1, total, tensors["latents"])
+        if should_stop is not None and should_stop():
+            raise _Stopped
+        return {}
+
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    if model.adapters is not None:
+        model.adapters.activate(list(request.adapters))
+    # The model is meant to run without guidance (true_cfg_scale 1); guidance needs a negative
+    # prompt (a string, "" included), and Turbo runs without it.
+    cfg = 1.0 if turbo is not None else request.true_cfg_scale
+    arguments: dict[str, Any] = dict(
+        prompt=request.prompt,
+        negative_prompt=(request.negative_prompt or "") if cfg > 1 else None,
+        true_cfg_scale=cfg,
+        num_inference_steps=request.num_inference_steps,
+        num_images_per_prompt=request.num_images,
+        generator=generator,
+        callback_on_step_end=step_end,
+        output_type="pil",
+    )
+    if turbo is not None:
+        arguments.update(sigmas=list(turbo.sigmas))
+    if ModelKind(model.kind).spec.takes_images:
+        # RGBA references go in as they are: the pipeline composites them over white for the
+        # encoder and gives the VAE all four channels (what the checkpoint was trained with).
+        arguments.update(image=[i if i.mode in ("RGB", "RGBA") else i.convert("RGBA") for i in request.images])
+        if request.edit_size is not None:
+            # References are resized to the output's area (the pipeline's output_resolution²):
+            # each costs that many tokens again. Not below 512²: Qwen3-VL's processor enlarges
+            # images under 65,536 px, and the encoder's image slots would no longer match them.
+            width, height = request.edit_size
+            resolution = max(QWEN21_MIN_REFERENCE_SIDE, round((width * height) ** 0.5))
+            arguments.update(width=width, height=height, output_resolution=resolution)
+    else:
+        arguments.update(width=request.width, height=request.height)
+    base_transformer = pipeline.transformer
+    if turbo is not None:
+        pipeline.transformer = turbo.transformer
+    try:
+        output = pipeline(**arguments)
+    except _Stopped:
+        pipeline.maybe_free_model_hooks()
+        return [], progress["steps"], True
+    finally:
+        if previewer is not None:
+            previewer.close()
+        pipeline.transformer = base_transformer
+    images = [transparent_or_flat(image, request.transparent) for image in output.images]
+    return images, progress["steps"], False
+
+
+def transparent_or_flat(image: Image.Image, transparent: bool) -> Image.Image:
+    """An RGBA image as asked: kept (transparent), or composited over white into RGB."""
+    if image.mode != "RGBA":
+        return image.convert("RGBA") if transparent else image
+    if transparent:
+        return image
+    flat = Image.new("RGB", image.size, (255, 255, 255))
+    flat.paste(image, mask=image.getchannel("A"))
+    return flat
+
+
+@dataclass
+class Turbo:
+    """Qwen-Image 2.1 Turbo: its transformer and the sampling grid its checkpoint ships."""
+
+    transformer: Any
+    sigmas: list[float]
+    source: str
+
+
+def _load_turbo(profile: Profile, device: str, pipeline: Any) -> Turbo:
+    """The Turbo checkpoint's transformer (same dtype and device as the base one) and its grid."""
+    import torch
+    from diffusers import QwenImage21Pipeline, QwenImage21Transformer2DModel
+
+    source = profile.turbo_source
+    if profile.name == "tiny21":
+        from .profiles import default_tiny_cache_dir
+        from .tiny21 import ensure_tiny21_pipeline
+
+        source = ensure_tiny21_pipeline(profile.cache_dir or default_tiny_cache_dir(), turbo=True)
+    local = os.path.isdir(source)
+    try:
+        config = QwenImage21Pipeline.load_config(source, cache_dir=profile.cache_dir, local_files_only=local)
+        transformer = QwenImage21Transformer2DModel.from_pretrained(
+            source,
+            subfolder="transformer",
+            cache_dir=profile.cache_dir,
+            local_files_only=local,
+            **{_dtype_argument(): getattr(torch, profile.dtype)},
+        )
+    except Exception as error:
+        raise ModelLoadError(
+            f"cannot load the Turbo checkpoint from {source}: {type(error).__name__}: {error}. "
+            f"Point QWEN21_TURBO_PATH at the Qwen-Image 2.1 Turbo checkpoint, or set it empty for no fast mode."
+        ) from error
+    sigmas = config.get("sample_sigmas")
+    if not sigmas:
+        raise ModelLoadError(
+            f"{source} has no sample_sigmas in its model_index.json: it is not the Turbo checkpoint "
+            f"(set QWEN21_TURBO_PATH to it, or empty for no fast mode)"
+        )
+    if profile.cpu_offload:
+        transformer.to("cpu")  # swapped in for fast runs; the pipeline's offload hooks move the base one
+    else:
+        transformer.to(device)
+    if pipeline.transformer.config.in_channels != transformer.config.in_channels:
+        raise ModelLoadError(f"the Turbo transformer at {source} does not fit {profile.sources[TEXT_TO_IMAGE]}")
+    log.info("Qwen-Image 2.1 fast mode: Turbo transformer from %s, %d steps", source, len(sigmas))
+    return Turbo(transformer=transformer, sigmas=[float(x) for x in sigmas], source=source)
+
+
 def _pipeline_generate(model, request, seed, on_step, should_stop, previews=None, defer_pixels=False):
     """(images, steps, interrupted); with ``defer_pixels`` a function making the images instead."""
     import torch
 
+    if model.profile.unified:
+        return _pipeline21_generate(model, request, seed, on_step, should_stop, previews)
     mode = model.mode(request)
     pipeline = model.pipeline_for(mode)
     if model.prompt_cache is not None:
@@ -584,12 +776,31 @@ def _load_tiny(profile: Profile, kind: str, device: str, components: dict):
     return pipeline.to(device)
 
 
+def _load_tiny21(profile: Profile, device: str):
+    import torch
+
+    from .profiles import default_tiny_cache_dir
+    from .tiny21 import ensure_tiny21_pipeline
+
+    try:
+        path = ensure_tiny21_pipeline(profile.cache_dir or default_tiny_cache_dir())
+    except OSError as error:
+        raise ModelLoadError(
+            f"cannot write the tiny 2.1 model under {profile.cache_dir}: {error}. "
+            f"Point {CACHE_DIR_SETTING} at a writable directory."
+        ) from error
+    pipeline = _pipeline_class(QWEN21_PIPELINE_CLASS).from_pretrained(
+        path, local_files_only=True, **{_dtype_argument(): torch.float32}
+    )
+    return pipeline.to(device)
+
+
 def _load_pretrained(profile: Profile, kind: str, device: str, components: dict):
     import torch
 
     source = profile.sources[kind]
-    setting = PATH_SETTINGS[kind]
-    model_id = QWEN_MODEL_IDS[kind]
+    setting = QWEN21_PATH_SETTING if profile.unified else PATH_SETTINGS[kind]
+    model_id = QWEN21_MODEL_ID if profile.unified else QWEN_MODEL_IDS[kind]
     download = (
         f"download the weights with `hf download {model_id} --local-dir /models/{model_id.split('/')[1]}` "
         f"and point {setting} at that directory"

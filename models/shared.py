@@ -35,6 +35,8 @@ def load_shared(profile: Profile, device: str | None = None, num_threads: int | 
     """
     if not profile.pipeline_classes:  # sleep, faulty: nothing to share
         return {kind: load(profile, kind, device, num_threads) for kind in (TEXT_TO_IMAGE, IMAGE_EDIT)}
+    if profile.unified:  # Qwen-Image 2.1: one pipeline is both kinds
+        return load_unified(profile, device, num_threads)
     if profile.cpu_offload:
         raise ModelLoadError(
             "the shared layout cannot use model CPU offload (its hooks belong to one pipeline, and both "
@@ -44,6 +46,22 @@ def load_shared(profile: Profile, device: str | None = None, num_threads: int | 
     check_shareable(profile)
     text_to_image = load(profile, TEXT_TO_IMAGE, device, num_threads)
     image_edit = load(profile, IMAGE_EDIT, device, num_threads, share=text_to_image)
+    return {TEXT_TO_IMAGE: text_to_image, IMAGE_EDIT: image_edit}
+
+
+def load_unified(profile: Profile, device: str | None = None, num_threads: int | None = None) -> dict:
+    """Both kinds of a unified profile (Qwen-Image 2.1) over one loaded pipeline.
+
+    The image-edit model is the text-to-image one under its other kind: the same pipeline, adapters,
+    Turbo transformer and preview map objects, so nothing is loaded twice and an adapter loaded for
+    one kind is there for the other.
+    """
+    import dataclasses
+
+    text_to_image = load(profile, TEXT_TO_IMAGE, device, num_threads)
+    image_edit = dataclasses.replace(
+        text_to_image, kind=IMAGE_EDIT, info=profile.info(IMAGE_EDIT), derived={}, load_seconds=0.0
+    )
     return {TEXT_TO_IMAGE: text_to_image, IMAGE_EDIT: image_edit}
 
 

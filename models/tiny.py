@@ -339,8 +339,10 @@ def _strengthen_text_attention(transformer) -> None:
             block.attn.to_out[0].weight.mul_(_ATTENTION_OUT_GAIN)
 
 
-def build_tokenizer():
+def build_tokenizer(texts: list[str] | None = None):
     """A byte-level BPE ``Qwen2Tokenizer`` trained in code on the pipelines' prompt templates.
+
+    ``texts``: other training text (the 2.1 profile's templates, ``models.tiny21``).
 
     Any text tokenizes (bytes are the base alphabet); the template words are single tokens, so
     the pipelines' fixed drop counts cut the template off exactly.
@@ -367,7 +369,7 @@ def build_tokenizer():
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    trainer_model.train_from_iterator(_training_text(), trainer)
+    trainer_model.train_from_iterator(texts or _training_text(), trainer)
     model = json.loads(trainer_model.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
     # The tokenizer takes merge pairs as well as "a b" strings; its annotation names only the latter.

@@ -42,13 +42,48 @@ Speed = Annotated[
 ]
 
 
-async def apply_adapter_options(
-    state: ServiceState, parameters: GenerationParameters, loras: Optional[str], speed: str
-) -> GenerationParameters:
-    """The task's parameters with ``loras`` (checked against the catalogue) and ``speed`` applied.
+Background = Annotated[
+    Optional[Literal["opaque", "transparent"]],
+    Form(description="transparent: an RGBA PNG with a transparent background (the qwen21 profile only)"),
+]
 
-    400 with a ``detail`` for a malformed list, an unknown adapter or one of another model.
+
+def _fast_steps(state: ServiceState) -> int:
+    from models.profiles import QWEN21_TURBO_STEPS, get_profile
+
+    return QWEN21_TURBO_STEPS if get_profile(state.settings.model_profile).unified else state.settings.fast_steps
+
+
+def check_background(state: ServiceState, background: Optional[str]) -> None:
+    """400 naming the profile that can, when transparent output is asked of one that cannot."""
+    from models.profiles import get_profile
+
+    if background == "transparent" and not get_profile(state.settings.model_profile).transparent:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            detail=(
+                f"background=transparent needs the qwen21 profile (Qwen-Image 2.1, MODEL_PROFILE=qwen21; tiny21 to "
+                f"try it); this service runs the {state.settings.model_profile} profile, whose model draws opaque ones"
+            ),
+        )
+
+
+async def apply_adapter_options(
+    state: ServiceState,
+    parameters: GenerationParameters,
+    loras: Optional[str],
+    speed: str,
+    background: Optional[str] = None,
+) -> GenerationParameters:
+    """The task's parameters with ``loras`` (checked against the catalogue), ``speed`` and
+    ``background`` applied.
+
+    400 with a ``detail`` for a malformed list, an unknown adapter or one of another model, or a
+    transparent background on a profile that draws opaque images.
     """
+    check_background(state, background)
+    if background == "transparent":
+        parameters = parameters.model_copy(update={"background": "transparent"})
     kind = parameters.kind
     chosen: Optional[list[AdapterChoice]] = None
     if loras and loras.strip():
@@ -73,7 +108,8 @@ async def apply_adapter_options(
             update={
                 "loras": chosen,
                 "speed": "fast",
-                "num_inference_steps": state.settings.fast_steps,
+                # Qwen-Image 2.1's Turbo runs its checkpoint's own 8-step grid
+                "num_inference_steps": _fast_steps(state),
                 "true_cfg_scale": 1.0,
             }
         )

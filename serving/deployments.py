@@ -295,7 +295,10 @@ def replica_profile(settings) -> Any:
         # OFFLOAD=model and the older CPU_OFFLOAD=true both mean model CPU offload.
         cpu_offload=settings.cpu_offload or settings.offload == "model",
         sleep_seconds_per_step=settings.sleep_seconds_per_step,
+        qwen21_path=settings.qwen21_model_path,
+        qwen21_turbo_path=settings.qwen21_turbo_path,
     )
+    log.info("model profile %s: weights under the %s licence", profile.name, profile.license)
     if profile.pipeline_classes:
         profile = models.with_memory_options(
             profile, fp8=settings.quantization == "fp8", group_offload=settings.offload_mode == "group"

@@ -104,6 +104,8 @@ class GenerationParameters(BaseModel):
     outpaint: Optional[tuple[CanvasSide, CanvasSide, CanvasSide, CanvasSide]] = None
     loras: Optional[list[AdapterChoice]] = None
     speed: Optional[Literal["fast"]] = None  # the Lightning adapter and scheduler, true CFG off
+    # RGBA output with a transparent background (the qwen21/tiny21 profiles; others refuse it)
+    background: Optional[Literal["transparent"]] = None
     # What a /v1 request asked for, kept for history; the pipeline does not read these.
     api: Optional[Literal["openai"]] = None
     model: Optional[str] = None
@@ -190,6 +192,7 @@ class GenerationParameters(BaseModel):
             edit_size=self.output_size,
             strength=self.strength,
             mask=mask,
+            transparent=self.background == "transparent",
         )
 
 

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.kinds import KIND_NAMES, ModelKind
@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     enabled_models: list[str] = list(KIND_NAMES)
     text_to_image_model_path: Optional[str] = None
     image_edit_model_path: Optional[str] = None
+    # MODEL_PROFILE=qwen21 (Qwen-Image 2.1, Qwen Research License: non-commercial): its weights and
+    # its Turbo checkpoint (the fast mode; empty: none), each a hub id or a folder
+    qwen21_model_path: Optional[str] = None
+    qwen21_turbo_path: Optional[str] = None
     model_cache_dir: Optional[Path] = None
     cpu_offload: bool = False  # the same as OFFLOAD=model (kept for existing configurations)
     # separate: one deployment per model, one GPU per replica. shared: one deployment whose
@@ -201,6 +205,16 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown models {sorted(unknown)}; use {' and/or '.join(KIND_NAMES)}")
         return value
+
+    @model_validator(mode="after")
+    def _unified_profile_shares(self) -> Settings:
+        # Qwen-Image 2.1 is one model for both kinds: one deployment holds it (the shared layout).
+        from models.profiles import UNIFIED_PROFILES
+
+        if self.model_profile in UNIFIED_PROFILES and self.model_layout != "shared":
+            log.info("MODEL_PROFILE=%s serves both kinds from one model: using MODEL_LAYOUT=shared", self.model_profile)
+            self.model_layout = "shared"
+        return self
 
     def public_dict(self) -> dict[str, Any]:
         """Everything but secrets, for passing through Serve; each process re-reads secrets from env."""

@@ -38,7 +38,8 @@ def convert(png: bytes, output_format: str, compression: int | None) -> bytes:
         return png
     quality = DEFAULT_COMPRESSION if compression is None else compression
     with Image.open(io.BytesIO(png)) as image:
-        rgb = image.convert("RGB")
+        # WebP keeps an RGBA image's alpha (background=transparent); JPEG has none.
+        rgb = image if output_format == "webp" and image.mode == "RGBA" else image.convert("RGB")
     buffer = io.BytesIO()
     if output_format == "jpeg":
         rgb.save(buffer, format="JPEG", quality=max(quality, 1))

@@ -102,6 +102,7 @@ class ImageRequest(BaseModel):
             output_size=size if edit else None,
             mask=True if masked else None,
             strength=DEFAULT_MASKED_STRENGTH if masked else None,
+            background="transparent" if self.background == "transparent" else None,
             api="openai",
             model=model,
             size=self.size,
@@ -203,9 +204,20 @@ def steps_for(request: ImageRequest, kind: ModelKind) -> int:
     return ModelKind(kind).spec.default_steps if quality == "auto" else QUALITY_STEPS[quality]
 
 
-def check_common(request: ImageRequest) -> None:
-    """Refusals that a field's type alone does not express."""
+def check_common(request: ImageRequest, profile: Optional[str] = None) -> None:
+    """Refusals that a field's type alone does not express. ``profile``: the service's model profile
+    (``MODEL_PROFILE``); transparent output needs one whose model draws RGBA (Qwen-Image 2.1)."""
     if request.background == "transparent":
-        raise invalid("background", "background 'transparent' is not supported: Qwen-Image produces opaque images")
+        from models.profiles import get_profile
+
+        if profile is None or not get_profile(profile).transparent:
+            raise invalid(
+                "background",
+                f"background 'transparent' needs the qwen21 profile (Qwen-Image 2.1, MODEL_PROFILE=qwen21; "
+                f"tiny21 to try it); this service runs the {profile or 'default'} profile, whose model draws "
+                f"opaque images",
+            )
+        if request.output_format == "jpeg":
+            raise invalid("output_format", "background 'transparent' needs output_format png or webp")
     if not request.prompt.strip():
         raise invalid("prompt", "prompt must not be empty")

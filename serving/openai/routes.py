@@ -63,8 +63,15 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 # ------------------------------------------------------------------------------------------ models
 
 
-def _model_object(model: str) -> dict[str, Any]:
-    return {"id": model, "object": "model", "created": MODEL_CREATED, "owned_by": "qwen"}
+def _model_object(model: str, license: str = "Apache-2.0") -> dict[str, Any]:
+    return {"id": model, "object": "model", "created": MODEL_CREATED, "owned_by": "qwen", "license": license}
+
+
+def _license(state) -> str:
+    """The licence of the weights the service's profile runs (``/v1/models`` shows it)."""
+    from models.profiles import get_profile
+
+    return get_profile(state.settings.model_profile).license
 
 
 @router.get("/models", responses=ERROR_RESPONSES)
@@ -73,7 +80,9 @@ async def list_models(_: CurrentUser, state: StateDep) -> dict:
     return {
         "object": "list",
         "data": [
-            _model_object(model) for model, kind in MODEL_KIND.items() if kind.value in state.settings.enabled_models
+            _model_object(model, _license(state))
+            for model, kind in MODEL_KIND.items()
+            if kind.value in state.settings.enabled_models
         ],
     }
 
@@ -85,7 +94,7 @@ async def retrieve_model(model: str, _: CurrentUser, state: StateDep) -> dict:
         raise OpenAIError(
             status.HTTP_404_NOT_FOUND, f"The model '{model}' does not exist", param="model", code="model_not_found"
         )
-    return _model_object(model)
+    return _model_object(model, _license(state))
 
 
 # ------------------------------------------------------------------------------------------ images
@@ -95,7 +104,7 @@ async def retrieve_model(model: str, _: CurrentUser, state: StateDep) -> dict:
 async def create_image(body: ImageRequest, request: Request, user: CurrentUser, state: StateDep) -> Response:
     """Generate 1–4 images from a prompt (OpenAI's ``images.generate``); JSON body."""
     model = resolve_model(body.model, ModelKind.text_to_image)
-    check_common(body)
+    check_common(body, state.settings.model_profile)
     size = parse_size(body.size, ModelKind.text_to_image)
     return await _run(state, request, user, body, ModelKind.text_to_image, model, size, [])
 
@@ -135,7 +144,7 @@ async def edit_image(request: Request, user: CurrentUser, state: StateDep) -> Re
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
     model = resolve_model(body.model, ModelKind.image_edit)
-    check_common(body)
+    check_common(body, state.settings.model_profile)
     size = parse_size(body.size, ModelKind.image_edit)
     if not uploads:
         raise invalid("image", "at least one image is required", code="missing_required_parameter")
@@ -267,7 +276,7 @@ async def _run(
         "output_format": body.output_format,
         "size": f"{width}x{height}",
         "quality": resolved_quality(body.quality),
-        "background": "opaque",
+        "background": "transparent" if body.background == "transparent" else "opaque",
     }
     return JSONResponse(content, headers=result_headers(task_id, found))
 
@@ -426,7 +435,8 @@ async def _stream(
     state: ServiceState, task_id: str, body: ImageRequest, kind: ModelKind, user_id: Optional[int], credential: str = ""
 ) -> AsyncIterator[str]:
     prefix = "image_edit" if kind.spec.takes_images else "image_generation"
-    common = {"background": "opaque", "output_format": body.output_format, "quality": resolved_quality(body.quality)}
+    background = "transparent" if body.background == "transparent" else "opaque"
+    common = {"background": background, "output_format": body.output_format, "quality": resolved_quality(body.quality)}
     sent = 0
     try:
         async for event in task_events(state, task_id, user_id, credential):

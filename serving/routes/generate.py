@@ -25,7 +25,7 @@ from models.aspect import (
 from models.derived import DEFAULT_MASKED_STRENGTH, DEFAULT_STRENGTH, MAX_EXTEND, extension_for_ratio
 from models.kinds import ModelKind, TaskType
 from models.seeds import MAX_SEED
-from serving.adapter_options import Loras, Speed, apply_adapter_options
+from serving.adapter_options import Background, Loras, Speed, apply_adapter_options
 from serving.protocol import MAX_BATCH_PROMPTS, MAX_PROMPT, GenerationParameters
 from serving.routes.common import ACCEPTED_RESPONSE, generation_parameters, submit
 from serving.state import ServiceState, StateDep
@@ -247,6 +247,7 @@ async def text_to_image(
     webhook_events: WebhookEvents = None,
     loras: Loras = None,
     speed: Speed = "standard",
+    background: Background = None,
     width: Width = None,
     height: Height = None,
 ) -> Response:
@@ -272,7 +273,7 @@ async def text_to_image(
             num_images=num_images,
         )
     )
-    parameters = await apply_adapter_options(state, parameters, loras, speed)
+    parameters = await apply_adapter_options(state, parameters, loras, speed, background)
     return await submit(
         state,
         user,
@@ -302,6 +303,7 @@ async def image_edit(
     webhook_events: WebhookEvents = None,
     loras: Loras = None,
     speed: Speed = "standard",
+    background: Background = None,
     mask: MaskFile = None,
     strength: Strength = None,
 ) -> Response:
@@ -336,7 +338,7 @@ async def image_edit(
             mask=True if mask is not None else None,
         )
     )
-    parameters = await apply_adapter_options(state, parameters, loras, speed)
+    parameters = await apply_adapter_options(state, parameters, loras, speed, background)
     return await submit(
         state,
         user,
@@ -378,6 +380,7 @@ async def image_to_image(
     webhook_events: WebhookEvents = None,
     loras: Loras = None,
     speed: Speed = "standard",
+    background: Background = None,
 ) -> Response:
     """Redraw an image at a ``strength`` (image-to-image), repaint the region of a ``mask``
     (inpainting), or extend the canvas (``extend_*``: outpainting) with Qwen-Image-2512's weights.
@@ -428,7 +431,7 @@ async def image_to_image(
             outpaint=outpaint,
         )
     )
-    parameters = await apply_adapter_options(state, parameters, loras, speed)
+    parameters = await apply_adapter_options(state, parameters, loras, speed, background)
     return await submit(
         state,
         user,
@@ -464,6 +467,7 @@ async def image_edit_batch(
     webhook_events: WebhookEvents = None,
     loras: Loras = None,
     speed: Speed = "standard",
+    background: Background = None,
 ) -> Response:
     """Apply several edit prompts to one image: one task, one result image per prompt."""
     webhook = await webhook_spec(
@@ -492,7 +496,7 @@ async def image_edit_batch(
             input_sizes=[inputs[0].size],
         )
     )
-    parameters = await apply_adapter_options(state, parameters, loras, speed)
+    parameters = await apply_adapter_options(state, parameters, loras, speed, background)
     return await submit(
         state,
         user,

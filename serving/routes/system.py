@@ -186,6 +186,7 @@ async def list_models(state: StateDep) -> dict:
             "task_types": [task_type.value for task_type in kind.spec.task_types],
             "status": _model_state(state, snapshot, kind),
             "profile": profile.name,
+            "license": info.license,
             **_memory_settings(state, profile.dtype),
             "replicas": _replicas_of(reports, kind),
         }
