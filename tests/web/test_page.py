@@ -174,7 +174,7 @@ def test_a_newcomer_makes_an_image_reloads_and_still_has_it(browser, base_url, s
     card_image = lighthouse.locator(".task-images img")
     expect(card_image).to_have_count(1)
     assert re.search(r"tasks/[0-9a-f-]+/images/0\?size=\d+$", card_image.get_attribute("src") or "")
-    page.wait_for_function("document.querySelector('#tasks .task-images img').naturalWidth > 0")
+    page.wait_for_function("() => document.querySelector('#tasks .task-images img').naturalWidth > 0")
     expect(lighthouse.locator(".task-meta")).to_contain_text("seed")
 
     # Two images of one task: one gallery card holding both, with one download for the ZIP.
@@ -196,7 +196,6 @@ def test_a_newcomer_makes_an_image_reloads_and_still_has_it(browser, base_url, s
     submit_t2i(page, DOLOMITES, steps=100, ratio="16:9")
     page.locator("#count").select_option("1")
     wait_running(page, DOLOMITES, below=30)
-    page.screenshot(path=str(shots / "create.png"), full_page=True)
     page.reload()
     expect(page.locator("body[data-ready=true]")).to_have_count(1)
     expect(page.locator("#whoami")).to_have_text("maria")
@@ -215,6 +214,7 @@ def test_a_newcomer_makes_an_image_reloads_and_still_has_it(browser, base_url, s
         timeout=TASK_TIMEOUT_MS,
     )
     expect(slow.locator(".preview")).to_be_visible(timeout=TASK_TIMEOUT_MS)  # a live preview, again
+    page.screenshot(path=str(shots / "create.png"), full_page=True)
     slow.locator(".task-cancel").click()
     expect(slow).to_have_attribute("data-status", "cancelled", timeout=TASK_TIMEOUT_MS)
     expect(slow.locator(".preview")).to_be_hidden()  # a cancelled card drops its last preview
@@ -228,7 +228,7 @@ def test_a_newcomer_makes_an_image_reloads_and_still_has_it(browser, base_url, s
     viewer = page.locator("#viewer")
     expect(viewer).to_be_visible()
     expect(page.locator("#viewer-prompt")).to_have_text(LIGHTHOUSE)
-    page.wait_for_function("document.querySelector('#viewer-image').naturalWidth === 1024")
+    page.wait_for_function("() => document.querySelector('#viewer-image').naturalWidth === 1024")
     expect(page.locator("#viewer-settings")).to_contain_text("Seed")
     expect(page.locator("#viewer-settings")).to_contain_text("30")  # its steps
     expect(page.locator("#viewer-position")).to_have_text("3 / 3 · image 1 of 1")
@@ -294,7 +294,7 @@ def test_a_newcomer_makes_an_image_reloads_and_still_has_it(browser, base_url, s
     expect(page.locator("#history-table button.thumb img")).to_have_count(4)  # 1 + 2 + 0 (cancelled) + 1
     expect(page.locator("#stats .stat").first).to_contain_text("4")
     page.wait_for_function(
-        "[...document.querySelectorAll('#history-table button.thumb img')].every(i => i.complete && i.naturalWidth)"
+        "() => [...document.querySelectorAll('#history-table button.thumb img')].every(i => i.complete && i.naturalWidth)"
     )
     page.screenshot(path=str(shots / "history.png"), full_page=True)
     rows.filter(has_text=LIGHTHOUSE).locator("button.thumb").click()

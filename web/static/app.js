@@ -601,7 +601,7 @@ function showInViewer() {
   $("#viewer-position").textContent = t("v.position", { at: viewer.at + 1, of: viewer.list.length, n: n + 1, count: task.count });
   const rows = [
     [t("h.type"), t(`type.${Object.keys(MODES).find((k) => MODES[k] === settings.mode)}`)],
-    [t("f.seed"), task.seed ?? "?"],
+    [t("v.seed"), task.seed ?? "?"],
     [t("f.steps"), settings.num_inference_steps],
     ["CFG", settings.true_cfg_scale],
   ];
