@@ -294,7 +294,8 @@ def test_a_newcomer_makes_an_image_reloads_and_still_has_it(browser, base_url, s
     expect(page.locator("#history-table button.thumb img")).to_have_count(4)  # 1 + 2 + 0 (cancelled) + 1
     expect(page.locator("#stats .stat").first).to_contain_text("4")
     page.wait_for_function(
-        "() => [...document.querySelectorAll('#history-table button.thumb img')].every(i => i.complete && i.naturalWidth)"
+        "() => [...document.querySelectorAll('#history-table button.thumb img')]"
+        ".every(i => i.complete && i.naturalWidth)"
     )
     page.screenshot(path=str(shots / "history.png"), full_page=True)
     rows.filter(has_text=LIGHTHOUSE).locator("button.thumb").click()
@@ -357,6 +358,7 @@ def test_admin_pages_and_phone_width(browser, base_url, shots, make_user):
     # Ctrl+Enter with nothing written: the page asks for a prompt, nothing is sent.
     page.locator("#prompt").press("Control+Enter")
     expect(page.locator("#alert-text")).to_have_text("请先填写提示词。")
+    page.locator("#alert-close").click()
     page.screenshot(path=str(shots / "phone.png"), full_page=True)
     # Everything fits the phone's width: no sideways scrolling of the page itself.
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
