@@ -137,16 +137,19 @@ class AuthService:
                     session.flush()
                 except IntegrityError:
                     session.rollback()  # another replica created it first
-            admin = get_user_by_username(session, self.config.admin_username)
-            using_default = (
-                admin is not None and self.passwords.verify(admin.hashed_password, DEFAULT_ADMIN_PASSWORD)[0]
-            )
+            using_default = self.admin_password_is_default(session)
         if using_default:
             log.warning(
                 "SECURITY: user %r still has the default password; set ADMIN_PASSWORD before first "
                 "start or change it with POST /auth/change-password",
                 self.config.admin_username,
             )
+
+    def admin_password_is_default(self, session: Session) -> bool:
+        """Whether the configured administrator (``ADMIN_USERNAME``) still logs in with the
+        well-known default password (one password check)."""
+        admin = get_user_by_username(session, self.config.admin_username)
+        return admin is not None and self.passwords.verify(admin.hashed_password, DEFAULT_ADMIN_PASSWORD)[0]
 
     # ------------------------------------------------------------ log-in and tokens
 

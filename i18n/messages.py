@@ -221,6 +221,14 @@ TASKS_CLEANED = _entry(
     "Removed {memory_count} task records from memory and {db_count} history records from the database",
 )
 RESULT_MISSING = _entry("result_missing", "任务结果文件不存在", "The task's result file is missing")
+TASK_NOT_FINISHED = _entry(
+    "task_not_finished", "任务尚未完成，图片还不可用", "The task has not finished yet; its images are not available"
+)
+IMAGE_NOT_IN_TASK = _entry(
+    "image_not_in_task",
+    "没有第 {n} 张图片：该任务共有 {count} 张，从 0 开始编号",
+    "There is no image {n}: this task has {count}, numbered from 0",
+)
 QUOTA_DAILY = _entry(
     "quota_daily",
     "已达到每日配额上限（{limit}），将于 {resets_at} 重置",

@@ -17,6 +17,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from auth.account_cache import AccountCache
+from auth.admin_checks import router as admin_checks_router
 from auth.api_keys import router as api_keys_router
 from auth.registration import router as registration_router
 from auth.routes import router as auth_router
@@ -30,7 +31,7 @@ from serving.middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 from serving.openai import routes as openai_routes
 from serving.openai.images import ConvertedImages
 from serving.registry.interface import Registry
-from serving.routes import adapters, event_streams, generate, history, system, tasks, webhook_settings
+from serving.routes import adapters, event_streams, generate, history, system, task_images, tasks, webhook_settings
 from serving.routes.event_streams import connect_account_cache
 from serving.settings import Settings
 from serving.signed_urls import UrlSigner
@@ -68,10 +69,12 @@ def create_app(state: Optional[ServiceState] = None) -> FastAPI:
     app.include_router(auth_router)
     app.include_router(api_keys_router)
     app.include_router(registration_router)
+    app.include_router(admin_checks_router)
     app.include_router(history.router)  # before tasks: /tasks/history/… must not match /tasks/{task_id}
     app.include_router(event_streams.router)  # before tasks too: /tasks/events
     app.include_router(webhook_settings.router)
     app.include_router(tasks.router)
+    app.include_router(task_images.router)
     app.include_router(generate.router)
     app.include_router(openai_routes.router)
     app.include_router(adapters.router)

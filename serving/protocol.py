@@ -530,6 +530,8 @@ class TaskStatusView(BaseModel):
     execution_time_seconds: Optional[float]
     progress: Progress
     seed: Optional[int]
+    # Beyond the contract: one URL per image of a completed task (``GET /tasks/{id}/images/{n}``).
+    image_urls: Optional[list[str]] = None
 
     @property
     def finished(self) -> bool:
@@ -552,6 +554,7 @@ def task_status_view(
     seed: Optional[int],
     position: int,
     now: datetime,
+    image_count: int = 0,
 ) -> TaskStatusView:
     """Build the status of a task from what both the registry and the database know of it.
 
@@ -559,6 +562,7 @@ def task_status_view(
     without starting (cancelled while pending), or until ``now`` while it still waits.
     ``execution_time_seconds`` grows while it runs. A completed task shows all its steps done; a
     failed or cancelled one shows none, since where it stopped is not kept once it ended.
+    A completed task lists the URLs of its ``image_count`` images.
     """
     finished = status in FINISHED_STATUSES
     left_queue = started_at or (completed_at if finished else None) or now
@@ -586,4 +590,10 @@ def task_status_view(
         execution_time_seconds=round(execution, 3) if execution is not None else None,
         progress=Progress.of(done, total_steps),
         seed=seed,
+        image_urls=image_urls(task_id, image_count) if status == TaskStatus.completed.value else None,
     )
+
+
+def image_urls(task_id: str, image_count: int) -> list[str]:
+    """The paths of a completed task's images, numbered from 0 (like ``status_url``, without a route prefix)."""
+    return [f"/tasks/{task_id}/images/{n}" for n in range(image_count)]

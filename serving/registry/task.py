@@ -136,6 +136,7 @@ class LiveTask:
             seed=self.seed,
             position=position,
             now=utcnow(),
+            image_count=self.image_count,
         )
 
 

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from typing import Annotated, Any, Optional
 
 from fastapi import APIRouter, HTTPException, Query, status
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, computed_field
 from sqlmodel import Session
 
 from auth.deps import AdminUser, CurrentUser, SessionDep
@@ -14,6 +14,7 @@ from auth.routes import MAX_DB_INT, UserId
 from auth.schemas import QuotaLimits
 from i18n import messages
 from models.kinds import TaskType
+from serving.protocol import image_urls
 from serving.routes.common import owned_record
 from serving.state import ServiceState, StateDep
 from storage import TaskRecord, TaskStatus, utcnow
@@ -45,6 +46,12 @@ class TaskRecordPublic(BaseModel):
     seed: Optional[int] = None
     image_count: int = 1
     attempts: int = 0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def image_urls(self) -> Optional[list[str]]:
+        """Beyond the contract: one URL per image of a completed task (``GET /tasks/{id}/images/{n}``)."""
+        return image_urls(self.task_id, self.image_count) if self.status == TaskStatus.completed.value else None
 
 
 class HistoryPage(BaseModel):

@@ -39,6 +39,7 @@ def status_from_record(record: TaskRecord) -> TaskStatusView:
         seed=record.seed,
         position=0,
         now=utcnow(),
+        image_count=record.image_count,
     )
 
 

@@ -304,3 +304,13 @@ def test_password_hashing_runs_a_bounded_number_at_once():
         results = list(pool.map(lambda _: passwords.verify(stored, "pw123456")[0], range(16)))
     assert all(results)
     assert most == 2
+
+
+def test_admin_password_is_default_until_it_is_changed(service):
+    with session_scope(service.engine) as session:
+        assert service.admin_password_is_default(session)
+        admin = get_user_by_username(session, "admin")
+        admin.hashed_password = service.passwords.hash("a-better-one")
+        session.add(admin)
+    with session_scope(service.engine) as session:
+        assert not service.admin_password_is_default(session)

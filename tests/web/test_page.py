@@ -98,6 +98,7 @@ def test_page_is_served_with_a_strict_csp_and_docs_still_work(client):
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     csp = page.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "'unsafe-inline'" not in csp and "style-src 'self'" in csp
+    assert 'href="docs"' in page.text  # the page links to the API docs, which work offline (test_docs.py)
     assert (
         client.get("/static/app.js").headers["content-type"].startswith(("text/javascript", "application/javascript"))
     )
@@ -107,7 +108,37 @@ def test_page_is_served_with_a_strict_csp_and_docs_still_work(client):
     assert client.get("/health").headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
 
 
-def test_a_newcomer_registers_generates_cancels_edits_and_reads_history(browser, base_url, shots, tmp_path):
+LIGHTHOUSE = "a lighthouse on a cliff at dusk, oil painting"
+RAMEN = "a bowl of ramen on a wooden table, studio photo"
+DOLOMITES = "a panorama of the Dolomites at sunrise, wide angle"
+NIGHT = "make it night, with lit windows"
+
+
+def register(page: Page, username: str, password: str) -> None:
+    page.locator("input[name=username]").fill(username)
+    page.locator("input[name=password]").fill(password)
+    page.locator("#register").click()
+    expect(page.locator("#whoami")).to_have_text(username)
+
+
+def wait_running(page: Page, prompt: str, below: int = 60) -> None:
+    """Until the task of ``prompt`` runs with its bar past 0 and below ``below`` %."""
+    page.wait_for_function(
+        """([prompt, below]) => { const t = [...document.querySelectorAll('#tasks .task')]
+        .find(li => li.querySelector('.task-prompt').textContent === prompt);
+        if (!t) return false;
+        const v = Number(t.querySelector('.bar').getAttribute('aria-valuenow'));
+        return t.dataset.status === 'running' && v > 0 && v < below; }""",
+        arg=[prompt, below],
+        timeout=TASK_TIMEOUT_MS,
+        polling=100,
+    )
+
+
+def test_a_newcomer_makes_an_image_reloads_and_still_has_it(browser, base_url, shots, tmp_path):
+    """Register, generate (Ctrl+Enter), see the image in its task card, group a task's images in one
+    gallery card, reload (finished tasks come back, a running one is followed again), cancel it,
+    then the viewer, *Use as edit input*, *Same settings again* and the history's thumbnails."""
     w = open_page(browser, base_url)
     page = w.page
     expect(page.locator("#view-login")).to_be_visible()
@@ -121,62 +152,119 @@ def test_a_newcomer_registers_generates_cancels_edits_and_reads_history(browser,
     assert all("401" in e for e in w.errors), w.errors  # the browser logs the refused request itself
     w.errors.clear()
 
-    username = "page_" + uuid.uuid4().hex[:8]
-    page.locator("input[name=username]").fill(username)
-    page.locator("input[name=password]").fill("secret-pass")
-    page.locator("#register").click()
-    expect(page.locator("#whoami")).to_have_text(username)
+    register(page, "maria", "maria-paints-2026")
     expect(page.locator("#view-create")).to_be_visible()
     assert page.context.cookies()[0]["httpOnly"] is True
     assert page.evaluate("document.cookie") == ""  # the token is out of reach of scripts
+    expect(page.locator("a.docs-link")).to_have_attribute("href", "docs")
 
-    # Generate and watch the bar go to 100 %.
+    # Ctrl+Enter generates; the bar goes to 100 % and the image appears in the task's own card.
     page.evaluate("""() => { window.__seen = [];
         new MutationObserver((records) => { for (const r of records) if (r.attributeName === 'aria-valuenow')
           window.__seen.push(Number(r.target.getAttribute('aria-valuenow'))); })
         .observe(document.querySelector('#tasks'), {attributes: true, subtree: true}); }""")
-    submit_t2i(page, "a red fox in the snow", steps=30)
-    fox = task_item(page, "a red fox in the snow")
-    expect(fox).to_have_attribute("data-status", "completed", timeout=TASK_TIMEOUT_MS)
-    expect(fox.locator(".bar")).to_have_attribute("aria-valuenow", "100")
+    page.locator("#prompt").fill(LIGHTHOUSE)
+    page.locator("#steps").fill("30")
+    page.locator("#prompt").press("Control+Enter")
+    lighthouse = task_item(page, LIGHTHOUSE)
+    expect(lighthouse).to_have_attribute("data-status", "completed", timeout=TASK_TIMEOUT_MS)
+    expect(lighthouse.locator(".bar")).to_have_attribute("aria-valuenow", "100")
     seen = page.evaluate("window.__seen")
     assert seen and seen[-1] == 100 and seen == sorted(seen), seen
-    shot = page.locator("#gallery .shot").first
-    expect(shot.locator(".shot-prompt")).to_have_text("a red fox in the snow")
-    assert page.evaluate("document.querySelector('#gallery .shot img').naturalWidth") == 1024
-    expect(shot.locator(".shot-meta")).to_contain_text("seed")
+    card_image = lighthouse.locator(".task-images img")
+    expect(card_image).to_have_count(1)
+    assert re.search(r"tasks/[0-9a-f-]+/images/0\?size=\d+$", card_image.get_attribute("src") or "")
+    page.wait_for_function("() => document.querySelector('#tasks .task-images img').naturalWidth > 0")
+    expect(lighthouse.locator(".task-meta")).to_contain_text("seed")
 
-    # A long task, cancelled while it runs; a second one beside it shows several at once.
-    submit_t2i(page, "a very long landscape", steps=100, ratio="16:9")
-    slow = task_item(page, "a very long landscape")
+    # Two images of one task: one gallery card holding both, with one download for the ZIP.
+    page.locator("#prompt").fill(RAMEN)
+    page.locator("#count").select_option("2")
+    page.locator("#steps").fill("20")
+    page.locator("#submit").click()
+    ramen = task_item(page, RAMEN)
+    expect(ramen).to_have_attribute("data-status", "completed", timeout=TASK_TIMEOUT_MS)
+    expect(ramen.locator(".task-images img")).to_have_count(2)
+    ramen_card = page.locator("#gallery .shot").filter(has_text=RAMEN)
+    expect(ramen_card).to_have_count(1)
+    expect(ramen_card.locator(".shot-images img")).to_have_count(2)
+    expect(ramen_card.locator("a.dl")).to_have_text("ZIP (2 images)")
+    expect(ramen_card.locator("button")).to_have_count(3)  # two images and "Same settings again"
+
+    # A long task (two images of 100 steps), running when the page reloads: it comes back and is
+    # followed again.
+    submit_t2i(page, DOLOMITES, steps=100, ratio="16:9")
+    page.locator("#count").select_option("1")
+    wait_running(page, DOLOMITES, below=30)
+    page.reload()
+    expect(page.locator("body[data-ready=true]")).to_have_count(1)
+    expect(page.locator("#whoami")).to_have_text("maria")
+    # Everything finished is still there: the cards with their images, the gallery.
+    expect(task_item(page, LIGHTHOUSE)).to_have_attribute("data-status", "completed")
+    expect(task_item(page, LIGHTHOUSE).locator(".task-images img")).to_have_count(1)
+    expect(page.locator("#gallery .shot")).to_have_count(2)
+    expect(page.locator("#gallery .shot").first.locator(".shot-prompt")).to_have_text(RAMEN)  # newest first
+    slow = task_item(page, DOLOMITES)
+    before = int(slow.locator(".bar").get_attribute("aria-valuenow") or 0)
     page.wait_for_function(
-        """() => { const t = [...document.querySelectorAll('#tasks .task')]
-        .find(li => li.querySelector('.task-prompt').textContent === 'a very long landscape');
-        if (!t) return false;
-        const v = Number(t.querySelector('.bar').getAttribute('aria-valuenow'));
-        return t.dataset.status === 'running' && v > 0 && v < 60; }""",
+        """([prompt, before]) => { const t = [...document.querySelectorAll('#tasks .task')]
+        .find(li => li.querySelector('.task-prompt').textContent === prompt);
+        return t && Number(t.querySelector('.bar').getAttribute('aria-valuenow')) > before; }""",
+        arg=[DOLOMITES, before],
         timeout=TASK_TIMEOUT_MS,
-        polling=100,
     )
-    submit_t2i(page, XSS, steps=20)
+    expect(slow.locator(".preview")).to_be_visible(timeout=TASK_TIMEOUT_MS)  # a live preview, again
     page.screenshot(path=str(shots / "create.png"), full_page=True)
     slow.locator(".task-cancel").click()
     expect(slow).to_have_attribute("data-status", "cancelled", timeout=TASK_TIMEOUT_MS)
+    expect(slow.locator(".preview")).to_be_hidden()  # a cancelled card drops its last preview
+    assert slow.locator(".preview").get_attribute("src") is None
+    expect(slow.locator(".task-cancel")).to_be_hidden()
 
-    # The prompt that would run a script is shown as text, everywhere.
-    xss = task_item(page, XSS)
-    expect(xss).to_have_attribute("data-status", "completed", timeout=TASK_TIMEOUT_MS)
-    expect(xss.locator(".task-prompt")).to_have_text(XSS)
-    expect(page.locator("#gallery .shot-prompt").first).to_have_text(XSS)
-    assert page.locator("img[src=x]").count() == 0 and not w.dialogs
-
-    # Edit: a result taken as input, a dropped image beside it (thumbnails), one removed again,
-    # then an image from the file picker.
+    # The viewer: full size, settings and seed beside it, arrows between the images.
     page.get_by_role("link", name="Gallery").click()
-    page.locator("#gallery .shot").filter(has_text="a red fox in the snow").locator(".use-edit").click()
+    page.screenshot(path=str(shots / "gallery.png"), full_page=True)
+    page.locator("#gallery .shot").filter(has_text=LIGHTHOUSE).locator("button.thumb").click()
+    viewer = page.locator("#viewer")
+    expect(viewer).to_be_visible()
+    expect(page.locator("#viewer-prompt")).to_have_text(LIGHTHOUSE)
+    page.wait_for_function("() => document.querySelector('#viewer-image').naturalWidth === 1024")
+    expect(page.locator("#viewer-settings")).to_contain_text("Seed")
+    expect(page.locator("#viewer-settings")).to_contain_text("30")  # its steps
+    expect(page.locator("#viewer-position")).to_have_text("3 / 3 · image 1 of 1")
+    assert (page.locator("#viewer-download").get_attribute("href") or "").endswith("/images/0")
+    page.screenshot(path=str(shots / "viewer.png"))
+    page.keyboard.press("ArrowRight")  # round to the first: the newest task's first image
+    expect(page.locator("#viewer-prompt")).to_have_text(RAMEN)
+    expect(page.locator("#viewer-position")).to_have_text("1 / 3 · image 1 of 2")
+    page.locator("#viewer-next").click()
+    expect(page.locator("#viewer-position")).to_have_text("2 / 3 · image 2 of 2")
+    with page.expect_download() as download:
+        page.locator("#viewer-download").click()
+    saved = tmp_path / "ramen.png"
+    download.value.save_as(saved)
+    assert Image.open(saved).size == (1024, 1024)
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowLeft")
+    expect(page.locator("#viewer-prompt")).to_have_text(LIGHTHOUSE)
+
+    # Use as edit input: the Edit tab, the image as its input, the text-to-image prompt cleared.
+    page.locator("#viewer-edit").click()
+    expect(viewer).to_be_hidden()
     expect(page.locator("#view-create")).to_be_visible()
     expect(page.get_by_role("tab", name="Edit", exact=True)).to_have_attribute("aria-selected", "true")
     expect(page.locator("#thumbs img")).to_have_count(1)
+    expect(page.locator("#prompt")).to_have_value("")
+    expect(page.locator("#prompt")).to_have_attribute("placeholder", re.compile("Describe the change"))
+    # A second image from the file picker: its thumbnail, and no "No file chosen" beside it.
+    upload = tmp_path / "window.png"
+    upload.write_bytes(image_bytes(size=(256, 192)))
+    page.locator("#files").set_input_files(str(upload))
+    expect(page.locator("#thumbs img")).to_have_count(2)
+    assert page.locator("#files").evaluate("input => getComputedStyle(input).opacity") == "0"
+    page.locator("#thumbs button").nth(1).click()
+    expect(page.locator("#thumbs img")).to_have_count(1)
+    # A dropped image goes in beside it, and can be removed again.
     page.evaluate(
         """(b64) => { const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
         const dt = new DataTransfer(); dt.items.add(new File([bytes], 'dropped.png', {type: 'image/png'}));
@@ -184,36 +272,36 @@ def test_a_newcomer_registers_generates_cancels_edits_and_reads_history(browser,
           cancelable: true})); }""",
         base64.b64encode(image_bytes(size=(96, 96))).decode(),
     )
-    expect(page.locator("#thumbs img")).to_have_count(2)
-    page.locator("#thumbs button").first.click()
-    page.locator("#thumbs button").first.click()
-    expect(page.locator("#thumbs img")).to_have_count(0)
-    upload = tmp_path / "input.png"
-    upload.write_bytes(image_bytes(size=(256, 192)))
-    page.locator("#files").set_input_files(str(upload))
-    expect(page.locator("#thumbs img")).to_have_attribute("alt", "input.png")
-    page.locator("#prompt").fill("make it blue")
+    expect(page.locator("#thumbs img").nth(1)).to_have_attribute("alt", "dropped.png")
+    page.locator("#thumbs button").nth(1).click()
+    expect(page.locator("#thumbs img")).to_have_count(1)
+    page.locator("#prompt").fill(NIGHT)
     page.locator("#steps").fill("20")
     page.locator("#submit").click()
-    edited = task_item(page, "make it blue")
-    expect(edited).to_have_attribute("data-status", "completed", timeout=TASK_TIMEOUT_MS)
+    expect(task_item(page, NIGHT)).to_have_attribute("data-status", "completed", timeout=TASK_TIMEOUT_MS)
 
-    page.get_by_role("link", name="Gallery").click()
-    expect(page.locator("#gallery .shot")).to_have_count(3)
-    page.screenshot(path=str(shots / "gallery.png"), full_page=True)
     # "Same settings again" brings back the prompt, mode, steps and the input image.
-    page.locator("#gallery .shot").filter(has_text="make it blue").locator(".again").click()
-    expect(page.locator("#prompt")).to_have_value("make it blue")
+    page.get_by_role("link", name="Gallery").click()
+    page.locator("#gallery .shot").filter(has_text=NIGHT).locator(".again").click()
+    expect(page.locator("#prompt")).to_have_value(NIGHT)
     expect(page.locator("#steps")).to_have_value("20")
     expect(page.locator("#thumbs img")).to_have_count(1)
 
-    # History with statistics; the XSS prompt is text there too.
+    # History: thumbnails in the rows, each opening the viewer; statistics; filters.
     page.get_by_role("link", name="History").click()
     rows = page.locator("#history-table tbody tr")
     expect(rows).to_have_count(4)
-    expect(page.locator("#history-table .prompt-cell", has_text=XSS)).to_have_count(1)
+    expect(page.locator("#history-table button.thumb img")).to_have_count(4)  # 1 + 2 + 0 (cancelled) + 1
     expect(page.locator("#stats .stat").first).to_contain_text("4")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#history-table button.thumb img')]"
+        ".every(i => i.complete && i.naturalWidth)"
+    )
     page.screenshot(path=str(shots / "history.png"), full_page=True)
+    rows.filter(has_text=LIGHTHOUSE).locator("button.thumb").click()
+    expect(page.locator("#viewer-prompt")).to_have_text(LIGHTHOUSE)
+    page.keyboard.press("Escape")
+    expect(viewer).to_be_hidden()
     page.locator("#history-form select[name=status]").select_option("cancelled")
     page.locator("#history-form button[type=submit]").click()
     expect(rows).to_have_count(1)
@@ -228,6 +316,33 @@ def test_a_newcomer_registers_generates_cancels_edits_and_reads_history(browser,
     assert not w.dialogs
 
 
+def test_a_prompt_that_looks_like_html_is_text_everywhere(browser, base_url, make_user):
+    someone = make_user("html")
+    w = open_page(browser, base_url)
+    page = w.page
+    page.locator("input[name=username]").fill(someone.username)
+    page.locator("input[name=password]").fill(someone.password)
+    page.locator("#login-submit").click()
+    expect(page.locator("#whoami")).to_have_text(someone.username)
+    submit_t2i(page, XSS, steps=20)
+    xss = task_item(page, XSS)
+    expect(xss).to_have_attribute("data-status", "completed", timeout=TASK_TIMEOUT_MS)
+    expect(xss.locator(".task-prompt")).to_have_text(XSS)
+    page.get_by_role("link", name="Gallery").click()
+    expect(page.locator("#gallery .shot-prompt").first).to_have_text(XSS)
+    page.locator("#gallery button.thumb").first.click()
+    expect(page.locator("#viewer-prompt")).to_have_text(XSS)
+    page.keyboard.press("Escape")
+    page.get_by_role("link", name="History").click()
+    expect(page.locator("#history-table .prompt-cell", has_text=XSS)).to_have_count(1)
+    assert page.locator("img[src=x]").count() == 0 and not w.dialogs
+    # Logging out takes the tasks off the screen: the next person at this browser sees none of them.
+    page.get_by_role("button", name="Log out").click()
+    expect(page.locator("#view-login")).to_be_visible()
+    assert page.locator("#tasks .task, #gallery .shot").count() == 0
+    assert not w.errors, w.errors
+
+
 def test_admin_pages_and_phone_width(browser, base_url, shots, make_user):
     target = make_user("pageadm")
     w = open_page(browser, base_url, locale="zh-CN", width=390, height=844)
@@ -240,6 +355,10 @@ def test_admin_pages_and_phone_width(browser, base_url, shots, make_user):
     page.keyboard.type("admin123")
     page.keyboard.press("Enter")
     expect(page.locator("#nav-admin")).to_be_visible()
+    # Ctrl+Enter with nothing written: the page asks for a prompt, nothing is sent.
+    page.locator("#prompt").press("Control+Enter")
+    expect(page.locator("#alert-text")).to_have_text("请先填写提示词。")
+    page.locator("#alert-close").click()
     page.screenshot(path=str(shots / "phone.png"), full_page=True)
     # Everything fits the phone's width: no sideways scrolling of the page itself.
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
@@ -249,6 +368,9 @@ def test_admin_pages_and_phone_width(browser, base_url, shots, make_user):
     row = page.locator("#users-table tbody tr").filter(has_text=target.username)
     expect(row).to_have_count(1)
     expect(page.locator("#global-stats .stat").first).to_be_visible()
+    # The administrator still logs in with admin123 here: the admin page says so.
+    expect(page.locator("#admin-warning")).to_be_visible()
+    expect(page.locator("#admin-warning")).to_contain_text("默认密码")
     row.get_by_role("button", name="禁用").click()
     expect(row.get_by_role("button", name="启用")).to_be_visible()
     page.screenshot(path=str(shots / "admin.png"))

@@ -1,7 +1,7 @@
 // The page: log in, create images, follow tasks, gallery, history, administration.
 // Everything it shows from the service (prompts, usernames, messages) is written with
 // textContent, never parsed as HTML.
-import { api, ApiError, resultImages, watchTask } from "./api.js";
+import { api, ApiError, watchTask } from "./api.js";
 import { language, setLanguage, t, translate } from "./i18n.js";
 import { MaskEditor } from "./mask.js";
 
@@ -93,6 +93,12 @@ function renderAccount() {
   $("#quota").hidden = !user;
   $("#register").hidden = state.allowRegistration === false;
   for (const node of document.querySelectorAll(".only-admin-filter")) node.hidden = !(user && user.is_admin);
+  // Another account's tasks never stay on screen; this one's come back from the service.
+  if (state.shownFor !== (user && user.id)) {
+    state.shownFor = user && user.id;
+    stopWatching();
+    if (user) guarded(loadRecent);
+  }
   if (user) refreshQuota();
   route();
 }
@@ -163,6 +169,7 @@ function setMode(mode) {
   $("#steps").value = MODE_DEFAULT_STEPS[mode];
   state.inputs = state.inputs.slice(0, MAX_IMAGES[mode] || state.inputs.length);
   $("#files").multiple = MAX_IMAGES[mode] > 1;
+  if (mode === "t2i") $("#prompt").placeholder = "";  // the edit hint (useAsEditInput) is no text-to-image prompt
   $("#drop-limit").textContent = t("edit.limit", { n: MAX_IMAGES[mode] });
   renderThumbs();
   syncStrength();
@@ -362,7 +369,48 @@ async function submit(event) {
 
 // ------------------------------------------------------------------ tasks
 
-function trackTask(taskId, settings) {
+const THUMB_SIZE = 384;     // the gallery's and the task cards' thumbnails (long side, WebP)
+const HISTORY_THUMB = 128;  // history rows
+const RECENT_TASKS = 20;    // tasks rebuilt from the service when the page opens
+const MODES = { text_to_image: "t2i", image_edit: "edit", batch_edit: "batch", image_to_image: "i2i" };
+
+/** One image of a task (numbered from 0): the PNG, or with ``size`` a WebP thumbnail. */
+function imageUrl(taskId, n, size) {
+  return `tasks/${encodeURIComponent(taskId)}/images/${n}${size ? `?size=${size}` : ""}`;
+}
+
+/** The page's settings of a task, read back from its record (history, or after a reload). */
+function settingsFromRecord(item) {
+  const p = item.parameters || {};
+  return {
+    mode: MODES[item.task_type] || "t2i", prompt: item.prompt, prompts: p.prompts || [item.prompt],
+    negative_prompt: p.negative_prompt || item.negative_prompt || "", aspect_ratio: p.aspect_ratio || "1:1",
+    num_inference_steps: p.num_inference_steps, true_cfg_scale: p.true_cfg_scale, guidance_scale: p.guidance_scale,
+    num_images: p.num_images || 1, strength: p.strength ?? undefined, seed: item.seed, inputs: [],
+  };
+}
+
+/** Every task the page shows, by id: {settings, count, seed, seconds, created, stop}. */
+const known = new Map();
+
+function stopWatching() {
+  for (const task of known.values()) if (task.stop) task.stop();
+  known.clear();
+  $("#tasks").replaceChildren();
+  $("#gallery").replaceChildren();
+  $("#tasks-empty").hidden = false;
+  $("#gallery-empty").hidden = false;
+}
+
+/** The recent tasks from the service: finished ones with their images, running ones followed live. */
+async function loadRecent() {
+  const page = await api("tasks/history/me", { query: { page: 1, page_size: RECENT_TASKS } });
+  for (const item of [...page.items].reverse()) {  // oldest first: each card goes on top
+    if (!known.has(item.task_id)) trackTask(item.task_id, settingsFromRecord(item), item);
+  }
+}
+
+function trackTask(taskId, settings, record = null) {
   const item = $("#task-template").content.firstElementChild.cloneNode(true);
   translate(item);
   item.dataset.taskId = taskId;
@@ -373,6 +421,8 @@ function trackTask(taskId, settings) {
   const fill = $(".bar-fill", item);
   const preview = $(".preview", item);
   const cancel = $(".task-cancel", item);
+  const task = { settings, count: 0, seed: settings.seed, seconds: null, created: record && record.created_at, stop: null };
+  known.set(taskId, task);
   $("#tasks").prepend(item);
   $("#tasks-empty").hidden = true;
 
@@ -393,48 +443,64 @@ function trackTask(taskId, settings) {
       meta.textContent = t("tasks.running", { step: update.current_step, total: update.total_steps });
     }
     if (update.preview) { preview.src = update.preview; preview.hidden = false; }
+    if (update.status === "cancelled" || update.status === "failed") {
+      preview.hidden = true;  // a stopped task keeps no half-made picture
+      preview.removeAttribute("src");
+      cancel.hidden = true;
+      bar.hidden = true;
+      if (update.status === "cancelled") meta.textContent = t("tasks.cancelled");
+    }
     if (update.error) meta.textContent = update.error;
   };
-  show({ status: "pending", percent: 0 });
 
-  const stop = watchTask(taskId, async (update) => {
+  const finished = (count, seed, seconds) => {
+    Object.assign(task, { count, seed, seconds });
+    if (seed !== null && seed !== undefined) state.lastSeed = seed;
+    cancel.hidden = true;
+    preview.hidden = true;
+    preview.removeAttribute("src");
+    meta.textContent = t("tasks.done", { s: seconds != null ? Number(seconds).toFixed(1) : "?", seed: seed ?? "?" });
+    $(".task-images", item).replaceChildren(...thumbButtons(taskId, count, THUMB_SIZE));
+    addToGallery(taskId);
+  };
+
+  if (record && record.status !== "pending" && record.status !== "running") {
+    show({ status: record.status, percent: record.status === "completed" ? 100 : 0, error: record.error_message });
+    if (record.status === "completed") finished(record.image_count, record.seed, record.execution_time);
+    return;
+  }
+  show({ status: record ? record.status : "pending", percent: 0 });
+  task.stop = watchTask(taskId, async (update) => {
     show(update);
     if (update.status === "completed") {
-      cancel.hidden = true;
-      state.lastSeed = update.seed ?? state.lastSeed;
-      const shown = await guarded(() => showResult(taskId, settings));
-      if (shown) {
-        meta.textContent = t("tasks.done", { s: shown.seconds ?? "?", seed: shown.seed ?? "?" });
-        preview.hidden = true;
-      }
+      const answer = await guarded(() => api(`tasks/${encodeURIComponent(taskId)}`));
+      if (answer) finished(answer.image_urls ? answer.image_urls.length : 1, answer.seed, answer.execution_time_seconds);
       refreshQuota();
-    } else if (update.status === "failed" || update.status === "cancelled") {
-      cancel.hidden = true;
     }
   });
   cancel.addEventListener("click", async () => {
     cancel.disabled = true;
     const answer = await guarded(() => api(`tasks/${encodeURIComponent(taskId)}`, { method: "DELETE" }));
     cancel.disabled = false;
-    if (answer && answer.status === "cancelled") { show({ status: "cancelled" }); cancel.hidden = true; stop(); }
+    if (answer && answer.status === "cancelled") { show({ status: "cancelled" }); task.stop(); }
   });
 }
 
-/** Downloads a finished task's result and adds its images to the gallery. */
-async function showResult(taskId, settings) {
-  const response = await api(`tasks/${encodeURIComponent(taskId)}/result`, { raw: true });
-  const blob = await response.blob();
-  const seed = response.headers.get("X-Seed");
-  let seconds = response.headers.get("X-Generation-Seconds");
-  if (!seconds) {  // only a just-finished task's result carries it; else its run time from the status
-    const status = await api(`tasks/${encodeURIComponent(taskId)}`).catch(() => null);
-    seconds = status && status.execution_time_seconds;
-  }
-  if (seed !== null && seed !== "") state.lastSeed = Number(seed);
-  const images = await resultImages(blob);
-  const zipUrl = images.length > 1 ? URL.createObjectURL(blob) : null;
-  images.forEach((image, index) => addToGallery(taskId, image, index, images.length, zipUrl, { ...settings, seed: Number(seed) }));
-  return { seed, seconds: seconds ? Number(seconds).toFixed(1) : null };
+/** Thumbnails of a task's images, each a button that opens the viewer on it. */
+function thumbButtons(taskId, count, size) {
+  const task = known.get(taskId);
+  const prompt = task ? promptOf(task.settings, 0) : "";
+  return Array.from({ length: count }, (_, n) => {
+    const img = el("img", { attrs: { src: imageUrl(taskId, n, size), alt: prompt, loading: "lazy" } });
+    const button = el("button", { cls: "thumb", attrs: { type: "button", "data-task-id": taskId, "data-n": String(n),
+      "aria-label": t("v.open", { n: n + 1, count }) } }, [img]);
+    button.addEventListener("click", () => openViewer(taskId, n, button.closest("#history-table") ? "history" : "gallery"));
+    return button;
+  });
+}
+
+function promptOf(settings, index) {
+  return settings.mode === "batch" ? settings.prompts[index] || settings.prompts.join(" | ") : settings.prompt;
 }
 
 function describe(settings) {
@@ -446,42 +512,125 @@ function describe(settings) {
   return parts.join(" · ");
 }
 
-function addToGallery(taskId, image, index, count, zipUrl, settings) {
-  const url = URL.createObjectURL(image);
+/** One card per task in the gallery: its images together, its prompt and settings, two actions. */
+function addToGallery(taskId) {
+  if ($(`#gallery .shot[data-task-id="${CSS.escape(taskId)}"]`)) return;
+  const task = known.get(taskId);
   const item = $("#image-template").content.firstElementChild.cloneNode(true);
   translate(item);
-  const prompt = settings.mode === "batch" ? settings.prompts[index] || settings.prompts.join(" | ") : settings.prompt;
-  const img = $("img", item);
-  img.src = url;
-  img.alt = prompt;
-  $(".shot-prompt", item).textContent = prompt;
+  item.dataset.taskId = taskId;
+  const images = $(".shot-images", item);
+  images.dataset.count = String(Math.min(task.count, 4));
+  images.append(...thumbButtons(taskId, task.count, THUMB_SIZE));
+  $(".shot-prompt", item).textContent = promptOf(task.settings, 0);
   // One seed per task: the images of a task share one generator, so the seed reproduces the set.
-  const seed = Number.isFinite(settings.seed) ? settings.seed : "?";
-  $(".shot-meta", item).textContent = t("g.meta", { seed, params: describe(settings) });
-  const png = $(".dl-png", item);
-  png.href = url;
-  png.download = `${taskId}${count > 1 ? "_" + index : ""}.png`;
-  if (zipUrl) {
-    const zip = $(".dl-zip", item);
-    zip.hidden = false;
-    zip.href = zipUrl;
-    zip.download = `${taskId}.zip`;
-  }
-  $(".use-edit", item).addEventListener("click", () => {
-    if (state.mode === "t2i") setMode("edit");
-    addInputs([new File([image], `${taskId}.png`, { type: "image/png" })]);
-    location.hash = "#create";
-    showNotice(t("g.added"));
-  });
-  $(".again", item).addEventListener("click", () => {
-    applySettings({ ...settings, seed: Number.isFinite(settings.seed) ? settings.seed : -1 });
-    state.inputs = (settings.inputs || []).map((i) => ({ ...i, url: URL.createObjectURL(i.blob) }));
-    renderThumbs();
-    location.hash = "#create";
-    $("#prompt").focus();
-  });
+  $(".shot-meta", item).textContent = t("g.meta", { seed: task.seed ?? "?", params: describe(task.settings) });
+  const download = $(".dl", item);
+  download.href = `tasks/${encodeURIComponent(taskId)}/result`;
+  download.download = `${taskId}.${task.count > 1 ? "zip" : "png"}`;
+  download.textContent = task.count > 1 ? t("g.zipN", { n: task.count }) : t("g.png");
+  $(".again", item).addEventListener("click", () => sameSettingsAgain(taskId));
   $("#gallery").prepend(item);
   $("#gallery-empty").hidden = true;
+}
+
+function sameSettingsAgain(taskId) {
+  const task = known.get(taskId);
+  applySettings({ ...task.settings, seed: Number.isFinite(task.seed) ? task.seed : -1 });
+  if ((task.settings.inputs || []).length) {
+    state.inputs = task.settings.inputs.map((i) => ({ ...i, url: URL.createObjectURL(i.blob) }));
+    renderThumbs();
+  }
+  closeViewer();
+  location.hash = "#create";
+  $("#prompt").focus();
+}
+
+/** A result image becomes the input of an edit. Coming from text to image, the prompt described
+ * the picture, not a change to it: it is cleared, and the box asks for the change instead. */
+async function useAsEditInput(taskId, n) {
+  const response = await guarded(() => api(imageUrl(taskId, n), { raw: true }));
+  if (!response) return;
+  const blob = await response.blob();
+  const task = known.get(taskId);
+  const fromText = state.mode === "t2i" || state.mode === "batch";
+  if (fromText) setMode("edit");
+  if (fromText || (task && $("#prompt").value.trim() === task.settings.prompt)) $("#prompt").value = "";
+  $("#prompt").placeholder = t("edit.promptHint");
+  addInputs([new File([blob], `${taskId}_${n}.png`, { type: "image/png" })]);
+  closeViewer();
+  location.hash = "#create";
+  showNotice(t("g.added"));
+  $("#prompt").focus();
+}
+
+// ------------------------------------------------------------------ viewer
+
+const viewer = { list: [], at: 0 };
+
+/** Opens the full-size viewer on image ``n`` of a task; the arrows move through the images of the
+ * gallery (or of the history page it was opened from), in the order shown. */
+function openViewer(taskId, n, from = "gallery") {
+  const root = from === "history" ? "#history-table" : "#gallery";
+  viewer.list = [...document.querySelectorAll(`${root} button.thumb`)].map((b) => ({ taskId: b.dataset.taskId, n: Number(b.dataset.n) }));
+  viewer.at = Math.max(0, viewer.list.findIndex((e) => e.taskId === taskId && e.n === n));
+  if (!viewer.list.length) viewer.list = [{ taskId, n }];
+  showInViewer();
+  const dialog = $("#viewer");
+  if (!dialog.open) dialog.showModal();
+}
+
+function closeViewer() {
+  if ($("#viewer").open) $("#viewer").close();
+}
+
+function stepViewer(by) {
+  if (viewer.list.length < 2) return;
+  viewer.at = (viewer.at + by + viewer.list.length) % viewer.list.length;
+  showInViewer();
+}
+
+function showInViewer() {
+  const { taskId, n } = viewer.list[viewer.at];
+  const task = known.get(taskId);
+  const settings = task.settings;
+  const img = $("#viewer-image");
+  img.src = imageUrl(taskId, n);
+  img.alt = promptOf(settings, n);
+  $("#viewer-prompt").textContent = promptOf(settings, n);
+  $("#viewer-position").textContent = t("v.position", { at: viewer.at + 1, of: viewer.list.length, n: n + 1, count: task.count });
+  const rows = [
+    [t("h.type"), t(`type.${Object.keys(MODES).find((k) => MODES[k] === settings.mode)}`)],
+    [t("v.seed"), task.seed ?? "?"],
+    [t("f.steps"), settings.num_inference_steps],
+    ["CFG", settings.true_cfg_scale],
+  ];
+  if (settings.mode === "t2i") rows.push([t("f.ratio"), settings.aspect_ratio]);
+  if (settings.mode === "edit") rows.push([t("f.guidance"), settings.guidance_scale]);
+  if (settings.mode === "i2i" && settings.strength !== undefined) rows.push([t("f.strength"), settings.strength]);
+  if (settings.negative_prompt) rows.push([t("f.negative"), settings.negative_prompt]);
+  if (task.seconds != null) rows.push([t("h.seconds"), Number(task.seconds).toFixed(1)]);
+  if (task.created) rows.push([t("h.created"), formatDate(task.created)]);
+  $("#viewer-settings").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
+  const download = $("#viewer-download");
+  download.href = imageUrl(taskId, n);
+  download.download = `${taskId}_${n}.png`;
+  $("#viewer-prev").disabled = $("#viewer-next").disabled = viewer.list.length < 2;
+}
+
+function wireViewer() {
+  const dialog = $("#viewer");
+  $("#viewer-prev").addEventListener("click", () => stepViewer(-1));
+  $("#viewer-next").addEventListener("click", () => stepViewer(1));
+  $("#viewer-close").addEventListener("click", closeViewer);
+  $("#viewer-edit").addEventListener("click", () => { const e = viewer.list[viewer.at]; useAsEditInput(e.taskId, e.n); });
+  $("#viewer-again").addEventListener("click", () => sameSettingsAgain(viewer.list[viewer.at].taskId));
+  dialog.addEventListener("keydown", (e) => {
+    if (e.key === "ArrowLeft") { e.preventDefault(); stepViewer(-1); }
+    if (e.key === "ArrowRight") { e.preventDefault(); stepViewer(1); }
+  });
+  // A click on the backdrop (outside the dialog's box) closes it.
+  dialog.addEventListener("click", (e) => { if (e.target === dialog) closeViewer(); });
 }
 
 // ------------------------------------------------------------------ history and statistics
@@ -510,26 +659,24 @@ async function loadHistory() {
     const body = $("#history-table tbody");
     body.replaceChildren();
     for (const item of page.items) {
+      const images = el("td", { cls: "thumb-cell" });
       const actions = el("td");
       if (item.status === "completed") {
-        const button = el("button", { text: t("h.show"), cls: "ghost", attrs: { type: "button" } });
-        button.addEventListener("click", () => guarded(async () => {
-          const p = item.parameters || {};
-          await showResult(item.task_id, { mode: { text_to_image: "t2i", image_edit: "edit", batch_edit: "batch", image_to_image: "i2i" }[item.task_type],
-            prompt: item.prompt, prompts: p.prompts || [item.prompt], negative_prompt: p.negative_prompt || "",
-            aspect_ratio: p.aspect_ratio || "1:1", num_inference_steps: p.num_inference_steps, true_cfg_scale: p.true_cfg_scale,
-            guidance_scale: p.guidance_scale, num_images: p.num_images || 1, strength: p.strength ?? undefined,
-            inputs: [] });
-          location.hash = "#gallery";
-        }));
-        actions.append(button);
+        if (!known.has(item.task_id)) {
+          known.set(item.task_id, { settings: settingsFromRecord(item), count: item.image_count, seed: item.seed,
+            seconds: item.execution_time, created: item.created_at, stop: null });
+        }
+        images.append(...thumbButtons(item.task_id, item.image_count, HISTORY_THUMB));
+        const again = el("button", { text: t("g.again"), cls: "ghost", attrs: { type: "button" } });
+        again.addEventListener("click", () => sameSettingsAgain(item.task_id));
+        actions.append(again);
       }
       const status = el("span", { text: t(`st.${item.status}`), cls: "badge", attrs: { "data-status": item.status } });
-      body.append(el("tr", {}, [el("td", { text: formatDate(item.created_at) }), el("td", { text: t(`type.${item.task_type}`) }),
+      body.append(el("tr", {}, [images, el("td", { text: formatDate(item.created_at) }), el("td", { text: t(`type.${item.task_type}`) }),
         el("td", { text: item.prompt, cls: "prompt-cell" }), el("td", {}, [status]),
         el("td", { text: item.execution_time != null ? item.execution_time.toFixed(1) : "" }), actions]));
     }
-    if (!page.items.length) body.append(el("tr", {}, [el("td", { text: t("h.none"), attrs: { colspan: "6" } })]));
+    if (!page.items.length) body.append(el("tr", {}, [el("td", { text: t("h.none"), attrs: { colspan: "7" } })]));
     state.historyPages = Math.max(page.total_pages, 1);
     $("#page-info").textContent = t("h.page", { page: page.page, pages: state.historyPages, total: page.total });
     $("#page-prev").disabled = page.page <= 1;
@@ -541,8 +688,12 @@ async function loadHistory() {
 
 async function loadAdmin() {
   await guarded(async () => {
-    const [users, stats] = await Promise.all([api("auth/users", { query: { limit: 1000 } }), api("tasks/statistics/global")]);
+    const [users, stats, security] = await Promise.all([api("auth/users", { query: { limit: 1000 } }),
+      api("tasks/statistics/global"), api("admin/security").catch(() => null)]);
     renderStats($("#global-stats"), stats);
+    const warn = Boolean(security && security.default_admin_password);
+    $("#admin-warning").hidden = !warn;
+    if (warn) $("#admin-warning-text").textContent = t("admin.defaultPassword", { name: security.admin_username });
     // All rows are built before the table changes, so it never shows half a list.
     const rows = await Promise.all(users.map(userRow));
     $("#users-table tbody").replaceChildren(...rows);
@@ -652,6 +803,13 @@ function wire() {
   $("#page-prev").addEventListener("click", () => { state.historyPage = Math.max(1, state.historyPage - 1); loadHistory(); });
   $("#page-next").addEventListener("click", () => { state.historyPage = Math.min(state.historyPages, state.historyPage + 1); loadHistory(); });
   $("#cleanup-form").addEventListener("submit", cleanup);
+  wireViewer();
+  // Ctrl+Enter (⌘+Enter on a Mac) generates from anywhere on the Create view, as in ComfyUI and AUTOMATIC1111.
+  document.addEventListener("keydown", (e) => {
+    if (e.key !== "Enter" || !(e.ctrlKey || e.metaKey) || $("#view-create").hidden || $("#viewer").open) return;
+    e.preventDefault();
+    $("#create-form").requestSubmit();
+  });
 }
 
 async function start() {
