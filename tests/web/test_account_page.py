@@ -17,6 +17,7 @@ import pytest
 from playwright.sync_api import Page, expect
 from standardwebhooks.webhooks import Webhook
 
+from auth.security import API_KEY_DISPLAY_CHARS
 from models.adapters import MAX_ADAPTERS_PER_REQUEST, MAX_SCALE, MIN_SCALE
 from models.aspect import MAX_SIDE, MIN_SIDE, SIDE_MULTIPLE
 from models.tiny_adapter import build_tiny_lora
@@ -246,7 +247,7 @@ def test_a_newcomer_finds_their_api_key_uses_it_and_revokes_it(browser, acct_url
     assert page.evaluate("navigator.clipboard.readText()") == key
     row = page.locator("#keys-table tbody tr").filter(has_text="laptop script")
     expect(row).to_have_count(1)
-    expect(row.locator("code")).to_have_text(key[:10] + "…")
+    expect(row.locator("code")).to_have_text(key[:API_KEY_DISPLAY_CHARS] + "…")
     page.screenshot(path=str(shots / "account-new-key.png"), full_page=True)
 
     # The key works for a real HTTP call, without logging in; a task with a webhook to a receiver.
@@ -267,7 +268,7 @@ def test_a_newcomer_finds_their_api_key_uses_it_and_revokes_it(browser, acct_url
         expect(page.locator("#new-key")).to_be_hidden()
         page.reload()
         expect(page.locator("#view-account")).to_be_visible()
-        expect(row.locator("code")).to_have_text(key[:10] + "…")
+        expect(row.locator("code")).to_have_text(key[:API_KEY_DISPLAY_CHARS] + "…")
         assert key not in page.content()
 
         # The webhook secret: shown on request, the one that signed the delivery.
