@@ -11,7 +11,7 @@ from typing import Optional
 from sqlalchemy import update
 from sqlmodel import Session, col, func, select
 
-from storage.tables import TaskWebhook, WebhookAttempt, WebhookDelivery, WebhookSecret, utcnow
+from storage.tables import TaskRecord, TaskWebhook, WebhookAttempt, WebhookDelivery, WebhookSecret, utcnow
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
@@ -156,6 +156,24 @@ def delivery_log(session: Session, task_id: str) -> list[dict]:
     deliveries = session.exec(
         select(WebhookDelivery).where(WebhookDelivery.task_id == task_id).order_by(WebhookDelivery.id)
     ).all()
+    return _with_attempts(session, deliveries)
+
+
+def recent_deliveries(session: Session, user_id: int, limit: int) -> list[dict]:
+    """The newest ``limit`` deliveries of the user's tasks, newest first, each with its task id and
+    attempts (``GET /auth/webhook-deliveries``). Found through the user's tasks (an indexed
+    column), so it reads no other user's rows."""
+    deliveries = session.exec(
+        select(WebhookDelivery)
+        .join(TaskRecord, col(TaskRecord.task_id) == col(WebhookDelivery.task_id))
+        .where(TaskRecord.user_id == user_id)
+        .order_by(col(WebhookDelivery.id).desc())
+        .limit(limit)
+    ).all()
+    return _with_attempts(session, deliveries)
+
+
+def _with_attempts(session: Session, deliveries: Sequence[WebhookDelivery]) -> list[dict]:
     if not deliveries:
         return []
     attempts = session.exec(
@@ -176,6 +194,7 @@ def delivery_log(session: Session, task_id: str) -> list[dict]:
         )
     return [
         {
+            "task_id": d.task_id,
             "webhook_id": d.webhook_id,
             "event_type": d.event_type,
             "url": d.url,
@@ -186,7 +205,7 @@ def delivery_log(session: Session, task_id: str) -> list[dict]:
             "next_attempt_at": d.next_attempt_at if d.status == PENDING else None,
             "last_status_code": d.last_status_code,
             "last_error": d.last_error,
-            "attempts": by_delivery.get(d.id, []),
+            "attempts": by_delivery.get(d.id, []) if d.id is not None else [],
         }
         for d in deliveries
     ]
@@ -204,6 +223,7 @@ __all__ = [
     "stop_pending_for",
     "gone_before",
     "delivery_log",
+    "recent_deliveries",
     "PENDING",
     "DELIVERED",
     "FAILED",

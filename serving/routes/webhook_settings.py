@@ -1,13 +1,13 @@
-"""The webhook signing secret (``GET``/``POST /auth/webhook-secret``) and a task's delivery log
-(``GET /tasks/{id}/webhooks``)."""
+"""The webhook signing secret (``GET``/``POST /auth/webhook-secret``), a task's delivery log
+(``GET /tasks/{id}/webhooks``) and the caller's recent deliveries (``GET /auth/webhook-deliveries``)."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Optional
+from typing import Annotated, Optional
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel
 from sqlmodel import Session
 
@@ -15,7 +15,7 @@ from auth.deps import CurrentUser, FreshUser, LoginUser
 from serving.routes.common import owned_record
 from serving.state import StateDep
 from storage import session_scope
-from storage.webhook_outbox import delivery_log, get_or_create_secret, rotate_secret
+from storage.webhook_outbox import delivery_log, get_or_create_secret, recent_deliveries, rotate_secret
 
 router = APIRouter(tags=["webhooks"])
 
@@ -45,6 +45,13 @@ class WebhookDeliveryPublic(BaseModel):
     last_status_code: Optional[int]
     last_error: Optional[str]
     attempts: list[WebhookAttemptPublic]
+
+
+class WebhookDeliveryOfTask(WebhookDeliveryPublic):
+    task_id: str
+
+
+MAX_RECENT_DELIVERIES = 100
 
 
 class WebhookLog(BaseModel):
@@ -86,6 +93,23 @@ async def task_webhook_log(task_id: str, user: CurrentUser, state: StateDep) -> 
         with Session(state.engine) as session:
             owned_record(session, user, task_id)  # 404 unless the caller's (or an admin's)
             return WebhookLog(task_id=task_id, deliveries=delivery_log(session, task_id))
+
+    return await asyncio.to_thread(read)
+
+
+@router.get("/auth/webhook-deliveries", response_model=list[WebhookDeliveryOfTask])
+async def recent_webhook_deliveries(
+    user: CurrentUser,
+    state: StateDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_RECENT_DELIVERIES, description="how many, newest first")] = 20,
+) -> list[WebhookDeliveryOfTask]:
+    """The caller's most recent webhook deliveries over all their tasks, newest first, with their
+    attempts: what the account page shows."""
+
+    def read() -> list[WebhookDeliveryOfTask]:
+        assert user.id is not None  # a user row read from the database has its id
+        with Session(state.engine) as session:
+            return [WebhookDeliveryOfTask.model_validate(d) for d in recent_deliveries(session, user.id, limit)]
 
     return await asyncio.to_thread(read)
 

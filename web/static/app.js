@@ -4,6 +4,7 @@
 import { api, ApiError, watchTask } from "./api.js";
 import { language, setLanguage, t, translate } from "./i18n.js";
 import { MaskEditor } from "./mask.js";
+import { addGenerationOptions } from "./options.js";
 
 const $ = (selector, root = document) => root.querySelector(selector);
 const RATIOS_FALLBACK = { "1:1": [1024, 1024], "16:9": [1664, 928], "9:16": [928, 1664], "4:3": [1472, 1104],
@@ -360,6 +361,8 @@ async function submit(event) {
     add("prompts", settings.prompts.join("|"));
     form.append("image", state.inputs[0].blob, state.inputs[0].name);
   }
+  const problem = addGenerationOptions(form, settings.mode);  // LoRAs, fast mode, custom size
+  if (problem) return showError(new Error(problem));
   const accepted = await guarded(() => api(path, { method: "POST", form }));
   if (!accepted) return;
   settings.inputs = state.inputs.map((i) => ({ ...i }));

@@ -149,3 +149,8 @@ export function setLanguage(lang) {
   localStorage.setItem(STORAGE_KEY, lang);
   translate();
 }
+
+/** Adds texts of a part of the page that keeps its own (options.js, account.js), per language. */
+export function extendTexts(extra) {
+  for (const [lang, texts] of Object.entries(extra)) if (TEXTS[lang]) Object.assign(TEXTS[lang], texts);
+}
