@@ -67,21 +67,23 @@ def _model_object(model: str) -> dict[str, Any]:
     return {"id": model, "object": "model", "created": MODEL_CREATED, "owned_by": "qwen"}
 
 
+def _listed_models(state: ServiceState) -> list[str]:
+    """The enabled models' ids, then the OpenAI names taken as them (``OPENAI_MODEL_ALIASES``)."""
+    models = [model for model, kind in MODEL_KIND.items() if kind.value in state.settings.enabled_models]
+    return models + [alias for alias in state.settings.openai_model_aliases if models and alias not in models]
+
+
 @router.get("/models", responses=ERROR_RESPONSES)
 async def list_models(_: CurrentUser, state: StateDep) -> dict:
-    """The enabled models: ``qwen-image`` (text-to-image) and ``qwen-image-edit`` (edit)."""
-    return {
-        "object": "list",
-        "data": [
-            _model_object(model) for model, kind in MODEL_KIND.items() if kind.value in state.settings.enabled_models
-        ],
-    }
+    """The enabled models: ``qwen-image`` (text-to-image) and ``qwen-image-edit`` (edit), and the
+    OpenAI model names taken as the route's model (``gpt-image-1``, ``dall-e-3``…) when
+    ``OPENAI_MODEL_ALIASES`` lists them."""
+    return {"object": "list", "data": [_model_object(model) for model in _listed_models(state)]}
 
 
 @router.get("/models/{model:path}", responses=ERROR_RESPONSES)
 async def retrieve_model(model: str, _: CurrentUser, state: StateDep) -> dict:
-    kind = MODEL_KIND.get(model)
-    if kind is None or kind.value not in state.settings.enabled_models:
+    if model not in _listed_models(state):
         raise OpenAIError(
             status.HTTP_404_NOT_FOUND, f"The model '{model}' does not exist", param="model", code="model_not_found"
         )
@@ -94,7 +96,7 @@ async def retrieve_model(model: str, _: CurrentUser, state: StateDep) -> dict:
 @router.post("/images/generations", responses=ERROR_RESPONSES)
 async def create_image(body: ImageRequest, request: Request, user: CurrentUser, state: StateDep) -> Response:
     """Generate 1–4 images from a prompt (OpenAI's ``images.generate``); JSON body."""
-    model = resolve_model(body.model, ModelKind.text_to_image)
+    model = resolve_model(body.model, ModelKind.text_to_image, state.settings.openai_model_aliases)
     check_common(body)
     size = parse_size(body.size, ModelKind.text_to_image)
     return await _run(state, request, user, body, ModelKind.text_to_image, model, size, [])
@@ -134,7 +136,7 @@ async def edit_image(request: Request, user: CurrentUser, state: StateDep) -> Re
         body = ImageRequest.model_validate(fields)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
-    model = resolve_model(body.model, ModelKind.image_edit)
+    model = resolve_model(body.model, ModelKind.image_edit, state.settings.openai_model_aliases)
     check_common(body)
     size = parse_size(body.size, ModelKind.image_edit)
     if not uploads:

@@ -216,6 +216,24 @@ def test_edit_with_an_openai_mask_repaints_the_transparent_region_of_the_image(c
     assert refused.value.body["param"] == "mask" and "32x32" in refused.value.body["message"]
 
 
+def test_openai_model_names_run_the_routes_model_and_are_listed(client, keyed):
+    listed = [m.id for m in keyed.sdk.models.list()]
+    assert listed[:2] == ["qwen-image", "qwen-image-edit"]
+    assert {"gpt-image-1", "dall-e-3", "dall-e-2"} <= set(listed[2:])
+    assert keyed.sdk.models.retrieve("dall-e-3").id == "dall-e-3"
+    generated = keyed.sdk.images.generate(model="dall-e-3", prompt="an alias", size="256x256", extra_body=FAST)
+    assert decoded(generated.data[0].b64_json).size == (256, 256)
+    edited = keyed.sdk.images.edit(
+        model="gpt-image-1", image=("in.png", image_bytes((64, 64)), "image/png"), prompt="x", extra_body=FAST
+    )
+    assert edited.data[0].b64_json
+    history = client.get("/tasks/history/me", headers=keyed.headers).json()["items"]
+    models = {item["task_type"]: item["parameters"]["model"] for item in history[:2]}
+    assert models == {"text_to_image": "qwen-image", "image_edit": "qwen-image-edit"}  # the model that ran
+    with pytest.raises(openai.NotFoundError):
+        keyed.sdk.images.generate(model="gpt-4o", prompt="x", size="256x256", extra_body=FAST)
+
+
 def test_variations_are_a_400_naming_the_alternatives(keyed):
     with pytest.raises(openai.BadRequestError) as refused:
         keyed.sdk.images.create_variation(image=("in.png", image_bytes((64, 64)), "image/png"))
@@ -362,7 +380,14 @@ def t2i_only(deploy_app, data_root) -> Iterator[str]:
 
     yield deploy_app(
         "oai",
-        sleep_app_args(data_root, "oai", enabled_models="text_to_image", model_replicas=1, sleep_seconds_per_step=0.05),
+        sleep_app_args(
+            data_root,
+            "oai",
+            enabled_models="text_to_image",
+            model_replicas=1,
+            sleep_seconds_per_step=0.05,
+            openai_model_aliases="",
+        ),
     )
     serve.delete("oai", _blocking=False)  # not waited for, as in test_routing.py
 
@@ -371,7 +396,10 @@ def test_a_disabled_model_is_503_and_urls_carry_the_route_prefix(t2i_only):
     with httpx.Client(base_url=t2i_only, timeout=60) as http:
         token = http.post("/auth/login", json={"username": "admin", "password": "admin123"}).json()["access_token"]
     client = sdk(t2i_only, token, max_retries=0)
-    assert [m.id for m in client.models.list()] == ["qwen-image"]
+    assert [m.id for m in client.models.list()] == ["qwen-image"]  # and no OpenAI names: aliases are off here
+    with pytest.raises(openai.NotFoundError) as no_alias:
+        client.images.generate(model="gpt-image-1", prompt="x", size="256x256", extra_body=FAST)
+    assert no_alias.value.code == "model_not_found"
     with pytest.raises(openai.InternalServerError) as unavailable:
         client.images.edit(image=("in.png", image_bytes(), "image/png"), prompt="x")
     assert unavailable.value.status_code == 503 and "x-should-retry" not in unavailable.value.response.headers

@@ -68,6 +68,16 @@ def test_models_resolve_by_id_or_hugging_face_name_and_unknown_is_404():
     assert wrong_route.value.status_code == 400 and wrong_route.value.param == "model"
 
 
+def test_an_alias_is_the_routes_own_model_and_only_when_listed():
+    aliases = ["gpt-image-1", "dall-e-3"]
+    assert resolve_model("gpt-image-1", "text_to_image", aliases) == "qwen-image"
+    assert resolve_model("gpt-image-1", "image_edit", aliases) == "qwen-image-edit"
+    assert resolve_model("dall-e-3", "text_to_image", aliases) == "qwen-image"
+    with pytest.raises(OpenAIError) as unlisted:
+        resolve_model("dall-e-2", "text_to_image", aliases)
+    assert unlisted.value.status_code == 404
+
+
 def test_error_body_and_retry_advice():
     assert error_body(400, "bad", "size", "invalid_value") == {
         "error": {"message": "bad", "type": "invalid_request_error", "param": "size", "code": "invalid_value"}
