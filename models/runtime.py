@@ -130,6 +130,9 @@ class GenerationRequest:
     # not a redraw), and the region to repaint (white; "L" mode, the size of the first image).
     strength: float | None = None
     mask: Image.Image | None = None
+    # Full-size pictures of the run decoded by the VAE (OpenAI's partial images, 0-3), sent to the
+    # previews' sink.
+    partial_images: int = 0
 
     @property
     def steps_run(self) -> int:
@@ -139,7 +142,8 @@ class GenerationRequest:
 
 @dataclass
 class PreviewOptions:
-    """Live previews of a generation: every ``every`` steps, handed to ``sink`` (see models.preview)."""
+    """Live previews of a generation: every ``every`` steps (0: none), handed to ``sink`` (see
+    models.preview); the request's ``partial_images`` go to the same ``sink``."""
 
     every: int
     sink: Callable[[dict], None]
@@ -323,17 +327,21 @@ class _Stopped(Exception):
     """Raised from the step callback to leave a pipeline run that should stop."""
 
 
+def _preview_size(model: LoadedModel, request: GenerationRequest) -> tuple[int, int]:
+    """The size of the image the run makes, which its latents have (at 1/8)."""
+    if not ModelKind(model.kind).spec.takes_images:
+        return request.width, request.height
+    if request.mask is not None:  # the edit inpainting pipeline's own size, from the (reshaped) image
+        return edit_output_size(*(request.edit_size or request.images[0].size))
+    return request.edit_size or edit_output_size(*request.images[-1].size)
+
+
 def _previewer(model: LoadedModel, request: GenerationRequest, options: PreviewOptions | None):
     if options is None or options.every <= 0:
         return None
     from .preview import LatentPreviewer
 
-    if not ModelKind(model.kind).spec.takes_images:
-        width, height = request.width, request.height
-    elif request.mask is not None:  # the edit inpainting pipeline's own size, from the (reshaped) image
-        width, height = edit_output_size(*(request.edit_size or request.images[0].size))
-    else:
-        width, height = request.edit_size or edit_output_size(*request.images[-1].size)
+    width, height = _preview_size(model, request)
     return LatentPreviewer(
         model.preview_map(),
         width=width,
@@ -346,6 +354,16 @@ def _previewer(model: LoadedModel, request: GenerationRequest, options: PreviewO
     )
 
 
+def _partial_decoder(model: LoadedModel, pipeline: Any, request: GenerationRequest, options: PreviewOptions | None):
+    """Full-size partial images by the VAE (OpenAI's ``partial_images``), whatever ``every`` is."""
+    if options is None or request.partial_images <= 0:
+        return None
+    from .preview import PartialDecoder
+
+    width, height = _preview_size(model, request)
+    return PartialDecoder(pipeline.vae, width=width, height=height, wanted=request.partial_images, sink=options.sink)
+
+
 def _pipeline_generate(model, request, seed, on_step, should_stop, previews=None):
     import torch
 
@@ -354,6 +372,7 @@ def _pipeline_generate(model, request, seed, on_step, should_stop, previews=None
     total = request.steps_run
     progress = {"steps": 0}
     previewer = _previewer(model, request, previews)
+    partials = _partial_decoder(model, pipeline, request, previews)
 
     def step_end(pipe, index, timestep, tensors):
         progress["steps"] = index + 1
@@ -361,6 +380,8 @@ def _pipeline_generate(model, request, seed, on_step, should_stop, previews=None
             on_step(index + 1, total)
         if previewer is not None and "latents" in tensors:
             previewer.on_step(index + 1, total, tensors["latents"])
+        if partials is not None and "latents" in tensors:
+            partials.on_step(index + 1, total, tensors["latents"])
         if should_stop is not None and should_stop():
             # Leave the pipeline here: its own interrupt flag would still decode the latents.
             raise _Stopped
@@ -429,6 +450,8 @@ def _pipeline_generate(model, request, seed, on_step, should_stop, previews=None
     finally:
         if previewer is not None:
             previewer.close()
+        if partials is not None:
+            partials.close()
         pipeline.scheduler = base_scheduler
     images = list(output.images)
     if exact_size is not None:

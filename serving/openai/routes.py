@@ -216,6 +216,8 @@ async def _run(
     parameters = generation_parameters(
         lambda: body.generation_parameters(kind, model, size, [image.size for image in images], masked)
     )
+    if body.stream and body.partial_images:
+        parameters = parameters.model_copy(update={"partial_images": body.partial_images})
     try:
         parameters = await apply_adapter_options(state, parameters, lora_list_text(body.loras), speed_for(body))
     except OpenAIError:
@@ -388,7 +390,7 @@ async def task_events(
     from serving.routes.event_streams import CREDENTIAL_RECHECK_S, close_stream, hub_for, open_stream
 
     hub = hub_for(state)
-    sub = Subscription(user_id=user_id, task_id=task_id, previews=True, credential=credential)
+    sub = Subscription(user_id=user_id, task_id=task_id, previews=True, credential=credential, decoded_previews=True)
     answer = await open_stream(hub, sub, 0)  # beyond the user's open streams: a 429, sent as an error event
     try:
         if answer is None:  # gone from the registry between creation and now
@@ -418,12 +420,6 @@ async def task_events(
         close_stream(hub, sub)
 
 
-def preview_is_due(step: int, total: int, sent: int, wanted: int) -> bool:
-    """Partial image ``sent`` (0-based) of ``wanted`` is due once the run is (sent + 1)/(wanted + 1) done:
-    previews spread over the run instead of bunching at its start."""
-    return sent < wanted and total > 0 and step * (wanted + 1) >= (sent + 1) * total
-
-
 async def _stream(
     state: ServiceState, task_id: str, body: ImageRequest, kind: ModelKind, user_id: Optional[int], credential: str = ""
 ) -> AsyncIterator[str]:
@@ -434,9 +430,9 @@ async def _stream(
         async for event in task_events(state, task_id, user_id, credential):
             if event is None:
                 yield ": keep-alive\n\n"
-            elif isinstance(event.data, PreviewImage) and preview_is_due(
-                event.data.current_step, event.data.total_steps, sent, body.partial_images
-            ):
+            elif isinstance(event.data, PreviewImage) and event.data.decoded and sent < body.partial_images:
+                # The replica decodes the partial images at the requested size when they are due
+                # (models.preview.PartialDecoder); the native streams' latent previews are not used.
                 preview = event.data
                 picture = await asyncio.to_thread(_preview_picture, preview, body)
                 yield _sse(
@@ -480,7 +476,7 @@ async def _stream(
 
 
 def _preview_picture(preview: PreviewImage, body: ImageRequest) -> bytes:
-    """A latent preview (small WebP/JPEG) in the format the client asked for."""
+    """A partial image (a JPEG from the replica) in the format the client asked for."""
     import io
 
     from PIL import Image

@@ -271,23 +271,39 @@ def test_stream_ends_with_the_completed_images_for_generations_and_edits(keyed):
     assert edits[-1].type == "image_edit.completed" and decoded(edits[-1].b64_json).size == (256, 256)
 
 
-def test_a_stream_carries_partial_images_from_the_latent_previews(keyed):
-    # Previews come every PREVIEW_EVERY_STEPS (5) steps; two partial images are spread over the run.
+def test_a_stream_carries_partial_images_at_the_requested_size(keyed):
+    # Decoded by the VAE on the replica at a third and two thirds of the run, as OpenAI's are full-size.
     events = list(
         keyed.sdk.images.generate(
             prompt="a partial fox",
             size="384x256",
             stream=True,
             partial_images=2,
+            output_format="webp",
             extra_body={"num_inference_steps": 20},
         )
     )
     partial = [e for e in events if e.type == "image_generation.partial_image"]
     assert [e.partial_image_index for e in partial] == [0, 1]
     for event in partial:
-        width, height = decoded(event.b64_json).size
-        assert abs(width / height - 384 / 256) < 0.05  # a preview of this image's shape
+        image = decoded(event.b64_json)
+        assert image.size == (384, 256) and event.size == "384x256" and image.format == "WEBP"
     assert events[-1].type == "image_generation.completed"
+    assert decoded(events[-1].b64_json).size == (384, 256)
+    assert len({e.b64_json for e in partial}) == 2  # two moments of the run, not one picture twice
+
+    edits = list(
+        keyed.sdk.images.edit(
+            image=("in.png", image_bytes((96, 64)), "image/png"),
+            prompt="a partial edit",
+            size="256x384",
+            stream=True,
+            partial_images=1,
+            extra_body={"num_inference_steps": 20},
+        )
+    )
+    partial = [e for e in edits if e.type == "image_edit.partial_image"]
+    assert len(partial) == 1 and decoded(partial[0].b64_json).size == (256, 384)
 
 
 def test_quality_low_is_fast_mode_and_extras_reach_the_native_options(client, keyed):

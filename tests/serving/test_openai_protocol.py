@@ -8,6 +8,7 @@ import io
 import pytest
 from PIL import Image
 
+from models.preview import partial_is_due
 from serving.errors import error_body, retry_header
 from serving.openai import images
 from serving.openai.protocol import (
@@ -17,7 +18,7 @@ from serving.openai.protocol import (
     resolve_model,
     steps_for,
 )
-from serving.openai.routes import _preview_picture, preview_is_due
+from serving.openai.routes import _preview_picture
 from serving.protocol import PreviewImage
 from serving.signed_urls import UrlSigner
 
@@ -103,11 +104,11 @@ def test_signed_url_is_refused_when_tampered_or_expired():
 def test_partial_images_spread_over_the_run():
     sent, emitted = 0, []
     for step in range(1, 21):
-        if preview_is_due(step, 20, sent, 3):
+        if partial_is_due(step, 20, sent, 3):
             emitted.append(step)
             sent += 1
     assert emitted == [5, 10, 15]  # three previews: at a quarter, half and three quarters of the run
-    assert not any(preview_is_due(step, 20, 0, 0) for step in range(1, 21))
+    assert not any(partial_is_due(step, 20, 0, 0) for step in range(1, 21))
 
 
 def test_a_latent_preview_becomes_a_partial_image_in_the_requested_format():
