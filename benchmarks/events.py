@@ -243,6 +243,12 @@ def preview_cost(ctx: Context, cache_dir) -> None:
         "tiny step with a preview every step (CPU: encoder shares the cores)",
         f"{fmt(result['step_ms_with_preview_every_step'], 'ms')} vs {fmt(result['step_ms'], 'ms')}",
     )
+    ctx.row(
+        "events",
+        "/v1 partial image: a VAE decode at 1024² on the critical path (tiny)",
+        f"{fmt(result['partial_decode_ms'], 'ms')} = {fmt(result['partial_decode_pct_of_step'], '% of a step', 1)}; "
+        f"a 20-step run {fmt(result['run_s_with_3_partials'], 's', 2)} with 3 vs {fmt(result['run_s'], 's', 2)}",
+    )
 
 
 def figure_events(ctx: Context, cache_dir) -> None:

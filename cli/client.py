@@ -178,7 +178,12 @@ def _event_update(name: str, data: dict) -> Optional[dict]:
             "total_steps": data.get("total_steps"),
         }
     if name == "completed":
-        return {"status": "completed", "percent": 100.0, "seed": data.get("seed")}
+        return {
+            "status": "completed",
+            "percent": 100.0,
+            "seed": data.get("seed"),
+            "generation_seconds": data.get("generation_seconds"),
+        }
     if name == "failed":
         return {"status": "failed", "error": data.get("error")}
     if name == "cancelled":

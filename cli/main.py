@@ -18,16 +18,19 @@ from __future__ import annotations
 import json
 import locale
 import os
+import re
+from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from cli.client import (
     DEFAULT_URL,
+    TASK_ID_PATTERN,
     TERMINAL,
     ApiError,
     Client,
@@ -48,6 +51,7 @@ EXIT_TIMEOUT = 7
 EXIT_INTERRUPTED = 130
 
 RATIOS = ["1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3"]
+API_KEY_PREFIX = "qis-"  # what the service's API keys start with (auth.security)
 
 app = typer.Typer(
     name="qwen-image",
@@ -89,6 +93,19 @@ Mask = Annotated[
     ),
 ]
 Extend = Annotated[int, typer.Option(min=0, max=2048, help="outpainting: pixels added on this side")]
+MAX_LORAS = 3
+Lora = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--lora",
+        metavar="NAME[:SCALE]",
+        help=f"a LoRA adapter from `GET /loras`, with a scale (-2…2; default: the adapter's); up to {MAX_LORAS}",
+    ),
+]
+Fast = Annotated[bool, typer.Option("--fast", help="fast mode: the Lightning adapter, a few steps, CFG off")]
+Size = Annotated[
+    Optional[str], typer.Option("--size", metavar="WxH", help="output size in pixels, e.g. 1024x768 (multiples of 16)")
+]
 
 
 class Options:
@@ -120,7 +137,7 @@ def _emit(data: Any) -> None:
     print(json.dumps(data, ensure_ascii=False, default=str))
 
 
-def _fail(exc: ApiError, as_json: bool) -> typer.Exit:
+def _fail(exc: ApiError, as_json: bool, login_hint: bool = True) -> typer.Exit:
     code = {401: EXIT_AUTH, 403: EXIT_AUTH, 404: EXIT_NOT_FOUND, 408: EXIT_TIMEOUT}.get(exc.status)
     if code is None:
         code = EXIT_SERVER if exc.status == 0 or exc.status >= 500 else EXIT_REFUSED
@@ -132,7 +149,7 @@ def _fail(exc: ApiError, as_json: bool) -> typer.Exit:
             markup=True,
             highlight=False,
         )
-        if code == EXIT_AUTH and exc.status == 401:
+        if code == EXIT_AUTH and exc.status == 401 and login_hint:
             err.print("log in with `qwen-image login`, or pass --api-key / QWEN_IMAGE_API_KEY", highlight=False)
     return typer.Exit(code)
 
@@ -178,7 +195,7 @@ def login(
             client.http.headers["Authorization"] = f"Bearer {token}"
             user = client.json("GET", "/auth/me")
     except ApiError as exc:
-        raise _fail(exc, as_json) from None
+        raise _fail(exc, as_json, login_hint=False) from None
     finally:
         client.close()
     path = write_config({**read_config(), "url": credentials.url, "token": token})
@@ -186,6 +203,91 @@ def login(
         _emit({"username": user["username"], "url": credentials.url, "config": str(path)})
     else:
         err.print(f"logged in to {credentials.url} as {user['username']} (saved in {path})", highlight=False)
+
+
+@app.command()
+def register(
+    ctx: typer.Context,
+    username: Annotated[Optional[str], typer.Option("--username", "-u", help="3–50 characters, no spaces")] = None,
+    password: Annotated[
+        Optional[str], typer.Option("--password", "-p", help="at least 6 characters; asked for when left out")
+    ] = None,
+    email: Annotated[Optional[str], typer.Option("--email")] = None,
+    log_in: Annotated[bool, typer.Option("--login/--no-login", help="log in as the new account afterwards")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an account (where the service lets anyone register), then log in as it."""
+    as_json = _json_wanted(ctx, as_json)
+    credentials = resolve(ctx.obj.url, None)
+    username = username or typer.prompt("username")
+    password = password or typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    client = Client(Credentials(credentials.url, None), language=_language())
+    request: dict[str, Any] = {"username": username, "password": password}
+    if email:
+        request["email"] = email
+    try:
+        user = client.json("POST", "/auth/register", json=request)
+        token = None
+        if log_in:
+            token = client.json("POST", "/auth/login", json={"username": username, "password": password})[
+                "access_token"
+            ]
+    except ApiError as exc:
+        raise _fail(exc, as_json, login_hint=False) from None
+    finally:
+        client.close()
+    path = write_config({**read_config(), "url": credentials.url, "token": token}) if token else None
+    if as_json:
+        _emit({"id": user["id"], "username": user["username"], "url": credentials.url, "logged_in": bool(token)})
+    elif token:
+        err.print(f"registered {user['username']} at {credentials.url}, logged in (saved in {path})", highlight=False)
+    else:
+        err.print(f"registered {user['username']} at {credentials.url}; now `qwen-image login`", highlight=False)
+
+
+@app.command()
+def logout(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """End the saved login token at the service and forget it here (the URL stays saved).
+
+    A saved API key is only forgotten: revoke it with `qwen-image keys revoke`."""
+    as_json = _json_wanted(ctx, as_json)
+    config = read_config()
+    token = config.get("token")
+    url = resolve(ctx.obj.url, None).url
+    ended = False
+    if token:
+        client = Client(Credentials(url, token), language=_language())
+        try:
+            client.json("POST", "/auth/logout")
+            ended = True
+        except ApiError as exc:
+            if exc.status not in (401, 403):  # an expired token, or an API key: nothing to end there
+                raise _fail(exc, as_json, login_hint=False) from None
+        finally:
+            client.close()
+        write_config({key: value for key, value in config.items() if key != "token"})
+    if as_json:
+        _emit({"logged_out": bool(token), "token_ended": ended, "url": url})
+    elif token:
+        err.print(f"logged out of {url}", highlight=False)
+    else:
+        err.print("not logged in: no saved credential", highlight=False)
+
+
+@app.command()
+def whoami(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Who the service takes you for, at which URL, and with which credential."""
+    as_json = _json_wanted(ctx, as_json)
+    credentials = resolve(ctx.obj.url, ctx.obj.api_key)
+    if not credentials.token:
+        raise _fail(ApiError(401, f"no credential for {credentials.url}"), as_json)
+    user = _run(ctx, as_json, lambda c: c.json("GET", "/auth/me"))
+    kind = "API key" if credentials.token.startswith(API_KEY_PREFIX) else "login token"
+    if as_json:
+        _emit({**user, "url": credentials.url, "credential": kind})
+        return
+    role = "admin" if user.get("is_admin") else "user"
+    out.print(f"{user['username']} ({role} #{user['id']}) at {credentials.url}, with a {kind}", highlight=False)
 
 
 # ------------------------------------------------------------------ generation
@@ -289,7 +391,10 @@ def _finish(client: Client, task_id: str, final: dict, output: Optional[Path], a
         "file": str(path),
         "media_type": response.headers.get("content-type"),
         "seed": _int(response.headers.get("x-seed")),
-        "generation_seconds": _float(response.headers.get("x-generation-seconds")),
+        # The completed event says it; the download's header too while the service still holds the task.
+        "generation_seconds": final.get("generation_seconds")
+        if final.get("generation_seconds") is not None
+        else _float(response.headers.get("x-generation-seconds")),
     }
     if as_json:
         _emit(summary)
@@ -332,34 +437,75 @@ def _files(paths: list[Path], field: str, param_hint: str = "IMAGE") -> list:
     return files
 
 
+def _adapter_fields(loras: Optional[list[str]], fast: bool) -> dict[str, Any]:
+    """The ``loras`` (``name:scale,…``) and ``speed`` fields; the names are checked by the service."""
+    fields: dict[str, Any] = {}
+    if loras:
+        if len(loras) > MAX_LORAS:
+            raise typer.BadParameter(f"at most {MAX_LORAS} adapters, got {len(loras)}", param_hint="--lora")
+        for lora in loras:
+            name, _, scale = lora.partition(":")
+            if not name.strip() or "," in lora or (scale and not _is_number(scale)):
+                raise typer.BadParameter(f"{lora!r} is not NAME or NAME:SCALE", param_hint="--lora")
+        fields["loras"] = ",".join(loras)
+    if fast:
+        fields["speed"] = "fast"
+    return fields
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _size(value: Optional[str]) -> Optional[tuple[int, int]]:
+    """``--size WxH`` as (width, height); the service checks the sides' range and multiple."""
+    if value is None:
+        return None
+    match = re.fullmatch(r"\s*(\d{2,5})\s*[xX×]\s*(\d{2,5})\s*", value)
+    if not match:
+        raise typer.BadParameter(f"{value!r} is not a size such as 1024x768", param_hint="--size")
+    return int(match.group(1)), int(match.group(2))
+
+
 @app.command()
 def generate(
     ctx: typer.Context,
     prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="what to draw")],
     output: Output = None,
-    ratio: Annotated[str, typer.Option("--ratio", help="aspect ratio: " + ", ".join(RATIOS))] = "1:1",
+    ratio: Annotated[
+        Optional[str], typer.Option("--ratio", help="aspect ratio: " + ", ".join(RATIOS) + " (default 1:1)")
+    ] = None,
+    size: Size = None,
     steps: Steps = None,
     cfg: Cfg = None,
     seed: Seed = -1,
     count: Annotated[int, typer.Option("-n", "--count", min=1, max=4, help="number of images (1–4)")] = 1,
     negative: Negative = "",
+    lora: Lora = None,
+    fast: Fast = False,
     no_wait: NoWait = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Text to image: one PNG (several images: a ZIP)."""
-    if ratio not in RATIOS:
+    if ratio is not None and ratio not in RATIOS:
         raise typer.BadParameter(f"{ratio!r} is not one of {', '.join(RATIOS)}", param_hint="--ratio")
-    data: dict[str, Any] = {
-        "prompt": prompt,
-        "aspect_ratio": ratio,
-        "seed": seed,
-        "num_images": count,
-        "negative_prompt": negative,
-    }
+    pixels = _size(size)
+    if ratio is not None and pixels is not None:
+        raise typer.BadParameter("give either --ratio or --size", param_hint="--size")
+    data: dict[str, Any] = {"prompt": prompt, "seed": seed, "num_images": count, "negative_prompt": negative}
+    if pixels is not None:
+        data["width"], data["height"] = pixels
+    else:
+        data["aspect_ratio"] = ratio or "1:1"
     if steps is not None:
         data["num_inference_steps"] = steps
     if cfg is not None:
         data["true_cfg_scale"] = cfg
+    data.update(_adapter_fields(lora, fast))
     _submit_and_finish(ctx, _json_wanted(ctx, as_json), "/text-to-image", data, [], output, no_wait)
 
 
@@ -397,11 +543,14 @@ def img2img(
         Optional[int], typer.Option("--width", help="output width, a multiple of 16, with --height")
     ] = None,
     height: Annotated[Optional[int], typer.Option("--height", help="output height, with --width")] = None,
+    size: Size = None,
     steps: Steps = None,
     cfg: Cfg = None,
     seed: Seed = -1,
     count: Annotated[int, typer.Option("-n", "--count", min=1, max=4, help="number of images (1–4)")] = 1,
     negative: Negative = "",
+    lora: Lora = None,
+    fast: Fast = False,
     no_wait: NoWait = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -419,8 +568,13 @@ def img2img(
         raise typer.BadParameter(f"{ratio!r} is not one of {', '.join(RATIOS)}", param_hint="--ratio")
     if (width is None) != (height is None):
         raise typer.BadParameter("give both --width and --height", param_hint="--width/--height")
+    pixels = _size(size)
+    if pixels is not None:
+        if width is not None:
+            raise typer.BadParameter("give either --size or --width/--height", param_hint="--size")
+        width, height = pixels
     if ratio is not None and width is not None:
-        raise typer.BadParameter("give either --ratio or --width/--height", param_hint="--ratio")
+        raise typer.BadParameter("give either --ratio or --size (--width/--height)", param_hint="--ratio")
     data: dict[str, Any] = {"prompt": prompt, "seed": seed, "num_images": count, "negative_prompt": negative}
     optional = {
         "strength": strength,
@@ -433,6 +587,7 @@ def img2img(
         **{f"extend_{side}": pixels or None for side, pixels in sides.items()},
     }
     data.update({key: value for key, value in optional.items() if value is not None})
+    data.update(_adapter_fields(lora, fast))
     files = _files([image], "image") + (_files([mask], "mask", "--mask") if mask is not None else [])
     _submit_and_finish(ctx, _json_wanted(ctx, as_json), "/image-to-image", data, files, output, no_wait)
 
@@ -452,6 +607,8 @@ def edit(
     negative: Negative = "",
     mask: Mask = None,
     strength: Strength = None,
+    lora: Lora = None,
+    fast: Fast = False,
     no_wait: NoWait = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -473,6 +630,7 @@ def edit(
     ):
         if value is not None:
             data[key] = value
+    data.update(_adapter_fields(lora, fast))
     files = _files([Path(p) for p in images], "images")
     if mask is not None:
         files += _files([mask], "mask", "--mask")
@@ -489,6 +647,8 @@ def batch(
     cfg: Cfg = None,
     seed: Seed = -1,
     negative: Negative = "",
+    lora: Lora = None,
+    fast: Fast = False,
     no_wait: NoWait = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -497,6 +657,7 @@ def batch(
     for key, value in (("num_inference_steps", steps), ("true_cfg_scale", cfg)):
         if value is not None:
             data[key] = value
+    data.update(_adapter_fields(lora, fast))
     _submit_and_finish(
         ctx, _json_wanted(ctx, as_json), "/image-edit/batch", data, _files([image], "image"), output, no_wait
     )
@@ -504,14 +665,70 @@ def batch(
 
 # ------------------------------------------------------------------ tasks
 
-TaskId = Annotated[str, typer.Argument(metavar="ID", help="task id")]
+TaskId = Annotated[
+    str, typer.Argument(metavar="ID", help="task id, or its first characters (at least 4) as `history` shows them")
+]
+SHORT_ID = 8  # characters of a task id the tables show
+TASK_ID_PREFIX = re.compile(r"^[0-9a-f][0-9a-f-]{3,34}$")
+PREFIX_SEARCH_PAGES = 10  # of 100 tasks: a prefix is looked for among your 1,000 newest tasks
+
+
+def _task_id(client: Client, value: str) -> str:
+    """A full task id: ``value`` itself, or the one of your tasks that starts with it."""
+    value = value.strip().lower()
+    if TASK_ID_PATTERN.match(value) or not TASK_ID_PREFIX.match(value):
+        return value  # the service judges anything else (and answers 404 for a stranger's id)
+    found: list[str] = []
+    for page in range(1, PREFIX_SEARCH_PAGES + 1):
+        body = client.json("GET", "/tasks/history/me", params={"page": page, "page_size": 100})
+        found += [item["task_id"] for item in body["items"] if item["task_id"].startswith(value)]
+        if page >= body["total_pages"]:
+            break
+    if not found:
+        raise ApiError(404, f"none of your tasks has an id starting with {value}")
+    if len(found) > 1:
+        raise ApiError(400, f"{value} starts several task ids ({', '.join(f[:13] for f in found[:3])}…): give more")
+    return found[0]
+
+
+def _local_time(value: Optional[str]) -> str:
+    """An ISO time from the service in this computer's time zone, to the second."""
+    if not value:
+        return ""
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return str(value)[:19]
+    if moment.tzinfo is None:  # the service's times are UTC
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _print_table(columns: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+    """Rows under a header, one line each, fitting the terminal (80 columns too): every column as
+    wide as its widest cell but the last, which is cut with "…" where the line would be too long."""
+    widths = [max([len(column)] + [len(row[index]) for row in rows]) for index, column in enumerate(columns[:-1])]
+    room = max(out.width - sum(widths) - 2 * len(widths), 10)
+
+    def line(cells: tuple[str, ...]) -> str:
+        last = cells[-1] if len(cells[-1]) <= room else cells[-1][: room - 1] + "…"
+        return "  ".join([cell.ljust(width) for cell, width in zip(cells, widths, strict=False)] + [last]).rstrip()
+
+    print(line(columns))
+    print("  ".join(["─" * width for width in widths] + ["─" * min(room, max(len(columns[-1]), 8))]))
+    for row in rows:
+        print(line(row))
+
+
+# What the task types are called in the tables: the command that makes each
+TYPE_NAMES = {"text_to_image": "generate", "image_edit": "edit", "batch_edit": "batch", "image_to_image": "img2img"}
 
 
 @app.command()
 def status(ctx: typer.Context, task_id: TaskId, as_json: JsonOpt = False) -> None:
     """A task's state, queue position and progress."""
     as_json = _json_wanted(ctx, as_json)
-    body = _run(ctx, as_json, lambda c: c.json("GET", f"/tasks/{task_id}"))
+    body = _run(ctx, as_json, lambda c: c.json("GET", f"/tasks/{_task_id(c, task_id)}"))
     if as_json:
         _emit(body)
         return
@@ -535,9 +752,9 @@ def result(
 ) -> None:
     """Download a task's PNG or ZIP."""
     as_json = _json_wanted(ctx, as_json)
-    path, response = _run(ctx, as_json, lambda c: _download(c, task_id, output, wait))
+    path, response = _run(ctx, as_json, lambda c: _download(c, _task_id(c, task_id), output, wait))
     summary = {
-        "task_id": task_id,
+        "task_id": response.headers.get("x-task-id") or task_id,
         "file": str(path),
         "media_type": response.headers.get("content-type"),
         "seed": _int(response.headers.get("x-seed")),
@@ -552,11 +769,11 @@ def result(
 def cancel(ctx: typer.Context, task_id: TaskId, as_json: JsonOpt = False) -> None:
     """Cancel a pending or running task."""
     as_json = _json_wanted(ctx, as_json)
-    body = _run(ctx, as_json, lambda c: c.json("DELETE", f"/tasks/{task_id}"))
+    body = _run(ctx, as_json, lambda c: c.json("DELETE", f"/tasks/{_task_id(c, task_id)}"))
     if as_json:
         _emit(body)
     else:
-        out.print(f"{task_id}: {body.get('status')} ({body.get('message')})", highlight=False)
+        out.print(f"{body.get('task_id', task_id)}: {body.get('status')} ({body.get('message')})", highlight=False)
 
 
 @app.command()
@@ -593,20 +810,28 @@ def history(
     if as_json:
         _emit(body)
         return
-    table = Table(title=f"page {body['page']} of {max(body['total_pages'], 1)} · {body['total']} tasks")
-    for column in ("created", "task id", "type", "status", "seconds", "prompt"):
-        table.add_column(column, overflow="fold")
-    for item in body["items"]:
-        seconds = item.get("execution_time")
-        table.add_row(
-            str(item["created_at"])[:19],
-            item["task_id"],
-            item["task_type"],
+    if not body["items"]:
+        filtered = any(v is not None for v in (status_filter, task_type, since, until, user_id)) or page > 1
+        message = "no tasks match these filters" if filtered else "no tasks yet: make one with `qwen-image generate`"
+        err.print(message, highlight=False)
+        return
+    rows = [
+        (
+            item["task_id"][:SHORT_ID],
+            _local_time(item["created_at"]),
+            TYPE_NAMES.get(item["task_type"], item["task_type"]),
             item["status"],
-            f"{seconds:.1f}" if seconds is not None else "",
-            item["prompt"],
+            f"{item['execution_time']:.1f}" if item.get("execution_time") is not None else "",
+            " ".join(str(item["prompt"]).split()),
         )
-    out.print(table, markup=False, highlight=False)
+        for item in body["items"]
+    ]
+    _print_table(("id", "created", "type", "status", "secs", "prompt"), rows)
+    err.print(
+        f"page {body['page']} of {max(body['total_pages'], 1)}, {body['total']} tasks; "
+        "ids are the first characters (status, result and cancel take them)",
+        highlight=False,
+    )
 
 
 @app.command()
@@ -665,17 +890,22 @@ def keys_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     if as_json:
         _emit(body)
         return
-    table = Table()
-    columns = [
-        c
-        for c in ("id", "name", "prefix", "created_at", "last_used_at", "expires_at")
-        if any(c in item for item in items)
-    ] or ["id", "name"]
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for item in items:
-        table.add_row(*(str(item.get(c) if item.get(c) is not None else "") for c in columns))
-    out.print(table, markup=False, highlight=False)
+    if not items:
+        err.print("no API keys: create one with `qwen-image keys create NAME`", highlight=False)
+        return
+    rows = [
+        (
+            str(item.get("id", "")),
+            str(item.get("prefix") or ""),
+            _local_time(item.get("created_at")),
+            _local_time(item.get("last_used_at")) or "never",
+            _local_time(item.get("expires_at")) or "never",
+            str(item.get("name") or ""),
+        )
+        for item in items
+    ]
+    columns = ("id", "prefix", "created", "last used", "expires", "name")
+    _print_table(columns, rows)
 
 
 @keys_app.command("revoke")

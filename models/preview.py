@@ -243,6 +243,75 @@ class LatentPreviewer:
         self._encoder.shutdown(wait=True)
 
 
+def partial_is_due(step: int, total: int, sent: int, wanted: int) -> bool:
+    """Partial image ``sent`` (0-based) of ``wanted`` is due once the run is (sent + 1)/(wanted + 1) done:
+    partials spread over the run instead of bunching at its start."""
+    return sent < wanted and total > 0 and step * (wanted + 1) >= (sent + 1) * total
+
+
+class PartialDecoder:
+    """A few full-size pictures of a run (OpenAI's ``partial_images``, at most 3): the current latents
+    decoded by the pipeline's own VAE, at the size the image will have.
+
+    Unlike :class:`LatentPreviewer` this is a real decode, on the critical path (one VAE decode of one
+    image per partial; ``make bench`` measures it in ``preview_cost``); the JPEG encoding happens on a
+    background thread. ``sink`` gets ``{step, total, width, height, media_type, b64, decoded: True}``.
+    """
+
+    def __init__(
+        self, vae: Any, *, width: int, height: int, wanted: int, sink: Callable[[dict], None], quality: int = 90
+    ):
+        self.vae = vae
+        self.width, self.height = width, height
+        self.wanted = max(0, min(int(wanted), 3))
+        self.sink = sink
+        self.quality = quality
+        self.sent = 0
+        self.critical_seconds: list[float] = []
+        self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="partial")
+
+    def on_step(self, step: int, total: int, latents: Any) -> None:
+        if step >= total or not partial_is_due(step, total, self.sent, self.wanted):
+            return  # the finished image follows at once
+        self.sent += 1
+        started = time.perf_counter()
+        try:
+            rgb = decode_packed(self.vae, latents[:1], self.width, self.height)
+        except Exception:  # a partial image must never fail the generation
+            log.exception("partial image decode failed")
+            return
+        self.critical_seconds.append(time.perf_counter() - started)
+        self._encoder.submit(self._finish, rgb, step, total)
+
+    def _finish(self, rgb: Any, step: int, total: int) -> None:
+        try:
+            picture = encode_preview(rgb, max(self.width, self.height), "jpeg", self.quality)
+            picture.update(step=step, total=total, decoded=True)
+            self.sink(picture)
+        except Exception:
+            log.exception("partial image encoding failed")
+
+    def close(self) -> None:
+        self._encoder.shutdown(wait=True)
+
+
+def decode_packed(vae: Any, latents: Any, width: int, height: int):
+    """Packed latents (1, tokens, C*4) → the (height, width, 3) uint8 picture the VAE decodes them to,
+    as the Qwen-Image pipelines decode their last latents (``latents * std + mean``)."""
+    import torch
+
+    config = vae.config
+    z_dim = int(config.z_dim)
+    parameter = next(vae.parameters())
+    with torch.no_grad():
+        x = unpack_latents(latents.to(parameter.device, torch.float32), width, height).unsqueeze(2)
+        mean = torch.tensor(config.latents_mean, dtype=torch.float32, device=x.device).view(1, z_dim, 1, 1, 1)
+        std = torch.tensor(config.latents_std, dtype=torch.float32, device=x.device).view(1, z_dim, 1, 1, 1)
+        decoded = vae.decode((x * std + mean).to(parameter.dtype), return_dict=False)[0][:, :, 0]
+        rgb = ((decoded[0].float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+        return rgb.permute(1, 2, 0).cpu().numpy()
+
+
 def encode_preview(rgb: Any, max_side: int = 512, image_format: str = "webp", quality: int = 70) -> dict:
     """An (h, w, 3) uint8 array → ``{width, height, media_type, b64}``, at most ``max_side`` px long."""
     image = Image.fromarray(rgb, "RGB")
@@ -268,6 +337,9 @@ def encode_preview(rgb: Any, max_side: int = 512, image_format: str = "webp", qu
 __all__ = [
     "LatentRGBMap",
     "LatentPreviewer",
+    "PartialDecoder",
+    "partial_is_due",
+    "decode_packed",
     "published_map",
     "fit_map",
     "map_for_vae",

@@ -147,6 +147,9 @@ class GenerationRequest:
     # RGBA output with a transparent background (profiles whose model draws RGBA: Qwen-Image 2.1);
     # otherwise such a model's output is composited over white.
     transparent: bool = False
+    # Full-size pictures of the run decoded by the VAE (OpenAI's partial images, 0-3), sent to the
+    # previews' sink.
+    partial_images: int = 0
 
     @property
     def steps_run(self) -> int:
@@ -156,7 +159,8 @@ class GenerationRequest:
 
 @dataclass
 class PreviewOptions:
-    """Live previews of a generation: every ``every`` steps, handed to ``sink`` (see models.preview)."""
+    """Live previews of a generation: every ``every`` steps (0: none), handed to ``sink`` (see
+    models.preview); the request's ``partial_images`` go to the same ``sink``."""
 
     every: int
     sink: Callable[[dict], None]
@@ -389,11 +393,8 @@ class _Stopped(Exception):
     """Raised from the step callback to leave a pipeline run that should stop."""
 
 
-def _previewer(model: LoadedModel, request: GenerationRequest, options: PreviewOptions | None):
-    if options is None or options.every <= 0:
-        return None
-    from .preview import LatentPreviewer
-
+def _preview_size(model: LoadedModel, request: GenerationRequest) -> tuple[int, int]:
+    """The size of the image the run makes, which its latents have (at 1/8, or 1/16 for 2.1)."""
     takes_images = ModelKind(model.kind).spec.takes_images
     if not takes_images:
         width, height = request.width, request.height
@@ -401,23 +402,43 @@ def _previewer(model: LoadedModel, request: GenerationRequest, options: PreviewO
         width, height = edit_output_size(*(request.edit_size or request.images[0].size))
     else:
         width, height = request.edit_size or edit_output_size(*request.images[-1].size)
-    patch = 2
-    if model.profile.unified:  # unpatched latents; the pipeline floors sizes to multiples of 32
-        patch = 1
+    if model.profile.unified:  # the pipeline floors sizes to multiples of 32
         if takes_images and request.edit_size is None:
             width, height = qwen21_output_size(*request.images[-1].size)
         width, height = width // 32 * 32, height // 32 * 32
+    return width, height
+
+
+def _previewer(model: LoadedModel, request: GenerationRequest, options: PreviewOptions | None):
+    if options is None or options.every <= 0:
+        return None
+    from .preview import LatentPreviewer
+
+    width, height = _preview_size(model, request)
     return LatentPreviewer(
         model.preview_map(),
         width=width,
         height=height,
-        patch=patch,
+        patch=1 if model.profile.unified else 2,  # 2.1's latents are not patched
         every=options.every,
         sink=options.sink,
         max_side=options.max_side,
         image_format=options.image_format,
         quality=options.quality,
     )
+
+
+def _partial_decoder(model: LoadedModel, pipeline: Any, request: GenerationRequest, options: PreviewOptions | None):
+    """Full-size partial images by the VAE (OpenAI's ``partial_images``), whatever ``every`` is.
+
+    The pair's pipelines only (their packed 16-channel latents): on Qwen-Image 2.1 a ``/v1`` stream
+    carries the finished image(s) alone, which OpenAI's "up to" ``partial_images`` allows."""
+    if options is None or request.partial_images <= 0 or model.profile.unified:
+        return None
+    from .preview import PartialDecoder
+
+    width, height = _preview_size(model, request)
+    return PartialDecoder(pipeline.vae, width=width, height=height, wanted=request.partial_images, sink=options.sink)
 
 
 QWEN21_MIN_REFERENCE_SIDE = 512
@@ -577,6 +598,7 @@ def _pipeline_generate(model, request, seed, on_step, should_stop, previews=None
     total = request.steps_run
     progress = {"steps": 0}
     previewer = _previewer(model, request, previews)
+    partials = _partial_decoder(model, pipeline, request, previews)
 
     def step_end(pipe, index, timestep, tensors):
         progress["steps"] = index + 1
@@ -584,6 +606,8 @@ def _pipeline_generate(model, request, seed, on_step, should_stop, previews=None
             on_step(index + 1, total)
         if previewer is not None and "latents" in tensors:
             previewer.on_step(index + 1, total, tensors["latents"])
+        if partials is not None and "latents" in tensors:
+            partials.on_step(index + 1, total, tensors["latents"])
         if should_stop is not None and should_stop():
             # Leave the pipeline here: its own interrupt flag would still decode the latents.
             raise _Stopped
@@ -653,6 +677,8 @@ def _pipeline_generate(model, request, seed, on_step, should_stop, previews=None
     finally:
         if previewer is not None:
             previewer.close()
+        if partials is not None:
+            partials.close()
         pipeline.scheduler = base_scheduler
 
     def finish(images: list[Image.Image]) -> list[Image.Image]:

@@ -254,15 +254,14 @@ class ModelWorker:
             # From the preview encoder thread; the answer is not waited for.
             registry.report_preview.remote(*stamp, index, preview)
 
-        previews = None
-        if self.settings.preview_every_steps > 0:
-            previews = models.PreviewOptions(
-                every=self.settings.preview_every_steps,
-                sink=send_preview,
-                max_side=self.settings.preview_max_side,
-                image_format=self.settings.preview_format,
-                quality=self.settings.preview_quality,
-            )
+        # every=0 (PREVIEW_EVERY_STEPS=0): no latent previews, but a /v1 stream's partial images still
+        previews = models.PreviewOptions(
+            every=self.settings.preview_every_steps,
+            sink=send_preview,
+            max_side=self.settings.preview_max_side,
+            image_format=self.settings.preview_format,
+            quality=self.settings.preview_quality,
+        )
         return models.generate(
             self.models[task.kind],
             request,

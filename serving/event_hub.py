@@ -58,6 +58,7 @@ class Subscription:
     queued_tasks: set[str] = field(default_factory=set)  # tasks last seen queued (positions may move)
     credential: str = ""  # what the stream was opened with: checked again while it is open
     address: Optional[str] = None  # the client's address, for the per-address cap
+    decoded_previews: bool = False  # a /v1 stream: also the full-size partial images decoded by the VAE
     ended: Optional[str] = None  # why the service ended the stream (its last event says so)
 
     def end(self, reason: str) -> None:
@@ -74,7 +75,9 @@ class Subscription:
         task_id = event.task_id
         if event.id <= self.last_ids.get(task_id, 0):
             return
-        if event.type == ev.PREVIEW and not self.previews:
+        if event.type == ev.PREVIEW and not (
+            self.previews and (self.decoded_previews or not getattr(event.data, "decoded", False))
+        ):
             return
         if self.queue.qsize() >= QUEUE_LIMIT and not event.terminal:
             return  # a client that does not read loses intermediate states, never the end

@@ -106,6 +106,8 @@ class GenerationParameters(BaseModel):
     speed: Optional[Literal["fast"]] = None  # the Lightning adapter and scheduler, true CFG off
     # RGBA output with a transparent background (the qwen21/tiny21 profiles; others refuse it)
     background: Optional[Literal["transparent"]] = None
+    # Full-size pictures of the run decoded by the VAE while it runs (a /v1 stream's partial images).
+    partial_images: Optional[int] = Field(default=None, ge=1, le=3)
     # What a /v1 request asked for, kept for history; the pipeline does not read these.
     api: Optional[Literal["openai"]] = None
     model: Optional[str] = None
@@ -193,6 +195,7 @@ class GenerationParameters(BaseModel):
             strength=self.strength,
             mask=mask,
             transparent=self.background == "transparent",
+            partial_images=self.partial_images or 0,
         )
 
 
@@ -420,7 +423,8 @@ class Progress:
 @dataclass(frozen=True)
 class PreviewImage:
     """A small picture of the latents at ``current_step`` (of one request's ``total_steps``);
-    ``index`` says which prompt of a batch it is of (None: a single request)."""
+    ``index`` says which prompt of a batch it is of (None: a single request). ``decoded``: a
+    full-size picture decoded by the VAE (a /v1 partial image), which only /v1 streams carry."""
 
     current_step: int
     total_steps: int
@@ -429,6 +433,7 @@ class PreviewImage:
     media_type: str
     b64: str
     index: Optional[int] = None
+    decoded: bool = False
 
 
 @dataclass(frozen=True)
@@ -469,8 +474,11 @@ class TaskEvent:
     def payload(self) -> dict[str, Any]:
         """The ``data:`` of the stream's event (and a webhook's fields): ``task_id`` and the payload's."""
         fields = dataclasses.asdict(self.data)
-        if isinstance(self.data, PreviewImage) and self.data.index is None:
-            del fields["index"]
+        if isinstance(self.data, PreviewImage):
+            if self.data.index is None:
+                del fields["index"]
+            if not self.data.decoded:
+                del fields["decoded"]
         return {"task_id": self.task_id, **fields}
 
 

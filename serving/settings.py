@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.kinds import KIND_NAMES, ModelKind
 
@@ -126,6 +126,15 @@ class Settings(BaseSettings):
     image_file_cache_mb: int = Field(default=64, ge=0)
     image_fetch_max_per_address: int = Field(default=120, ge=0)
     image_fetch_window_seconds: float = Field(default=60.0, gt=0)
+    # Model names /v1/images/* takes as the route's own model (comma-separated; empty: none), so that
+    # scripts written for OpenAI run unchanged; /v1/models lists them (docs/openai.md).
+    openai_model_aliases: Annotated[list[str], NoDecode] = [
+        "gpt-image-1",
+        "gpt-image-1-mini",
+        "gpt-image-1.5",
+        "dall-e-3",
+        "dall-e-2",
+    ]
 
     # --- quotas
     default_daily_limit: int = Field(default=100, ge=0)
@@ -189,6 +198,13 @@ class Settings(BaseSettings):
     def _non_negative_schedule(cls, value: list[float]) -> list[float]:
         if any(v < 0 for v in value):
             raise ValueError("webhook_retry_schedule takes seconds >= 0")
+        return value
+
+    @field_validator("openai_model_aliases", mode="before")
+    @classmethod
+    def _split_aliases(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
         return value
 
     @field_validator("enabled_models", mode="before")

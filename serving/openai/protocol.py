@@ -6,6 +6,7 @@ Pure Python (no torch): the ingress imports it.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from typing import Any, Literal, Optional, Union
 
 from fastapi import HTTPException, status
@@ -157,10 +158,13 @@ def invalid(param: str, message: str, code: str = "invalid_value") -> OpenAIErro
     return OpenAIError(status.HTTP_400_BAD_REQUEST, message, param=param, code=code)
 
 
-def resolve_model(requested: Optional[str], route_kind: ModelKind) -> str:
-    """The canonical model id for a request; 404 for an unknown model, 400 for the other route's."""
+def resolve_model(requested: Optional[str], route_kind: ModelKind, aliases: Collection[str] = ()) -> str:
+    """The canonical model id for a request; 404 for an unknown model, 400 for the other route's.
+
+    A name in ``aliases`` (OpenAI's ``gpt-image-1``, ``dall-e-3``…) is the route's own model, so that
+    scripts written for OpenAI run unchanged."""
     route_kind = ModelKind(route_kind)
-    if requested is None or requested == "":
+    if requested is None or requested == "" or requested in aliases:
         return route_kind.spec.api_model
     if requested not in MODEL_ALIASES:
         raise OpenAIError(

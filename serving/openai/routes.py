@@ -74,23 +74,23 @@ def _license(state) -> str:
     return get_profile(state.settings.model_profile).license
 
 
+def _listed_models(state: ServiceState) -> list[str]:
+    """The enabled models' ids, then the OpenAI names taken as them (``OPENAI_MODEL_ALIASES``)."""
+    models = [model for model, kind in MODEL_KIND.items() if kind.value in state.settings.enabled_models]
+    return models + [alias for alias in state.settings.openai_model_aliases if models and alias not in models]
+
+
 @router.get("/models", responses=ERROR_RESPONSES)
 async def list_models(_: CurrentUser, state: StateDep) -> dict:
-    """The enabled models: ``qwen-image`` (text-to-image) and ``qwen-image-edit`` (edit)."""
-    return {
-        "object": "list",
-        "data": [
-            _model_object(model, _license(state))
-            for model, kind in MODEL_KIND.items()
-            if kind.value in state.settings.enabled_models
-        ],
-    }
+    """The enabled models: ``qwen-image`` (text-to-image) and ``qwen-image-edit`` (edit), and the
+    OpenAI model names taken as the route's model (``gpt-image-1``, ``dall-e-3``…) when
+    ``OPENAI_MODEL_ALIASES`` lists them."""
+    return {"object": "list", "data": [_model_object(model, _license(state)) for model in _listed_models(state)]}
 
 
 @router.get("/models/{model:path}", responses=ERROR_RESPONSES)
 async def retrieve_model(model: str, _: CurrentUser, state: StateDep) -> dict:
-    kind = MODEL_KIND.get(model)
-    if kind is None or kind.value not in state.settings.enabled_models:
+    if model not in _listed_models(state):
         raise OpenAIError(
             status.HTTP_404_NOT_FOUND, f"The model '{model}' does not exist", param="model", code="model_not_found"
         )
@@ -103,7 +103,7 @@ async def retrieve_model(model: str, _: CurrentUser, state: StateDep) -> dict:
 @router.post("/images/generations", responses=ERROR_RESPONSES)
 async def create_image(body: ImageRequest, request: Request, user: CurrentUser, state: StateDep) -> Response:
     """Generate 1–4 images from a prompt (OpenAI's ``images.generate``); JSON body."""
-    model = resolve_model(body.model, ModelKind.text_to_image)
+    model = resolve_model(body.model, ModelKind.text_to_image, state.settings.openai_model_aliases)
     check_common(body, state.settings.model_profile)
     size = parse_size(body.size, ModelKind.text_to_image)
     return await _run(state, request, user, body, ModelKind.text_to_image, model, size, [])
@@ -143,7 +143,7 @@ async def edit_image(request: Request, user: CurrentUser, state: StateDep) -> Re
         body = ImageRequest.model_validate(fields)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
-    model = resolve_model(body.model, ModelKind.image_edit)
+    model = resolve_model(body.model, ModelKind.image_edit, state.settings.openai_model_aliases)
     check_common(body, state.settings.model_profile)
     size = parse_size(body.size, ModelKind.image_edit)
     if not uploads:
@@ -223,6 +223,8 @@ async def _run(
     parameters = generation_parameters(
         lambda: body.generation_parameters(kind, model, size, [image.size for image in images], masked)
     )
+    if body.stream and body.partial_images:
+        parameters = parameters.model_copy(update={"partial_images": body.partial_images})
     try:
         parameters = await apply_adapter_options(state, parameters, lora_list_text(body.loras), speed_for(body))
     except OpenAIError:
@@ -395,7 +397,7 @@ async def task_events(
     from serving.routes.event_streams import CREDENTIAL_RECHECK_S, close_stream, hub_for, open_stream
 
     hub = hub_for(state)
-    sub = Subscription(user_id=user_id, task_id=task_id, previews=True, credential=credential)
+    sub = Subscription(user_id=user_id, task_id=task_id, previews=True, credential=credential, decoded_previews=True)
     answer = await open_stream(hub, sub, 0)  # beyond the user's open streams: a 429, sent as an error event
     try:
         if answer is None:  # gone from the registry between creation and now
@@ -425,12 +427,6 @@ async def task_events(
         close_stream(hub, sub)
 
 
-def preview_is_due(step: int, total: int, sent: int, wanted: int) -> bool:
-    """Partial image ``sent`` (0-based) of ``wanted`` is due once the run is (sent + 1)/(wanted + 1) done:
-    previews spread over the run instead of bunching at its start."""
-    return sent < wanted and total > 0 and step * (wanted + 1) >= (sent + 1) * total
-
-
 async def _stream(
     state: ServiceState, task_id: str, body: ImageRequest, kind: ModelKind, user_id: Optional[int], credential: str = ""
 ) -> AsyncIterator[str]:
@@ -442,9 +438,9 @@ async def _stream(
         async for event in task_events(state, task_id, user_id, credential):
             if event is None:
                 yield ": keep-alive\n\n"
-            elif isinstance(event.data, PreviewImage) and preview_is_due(
-                event.data.current_step, event.data.total_steps, sent, body.partial_images
-            ):
+            elif isinstance(event.data, PreviewImage) and event.data.decoded and sent < body.partial_images:
+                # The replica decodes the partial images at the requested size when they are due
+                # (models.preview.PartialDecoder); the native streams' latent previews are not used.
                 preview = event.data
                 picture = await asyncio.to_thread(_preview_picture, preview, body)
                 yield _sse(
@@ -488,7 +484,7 @@ async def _stream(
 
 
 def _preview_picture(preview: PreviewImage, body: ImageRequest) -> bytes:
-    """A latent preview (small WebP/JPEG) in the format the client asked for."""
+    """A partial image (a JPEG from the replica) in the format the client asked for."""
     import io
 
     from PIL import Image

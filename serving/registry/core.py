@@ -443,6 +443,7 @@ class RegistryCore:
             media_type=preview["media_type"],
             b64=preview["b64"],
             index=index if len(task.requests) > 1 else None,
+            decoded=bool(preview.get("decoded")),
         )
         self.feed.emit(task, ev.PREVIEW, image)
         return True

@@ -119,6 +119,11 @@ async def get_result(
             current, result = waited.status, waited.result
         else:  # it ended and left the registry's memory meanwhile: its record says how
             current = await task_status(state, user, task_id)
+    elif current.status == TaskStatus.completed.value:
+        # The registry still holds a task that ended lately, with its pipelines' time (the record
+        # has none): X-Generation-Seconds, as on the answer of a wait.
+        kept = await state.registry.wait(task_id, 0)
+        result = kept.result if kept is not None else None
     return await result_response(state, task_id, current.status, current.error, result, current.seed)
 
 

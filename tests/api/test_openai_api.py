@@ -72,7 +72,7 @@ def test_api_key_is_shown_once_stored_as_a_hash_and_works_until_revoked(client, 
     assert hashlib.sha256(key.encode()).hexdigest() in row and key not in row
 
     assert client.get("/auth/me", headers={"Authorization": f"Bearer {key}"}).json()["id"] == user.id
-    assert [m.id for m in sdk(base_url, key).models.list()] == ["qwen-image", "qwen-image-edit"]
+    assert [m.id for m in sdk(base_url, key).models.list()][:2] == ["qwen-image", "qwen-image-edit"]
     assert client.get("/auth/api-keys", headers=user.headers).json()[0]["last_used_at"] is not None
 
     assert client.delete(f"/auth/api-keys/{created['id']}", headers=user.headers).status_code == 200
@@ -216,6 +216,24 @@ def test_edit_with_an_openai_mask_repaints_the_transparent_region_of_the_image(c
     assert refused.value.body["param"] == "mask" and "32x32" in refused.value.body["message"]
 
 
+def test_openai_model_names_run_the_routes_model_and_are_listed(client, keyed):
+    listed = [m.id for m in keyed.sdk.models.list()]
+    assert listed[:2] == ["qwen-image", "qwen-image-edit"]
+    assert {"gpt-image-1", "dall-e-3", "dall-e-2"} <= set(listed[2:])
+    assert keyed.sdk.models.retrieve("dall-e-3").id == "dall-e-3"
+    generated = keyed.sdk.images.generate(model="dall-e-3", prompt="an alias", size="256x256", extra_body=FAST)
+    assert decoded(generated.data[0].b64_json).size == (256, 256)
+    edited = keyed.sdk.images.edit(
+        model="gpt-image-1", image=("in.png", image_bytes((64, 64)), "image/png"), prompt="x", extra_body=FAST
+    )
+    assert edited.data[0].b64_json
+    history = client.get("/tasks/history/me", headers=keyed.headers).json()["items"]
+    models = {item["task_type"]: item["parameters"]["model"] for item in history[:2]}
+    assert models == {"text_to_image": "qwen-image", "image_edit": "qwen-image-edit"}  # the model that ran
+    with pytest.raises(openai.NotFoundError):
+        keyed.sdk.images.generate(model="gpt-4o", prompt="x", size="256x256", extra_body=FAST)
+
+
 def test_variations_are_a_400_naming_the_alternatives(keyed):
     with pytest.raises(openai.BadRequestError) as refused:
         keyed.sdk.images.create_variation(image=("in.png", image_bytes((64, 64)), "image/png"))
@@ -253,23 +271,39 @@ def test_stream_ends_with_the_completed_images_for_generations_and_edits(keyed):
     assert edits[-1].type == "image_edit.completed" and decoded(edits[-1].b64_json).size == (256, 256)
 
 
-def test_a_stream_carries_partial_images_from_the_latent_previews(keyed):
-    # Previews come every PREVIEW_EVERY_STEPS (5) steps; two partial images are spread over the run.
+def test_a_stream_carries_partial_images_at_the_requested_size(keyed):
+    # Decoded by the VAE on the replica at a third and two thirds of the run, as OpenAI's are full-size.
     events = list(
         keyed.sdk.images.generate(
             prompt="a partial fox",
             size="384x256",
             stream=True,
             partial_images=2,
+            output_format="webp",
             extra_body={"num_inference_steps": 20},
         )
     )
     partial = [e for e in events if e.type == "image_generation.partial_image"]
     assert [e.partial_image_index for e in partial] == [0, 1]
     for event in partial:
-        width, height = decoded(event.b64_json).size
-        assert abs(width / height - 384 / 256) < 0.05  # a preview of this image's shape
+        image = decoded(event.b64_json)
+        assert image.size == (384, 256) and event.size == "384x256" and image.format == "WEBP"
     assert events[-1].type == "image_generation.completed"
+    assert decoded(events[-1].b64_json).size == (384, 256)
+    assert len({e.b64_json for e in partial}) == 2  # two moments of the run, not one picture twice
+
+    edits = list(
+        keyed.sdk.images.edit(
+            image=("in.png", image_bytes((96, 64)), "image/png"),
+            prompt="a partial edit",
+            size="256x384",
+            stream=True,
+            partial_images=1,
+            extra_body={"num_inference_steps": 20},
+        )
+    )
+    partial = [e for e in edits if e.type == "image_edit.partial_image"]
+    assert len(partial) == 1 and decoded(partial[0].b64_json).size == (256, 384)
 
 
 def test_quality_low_is_fast_mode_and_extras_reach_the_native_options(client, keyed):
@@ -299,7 +333,7 @@ def test_every_error_class_of_the_sdk(client, base_url, keyed, admin_headers):
         keyed.sdk.images.generate(prompt="x", n=5)
     assert too_many.value.param == "n"
     with pytest.raises(openai.NotFoundError) as unknown:
-        keyed.sdk.images.generate(prompt="x", model="dall-e-3")
+        keyed.sdk.images.generate(prompt="x", model="midjourney-v6")
     assert unknown.value.code == "model_not_found"
     with pytest.raises(openai.AuthenticationError):
         sdk(base_url, "qis-not-a-real-key").images.generate(prompt="x")
@@ -347,7 +381,7 @@ def test_error_bodies_over_plain_http(client, keyed):
         files=[("image", ("a.png", b"not an image", "image/png"))],
     )
     openai_error(broken, 400, "image")
-    assert openai_error(client.get("/v1/models/dall-e-2", headers=headers), 404, "model")["code"] == "model_not_found"
+    assert openai_error(client.get("/v1/models/sd-3", headers=headers), 404, "model")["code"] == "model_not_found"
     chinese = client.post("/v1/images/generations", headers={"Accept-Language": "zh"}, json={"prompt": "x"})
     assert openai_error(chinese, 401)["message"] == "无效的认证凭据"
 
@@ -362,7 +396,14 @@ def t2i_only(deploy_app, data_root) -> Iterator[str]:
 
     yield deploy_app(
         "oai",
-        sleep_app_args(data_root, "oai", enabled_models="text_to_image", model_replicas=1, sleep_seconds_per_step=0.05),
+        sleep_app_args(
+            data_root,
+            "oai",
+            enabled_models="text_to_image",
+            model_replicas=1,
+            sleep_seconds_per_step=0.05,
+            openai_model_aliases="",
+        ),
     )
     serve.delete("oai", _blocking=False)  # not waited for, as in test_routing.py
 
@@ -371,7 +412,10 @@ def test_a_disabled_model_is_503_and_urls_carry_the_route_prefix(t2i_only):
     with httpx.Client(base_url=t2i_only, timeout=60) as http:
         token = http.post("/auth/login", json={"username": "admin", "password": "admin123"}).json()["access_token"]
     client = sdk(t2i_only, token, max_retries=0)
-    assert [m.id for m in client.models.list()] == ["qwen-image"]
+    assert [m.id for m in client.models.list()] == ["qwen-image"]  # and no OpenAI names: aliases are off here
+    with pytest.raises(openai.NotFoundError) as no_alias:
+        client.images.generate(model="gpt-image-1", prompt="x", size="256x256", extra_body=FAST)
+    assert no_alias.value.code == "model_not_found"
     with pytest.raises(openai.InternalServerError) as unavailable:
         client.images.edit(image=("in.png", image_bytes(), "image/png"), prompt="x")
     assert unavailable.value.status_code == 503 and "x-should-retry" not in unavailable.value.response.headers

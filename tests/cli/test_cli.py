@@ -17,8 +17,9 @@ import pytest
 from PIL import Image
 
 from models.aspect import edit_output_size
+from models.tiny_adapter import build_tiny_lora
 from tests.api.helpers import image_bytes, png_size, zip_pngs
-from tests.conftest import bearer, login, wait_for
+from tests.conftest import bearer, login, unique_name, wait_for
 
 COMMAND_TIMEOUT = 180
 
@@ -75,6 +76,7 @@ def test_generate_json_two_images_as_a_zip(cli):
     done = cli("--json", "generate", "two cats", "-n", "2", "--ratio", "16:9", "--steps", "20")
     summary = json.loads(done.stdout)
     assert summary["status"] == "completed" and isinstance(summary["seed"], int)
+    assert summary["generation_seconds"] > 0  # from the completed event: the pipelines' own time
     assert summary["media_type"] == "application/zip" and summary["file"].endswith(".zip")
     images = zip_pngs((cli.dir / summary["file"]).read_bytes())
     assert [png_size(i) for i in images] == [(1664, 928)] * 2
@@ -86,6 +88,7 @@ def test_edit_and_batch(cli):
     (cli.dir / "in.png").write_bytes(image_bytes(size=(128, 128)))
     edit = json.loads(cli("edit", "in.png", "make it green", "--steps", "20", "-o", "edited.png", "--json").stdout)
     assert edit["status"] == "completed" and png_size((cli.dir / "edited.png").read_bytes())[0] > 0
+    assert edit["generation_seconds"] > 0
     batch = json.loads(cli("batch", "in.png", "make it red|make it blue", "--steps", "20", "--json").stdout)
     assert len(zip_pngs((cli.dir / batch["file"]).read_bytes())) == 2
     again = cli("result", batch["task_id"], "-o", "again.zip", "--json")
@@ -197,3 +200,89 @@ def test_img2img_inpaints_a_painted_mask_outpaints_and_edits_under_a_mask(cli):
     assert "saved" in masked_edit.stderr
     refused = cli("img2img", "in.png", "x", "--mask", "in.png", check_rc=5)  # opaque red: marks nothing
     assert "mask" in refused.stderr
+
+
+def test_register_whoami_and_logout_end_the_token(base_url, tmp_path):
+    env = {**os.environ, "QWEN_IMAGE_URL": base_url, "QWEN_IMAGE_CONFIG": str(tmp_path / "c.json"), "LANG": "C"}
+    env.pop("QWEN_IMAGE_API_KEY", None)
+
+    def run(*args: str, rc: int = 0) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            [sys.executable, "-m", "cli.main", *args], env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT
+        )
+        assert done.returncode == rc, (done.returncode, done.stdout, done.stderr)
+        return done
+
+    assert "no credential" in run("whoami", rc=3).stderr
+    name = unique_name("reg")
+    registered = run("register", "-u", name, "-p", "a-long-secret")
+    assert f"registered {name}" in registered.stderr and "logged in" in registered.stderr
+    assert json.loads(run("whoami", "--json").stdout)["username"] == name
+    assert run("whoami").stdout.startswith(f"{name} (user #") and "login token" in run("whoami").stdout
+    token = json.loads((tmp_path / "c.json").read_text())["token"]
+    assert "already" in run("register", "-u", name, "-p", "a-long-secret", rc=5).stderr.lower()
+
+    assert f"logged out of {base_url}" in run("logout").stderr
+    assert httpx.get(base_url + "/auth/me", headers=bearer(token), timeout=10).status_code == 401  # ended there
+    assert json.loads((tmp_path / "c.json").read_text()) == {"url": base_url}
+    assert "not logged in" in run("logout").stderr
+    run("whoami", rc=3)
+
+
+def test_login_with_a_wrong_password_says_so_without_sending_you_to_login(cli):
+    done = cli("login", "-u", cli.user.username, "-p", "not-the-password", check_rc=3)
+    assert "error (401)" in done.stderr and "qwen-image login" not in done.stderr
+
+
+def test_size_fast_and_loras_reach_the_service(cli, client, admin_headers, tmp_path_factory):
+    fast = json.loads(cli("generate", "a fast fox", "--size", "320x256", "--fast", "--json").stdout)
+    assert png_size((cli.dir / fast["file"]).read_bytes()) == (320, 256)
+    record = client.get(f"/tasks/history/{fast['task_id']}", headers=cli.user.headers).json()
+    assert record["parameters"]["speed"] == "fast" and record["parameters"]["num_inference_steps"] == 4
+
+    path = build_tiny_lora("text_to_image", str(tmp_path_factory.mktemp("cli-lora")), seed=5, strength=1.0)
+    with open(path, "rb") as file:
+        added = client.post(
+            "/admin/loras",
+            headers=admin_headers,
+            data={"name": "cli-ink", "model": "text_to_image", "default_scale": "0.5"},
+            files={"file": ("ink.safetensors", file, "application/octet-stream")},
+        )
+    assert added.status_code in (201, 409), added.text
+    inked = json.loads(
+        cli("generate", "an inked fox", "--lora", "cli-ink:0.8", "--steps", "20", "--size", "256x256", "--json").stdout
+    )
+    record = client.get(f"/tasks/history/{inked['task_id']}", headers=cli.user.headers).json()
+    assert record["parameters"]["loras"] == [{"name": "cli-ink", "scale": 0.8}]
+    unknown = cli("generate", "x", "--lora", "no-such-adapter", check_rc=5)
+    assert "no-such-adapter" in unknown.stderr
+    assert "--lora" in cli("generate", "x", *["--lora", "a"] * 4, check_rc=2).stderr
+    assert "--size" in cli("generate", "x", "--size", "big", check_rc=2).stderr
+    assert "--size" in cli("generate", "x", "--size", "512x512", "--ratio", "16:9", check_rc=2).stderr
+
+
+def test_tables_fit_80_columns_with_short_ids_local_times_and_a_message_when_empty(cli):
+    narrow = {"COLUMNS": "80"}
+    cli.env.update(narrow)
+    empty = cli("history")
+    assert empty.stdout == "" and "no tasks yet" in empty.stderr
+    assert "no tasks match" in cli("history", "--status", "failed").stderr
+    assert "no API keys" in cli("keys", "list").stderr
+
+    long_prompt = "a very long prompt about a lighthouse on a cliff at dusk with gulls and spray " * 3
+    task = json.loads(cli("generate", long_prompt, "--steps", "20", "--size", "256x256", "--json").stdout)
+    cli("keys", "create", "laptop")
+    table = cli("history").stdout
+    lines = table.splitlines()
+    assert lines and all(len(line) <= 80 for line in lines), table
+    (row,) = [line for line in lines if task["task_id"][:8] in line]
+    assert task["task_id"] not in row and "generate" in row and "completed" in row
+    created = time.strftime("%Y-%m-%d", time.localtime())
+    assert f" {created} " in row and row.split(created)[1][:9].count(":") == 2  # local time, to the second
+    keys = cli("keys", "list").stdout
+    assert "laptop" in keys and all(len(line) <= 80 for line in keys.splitlines())
+
+    short = task["task_id"][:8]
+    assert json.loads(cli("status", short, "--json").stdout)["task_id"] == task["task_id"]
+    assert json.loads(cli("result", short, "-o", "again.png", "--json").stdout)["task_id"] == task["task_id"]
+    assert "none of your tasks" in cli("status", "ffffffff", check_rc=4).stderr

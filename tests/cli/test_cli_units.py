@@ -59,7 +59,7 @@ def test_the_event_stream_gives_updates_in_order_and_skips_comments_and_broken_e
     assert updates == [
         {"status": "pending", "position": 2},
         {"status": "running", "percent": 50.0, "current_step": 10, "total_steps": 20},
-        {"status": "completed", "percent": 100.0, "seed": 7},
+        {"status": "completed", "percent": 100.0, "seed": 7, "generation_seconds": None},
     ]
     assert final == updates[-1]
 

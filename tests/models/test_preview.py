@@ -115,3 +115,32 @@ def test_the_cpu_projection_matches_the_device_one():
     expected = ((expected + 1.0) * 127.5).clamp(0, 255).to(torch.uint8).numpy()
     got = project_packed(packed.numpy(), rgb_map, 96, 64)
     assert got.shape == (8, 12, 3) and abs(got.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_partial_images_are_vae_decodes_at_the_requested_size_beside_the_latent_previews(text_to_image_model):
+    got, sink = collect()
+    request = GenerationRequest(prompt="a cat", width=416, height=224, num_inference_steps=20, seed=3, partial_images=3)
+    result = generate(text_to_image_model, request, previews=PreviewOptions(every=0, sink=sink))
+    assert not result.interrupted and result.images[0].size == (416, 224)
+    assert [p["step"] for p in got] == [5, 10, 15]  # spread over the run; no latent preview with every=0
+    for partial in got:
+        image = decode(partial)
+        assert partial["decoded"] is True and image.format == "JPEG"
+        assert image.size == (partial["width"], partial["height"]) == (416, 224)
+
+
+def test_a_partial_decode_is_what_the_pipeline_decodes_from_the_same_latents(text_to_image_model):
+    from models.preview import decode_packed
+
+    pipeline = text_to_image_model.pipeline
+    latents = torch.randn(1, (224 // 16) * (416 // 16), 4 * int(pipeline.vae.config.z_dim))
+    ours = decode_packed(pipeline.vae, latents, 416, 224)
+    unpacked = pipeline._unpack_latents(latents, 224, 416, pipeline.vae_scale_factor)
+    config = pipeline.vae.config
+    mean = torch.tensor(config.latents_mean).view(1, config.z_dim, 1, 1, 1)
+    std = 1.0 / torch.tensor(config.latents_std).view(1, config.z_dim, 1, 1, 1)
+    with torch.no_grad():
+        image = pipeline.vae.decode(unpacked / std + mean, return_dict=False)[0][:, :, 0]
+    theirs = pipeline.image_processor.postprocess(image, output_type="np")[0]
+    assert ours.shape == (224, 416, 3)
+    assert abs(ours.astype(int) - (theirs * 255).round().astype(int)).max() <= 1

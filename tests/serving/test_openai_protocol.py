@@ -8,6 +8,7 @@ import io
 import pytest
 from PIL import Image
 
+from models.preview import partial_is_due
 from serving.errors import error_body, retry_header
 from serving.openai import images
 from serving.openai.protocol import (
@@ -17,7 +18,7 @@ from serving.openai.protocol import (
     resolve_model,
     steps_for,
 )
-from serving.openai.routes import _preview_picture, preview_is_due
+from serving.openai.routes import _preview_picture
 from serving.protocol import PreviewImage
 from serving.signed_urls import UrlSigner
 
@@ -68,6 +69,16 @@ def test_models_resolve_by_id_or_hugging_face_name_and_unknown_is_404():
     assert wrong_route.value.status_code == 400 and wrong_route.value.param == "model"
 
 
+def test_an_alias_is_the_routes_own_model_and_only_when_listed():
+    aliases = ["gpt-image-1", "dall-e-3"]
+    assert resolve_model("gpt-image-1", "text_to_image", aliases) == "qwen-image"
+    assert resolve_model("gpt-image-1", "image_edit", aliases) == "qwen-image-edit"
+    assert resolve_model("dall-e-3", "text_to_image", aliases) == "qwen-image"
+    with pytest.raises(OpenAIError) as unlisted:
+        resolve_model("dall-e-2", "text_to_image", aliases)
+    assert unlisted.value.status_code == 404
+
+
 def test_error_body_and_retry_advice():
     assert error_body(400, "bad", "size", "invalid_value") == {
         "error": {"message": "bad", "type": "invalid_request_error", "param": "size", "code": "invalid_value"}
@@ -93,11 +104,11 @@ def test_signed_url_is_refused_when_tampered_or_expired():
 def test_partial_images_spread_over_the_run():
     sent, emitted = 0, []
     for step in range(1, 21):
-        if preview_is_due(step, 20, sent, 3):
+        if partial_is_due(step, 20, sent, 3):
             emitted.append(step)
             sent += 1
     assert emitted == [5, 10, 15]  # three previews: at a quarter, half and three quarters of the run
-    assert not any(preview_is_due(step, 20, 0, 0) for step in range(1, 21))
+    assert not any(partial_is_due(step, 20, 0, 0) for step in range(1, 21))
 
 
 def test_a_latent_preview_becomes_a_partial_image_in_the_requested_format():
