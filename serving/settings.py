@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
@@ -69,7 +70,7 @@ class Settings(BaseSettings):
 
     # --- models
     model_profile: str = "tiny"  # "qwen" in production, "tiny" embedded, "sleep" for benchmarks, "faulty" for tests
-    enabled_models: list[str] = list(KIND_NAMES)
+    enabled_models: Annotated[list[str], NoDecode] = list(KIND_NAMES)  # "a,b" or a JSON list
     text_to_image_model_path: Optional[str] = None
     image_edit_model_path: Optional[str] = None
     # MODEL_PROFILE=qwen21 (Qwen-Image 2.1, Qwen Research License: non-commercial): its weights and
@@ -211,6 +212,8 @@ class Settings(BaseSettings):
     @classmethod
     def _split_models(cls, value: Any) -> Any:
         if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
 
