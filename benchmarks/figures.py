@@ -632,12 +632,16 @@ def duty_run(app: App, n: int, steps: int, pipe: float) -> dict[str, Any]:
     wait_all_finished(app, 60 + n * 3)
     rows = sorted((r for r in app.task_rows() if r["task_id"] in ids), key=lambda r: r["started_at"])
     span = rows[-1]["completed_at"] - rows[0]["started_at"]
+    turns = device_timeline(app)[-n:]
     return {
         "gaps": [b["started_at"] - a["started_at"] - pipe for a, b in itertools.pairwise(rows)],
         "finish_gaps": [b["started_at"] - a["completed_at"] for a, b in itertools.pairwise(rows)],
         "busy": n * pipe / span,
         "execution": [r["execution_time"] for r in rows],
-        **device_gaps(device_timeline(app)[-n:]),
+        **device_gaps(turns),
+        # The device's occupancy by the replica's clock: generating, from the first start to the last end.
+        "device_busy": sum(t["thread_done"] - t["acquired"] for t in turns)
+        / (turns[-1]["thread_done"] - turns[0]["acquired"]),
     }
 
 
@@ -698,6 +702,9 @@ def figure_duty_compare(ctx: Context, apps: dict[str, App]) -> None:
                 ctx.put(f"{key}_device_{part}_p99_ms", summary["p99"])
             late = sum(g > 0 for run in results for g in run["device_late"])
             ctx.put(f"{key}_device_late_count", late)
+            occupied = ctx.put(
+                f"{key}_device_busy_pct", 100.0 * (percentile([run["device_busy"] for run in results], 50) or 0.0)
+            )
             goal = 95.0 if steps == 25 else 98.0
             ctx.row(
                 fig,
@@ -709,8 +716,8 @@ def figure_duty_compare(ctx: Context, apps: dict[str, App]) -> None:
             )
             ctx.row(
                 fig,
-                f"  {name}, the replica's own clock: device idle p50 / p99",
-                f"{fmt(device['idle']['p50'], 'ms')} / {fmt(device['idle']['p99'], 'ms')}"
+                f"  {name}, the replica's own clock: device busy; idle p50 / p99",
+                f"{fmt(occupied, '%')}; {fmt(device['idle']['p50'], 'ms')} / {fmt(device['idle']['p99'], 'ms')}"
                 f" (thread done→lock released p50 {fmt(device['done_to_released']['p50'], 'ms')},"
                 f" released→next acquired p50 {fmt(device['released_to_acquired']['p50'], 'ms')});"
                 f" generation p50 {fmt(device['generation']['p50'], 'ms')} vs {fmt(pipe * 1000, 'ms')} alone;"
