@@ -632,11 +632,41 @@ def duty_run(app: App, n: int, steps: int, pipe: float) -> dict[str, Any]:
     wait_all_finished(app, 60 + n * 3)
     rows = sorted((r for r in app.task_rows() if r["task_id"] in ids), key=lambda r: r["started_at"])
     span = rows[-1]["completed_at"] - rows[0]["started_at"]
+    turns = device_timeline(app)[-n:]
     return {
         "gaps": [b["started_at"] - a["started_at"] - pipe for a, b in itertools.pairwise(rows)],
         "finish_gaps": [b["started_at"] - a["completed_at"] for a, b in itertools.pairwise(rows)],
         "busy": n * pipe / span,
         "execution": [r["execution_time"] for r in rows],
+        **device_gaps(turns),
+        # The device's occupancy by the replica's clock: generating, from the first start to the last end.
+        "device_busy": sum(t["thread_done"] - t["acquired"] for t in turns)
+        / (turns[-1]["thread_done"] - turns[0]["acquired"]),
+    }
+
+
+def device_timeline(app: App, deployment: str = "TextToImage") -> list[dict[str, float]]:
+    """The model replica's own record of its last generations (``ModelWorker.device_timeline``);
+    one replica here, so every call reaches the one that ran the tasks."""
+    from ray import serve
+
+    handle = serve.get_deployment_handle(deployment, app_name=app.name)
+    return sorted(handle.device_timeline.remote().result(timeout_s=30), key=lambda t: t["acquired"])
+
+
+def device_gaps(turns: list[dict[str, float]]) -> dict[str, list[float]]:
+    """The device's idle time between consecutive generations, from the replica's own clock:
+    ``idle`` = the next generation's lock acquired − the previous generation's thread done, split
+    into done → lock released (the loop noticing the thread, the start's answer) and released → the
+    next acquired; ``late`` = how long after the previous generation ended the next request reached
+    the lock (> 0: it was not on the replica yet, the device waited for the router)."""
+    pairs = list(itertools.pairwise(turns))
+    return {
+        "device_idle": [b["acquired"] - a["thread_done"] for a, b in pairs],
+        "device_done_to_released": [a["released"] - a["thread_done"] for a, _ in pairs],
+        "device_released_to_acquired": [b["acquired"] - a["released"] for a, b in pairs],
+        "device_late": [b["at_lock"] - a["thread_done"] for a, b in pairs],
+        "device_generation": [t["thread_done"] - t["acquired"] for t in turns],
     }
 
 
@@ -663,6 +693,18 @@ def figure_duty_compare(ctx: Context, apps: dict[str, App]) -> None:
             ctx.put(f"{key}_gap_p99_ms", summary_ms(gaps)["p99"])
             finish = [g for run in results for g in run["finish_gaps"]]
             ctx.put(f"{key}_completed_to_next_started_p50_ms", summary_ms(finish)["p50"])
+            device = {
+                part: summary_ms([g for run in results for g in run[f"device_{part}"]])
+                for part in ("idle", "done_to_released", "released_to_acquired", "late", "generation")
+            }
+            for part, summary in device.items():
+                ctx.put(f"{key}_device_{part}_p50_ms", summary["p50"])
+                ctx.put(f"{key}_device_{part}_p99_ms", summary["p99"])
+            late = sum(g > 0 for run in results for g in run["device_late"])
+            ctx.put(f"{key}_device_late_count", late)
+            occupied = ctx.put(
+                f"{key}_device_busy_pct", 100.0 * (percentile([run["device_busy"] for run in results], 50) or 0.0)
+            )
             goal = 95.0 if steps == 25 else 98.0
             ctx.row(
                 fig,
@@ -671,6 +713,15 @@ def figure_duty_compare(ctx: Context, apps: dict[str, App]) -> None:
                 f" p99 {fmt(ctx.results[f'{key}_gap_p99_ms'], 'ms')}; completed→next started p50"
                 f" {fmt(ctx.results[f'{key}_completed_to_next_started_p50_ms'], 'ms')} ({rounds} rounds)",
                 *((f"≥ {goal:.0f} %, gap p99 < 20 ms", busy >= goal) if name == "after" else ()),
+            )
+            ctx.row(
+                fig,
+                f"  {name}, the replica's own clock: device busy; idle p50 / p99",
+                f"{fmt(occupied, '%')}; {fmt(device['idle']['p50'], 'ms')} / {fmt(device['idle']['p99'], 'ms')}"
+                f" (thread done→lock released p50 {fmt(device['done_to_released']['p50'], 'ms')},"
+                f" released→next acquired p50 {fmt(device['released_to_acquired']['p50'], 'ms')});"
+                f" generation p50 {fmt(device['generation']['p50'], 'ms')} vs {fmt(pipe * 1000, 'ms')} alone;"
+                f" next request not yet on the replica {late}×",
             )
             if steps == 25 and name == "after":  # the figure's earlier keys
                 ctx.put("duty_gap_p50_ms", ctx.results[f"{key}_gap_p50_ms"])

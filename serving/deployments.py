@@ -28,6 +28,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from typing import Any, Optional
 
 import ray
@@ -96,6 +97,8 @@ class ModelWorker:
         self.store = open_result_store(self.settings.result_store_url, self.settings.data_dir)
         self._registry: Optional[RegistryHandle] = None
         self._device = asyncio.Lock()  # one generation at a time on this replica's device
+        # Per generation, perf_counter() seconds: arrived, at_lock, acquired, thread_done, released.
+        self._turns: deque[dict[str, float]] = deque(maxlen=512)
         self.metrics = ModelMetrics()
         self._start_reporting()
 
@@ -154,19 +157,24 @@ class ModelWorker:
     async def run(self, task: ModelRequest) -> ModelOutcome:
         registry = self._registry_for(task.app_name)
         index = task.index
+        turn = {"arrived": time.perf_counter()}
         try:
             # Inputs are read and decoded before the device is ours (in a thread when there are any).
             request = await asyncio.to_thread(self._request, task) if task.input_keys else self._request(task)
         except Exception as exc:
             self._event(task, "inputs_unreadable", logging.ERROR, exc_info=True)
             return Failed(index=index, error=describe_failure(exc))
+        turn["at_lock"] = time.perf_counter()
         async with self._device:
+            turn["acquired"] = time.perf_counter()
             self._event(task, "generation_started")
             # The pipeline starts without waiting for the registry to record the start; a "no"
             # (cancelled while it waited, or superseded) stops it at its first step.
             started = registry.mark_running.remote(*task.stamp)
             abandoned = threading.Event()
-            work = asyncio.ensure_future(asyncio.to_thread(self._generate, task, request, registry, started, abandoned))
+            work = asyncio.ensure_future(
+                asyncio.to_thread(self._generate, task, request, registry, started, abandoned, turn)
+            )
             failure: Optional[Exception] = None
             try:
                 result = await asyncio.shield(work)
@@ -184,6 +192,8 @@ class ModelWorker:
                 self._event(task, "generation_skipped")
                 return Skipped(index=index)
         # The device is free for the next request from here on.
+        turn["released"] = time.perf_counter()
+        self._turns.append(turn)
         if failure is not None:
             self._event(task, "generation_failed", logging.ERROR, exc_info=failure)
             return Failed(index=index, error=describe_failure(failure))
@@ -211,6 +221,12 @@ class ModelWorker:
         )
         return Generated(index=index, keys=keys, seed=result.seed, seconds=result.seconds)
 
+    def device_timeline(self) -> list[dict[str, float]]:
+        """The last generations' times on this replica (``time.perf_counter()`` seconds): when the
+        request arrived, reached the device lock, acquired it, when the generation's thread ended and
+        when the lock was released. ``benchmarks`` reads it to split the device's idle time."""
+        return list(self._turns)
+
     # ------------------------------------------------------------------ the blocking parts
 
     def _request(self, task: ModelRequest):
@@ -220,7 +236,13 @@ class ModelWorker:
         return task.parameters.pipeline_request(task.prompt, images, _adapter_uses(task))
 
     def _generate(
-        self, task: ModelRequest, request, registry: RegistryHandle, started: ray.ObjectRef, abandoned: threading.Event
+        self,
+        task: ModelRequest,
+        request,
+        registry: RegistryHandle,
+        started: ray.ObjectRef,
+        abandoned: threading.Event,
+        turn: Optional[dict[str, float]] = None,
     ):
         import models
 
@@ -262,14 +284,18 @@ class ModelWorker:
             image_format=self.settings.preview_format,
             quality=self.settings.preview_quality,
         )
-        return models.generate(
-            self.models[task.kind],
-            request,
-            on_step=on_step,
-            should_stop=should_stop,
-            previews=previews,
-            defer_pixels=self.settings.replica_overlap,
-        )
+        try:
+            return models.generate(
+                self.models[task.kind],
+                request,
+                on_step=on_step,
+                should_stop=should_stop,
+                previews=previews,
+                defer_pixels=self.settings.replica_overlap,
+            )
+        finally:
+            if turn is not None:
+                turn["thread_done"] = time.perf_counter()
 
     def _store_images(self, task: ModelRequest, request, result) -> list[str]:
         import models

@@ -123,3 +123,20 @@ def test_plain_comparison_server_answers_the_services_status_body(tmp_path):
     expected = status_from_record(record).model_dump(mode="json")
     assert answer.json() == expected
     assert client.get(f"/tasks/{record.task_id}", headers={"Authorization": "Bearer nope"}).status_code == 401
+
+
+def test_device_gaps_split_the_idle_time_from_the_replicas_own_clock():
+    from benchmarks.figures import device_gaps
+
+    turns = [
+        {"arrived": 0.0, "at_lock": 0.0, "acquired": 0.0, "thread_done": 1.0, "released": 1.002},
+        # waited at the lock before the first ended: idle 3 ms, not late
+        {"arrived": 0.1, "at_lock": 0.1, "acquired": 1.003, "thread_done": 2.003, "released": 2.004},
+        # reached the lock 50 ms after the device was done: the router was late
+        {"arrived": 2.05, "at_lock": 2.053, "acquired": 2.054, "thread_done": 3.0, "released": 3.0},
+    ]
+    gaps = device_gaps(turns)
+    assert [round(g, 3) for g in gaps["device_idle"]] == [0.003, 0.051]
+    assert [round(g, 3) for g in gaps["device_done_to_released"]] == [0.002, 0.001]
+    assert [round(g, 3) for g in gaps["device_late"]] == [-0.9, 0.05]
+    assert [round(g, 3) for g in gaps["device_generation"]] == [1.0, 1.0, 0.946]

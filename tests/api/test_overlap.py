@@ -7,6 +7,7 @@ write failure in the encoding step, used here only to make it happen); everythin
 
 from __future__ import annotations
 
+import itertools
 import uuid
 
 from tests.api.helpers import png_size, submit_t2i, wait_status
@@ -33,3 +34,20 @@ def test_a_failed_write_fails_that_task_only_and_the_queued_ones_complete(faulty
     rows = [client.get(f"/tasks/{t}", headers=user.headers).json() for t in [before, broken, *after]]
     started = [row["started_at"] for row in rows]
     assert started == sorted(started)  # one replica, in order
+
+
+def test_the_replicas_clock_shows_one_generation_at_a_time(faulty_client, faulty_user):
+    """``device_timeline`` (what ``make bench`` splits the device's idle time with) is in order."""
+    from ray import serve
+
+    client, user = faulty_client, faulty_user
+    tasks = [submit_t2i(client, user.headers, prompt=f"clock {n}", num_inference_steps=20) for n in range(4)]
+    for task_id in tasks:
+        assert wait_status(client, user.headers, task_id)["status"] == "completed"
+    turns = serve.get_deployment_handle("TextToImage", app_name="faulty").device_timeline.remote().result(timeout_s=30)
+    assert turns, "the replica kept no record of its generations"
+    for turn in turns:
+        assert turn["arrived"] <= turn["at_lock"] <= turn["acquired"] <= turn["thread_done"] <= turn["released"]
+    ordered = sorted(turns, key=lambda t: t["acquired"])
+    for previous, following in itertools.pairwise(ordered):
+        assert following["acquired"] >= previous["released"]  # never two on the device
