@@ -1,6 +1,6 @@
 """The ingress on the unified Qwen-Image 2.1 profile: redraws and masks refused naming the profile,
-up to four references on the edit routes, the model's own steps and CFG when none are given
-(real app on ``tiny21`` settings, stand-in registry and models, no Ray)."""
+up to four references on the edit routes, the model's own steps and CFG when none are given, LoRA
+adapters of its own family only (real app on ``tiny21`` settings, stand-in registry and models, no Ray)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from models.profiles import QWEN21_DEFAULT_STEPS, QWEN21_MAX_REFERENCES
+from models.profiles import PAIR_ADAPTER_BASE, QWEN21_ADAPTER_BASE, QWEN21_DEFAULT_STEPS, QWEN21_MAX_REFERENCES
 from serving.api import build_service_state, create_app
 from serving.settings import SHARED_DEPLOYMENT, load_settings
 from tests.conftest import ADDRESS_LIMITS
-from tests.inprocess.conftest import APP_NAME, StandInRegistry, png, register
+from tests.inprocess.conftest import APP_NAME, StandInRegistry, login, make_client, png, register
+from tests.inprocess.test_loras import register_upload
 
 pytestmark = pytest.mark.unit
 
@@ -25,8 +26,8 @@ def shared_model_running(app_name: str) -> dict:
     return {"gpu_count": 1, "deployments": {SHARED_DEPLOYMENT: {"status": "HEALTHY", "running_replicas": 1}}}
 
 
-@pytest.fixture
-def client21(tmp_path) -> Iterator[TestClient]:
+def make_client21(tmp_path) -> TestClient:
+    """The app on ``tiny21`` settings over the data in ``tmp_path`` (a pair's client may share it)."""
     settings = load_settings(
         {
             "data_dir": str(tmp_path),
@@ -38,7 +39,12 @@ def client21(tmp_path) -> Iterator[TestClient]:
     )
     registry = StandInRegistry(settings.public_dict())
     state = build_service_state(settings, registry, APP_NAME, read_status=shared_model_running)
-    with TestClient(create_app(state)) as c:
+    return TestClient(create_app(state))
+
+
+@pytest.fixture
+def client21(tmp_path) -> Iterator[TestClient]:
+    with make_client21(tmp_path) as c:
         yield c
 
 
@@ -132,3 +138,44 @@ def test_steps_and_cfg_left_out_are_the_models_own(client21, carol):
 def test_the_pair_keeps_the_contracts_defaults(client, alice):
     t2i = parameters_of(client, alice, client.post("/text-to-image", headers=alice, data={"prompt": "a cat"}))
     assert t2i["num_inference_steps"] == 50 and t2i["true_cfg_scale"] == 4.0
+
+
+@pytest.fixture(scope="module")
+def lora_bytes(tmp_path_factory) -> bytes:
+    from models.tiny_adapter import build_tiny_lora
+
+    with open(build_tiny_lora("text_to_image", str(tmp_path_factory.mktemp("lora")), seed=5), "rb") as file:
+        return file.read()
+
+
+def t2i_with(client, headers, loras: str):
+    return client.post(
+        "/text-to-image",
+        headers={**headers, **EN},
+        data={"prompt": "a cat", "num_inference_steps": "20", "loras": loras},
+    )
+
+
+def test_the_catalogue_records_each_adapters_base_and_refuses_the_other_familys(tmp_path, lora_bytes):
+    with make_client(tmp_path) as pair:  # the 2512/2511 pair's service, on the same database
+        admin = login(pair, "admin", "admin123")
+        assert register_upload(pair, admin, "ink", lora_bytes).json()["base"] == PAIR_ADAPTER_BASE
+    with make_client21(tmp_path) as client21:
+        admin = {**login(client21, "admin", "admin123"), **EN}
+        glow = register_upload(client21, admin, "glow", lora_bytes)
+        assert glow.status_code == 201 and glow.json()["base"] == QWEN21_ADAPTER_BASE
+        mismatch = register_upload(client21, admin, "ink2", lora_bytes, base=PAIR_ADAPTER_BASE)
+        assert mismatch.status_code == 400 and "runs qwen-image-2.1 (the tiny21 profile)" in mismatch.json()["detail"]
+        unknown = register_upload(client21, admin, "ink3", lora_bytes, base="sdxl")
+        assert unknown.status_code == 400 and "base" in unknown.json()["detail"]
+        assert t2i_with(client21, admin, "glow:0.5").status_code == 202
+        # One pipeline serves both kinds: an adapter registered for text_to_image applies to edits too
+        edit = client21.post("/image-edit", headers=admin, data={"prompt": "a cat", "loras": "glow"}, files=images(1))
+        assert edit.status_code == 202, edit.text
+        refused = t2i_with(client21, admin, "ink")
+        assert refused.status_code == 400 and "ink was trained for qwen-image;" in refused.json()["detail"]
+    with make_client(tmp_path) as pair:
+        admin = login(pair, "admin", "admin123")
+        refused = t2i_with(pair, admin, "glow")
+        assert refused.status_code == 400 and "glow was trained for qwen-image-2.1" in refused.json()["detail"]
+        assert t2i_with(pair, admin, "ink").status_code == 202
