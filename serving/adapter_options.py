@@ -112,6 +112,13 @@ async def apply_adapter_options(
                 raise bad_loras(messages.ADAPTER_OTHER_MODEL(name=use.name, model=row.model, kind=kind.value))
         check_replicas_can_hold(state, [rows[use.name] for use in uses])
         chosen = [AdapterChoice(name=use.name, scale=use.scale) for use in uses]
+    if speed == "fast" and chosen and service_profile(state).unified:
+        # Turbo is another transformer, swapped in for the run: the adapters load onto the base one
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            detail=f"the {service_profile(state).name} profile's fast mode (Qwen-Image 2.1 Turbo) takes no LoRA "
+            f"adapters: leave out loras or speed=fast",
+        )
     if speed == "fast":
         return parameters.model_copy(
             update={

@@ -172,6 +172,12 @@ def test_the_catalogue_records_each_adapters_base_and_refuses_the_other_familys(
         # One pipeline serves both kinds: an adapter registered for text_to_image applies to edits too
         edit = client21.post("/image-edit", headers=admin, data={"prompt": "a cat", "loras": "glow"}, files=images(1))
         assert edit.status_code == 202, edit.text
+        turbo = client21.post(
+            "/text-to-image",
+            headers=admin,
+            data={"prompt": "a cat", "num_inference_steps": "20", "loras": "glow", "speed": "fast"},
+        )
+        assert turbo.status_code == 400 and "Turbo) takes no LoRA" in turbo.json()["detail"]
         refused = t2i_with(client21, admin, "ink")
         assert refused.status_code == 400 and "ink was trained for qwen-image;" in refused.json()["detail"]
     with make_client(tmp_path) as pair:
