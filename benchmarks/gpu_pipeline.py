@@ -21,6 +21,14 @@ images noise (and their values may overflow); the work per step is the real mode
     python benchmarks/gpu_pipeline.py --lora 64 --cache taylorseer --compile regional
     python benchmarks/gpu_pipeline.py --tiny --steps 2       # the same code on the CPU, tiny profile
     python benchmarks/gpu_pipeline.py --check-configs        # parameter counts only (meta device, any machine)
+    python benchmarks/gpu_pipeline.py --profile qwen21       # Qwen-Image 2.1: 40 steps, no CFG, one pipeline
+    python benchmarks/gpu_pipeline.py --profile qwen21 --fast            # its Turbo grid: 8 steps, no CFG
+    python benchmarks/gpu_pipeline.py --profile qwen21 --check-configs   # 2.1's parameter counts
+
+With ``--profile qwen21`` the model is Qwen-Image 2.1 at its published size: QwenImage21Transformer2DModel
+and AutoencoderKLQwenImage21 with diffusers' default configurations (the published ones: 32 layers,
+32 heads x 128, a 64-channel VAE) and a Qwen3-VL-8B text encoder (vision tower included), random
+weights; one QwenImage21Pipeline runs both cases (the edit with one 1024x1024 reference).
 
 Reference points (published, one H100, 1024x1024, 50 steps, CFG): plain diffusers 18.5-20 s
 per text-to-image image; SGLang Diffusion 12.8 s (248 ms/step, 47 GB peak), 4.5 s with
@@ -142,6 +150,59 @@ VISION_CONFIG: dict[str, Any] = {
 }
 
 
+# Qwen-Image 2.1 (Qwen/Qwen-Image-2.1): the transformer's and the VAE's published configurations
+# are diffusers' defaults for these classes (context_in_dim 4096 is the text encoder's hidden size).
+QWEN21_TRANSFORMER_CONFIG: dict[str, Any] = {
+    "patch_size": 1,
+    "in_channels": 64,
+    "out_channels": 64,
+    "num_layers": 32,
+    "attention_head_dim": 128,
+    "num_attention_heads": 32,
+    "context_in_dim": 4096,
+    "mlp_ratio": 3,
+    "axes_dims_rope": (16, 56, 56),
+    "causal_condition": True,
+}
+QWEN21_VAE_CONFIG: dict[str, Any] = {}  # AutoencoderKLQwenImage21's defaults: base_dim 96, z_dim 64, RGBA
+
+# Qwen3-VL-8B-Instruct, the 2.1 pipeline's text encoder (Qwen3VLForConditionalGeneration)
+QWEN3_VL_TEXT_CONFIG: dict[str, Any] = {
+    "hidden_size": 4096,
+    "intermediate_size": 12288,
+    "num_hidden_layers": 36,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "hidden_act": "silu",
+    "max_position_embeddings": 262144,
+    "rms_norm_eps": 1e-6,
+    "rope_parameters": {
+        "rope_type": "default",
+        "rope_theta": 5000000.0,
+        "mrope_section": [24, 20, 20],
+        "mrope_interleaved": True,
+    },
+    "vocab_size": 151936,
+    "tie_word_embeddings": False,
+}
+QWEN3_VL_VISION_CONFIG: dict[str, Any] = {
+    "depth": 27,
+    "hidden_size": 1152,
+    "intermediate_size": 4304,
+    "num_heads": 16,
+    "hidden_act": "gelu_pytorch_tanh",
+    "in_channels": 3,
+    "out_hidden_size": 4096,
+    "patch_size": 16,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+    "num_position_embeddings": 2304,
+    "deepstack_visual_indexes": [8, 16, 24],
+}
+QWEN21_STEPS = 40  # the model's default; no CFG
+
+
 # ---------------------------------------------------------------------------------------------
 # Building
 
@@ -206,6 +267,64 @@ def build_components(device: str, dtype) -> dict:
         "scheduler": FlowMatchEulerDiscreteScheduler(**copy.deepcopy(SCHEDULER_CONFIG)),
         "processor": build_processor(tokenizer),
     }
+
+
+def build_qwen21_components(device: str, dtype) -> dict:
+    """Qwen-Image 2.1's full-size components on ``device`` (``meta`` to only count parameters); the
+    tokenizer and processor are the tiny 2.1 profile's (its token ids fit the real vocabulary)."""
+    import copy
+
+    from diffusers import (
+        AutoencoderKLQwenImage21,
+        FlowMatchEulerDiscreteScheduler,
+        QwenImage21Transformer2DModel,
+    )
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    from models.tiny import SPECIAL_TOKENS, build_tokenizer
+    from models.tiny21 import SCHEDULER_CONFIG, TEMPLATES, build_processor
+
+    tokenizer = build_tokenizer(list(TEMPLATES))
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+    config = Qwen3VLConfig(
+        text_config=dict(
+            copy.deepcopy(QWEN3_VL_TEXT_CONFIG),
+            bos_token_id=ids["<|endoftext|>"],
+            eos_token_id=ids["<|im_end|>"],
+            pad_token_id=ids["<|endoftext|>"],
+        ),
+        vision_config=copy.deepcopy(QWEN3_VL_VISION_CONFIG),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    with created_on(device, dtype):
+        transformer = QwenImage21Transformer2DModel(**copy.deepcopy(QWEN21_TRANSFORMER_CONFIG)).eval()
+        vae = AutoencoderKLQwenImage21(**copy.deepcopy(QWEN21_VAE_CONFIG)).eval()
+        text_encoder = Qwen3VLForConditionalGeneration(config).eval()
+    return {
+        "transformer": transformer,
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "scheduler": FlowMatchEulerDiscreteScheduler(**copy.deepcopy(SCHEDULER_CONFIG)),
+        "processor": build_processor(tokenizer),
+    }
+
+
+def build_qwen21_pipelines(device: Optional[str], tiny: bool = False):
+    """One ``QwenImage21Pipeline`` for both cases: full size on ``device``, or the tiny 2.1 profile's."""
+    if tiny:
+        from models import TEXT_TO_IMAGE, get_profile
+        from models.shared import load_shared
+
+        pipe = load_shared(get_profile("tiny21"))[TEXT_TO_IMAGE].pipeline
+    else:
+        import torch
+        from diffusers import QwenImage21Pipeline
+
+        pipe = QwenImage21Pipeline(**build_qwen21_components(device or "cuda", torch.bfloat16))
+    return pipe, pipe, lambda mode: None
 
 
 def set_edit_mode(transformer, edit: bool) -> None:
@@ -495,7 +614,7 @@ def time_case(pipe, arguments: dict, steps: int, runs: int, device: str, cfg: fl
                 **arguments,
                 num_inference_steps=steps,
                 true_cfg_scale=cfg,
-                negative_prompt=NEGATIVE_PROMPT,
+                negative_prompt=NEGATIVE_PROMPT if cfg > 1 else None,
                 generator=torch.Generator(device="cpu").manual_seed(0),
                 callback_on_step_end=on_step,
                 output_type="pil",
@@ -533,7 +652,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(__doc__.splitlines()[2:]),
     )
-    parser.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
+    parser.add_argument(
+        "--profile",
+        choices=["qwen", "qwen21"],
+        default="qwen",
+        help="qwen: the 2512/2511 pair (default); qwen21: Qwen-Image 2.1, one pipeline for both cases",
+    )
+    parser.add_argument(
+        "--steps", type=int, help=f"denoising steps (default 50; {QWEN21_STEPS} with --profile qwen21; 8 Turbo)"
+    )
     parser.add_argument("--runs", type=int, default=2, help="timed runs per case after one warm-up (default 2)")
     parser.add_argument("--only", default="t2i,edit", help="cases: t2i, edit or both (default t2i,edit)")
     parser.add_argument(
@@ -570,7 +697,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument(
         "--fast",
         action="store_true",
-        help="fast mode: Lightning stand-in LoRA and scheduler, true CFG off (use with --steps 4)",
+        help="fast mode: Lightning stand-in LoRA and scheduler, true CFG off (use with --steps 4); "
+        "with --profile qwen21 the Turbo checkpoint's 8-step grid, no CFG",
     )
     parser.add_argument("--cache-threshold", type=float, default=0.08, help="FirstBlockCache threshold")
     parser.add_argument(
@@ -589,8 +717,17 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     import torch
 
+    qwen21 = args.profile == "qwen21"
+    turbo_sigmas: Optional[list[float]] = None
+    if qwen21 and args.fast:
+        from models.tiny21 import TURBO_SIGMAS
+
+        turbo_sigmas = list(TURBO_SIGMAS)
+    if args.steps is None:
+        args.steps = len(turbo_sigmas) if turbo_sigmas else QWEN21_STEPS if qwen21 else 50
     if args.check_configs:
-        components = build_components("meta", torch.bfloat16)
+        build = build_qwen21_components if qwen21 else build_components
+        components = build("meta", torch.bfloat16)
         counts = parameter_counts(components)
         for name, billions in counts.items():
             print(f"{name:<22} {billions:7.3f} B parameters ({billions * 2:6.1f} GB in bf16)")
@@ -609,7 +746,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     cases = [c.strip() for c in args.only.split(",") if c.strip()]
     notes: list[str] = []
     started = time.perf_counter()
-    if args.tiny:
+    if qwen21:
+        if args.layout == "shared":
+            notes.append("layout: one pipeline serves both cases (Qwen-Image 2.1 has one set of weights)")
+        t2i, edit, set_mode = build_qwen21_pipelines(None if args.offload else device, tiny=args.tiny)
+        notes.append(
+            "tiny 2.1 profile components, float32 on the CPU"
+            if args.tiny
+            else f"full-size Qwen-Image 2.1, random weights, bfloat16 on {torch.cuda.get_device_name(device)}"
+        )
+    elif args.tiny:
         t2i, edit, set_mode = build_tiny_pipelines(args.layout)
         notes.append("tiny profile components, float32 on the CPU")
     else:
@@ -631,9 +777,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     apply_attention(pipes, args.attention, notes)
     if args.fp8:
         apply_fp8(pipes, device, notes)
-    apply_lora(pipes, args.lora, args.fast, notes)
+    apply_lora(pipes, args.lora, args.fast and not qwen21, notes)
     apply_offload(pipes, args.offload, device, notes)
-    cfg = 1.0 if args.fast else 4.0
+    cfg = 1.0 if args.fast or qwen21 else 4.0  # 2.1 runs without CFG by default
+    t2i_arguments: dict[str, Any] = {"prompt": PROMPT, "width": SIZE, "height": SIZE}
+    if turbo_sigmas:
+        t2i_arguments["sigmas"] = turbo_sigmas
+        notes.append(f"fast: the Turbo grid ({len(turbo_sigmas)} sigmas, evenly spaced stand-in), no CFG")
+
+    def edit_arguments(image) -> dict[str, Any]:
+        arguments: dict[str, Any] = {"prompt": EDIT_PROMPT, "image": [image] if qwen21 else image}
+        if turbo_sigmas:
+            arguments["sigmas"] = turbo_sigmas
+        return arguments
+
     cache = "first_block" if args.cache == "fbc" else args.cache
     references: dict[str, Any] = {}
     if cache:
@@ -642,14 +799,12 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         if "t2i" in cases:
             set_mode("t2i")
-            references["t2i"] = time_case(
-                t2i, {"prompt": PROMPT, "width": SIZE, "height": SIZE}, args.steps, args.runs, device, cfg
-            )
+            references["t2i"] = time_case(t2i, t2i_arguments, args.steps, args.runs, device, cfg)
         if "edit" in cases:
             set_mode("edit")
             references["edit_1img"] = time_case(
                 edit,
-                {"prompt": EDIT_PROMPT, "image": _Image.new("RGB", (SIZE, SIZE), (200, 60, 40))},
+                edit_arguments(_Image.new("RGB", (SIZE, SIZE), (200, 60, 40))),
                 args.steps,
                 args.runs,
                 device,
@@ -661,20 +816,22 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     from PIL import Image
 
-    results: dict[str, Any] = {"build_s": build_s, "steps": args.steps, "device": device, "options": notes}
+    results: dict[str, Any] = {
+        "profile": args.profile,
+        "build_s": build_s,
+        "steps": args.steps,
+        "device": device,
+        "options": notes,
+    }
     if device.startswith("cuda"):
         results["weights_gpu_memory_gib"] = torch.cuda.memory_allocated() / 2**30
     if "t2i" in cases:
         set_mode("t2i")
-        results["t2i"] = time_case(
-            t2i, {"prompt": PROMPT, "width": SIZE, "height": SIZE}, args.steps, args.runs, device, cfg
-        )
+        results["t2i"] = time_case(t2i, t2i_arguments, args.steps, args.runs, device, cfg)
     if "edit" in cases:
         set_mode("edit")
         source = Image.new("RGB", (SIZE, SIZE), (200, 60, 40))
-        results["edit_1img"] = time_case(
-            edit, {"prompt": EDIT_PROMPT, "image": source}, args.steps, args.runs, device, cfg
-        )
+        results["edit_1img"] = time_case(edit, edit_arguments(source), args.steps, args.runs, device, cfg)
     for key, reference in references.items():
         if key in results:
             results[key]["uncached_seconds_per_image"] = reference["seconds_per_image"]
@@ -684,7 +841,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             results[key].pop("image", None)
 
     print(
-        f"\nQwen-Image {'tiny profile' if args.tiny else 'full size, random weights'}: "
+        f"\nQwen-Image{' 2.1' if qwen21 else ''} {'tiny profile' if args.tiny else 'full size, random weights'}: "
         f"{SIZE}x{SIZE}, {args.steps} steps, true CFG {cfg} (built in {build_s:.1f} s)"
     )
     for note in notes:

@@ -549,6 +549,16 @@ ADAPTER_UNKNOWN = _entry(
 ADAPTER_OTHER_MODEL = _entry(
     "adapter_other_model", "LoRA {name} 适用于 {model}，不能用于 {kind}", "LoRA {name} is for {model}, not for {kind}"
 )
+ADAPTER_OTHER_BASE = _entry(
+    "adapter_other_base",
+    "LoRA {name} 为 {base} 训练，本服务运行 {service_base}（{profile} 配置），无法加载",
+    "LoRA {name} was trained for {base}; this service runs {service_base} (the {profile} profile) and cannot load it",
+)
+ADAPTER_BASE_MISMATCH = _entry(
+    "adapter_base_mismatch",
+    "本服务运行 {service_base}（{profile} 配置），只能登记适用于它的 LoRA，收到 base={base}",
+    "This service runs {service_base} (the {profile} profile) and registers LoRAs for it only, got base={base}",
+)
 ADAPTERS_OVER_CACHE_COUNT = _entry(
     "adapters_over_cache_count",
     "需要同时加载 {count} 个 LoRA，但每个副本最多保留 {limit} 个（ADAPTER_CACHE_SIZE）",

@@ -399,11 +399,32 @@ def enable_step_cache(pipeline: Any, mode: str, threshold: float | None = None) 
             raise ValueError(
                 f"first_block step caching needs a transformer with at least 2 blocks, this one has {blocks}"
             )
+        _check_first_block_support(transformer)
         transformer.enable_cache(FirstBlockCacheConfig(threshold=0.05 if threshold is None else threshold))
     elif mode == "taylorseer":
         transformer.enable_cache(TaylorSeerCacheConfig())
     else:
         raise ValueError(f"unknown step cache {mode!r}; use one of {', '.join(STEP_CACHE_MODES)}")
+
+
+def _check_first_block_support(transformer: Any) -> None:
+    """``ValueError`` with the reason when diffusers' FirstBlockCache cannot hook this transformer's
+    blocks: its hooks read each block's inputs and outputs from a registry, and diffusers 0.42.1
+    registers no Qwen-Image 2.1 block (``QwenImage21TransformerBlock``)."""
+    from importlib.metadata import version
+
+    try:
+        from diffusers.hooks._helpers import TransformerBlockRegistry
+    except ImportError:  # another diffusers layout: enable_cache says what it says
+        return
+    block = type(transformer.transformer_blocks[0])
+    try:
+        TransformerBlockRegistry.get(block)
+    except ValueError:
+        raise ValueError(
+            f"diffusers {version('diffusers')}'s FirstBlockCache does not support {block.__name__} "
+            f"(no block metadata registered for it); use the taylorseer step cache or none"
+        ) from None
 
 
 # torch.compile's backend. Whether a change recompiles is decided by dynamo's guards, the same for

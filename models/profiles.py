@@ -53,6 +53,11 @@ APACHE_LICENSE = "Apache-2.0"
 QWEN_RESEARCH_LICENSE = "Qwen Research License (non-commercial)"
 # The profile whose model draws transparent (RGBA) images, for the 400 that names it.
 TRANSPARENT_PROFILE = "qwen21"
+# The model family a LoRA adapter was trained for (the catalogue's ``base``): adapters of the
+# 2512/2511 pair do not fit Qwen-Image 2.1's single-stream transformer, nor the other way round.
+PAIR_ADAPTER_BASE = "qwen-image"
+QWEN21_ADAPTER_BASE = "qwen-image-2.1"
+ADAPTER_BASES = (PAIR_ADAPTER_BASE, QWEN21_ADAPTER_BASE)
 
 # Names of the service settings that choose weights; error messages point users at them.
 PROFILE_SETTING = "MODEL_PROFILE"
@@ -137,6 +142,11 @@ class Profile:
     @property
     def image_edit(self) -> ModelInfo:
         return self.models[IMAGE_EDIT]
+
+    @property
+    def adapter_base(self) -> str:
+        """The ``base`` of the catalogue's adapters this profile's models can load."""
+        return QWEN21_ADAPTER_BASE if self.unified else PAIR_ADAPTER_BASE
 
     def is_local_source(self, kind: str) -> bool:
         """True when ``kind``'s weights come from a local directory rather than a hub id."""

@@ -16,6 +16,7 @@ from sqlmodel import Session
 
 from i18n import messages
 from models.adapters import AdapterError, parse_adapter_uses
+from serving.profile_inputs import service_profile
 from serving.protocol import AdapterChoice, GenerationParameters
 from serving.state import ServiceState
 from storage.adapters import adapters_named
@@ -95,14 +96,29 @@ async def apply_adapter_options(
             )
         except AdapterError as error:
             raise bad_loras(adapter_reason(error)) from None
+        profile = service_profile(state)
         for use in uses:
             row = rows.get(use.name)
             if row is None:
                 raise bad_loras(messages.ADAPTER_UNKNOWN(name=use.name))
-            if row.model != kind.value:
+            if row.base != profile.adapter_base:
+                raise bad_loras(
+                    messages.ADAPTER_OTHER_BASE(
+                        name=use.name, base=row.base, service_base=profile.adapter_base, profile=profile.name
+                    )
+                )
+            # A unified profile's one pipeline serves both kinds: its adapters apply to either
+            if row.model != kind.value and not profile.unified:
                 raise bad_loras(messages.ADAPTER_OTHER_MODEL(name=use.name, model=row.model, kind=kind.value))
         check_replicas_can_hold(state, [rows[use.name] for use in uses])
         chosen = [AdapterChoice(name=use.name, scale=use.scale) for use in uses]
+    if speed == "fast" and chosen and service_profile(state).unified:
+        # Turbo is another transformer, swapped in for the run: the adapters load onto the base one
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            detail=f"the {service_profile(state).name} profile's fast mode (Qwen-Image 2.1 Turbo) takes no LoRA "
+            f"adapters: leave out loras or speed=fast",
+        )
     if speed == "fast":
         return parameters.model_copy(
             update={

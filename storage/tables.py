@@ -14,6 +14,7 @@ from sqlmodel import Field, SQLModel
 # What a task is (text_to_image, image_edit, batch_edit): the kind table in models.kinds defines the
 # task types and which kind runs each; records and statistics name them by it.
 from models.kinds import TaskType as TaskType
+from models.profiles import PAIR_ADAPTER_BASE
 
 
 def utcnow() -> datetime:
@@ -276,6 +277,9 @@ class Adapter(SQLModel, table=True):
     name: str = Field(max_length=64, unique=True, index=True)
     # The model kind it applies to (text_to_image or image_edit)
     model: str = Field(max_length=20)
+    # The model family it was trained for (models.profiles.ADAPTER_BASES): the 2512/2511 pair's
+    # adapters ("qwen-image", every row from before the column) or Qwen-Image 2.1's
+    base: str = Field(default=PAIR_ADAPTER_BASE, max_length=32, sa_column_kwargs={"server_default": PAIR_ADAPTER_BASE})
     # "hub": a Hugging Face repository id; "local": a path relative to LORA_DIR (uploads land there too)
     source_type: str = Field(max_length=10)
     source: str = Field(max_length=512)

@@ -7,7 +7,8 @@ Two applications run side by side on one proxy:
   * ``/open``  authentication off, registration off, the ``sleep`` benchmark profile with slow
                steps and a queue limit of 3, for switches and back-pressure.
 Tests of failures add ``/faulty`` (``faulty_client``): the ``faulty`` profile, whose prompts starting
-``__fault_…__`` make a model replica crash or fail (``models.faulty``).
+``__fault_…__`` make a model replica crash or fail (``models.faulty``). Tests of Qwen-Image 2.1 add
+``/q21`` (``tiny21_client``): the ``tiny21`` profile, one CPU replica holding its one pipeline.
 """
 
 from __future__ import annotations
@@ -182,6 +183,27 @@ def faulty_client(deploy_app, data_root) -> Iterator[httpx.Client]:
             sleep_seconds_per_step=0.05,
             model_cache_dir=str(data_root / "faulty-state"),
         ),
+    )
+    with httpx.Client(base_url=url, timeout=120) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def tiny21_client(deploy_app, data_root) -> Iterator[httpx.Client]:
+    """A client of ``/q21``: the tiny Qwen-Image 2.1 profile, one replica serving both kinds on the CPU."""
+    url = deploy_app(
+        "q21",
+        {
+            "model_profile": "tiny21",
+            "model_num_gpus": 0,
+            "model_replicas": 1,
+            "model_num_cpus": 0.25,
+            "data_dir": str(data_root / "q21"),
+            "model_cache_dir": str(data_root / "model_cache"),
+            "password_hash_profile": "cheapest",
+            "cleanup_interval_seconds": 0,
+            **ADDRESS_LIMITS,
+        },
     )
     with httpx.Client(base_url=url, timeout=120) as c:
         yield c

@@ -53,6 +53,25 @@ def test_gpu_pipeline_benchmark_runs_shared_layout_lora_fast_mode_and_step_cache
     assert "TaylorSeer" in done.stdout and "PSNR" in done.stdout and "SSIM" in done.stdout
 
 
+def test_gpu_pipeline_benchmark_runs_qwen21_turbo_and_counts_its_full_size_parameters():
+    def run(*arguments: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "benchmarks/gpu_pipeline.py", "--profile", "qwen21", *arguments],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    counts = {line.split()[0]: float(line.split()[1]) for line in run("--check-configs").splitlines()}
+    # Qwen-Image 2.1's ~7 B transformer and Qwen3-VL-8B's 8.77 B (published) on the meta device
+    assert 7.0 < counts["transformer"] < 7.3 and 8.7 < counts["text_encoder"] < 8.85
+    tiny = run("--tiny", "--fast", "--runs", "0", "--only", "t2i")
+    assert "Qwen-Image 2.1 tiny profile: 1024x1024, 8 steps" in tiny and "s/image" in tiny
+
+
 def test_benchmark_cli_lists_every_figure():
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60

@@ -41,6 +41,7 @@ from serving.openai.protocol import (
     resolved_quality,
     speed_for,
 )
+from serving.profile_inputs import max_references, model_defaults, no_redraw_reason, too_many_references
 from serving.protocol import PreviewImage, ResultLocation, TaskCompleted, TaskEvent, TaskFailed
 from serving.routes.common import create_task, generation_parameters, read_result, result_headers
 from serving.state import ServiceState, StateDep
@@ -131,7 +132,7 @@ EDIT_FORM_SCHEMA = {
 )
 async def edit_image(request: Request, user: CurrentUser, state: StateDep) -> Response:
     """Edit one image or compose two (OpenAI's ``images.edit``); multipart with ``image`` or ``image[]``."""
-    form = await request.form(max_files=MAX_EDIT_IMAGES + 2, max_fields=64)
+    form = await request.form(max_files=max_references(state) + 2, max_fields=64)
     uploads = form.getlist("image") + form.getlist("image[]")
     mask = form.get("mask")
     fields = {
@@ -148,8 +149,14 @@ async def edit_image(request: Request, user: CurrentUser, state: StateDep) -> Re
     size = parse_size(body.size, ModelKind.image_edit)
     if not uploads:
         raise invalid("image", "at least one image is required", code="missing_required_parameter")
-    if len(uploads) > MAX_EDIT_IMAGES:
+    too_many = too_many_references(state, len(uploads))
+    if too_many is not None:
+        raise invalid("image", too_many)
+    if len(uploads) > max_references(state):
         raise invalid("image", f"at most {MAX_EDIT_IMAGES} images can be edited together")
+    no_mask = no_redraw_reason(state)
+    if mask is not None and no_mask is not None:
+        raise invalid("mask", no_mask)
     inputs = []
     for n, upload in enumerate(uploads, start=1):
         if not isinstance(upload, UploadFile):
@@ -225,6 +232,9 @@ async def _run(
     )
     if body.stream and body.partial_images:
         parameters = parameters.model_copy(update={"partial_images": body.partial_images})
+    # A quality other than auto chooses the steps; left out, they are the unified model's own
+    given = body.model_fields_set | ({"num_inference_steps"} if body.quality != "auto" else set())
+    parameters = model_defaults(state, parameters, given)
     try:
         parameters = await apply_adapter_options(state, parameters, lora_list_text(body.loras), speed_for(body))
     except OpenAIError:

@@ -27,7 +27,9 @@ from auth.deps import AdminUser, CurrentUser, SessionDep
 from i18n import messages
 from models.adapters import LIGHTNING_ADAPTER, MAX_SCALE, MIN_SCALE, AdapterError, check_lora_file
 from models.kinds import KIND_NAMES
+from models.profiles import ADAPTER_BASES
 from serving.adapter_options import adapter_reason
+from serving.profile_inputs import service_profile
 from serving.state import ServiceState, StateDep
 from storage.adapters import get_adapter, list_adapters, others_reading
 from storage.tables import Adapter
@@ -46,6 +48,7 @@ class AdapterPublic(BaseModel):
 
     name: str
     model: str
+    base: str  # the model family it was trained for (models.profiles.ADAPTER_BASES)
     default_scale: float
     description: str
     trigger_words: list[str]
@@ -101,10 +104,22 @@ async def register_lora(
     default_scale: Annotated[float, Form(ge=MIN_SCALE, le=MAX_SCALE)] = 1.0,
     description: Annotated[str, Form(max_length=1000)] = "",
     trigger_words: Annotated[str, Form(max_length=1000, description="comma-separated")] = "",
+    base: Annotated[
+        Optional[str],
+        Form(description=f"the model family it was trained for, {' or '.join(ADAPTER_BASES)}; default the service's"),
+    ] = None,
 ) -> Adapter:
-    """Register an adapter from a hub repository, a file under ``LORA_DIR`` or an upload."""
+    """Register an adapter from a hub repository, a file under ``LORA_DIR`` or an upload. Its ``base``
+    must be the model family the service runs (``qwen-image-2.1`` on the 2.1 profiles)."""
     if model not in KIND_NAMES:
         raise bad_param("model", messages.ONE_OF(choices=", ".join(KIND_NAMES)))
+    profile = service_profile(state)
+    if base is None:
+        base = profile.adapter_base
+    if base not in ADAPTER_BASES:
+        raise bad_param("base", messages.ONE_OF(choices=", ".join(ADAPTER_BASES)))
+    if base != profile.adapter_base:
+        raise bad(messages.ADAPTER_BASE_MISMATCH(service_base=profile.adapter_base, profile=profile.name, base=base))
     if name in RESERVED_NAMES:
         # The replicas hold the fast mode's adapter under this name; a catalogue entry of the same
         # name would share its place in their adapter cache.
@@ -115,6 +130,7 @@ async def register_lora(
     row = Adapter(
         name=name,
         model=model,
+        base=base,
         source_type="",
         source="",
         default_scale=default_scale,

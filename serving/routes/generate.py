@@ -26,6 +26,7 @@ from models.derived import DEFAULT_MASKED_STRENGTH, DEFAULT_STRENGTH, MAX_EXTEND
 from models.kinds import ModelKind, TaskType
 from models.seeds import MAX_SEED
 from serving.adapter_options import Background, Loras, Speed, apply_adapter_options
+from serving.profile_inputs import max_references, model_defaults, refuse_redraw, too_many_references
 from serving.protocol import MAX_BATCH_PROMPTS, MAX_PROMPT, GenerationParameters
 from serving.routes.common import ACCEPTED_RESPONSE, generation_parameters, submit
 from serving.state import ServiceState, StateDep
@@ -68,7 +69,6 @@ def _body_fields(dependant: Any) -> set[str]:
 
 router = APIRouter(tags=["generation"], dependencies=[Depends(refuse_unknown_fields)])
 
-MAX_EDIT_IMAGES = 2
 TEXT_TO_IMAGE, IMAGE_EDIT = ModelKind.text_to_image.spec, ModelKind.image_edit.spec
 
 # Lengths and NUL characters are checked by GenerationParameters, the same for every route.
@@ -273,6 +273,7 @@ async def text_to_image(
             num_images=num_images,
         )
     )
+    parameters = model_defaults(state, parameters, await request.form())
     parameters = await apply_adapter_options(state, parameters, loras, speed, background)
     return await submit(
         state,
@@ -288,9 +289,13 @@ async def text_to_image(
 
 @router.post("/image-edit", status_code=status.HTTP_202_ACCEPTED, responses=RESULT_RESPONSES)
 async def image_edit(
+    request: Request,
     user: CurrentUser,
     state: StateDep,
-    images: Annotated[list[UploadFile], File(description="1–2 images (JPEG, PNG, WebP; ≤ 20 MB each)")],
+    images: Annotated[
+        list[UploadFile],
+        File(description="1–2 images (JPEG, PNG, WebP; ≤ 20 MB each); 1–4 on the qwen21 profile"),
+    ],
     prompt: Prompt,
     negative_prompt: NegativePrompt = "",
     num_inference_steps: Steps = IMAGE_EDIT.default_steps,
@@ -313,7 +318,12 @@ async def image_edit(
         webhook_url, webhook_events, allow_private=state.settings.webhook_allow_private_networks
     )
     prompt = _clean_prompt(prompt)
-    inputs = await _read_images(state, images, MAX_EDIT_IMAGES)
+    if mask is not None or strength is not None:
+        refuse_redraw(state)
+    too_many = too_many_references(state, len(images))
+    if too_many is not None:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, too_many)
+    inputs = await _read_images(state, images, max_references(state))
     if mask is None and strength is not None:
         reason = messages.STRENGTH_NEEDS_MASK
         raise HTTPException(status.HTTP_400_BAD_REQUEST, messages.PARAM_INVALID(field="strength", reason=reason))
@@ -338,6 +348,7 @@ async def image_edit(
             mask=True if mask is not None else None,
         )
     )
+    parameters = model_defaults(state, parameters, await request.form())
     parameters = await apply_adapter_options(state, parameters, loras, speed, background)
     return await submit(
         state,
@@ -385,6 +396,7 @@ async def image_to_image(
     """Redraw an image at a ``strength`` (image-to-image), repaint the region of a ``mask``
     (inpainting), or extend the canvas (``extend_*``: outpainting) with Qwen-Image-2512's weights.
     The output keeps the input's aspect ratio at about one megapixel unless a ratio or size is given."""
+    refuse_redraw(state)  # the unified profile (Qwen-Image 2.1) has no redraw, mask or outpainting
     webhook = await webhook_spec(
         webhook_url, webhook_events, allow_private=state.settings.webhook_allow_private_networks
     )
@@ -496,6 +508,7 @@ async def image_edit_batch(
             input_sizes=[inputs[0].size],
         )
     )
+    parameters = model_defaults(state, parameters, await request.form())
     parameters = await apply_adapter_options(state, parameters, loras, speed, background)
     return await submit(
         state,

@@ -52,6 +52,7 @@ def test_admin_registers_an_uploaded_adapter_and_users_see_it_without_its_source
         {
             "name": "ink",
             "model": "text_to_image",
+            "base": "qwen-image",
             "default_scale": 0.8,
             "description": "ink wash",
             "trigger_words": ["ink", "wash"],

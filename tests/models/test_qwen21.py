@@ -130,3 +130,44 @@ def test_redraws_and_masks_are_refused_naming_the_profile(qwen21):
 def test_the_pair_refuses_transparency_naming_qwen21(text_to_image_model):
     with pytest.raises(ValueError, match="qwen21 profile"):
         generate(text_to_image_model, _request(transparent=True))
+
+
+def test_first_block_step_cache_is_refused_at_load_with_the_reason(tiny_cache_dir):
+    from models import load
+    from models.profiles import ModelLoadError, with_speed_options
+
+    profile = with_speed_options(get_profile("tiny21", cache_dir=tiny_cache_dir), step_cache="first_block")
+    with pytest.raises(ModelLoadError, match="FirstBlockCache does not support QwenImage21TransformerBlock"):
+        load(profile, TEXT_TO_IMAGE)
+
+
+def test_taylorseer_step_cache_and_regional_compilation_run_on_2_1(tiny_cache_dir, monkeypatch):
+    """Compiled with ``aot_eager`` (dynamo's tracing, no inductor code generation: see test_adapters)."""
+    import numpy as np
+    from torch._dynamo.utils import counters
+
+    import models.adapters as adapters_module
+    from models import load
+    from models.profiles import with_speed_options
+
+    base = get_profile("tiny21", cache_dir=tiny_cache_dir)
+    cached = load(with_speed_options(base, step_cache="taylorseer"), TEXT_TO_IMAGE)
+    plain = load(base, TEXT_TO_IMAGE)
+    assert cached.describe()["step_cache"] == "taylorseer"
+    steps = _request(num_inference_steps=6)
+    with_cache = np.asarray(generate(cached, steps).images[0], dtype=np.float32)
+    without = np.asarray(generate(plain, steps).images[0], dtype=np.float32)
+    assert with_cache.shape == without.shape and np.abs(with_cache - without).mean() < 40  # an approximation
+
+    monkeypatch.setattr(adapters_module, "COMPILE_BACKEND", "aot_eager")
+    side = 64
+    compiled = load(with_speed_options(base, compile=True, compile_warm_up_size=side), TEXT_TO_IMAGE)
+    assert counters["stats"]["unique_graphs"] >= 1  # the blocks were compiled at load (warm-up)
+    small = _request(width=side, height=side, num_inference_steps=2)
+    assert (
+        np.abs(
+            np.asarray(generate(compiled, small).images[0], dtype=np.float32)
+            - np.asarray(generate(plain, small).images[0], dtype=np.float32)
+        ).max()
+        <= 2
+    )
