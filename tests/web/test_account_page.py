@@ -51,7 +51,7 @@ def test_the_pages_limits_are_the_services():
 
 def register(client: httpx.Client, username: str) -> str:
     """Registers ``username`` (or, if another test took it, a variant); returns the name used."""
-    for name in (username, f"{username}_{uuid.uuid4().hex[:4]}"):
+    for name in (username, f"{username}_lopes", f"{username}_{uuid.uuid4().hex[:4]}"):
         response = client.post("/auth/register", json={"username": name, "password": PASSWORD})
         if response.status_code == 201:
             return name
