@@ -24,7 +24,7 @@ from models.tiny_adapter import build_tiny_lora
 from tests.api.helpers import image_bytes, wait_status
 from tests.conftest import bearer, login, sleep_app_args
 from tests.web import test_page
-from tests.web.test_page import TASK_TIMEOUT_MS, open_page, submitted, task_item, text
+from tests.web.test_page import TASK_TIMEOUT_MS, loaded_size, open_page, submitted, task_item, text
 from tests.webhook_receiver import Receiver
 
 OPTIONS_JS = Path(__file__).resolve().parents[2] / "web" / "static" / "options.js"
@@ -51,7 +51,7 @@ def test_the_pages_limits_are_the_services():
 
 def register(client: httpx.Client, username: str) -> str:
     """Registers ``username`` (or, if another test took it, a variant); returns the name used."""
-    for name in (username, f"{username}_lopes", f"{username}_{uuid.uuid4().hex[:4]}"):
+    for name in (username, f"{username}_{uuid.uuid4().hex[:4]}"):
         response = client.post("/auth/register", json={"username": name, "password": PASSWORD})
         if response.status_code == 201:
             return name
@@ -100,18 +100,12 @@ def options_in(page: Page) -> list[str]:
     return page.locator("#lora-select option").evaluate_all("options => options.map(o => o.value).filter(Boolean)")
 
 
-def loaded_size(img) -> list[int]:
-    """A shown image's natural size once it has loaded (a thumbnail loads after its card)."""
-    img.page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=img.element_handle(), timeout=30_000)
-    return img.evaluate("img => [img.naturalWidth, img.naturalHeight]")
-
-
 def newest_task(client: httpx.Client, headers: dict) -> dict:
     return client.get("/tasks/history/me", headers=headers, params={"page_size": 1}).json()["items"][0]
 
 
 def test_lora_picker_fast_mode_and_custom_size_reach_the_api(browser, base_url, client, shots, styles, tmp_path):
-    username = register(client, "maria")
+    username = register(client, "maria_lopes")
     headers = bearer(login(client, username, PASSWORD))
     w = open_page(browser, base_url)
     page = w.page
@@ -251,7 +245,7 @@ def test_lora_picker_fast_mode_and_custom_size_reach_the_api(browser, base_url, 
 
 
 def test_transparent_background_is_offered_only_where_the_model_draws_it(browser, base_url, client):
-    username = register(client, "maria")
+    username = register(client, "maria_lopes")
     w = open_page(browser, base_url)
     page = w.page
     with page.expect_response(re.compile(r"/models$")) as answer:
