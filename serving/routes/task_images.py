@@ -37,9 +37,10 @@ MAX_IMAGE_INDEX = 10_000
 
 
 def thumbnail(png: bytes, size: int) -> bytes:
-    """The image scaled down (never up) to ``size`` pixels on its long side, as WebP."""
+    """The image scaled down (never up) to ``size`` pixels on its long side, as WebP (with its alpha
+    channel when it has one: a transparent result's thumbnail stays transparent)."""
     with Image.open(io.BytesIO(png)) as image:
-        rgb = image.convert("RGB")
+        rgb = image.convert("RGBA" if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info else "RGB")
     rgb.thumbnail((size, size), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     rgb.save(buffer, format="WEBP", quality=THUMBNAIL_QUALITY, method=4)

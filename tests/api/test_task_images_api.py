@@ -6,8 +6,10 @@ from __future__ import annotations
 import io
 
 import httpx
+import pytest
 from PIL import Image
 
+from serving.routes.task_images import thumbnail
 from tests.api.helpers import submit_t2i, wait_status, zip_pngs
 
 
@@ -46,6 +48,22 @@ def test_a_thumbnail_is_a_small_webp_of_the_same_picture(client, user):
         mean_small = small.convert("RGB").resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))
         mean_big = big.convert("RGB").resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))
         assert all(abs(a - b) <= 6 for a, b in zip(mean_small, mean_big, strict=True))
+
+
+@pytest.mark.unit
+def test_a_transparent_images_thumbnail_keeps_its_alpha():
+    """The page shows a transparent result on a checkerboard: its thumbnail must stay transparent."""
+    rgba = Image.new("RGBA", (512, 256), (200, 40, 40, 0))
+    rgba.paste((200, 40, 40, 255), (128, 64, 384, 192))  # an opaque block on a clear background
+    buffer = io.BytesIO()
+    rgba.save(buffer, format="PNG")
+    with Image.open(io.BytesIO(thumbnail(buffer.getvalue(), 128))) as small:
+        assert small.format == "WEBP" and small.size == (128, 64) and small.mode == "RGBA"
+        assert small.getpixel((2, 2))[3] == 0 and small.getpixel((64, 32))[3] == 255
+    opaque = io.BytesIO()
+    rgba.convert("RGB").save(opaque, format="PNG")
+    with Image.open(io.BytesIO(thumbnail(opaque.getvalue(), 128))) as small:
+        assert small.mode == "RGB"  # an opaque image gets no alpha channel
 
 
 def test_images_are_cacheable_and_revalidate_with_their_etag(client, user):

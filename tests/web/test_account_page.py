@@ -24,7 +24,7 @@ from models.tiny_adapter import build_tiny_lora
 from tests.api.helpers import image_bytes, wait_status
 from tests.conftest import bearer, login, sleep_app_args
 from tests.web import test_page
-from tests.web.test_page import TASK_TIMEOUT_MS, open_page, submitted, task_item, text
+from tests.web.test_page import TASK_TIMEOUT_MS, loaded_size, open_page, submitted, task_item, text
 from tests.webhook_receiver import Receiver
 
 OPTIONS_JS = Path(__file__).resolve().parents[2] / "web" / "static" / "options.js"
@@ -105,7 +105,7 @@ def newest_task(client: httpx.Client, headers: dict) -> dict:
 
 
 def test_lora_picker_fast_mode_and_custom_size_reach_the_api(browser, base_url, client, shots, styles, tmp_path):
-    username = register(client, "maria")
+    username = register(client, "maria_lopes")
     headers = bearer(login(client, username, PASSWORD))
     w = open_page(browser, base_url)
     page = w.page
@@ -146,8 +146,8 @@ def test_lora_picker_fast_mode_and_custom_size_reach_the_api(browser, base_url, 
     assert text(fields["loras"]) == "watercolor:0.65,film-grain:0.6" and "speed" not in fields
     lighthouse = task_item(page, "a lighthouse on a cliff")
     expect(lighthouse).to_have_attribute("data-status", "completed", timeout=TASK_TIMEOUT_MS)
-    shot = page.locator("#gallery .shot img").first
-    assert shot.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [768, 512]
+    # The task card's thumbnail (384 pixels on the long side) of a 768×512 image.
+    assert loaded_size(lighthouse.locator(".task-images img")) == [384, 256]
     parameters = newest_task(client, headers)["parameters"]
     assert [(a["name"], a["scale"]) for a in parameters["loras"]] == [("watercolor", 0.65), ("film-grain", 0.6)]
     page.screenshot(path=str(shots / "create-options.png"), full_page=True)
@@ -167,8 +167,50 @@ def test_lora_picker_fast_mode_and_custom_size_reach_the_api(browser, base_url, 
     expect(harbour).to_have_attribute("data-status", "completed", timeout=TASK_TIMEOUT_MS)
     task = newest_task(client, headers)
     assert (task["parameters"]["speed"], task["parameters"]["num_inference_steps"]) == ("fast", 4)
-    page.locator("#fast").uncheck()
+
+    # Each gallery card says which options its task used, before a reload and after it (the cards
+    # then come from the tasks' records); *Same settings again* puts them back into the form.
+    def card(prompt: str):
+        return page.locator("#gallery .shot").filter(has_text=prompt)
+
+    def described() -> None:
+        expect(card("a lighthouse").locator(".shot-meta")).to_contain_text("768×512 · watercolor:0.65 · film-grain:0.6")
+        expect(card("a lighthouse").locator(".shot-meta")).not_to_contain_text("1:1")  # no ratio: a custom size
+        expect(card("a harbour").locator(".shot-meta")).to_contain_text("16:9")
+        expect(card("a harbour").locator(".shot-meta")).to_contain_text("watercolor:0.65 · film-grain:0.6 · Fast mode")
+
+    described()
+    page.reload()
+    expect(page.locator("#whoami")).to_have_text(username)
+    expect(page.locator("#gallery .shot")).to_have_count(2)
+    expect(page.locator("#lora-list .lora")).to_have_count(0)  # a fresh page: nothing chosen yet
+    expect(page.locator("#fast")).not_to_be_checked()
+    described()
+    page.get_by_role("link", name="Gallery").click()
+    card("a harbour").locator(".again").click()
+    expect(page.locator("#prompt")).to_have_value("a harbour town at dawn, fishing boats")
+    expect(page.locator("#fast")).to_be_checked()
+    expect(page.locator("#steps")).to_be_disabled()
+    expect(page.locator("#ratio-16-9")).to_be_checked()
+    expect(page.locator("#custom-size")).not_to_be_checked()
+    expect(page.locator("#lora-list .lora")).to_have_count(2)
+    page.get_by_role("link", name="Gallery").click()
+    card("a lighthouse").locator("button.thumb").click()
+    settings = page.locator("#viewer-settings")
+    expect(settings).to_contain_text("Size768×512")
+    expect(settings).to_contain_text("LoRAwatercolor:0.65, film-grain:0.6")
+    expect(settings).not_to_contain_text("Fast mode")
+    page.locator("#viewer-again").click()
+    expect(page.locator("#prompt")).to_have_value("a lighthouse on a cliff at sunset, soft watercolor")
+    expect(page.locator("#custom-size")).to_be_checked()
+    expect(page.locator("#size-fields")).to_be_visible()
+    expect(page.locator("#size-width")).to_have_value("768")
+    expect(page.locator("#size-height")).to_have_value("512")
+    expect(page.locator("#fast")).not_to_be_checked()
     expect(page.locator("#steps")).to_be_enabled()
+    expect(page.locator("#lora-list .lora")).to_have_count(2)
+    expect(page.locator("#lora-scale-watercolor")).to_have_value("0.65")
+    expect(page.locator("#lora-scale-film-grain")).to_have_value("0.6")
 
     # Edit: the edit model's adapters, a list of its own; no custom size (the input decides).
     page.get_by_role("tab", name="Edit", exact=True).click()
@@ -198,9 +240,34 @@ def test_lora_picker_fast_mode_and_custom_size_reach_the_api(browser, base_url, 
     assert text(fields["loras"]) == "watercolor:0.65,film-grain:0.6"
     redraw = task_item(page, "the same teapot as a watercolor")
     expect(redraw).to_have_attribute("data-status", "completed", timeout=TASK_TIMEOUT_MS)
-    shot = page.locator("#gallery .shot").filter(has_text="the same teapot as a watercolor").locator("img")
-    assert shot.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [512, 512]
+    assert loaded_size(redraw.locator(".task-images img")) == [384, 384]  # of 512×512
     assert not w.errors, w.errors
+
+
+def test_transparent_background_is_offered_only_where_the_model_draws_it(browser, base_url, client):
+    username = register(client, "maria_lopes")
+    w = open_page(browser, base_url)
+    page = w.page
+    with page.expect_response(re.compile(r"/models$")) as answer:
+        log_in(page, username)
+    real = answer.value.json()
+    assert "transparent output" not in real["text_to_image"]["capabilities"]  # the tiny pair draws opaque images
+    expect(page.locator("#transparent-box")).to_be_hidden()
+
+    # /models answered as on a Qwen-Image 2.1 profile (a stand-in: the tests' service runs the tiny
+    # pair). The box appears, and the request carries what the service reads: the tiny service
+    # itself then refuses it, naming the profile that can.
+    claimed = {kind: {**m, "capabilities": [*m["capabilities"], "transparent output"]} for kind, m in real.items()}
+    page.route(re.compile(r"/models$"), lambda route: route.fulfill(json=claimed))
+    page.reload()
+    expect(page.locator("#transparent-box")).to_be_visible()
+    page.locator("#transparent").check()
+    page.locator("#prompt").fill("a glass perfume bottle, product cut-out")
+    page.locator("#steps").fill("20")
+    fields = submitted(page, "text-to-image")
+    assert text(fields["background"]) == "transparent"
+    expect(page.locator("#alert-text")).to_contain_text("qwen21")
+    assert all("400" in e for e in w.errors), w.errors  # the browser logs the refused request itself
 
 
 @pytest.fixture(scope="module")

@@ -89,6 +89,12 @@ def submit_t2i(page: Page, prompt: str, steps: int = 20, ratio: str = "1:1") -> 
     page.locator("#submit").click()
 
 
+def loaded_size(img) -> list[int]:
+    """A shown image's natural size once it has loaded (a thumbnail loads after its card)."""
+    img.page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=img.element_handle(), timeout=30_000)
+    return img.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+
+
 def task_item(page: Page, text: str):
     return page.locator("#tasks .task").filter(has=page.locator(".task-prompt", has_text=text)).first
 
@@ -494,8 +500,7 @@ def test_inpainting_sends_the_painted_mask_and_outpainting_the_chosen_edges(brow
     assert (text(fields["extend_right"]), text(fields["extend_top"]), text(fields["strength"])) == ("256", "64", "1")
     wider = task_item(page, "more street")
     expect(wider).to_have_attribute("data-status", "completed", timeout=TASK_TIMEOUT_MS)
-    shown = page.locator("#gallery .shot").filter(has_text="more street").locator("img")
-    size = shown.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    size = loaded_size(wider.locator(".task-images img"))  # the card's (the gallery's are lazy, and it is hidden)
     assert size[0] / size[1] == pytest.approx((1024 + 256) / (768 + 64), rel=0.05)
 
     # Edit with one image: the same brush; the mask and its strength go to /image-edit.

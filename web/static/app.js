@@ -4,7 +4,7 @@
 import { api, ApiError, watchTask } from "./api.js";
 import { language, setLanguage, t, translate } from "./i18n.js";
 import { MaskEditor } from "./mask.js";
-import { addGenerationOptions } from "./options.js";
+import { addGenerationOptions, applyOptions, currentOptions, describeOptions, optionRows, optionsFromRecord } from "./options.js";
 
 const $ = (selector, root = document) => root.querySelector(selector);
 const RATIOS_FALLBACK = { "1:1": [1024, 1024], "16:9": [1664, 928], "9:16": [928, 1664], "4:3": [1472, 1104],
@@ -294,6 +294,7 @@ function collectSettings() {
     num_images: Number($("#count").value),
     strength: Number($("#strength").value),
     extension: extension(),
+    ...currentOptions(state.mode),  // LoRAs, fast mode, custom size, transparent background
   };
 }
 
@@ -313,6 +314,7 @@ function applySettings(settings) {
   for (const side of SIDES) $(`#extend-${side}`).value = (settings.extension && settings.extension[`extend_${side}`]) || 0;
   state.strengthTouched = settings.mode === "i2i" && settings.strength !== undefined;
   if (state.strengthTouched) $("#strength").value = settings.strength;
+  applyOptions(settings);
   syncStrength();
   syncOutputs();
 }
@@ -390,6 +392,7 @@ function settingsFromRecord(item) {
     negative_prompt: p.negative_prompt || item.negative_prompt || "", aspect_ratio: p.aspect_ratio || "1:1",
     num_inference_steps: p.num_inference_steps, true_cfg_scale: p.true_cfg_scale, guidance_scale: p.guidance_scale,
     num_images: p.num_images || 1, strength: p.strength ?? undefined, seed: item.seed, inputs: [],
+    ...optionsFromRecord(MODES[item.task_type] || "t2i", p),
   };
 }
 
@@ -495,11 +498,16 @@ function thumbButtons(taskId, count, size) {
   const prompt = task ? promptOf(task.settings, 0) : "";
   return Array.from({ length: count }, (_, n) => {
     const img = el("img", { attrs: { src: imageUrl(taskId, n, size), alt: prompt, loading: "lazy" } });
-    const button = el("button", { cls: "thumb", attrs: { type: "button", "data-task-id": taskId, "data-n": String(n),
+    const button = el("button", { cls: transparent(task) ? "thumb alpha" : "thumb", attrs: { type: "button", "data-task-id": taskId, "data-n": String(n),
       "aria-label": t("v.open", { n: n + 1, count }) } }, [img]);
     button.addEventListener("click", () => openViewer(taskId, n, button.closest("#history-table") ? "history" : "gallery"));
     return button;
   });
+}
+
+/** Whether a task's images have a transparent background (shown on a checkerboard). */
+function transparent(task) {
+  return Boolean(task && task.settings.background === "transparent");
 }
 
 function promptOf(settings, index) {
@@ -508,9 +516,11 @@ function promptOf(settings, index) {
 
 function describe(settings) {
   const parts = [];
-  if (settings.mode === "t2i") parts.push(settings.aspect_ratio);
+  if (settings.mode === "t2i" && !settings.width) parts.push(settings.aspect_ratio);  // else the custom size, below
   if (settings.mode === "i2i") parts.push(`${t("f.strength")} ${settings.strength}`);
   parts.push(`${t("f.steps")} ${settings.num_inference_steps}`, `CFG ${settings.true_cfg_scale}`);
+  const options = describeOptions(settings);
+  if (options) parts.push(options);
   if (settings.negative_prompt) parts.push(`− ${settings.negative_prompt}`);
   return parts.join(" · ");
 }
@@ -600,6 +610,7 @@ function showInViewer() {
   const img = $("#viewer-image");
   img.src = imageUrl(taskId, n);
   img.alt = promptOf(settings, n);
+  img.classList.toggle("alpha", transparent(task));
   $("#viewer-prompt").textContent = promptOf(settings, n);
   $("#viewer-position").textContent = t("v.position", { at: viewer.at + 1, of: viewer.list.length, n: n + 1, count: task.count });
   const rows = [
@@ -608,9 +619,10 @@ function showInViewer() {
     [t("f.steps"), settings.num_inference_steps],
     ["CFG", settings.true_cfg_scale],
   ];
-  if (settings.mode === "t2i") rows.push([t("f.ratio"), settings.aspect_ratio]);
+  if (settings.mode === "t2i" && !settings.width) rows.push([t("f.ratio"), settings.aspect_ratio]);
   if (settings.mode === "edit") rows.push([t("f.guidance"), settings.guidance_scale]);
   if (settings.mode === "i2i" && settings.strength !== undefined) rows.push([t("f.strength"), settings.strength]);
+  rows.push(...optionRows(settings));  // custom size, LoRAs, fast mode, transparent background
   if (settings.negative_prompt) rows.push([t("f.negative"), settings.negative_prompt]);
   if (task.seconds != null) rows.push([t("h.seconds"), Number(task.seconds).toFixed(1)]);
   if (task.created) rows.push([t("h.created"), formatDate(task.created)]);

@@ -25,6 +25,9 @@ extendTexts({
     "o.custom": "Custom size", "o.width": "Width", "o.height": "Height",
     "o.sizeHint": "{min}–{max} px, multiples of {step}",
     "o.sideInvalid": "{field} must be a multiple of {step} from {min} to {max} (got {value}).",
+    "o.size": "Size", "o.on": "on", "o.background": "Background",
+    "o.transparent": "Transparent background", "o.transparentShort": "transparent",
+    "o.transparentHint": "A PNG with an alpha channel, shown here on a checkerboard.",
   },
   zh: {
     "o.loras": "LoRA 适配器（最多 3 个）", "o.add": "添加", "o.choose": "选择适配器…",
@@ -34,6 +37,9 @@ extendTexts({
     "o.custom": "自定义尺寸", "o.width": "宽", "o.height": "高",
     "o.sizeHint": "{min}–{max} 像素，{step} 的倍数",
     "o.sideInvalid": "{field}必须是 {step} 的倍数，范围 {min}–{max}（当前 {value}）。",
+    "o.size": "尺寸", "o.on": "开", "o.background": "背景",
+    "o.transparent": "透明背景", "o.transparentShort": "透明",
+    "o.transparentHint": "带 alpha 通道的 PNG，此处以棋盘格底显示。",
   },
 });
 
@@ -161,16 +167,117 @@ export function addGenerationOptions(form, formMode = mode()) {
   const chosen = state.chosen[MODEL_OF_MODE[formMode]] || [];
   if (chosen.length) form.append("loras", chosen.map((c) => `${c.name}:${formatScale(c.scale)}`).join(","));
   if ($("#fast").checked) form.append("speed", "fast");
+  if (transparentOffered(formMode) && $("#transparent").checked) form.append("background", "transparent");
   return null;
 }
 
-/** The options as the page shows them beside a result (for a task card or the gallery). */
-export function describeOptions(formMode = mode()) {
+/**
+ * The options of the form as a task's settings keep them (what *Same settings again* restores):
+ * ``loras`` [{name, scale}], ``speed`` ("fast"), ``width``/``height`` (a custom size only) and
+ * ``background`` ("transparent").
+ */
+export function currentOptions(formMode = mode()) {
+  const options = { loras: (state.chosen[MODEL_OF_MODE[formMode]] || []).map((c) => ({ ...c })) };
+  if ($("#fast").checked) options.speed = "fast";
+  if (SIZED_MODES.has(formMode) && $("#custom-size").checked) {
+    options.width = Number($("#size-width").value);
+    options.height = Number($("#size-height").value);
+  }
+  if (transparentOffered(formMode) && $("#transparent").checked) options.background = "transparent";
+  return options;
+}
+
+// The default output of an image-to-image (models/aspect.py redraw_output_size): the input's (or
+// the extended canvas's) ratio at about a megapixel, sides multiples of 16, the long one ≤ MAX_SIDE.
+function redrawSize(width, height) {
+  const ratio = width / height;
+  const w = Math.round(Math.sqrt(1024 * 1024 * ratio) / 32) * 32;
+  const h = Math.round(Math.sqrt(1024 * 1024 * ratio) / ratio / 32) * 32;
+  const scale = Math.min(1, MAX_SIDE / Math.max(w, h));
+  const side = (v) => Math.max(SIDE_MULTIPLE, Math.floor(Math.floor(v / 16) * 16 * scale / SIDE_MULTIPLE) * SIDE_MULTIPLE);
+  return [side(w), side(h)];
+}
+
+/**
+ * The same options read back from a task's record (``parameters``), for a task made in another
+ * session. A record always holds the output's size; it was a custom one when no ratio gave it
+ * (text to image), or when it is not the input's own (image to image).
+ */
+export function optionsFromRecord(formMode, parameters) {
+  const p = parameters || {};
+  const options = { loras: (p.loras || []).map((a) => ({ name: a.name, scale: Number(a.scale) })) };
+  if (p.speed === "fast") options.speed = "fast";
+  if (p.background === "transparent") options.background = "transparent";
+  if (SIZED_MODES.has(formMode) && !p.aspect_ratio && p.width && p.height) {
+    let custom = formMode === "t2i";
+    if (!custom && p.input_sizes && p.input_sizes.length) {
+      const [iw, ih] = p.input_sizes[0];
+      const [l, tp, r, b] = p.outpaint || [0, 0, 0, 0];
+      const [dw, dh] = redrawSize(iw + l + r, ih + tp + b);
+      custom = dw !== p.width || dh !== p.height;
+    }
+    if (custom) Object.assign(options, { width: p.width, height: p.height });
+  }
+  return options;
+}
+
+/** Puts a task's options back into the form (after app.js has set its mode). */
+export function applyOptions(settings) {
+  const formMode = settings.mode || mode();
+  state.chosen[MODEL_OF_MODE[formMode]] = (settings.loras || []).slice(0, MAX_LORAS).map((c) => ({ ...c }));
+  $("#fast").checked = settings.speed === "fast";
+  const sized = SIZED_MODES.has(formMode) && Boolean(settings.width && settings.height);
+  $("#custom-size").checked = sized;
+  if (sized) {
+    $("#size-width").value = String(settings.width);
+    $("#size-height").value = String(settings.height);
+  }
+  $("#transparent").checked = settings.background === "transparent";
+  syncFast();
+  syncSize();
+  renderLoras();
+  syncTransparent();
+}
+
+/** The options as [label, value] rows (the viewer's settings list). */
+export function optionRows(settings) {
+  const rows = [];
+  if (settings.width && settings.height) rows.push([t("o.size"), `${settings.width}×${settings.height}`]);
+  if ((settings.loras || []).length) {
+    rows.push(["LoRA", settings.loras.map((c) => `${c.name}:${formatScale(c.scale)}`).join(", ")]);
+  }
+  if (settings.speed === "fast") rows.push([t("o.fast"), t("o.on")]);
+  if (settings.background === "transparent") rows.push([t("o.background"), t("o.transparentShort")]);
+  return rows;
+}
+
+/** The options as the page shows them beside a result (a gallery card): "768×512 · watercolor:0.65 · Fast mode". */
+export function describeOptions(settings) {
   const parts = [];
-  if (SIZED_MODES.has(formMode) && $("#custom-size").checked) parts.push(`${$("#size-width").value}×${$("#size-height").value}`);
-  for (const c of state.chosen[MODEL_OF_MODE[formMode]] || []) parts.push(`${c.name}:${formatScale(c.scale)}`);
-  if ($("#fast").checked) parts.push(t("o.fast"));
+  if (settings.width && settings.height) parts.push(`${settings.width}×${settings.height}`);
+  for (const c of settings.loras || []) parts.push(`${c.name}:${formatScale(c.scale)}`);
+  if (settings.speed === "fast") parts.push(t("o.fast"));
+  if (settings.background === "transparent") parts.push(t("o.transparentShort"));
   return parts.join(" · ");
+}
+
+// ------------------------------------------------------------------ transparent output
+
+// What GET /models says each model can do: "transparent output" on the Qwen-Image 2.1 profiles.
+let capabilities = {};
+
+async function loadModels() {
+  const models = await api("models").catch(() => ({}));
+  capabilities = Object.fromEntries(Object.entries(models || {}).map(([kind, m]) => [kind, m.capabilities || []]));
+  syncTransparent();
+}
+
+function transparentOffered(formMode = mode()) {
+  return (capabilities[MODEL_OF_MODE[formMode]] || []).includes("transparent output");
+}
+
+function syncTransparent() {
+  $("#transparent-box").hidden = !transparentOffered();
 }
 
 function wire() {
@@ -191,18 +298,20 @@ function wire() {
   // The form's mode (set by app.js) decides which adapters apply and whether a size is taken.
   new MutationObserver(() => { renderLoras(); syncSize(); })
     .observe($("#create-form"), { attributes: true, attributeFilter: ["data-mode"] });
+  new MutationObserver(syncTransparent).observe($("#create-form"), { attributes: true, attributeFilter: ["data-mode"] });
   $("#lang").addEventListener("change", () => {
     renderLoras();
     $("#size-hint").textContent = t("o.sizeHint", { min: MIN_SIDE, max: MAX_SIDE, step: SIDE_MULTIPLE });
   });
   // The catalogue is read when the create view is shown to someone logged in (it needs a login).
   const view = $("#view-create");
-  const load = () => { if (!view.hidden) loadCatalogue(); };
+  const load = () => { if (!view.hidden) { loadCatalogue(); loadModels(); } };
   new MutationObserver(load).observe(view, { attributes: true, attributeFilter: ["hidden"] });
   load();
   syncFast();
   syncSize();
   renderLoras();
+  syncTransparent();
 }
 
 wire();
