@@ -100,7 +100,9 @@ class Client:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise ApiError(0, f"cannot reach {self.http.base_url}: {exc}") from None
+            raise ApiError(
+                0, f"cannot reach {self.http.base_url}: {exc} (is the service running there? --url or QWEN_IMAGE_URL)"
+            ) from None
         if response.status_code >= 400:
             raise ApiError(response.status_code, _detail(response))
         return response

@@ -187,6 +187,7 @@ def login(
             user = client.json("GET", "/auth/me")
             token = key
         else:
+            client.json("GET", "/health")  # a wrong URL is said before a password is asked for
             username = username or typer.prompt("username")
             password = password or typer.prompt("password", hide_input=True)
             token = client.json("POST", "/auth/login", json={"username": username, "password": password})[
@@ -219,9 +220,14 @@ def register(
     """Create an account (where the service lets anyone register), then log in as it."""
     as_json = _json_wanted(ctx, as_json)
     credentials = resolve(ctx.obj.url, None)
+    client = Client(Credentials(credentials.url, None), language=_language())
+    try:
+        client.json("GET", "/health")  # a wrong URL is said before a password is asked for
+    except ApiError as exc:
+        client.close()
+        raise _fail(exc, as_json, login_hint=False) from None
     username = username or typer.prompt("username")
     password = password or typer.prompt("password", hide_input=True, confirmation_prompt=True)
-    client = Client(Credentials(credentials.url, None), language=_language())
     request: dict[str, Any] = {"username": username, "password": password}
     if email:
         request["email"] = email

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -17,6 +18,10 @@ from sqlalchemy.sql import Executable
 from sqlmodel import Session, create_engine
 
 from storage import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+
+# alembic says "setup plugin …" at INFO for each of its plugins when imported, in every process of
+# the service at every start: noise in a newcomer's first log
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 if TYPE_CHECKING:
     from alembic.config import Config

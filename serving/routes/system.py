@@ -11,8 +11,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from models.aspect import ASPECT_RATIOS
-from models.kinds import ModelKind
-from models.profiles import get_profile
+from models.kinds import ModelKind, TaskType
+from models.profiles import Profile, get_profile
 from serving.placement import registry_location
 from serving.state import ServiceState, StateDep
 
@@ -169,6 +169,17 @@ async def health(state: StateDep) -> dict:
     }
 
 
+# What the pair's derived pipelines add and Qwen-Image 2.1 has no input for (its routes refuse them)
+REDRAW_TASK_TYPES = frozenset({TaskType.image_to_image})
+
+
+def _extra_capabilities(profile: Profile, kind: ModelKind) -> list[str]:
+    """Beyond the contract's capabilities: the pair's redraws and masks; 2.1's several references."""
+    if not profile.unified:
+        return list(kind.spec.extra_capabilities)
+    return [f"edit with 1-{profile.max_references} reference images"] if kind.spec.takes_images else []
+
+
 @router.get("/models")
 async def list_models(state: StateDep) -> dict:
     """What each model is and whether it is loaded (the tiny profile says it is a stand-in)."""
@@ -182,8 +193,8 @@ async def list_models(state: StateDep) -> dict:
             "name": info.name,
             "description": info.description,
             "capabilities": list(info.capabilities),
-            "extra_capabilities": list(kind.spec.extra_capabilities),
-            "task_types": [task_type.value for task_type in kind.spec.task_types],
+            "extra_capabilities": _extra_capabilities(profile, kind),
+            "task_types": [t.value for t in kind.spec.task_types if not (profile.unified and t in REDRAW_TASK_TYPES)],
             "status": _model_state(state, snapshot, kind),
             "profile": profile.name,
             "license": info.license,

@@ -68,6 +68,15 @@ def test_the_official_sdk_generates_a_transparent_png(dana):
     assert {m.id: m.model_extra["license"] for m in dana.sdk.models.list()}["qwen-image"] == QWEN_RESEARCH_LICENSE
 
 
+def test_models_says_what_the_profile_does_and_not_what_it_refuses(tiny21_client):
+    models = tiny21_client.get("/models").json()
+    assert "transparent output" in models["text_to_image"]["capabilities"]
+    assert models["text_to_image"]["task_types"] == ["text_to_image"]  # no redraws: their route refuses them
+    assert models["text_to_image"]["extra_capabilities"] == []
+    assert models["image_edit"]["extra_capabilities"] == ["edit with 1-4 reference images"]
+    assert {models[kind]["license"] for kind in models} == {QWEN_RESEARCH_LICENSE}
+
+
 def test_an_edit_takes_several_references_one_of_them_rgba(tiny21_client, dana):
     references = [
         ("a.png", rgba_png(), "image/png"),

@@ -211,3 +211,12 @@ def test_img2img_sends_only_the_fields_given(run_cli, monkeypatch):
     names = set(re.findall(r'; name="([^"]+)"', body))
     assert names == {"prompt", "seed", "num_images", "negative_prompt", "strength", "extend_to", "image"}
     assert 'name="extend_to"\r\n\r\n16:9' in body and 'name="strength"\r\n\r\n0.8' in body
+
+
+@pytest.mark.parametrize("command", ["login", "register"])
+def test_a_wrong_url_is_said_before_a_password_is_asked_for(run_cli, monkeypatch, command):
+    monkeypatch.delenv("QWEN_IMAGE_API_KEY")
+    result = run_cli(command)  # no input: a prompt would read end-of-file and abort instead
+    assert result.exit_code == 6, result.output
+    assert "username" not in result.output
+    assert "cannot reach http://127.0.0.1:9" in result.output and "QWEN_IMAGE_URL" in result.output

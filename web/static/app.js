@@ -446,7 +446,9 @@ function trackTask(taskId, settings, record = null) {
     }
     if (update.status === "pending") meta.textContent = update.position ? t("tasks.queued", { n: update.position }) : t("tasks.starting");
     if (update.status === "running" && update.total_steps) {
-      meta.textContent = t("tasks.running", { step: update.current_step, total: update.total_steps });
+      // after the last step the image is decoded, encoded and stored: say so rather than look stuck
+      meta.textContent = update.current_step >= update.total_steps
+        ? t("tasks.finishing") : t("tasks.running", { step: update.current_step, total: update.total_steps });
     }
     if (update.preview) { preview.src = update.preview; preview.hidden = false; }
     if (update.status === "cancelled" || update.status === "failed") {
@@ -612,7 +614,10 @@ function showInViewer() {
   img.alt = promptOf(settings, n);
   img.classList.toggle("alpha", transparent(task));
   $("#viewer-prompt").textContent = promptOf(settings, n);
-  $("#viewer-position").textContent = t("v.position", { at: viewer.at + 1, of: viewer.list.length, n: n + 1, count: task.count });
+  // "3 / 12 · image 2 of 4" when there is somewhere to go; nothing to say for a lone image
+  const position = task.count > 1 ? t("v.position", { at: viewer.at + 1, of: viewer.list.length, n: n + 1, count: task.count })
+    : viewer.list.length > 1 ? `${viewer.at + 1} / ${viewer.list.length}` : "";
+  $("#viewer-position").textContent = position;
   const rows = [
     [t("h.type"), t(`type.${Object.keys(MODES).find((k) => MODES[k] === settings.mode)}`)],
     [t("v.seed"), task.seed ?? "?"],
@@ -630,7 +635,7 @@ function showInViewer() {
   const download = $("#viewer-download");
   download.href = imageUrl(taskId, n);
   download.download = `${taskId}_${n}.png`;
-  $("#viewer-prev").disabled = $("#viewer-next").disabled = viewer.list.length < 2;
+  $("#viewer-prev").hidden = $("#viewer-next").hidden = viewer.list.length < 2;
 }
 
 function wireViewer() {
