@@ -16,7 +16,7 @@ from tests.api.helpers import png_size, submit_t2i, wait_status
 def test_a_failed_write_fails_that_task_only_and_the_queued_ones_complete(faulty_client, faulty_user):
     client, user = faulty_client, faulty_user
     tag = uuid.uuid4().hex[:8]
-    # One replica; queued back to back so that each starts while the one before is being stored.
+    # Queued back to back, so that each starts while the one before it is being stored.
     before = submit_t2i(client, user.headers, prompt=f"before {tag}", num_inference_steps=20)
     broken = submit_t2i(client, user.headers, prompt=f"__fault_disk_full__ {tag}", num_inference_steps=20)
     after = [submit_t2i(client, user.headers, prompt=f"after {n} {tag}", num_inference_steps=20) for n in range(3)]
@@ -30,10 +30,6 @@ def test_a_failed_write_fails_that_task_only_and_the_queued_ones_complete(faulty
         # Announced once stored: the result is there the moment the task says completed.
         result = client.get(f"/tasks/{task_id}/result", headers=user.headers)
         assert result.status_code == 200 and png_size(result.content) == (1024, 1024)
-
-    rows = [client.get(f"/tasks/{t}", headers=user.headers).json() for t in [before, broken, *after]]
-    started = [row["started_at"] for row in rows]
-    assert started == sorted(started)  # one replica, in order
 
 
 def test_the_replicas_clock_shows_one_generation_at_a_time(faulty_client, faulty_user):

@@ -88,8 +88,8 @@ def test_shared_layout_refuses_model_cpu_offload(tiny_profile):
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"fp8": True}, "qwen profile on a CUDA GPU"),
-        ({"group_offload": True}, "qwen profile on a CUDA GPU"),
+        ({"fp8": True}, "qwen and qwen21 profiles on a CUDA GPU"),
+        ({"group_offload": True}, "qwen and qwen21 profiles on a CUDA GPU"),
     ],
 )
 def test_memory_modes_that_cannot_work_here_are_refused(tiny_profile, options, message):
