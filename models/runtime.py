@@ -393,6 +393,26 @@ class _Stopped(Exception):
     """Raised from the step callback to leave a pipeline run that should stop."""
 
 
+def _step_end(progress: dict, total: int, on_step, should_stop, watchers: list) -> Callable[..., dict]:
+    """The pipeline's ``callback_on_step_end``: counts the step, reports it, shows the latents to the
+    watchers (previews, partial images; None: absent) and leaves the run when it should stop."""
+    watching = [watcher for watcher in watchers if watcher is not None]
+
+    def step_end(pipe, index, timestep, tensors):
+        progress["steps"] = index + 1
+        if on_step is not None:
+            on_step(index + 1, total)
+        if "latents" in tensors:
+            for watcher in watching:
+                watcher.on_step(index + 1, total, tensors["latents"])
+        if should_stop is not None and should_stop():
+            # Leave the pipeline here: its own interrupt flag would still decode the latents.
+            raise _Stopped
+        return {}
+
+    return step_end
+
+
 def _preview_size(model: LoadedModel, request: GenerationRequest) -> tuple[int, int]:
     """The size of the image the run makes, which its latents have (at 1/8, or 1/16 for 2.1)."""
     takes_images = ModelKind(model.kind).spec.takes_images
@@ -465,16 +485,7 @@ def _pipeline21_generate(model, request, seed, on_step, should_stop, previews=No
         total = len(turbo.sigmas)
     progress = {"steps": 0}
     previewer = _previewer(model, request, previews)
-
-    def step_end(pipe, index, timestep, tensors):
-        progress["steps"] = index + 1
-        if on_step is not None:
-            on_step(index + 1, total)
-        if previewer is not None and "latents" in tensors:
-            previewer.on_step(index + 1, total, tensors["latents"])
-        if should_stop is not None and should_stop():
-            raise _Stopped
-        return {}
+    step_end = _step_end(progress, total, on_step, should_stop, [previewer])
 
     generator = torch.Generator(device="cpu").manual_seed(seed)
     if model.adapters is not None:
@@ -599,19 +610,7 @@ def _pipeline_generate(model, request, seed, on_step, should_stop, previews=None
     progress = {"steps": 0}
     previewer = _previewer(model, request, previews)
     partials = _partial_decoder(model, pipeline, request, previews)
-
-    def step_end(pipe, index, timestep, tensors):
-        progress["steps"] = index + 1
-        if on_step is not None:
-            on_step(index + 1, total)
-        if previewer is not None and "latents" in tensors:
-            previewer.on_step(index + 1, total, tensors["latents"])
-        if partials is not None and "latents" in tensors:
-            partials.on_step(index + 1, total, tensors["latents"])
-        if should_stop is not None and should_stop():
-            # Leave the pipeline here: its own interrupt flag would still decode the latents.
-            raise _Stopped
-        return {}
+    step_end = _step_end(progress, total, on_step, should_stop, [previewer, partials])
 
     # A CPU generator draws the same noise whatever the device, so a seed means the same image.
     generator = torch.Generator(device="cpu").manual_seed(seed)

@@ -392,27 +392,32 @@ def build_processor(tokenizer) -> ImageOnlyQwen2VLProcessor:
     )
 
 
-def _build_text_encoder(tokenizer):
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+def vl_encoder_config(config_class, tokenizer, text_config: dict, vision_config: dict):
+    """A Qwen vision-language model's config for a tiny tokenizer: its special tokens' ids wired in.
 
+    Deep copies: transformers rewrites the nested rope settings in place, and the callers' module
+    constants also name the cache folder."""
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
-    # Deep copies: transformers rewrites the nested rope settings in place, and these module
-    # constants also name the cache folder.
-    text_config = dict(
-        copy.deepcopy(TEXT_CONFIG),
-        vocab_size=len(tokenizer),
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"],
-    )
-    config = Qwen2_5_VLConfig(
-        text_config=text_config,
-        vision_config=copy.deepcopy(VISION_CONFIG),
+    return config_class(
+        text_config=dict(
+            copy.deepcopy(text_config),
+            vocab_size=len(tokenizer),
+            bos_token_id=ids["<|endoftext|>"],
+            eos_token_id=ids["<|im_end|>"],
+            pad_token_id=ids["<|endoftext|>"],
+        ),
+        vision_config=copy.deepcopy(vision_config),
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
     )
+
+
+def _build_text_encoder(tokenizer):
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    config = vl_encoder_config(Qwen2_5_VLConfig, tokenizer, TEXT_CONFIG, VISION_CONFIG)
     return Qwen2_5_VLForConditionalGeneration(config).eval()
 
 

@@ -25,7 +25,7 @@ from importlib import metadata
 # ProcessorMixin: see models.tiny (diffusers resolves custom processor classes through their module).
 from transformers import ProcessorMixin, Qwen3VLProcessor  # noqa: F401
 
-from .tiny import _BUILD_LOCK, SPECIAL_TOKENS, build_tokenizer
+from .tiny import _BUILD_LOCK, build_tokenizer, vl_encoder_config
 
 log = logging.getLogger(__name__)
 
@@ -209,22 +209,7 @@ def build_processor(tokenizer) -> ImageOnlyQwen3VLProcessor:
 def _build_text_encoder(tokenizer):
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
-    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
-    text_config = dict(
-        copy.deepcopy(TEXT_CONFIG),
-        vocab_size=len(tokenizer),
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"],
-    )
-    config = Qwen3VLConfig(
-        text_config=text_config,
-        vision_config=copy.deepcopy(VISION_CONFIG),
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-    )
+    config = vl_encoder_config(Qwen3VLConfig, tokenizer, TEXT_CONFIG, VISION_CONFIG)
     return Qwen3VLForConditionalGeneration(config).eval()
 
 
