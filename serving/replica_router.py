@@ -32,7 +32,7 @@ is fair share (:mod:`serving.fair_share`), which overrides the method Serve's FI
   replicas that hold all of a request's adapters come first. It never outranks idleness: an idle
   replica without the adapters goes before a busy one with them, so no GPU idles while a request
   waits. What a replica holds is what it last reported (every ``REPLICA_REPORT_INTERVAL_S``, through
-  the registry, which lives in this process: :func:`observe_replica`) plus what was sent to it
+  the registry, which lives in this process: :mod:`serving.replica_reports`) plus what was sent to it
   since, least recently used first and bounded by the size of its adapter cache (reported, else
   the configured ``adapter_capacity`` router argument). A guess that is wrong costs a reload on
   that replica, never a wrong image.
@@ -52,8 +52,6 @@ fewest-requests choice decides, probing full replicas as its default router does
 from __future__ import annotations
 
 import asyncio
-import itertools
-import time
 from collections import OrderedDict, defaultdict, deque
 from typing import Optional
 
@@ -67,41 +65,13 @@ from ray.serve.request_router import (
 )
 
 from models.adapters import LIGHTNING_ADAPTER
+from serving import replica_reports  # by reference: the one board of this process (see that module)
 from serving.fair_share import FairShareMixin
 
 ROUTER_PATH = "serving.replica_router.LeastBusyRouter"
 # Adapters a replica keeps when neither its report nor the router's arguments say: the default
 # ADAPTER_CACHE_SIZE (4) plus the Lightning adapter.
 DEFAULT_ADAPTER_CAPACITY = 5
-
-# What each model replica last reported holding, by replica id: kind -> (adapters loaded, least
-# recently used first; how many its cache keeps), and a number that grows with every report.
-_reported: dict[str, tuple[int, dict[str, tuple[list[str], int]]]] = {}
-_reports = itertools.count(1)
-_reported_at: dict[str, float] = {}
-# A replica silent this long is gone (scaled down, moved): its report is dropped.
-REPORT_TTL_S = 60.0
-
-
-def observe_replica(replica_id: str, info: dict) -> None:
-    """Record what a model replica reports holding (its ``ModelWorker.info()``); the routers of this
-    process read it. Called by the registry with every replica report."""
-    held = {}
-    for kind, model in (info.get("models") or {}).items():
-        if isinstance(model, dict) and "adapters_loaded" in model:
-            held[kind] = (list(model["adapters_loaded"]), int(model.get("adapter_capacity") or 0))
-    now = time.monotonic()
-    for gone in [other for other, at in _reported_at.items() if now - at > REPORT_TTL_S]:
-        forget_replica(gone)
-    _reported[replica_id] = (next(_reports), held)
-    _reported_at[replica_id] = now
-
-
-def forget_replica(replica_id: str) -> None:
-    """Drop a replica's report (it is gone)."""
-    _reported.pop(replica_id, None)
-    _reported_at.pop(replica_id, None)
-
 
 # Completions with no accepted request to match: refused attempts, and replies that reached this
 # router before the acceptance did. Remembered (by replica and request) so that a late
@@ -243,14 +213,14 @@ class LeastBusyRouter(FairShareMixin, LocalityMixin, RequestRouter):
         self._accepted.pop(replica_id, None)
         self._adapters.pop(replica_id, None)
         self._sent_since_report.pop(replica_id, None)
-        forget_replica(replica_id.unique_id)
+        replica_reports.forget_replica(replica_id.unique_id)
 
     # Adapters -----------------------------------------------------------------------------------
 
     def adapters_held(self, replica_id: ReplicaID) -> set[tuple[str, str]]:
         """The (kind, adapter) pairs the replica is taken to hold: its latest report, then what was
         sent to it since (a report may predate those requests), each kind bounded by its cache."""
-        report = _reported.get(replica_id.unique_id)
+        report = replica_reports.latest_report(replica_id.unique_id)
         if report is not None and report[0] != self._report_seen.get(replica_id):
             number, held = report
             self._report_seen[replica_id] = number

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from serving.replica_router import observe_replica
+from serving.replica_reports import observe_replica
 
 # A model replica reports what it holds every REPLICA_REPORT_INTERVAL_S; one not heard from for
 # this long is gone (stopped, crashed) and leaves /health's replica list.

@@ -19,7 +19,8 @@ import pytest
 from ray.serve._private.common import DeploymentHandleSource, DeploymentID, RequestMetadata
 from ray.serve.request_router import PendingRequest, ReplicaID
 
-from serving.replica_router import ROUTER_PATH, LeastBusyRouter, observe_replica
+from serving.replica_reports import observe_replica
+from serving.replica_router import ROUTER_PATH, LeastBusyRouter
 
 pytestmark = pytest.mark.unit
 
@@ -50,11 +51,15 @@ class FakeReplica:
 
 
 def make_router(
-    replicas: list[FakeReplica], max_backoff_s: float = 3600.0, router_kwargs: Optional[dict] = None, **locality
+    replicas: list[FakeReplica],
+    max_backoff_s: float = 3600.0,
+    router_kwargs: Optional[dict] = None,
+    router_class: type[LeastBusyRouter] = LeastBusyRouter,
+    **locality,
 ) -> LeastBusyRouter:
     """A router as Serve's handle builds it (queue-length cache on); ``max_backoff_s`` is the wait
     ceiling, ``router_kwargs`` the deployment's ``request_router_kwargs``."""
-    router = LeastBusyRouter(
+    router = router_class(
         deployment_id=DEPLOYMENT,
         handle_source=DeploymentHandleSource.UNKNOWN,
         use_replica_queue_len_cache=True,
@@ -328,6 +333,30 @@ def report(replica: FakeReplica, loaded: list[str], capacity: int) -> None:
         replica.replica_id.unique_id,
         {"models": {"text_to_image": {"adapters_loaded": loaded, "adapter_capacity": capacity}}, "device": "cpu"},
     )
+
+
+def test_a_router_of_the_class_serve_ships_sees_what_the_registry_records():
+    """Serve ships a deployment's router class by value (``RequestRouterConfig`` pickles it with
+    its module registered for pickling by value), and the registry's handles build their routers
+    from that copy; the registry records replica reports with the module it imported. Both must
+    meet on the same board (they did not while it was a global of the router's own module)."""
+    from ray import cloudpickle
+    from ray.serve.config import RequestRouterConfig
+
+    config = RequestRouterConfig(request_router_class=ROUTER_PATH)
+    shipped = cloudpickle.loads(config.get_serialized_request_router_cls())
+
+    async def scenario():
+        x, y = FakeReplica("shipped-x"), FakeReplica("shipped-y")
+        router = make_router([x, y], router_class=shipped)
+        await settle()
+        report(y, ["ink"], capacity=3)
+        assert await choose(router, model_request("ink")) == [[y], [x]]
+        router.on_replica_actor_died(y.replica_id)
+        report(x, ["ink"], capacity=3)
+        assert await choose(router, model_request("ink")) == [[x]]
+
+    asyncio.run(scenario())
 
 
 def test_the_router_takes_a_replica_to_keep_as_many_adapters_as_configured():
