@@ -41,6 +41,27 @@ def test_every_row_and_channel_survives_the_fast_encoder(mode, shape):
         assert np.array_equal(np.asarray(decoded), pixels)
 
 
+def test_the_image_data_is_what_zlib_itself_writes_at_the_same_settings():
+    """zlib-ng deflates (for speed); the stream is byte for byte the standard library's."""
+    import struct
+    import zlib
+
+    from models.png import COMPRESS_LEVEL
+
+    rng = np.random.default_rng(7)
+    smooth = np.add.outer(np.arange(256), np.arange(256)).astype(np.uint8)[..., None].repeat(3, 2)
+    pixels = np.clip(smooth + rng.integers(-3, 4, smooth.shape), 0, 255).astype(np.uint8)
+    data = encode_png(Image.fromarray(pixels), {})
+    idat, at = b"", 8
+    while at < len(data):
+        (length,) = struct.unpack(">I", data[at : at + 4])
+        if data[at + 4 : at + 8] == b"IDAT":
+            idat += data[at + 8 : at + 8 + length]
+        at += 12 + length
+    deflate = zlib.compressobj(COMPRESS_LEVEL, zlib.DEFLATED, zlib.MAX_WBITS, 8, zlib.Z_RLE)
+    assert idat == deflate.compress(zlib.decompress(idat)) + deflate.flush()
+
+
 def test_other_modes_are_encoded_by_pillow():
     image = Image.new("P", (10, 10), 3)
     with Image.open(io.BytesIO(encode_png(image, {"seed": "2"}))) as decoded:
