@@ -226,22 +226,10 @@ def created_on(device: str, dtype):
 def build_text_encoder(tokenizer):
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    from models.tiny import SPECIAL_TOKENS
+    from models.tiny import vl_encoder_config
 
-    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
-    text = dict(
-        TEXT_CONFIG,
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"],
-    )
-    config = Qwen2_5_VLConfig(
-        text_config=text,
-        vision_config=dict(VISION_CONFIG),
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
+    config = vl_encoder_config(
+        Qwen2_5_VLConfig, tokenizer, TEXT_CONFIG, VISION_CONFIG, vocab_size=TEXT_CONFIG["vocab_size"]
     )
     return Qwen2_5_VLForConditionalGeneration(config).eval()
 
@@ -281,23 +269,16 @@ def build_qwen21_components(device: str, dtype) -> dict:
     )
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
-    from models.tiny import SPECIAL_TOKENS, build_tokenizer
+    from models.tiny import build_tokenizer, vl_encoder_config
     from models.tiny21 import SCHEDULER_CONFIG, TEMPLATES, build_processor
 
     tokenizer = build_tokenizer(list(TEMPLATES))
-    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
-    config = Qwen3VLConfig(
-        text_config=dict(
-            copy.deepcopy(QWEN3_VL_TEXT_CONFIG),
-            bos_token_id=ids["<|endoftext|>"],
-            eos_token_id=ids["<|im_end|>"],
-            pad_token_id=ids["<|endoftext|>"],
-        ),
-        vision_config=copy.deepcopy(QWEN3_VL_VISION_CONFIG),
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
+    config = vl_encoder_config(
+        Qwen3VLConfig,
+        tokenizer,
+        QWEN3_VL_TEXT_CONFIG,
+        QWEN3_VL_VISION_CONFIG,
+        vocab_size=QWEN3_VL_TEXT_CONFIG["vocab_size"],
     )
     with created_on(device, dtype):
         transformer = QwenImage21Transformer2DModel(**copy.deepcopy(QWEN21_TRANSFORMER_CONFIG)).eval()

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import threading
 from importlib import metadata
+from typing import Optional
 
 # ProcessorMixin is imported for diffusers' sake: when loading a component whose class lives
 # outside diffusers/transformers (ImageOnlyQwen2VLProcessor below), diffusers looks up the base
@@ -392,8 +393,12 @@ def build_processor(tokenizer) -> ImageOnlyQwen2VLProcessor:
     )
 
 
-def vl_encoder_config(config_class, tokenizer, text_config: dict, vision_config: dict):
+def vl_encoder_config(
+    config_class, tokenizer, text_config: dict, vision_config: dict, vocab_size: Optional[int] = None
+):
     """A Qwen vision-language model's config for a tiny tokenizer: its special tokens' ids wired in.
+    ``vocab_size``: the text model's vocabulary, the tokenizer's size unless given (the full-size
+    configs of ``benchmarks/gpu_pipeline.py`` keep the published one).
 
     Deep copies: transformers rewrites the nested rope settings in place, and the callers' module
     constants also name the cache folder."""
@@ -401,7 +406,7 @@ def vl_encoder_config(config_class, tokenizer, text_config: dict, vision_config:
     return config_class(
         text_config=dict(
             copy.deepcopy(text_config),
-            vocab_size=len(tokenizer),
+            vocab_size=vocab_size or len(tokenizer),
             bos_token_id=ids["<|endoftext|>"],
             eos_token_id=ids["<|im_end|>"],
             pad_token_id=ids["<|endoftext|>"],
