@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from PIL import Image
 
@@ -474,6 +474,29 @@ def qwen21_output_size(width: int, height: int, resolution: int = 1024) -> tuple
     return round(out_width / 32) * 32, round(out_width / ratio / 32) * 32
 
 
+def _run_pipeline(pipeline, arguments: dict[str, Any], swap: Optional[tuple[str, Any]], closers: list[Any]):
+    """``pipeline(**arguments)`` with ``swap`` (attribute, value) set for this run only: fast mode's
+    scheduler (the pair) or transformer (2.1 Turbo). The previewers in ``closers`` are closed after.
+    None when the run was stopped at a step."""
+    attribute, value = swap if swap is not None else ("", None)
+    kept = getattr(pipeline, attribute) if attribute else None
+    if attribute:
+        setattr(pipeline, attribute, value)
+    try:
+        return pipeline(**arguments)
+    except _Stopped:
+        # What the pipeline does at its end: with model CPU offload, move every component back to
+        # the CPU, or the next run loads its text encoder beside a transformer still on the GPU.
+        pipeline.maybe_free_model_hooks()
+        return None
+    finally:
+        for closer in closers:
+            if closer is not None:
+                closer.close()
+        if attribute:
+            setattr(pipeline, attribute, kept)
+
+
 def _pipeline21_generate(model, request, seed, on_step, should_stop, previews=None):
     """One run of ``QwenImage21Pipeline``: text-to-image, or an edit with 1-N RGBA-capable references."""
     import torch
@@ -518,18 +541,10 @@ def _pipeline21_generate(model, request, seed, on_step, should_stop, previews=No
             arguments.update(width=width, height=height, output_resolution=resolution)
     else:
         arguments.update(width=request.width, height=request.height)
-    base_transformer = pipeline.transformer
-    if turbo is not None:
-        pipeline.transformer = turbo.transformer
-    try:
-        output = pipeline(**arguments)
-    except _Stopped:
-        pipeline.maybe_free_model_hooks()
+    swap = ("transformer", turbo.transformer) if turbo is not None else None
+    output = _run_pipeline(pipeline, arguments, swap, [previewer])
+    if output is None:
         return [], progress["steps"], True
-    finally:
-        if previewer is not None:
-            previewer.close()
-        pipeline.transformer = base_transformer
     images = [transparent_or_flat(image, request.transparent) for image in output.images]
     return images, progress["steps"], False
 
@@ -663,22 +678,10 @@ def _pipeline_generate(model, request, seed, on_step, should_stop, previews=None
             )
             arguments.pop("width", None)
             arguments.pop("height", None)
-    base_scheduler = pipeline.scheduler
-    if request.fast:
-        pipeline.scheduler = model.fast_scheduler
-    try:
-        output = pipeline(**arguments)
-    except _Stopped:
-        # What the pipeline does at its end: with model CPU offload, move every component back to
-        # the CPU, or the next run loads its text encoder beside a transformer still on the GPU.
-        pipeline.maybe_free_model_hooks()
+    swap = ("scheduler", model.fast_scheduler) if request.fast else None
+    output = _run_pipeline(pipeline, arguments, swap, [previewer, partials])
+    if output is None:
         return [], progress["steps"], True
-    finally:
-        if previewer is not None:
-            previewer.close()
-        if partials is not None:
-            partials.close()
-        pipeline.scheduler = base_scheduler
 
     def finish(images: list[Image.Image]) -> list[Image.Image]:
         if exact_size is not None:

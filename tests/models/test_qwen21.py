@@ -96,10 +96,12 @@ def test_edit_with_several_rgba_references(qwen21):
 
 def test_turbo_fast_mode_runs_its_own_grid(qwen21):
     steps: list[tuple[int, int]] = []
+    base_transformer = qwen21[TEXT_TO_IMAGE].pipeline.transformer
     result = generate(
         qwen21[TEXT_TO_IMAGE], _request(fast=True, num_inference_steps=40), on_step=lambda s, t: steps.append((s, t))
     )
     assert steps[-1] == (8, 8) and result.steps_completed == 8
+    assert qwen21[TEXT_TO_IMAGE].pipeline.transformer is base_transformer  # Turbo's was swapped in for the run only
     base = generate(qwen21[TEXT_TO_IMAGE], _request(num_inference_steps=8))
     assert base.images[0].tobytes() != result.images[0].tobytes()  # other transformer weights
 
