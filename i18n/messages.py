@@ -229,6 +229,12 @@ IMAGE_NOT_IN_TASK = _entry(
     "没有第 {n} 张图片：该任务共有 {count} 张，从 0 开始编号",
     "There is no image {n}: this task has {count}, numbered from 0",
 )
+INPUT_NOT_IN_TASK = _entry(
+    "input_not_in_task",
+    "没有第 {n} 个输入图片：该任务共有 {count} 个，从 0 开始编号",
+    "There is no input {n}: this task has {count}, numbered from 0",
+)
+INPUT_MISSING = _entry("input_missing", "该任务的输入图片已不再保存", "The task's input image is no longer stored")
 QUOTA_DAILY = _entry(
     "quota_daily",
     "已达到每日配额上限（{limit}），将于 {resets_at} 重置",

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from typing import Annotated, Any, Optional
 
 from fastapi import APIRouter, HTTPException, Query, status
-from pydantic import BaseModel, ConfigDict, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 from sqlmodel import Session
 
 from auth.deps import AdminUser, CurrentUser, SessionDep
@@ -46,6 +46,16 @@ class TaskRecordPublic(BaseModel):
     seed: Optional[int] = None
     image_count: int = 1
     attempts: int = 0
+
+    # Read from the record, not shown: the inputs' storage keys (``input_urls`` shows them as URLs).
+    input_keys: list[str] = Field(default_factory=list, exclude=True)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def input_urls(self) -> list[str]:
+        """Beyond the contract: the images the task was sent, as uploaded, in order (an inpainting's
+        mask last): ``GET /tasks/{id}/inputs/{n}``."""
+        return [f"/tasks/{self.task_id}/inputs/{n}" for n in range(len(self.input_keys))]
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -1,4 +1,5 @@
-"""``GET /tasks/{task_id}/images/{n}``: one image of a completed task, full size or as a thumbnail.
+"""``GET /tasks/{task_id}/images/{n}``: one image of a completed task, full size or as a thumbnail;
+``GET /tasks/{task_id}/inputs/{n}``: one of the images a task was sent, as uploaded.
 
 Beyond the contract, whose ``/result`` answers one PNG or a ZIP of them: a client (the web page,
 a gallery) can show each image by its own URL, without reading ZIP files. Images are numbered
@@ -7,6 +8,9 @@ administrator) may read them: anyone else gets the same 404 as for a task that d
 
 A task's images never change once it completed (task ids are never reused), so the answers may be
 kept by the browser for a year (``private``: never by a shared cache) and revalidated by ETag.
+
+A task's inputs (its reference images, and last an inpainting's mask) are kept as long as its
+record: the web page reads them back to run an edit again after a reload.
 """
 
 from __future__ import annotations
@@ -19,10 +23,10 @@ from fastapi import APIRouter, Header, HTTPException, Path, Query, status
 from fastapi.responses import Response
 from PIL import Image
 
-from auth.deps import CurrentUser
+from auth.deps import CurrentUser, SessionDep
 from i18n import messages
 from serving.openai.images import split_result
-from serving.routes.common import read_result
+from serving.routes.common import owned_record, read_result
 from serving.routes.tasks import task_status
 from serving.state import StateDep
 from storage import TaskStatus
@@ -111,3 +115,36 @@ async def task_image(
         if cache is not None and size is not None:  # only thumbnails: a full PNG is read from the store again
             cache.put(cache_key, data)
     return Response(data, media_type=media_type, headers=headers)
+
+
+# An input's media type by the extension it was stored with (serving.uploads: png, jpg, webp).
+INPUT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+@router.get(
+    "/{task_id}/inputs/{n}",
+    name="task_input",
+    responses={
+        200: {"content": {media: {} for media in sorted(set(INPUT_TYPES.values()))}, "description": "the input"},
+        404: {"description": "no such task of yours, no input with this number, or no longer stored"},
+    },
+)
+def task_input(
+    task_id: Annotated[str, Path(max_length=64)],
+    n: Annotated[int, Path(ge=0, le=MAX_IMAGE_INDEX, description="the input's number, from 0, in the order sent")],
+    user: CurrentUser,
+    session: SessionDep,
+    state: StateDep,
+) -> Response:
+    """Input ``n`` of a task as it was uploaded: its images in the order sent, an inpainting's mask
+    last. Kept as long as the task's record; any status."""
+    keys = list(owned_record(session, user, task_id).input_keys)
+    if n >= len(keys):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, messages.INPUT_NOT_IN_TASK(n=n, count=len(keys)))
+    key = keys[n]
+    try:
+        data = state.store.get(key)
+    except FileNotFoundError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, messages.INPUT_MISSING) from None
+    media_type = INPUT_TYPES.get(key.rpartition(".")[2].lower(), "application/octet-stream")
+    return Response(data, media_type=media_type, headers={"Cache-Control": CACHE_CONTROL})

@@ -144,7 +144,8 @@ def wait_running(page: Page, prompt: str, below: int = 60) -> None:
 def test_a_newcomer_makes_an_image_reloads_and_still_has_it(browser, base_url, shots, tmp_path):
     """Register, generate (Ctrl+Enter), see the image in its task card, group a task's images in one
     gallery card, reload (finished tasks come back, a running one is followed again), cancel it,
-    then the viewer, *Use as edit input*, *Same settings again* and the history's thumbnails."""
+    then the viewer, *Use as edit input*, *Same settings again* (also after a reload, the edit's
+    input read back) and the history's thumbnails."""
     w = open_page(browser, base_url)
     page = w.page
     expect(page.locator("#view-login")).to_be_visible()
@@ -292,6 +293,14 @@ def test_a_newcomer_makes_an_image_reloads_and_still_has_it(browser, base_url, s
     expect(page.locator("#prompt")).to_have_value(NIGHT)
     expect(page.locator("#steps")).to_have_value("20")
     expect(page.locator("#thumbs img")).to_have_count(1)
+    # After a reload the edit is rebuilt from its record: its input image is read back from the service.
+    page.reload()
+    page.get_by_role("link", name="Gallery").click()
+    page.locator("#gallery .shot").filter(has_text=NIGHT).locator(".again").click()
+    expect(page.locator("#prompt")).to_have_value(NIGHT)
+    expect(page.get_by_role("tab", name="Edit", exact=True)).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#thumbs img")).to_have_count(1)
+    page.wait_for_function("() => document.querySelector('#thumbs img').naturalWidth > 0")
 
     # History: thumbnails in the rows, each opening the viewer; statistics; filters.
     page.get_by_role("link", name="History").click()

@@ -392,6 +392,7 @@ function settingsFromRecord(item) {
     negative_prompt: p.negative_prompt || item.negative_prompt || "", aspect_ratio: p.aspect_ratio || "1:1",
     num_inference_steps: p.num_inference_steps, true_cfg_scale: p.true_cfg_scale, guidance_scale: p.guidance_scale,
     num_images: p.num_images || 1, strength: p.strength ?? undefined, seed: item.seed, inputs: [],
+    input_urls: item.input_urls || [], mask: Boolean(p.mask),
     ...optionsFromRecord(MODES[item.task_type] || "t2i", p),
   };
 }
@@ -549,16 +550,36 @@ function addToGallery(taskId) {
   $("#gallery-empty").hidden = true;
 }
 
-function sameSettingsAgain(taskId) {
+async function sameSettingsAgain(taskId) {
   const task = known.get(taskId);
   applySettings({ ...task.settings, seed: Number.isFinite(task.seed) ? task.seed : -1 });
   if ((task.settings.inputs || []).length) {
     state.inputs = task.settings.inputs.map((i) => ({ ...i, url: URL.createObjectURL(i.blob) }));
     renderThumbs();
+  } else if ((task.settings.input_urls || []).length) {
+    await restoreInputs(taskId, task.settings);
   }
   closeViewer();
   location.hash = "#create";
   $("#prompt").focus();
+}
+
+/** A task rebuilt from its record (after a reload) keeps no images in the page: its inputs are read
+ * back from the service as they were sent. An inpainting's mask (the last input) is not: it is
+ * painted again over the image. */
+async function restoreInputs(taskId, settings) {
+  const count = settings.input_urls.length - (settings.mask ? 1 : 0);
+  const files = [];
+  for (let n = 0; n < count; n += 1) {
+    const response = await guarded(() => api(`tasks/${encodeURIComponent(taskId)}/inputs/${n}`, { raw: true }));
+    if (!response) return;
+    const blob = await response.blob();
+    const extension = { "image/jpeg": "jpg", "image/webp": "webp" }[blob.type] || "png";
+    files.push(new File([blob], `${taskId.slice(0, 8)}_input_${n + 1}.${extension}`, { type: blob.type }));
+  }
+  for (const input of state.inputs) URL.revokeObjectURL(input.url);
+  state.inputs = [];
+  addInputs(files);
 }
 
 /** A result image becomes the input of an edit. Coming from text to image, the prompt described
