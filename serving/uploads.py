@@ -19,6 +19,8 @@ CHUNK = 1024 * 1024
 # decoding: a few hundred KB of flat PNG can otherwise unfold into hundreds of MB.
 DEFAULT_MAX_DECODED_BYTES = 64 * 1024 * 1024
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
+# A stored input's media type by the extension it was stored with (GET /tasks/{id}/inputs/{n}).
+MEDIA_TYPES_BY_EXTENSION = {EXTENSIONS[fmt]: media for fmt, media in ALLOWED_FORMATS.items()}
 
 
 class ValidatedUpload(NamedTuple):

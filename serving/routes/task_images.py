@@ -29,6 +29,7 @@ from serving.openai.images import split_result
 from serving.routes.common import owned_record, read_result
 from serving.routes.tasks import task_status
 from serving.state import StateDep
+from serving.uploads import MEDIA_TYPES_BY_EXTENSION
 from storage import TaskStatus
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
@@ -117,15 +118,11 @@ async def task_image(
     return Response(data, media_type=media_type, headers=headers)
 
 
-# An input's media type by the extension it was stored with (serving.uploads: png, jpg, webp).
-INPUT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp"}
-
-
 @router.get(
     "/{task_id}/inputs/{n}",
     name="task_input",
     responses={
-        200: {"content": {media: {} for media in sorted(set(INPUT_TYPES.values()))}, "description": "the input"},
+        200: {"content": {media: {} for media in MEDIA_TYPES_BY_EXTENSION.values()}, "description": "the input"},
         404: {"description": "no such task of yours, no input with this number, or no longer stored"},
     },
 )
@@ -138,7 +135,7 @@ def task_input(
 ) -> Response:
     """Input ``n`` of a task as it was uploaded: its images in the order sent, an inpainting's mask
     last. Kept as long as the task's record; any status."""
-    keys = list(owned_record(session, user, task_id).input_keys)
+    keys = owned_record(session, user, task_id).input_keys
     if n >= len(keys):
         raise HTTPException(status.HTTP_404_NOT_FOUND, messages.INPUT_NOT_IN_TASK(n=n, count=len(keys)))
     key = keys[n]
@@ -146,5 +143,5 @@ def task_input(
         data = state.store.get(key)
     except FileNotFoundError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, messages.INPUT_MISSING) from None
-    media_type = INPUT_TYPES.get(key.rpartition(".")[2].lower(), "application/octet-stream")
+    media_type = MEDIA_TYPES_BY_EXTENSION.get(key.rpartition(".")[2], "application/octet-stream")
     return Response(data, media_type=media_type, headers={"Cache-Control": CACHE_CONTROL})
