@@ -478,10 +478,9 @@ def _run_pipeline(pipeline, arguments: dict[str, Any], swap: Optional[tuple[str,
     """``pipeline(**arguments)`` with ``swap`` (attribute, value) set for this run only: fast mode's
     scheduler (the pair) or transformer (2.1 Turbo). The previewers in ``closers`` are closed after.
     None when the run was stopped at a step."""
-    attribute, value = swap if swap is not None else ("", None)
-    kept = getattr(pipeline, attribute) if attribute else None
-    if attribute:
-        setattr(pipeline, attribute, value)
+    kept = getattr(pipeline, swap[0]) if swap is not None else None
+    if swap is not None:
+        setattr(pipeline, *swap)
     try:
         return pipeline(**arguments)
     except _Stopped:
@@ -493,8 +492,8 @@ def _run_pipeline(pipeline, arguments: dict[str, Any], swap: Optional[tuple[str,
         for closer in closers:
             if closer is not None:
                 closer.close()
-        if attribute:
-            setattr(pipeline, attribute, kept)
+        if swap is not None:
+            setattr(pipeline, swap[0], kept)
 
 
 def _pipeline21_generate(model, request, seed, on_step, should_stop, previews=None):
