@@ -9,7 +9,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import func, select
 
 from auth.deps import SESSION_COOKIE, AdminUser, AuthDep, CurrentUser, LoginUser, SessionDep, by_api_key
-from auth.schemas import ChangePasswordRequest, LoginRequest, Message, Token, UserCreate, UserPublic, UserUpdate
+from auth.schemas import (
+    ChangePasswordRequest,
+    LoginRequest,
+    Message,
+    Token,
+    UserAdminView,
+    UserCreate,
+    UserPublic,
+    UserUpdate,
+)
 from auth.security import API_KEY_PREFIX, InvalidToken
 from auth.service import AuthError, AuthService
 from i18n import messages
@@ -202,7 +211,7 @@ def change_password(body: ChangePasswordRequest, user: LoginUser, auth: AuthDep,
     return Message(message=messages.PASSWORD_CHANGED)
 
 
-@router.get("/users", response_model=list[UserPublic])
+@router.get("/users", response_model=list[UserAdminView])
 def read_users(
     _: AdminUser,
     session: SessionDep,

@@ -57,6 +57,18 @@ class UserPublic(BaseModel):
     created_at: datetime
 
 
+class UserAdminView(UserPublic):
+    """A user as ``GET /auth/users`` lists them for an administrator: with their own limits, so a
+    list of users needs no second request per user."""
+
+    daily_limit: Optional[int] = Field(
+        default=None, description="the user's own daily limit; null: the service default"
+    )
+    monthly_limit: Optional[int] = Field(
+        default=None, description="the user's own monthly limit; null: the service default"
+    )
+
+
 class Message(BaseModel):
     message: str
 

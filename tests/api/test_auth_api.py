@@ -130,7 +130,8 @@ def test_admin_lists_users_with_skip_and_limit(client, admin_headers, make_user)
     assert {"admin"} <= {u["username"] for u in everyone}
     page = client.get("/auth/users", headers=admin_headers, params={"skip": 1, "limit": 2}).json()
     assert [u["id"] for u in page] == [u["id"] for u in everyone[1:3]]
-    assert all(set(u) == USER_FIELDS for u in page)
+    # The admin's list adds each user's own limits (never a password hash or a key).
+    assert all(set(u) == USER_FIELDS | {"daily_limit", "monthly_limit"} for u in page)
 
 
 def test_toggle_active_disables_login_and_revokes_tokens(client, admin_headers, user):

@@ -177,7 +177,12 @@ def test_two_concurrent_submissions_cannot_both_take_the_last_unit(faulty_client
 def test_admin_reads_and_resets_a_users_limits(client, admin_headers, user):
     assert _set_quota(client, admin_headers, user.id, daily_limit=7)["daily_limit"] == 7
     assert client.get(f"/auth/users/{user.id}/quota", headers=admin_headers).json()["daily_limit"] == 7
+    # The list of users carries each one's own limits (null: the default), for the admin page.
+    listed = {u["id"]: u for u in client.get("/auth/users", headers=admin_headers, params={"limit": 1000}).json()}
+    assert (listed[user.id]["daily_limit"], listed[user.id]["monthly_limit"]) == (7, None)
     assert _set_quota(client, admin_headers, user.id, daily_limit=None)["daily_limit"] == 100
+    listed = {u["id"]: u for u in client.get("/auth/users", headers=admin_headers, params={"limit": 1000}).json()}
+    assert listed[user.id]["daily_limit"] is None
     bad = client.put(f"/auth/users/{user.id}/quota", headers=admin_headers, json={"daily_limit": -1})
     assert bad.status_code == 400
 

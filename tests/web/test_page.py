@@ -358,8 +358,9 @@ def test_a_prompt_that_looks_like_html_is_text_everywhere(browser, base_url, mak
     assert not w.errors, w.errors
 
 
-def test_admin_pages_and_phone_width(browser, base_url, shots, make_user):
+def test_admin_pages_and_phone_width(browser, base_url, shots, make_user, client, admin_headers):
     target = make_user("pageadm")
+    client.put(f"/auth/users/{target.id}/quota", headers=admin_headers, json={"daily_limit": 5})
     w = open_page(browser, base_url, locale="zh-CN", width=390, height=844)
     page = w.page
     expect(page.locator("#login-submit")).to_have_text("登录")
@@ -379,20 +380,27 @@ def test_admin_pages_and_phone_width(browser, base_url, shots, make_user):
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
 
     page.set_viewport_size({"width": 1280, "height": 900})
+    per_user = []
+    page.on("request", lambda r: per_user.append(r.url) if "/auth/users/" in r.url else None)
     page.locator("#nav-admin").click()
     row = page.locator("#users-table tbody tr").filter(has_text=target.username)
     expect(row).to_have_count(1)
+    # One read for the whole list, each user's own limits in it (hundreds of users in a full run).
+    assert per_user == []
+    expect(row.get_by_label(f"{target.username} daily")).to_have_value("5")
+    expect(row.get_by_label(f"{target.username} monthly")).to_have_value("")
     expect(page.locator("#global-stats .stat").first).to_be_visible()
     # The administrator still logs in with admin123 here: the admin page says so.
     expect(page.locator("#admin-warning")).to_be_visible()
     expect(page.locator("#admin-warning")).to_contain_text("默认密码")
     row.get_by_role("button", name="禁用").click()
     expect(row.get_by_role("button", name="启用")).to_be_visible()
+    expect(row.get_by_label(f"{target.username} daily")).to_have_value("5")  # the rebuilt row keeps it
     page.screenshot(path=str(shots / "admin.png"))
     page.locator("#cleanup-form button[type=submit]").click()
     expect(page.locator("#cleanup-out")).to_contain_text("已清理")
-    # The clean-up reloads the user list (one quota read per user: hundreds in a full test run);
-    # a log-out in the middle would rightly answer those reads 401, which the console reports.
+    # The clean-up reloads the user list and the statistics; a log-out in the middle would rightly
+    # answer those reads 401, which the console reports.
     page.wait_for_load_state("networkidle")
 
     page.get_by_role("button", name="退出登录").click()

@@ -735,13 +735,11 @@ async function loadAdmin() {
     const warn = Boolean(security && security.default_admin_password);
     $("#admin-warning").hidden = !warn;
     if (warn) $("#admin-warning-text").textContent = t("admin.defaultPassword", { name: security.admin_username });
-    // All rows are built before the table changes, so it never shows half a list.
-    const rows = await Promise.all(users.map(userRow));
-    $("#users-table tbody").replaceChildren(...rows);
+    $("#users-table tbody").replaceChildren(...users.map(userRow));
   });
 }
 
-async function userRow(user) {
+function userRow(user) {
   const self = user.id === state.user.id;
   let row;
   // An action changes one user: only that row is rebuilt (or removed), not the whole list.
@@ -751,18 +749,21 @@ async function userRow(user) {
     b.addEventListener("click", () => guarded(async () => {
       const changed = await action();
       if (changed === null) row.remove();
-      else if (changed) row.replaceWith(await userRow({ ...user, ...changed }));
+      else if (changed) row.replaceWith(userRow({ ...user, ...changed }));
     }));
     return b;
   };
-  const quota = await api(`auth/users/${user.id}/quota`).catch(() => null);
   const daily = el("input", { attrs: { type: "number", min: "0", "aria-label": `${user.username} daily`, placeholder: t("default") } });
   const monthly = el("input", { attrs: { type: "number", min: "0", "aria-label": `${user.username} monthly`, placeholder: t("default") } });
-  if (quota) { daily.value = quota.daily_limit; monthly.value = quota.monthly_limit; }
+  // The user's own limits come with the list (empty: the service default applies).
+  if (user.daily_limit != null) daily.value = user.daily_limit;
+  if (user.monthly_limit != null) monthly.value = user.monthly_limit;
   const save = el("button", { text: t("admin.save"), cls: "ghost", attrs: { type: "button" } });
   save.addEventListener("click", () => guarded(async () => {
-    await api(`auth/users/${user.id}/quota`, { method: "PUT", json: {
-      daily_limit: daily.value === "" ? null : Number(daily.value), monthly_limit: monthly.value === "" ? null : Number(monthly.value) } });
+    const limits = { daily_limit: daily.value === "" ? null : Number(daily.value),
+      monthly_limit: monthly.value === "" ? null : Number(monthly.value) };
+    await api(`auth/users/${user.id}/quota`, { method: "PUT", json: limits });
+    Object.assign(user, limits);  // a row rebuilt later (after a toggle) shows them
     showNotice(t("admin.saved"));
   }));
   const actions = el("div", { cls: "row" }, [

@@ -71,6 +71,8 @@ function renderLoras() {
   const available = state.catalogue.filter((a) => a.model === kind);
   const chosen = state.chosen[kind];
   const select = $("#lora-select");
+  // A redraw (the catalogue read again, the language changed) keeps the adapter being chosen.
+  const choosing = select.value;
   select.replaceChildren(node("option", { value: "" }, t("o.choose")));
   for (const adapter of available) {
     if (chosen.some((c) => c.name === adapter.name)) continue;
@@ -79,6 +81,7 @@ function renderLoras() {
     if (about.some(Boolean)) option.title = about.filter(Boolean).join(" ");
     select.append(option);
   }
+  if ([...select.options].some((o) => o.value === choosing)) select.value = choosing;
   const full = chosen.length >= MAX_LORAS;
   select.disabled = full || select.options.length < 2;
   $("#lora-add").disabled = select.disabled;
