@@ -223,11 +223,12 @@ def test_lora_picker_fast_mode_and_custom_size_reach_the_api(browser, base_url, 
     page.locator("#lora-select").select_option("studio-light")
     # Showing the create view again reads the catalogue again and redraws the picker: the adapter
     # being chosen stays chosen (an answer landing between choosing and *Add* once dropped it).
-    page.evaluate("""() => { window.redrawn = new Promise((done) => new MutationObserver((_, seen) => {
-        seen.disconnect(); done(); }).observe(document.querySelector("#lora-select"), { childList: true })); }""")
+    page.evaluate("""() => new MutationObserver((_, seen) => { seen.disconnect(); window.redrawn = true; })
+        .observe(document.querySelector("#lora-select"), { childList: true })""")
     page.get_by_role("link", name="Gallery").click()
+    expect(page.locator("#view-gallery")).to_be_visible()
     page.get_by_role("link", name="Create").click()
-    page.evaluate("() => window.redrawn")
+    page.wait_for_function("() => window.redrawn === true")
     expect(page.locator("#lora-select")).to_have_value("studio-light")
     page.locator("#lora-add").click()
     page.locator("#prompt").fill("put the teapot on a white studio background")

@@ -360,7 +360,9 @@ def test_a_prompt_that_looks_like_html_is_text_everywhere(browser, base_url, mak
 
 def test_admin_pages_and_phone_width(browser, base_url, shots, make_user, client, admin_headers):
     target = make_user("pageadm")
-    client.put(f"/auth/users/{target.id}/quota", headers=admin_headers, json={"daily_limit": 5})
+    assert (
+        client.put(f"/auth/users/{target.id}/quota", headers=admin_headers, json={"daily_limit": 5}).status_code == 200
+    )
     w = open_page(browser, base_url, locale="zh-CN", width=390, height=844)
     page = w.page
     expect(page.locator("#login-submit")).to_have_text("登录")
@@ -386,16 +388,24 @@ def test_admin_pages_and_phone_width(browser, base_url, shots, make_user, client
     row = page.locator("#users-table tbody tr").filter(has_text=target.username)
     expect(row).to_have_count(1)
     # One read for the whole list, each user's own limits in it (hundreds of users in a full run).
+    page.wait_for_load_state("networkidle")
     assert per_user == []
     expect(row.get_by_label(f"{target.username} daily")).to_have_value("5")
-    expect(row.get_by_label(f"{target.username} monthly")).to_have_value("")
+    monthly = row.get_by_label(f"{target.username} monthly")
+    expect(monthly).to_have_value("")  # empty: the service default
+    monthly.fill("900")
+    row.get_by_role("button", name="保存配额").click()
+    expect(page.locator("#alert-text")).to_have_text("配额已保存。")
+    page.locator("#alert-close").click()
     expect(page.locator("#global-stats .stat").first).to_be_visible()
     # The administrator still logs in with admin123 here: the admin page says so.
     expect(page.locator("#admin-warning")).to_be_visible()
     expect(page.locator("#admin-warning")).to_contain_text("默认密码")
     row.get_by_role("button", name="禁用").click()
     expect(row.get_by_role("button", name="启用")).to_be_visible()
-    expect(row.get_by_label(f"{target.username} daily")).to_have_value("5")  # the rebuilt row keeps it
+    # The row rebuilt after the toggle keeps both limits, the one saved on the page too.
+    expect(row.get_by_label(f"{target.username} daily")).to_have_value("5")
+    expect(row.get_by_label(f"{target.username} monthly")).to_have_value("900")
     page.screenshot(path=str(shots / "admin.png"))
     page.locator("#cleanup-form button[type=submit]").click()
     expect(page.locator("#cleanup-out")).to_contain_text("已清理")
