@@ -179,6 +179,9 @@ def quota_body(session: Session, user: User, state: ServiceState) -> dict:
         "daily_resets_at": periods.day_end,
         "monthly_resets_at": periods.month_end,
         "timezone": state.settings.quota_timezone,
+        # The service's defaults, which apply where the user has no limit of their own.
+        "default_daily_limit": state.settings.default_daily_limit,
+        "default_monthly_limit": state.settings.default_monthly_limit,
     }
 
 

@@ -127,6 +127,8 @@ def test_quota_counts_images_and_refuses_over_the_daily_limit_with_429(
         "used_today": 0,
         "remaining_today": 3,
         "remaining_this_month": 3000,
+        "default_daily_limit": 100,  # what applies again once the user's own limit is removed
+        "default_monthly_limit": 3000,
     }
     task_id = submit_t2i(client, user.headers, num_images=2)
     used = client.get("/tasks/quota/me", headers=user.headers).json()

@@ -396,7 +396,8 @@ def test_admin_pages_and_phone_width(browser, base_url, shots, make_user, client
     assert per_user == []
     expect(row.get_by_label(f"{target.username} daily")).to_have_value("5")
     monthly = row.get_by_label(f"{target.username} monthly")
-    expect(monthly).to_have_value("")  # empty: the service default
+    expect(monthly).to_have_value("")  # empty: the service default, which it names
+    expect(monthly).to_have_attribute("placeholder", "默认 3000")
     monthly.fill("900")
     row.get_by_role("button", name="保存配额").click()
     expect(page.locator("#alert-text")).to_have_text("配额已保存。")

@@ -27,6 +27,7 @@ const state = {
   maskFor: null,       // the input it is painted over
   masked: false,       // something is painted
   strengthTouched: false,
+  defaultLimits: null, // {daily, monthly}: the service's quota defaults (admin page)
 };
 
 // ------------------------------------------------------------------ helpers
@@ -729,8 +730,10 @@ async function loadHistory() {
 
 async function loadAdmin() {
   await guarded(async () => {
-    const [users, stats, security] = await Promise.all([api("auth/users", { query: { limit: 1000 } }),
-      api("tasks/statistics/global"), api("admin/security").catch(() => null)]);
+    const [users, stats, security, quota] = await Promise.all([api("auth/users", { query: { limit: 1000 } }),
+      api("tasks/statistics/global"), api("admin/security").catch(() => null), api("tasks/quota/me").catch(() => null)]);
+    // An empty limit box shows the service default it stands for.
+    if (quota) state.defaultLimits = { daily: quota.default_daily_limit, monthly: quota.default_monthly_limit };
     renderStats($("#global-stats"), stats);
     const warn = Boolean(security && security.default_admin_password);
     $("#admin-warning").hidden = !warn;
@@ -753,8 +756,12 @@ function userRow(user) {
     }));
     return b;
   };
-  const daily = el("input", { attrs: { type: "number", min: "0", "aria-label": `${user.username} daily`, placeholder: t("default") } });
-  const monthly = el("input", { attrs: { type: "number", min: "0", "aria-label": `${user.username} monthly`, placeholder: t("default") } });
+  const fallback = (n) => (n == null ? t("default") : t("admin.defaultN", { n }));
+  const defaults = state.defaultLimits || {};
+  const daily = el("input", { attrs: { type: "number", min: "0", "aria-label": `${user.username} daily`,
+    placeholder: fallback(defaults.daily) } });
+  const monthly = el("input", { attrs: { type: "number", min: "0", "aria-label": `${user.username} monthly`,
+    placeholder: fallback(defaults.monthly) } });
   // The user's own limits come with the list (empty: the service default applies).
   if (user.daily_limit != null) daily.value = user.daily_limit;
   if (user.monthly_limit != null) monthly.value = user.monthly_limit;

@@ -52,7 +52,7 @@ const TEXTS = {
     "admin.days": "Delete records older than (days)", "admin.run": "Clean up", "admin.enable": "Enable",
     "admin.disable": "Disable", "admin.makeAdmin": "Make admin", "admin.dropAdmin": "Remove admin",
     "admin.delete": "Delete", "admin.save": "Save limits", "admin.confirmDelete": "Delete user {name}?",
-    "admin.saved": "Limits saved.", "yes": "yes", "no": "no", "default": "default",
+    "admin.saved": "Limits saved.", "yes": "yes", "no": "no", "default": "default", "admin.defaultN": "default: {n}",
   },
   zh: {
     skip: "跳到内容", language: "语言", logout: "退出登录", close: "关闭",
@@ -106,7 +106,7 @@ const TEXTS = {
     "admin.days": "删除早于（天）的记录", "admin.run": "开始清理", "admin.enable": "启用",
     "admin.disable": "禁用", "admin.makeAdmin": "设为管理员", "admin.dropAdmin": "取消管理员",
     "admin.delete": "删除", "admin.save": "保存配额", "admin.confirmDelete": "确定删除用户 {name}？",
-    "admin.saved": "配额已保存。", "yes": "是", "no": "否", "default": "默认",
+    "admin.saved": "配额已保存。", "yes": "是", "no": "否", "default": "默认", "admin.defaultN": "默认 {n}",
   },
 };
 
