@@ -27,9 +27,10 @@ run: install
 test: install
 	$(BIN)/python -m pytest --durations=25
 
-## The fast tier: tests marked unit, no Ray (under a minute).
+## The fast tier: tests marked unit, no Ray, one worker per core (UNIT_WORKERS=1: in one process).
+UNIT_WORKERS ?= auto
 test-unit: install
-	$(BIN)/python -m pytest -m unit -q
+	$(BIN)/python -m pytest -m unit -q -n $(UNIT_WORKERS)
 
 ## Lint, format check and type check (what CI runs before the tests).
 ## All three run, so one run shows every finding; any finding fails it.
