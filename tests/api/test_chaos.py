@@ -133,10 +133,22 @@ async def _timed(calls: list[Call], start: float, request) -> Optional[httpx.Res
     return response
 
 
+async def _patiently(send) -> httpx.Response:
+    """What a well-behaved client does with a 503: waits the Retry-After it names, then asks again
+    (fifty accounts made at once on a 2-core machine may find the service busy; that is allowed)."""
+    for _ in range(20):
+        response = await send()
+        if response.status_code != 503 or not response.headers.get("retry-after"):
+            return response
+        await asyncio.sleep(float(response.headers["retry-after"]))
+    return response
+
+
 async def _register(http: httpx.AsyncClient, n: int) -> dict:
     name, password = f"chaos{n}", f"pw-chaos-{n}"
-    assert (await http.post("/auth/register", json={"username": name, "password": password})).status_code == 201
-    login = await http.post("/auth/login", json={"username": name, "password": password})
+    made = await _patiently(lambda: http.post("/auth/register", json={"username": name, "password": password}))
+    assert made.status_code == 201, (made.status_code, made.text)
+    login = await _patiently(lambda: http.post("/auth/login", json={"username": name, "password": password}))
     assert login.status_code == 200, (login.status_code, login.text, login.headers.get("retry-after"))
     return {"Authorization": f"Bearer {login.json()['access_token']}"}
 
