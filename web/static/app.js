@@ -27,7 +27,7 @@ const state = {
   maskFor: null,       // the input it is painted over
   masked: false,       // something is painted
   strengthTouched: false,
-  defaultLimits: null, // {daily, monthly}: the service's quota defaults (admin page)
+  defaultLimits: null, // {daily, monthly}: the service's quota defaults, as refreshQuota last read them
 };
 
 // ------------------------------------------------------------------ helpers
@@ -153,6 +153,8 @@ async function logout() {
 async function refreshQuota() {
   const quota = await api("tasks/quota/me").catch(() => null);
   if (!quota) return;
+  // What an empty limit box on the admin page stands for.
+  state.defaultLimits = { daily: quota.default_daily_limit, monthly: quota.default_monthly_limit };
   const meter = $("#quota-meter");
   meter.max = Math.max(quota.daily_limit, 1);
   meter.value = quota.used_today;
@@ -730,10 +732,9 @@ async function loadHistory() {
 
 async function loadAdmin() {
   await guarded(async () => {
-    const [users, stats, security, quota] = await Promise.all([api("auth/users", { query: { limit: 1000 } }),
-      api("tasks/statistics/global"), api("admin/security").catch(() => null), api("tasks/quota/me").catch(() => null)]);
-    // An empty limit box shows the service default it stands for.
-    if (quota) state.defaultLimits = { daily: quota.default_daily_limit, monthly: quota.default_monthly_limit };
+    // The quota is read again too: its defaults name what an empty limit box stands for.
+    const [users, stats, security] = await Promise.all([api("auth/users", { query: { limit: 1000 } }),
+      api("tasks/statistics/global"), api("admin/security").catch(() => null), refreshQuota()]);
     renderStats($("#global-stats"), stats);
     const warn = Boolean(security && security.default_admin_password);
     $("#admin-warning").hidden = !warn;
