@@ -10,6 +10,9 @@ A prompt starting with one of the markers below fails in that way:
 - ``__fault_raise__``: the pipeline raises before its first step.
 - ``__fault_oom__``: the pipeline runs out of memory before its first step.
 - ``__fault_disk_full__``: generation succeeds, writing the result fails (no space left).
+- ``__fault_slow_step_S__``: every step takes S seconds more (a device that is slow, not broken), so a
+  test can keep a replica busy for as long as it needs however fast the machine is; a cancel still
+  stops it at its next step.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import errno
 import hashlib
 import os
 import tempfile
+import time
 from typing import Optional
 
 from .hooks import GenerationHooks, StepCallback
@@ -27,6 +31,7 @@ CRASH_ONCE = "__fault_crash_once_at_step_"
 RAISE = "__fault_raise__"
 OOM = "__fault_oom__"
 DISK_FULL = "__fault_disk_full__"
+SLOW = "__fault_slow_step_"
 
 
 class FaultHooks(GenerationHooks):
@@ -48,6 +53,8 @@ def before_generation(prompt: str, state_dir: Optional[str], on_step: Optional[S
         raise RuntimeError("injected pipeline failure")
     if prompt.startswith(OOM):
         raise MemoryError("CUDA out of memory (injected)")
+    if prompt.startswith(SLOW):
+        return _slowed(on_step, float(prompt[len(SLOW) :].split("__")[0]))
     crash_at = _crash_step(prompt, state_dir)
     if crash_at is None:
         return on_step
@@ -59,6 +66,15 @@ def before_generation(prompt: str, state_dir: Optional[str], on_step: Optional[S
             on_step(step, total)
 
     return crashing
+
+
+def _slowed(on_step: Optional[StepCallback], seconds: float) -> StepCallback:
+    def slow(step: int, total: int) -> None:
+        time.sleep(seconds)
+        if on_step is not None:
+            on_step(step, total)
+
+    return slow
 
 
 def before_encoding(prompt: str) -> None:

@@ -19,7 +19,11 @@ from tests.conftest import TestUser as User
 from tests.conftest import sleep_app_args
 
 SECONDS_PER_STEP = 0.2
-LONG_STEPS, SHORT_STEPS = 100, 20  # 20 s and 4 s on the sleep profile; the contract allows 20–100
+LONG_STEPS, SHORT_STEPS = 100, 20  # the contract allows 20–100; a short task takes 4 s here
+# On the faulty profile (the sleep profile plus failures on request) this prompt adds 2 s to each step:
+# a long task runs for minutes unless cancelled, so it is still running when the short ones are done
+# however slow the machine running the tests, and a cancel still stops it within a step.
+LONG_PROMPT = "__fault_slow_step_2__ a replica kept busy"
 
 
 def _app(deploy_app, data_root, name: str, replicas: int) -> Iterator[httpx.Client]:
@@ -30,6 +34,7 @@ def _app(deploy_app, data_root, name: str, replicas: int) -> Iterator[httpx.Clie
         sleep_app_args(
             data_root,
             name,
+            model_profile="faulty",
             sleep_seconds_per_step=SECONDS_PER_STEP,
             model_replicas=replicas,
             enabled_models="text_to_image",
@@ -60,7 +65,7 @@ def test_an_idle_replica_is_used_before_a_busy_one(four_replicas):
     http, owner = four_replicas, User(four_replicas, "route")
     long_tasks = []
     for _ in range(3):
-        long_tasks.append(submit_t2i(http, owner.headers, num_inference_steps=LONG_STEPS))
+        long_tasks.append(submit_t2i(http, owner.headers, prompt=LONG_PROMPT, num_inference_steps=LONG_STEPS))
         _wait_running(http, owner.headers, long_tasks[-1])
     # Three of four replicas are generating. Serve's default router samples two replicas at random
     # and would put each short task behind a running one half of the time (1 in 8 to pass all three).

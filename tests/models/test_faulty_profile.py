@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import time
 
 import pytest
 
@@ -55,3 +56,16 @@ def test_a_crash_happens_at_its_step_every_time_or_only_the_first_time(tmp_path)
     assert _crash_step("__fault_crash_once_at_step_2__ y", str(tmp_path)) == 2
     assert _crash_step("__fault_crash_once_at_step_2__ y", str(tmp_path)) is None
     assert _crash_step("an ordinary prompt", str(tmp_path)) is None
+
+
+def test_a_slow_step_prompt_slows_every_step_and_a_cancel_still_stops_it(faulty):
+    seen: list[int] = []
+    started = time.monotonic()
+    result = generate(
+        faulty,
+        GenerationRequest(prompt="__fault_slow_step_0.05__ x", num_inference_steps=4, width=16, height=16),
+        on_step=lambda step, total: seen.append(step),
+        should_stop=lambda: len(seen) >= 2,
+    )
+    assert time.monotonic() - started >= 0.1  # two steps of at least 0.05 s each (a lower bound only)
+    assert seen == [1, 2] and result.interrupted and result.steps_completed == 2
