@@ -68,7 +68,8 @@ def scraped(deploy_app, data_root) -> dict:
         failing = submit_t2i(client, first.headers, prompt="__fault_raise__ boom", num_inference_steps=20)
         assert wait_status(client, first.headers, failing)["status"] == "failed"
 
-        running = submit_t2i(client, first.headers, num_inference_steps=100)
+        # Slowed (0.5 s more per step) so that it is still running while the queue fills, on any machine.
+        running = submit_t2i(client, first.headers, prompt="__fault_slow_step_0.5__ held", num_inference_steps=100)
         wait_status(client, first.headers, running, statuses={"running"})
         queued = submit_t2i(client, first.headers, num_inference_steps=20)
         full = client.post("/text-to-image", headers=first.headers, data={"prompt": "one too many"})

@@ -401,6 +401,7 @@ def t2i_only(deploy_app, data_root) -> Iterator[str]:
             "oai",
             enabled_models="text_to_image",
             model_replicas=1,
+            model_profile="faulty",  # the sleep profile, whose prompts can also ask for a slower step
             sleep_seconds_per_step=0.05,
             openai_model_aliases="",
         ),
@@ -428,7 +429,8 @@ def test_a_streamed_task_can_be_cancelled_while_it_runs(t2i_only):
     with httpx.Client(base_url=t2i_only, timeout=60) as http:
         token = http.post("/auth/login", json={"username": "admin", "password": "admin123"}).json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
-        body = {"prompt": "slow", "size": "256x256", "stream": True, "num_inference_steps": 100}
+        # 100 steps of 0.25 s: still running when the cancel comes, however slow the machine.
+        body = {"prompt": "__fault_slow_step_0.2__ slow", "size": "256x256", "stream": True, "num_inference_steps": 100}
         with http.stream("POST", "/v1/images/generations", headers=headers, json=body) as stream:
             assert stream.headers["content-type"].startswith("text/event-stream")
             task_id = stream.headers["x-task-id"]
