@@ -11,6 +11,12 @@ from PIL import Image
 
 TERMINAL = {"completed", "failed", "cancelled"}
 
+# Prompt prefixes for applications on the ``faulty`` profile (models.faulty): every step takes that
+# much longer, so a task is still pending or running for as long as a test needs it to be, however
+# slow the machine, instead of for a few seconds of sleep-profile steps that a slow machine outlasts.
+SLOW = "__fault_slow_step_0.1__"  # 0.1 s more a step
+HELD = "__fault_slow_step_1__"  # 1 s more a step: minutes at 100 steps, for a task the test cancels
+
 
 def image_bytes(size=(64, 48), color=(200, 30, 30), fmt="PNG") -> bytes:
     buffer = io.BytesIO()

@@ -17,7 +17,7 @@ import ray
 from PIL import Image
 
 from serving.registry.ids import NAMESPACE, registry_name
-from tests.api.helpers import submit_t2i, wait_status
+from tests.api.helpers import SLOW, submit_t2i, wait_status
 from tests.api.sse import COMMENT, collect, read_events
 from tests.conftest import TestUser as Account
 from tests.conftest import sleep_app_args, wait_for
@@ -25,6 +25,8 @@ from tests.webhook_receiver import Receiver
 
 TERMINAL = {"completed", "failed", "cancelled"}
 STREAM_CAP = 3
+# A receiver's time to answer: long enough that a 1 s task is done well within it on a slow machine.
+HOOK_TIMEOUT_S = 5.0
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +36,13 @@ def hooks_client(deploy_app, data_root):
         sleep_app_args(
             data_root,
             "hooks",
+            model_profile="faulty",  # the sleep profile, whose prompts can also ask for a slower step
             sleep_seconds_per_step=0.05,
             model_replicas=1,
             webhook_allow_private_networks=True,
             webhook_retry_schedule=[0.3, 0.3, 0.3, 0.3],
             webhook_retry_jitter=0.0,
-            webhook_timeout_seconds=2.0,
+            webhook_timeout_seconds=HOOK_TIMEOUT_S,
             max_event_streams_per_user=STREAM_CAP,
             event_keepalive_seconds=0.5,
         ),
@@ -69,7 +72,8 @@ def decode(b64: str) -> Image.Image:
 
 
 def test_stream_follows_a_task_live_from_queue_to_completion(hooks_client, hooks_user):
-    task_id = submit_t2i(hooks_client, hooks_user.headers, num_inference_steps=40)
+    # 40 steps of 0.15 s: the stream is open and the status read well before the task ends.
+    task_id = submit_t2i(hooks_client, hooks_user.headers, prompt=f"{SLOW} live", num_inference_steps=40)
     status_at_first_progress = {}
 
     def first_progress(event) -> bool:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.api.helpers import submit_t2i, wait_status
+from tests.api.helpers import SLOW, submit_t2i, wait_status
 from tests.conftest import bearer, login, sleep_app_args, wait_for
 
 WAITS_PER_USER = 2
@@ -31,6 +31,7 @@ def hard_url(deploy_app, data_root) -> str:
         sleep_app_args(
             data_root,
             "hard",
+            model_profile="faulty",  # the sleep profile, whose prompts can also ask for a slower step
             sleep_seconds_per_step=0.05,
             max_waits_per_user=WAITS_PER_USER,
             login_max_failures=FREE_FAILURES,
@@ -129,7 +130,8 @@ def test_a_client_header_cannot_shorten_or_switch_off_the_proxys_timeout(hard):
 def test_one_users_long_waits_are_capped_with_429_and_others_still_wait(hard):
     _, _, headers = _register(hard, "wait")
     _, _, other = _register(hard, "other")
-    task_id = submit_t2i(hard, headers, num_inference_steps=100)  # ~5 s on this profile
+    # 60 steps of 0.15 s (a slowed step): 9 s, still running through the refusals below on a slow machine.
+    task_id = submit_t2i(hard, headers, prompt=f"{SLOW} awaited", num_inference_steps=60)
     results: list[int] = []
 
     def wait_for_result(h) -> None:
@@ -139,7 +141,7 @@ def test_one_users_long_waits_are_capped_with_429_and_others_still_wait(hard):
     waiters = [threading.Thread(target=wait_for_result, args=(headers,)) for _ in range(WAITS_PER_USER)]
     for waiter in waiters:
         waiter.start()
-    time.sleep(1.0)  # let them reach the registry's wait
+    time.sleep(3.0)  # let them reach the registry's wait (milliseconds; nothing shows when they have)
     refused = hard.get(f"/tasks/{task_id}/result", headers=headers, params={"wait": "true", "timeout": 60})
     assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
     sync_refused = hard.post("/text-to-image", headers=headers, data={"prompt": "x", "async_mode": "false"})

@@ -446,10 +446,12 @@ def test_a_call_outlasting_the_sdk_timeout_answers_first_and_is_not_retried(t2i_
         token = http.post("/auth/login", json={"username": "admin", "password": "admin123"}).json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
         before = http.get("/tasks/history/me", headers=headers).json()["total"]
-        # 100 steps of 50 ms against a 3 s read timeout, with the SDK's default two retries.
+        # 100 steps of 0.12 s (a slowed step) against a 10 s read timeout, with the SDK's default two
+        # retries. The service answers 2 s before the SDK gives up (20% of its timeout): room for a slow
+        # machine's round trip.
         with pytest.raises(openai.APIStatusError) as slow:
-            sdk(t2i_only, token, timeout=3.0).images.generate(
-                prompt="slow", size="256x256", extra_body={"num_inference_steps": 100}
+            sdk(t2i_only, token, timeout=10.0).images.generate(
+                prompt="__fault_slow_step_0.07__ slow", size="256x256", extra_body={"num_inference_steps": 100}
             )
         assert slow.value.status_code == 408 and slow.value.response.headers["x-should-retry"] == "false"
         task_id = slow.value.response.headers["x-task-id"]

@@ -14,7 +14,7 @@ import pytest
 import ray
 
 from serving.registry.ids import NAMESPACE, registry_name
-from tests.api.helpers import submit_t2i, wait_status
+from tests.api.helpers import SLOW, submit_t2i, wait_status
 
 
 def test_replica_crash_mid_task_is_retried_once_on_another_replica(faulty_client, faulty_user):
@@ -75,8 +75,9 @@ def test_client_disconnecting_from_a_sync_request_does_not_lose_the_task(faulty_
         httpx.post(
             str(client.base_url).rstrip("/") + "/text-to-image",
             headers=user.headers,
-            timeout=0.5,
-            data={"prompt": "impatient", "num_inference_steps": "60", "async_mode": "false"},
+            # Long enough for the task to be made on a slow machine; the task (60 steps of 0.15 s) outlasts it.
+            timeout=2.0,
+            data={"prompt": f"{SLOW} impatient", "num_inference_steps": "60", "async_mode": "false"},
         )
     items = []
     deadline = time.monotonic() + 10

@@ -15,7 +15,7 @@ from pathlib import Path
 import ray
 
 from tests.api.helpers import submit_t2i, wait_status
-from tests.conftest import bearer, login, unique_name
+from tests.conftest import bearer, login, unique_name, wait_for
 
 SECRET_FIELD_NAMES = {
     "password",
@@ -52,7 +52,6 @@ def test_passwords_tokens_and_the_jwt_secret_never_appear_in_logs(faulty_client,
         "/auth/change-password", headers=bearer(token), json={"old_password": password, "new_password": password + "-2"}
     )
     client.get("/auth/me", headers=bearer(token))  # now revoked: a 401 that must not log the token
-    time.sleep(2)  # let the workers flush their log files
     jwt_secret = (data_root / "faulty" / "jwt_secret").read_text().strip()
     secrets = {
         "password": password,
@@ -63,15 +62,30 @@ def test_passwords_tokens_and_the_jwt_secret_never_appear_in_logs(faulty_client,
         "api key": api_key["key"],
         "api key secret part": api_key["key"][12:],
     }
+
+    def task_events() -> list[dict]:
+        found = []
+        for path in (p for p in _logs_dir().rglob("*") if p.is_file()):
+            text = path.read_bytes().decode("utf-8", "replace")
+            found += [json.loads(line) for line in text.splitlines() if line.startswith("{") and task_id in line]
+        return found
+
+    # The workers write their log files on their own time: the scan starts once the task's events are
+    # all there, so it covers what was logged around them.
+    wanted = {"submitted", "queued", "started", "completed", "generation_finished"}
+    events = wait_for(
+        lambda: (lambda found: found if wanted <= {e.get("event") for e in found} else None)(task_events()),
+        timeout=30,
+        interval=0.5,
+        what=f"the task's events {sorted(wanted)} in the log files",
+    )
+    time.sleep(1)  # and what the last requests (the revoked credentials) logged after them
     files = [p for p in _logs_dir().rglob("*") if p.is_file()]
     assert files, "no Ray log files found"
-    events = []
     for path in files:
         text = path.read_bytes().decode("utf-8", "replace")
         for what, value in secrets.items():
             assert value not in text, f"{what} found in {path.name}"
-        events += [json.loads(line) for line in text.splitlines() if line.startswith("{") and task_id in line]
     # The scan covered the task's structured events, and none has a field for a credential.
-    assert {"submitted", "queued", "started", "completed", "generation_finished"} <= {e.get("event") for e in events}
     for event in events:
         assert not SECRET_FIELD_NAMES & {key.lower() for key in event}, event

@@ -90,5 +90,8 @@ def test_a_request_of_one_kind_waits_for_the_others_generation(shared):
         record = shared.get(f"/tasks/history/{response.headers['x-task-id']}", headers=user.headers).json()
         started = datetime.fromisoformat(record["started_at"]).timestamp()
         runs.append((started, started + float(response.headers["x-generation-seconds"])))
-    (_first_start, first_end), (second_start, _) = sorted(runs)
-    assert len(runs) == 2 and second_start >= first_end - 0.05  # never on the device at the same time
+    (first_start, first_end), (second_start, _) = sorted(runs)
+    # Never on the device at the same time. The start is stamped by the registry a Ray call after the
+    # run began, which a busy machine delays by a varying fraction of a second: a tolerance of a quarter
+    # of the first run, where running both at once would start the second near the first's start.
+    assert len(runs) == 2 and second_start >= first_end - 0.25 * (first_end - first_start), runs

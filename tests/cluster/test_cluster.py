@@ -145,8 +145,9 @@ def s3_keys(cluster: Cluster) -> list[str]:
     return list(fs.find(BUCKET))
 
 
-def model_replicas_by_node(cluster: Cluster) -> tuple[dict, dict]:
-    seen = cluster.inspect()
+def model_replicas_by_node(cluster: Cluster, seen: dict | None = None) -> tuple[dict, dict]:
+    """Live nodes and model replicas, and the registry actor; from ``seen`` (an ``inspect()``) if given."""
+    seen = seen or cluster.inspect()
     nodes = {n["node_id"]: n for n in seen["nodes"] if n["alive"]}
     replicas = [
         a
@@ -194,11 +195,17 @@ def test_a_gpu_worker_killed_under_load_loses_no_task_and_runs_none_twice(cluste
     # the victim: the node of a replica that is running one of them right now (its log says it started
     # a task it has not finished)
     running_on = wait_for(lambda: replicas_running_a_task(cluster, task_ids), 120, "a replica running a task", 0.5)
-    seen, _ = model_replicas_by_node(cluster)
+    # One read of the cluster between seeing the replica busy and killing its node (each read starts a
+    # driver process, seconds on a slow machine), so that the replica is still busy when it is killed.
+    inspected = cluster.inspect()
+    seen, registry = model_replicas_by_node(cluster, inspected)
     busy = {r["node_id"] for r in seen["replicas"] if r["name"].rsplit("#", 1)[-1] in running_on}
-    victim = next(n for n in cluster.nodes.values() if n.name.startswith("gpu") and _node_of(cluster, n) in busy)
-    assert _node_of(cluster, victim) != registry_node(cluster)
-    victim_id = _node_of(cluster, victim)
+    alive = {n["node_manager_port"]: n["node_id"] for n in inspected["nodes"] if n["alive"]}
+    victim = next(
+        n for n in cluster.nodes.values() if n.name.startswith("gpu") and alive.get(n.node_manager_port) in busy
+    )
+    victim_id = alive[victim.node_manager_port]
+    assert victim_id != registry["node_id"]
     killed = time.monotonic()
     victim.kill()
     wait_for(lambda: not node_alive(cluster, victim_id), 90, "the killed node to be marked dead", 0.5)
