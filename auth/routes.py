@@ -24,7 +24,7 @@ from auth.service import AuthError, AuthService
 from i18n import messages
 from storage.api_keys import restore_keys_after_enable
 from storage.tables import User
-from storage.users import get_user, get_user_by_username, list_users
+from storage.users import count_users, get_user, get_user_by_username, list_users
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -215,10 +215,17 @@ def change_password(body: ChangePasswordRequest, user: LoginUser, auth: AuthDep,
 def read_users(
     _: AdminUser,
     session: SessionDep,
+    response: Response,
     skip: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    q: Annotated[
+        str, Query(max_length=255, description="only users whose name or e-mail address contains this (any case)")
+    ] = "",
 ) -> list[User]:
-    return list(list_users(session, skip, limit))
+    """Users in id order. ``X-Total-Count`` says how many there are (that match ``q``), for paging."""
+    search = q.strip()
+    response.headers["X-Total-Count"] = str(count_users(session, search))
+    return list(list_users(session, skip, limit, search))
 
 
 def _other_user(session, admin: User, user_id: int) -> User:

@@ -126,12 +126,26 @@ def test_admin_endpoints_refuse_non_admins_with_403(client, user, make_user):
 
 def test_admin_lists_users_with_skip_and_limit(client, admin_headers, make_user):
     make_user(), make_user()
-    everyone = client.get("/auth/users", headers=admin_headers, params={"limit": 1000}).json()
+    listed = client.get("/auth/users", headers=admin_headers, params={"limit": 1000})
+    everyone = listed.json()
     assert {"admin"} <= {u["username"] for u in everyone}
+    assert int(listed.headers["x-total-count"]) >= len(everyone)  # how many in all, for paging
     page = client.get("/auth/users", headers=admin_headers, params={"skip": 1, "limit": 2}).json()
     assert [u["id"] for u in page] == [u["id"] for u in everyone[1:3]]
     # The admin's list adds each user's own limits (never a password hash or a key).
     assert all(set(u) == USER_FIELDS | {"daily_limit", "monthly_limit"} for u in page)
+
+
+def test_admin_searches_users_by_part_of_a_name_in_any_case(client, admin_headers, make_user):
+    first, second = make_user("Findme"), make_user("findme")
+    make_user("other")
+    found = client.get("/auth/users", headers=admin_headers, params={"q": " FINDME ", "limit": 1})
+    assert found.status_code == 200 and found.headers["x-total-count"] == "2"  # every match, not the page
+    assert [u["id"] for u in found.json()] == [first.id]
+    rest = client.get("/auth/users", headers=admin_headers, params={"q": "findme", "skip": 1}).json()
+    assert [u["id"] for u in rest] == [second.id]
+    too_long = client.get("/auth/users", headers=admin_headers, params={"q": "x" * 256})
+    assert too_long.status_code == 400 and "q" in too_long.json()["detail"], too_long.text
 
 
 def test_toggle_active_disables_login_and_revokes_tokens(client, admin_headers, user):

@@ -60,6 +60,27 @@ def test_list_users_in_id_order_with_skip_and_limit(engine):
         assert list_users(session, skip=5) == []
 
 
+def test_a_search_matches_part_of_a_name_or_address_in_any_case_and_wildcards_are_characters(engine):
+    alice = add_user(engine, "Alice_Smith", email="alice@Example.com")
+    bob = add_user(engine, "bob", email="bob@other.org")
+    carol = add_user(engine, "carol100%", email=None)
+    add_user(engine, "dave")
+
+    def found(search, **page):
+        with Session(engine) as session:
+            return [u.id for u in list_users(session, search=search, **page)], count_users(session, search)
+
+    assert found("ALICE") == ([alice.id], 1)
+    assert found("ｓｍｉｔｈ") == ([alice.id], 1)  # full-width, as names are compared
+    assert found("example.COM") == ([alice.id], 1)
+    assert found("r") == ([bob.id, carol.id], 2)
+    assert found("r", skip=1, limit=1) == ([carol.id], 2)  # the count is of every match, not the page
+    assert found("%") == ([carol.id], 1)  # a character, not "anything"
+    assert found("e_s") == ([alice.id], 1)
+    assert found("e_e") == ([], 0)  # as a wildcard _ would match "alice@example.com"'s "e@e"
+    assert found("")[1] == 4  # no search: everyone
+
+
 def test_count_users(engine):
     with Session(engine) as session:
         assert count_users(session) == 0

@@ -367,6 +367,12 @@ def test_admin_pages_and_phone_width(browser, base_url, shots, make_user, client
     assert (
         client.put(f"/auth/users/{target.id}/quota", headers=admin_headers, json={"daily_limit": 5}).status_code == 200
     )
+    # More users than one page of the list holds (50), however many earlier tests registered.
+    total = int(client.get("/auth/users", headers=admin_headers, params={"limit": 1}).headers["x-total-count"])
+    for _ in range(51 - total):
+        make_user("filler")
+    total = max(total, 51)
+    pages = -(-total // 50)
     w = open_page(browser, base_url, locale="zh-CN", width=390, height=844)
     page = w.page
     expect(page.locator("#login-submit")).to_have_text("登录")
@@ -389,9 +395,21 @@ def test_admin_pages_and_phone_width(browser, base_url, shots, make_user, client
     per_user = []
     page.on("request", lambda r: per_user.append(r.url) if "/auth/users/" in r.url else None)
     page.locator("#nav-admin").click()
+    # A page of 50 users at a time, with their number and the pages they fill.
+    expect(page.locator("#users-info")).to_have_text(f"第 1 / {pages} 页 · 共 {total} 个用户")
+    expect(page.locator("#users-table tbody tr")).to_have_count(50)
+    expect(page.locator("#users-prev")).to_be_disabled()
+    page.locator("#users-next").click()
+    expect(page.locator("#users-info")).to_have_text(f"第 2 / {pages} 页 · 共 {total} 个用户")
+    expect(page.locator("#users-prev")).to_be_enabled()
+    # Found by part of the name, in another case.
+    page.locator("#users-form input[name=q]").fill(target.username.upper()[:-2])
+    page.locator("#users-form input[name=q]").press("Enter")
     row = page.locator("#users-table tbody tr").filter(has_text=target.username)
     expect(row).to_have_count(1)
-    # One read for the whole list, each user's own limits in it (hundreds of users in a full run).
+    expect(page.locator("#users-table tbody tr")).to_have_count(1)
+    expect(page.locator("#users-info")).to_have_text("第 1 / 1 页 · 共 1 个用户")
+    # One read per page of the list, each user's own limits in it: never one per user.
     page.wait_for_load_state("networkidle")
     assert per_user == []
     expect(row.get_by_label(f"{target.username} daily")).to_have_value("5")

@@ -23,6 +23,8 @@ const state = {
   lastSeed: null,
   historyPage: 1,
   historyPages: 1,
+  usersPage: 1,
+  usersPages: 1,
   mask: null,          // the MaskEditor
   maskFor: null,       // the input it is painted over
   masked: false,       // something is painted
@@ -730,16 +732,36 @@ async function loadHistory() {
 
 // ------------------------------------------------------------------ administration
 
+const USERS_PER_PAGE = 50;
+
 async function loadAdmin() {
   await guarded(async () => {
     // The quota is read again too: its defaults name what an empty limit box stands for.
-    const [users, stats, security] = await Promise.all([api("auth/users", { query: { limit: 1000 } }),
-      api("tasks/statistics/global"), api("admin/security").catch(() => null), refreshQuota()]);
+    const [stats, security] = await Promise.all([api("tasks/statistics/global"),
+      api("admin/security").catch(() => null), refreshQuota()]);
     renderStats($("#global-stats"), stats);
     const warn = Boolean(security && security.default_admin_password);
     $("#admin-warning").hidden = !warn;
     if (warn) $("#admin-warning-text").textContent = t("admin.defaultPassword", { name: security.admin_username });
-    $("#users-table tbody").replaceChildren(...users.map(userRow));
+  });
+  await loadUsers();
+}
+
+/** One page of users (those the search box names), in one request: each user's limits come with it. */
+async function loadUsers() {
+  await guarded(async () => {
+    const q = new FormData($("#users-form")).get("q").trim();
+    const query = { q, skip: (state.usersPage - 1) * USERS_PER_PAGE, limit: USERS_PER_PAGE };
+    const response = await api("auth/users", { query, raw: true });
+    const users = await response.json();
+    const total = Number(response.headers.get("x-total-count") || users.length);
+    state.usersPages = Math.max(Math.ceil(total / USERS_PER_PAGE), 1);
+    const body = $("#users-table tbody");
+    body.replaceChildren(...users.map(userRow));
+    if (!users.length) body.append(el("tr", {}, [el("td", { text: t("admin.none"), attrs: { colspan: "6" } })]));
+    $("#users-info").textContent = t("admin.page", { page: state.usersPage, pages: state.usersPages, total });
+    $("#users-prev").disabled = state.usersPage <= 1;
+    $("#users-next").disabled = state.usersPage >= state.usersPages;
   });
 }
 
@@ -852,6 +874,9 @@ function wire() {
   $("#history-form").addEventListener("submit", (e) => { e.preventDefault(); state.historyPage = 1; loadHistory(); });
   $("#page-prev").addEventListener("click", () => { state.historyPage = Math.max(1, state.historyPage - 1); loadHistory(); });
   $("#page-next").addEventListener("click", () => { state.historyPage = Math.min(state.historyPages, state.historyPage + 1); loadHistory(); });
+  $("#users-form").addEventListener("submit", (e) => { e.preventDefault(); state.usersPage = 1; loadUsers(); });
+  $("#users-prev").addEventListener("click", () => { state.usersPage = Math.max(1, state.usersPage - 1); loadUsers(); });
+  $("#users-next").addEventListener("click", () => { state.usersPage = Math.min(state.usersPages, state.usersPage + 1); loadUsers(); });
   $("#cleanup-form").addEventListener("submit", cleanup);
   wireViewer();
   // Ctrl+Enter (⌘+Enter on a Mac) generates from anywhere on the Create view, as in ComfyUI and AUTOMATIC1111.

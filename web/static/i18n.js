@@ -53,6 +53,8 @@ const TEXTS = {
     "admin.disable": "Disable", "admin.makeAdmin": "Make admin", "admin.dropAdmin": "Remove admin",
     "admin.delete": "Delete", "admin.save": "Save limits", "admin.confirmDelete": "Delete user {name}?",
     "admin.saved": "Limits saved.", "yes": "yes", "no": "no", "default": "default", "admin.defaultN": "default: {n}",
+    "admin.search": "Name or e-mail contains", "admin.find": "Find", "admin.none": "No users match.",
+    "admin.page": "Page {page} of {pages} · {total} users",
   },
   zh: {
     skip: "跳到内容", language: "语言", logout: "退出登录", close: "关闭",
@@ -107,6 +109,8 @@ const TEXTS = {
     "admin.disable": "禁用", "admin.makeAdmin": "设为管理员", "admin.dropAdmin": "取消管理员",
     "admin.delete": "删除", "admin.save": "保存配额", "admin.confirmDelete": "确定删除用户 {name}？",
     "admin.saved": "配额已保存。", "yes": "是", "no": "否", "default": "默认", "admin.defaultN": "默认 {n}",
+    "admin.search": "用户名或邮箱包含", "admin.find": "查找", "admin.none": "没有符合条件的用户。",
+    "admin.page": "第 {page} / {pages} 页 · 共 {total} 个用户",
   },
 };
 
