@@ -10,6 +10,7 @@ from sqlmodel import func, select
 
 from auth.deps import SESSION_COOKIE, AdminUser, AuthDep, CurrentUser, LoginUser, SessionDep, by_api_key
 from auth.schemas import (
+    NO_NUL,
     ChangePasswordRequest,
     LoginRequest,
     Message,
@@ -219,7 +220,12 @@ def read_users(
     skip: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     q: Annotated[
-        str, Query(max_length=255, description="only users whose name or e-mail address contains this (any case)")
+        str,
+        Query(
+            max_length=255,
+            pattern=NO_NUL,
+            description="only users whose name (any case) or e-mail address (ASCII letters in any case) contains this",
+        ),
     ] = "",
 ) -> list[User]:
     """Users in id order. ``X-Total-Count`` says how many there are (that match ``q``), for paging."""

@@ -15,7 +15,7 @@ A profile is plain data chosen by name (the ``MODEL_PROFILE`` setting):
 - ``sleep``: for benchmarks of the serving layer only. No torch work: each step sleeps a fixed
   time and the "images" are solid colours. Never a default.
 - ``faulty``: for test suites only. The ``sleep`` profile, plus the failures a prompt asks for
-  (``models.faulty``): replica crashes, exceptions, out of memory, failed result writes.
+  (``models.faulty``): replica crashes, exceptions, out of memory, failed result writes, slower steps.
 
 Pure Python on purpose: the web ingress imports this module and must stay free of torch.
 """

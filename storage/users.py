@@ -20,7 +20,8 @@ def get_user_by_username(session: Session, username: str) -> Optional[User]:
 
 
 def list_users(session: Session, skip: int = 0, limit: int = 100, search: str = "") -> Sequence[User]:
-    """Users in id order; with ``search``, those whose name or e-mail address contains it (any case)."""
+    """Users in id order; with ``search``, those whose name contains it (compared as names are: NFKC,
+    case-folded) or whose e-mail address does (the databases' ``lower()``: ASCII letters in any case)."""
     query = _matching(select(User), search).order_by(col(User.id)).offset(skip).limit(limit)
     return session.exec(query).all()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import time
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 from PIL import Image
@@ -22,6 +24,17 @@ def image_bytes(size=(64, 48), color=(200, 30, 30), fmt="PNG") -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, color).save(buffer, format=fmt)
     return buffer.getvalue()
+
+
+@contextmanager
+def cancelled_at_the_end(client: httpx.Client, headers, task_ids: list[str]) -> Iterator[list[str]]:
+    """Cancels ``task_ids`` (as they are when the block ends) however the block ends: a held task left
+    behind by a failed assertion would keep a shared application's replica busy for minutes."""
+    try:
+        yield task_ids
+    finally:
+        for task_id in task_ids:
+            client.delete(f"/tasks/{task_id}", headers=headers)
 
 
 def wait_status(client: httpx.Client, headers, task_id: str, statuses=TERMINAL, timeout: float = 120) -> dict:

@@ -146,6 +146,8 @@ def test_admin_searches_users_by_part_of_a_name_in_any_case(client, admin_header
     assert [u["id"] for u in rest] == [second.id]
     too_long = client.get("/auth/users", headers=admin_headers, params={"q": "x" * 256})
     assert too_long.status_code == 400 and "q" in too_long.json()["detail"], too_long.text
+    nul = client.get("/auth/users", headers=admin_headers, params={"q": "a\x00b"})  # PostgreSQL refuses it
+    assert nul.status_code == 400 and "q" in nul.json()["detail"], nul.text
 
 
 def test_toggle_active_disables_login_and_revokes_tokens(client, admin_headers, user):

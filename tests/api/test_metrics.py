@@ -100,7 +100,7 @@ def scraped(deploy_app, data_root) -> dict:
         return last["samples"]  # each test then names the count that never came
 
 
-# (sample, labels, count) the fixture's actions must bring onto the endpoint; the tests check each exactly.
+# (sample, labels, count) the fixture's actions must bring onto the endpoint (the tests check these counts).
 EXPECTED = [
     ("ray_qis_tasks_submitted_total", KIND, 5),
     ("ray_qis_tasks_completed_total", KIND, 2),

@@ -81,7 +81,8 @@ def test_an_idle_replica_is_used_before_a_busy_one(four_replicas):
 
 def test_a_replica_generates_one_task_at_a_time_and_its_waiting_task_can_be_cancelled(one_replica):
     http, owner = one_replica, User(one_replica, "route")
-    first = submit_t2i(http, owner.headers, num_inference_steps=30)  # 6 s
+    # 30 steps of 0.4 s (a slowed step): 12 s, still running while the next two are sent and one cancelled.
+    first = submit_t2i(http, owner.headers, prompt="__fault_slow_step_0.2__ first", num_inference_steps=30)
     _wait_running(http, owner.headers, first)
     waiting = submit_t2i(http, owner.headers, num_inference_steps=SHORT_STEPS)  # held by the replica, on its lock
     behind = submit_t2i(http, owner.headers, num_inference_steps=SHORT_STEPS)  # in Serve's queue

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from tests.api.helpers import HELD, SLOW, submit_t2i, wait_status
+from tests.api.helpers import HELD, SLOW, cancelled_at_the_end, submit_t2i, wait_status
 from tests.conftest import TestUser
 
 
@@ -25,8 +25,8 @@ def test_queue_reports_gpus_workers_and_counts(client, user):
 
 def test_tasks_beyond_the_replicas_wait_in_order_with_positions(faulty_client, faulty_user):
     client, user = faulty_client, faulty_user
-    # 20 steps of 0.15 s (a slowed step): the first two still run while all five are read.
-    ids = [submit_t2i(client, user.headers, prompt=f"{SLOW} {n}", num_inference_steps=20) for n in range(5)]
+    # 40 steps of 0.15 s (a slowed step): the first two still run while all five are read.
+    ids = [submit_t2i(client, user.headers, prompt=f"{SLOW} {n}", num_inference_steps=40) for n in range(5)]
     statuses = [client.get(f"/tasks/{t}", headers=user.headers).json() for t in ids]
     pending = [s for s in statuses if s["status"] == "pending"]
     assert len(pending) >= 2, statuses  # two replicas, five tasks
@@ -44,13 +44,13 @@ def test_cancel_pending_task_never_runs(faulty_client, faulty_user):
     # Slowed blockers keep both replicas busy for minutes, however slow the machine; once the victim
     # is cancelled they are cancelled too, which frees the replicas as their finishing would.
     blockers = [submit_t2i(client, user.headers, prompt=f"{HELD} {n}", num_inference_steps=60) for n in range(2)]
-    victim = submit_t2i(client, user.headers)
-    assert client.get(f"/tasks/{victim}", headers=user.headers).json()["status"] == "pending"
-    response = client.delete(f"/tasks/{victim}", headers=user.headers)
-    assert response.status_code == 200
-    assert response.json()["status"] == "cancelled"
+    with cancelled_at_the_end(client, user.headers, blockers):
+        victim = submit_t2i(client, user.headers)
+        assert client.get(f"/tasks/{victim}", headers=user.headers).json()["status"] == "pending"
+        response = client.delete(f"/tasks/{victim}", headers=user.headers)
+        assert response.status_code == 200
+        assert response.json()["status"] == "cancelled"
     for t in blockers:
-        assert client.delete(f"/tasks/{t}", headers=user.headers).status_code == 200
         wait_status(client, user.headers, t, timeout=180)
     time.sleep(0.5)
     final = client.get(f"/tasks/{victim}", headers=user.headers).json()
@@ -82,11 +82,14 @@ def test_cancel_running_task_stops_at_the_next_step(faulty_client, faulty_user):
 def test_result_of_unfinished_task_is_202_and_wait_times_out_with_408(faulty_client, faulty_user):
     client, user = faulty_client, faulty_user
     task_id = submit_t2i(client, user.headers, prompt=f"{HELD} unfinished", num_inference_steps=100)
-    early = client.get(f"/tasks/{task_id}/result", headers=user.headers)
-    assert early.status_code == 202 and early.json()["status"] in ("pending", "running")
-    timed_out = client.get(f"/tasks/{task_id}/result", headers=user.headers, params={"wait": "true", "timeout": "0.3"})
-    assert timed_out.status_code == 408
-    assert client.delete(f"/tasks/{task_id}", headers=user.headers).status_code == 200
+    with cancelled_at_the_end(client, user.headers, [task_id]):
+        early = client.get(f"/tasks/{task_id}/result", headers=user.headers)
+        assert early.status_code == 202 and early.json()["status"] in ("pending", "running")
+        timed_out = client.get(
+            f"/tasks/{task_id}/result", headers=user.headers, params={"wait": "true", "timeout": "0.3"}
+        )
+        assert timed_out.status_code == 408
+    assert wait_status(client, user.headers, task_id)["status"] == "cancelled"
 
 
 def test_another_users_task_is_404_everywhere(faulty_client, faulty_user, faulty_admin_headers):

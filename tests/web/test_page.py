@@ -402,9 +402,17 @@ def test_admin_pages_and_phone_width(browser, base_url, shots, make_user, client
     page.locator("#users-next").click()
     expect(page.locator("#users-info")).to_have_text(f"第 2 / {pages} 页 · 共 {total} 个用户")
     expect(page.locator("#users-prev")).to_be_enabled()
+    # Paging keeps the search last submitted, not what is typed and not yet sent.
+    search = page.locator("#users-form input[name=q]")
+    search.fill("nobody-has-this-name")
+    page.locator("#users-prev").click()
+    expect(page.locator("#users-info")).to_have_text(f"第 1 / {pages} 页 · 共 {total} 个用户")
+    search.press("Enter")
+    expect(page.locator("#users-table tbody")).to_have_text("没有符合条件的用户。")
+    expect(page.locator("#users-info")).to_have_text("第 1 / 1 页 · 共 0 个用户")
     # Found by part of the name, in another case.
-    page.locator("#users-form input[name=q]").fill(target.username.upper()[:-2])
-    page.locator("#users-form input[name=q]").press("Enter")
+    search.fill(target.username.upper()[:-2])
+    search.press("Enter")
     row = page.locator("#users-table tbody tr").filter(has_text=target.username)
     expect(row).to_have_count(1)
     expect(page.locator("#users-table tbody tr")).to_have_count(1)
@@ -434,6 +442,13 @@ def test_admin_pages_and_phone_width(browser, base_url, shots, make_user, client
     expect(page.locator("#cleanup-out")).to_contain_text("已清理")
     # The clean-up reloads the user list and the statistics; a log-out in the middle would rightly
     # answer those reads 401, which the console reports.
+    page.wait_for_load_state("networkidle")
+    # Deleting the one user found: the list is read again, with its count.
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name="删除").click()
+    expect(page.locator("#users-table tbody")).to_have_text("没有符合条件的用户。")
+    expect(page.locator("#users-info")).to_have_text("第 1 / 1 页 · 共 0 个用户")
+    assert client.get(f"/auth/users/{target.id}/quota", headers=admin_headers).status_code == 404
     page.wait_for_load_state("networkidle")
 
     page.get_by_role("button", name="退出登录").click()

@@ -25,6 +25,7 @@ const state = {
   historyPages: 1,
   usersPage: 1,
   usersPages: 1,
+  usersQuery: "",      // the search last submitted (paging keeps it, whatever is typed since)
   mask: null,          // the MaskEditor
   maskFor: null,       // the input it is painted over
   masked: false,       // something is painted
@@ -750,12 +751,15 @@ async function loadAdmin() {
 /** One page of users (those the search box names), in one request: each user's limits come with it. */
 async function loadUsers() {
   await guarded(async () => {
-    const q = new FormData($("#users-form")).get("q").trim();
-    const query = { q, skip: (state.usersPage - 1) * USERS_PER_PAGE, limit: USERS_PER_PAGE };
+    const query = { q: state.usersQuery, skip: (state.usersPage - 1) * USERS_PER_PAGE, limit: USERS_PER_PAGE };
     const response = await api("auth/users", { query, raw: true });
     const users = await response.json();
     const total = Number(response.headers.get("x-total-count") || users.length);
     state.usersPages = Math.max(Math.ceil(total / USERS_PER_PAGE), 1);
+    if (state.usersPage > state.usersPages) {  // users deleted meanwhile: the last page there is now
+      state.usersPage = state.usersPages;
+      return loadUsers();
+    }
     const body = $("#users-table tbody");
     body.replaceChildren(...users.map(userRow));
     if (!users.length) body.append(el("tr", {}, [el("td", { text: t("admin.none"), attrs: { colspan: "6" } })]));
@@ -774,7 +778,7 @@ function userRow(user) {
     b.disabled = self;
     b.addEventListener("click", () => guarded(async () => {
       const changed = await action();
-      if (changed === null) row.remove();
+      if (changed === null) await loadUsers();  // gone: the page, its count and the pages after move up
       else if (changed) row.replaceWith(userRow({ ...user, ...changed }));
     }));
     return b;
@@ -874,7 +878,12 @@ function wire() {
   $("#history-form").addEventListener("submit", (e) => { e.preventDefault(); state.historyPage = 1; loadHistory(); });
   $("#page-prev").addEventListener("click", () => { state.historyPage = Math.max(1, state.historyPage - 1); loadHistory(); });
   $("#page-next").addEventListener("click", () => { state.historyPage = Math.min(state.historyPages, state.historyPage + 1); loadHistory(); });
-  $("#users-form").addEventListener("submit", (e) => { e.preventDefault(); state.usersPage = 1; loadUsers(); });
+  $("#users-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    state.usersQuery = new FormData(e.target).get("q").trim();
+    state.usersPage = 1;
+    loadUsers();
+  });
   $("#users-prev").addEventListener("click", () => { state.usersPage = Math.max(1, state.usersPage - 1); loadUsers(); });
   $("#users-next").addEventListener("click", () => { state.usersPage = Math.min(state.usersPages, state.usersPage + 1); loadUsers(); });
   $("#cleanup-form").addEventListener("submit", cleanup);
