@@ -37,6 +37,18 @@ def cancelled_at_the_end(client: httpx.Client, headers, task_ids: list[str]) -> 
             client.delete(f"/tasks/{task_id}", headers=headers)
 
 
+def wait_idle(client: httpx.Client, headers, timeout: float = 120) -> None:
+    """Until the application has no task pending or running, anyone's: a test that needs one task on
+    each replica starts from idle replicas, not beside an earlier test's last task."""
+    deadline = time.monotonic() + timeout
+    while True:
+        tasks = client.get("/tasks/queue", headers=headers).json()["tasks"]
+        if tasks["pending"] == 0 and tasks["running"] == 0:
+            return
+        assert time.monotonic() < deadline, f"the application is still busy: {tasks}"
+        time.sleep(0.2)
+
+
 def wait_status(client: httpx.Client, headers, task_id: str, statuses=TERMINAL, timeout: float = 120) -> dict:
     deadline = time.monotonic() + timeout
     while True:

@@ -14,7 +14,7 @@ from sqlmodel import select
 
 from storage import LocalResultStore, TaskRecord, init_db, make_engine, session_scope
 from storage.db import sqlite_url
-from tests.api.helpers import HELD, cancelled_at_the_end, submit_t2i, wait_status
+from tests.api.helpers import HELD, cancelled_at_the_end, submit_t2i, wait_idle, wait_status
 from tests.conftest import TestUser
 
 RECORD_FIELDS = {
@@ -144,9 +144,10 @@ def test_quota_counts_images_and_refuses_over_the_daily_limit_with_429(
 def test_monthly_limit_is_enforced_too(faulty_client, faulty_user, faulty_admin_headers):
     client, user, admin_headers = faulty_client, faulty_user, faulty_admin_headers
     _set_quota(client, admin_headers, user.id, monthly_limit=1)
-    submit_t2i(client, user.headers)
+    task_id = submit_t2i(client, user.headers)
     refused = client.post("/text-to-image", headers=user.headers, data={"prompt": "x"})
     assert refused.status_code == 429 and "每月" in refused.json()["detail"]
+    wait_status(client, user.headers, task_id)  # not left on a replica the next test counts on
 
 
 def test_failed_and_never_started_cancelled_tasks_give_quota_back(faulty_client, faulty_user, faulty_admin_headers):
@@ -157,8 +158,11 @@ def test_failed_and_never_started_cancelled_tasks_give_quota_back(faulty_client,
     assert client.get("/tasks/quota/me", headers=user.headers).json()["used_today"] == 0
     _set_quota(client, admin_headers, user.id, daily_limit=100)
     # Held blockers: both replicas stay busy, so the victim is cancelled before it starts.
+    wait_idle(client, user.headers)
     blockers = [submit_t2i(client, user.headers, prompt=f"{HELD} {n}", num_inference_steps=60) for n in range(2)]
     with cancelled_at_the_end(client, user.headers, blockers):
+        for blocker in blockers:  # one on each replica: nothing else can start until they end
+            wait_status(client, user.headers, blocker, statuses={"running"}, timeout=60)
         victim = submit_t2i(client, user.headers)
         assert client.delete(f"/tasks/{victim}", headers=user.headers).json()["status"] == "cancelled"
         assert client.get("/tasks/quota/me", headers=user.headers).json()["used_today"] == 2
