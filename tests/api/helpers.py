@@ -40,13 +40,25 @@ def cancelled_at_the_end(client: httpx.Client, headers, task_ids: list[str]) -> 
 def wait_idle(client: httpx.Client, headers, timeout: float = 120) -> None:
     """Until the application has no task pending or running, anyone's: a test that needs one task on
     each replica starts from idle replicas, not beside an earlier test's last task."""
-    deadline = time.monotonic() + timeout
-    while True:
+    from tests.conftest import wait_for
+
+    def idle() -> bool:
         tasks = client.get("/tasks/queue", headers=headers).json()["tasks"]
-        if tasks["pending"] == 0 and tasks["running"] == 0:
-            return
-        assert time.monotonic() < deadline, f"the application is still busy: {tasks}"
-        time.sleep(0.2)
+        return tasks["pending"] == 0 and tasks["running"] == 0
+
+    wait_for(idle, timeout=timeout, interval=0.2, what="the application to have no task pending or running")
+
+
+@contextmanager
+def both_replicas_held(client: httpx.Client, headers) -> Iterator[list[str]]:
+    """Both replicas of a two-replica faulty-profile application each running a held task (from idle,
+    so that one lands on each), cancelled however the block ends: nothing else starts meanwhile."""
+    wait_idle(client, headers)
+    blockers = [submit_t2i(client, headers, prompt=f"{HELD} {n}", num_inference_steps=60) for n in range(2)]
+    with cancelled_at_the_end(client, headers, blockers):
+        for blocker in blockers:
+            wait_status(client, headers, blocker, statuses={"running"}, timeout=60)
+        yield blockers
 
 
 def wait_status(client: httpx.Client, headers, task_id: str, statuses=TERMINAL, timeout: float = 120) -> dict:

@@ -14,7 +14,7 @@ from sqlmodel import select
 
 from storage import LocalResultStore, TaskRecord, init_db, make_engine, session_scope
 from storage.db import sqlite_url
-from tests.api.helpers import HELD, cancelled_at_the_end, submit_t2i, wait_idle, wait_status
+from tests.api.helpers import both_replicas_held, submit_t2i, wait_status
 from tests.conftest import TestUser
 
 RECORD_FIELDS = {
@@ -158,11 +158,7 @@ def test_failed_and_never_started_cancelled_tasks_give_quota_back(faulty_client,
     assert client.get("/tasks/quota/me", headers=user.headers).json()["used_today"] == 0
     _set_quota(client, admin_headers, user.id, daily_limit=100)
     # Held blockers: both replicas stay busy, so the victim is cancelled before it starts.
-    wait_idle(client, user.headers)
-    blockers = [submit_t2i(client, user.headers, prompt=f"{HELD} {n}", num_inference_steps=60) for n in range(2)]
-    with cancelled_at_the_end(client, user.headers, blockers):
-        for blocker in blockers:  # one on each replica: nothing else can start until they end
-            wait_status(client, user.headers, blocker, statuses={"running"}, timeout=60)
+    with both_replicas_held(client, user.headers) as blockers:
         victim = submit_t2i(client, user.headers)
         assert client.delete(f"/tasks/{victim}", headers=user.headers).json()["status"] == "cancelled"
         assert client.get("/tasks/quota/me", headers=user.headers).json()["used_today"] == 2

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from tests.api.helpers import HELD, SLOW, cancelled_at_the_end, submit_t2i, wait_idle, wait_status
+from tests.api.helpers import HELD, SLOW, both_replicas_held, cancelled_at_the_end, submit_t2i, wait_status
 from tests.conftest import TestUser
 
 
@@ -43,11 +43,7 @@ def test_cancel_pending_task_never_runs(faulty_client, faulty_user):
     client, user = faulty_client, faulty_user
     # Slowed blockers keep both replicas busy for minutes, however slow the machine; once the victim
     # is cancelled they are cancelled too, which frees the replicas as their finishing would.
-    wait_idle(client, user.headers)
-    blockers = [submit_t2i(client, user.headers, prompt=f"{HELD} {n}", num_inference_steps=60) for n in range(2)]
-    with cancelled_at_the_end(client, user.headers, blockers):
-        for blocker in blockers:  # one on each replica: nothing else can start until they end
-            wait_status(client, user.headers, blocker, statuses={"running"}, timeout=60)
+    with both_replicas_held(client, user.headers) as blockers:
         victim = submit_t2i(client, user.headers)
         assert client.get(f"/tasks/{victim}", headers=user.headers).json()["status"] == "pending"
         response = client.delete(f"/tasks/{victim}", headers=user.headers)
